@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/session"
+)
+
+// Gateway is one running edgegw: the mochi broker with the session engine and
+// its listeners.
+type Gateway struct {
+	cfg       Config
+	log       *slog.Logger
+	srv       *mqtt.Server
+	engine    *session.Engine
+	listeners map[string]*tcpListener
+}
+
+// New builds a gateway from a checked configuration. deps lets tests inject a
+// clock; production passes session.Deps{}.
+func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
+	}
+	if deps.Log == nil {
+		deps.Log = log.With(slog.String("component", "sessions"))
+	}
+	engine, err := session.New(cfg.SessionOptions(), deps)
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	srv := NewServer(cfg, log)
+	if err := engine.AttachTo(srv); err != nil {
+		return nil, err
+	}
+	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
+		return nil, fmt.Errorf("add limits hook: %w", err)
+	}
+	// Authentication and ACLs come with the security issue; until then every client
+	// is admitted, which is why the default listener binds to loopback only.
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, engine: engine, listeners: map[string]*tcpListener{}}
+	for _, lc := range cfg.Listeners {
+		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}), timeout: cfg.MQTT.ConnectTimeout}
+		if err := srv.AddListener(l); err != nil {
+			_ = engine.Stop()
+			return nil, fmt.Errorf("listener %s on %s: %w", lc.Name, lc.Address, err)
+		}
+		g.listeners[lc.Name] = l
+	}
+	return g, nil
+}
+
+// NewServer returns a mochi server configured to leave sessions to the engine:
+// no forced message or retained expiry, no per-client in-memory cap deciding
+// drops, small per-connection buffers (mochi's outbound channel only carries
+// $SYS messages here), and every limit the configuration sets.
+func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumMessageExpiryInterval = 0              // retained messages live until replaced; MEI is honoured per message
+	caps.MaximumSessionExpiryInterval = math.MaxUint32 // the engine caps and expires sessions
+	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
+	caps.MaximumClientWritesPending = 64
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
+	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
+	return mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		Logger:                   log.With(slog.String("component", "mqtt")),
+		SysTopicResendInterval:   int64(cfg.MQTT.SysInterval / time.Second),
+		ClientNetReadBufferSize:  2048,
+		ClientNetWriteBufferSize: 2048,
+		InlineClient:             true,
+	})
+}
+
+// Start opens the listeners and starts serving. It returns once they listen.
+func (g *Gateway) Start() error {
+	if err := g.srv.Serve(); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	for name, l := range g.listeners {
+		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()))
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener ("" if unknown).
+func (g *Gateway) Addr(name string) string {
+	if l, ok := g.listeners[name]; ok {
+		return l.Address()
+	}
+	return ""
+}
+
+// Engine returns the session engine.
+func (g *Gateway) Engine() *session.Engine { return g.engine }
+
+// Server returns the mochi server.
+func (g *Gateway) Server() *mqtt.Server { return g.srv }
+
+// Close disconnects every client, stops the listeners and the engine.
+func (g *Gateway) Close() error {
+	err := g.srv.Close()
+	_ = g.engine.Stop()
+	return err
+}
+
+// Run starts a gateway and serves until ctx is done.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	g, err := New(cfg, log, session.Deps{})
+	if err != nil {
+		return err
+	}
+	if err := g.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return g.Close()
+}
+
+// tcpListener is mochi's TCP listener with a deadline for the CONNECT packet:
+// mochi sets none before CONNECT, so an idle socket would hold its goroutines and
+// buffers for ever. mochi replaces the deadline with the keepalive after CONNECT.
+type tcpListener struct {
+	*listeners.TCP
+	timeout time.Duration
+}
+
+// Serve implements listeners.Listener.
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	l.TCP.Serve(func(id string, c net.Conn) error {
+		if l.timeout > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(l.timeout))
+		}
+		return establish(id, c)
+	})
+}
+
+// limitsHook advertises the server's Maximum Packet Size in v5 CONNACKs, which
+// mochi enforces but does not announce [MQTT-3.2.2-15].
+type limitsHook struct {
+	mqtt.HookBase
+	maxPacketSize uint32
+}
+
+func (h *limitsHook) ID() string { return "edgegw-limits" }
+
+func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
+
+func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && h.maxPacketSize > 0 {
+		pk.Properties.MaximumPacketSize = h.maxPacketSize
+	}
+	return pk
+}

@@ -1,0 +1,454 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/gateway"
+	"edgegw/session"
+)
+
+// testClock is an injectable clock for session expiry and will delays.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// testGateway is a running gateway on loopback with an injected clock.
+type testGateway struct {
+	*gateway.Gateway
+	addr  string
+	clock *testClock
+}
+
+// startGateway starts the default configuration (listener "local" on a free
+// loopback port), changed by edit, with a clock that only moves when told.
+func startGateway(t *testing.T, edit func(*gateway.Config)) *testGateway {
+	t.Helper()
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Listeners = []gateway.ListenerConfig{{Name: "local", Address: "127.0.0.1:0"}}
+	cfg.MQTT.SysInterval = time.Second
+	cfg.Sessions.SweepInterval = time.Hour // tests call Sweep themselves
+	if edit != nil {
+		edit(&cfg)
+	}
+	clock := &testClock{now: time.Now()}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	t.Cleanup(func() { _ = g.Close() })
+	return &testGateway{Gateway: g, addr: g.Addr("local"), clock: clock}
+}
+
+// expire moves the clock by d and runs the expiry sweep.
+func (g *testGateway) expire(d time.Duration) {
+	g.clock.Advance(d)
+	g.Engine().Sweep()
+}
+
+// sessionInfo returns the engine's view of one session.
+func (g *testGateway) sessionInfo(id string) (session.SessionInfo, bool) {
+	for _, s := range g.Engine().Sessions() {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return session.SessionInfo{}, false
+}
+
+// waitOffline waits until the engine has processed the disconnect of id.
+func (g *testGateway) waitOffline(t *testing.T, id string) {
+	t.Helper()
+	waitFor(t, "session "+id+" offline or gone", func() bool {
+		s, ok := g.sessionInfo(id)
+		return !ok || !s.Online
+	})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// waitFor polls cond (every 2ms, up to 10s): for state that changes in another
+// goroutine with no event to wait on, such as the server noticing a closed socket.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+const waitTimeout = 5 * time.Second
+
+// ---- paho.golang (MQTT v5) ----
+
+type v5Client struct {
+	*paho.Client
+	msgs chan *paho.Publish
+}
+
+// connectV5 connects a paho.golang client. Received PUBLISHes go to msgs, in order.
+func connectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho.Connack) {
+	t.Helper()
+	c, ca, err := tryConnectV5(t, addr, cp)
+	if err != nil {
+		t.Fatalf("v5 connect %s: %v (connack %+v)", cp.ClientID, err, ca)
+	}
+	return c, ca
+}
+
+func tryConnectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	msgs := make(chan *paho.Publish, 10000)
+	c := paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			msgs <- pr.Packet
+			return true, nil
+		}},
+	})
+	if cp.KeepAlive == 0 {
+		cp.KeepAlive = 30
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ca, err := c.Connect(ctx, cp)
+	if err != nil {
+		_ = conn.Close()
+		return nil, ca, err
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return &v5Client{Client: c, msgs: msgs}, ca, nil
+}
+
+func (c *v5Client) subscribe(t *testing.T, opts ...paho.SubscribeOptions) *paho.Suback {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	return sa
+}
+
+func (c *v5Client) publish(t *testing.T, topic string, qos byte, payload string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)}); err != nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+}
+
+// next returns the next received message or fails after waitTimeout.
+func (c *v5Client) next(t *testing.T) *paho.Publish {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(waitTimeout):
+		t.Fatalf("no message within %v", waitTimeout)
+		return nil
+	}
+}
+
+// disconnect sends DISCONNECT (optionally with a session expiry) and waits for the
+// server to see the session offline.
+func (c *v5Client) disconnect(t *testing.T, g *testGateway, id string) {
+	t.Helper()
+	if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
+	g.waitOffline(t, id)
+}
+
+func expiryOf(ca *paho.Connack) (uint32, bool) {
+	if ca == nil || ca.Properties == nil || ca.Properties.SessionExpiryInterval == nil {
+		return 0, false
+	}
+	return *ca.Properties.SessionExpiryInterval, true
+}
+
+func u32(v uint32) *uint32 { return &v }
+
+// ---- paho.mqtt.golang (MQTT v3.1.1) ----
+
+type v3Client struct {
+	paho3.Client
+	msgs chan paho3.Message
+}
+
+// connectV3 connects a paho.mqtt.golang client with protocol 3.1.1 and returns
+// it with the CONNACK's session-present flag and return code.
+func connectV3(t *testing.T, addr, id string, clean bool) (*v3Client, bool, byte) {
+	t.Helper()
+	msgs := make(chan paho3.Message, 10000)
+	o := paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(clean).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
+		SetConnectTimeout(waitTimeout).SetKeepAlive(30 * time.Second).
+		SetDefaultPublishHandler(func(_ paho3.Client, m paho3.Message) { msgs <- m })
+	o.Servers = []*url.URL{{Scheme: "tcp", Host: addr}}
+	c := paho3.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(waitTimeout) {
+		t.Fatalf("v3 connect %s: timeout", id)
+	}
+	ct := tok.(*paho3.ConnectToken)
+	if tok.Error() == nil {
+		t.Cleanup(func() { c.Disconnect(0) })
+	}
+	return &v3Client{Client: c, msgs: msgs}, ct.SessionPresent(), ct.ReturnCode()
+}
+
+func (c *v3Client) subscribe(t *testing.T, filter string, qos byte) {
+	t.Helper()
+	tok := c.Subscribe(filter, qos, nil)
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("v3 subscribe %s: %v", filter, tok.Error())
+	}
+}
+
+func (c *v3Client) publish(t *testing.T, topic string, qos byte, payload string) {
+	t.Helper()
+	tok := c.Publish(topic, qos, false, payload)
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("v3 publish %s: %v", topic, tok.Error())
+	}
+}
+
+func (c *v3Client) next(t *testing.T) paho3.Message {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(waitTimeout):
+		t.Fatalf("no message within %v", waitTimeout)
+		return nil
+	}
+}
+
+// ---- raw client: packet-level control over one real TCP connection ----
+
+type rawClient struct {
+	t       *testing.T
+	conn    net.Conn
+	r       *bufio.Reader
+	version byte
+}
+
+func dialRaw(t *testing.T, addr string, version byte) *rawClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
+}
+
+func (c *rawClient) send(pk packets.Packet) {
+	c.t.Helper()
+	pk.ProtocolVersion = c.version
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(&buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(&buf)
+	default:
+		c.t.Fatalf("raw send: unsupported packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		c.t.Fatalf("encode: %v", err)
+	}
+	c.write(buf.Bytes())
+}
+
+func (c *rawClient) write(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatalf("raw write: %v", err)
+	}
+}
+
+// read returns the next packet from the server, or an error (io.EOF when the
+// server closed the connection).
+func (c *rawClient) read() (packets.Packet, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	var pk packets.Packet
+	b, err := c.r.ReadByte()
+	if err != nil {
+		return pk, err
+	}
+	if err := pk.FixedHeader.Decode(b); err != nil {
+		return pk, err
+	}
+	n, _, err := packets.DecodeLength(c.r)
+	if err != nil {
+		return pk, err
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return pk, err
+	}
+	pk.ProtocolVersion = c.version
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubrel:
+		err = pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Pingresp:
+	default:
+		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	return pk, err
+}
+
+// expect reads the next packet and fails unless it has the given type.
+func (c *rawClient) expect(typ byte) packets.Packet {
+	c.t.Helper()
+	pk, err := c.read()
+	if err != nil {
+		c.t.Fatalf("read (want packet type %d): %v", typ, err)
+	}
+	if pk.FixedHeader.Type != typ {
+		c.t.Fatalf("got packet type %d (%+v), want %d", pk.FixedHeader.Type, pk, typ)
+	}
+	return pk
+}
+
+// expectClosed fails unless the server closes the connection (after any packets
+// it sends first, which are returned).
+func (c *rawClient) expectClosed() []packets.Packet {
+	c.t.Helper()
+	var got []packets.Packet
+	for {
+		pk, err := c.read()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				c.t.Fatalf("connection still open; got %+v", got)
+			}
+			return got
+		}
+		got = append(got, pk)
+	}
+}
+
+func (c *rawClient) connect(id string, clean bool, props packets.Properties) packets.Packet {
+	c.t.Helper()
+	c.send(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ProtocolName: protocolName(c.version), ClientIdentifier: id,
+			Clean: clean, Keepalive: 30},
+		Properties: props,
+	})
+	return c.expect(packets.Connack)
+}
+
+func protocolName(v byte) []byte {
+	if v == 3 {
+		return []byte("MQIsdp")
+	}
+	return []byte("MQTT")
+}
+
+func (c *rawClient) subscribe(id uint16, subs ...packets.Subscription) packets.Packet {
+	c.t.Helper()
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id, Filters: subs})
+	return c.expect(packets.Suback)
+}
+
+// ping sends PINGREQ and returns the packets that arrive before the PINGRESP.
+func (c *rawClient) ping() []packets.Packet {
+	c.t.Helper()
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	var before []packets.Packet
+	for {
+		pk, err := c.read()
+		if err != nil {
+			c.t.Fatalf("waiting for PINGRESP: %v", err)
+		}
+		if pk.FixedHeader.Type == packets.Pingresp {
+			return before
+		}
+		before = append(before, pk)
+	}
+}
+
+func (c *rawClient) ack(pk packets.Packet) {
+	c.t.Helper()
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+}
+
+func (c *rawClient) close() { _ = c.conn.Close() }

@@ -1,0 +1,434 @@
+package session
+
+import (
+	"log/slog"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// MaxClientIDLength is the longest client identifier accepted. MQTT allows 65535
+// bytes; longer than this is refused with 0x85 (v3.1.1: 0x02) [MQTT-3.1.3-5].
+const MaxClientIDLength = 256
+
+// OnPacketRead applies the session policy to CONNECT and the expiry cap to
+// DISCONNECT. It is the only hook that runs before mochi parses the CONNECT.
+func (e *Engine) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		return e.readConnect(cl, pk), nil
+	case packets.Disconnect:
+		return e.readDisconnect(cl, pk), nil
+	}
+	return pk, nil
+}
+
+// readConnect decides the session for a CONNECT, remembers the decision and the
+// will, and rewrites the packet so that mochi treats the connection as a clean
+// session with no expiry: the engine owns everything that outlives it.
+func (e *Engine) readConnect(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	c := &conn{version: pk.ProtocolVersion}
+	var requested *time.Duration
+	if pk.ProtocolVersion == 5 && pk.Properties.SessionExpiryIntervalFlag {
+		r := time.Duration(pk.Properties.SessionExpiryInterval) * time.Second
+		requested = &r
+	}
+	c.decision = e.opts.Decide(pk.ProtocolVersion, pk.Connect.Clean, requested,
+		pk.Connect.ClientIdentifier, string(pk.Connect.Username), cl.Net.Listener)
+
+	switch {
+	case len(pk.Connect.ClientIdentifier) > MaxClientIDLength:
+		code := packets.ErrClientIdentifierNotValid
+		c.reject = &code
+	case pk.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "":
+		code := packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8] v3.1.1 return code 0x02
+		c.reject = &code
+	}
+
+	if pk.Connect.WillFlag {
+		props := pk.Connect.WillProperties.Copy(false)
+		c.willDelay = time.Duration(props.WillDelayInterval) * time.Second
+		props.WillDelayInterval = 0
+		c.will = &packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: pk.Connect.WillQos, Retain: pk.Connect.WillRetain},
+			TopicName:   pk.Connect.WillTopic,
+			Payload:     pk.Connect.WillPayload,
+			Properties:  props,
+			Origin:      pk.Connect.ClientIdentifier,
+		}
+	}
+
+	e.connMu.Lock()
+	e.conns[cl] = c
+	e.connMu.Unlock()
+
+	pk.Connect.Clean = true
+	pk.Properties.SessionExpiryInterval = 0
+	pk.Properties.SessionExpiryIntervalFlag = false
+	return pk
+}
+
+// readDisconnect caps the expiry a v5 DISCONNECT asks for at the session's cap
+// and hides it from mochi. Raising it from 0 is left to mochi, which answers
+// with 0x82 Protocol Error [MQTT-3.14.2-2].
+func (e *Engine) readDisconnect(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if !pk.Properties.SessionExpiryIntervalFlag {
+		return pk
+	}
+	c := e.conn(cl)
+	if c == nil {
+		return pk
+	}
+	req := time.Duration(pk.Properties.SessionExpiryInterval) * time.Second
+	if c.decision.Expiry == 0 && req > 0 {
+		return pk
+	}
+	granted := min(req, c.decision.Cap)
+	c.discExpiry = &granted
+	pk.Properties.SessionExpiryIntervalFlag = false
+	pk.Properties.SessionExpiryInterval = 0
+	return pk
+}
+
+// OnPacketEncode writes the engine's session-present flag and, for v5, the granted
+// Session Expiry Interval into a successful CONNACK [MQTT-3.2.2-2] [MQTT-3.2.2-3].
+func (e *Engine) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		return pk
+	}
+	c := e.conn(cl)
+	if c == nil {
+		return pk
+	}
+	pk.SessionPresent = c.present
+	if c.version == 5 {
+		pk.Properties.SessionExpiryInterval = uint32(c.decision.Expiry / time.Second)
+		pk.Properties.SessionExpiryIntervalFlag = true
+	}
+	return pk
+}
+
+// OnConnect refuses invalid client ids and enforces the session quota: online
+// sessions plus offline persistent sessions plus connections being admitted count
+// against MaxSessions; a client id that already has a session is always admitted.
+func (e *Engine) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	c := e.conn(cl)
+	if c == nil {
+		return nil
+	}
+	refuse := func(code packets.Code) error {
+		e.dropConn(cl)
+		_ = e.srv.SendConnack(cl, code, false, nil)
+		return code
+	}
+	if c.reject != nil {
+		return refuse(*c.reject)
+	}
+	// Outbound topic aliases stay off: queued messages outlive the alias table.
+	cl.Properties.Props.TopicAliasMaximum = 0
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.sessions[cl.ID]; ok {
+		return nil
+	}
+	if len(e.sessions)+len(e.pending) >= e.opts.MaxSessions {
+		e.stats.SessionsRefused.Add(1)
+		e.log.Warn("session quota reached, connection refused", slog.String("client", cl.ID),
+			slog.Int("max_sessions", e.opts.MaxSessions))
+		code := packets.ErrQuotaExceeded // 0x97
+		if c.version < 5 {
+			code = packets.ErrServerUnavailable // v3.1.1 CONNACK 0x03
+		}
+		return refuse(code)
+	}
+	e.pending[cl] = struct{}{}
+	return nil
+}
+
+func (e *Engine) dropConn(cl *mqtt.Client) {
+	e.connMu.Lock()
+	delete(e.conns, cl)
+	e.connMu.Unlock()
+}
+
+// OnSessionEstablish attaches the authenticated connection to its session,
+// discarding a stored session on clean start, and decides session-present. It
+// runs before mochi's CONNACK.
+func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	c := e.conn(cl)
+	if c == nil {
+		return
+	}
+	var wills []packets.Packet
+	e.mu.Lock()
+	delete(e.pending, cl)
+	s := e.sessions[cl.ID]
+	if s != nil && c.decision.Clean {
+		wills = e.endSessionLocked(s, "clean start")
+		s = nil
+	}
+	c.present = s != nil
+	if s == nil {
+		q, err := e.queues("s/" + cl.ID)
+		if err != nil {
+			e.log.Error("open session queue failed; using memory", slog.String("client", cl.ID), slog.Any("error", err))
+			q = NewMemQueue()
+		}
+		s = newSession(cl.ID, q)
+		e.sessions[cl.ID] = s
+	}
+	s.mu.Lock()
+	if s.bind != nil { // taken over: the old connection's sender stops
+		s.bind.close()
+		s.bind = nil
+	}
+	s.cl = cl
+	s.version = c.version
+	s.profile = c.decision.Profile
+	s.expiry = c.decision.Expiry
+	s.will, s.willAt = nil, time.Time{} // a new connection cancels a delayed will [MQTT-3.1.3-9]
+	for pid := range s.inboundQoS2 {
+		if cl.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pid}) {
+			atomic.AddInt64(&e.srv.Info.Inflight, 1)
+		}
+	}
+	shared := s.sharedFiltersLocked()
+	s.mu.Unlock()
+	e.mu.Unlock()
+
+	// Messages that waited for a shared group go to the first member back, ahead
+	// of anything routed to it from now on.
+	for _, f := range shared {
+		e.drainGroup(f, s)
+	}
+	e.publishAll(wills)
+}
+
+// OnSessionEstablished starts delivery once the CONNACK is out: first the
+// unacknowledged window with DUP set and the same packet ids, then the queue.
+func (e *Engine) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	s := e.session(cl.ID)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.cl != cl {
+		s.mu.Unlock()
+		return
+	}
+	b := newBinding(cl, e.window(cl))
+	s.bind = b
+	s.disconnectedAt = time.Time{}
+	s.mu.Unlock()
+	e.wg.Add(1)
+	go e.sendLoop(s, b)
+}
+
+// window is the number of unacknowledged QoS>0 messages a client may have: its v5
+// Receive Maximum (absent = 65535) capped by InflightWindow [MQTT-3.3.4-9].
+func (e *Engine) window(cl *mqtt.Client) int {
+	w := e.opts.InflightWindow
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 {
+		w = min(w, int(cl.Properties.Props.ReceiveMaximum))
+	}
+	return w
+}
+
+// OnDisconnect ends the connection's part in its session: a session with expiry 0
+// ends now; a persistent one keeps its subscriptions and queue and starts its
+// expiry clock.
+func (e *Engine) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	c := e.conn(cl)
+	e.dropConn(cl)
+	e.disconnected(cl, c)
+}
+
+func (e *Engine) disconnected(cl *mqtt.Client, c *conn) {
+	var wills []packets.Packet
+	e.mu.Lock()
+	delete(e.pending, cl)
+	s := e.sessions[cl.ID]
+	if s == nil {
+		e.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	if s.cl != cl { // taken over: the session belongs to the newer connection
+		s.mu.Unlock()
+		e.mu.Unlock()
+		return
+	}
+	if s.bind != nil {
+		s.bind.close()
+		s.bind = nil
+	}
+	s.cl = nil
+	if c != nil && c.discExpiry != nil {
+		s.expiry = *c.discExpiry
+	}
+	if s.expiry == 0 {
+		s.mu.Unlock()
+		wills = e.endSessionLocked(s, "connection closed")
+	} else {
+		s.disconnectedAt = e.now()
+		s.mu.Unlock()
+	}
+	e.mu.Unlock()
+	e.publishAll(wills)
+}
+
+// OnWill takes over the will message: mochi is handed an empty will (which it
+// routes nowhere) and the engine publishes the real one through its own routing,
+// now or after the Will Delay Interval (capped by the session expiry)
+// [MQTT-3.1.2-8] [MQTT-3.1.3-9].
+func (e *Engine) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	c := e.conn(cl)
+	if c == nil || c.will == nil {
+		return mqtt.Will{}, nil
+	}
+	w := *c.will
+	c.will = nil
+	s := e.session(cl.ID)
+	if s != nil && c.willDelay > 0 {
+		s.mu.Lock()
+		expiry := s.expiry
+		if c.discExpiry != nil {
+			expiry = *c.discExpiry
+		}
+		delay := min(c.willDelay, expiry)
+		if delay > 0 {
+			if s.cl == cl {
+				s.will, s.willAt = &w, e.now().Add(delay)
+			} // else a newer connection already took the session: no will [MQTT-3.1.3-9]
+			s.mu.Unlock()
+			return mqtt.Will{}, nil
+		}
+		s.mu.Unlock()
+	}
+	e.publishAll([]packets.Packet{w})
+	return mqtt.Will{}, nil
+}
+
+// endSessionLocked removes s: its subscriptions from the topic index, its group
+// memberships, its queue. Shared-group messages it still held go back to their
+// groups [MQTT-4.8.2]. It returns the wills to publish (a pending delayed will is
+// due when its session ends [MQTT-3.1.3-9]). Caller holds e.mu and not s.mu.
+func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
+	s.mu.Lock()
+	var wills []packets.Packet
+	if s.will != nil {
+		wills = append(wills, *s.will)
+		s.will = nil
+	}
+	if s.bind != nil {
+		s.bind.close()
+		s.bind = nil
+	}
+	subs := s.subs
+	s.subs = map[string]packets.Subscription{}
+	var back []Message
+	if msgs, err := s.queue.Peek(0, s.queue.Len()); err == nil {
+		for _, m := range msgs {
+			if m.Group != "" {
+				m.PacketID, m.Released = 0, false
+				back = append(back, m)
+			}
+		}
+	}
+	if err := s.queue.Clear(); err != nil {
+		e.log.Error("clear session queue failed", slog.String("client", s.id), slog.Any("error", err))
+	}
+	s.mu.Unlock()
+
+	delete(e.sessions, s.id)
+	for filter := range subs {
+		if e.srv.Topics.Unsubscribe(filter, s.id) {
+			atomic.AddInt64(&e.srv.Info.Subscriptions, -1)
+		}
+		if isShared(filter) {
+			e.leaveGroupLocked(filter, s.id)
+		}
+	}
+	for _, m := range back {
+		if g := e.groups[m.Group]; g != nil {
+			e.routeToGroupLocked(g, m)
+		}
+	}
+	e.log.Debug("session ended", slog.String("client", s.id), slog.String("why", why))
+	return wills
+}
+
+// sharedFiltersLocked lists the session's shared subscription filters, sorted.
+// Caller holds s.mu.
+func (s *Session) sharedFiltersLocked() []string {
+	var out []string
+	for f := range s.subs {
+		if isShared(f) {
+			out = append(out, f)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Sweep reclaims sessions whose expiry has passed since their disconnect and
+// publishes delayed wills that are due. The sweeper calls it every
+// SweepInterval; tests call it after moving their clock.
+func (e *Engine) Sweep() {
+	now := e.now()
+	var wills []packets.Packet
+	e.mu.Lock()
+	for cl := range e.pending {
+		if cl.Closed() { // refused by authentication or lost before establishing
+			delete(e.pending, cl)
+		}
+	}
+	var stuck []*mqtt.Client
+	for _, s := range e.sessions {
+		s.mu.Lock()
+		if s.cl != nil && s.bind == nil && s.cl.Closed() && time.Now().Unix()-s.cl.StopTime() > 60 {
+			stuck = append(stuck, s.cl) // lost between CONNECT and CONNACK: mochi calls no hook
+		}
+		if s.will != nil && !now.Before(s.willAt) {
+			wills = append(wills, *s.will)
+			s.will = nil
+		}
+		expired := s.cl == nil && now.Sub(s.disconnectedAt) >= s.expiry
+		s.mu.Unlock()
+		if expired {
+			w := e.endSessionLocked(s, "expired")
+			wills = append(wills, w...)
+			e.stats.SessionsExpired.Add(1)
+		}
+	}
+	e.mu.Unlock()
+	for _, cl := range stuck {
+		e.disconnected(cl, nil)
+	}
+	e.connMu.Lock()
+	for cl := range e.conns {
+		if cl.Closed() && cl.StopTime() > 0 && time.Now().Unix()-cl.StopTime() > 60 {
+			delete(e.conns, cl) // never established (auth refused): no disconnect hook comes
+		}
+	}
+	e.connMu.Unlock()
+	e.publishAll(wills)
+}
+
+func (e *Engine) sweepLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.Sweep()
+		}
+	}
+}

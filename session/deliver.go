@@ -1,0 +1,260 @@
+package session
+
+import (
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
+)
+
+// binding is one connection's sender for its session.
+type binding struct {
+	cl     *mqtt.Client
+	window int
+	cursor uint64              // next Seq to look at on this connection
+	out    map[uint16]struct{} // packet ids written on this connection, not complete
+	wake   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newBinding(cl *mqtt.Client, window int) *binding {
+	b := &binding{cl: cl, window: window, out: map[uint16]struct{}{},
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	b.signal()
+	return b
+}
+
+func (b *binding) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (b *binding) close() { b.once.Do(func() { close(b.done) }) }
+
+// sendLoop writes the session's queue to its connection until the binding ends.
+func (e *Engine) sendLoop(s *Session, b *binding) {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-e.stop:
+			return
+		case <-b.wake:
+		}
+		if err := e.pump(s, b); err != nil {
+			e.log.Debug("send failed", slog.String("client", s.id), slog.Any("error", err))
+			return // the connection is going; OnDisconnect cleans up
+		}
+	}
+}
+
+// pumpBatch bounds how many queue entries one pass reads.
+const pumpBatch = 128
+
+// pump writes what the window allows, in queue order: messages that already hold
+// a packet id (unacknowledged on an earlier connection) again with DUP set or as
+// PUBREL [MQTT-4.4.0-1], then new ones. QoS 0 messages leave the queue when
+// written. It never has more than the window unacknowledged [MQTT-3.3.4-9].
+func (e *Engine) pump(s *Session, b *binding) error {
+	for {
+		writes, more := e.nextWrites(s, b)
+		for _, pk := range writes {
+			if err := b.cl.WritePacket(pk); err != nil {
+				return err
+			}
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// nextWrites takes the next batch of packets to write under s.mu. more says
+// whether another pass may find work.
+func (e *Engine) nextWrites(s *Session, b *binding) (writes []packets.Packet, more bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bind != b {
+		return nil, false
+	}
+	msgs, err := s.queue.Peek(b.cursor, pumpBatch)
+	if err != nil {
+		e.log.Error("session queue read failed", slog.String("client", s.id), slog.Any("error", err))
+		return nil, false
+	}
+	now := e.now()
+	for _, m := range msgs {
+		qos := m.Packet.FixedHeader.Qos
+		if m.PacketID == 0 && expired(m.Packet, now) { // [MQTT-3.3.2-5]
+			_ = s.queue.Remove(m.Seq)
+			e.stats.MessagesExpired.Add(1)
+			b.cursor = m.Seq + 1
+			continue
+		}
+		if qos == 0 {
+			_ = s.queue.Remove(m.Seq)
+			writes = append(writes, m.Packet)
+			b.cursor = m.Seq + 1
+			continue
+		}
+		if len(b.out) >= b.window {
+			return writes, false // an acknowledgement wakes us
+		}
+		pk := m.Packet
+		if m.PacketID != 0 { // unacknowledged on an earlier connection
+			pk.PacketID = m.PacketID
+			if m.Released {
+				pk = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: m.PacketID}
+			} else {
+				pk.FixedHeader.Dup = true // [MQTT-3.3.1-1]
+			}
+		} else {
+			pid := s.allocPID(b.cl)
+			if pid == 0 {
+				return writes, false
+			}
+			m.PacketID = pid
+			if err := s.queue.Update(m); err != nil {
+				e.log.Error("session queue update failed", slog.String("client", s.id), slog.Any("error", err))
+				return writes, false
+			}
+			s.pids[pid] = m.Seq
+			pk.PacketID = pid
+		}
+		if qos == 2 || m.Released {
+			// mochi answers the client's PUBREC with PUBREL only for ids in its table.
+			entry := pk
+			entry.Expiry = 0
+			if b.cl.State.Inflight.Set(entry) {
+				atomic.AddInt64(&e.srv.Info.Inflight, 1)
+			}
+		}
+		b.out[pk.PacketID] = struct{}{}
+		writes = append(writes, pk)
+		b.cursor = m.Seq + 1
+	}
+	e.overflowCheck(s.id, s.queue, &s.overflow)
+	return writes, len(msgs) == pumpBatch
+}
+
+// OnPacketProcessed completes outbound flows (PUBACK, PUBREC, PUBCOMP) and
+// inbound QoS 2 flows (PUBREL).
+func (e *Engine) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error) {
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp, packets.Pubrel:
+	default:
+		return
+	}
+	s := e.session(cl.ID)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pk.FixedHeader.Type == packets.Pubrel {
+		delete(s.inboundQoS2, pk.PacketID)
+		return
+	}
+	seq, ok := s.pids[pk.PacketID]
+	if !ok {
+		return
+	}
+	if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		// Received; the PUBREL mochi sent now waits for PUBCOMP [MQTT-4.3.3-4].
+		if err := s.queue.Update(Message{Seq: seq, PacketID: pk.PacketID, Released: true}); err != nil {
+			e.log.Error("session queue update failed", slog.String("client", s.id), slog.Any("error", err))
+		}
+		return
+	}
+	delete(s.pids, pk.PacketID)
+	if err := s.queue.Remove(seq); err != nil {
+		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
+	}
+	if s.bind != nil {
+		delete(s.bind.out, pk.PacketID)
+		s.bind.signal()
+	}
+}
+
+// OnPacketSent queues the retained messages of a SUBSCRIBE once its SUBACK is out
+// [MQTT-3.8.4-4].
+func (e *Engine) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
+	if pk.FixedHeader.Type != packets.Suback {
+		return
+	}
+	c := e.conn(cl)
+	if c == nil || c.retained[pk.PacketID] == nil {
+		return
+	}
+	msgs := c.retained[pk.PacketID]
+	delete(c.retained, pk.PacketID)
+	s := e.session(cl.ID)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range msgs {
+		if !e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), m) {
+			break
+		}
+	}
+	if s.bind != nil {
+		s.bind.signal()
+	}
+}
+
+// SysPrefix is where the engine publishes its counters, next to mochi's $SYS/broker.
+const SysPrefix = "$SYS/edgegw/sessions/"
+
+// OnSysInfoTick publishes the session counters as retained QoS 0 messages.
+func (e *Engine) OnSysInfoTick(_ *system.Info) {
+	e.mu.RLock()
+	total, online := len(e.sessions), 0
+	queued := 0
+	for _, s := range e.sessions {
+		s.mu.Lock()
+		if s.online() {
+			online++
+		}
+		queued += s.queue.Len()
+		s.mu.Unlock()
+	}
+	groups := len(e.groups)
+	e.mu.RUnlock()
+	values := []struct {
+		name string
+		v    int64
+	}{
+		{"count", int64(total)},
+		{"online", int64(online)},
+		{"offline", int64(total - online)},
+		{"max", int64(e.opts.MaxSessions)},
+		{"refused", e.stats.SessionsRefused.Load()},
+		{"expired", e.stats.SessionsExpired.Load()},
+		{"groups", int64(groups)},
+		{"queued", int64(queued)},
+		{"queue/refused", e.stats.QueueRefused.Load()},
+		{"queue/dropped_oldest", e.stats.QueueDroppedOld.Load()},
+		{"queue/overflow_episodes", e.stats.OverflowEpisodes.Load()},
+		{"queue/qos0_dropped", e.stats.QoS0Dropped.Load()},
+		{"queue/expired", e.stats.MessagesExpired.Load()},
+	}
+	now := e.now().Unix()
+	for _, v := range values {
+		e.publish(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+			TopicName:   SysPrefix + v.name,
+			Payload:     []byte(strconv.FormatInt(v.v, 10)),
+			Created:     now,
+		})
+	}
+}

@@ -1,0 +1,170 @@
+// Package session implements edgegw's MQTT session contract (DESIGN.md §1) on top of
+// the mochi broker: session policy and profiles, the session quota, persistent sessions
+// with their subscriptions and queued messages, shared-subscription group queues, expiry,
+// and will messages.
+//
+// Division of labour with mochi: mochi decodes and encodes packets, runs connections,
+// handles inbound QoS flows and SUBSCRIBE/UNSUBSCRIBE processing, and keeps the topic
+// index and retained messages. Mochi is told that every session is clean; this package
+// owns everything that outlives a connection and all outbound delivery (routing, queues,
+// in-flight windows, packet ids for outbound messages). See Engine.
+package session
+
+import (
+	"fmt"
+	"path"
+	"time"
+)
+
+// CleanStart says who decides whether a connection starts a clean session.
+type CleanStart string
+
+const (
+	// CleanClient lets the client decide (clean-session / clean-start flag).
+	CleanClient CleanStart = "client"
+	// CleanForce starts every connection with a new session and ends it at disconnect,
+	// whatever the client asks for.
+	CleanForce CleanStart = "force"
+)
+
+// Overflow names what happens when a session queue holds MaxQueued messages and
+// another one arrives.
+type Overflow string
+
+const (
+	// RefuseNew keeps the queue as it is and drops the arriving message (Mosquitto's
+	// and HiveMQ's default behaviour).
+	RefuseNew Overflow = "refuse_new"
+	// DropOldest removes the oldest queued message that is not in flight to make room.
+	DropOldest Overflow = "drop_oldest"
+)
+
+// Profile is a server-side session policy chosen by client ID, username or listener.
+// Empty matchers match anything; all non-empty matchers must match. Patterns are
+// path.Match globs ("meter-*").
+type Profile struct {
+	Name       string
+	ClientID   string
+	Username   string
+	Listener   string
+	CleanStart CleanStart
+	// Expiry, when set, is the session expiry granted to every session of this profile
+	// that is not clean (v3.1.1 clean-session=0, v5 clean-start=0 or expiry > 0),
+	// whatever the client asked for. A forced clean start always gets 0.
+	Expiry *time.Duration
+	// MaxExpiry, when non-zero, caps what a client may ask for (below Options.MaxExpiry).
+	MaxExpiry time.Duration
+}
+
+// Matches reports whether the profile applies to a connection.
+func (p Profile) Matches(clientID, username, listener string) bool {
+	return globMatch(p.ClientID, clientID) && globMatch(p.Username, username) && globMatch(p.Listener, listener)
+}
+
+func globMatch(pattern, s string) bool {
+	if pattern == "" {
+		return true
+	}
+	ok, err := path.Match(pattern, s)
+	return err == nil && ok
+}
+
+// Validate checks a profile's patterns and durations; the error names the field.
+func (p Profile) Validate() error {
+	for field, pat := range map[string]string{"client_id": p.ClientID, "username": p.Username, "listener": p.Listener} {
+		if _, err := path.Match(pat, ""); err != nil {
+			return fmt.Errorf("%s: bad glob %q: %w", field, pat, err)
+		}
+	}
+	switch p.CleanStart {
+	case "", CleanClient, CleanForce:
+	default:
+		return fmt.Errorf("clean_start: %q is not one of force, client", p.CleanStart)
+	}
+	if p.Expiry != nil && *p.Expiry < 0 {
+		return fmt.Errorf("expiry: must not be negative")
+	}
+	if p.MaxExpiry < 0 {
+		return fmt.Errorf("max_expiry: must not be negative")
+	}
+	return nil
+}
+
+// Options configure the session engine. The zero value is not useful; start from
+// DefaultOptions.
+type Options struct {
+	// MaxExpiry caps every session expiry; a v3.1.1 clean-session=0 session gets it
+	// unless its profile says otherwise. Whole seconds; at most 2^32-1 s.
+	MaxExpiry time.Duration
+	// MaxSessions bounds online plus offline persistent sessions together.
+	MaxSessions int
+	// MaxQueued bounds the messages waiting for one session (or one shared group),
+	// in flight ones included.
+	MaxQueued int
+	// Overflow is the policy when MaxQueued is reached.
+	Overflow Overflow
+	// QueueQoS0 queues QoS 0 messages for offline persistent sessions
+	// (Mosquitto's queue_qos0_messages). Online sessions always get QoS 0 through
+	// their queue.
+	QueueQoS0 bool
+	// InflightWindow caps unacknowledged QoS>0 messages per client: the v5 client's
+	// Receive Maximum is honoured below it; v3.1.1 clients get it as is.
+	InflightWindow int
+	// SweepInterval is how often expired sessions and delayed wills are looked at.
+	SweepInterval time.Duration
+	// Profiles are tried in order; the first match wins. No match: the client decides,
+	// capped at MaxExpiry.
+	Profiles []Profile
+}
+
+// DefaultProfiles are the shipped profiles of DESIGN.md §1.
+func DefaultProfiles() []Profile {
+	zero, day := time.Duration(0), 24*time.Hour
+	return []Profile{
+		{Name: "meter", ClientID: "meter-*", CleanStart: CleanForce, Expiry: &zero},
+		{Name: "ota", ClientID: "ota-*", CleanStart: CleanClient, Expiry: &day},
+		{Name: "mobile", ClientID: "mobile-*", CleanStart: CleanClient, Expiry: &day},
+		{Name: "dashboard", ClientID: "web_*", CleanStart: CleanForce, Expiry: &zero},
+	}
+}
+
+// DefaultOptions returns the documented defaults.
+func DefaultOptions() Options {
+	return Options{
+		MaxExpiry:      72 * time.Hour,
+		MaxSessions:    10000,
+		MaxQueued:      100000,
+		Overflow:       RefuseNew,
+		QueueQoS0:      false,
+		InflightWindow: 64,
+		SweepInterval:  time.Second,
+		Profiles:       DefaultProfiles(),
+	}
+}
+
+// Validate checks the options; errors name the configuration key.
+func (o Options) Validate() error {
+	switch {
+	case o.MaxExpiry < 0 || o.MaxExpiry > time.Duration(1<<32-1)*time.Second:
+		return fmt.Errorf("sessions.max_expiry: must be between 0s and 4294967295s")
+	case o.MaxSessions < 1:
+		return fmt.Errorf("sessions.max_sessions: must be at least 1")
+	case o.MaxQueued < 1:
+		return fmt.Errorf("sessions.max_queued: must be at least 1")
+	case o.InflightWindow < 1 || o.InflightWindow > 65535:
+		return fmt.Errorf("sessions.inflight_window: must be between 1 and 65535")
+	case o.SweepInterval <= 0:
+		return fmt.Errorf("sessions.sweep_interval: must be positive")
+	}
+	switch o.Overflow {
+	case RefuseNew, DropOldest:
+	default:
+		return fmt.Errorf("sessions.queue_overflow: %q is not one of refuse_new, drop_oldest", o.Overflow)
+	}
+	for i, p := range o.Profiles {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("sessions.profiles[%d] (%s).%w", i, p.Name, err)
+		}
+	}
+	return nil
+}

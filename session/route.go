@@ -1,0 +1,325 @@
+package session
+
+import (
+	"log/slog"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+const sharePrefix = "$share/"
+
+func isShared(filter string) bool { return strings.HasPrefix(filter, sharePrefix) }
+
+// OnPublish routes an inbound PUBLISH to the queues of every matching session and
+// stores it if retained, then tells mochi to acknowledge it without routing it
+// itself (packets.CodeSuccessIgnore). It runs in the publisher's read goroutine
+// before the PUBACK/PUBREC is written, so a durable queue can make the
+// acknowledgement wait for its commit.
+func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 {
+		if s := e.session(cl.ID); s != nil {
+			s.mu.Lock()
+			s.inboundQoS2[pk.PacketID] = struct{}{}
+			s.mu.Unlock()
+		}
+	}
+	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
+		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
+	}
+	e.publish(pk)
+	return pk, packets.CodeSuccessIgnore
+}
+
+// publishAll publishes packets built by the engine (wills, $SYS).
+func (e *Engine) publishAll(pks []packets.Packet) {
+	for _, pk := range pks {
+		if pk.Created == 0 {
+			pk.Created = e.now().Unix()
+		}
+		if pk.Properties.MessageExpiryInterval > 0 {
+			pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
+		}
+		e.publish(pk)
+		if pk.TopicName != "" && !strings.HasPrefix(pk.TopicName, "$SYS/") {
+			e.stats.WillsPublished.Add(1)
+		}
+	}
+}
+
+// publish stores a retained message and routes the packet.
+func (e *Engine) publish(pk packets.Packet) {
+	if pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0 {
+		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
+		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
+	}
+	e.route(pk)
+}
+
+// route delivers pk to every matching subscription. Overlapping subscriptions of
+// one client give it one copy (mochi merges them with all their identifiers and
+// the highest QoS); a shared subscription gives one copy to one member of each
+// group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
+func (e *Engine) route(pk packets.Packet) {
+	subs := e.srv.Topics.Subscribers(pk.TopicName)
+	if len(subs.Shared) > 0 {
+		e.mu.RLock()
+		for filter := range subs.Shared {
+			if g := e.groups[filter]; g != nil {
+				e.routeToGroupLocked(g, Message{Group: filter, Packet: pk})
+			}
+		}
+		e.mu.RUnlock()
+	}
+	for id, sub := range subs.Subscriptions {
+		if sub.NoLocal && pk.Origin == id { // [MQTT-3.8.3-3]
+			continue
+		}
+		if s := e.session(id); s != nil {
+			e.deliver(s, sub, pk, "", false)
+		}
+	}
+}
+
+// routeToGroupLocked gives m to one online member of g, round robin over the
+// members sorted by id, or queues it for the group when none is online. Caller
+// holds e.mu (read or write) and neither g.mu nor any session lock.
+func (e *Engine) routeToGroupLocked(g *group, m Message) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ids := make([]string, 0, len(g.members))
+	for id := range g.members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for i := range ids {
+		id := ids[(g.next+i)%len(ids)]
+		s := e.sessions[id]
+		if s == nil {
+			continue
+		}
+		s.mu.Lock()
+		on := s.online()
+		sub, ok := s.subs[g.filter]
+		s.mu.Unlock()
+		if on && ok {
+			g.next = (g.next + i + 1) % len(ids)
+			e.deliver(s, sub, m.Packet, g.filter, false)
+			return
+		}
+	}
+	if m.Packet.FixedHeader.Qos == 0 && !e.opts.QueueQoS0 {
+		e.stats.QoS0Dropped.Add(1)
+		return
+	}
+	e.enqueue(g.filter, g.queue, &g.overflow, 0, Message{Group: g.filter, Packet: m.Packet})
+}
+
+// drainGroup moves the messages waiting in the group of filter to s, oldest
+// first. Called when s comes online or joins the group.
+func (e *Engine) drainGroup(filter string, s *Session) {
+	e.mu.RLock()
+	g := e.groups[filter]
+	e.mu.RUnlock()
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s.mu.Lock()
+	sub, ok := s.subs[filter]
+	on := s.online()
+	s.mu.Unlock()
+	if !ok || !on {
+		return
+	}
+	for g.queue.Len() > 0 {
+		msgs, err := g.queue.Peek(0, 256)
+		if err != nil || len(msgs) == 0 {
+			e.log.Error("group queue read failed", slog.String("group", filter), slog.Any("error", err))
+			return
+		}
+		for _, m := range msgs {
+			e.deliver(s, sub, m.Packet, filter, false)
+			_ = g.queue.Remove(m.Seq)
+		}
+	}
+	g.overflow = overflowState{}
+}
+
+// deliver queues the copy of pk that subscription sub of session s receives.
+func (e *Engine) deliver(s *Session, sub packets.Subscription, pk packets.Packet, groupFilter string, retained bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := outgoing(sub, pk, s.version, retained)
+	if !s.online() && out.FixedHeader.Qos == 0 && !e.opts.QueueQoS0 {
+		e.stats.QoS0Dropped.Add(1)
+		return
+	}
+	if e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), Message{Group: groupFilter, Packet: out}) && s.bind != nil {
+		s.bind.signal()
+	}
+}
+
+// outgoing builds the PUBLISH a subscriber receives: QoS reduced to the
+// subscription's [MQTT-3.8.4-8], retain cleared unless Retain As Published or a
+// retained message sent on subscribe [MQTT-3.3.1-9] [MQTT-3.3.1-12] [MQTT-3.3.1-13],
+// its subscription identifiers [MQTT-3.3.4-3]. The payload is shared, not copied.
+func outgoing(sub packets.Subscription, pk packets.Packet, version byte, retained bool) packets.Packet {
+	out := pk
+	out.PacketID = 0
+	out.FixedHeader.Dup = false
+	if !retained && (version < 5 || !sub.RetainAsPublished) {
+		out.FixedHeader.Retain = false
+	}
+	if out.FixedHeader.Qos > sub.Qos {
+		out.FixedHeader.Qos = sub.Qos
+	}
+	out.Properties.SubscriptionIdentifier = nil
+	if len(sub.Identifiers) > 0 {
+		for _, id := range sub.Identifiers {
+			if id > 0 {
+				out.Properties.SubscriptionIdentifier = append(out.Properties.SubscriptionIdentifier, id)
+			}
+		}
+		sort.Ints(out.Properties.SubscriptionIdentifier)
+	} else if sub.Identifier > 0 {
+		out.Properties.SubscriptionIdentifier = []int{sub.Identifier}
+	}
+	out.Properties.TopicAlias, out.Properties.TopicAliasFlag = 0, false
+	return out
+}
+
+// OnSubscribe remembers the filters as the client sent them and tells mochi to
+// send no retained messages: the engine queues them itself after the SUBACK, so
+// that they take part in flow control and survive a disconnect.
+func (e *Engine) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	c := e.conn(cl)
+	if c == nil {
+		return pk
+	}
+	c.subFilters = append([]packets.Subscription(nil), pk.Filters...)
+	filters := make([]packets.Subscription, len(pk.Filters))
+	for i, f := range pk.Filters {
+		f.RetainHandling = 2
+		filters[i] = f
+	}
+	pk.Filters = filters
+	return pk
+}
+
+// OnSubscribed records granted subscriptions in the session, joins shared groups
+// and prepares the retained messages for the SUBACK's OnPacketSent.
+func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	c := e.conn(cl)
+	s := e.session(cl.ID)
+	if c == nil || s == nil {
+		return
+	}
+	var joined []string
+	var retained []Message
+	for i, f := range pk.Filters {
+		cl.State.Subscriptions.Delete(f.Filter) // mochi must not unsubscribe it at disconnect
+		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
+			continue
+		}
+		orig := f
+		if i < len(c.subFilters) {
+			orig = c.subFilters[i]
+		}
+		orig.Qos = reasonCodes[i]
+		s.mu.Lock()
+		_, existed := s.subs[f.Filter]
+		s.subs[f.Filter] = orig
+		s.mu.Unlock()
+		if isShared(f.Filter) {
+			joined = append(joined, f.Filter)
+			continue // no retained messages on a shared subscribe [MQTT-4.8.2]
+		}
+		if orig.RetainHandling == 2 || (orig.RetainHandling == 1 && existed) { // [MQTT-3.3.1-10] [MQTT-3.3.1-11]
+			continue
+		}
+		for _, r := range e.srv.Topics.Messages(f.Filter) {
+			if r.Expiry > 0 && r.Expiry < e.now().Unix() {
+				continue
+			}
+			retained = append(retained, Message{Packet: outgoing(orig, r, s.version, true)})
+		}
+	}
+	c.subFilters = nil
+	if len(retained) > 0 {
+		if c.retained == nil {
+			c.retained = map[uint16][]Message{}
+		}
+		c.retained[pk.PacketID] = retained
+	}
+	for _, f := range joined {
+		e.joinGroup(f, s.id)
+		e.drainGroup(f, s)
+	}
+}
+
+// OnUnsubscribed forgets the session's subscriptions (mochi already removed them
+// from the topic index) and leaves shared groups.
+func (e *Engine) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	s := e.session(cl.ID)
+	if s == nil || len(pk.Filters) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, f := range pk.Filters {
+		s.mu.Lock()
+		delete(s.subs, f.Filter)
+		s.mu.Unlock()
+		if isShared(f.Filter) {
+			e.leaveGroupLocked(f.Filter, s.id)
+		}
+	}
+}
+
+func (e *Engine) joinGroup(filter, id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g := e.groups[filter]
+	if g == nil {
+		q, err := e.queues("g/" + filter)
+		if err != nil {
+			e.log.Error("open group queue failed; using memory", slog.String("group", filter), slog.Any("error", err))
+			q = NewMemQueue()
+		}
+		g = &group{filter: filter, queue: q, members: map[string]struct{}{}}
+		e.groups[filter] = g
+	}
+	g.mu.Lock()
+	g.members[id] = struct{}{}
+	g.mu.Unlock()
+}
+
+// leaveGroupLocked removes a member; the group and its queue are released with
+// its last member. Caller holds e.mu.
+func (e *Engine) leaveGroupLocked(filter, id string) {
+	g := e.groups[filter]
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.members, id)
+	if len(g.members) == 0 {
+		if n := g.queue.Len(); n > 0 {
+			e.log.Info("shared group released with queued messages", slog.String("group", filter), slog.Int("messages", n))
+		}
+		_ = g.queue.Clear()
+		delete(e.groups, filter)
+	}
+}
+
+// expired reports whether a message's expiry (absolute unix seconds) has passed.
+func expired(pk packets.Packet, now time.Time) bool {
+	return pk.Expiry > 0 && pk.Expiry <= now.Unix()
+}

@@ -1,0 +1,138 @@
+package session
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Session is the server side of one MQTT session. It outlives network connections
+// when its expiry is above zero.
+//
+// Invariants (under mu): every message holding a PacketID is in pids; messages are
+// sent in Seq order, so messages with a PacketID precede unsent ones unless a
+// shared-group move appended behind them; cl is the current connection (nil when
+// offline) and bind its sender once CONNACK is out.
+type Session struct {
+	id    string
+	queue Queue
+
+	mu             sync.Mutex
+	version        byte
+	profile        string
+	expiry         time.Duration
+	subs           map[string]packets.Subscription // filter -> subscription as granted
+	cl             *mqtt.Client
+	bind           *binding
+	disconnectedAt time.Time
+	will           *packets.Packet // delayed will waiting for willAt
+	willAt         time.Time
+	pids           map[uint16]uint64 // packet id -> Seq, for messages sent and not complete
+	nextPID        uint16
+	inboundQoS2    map[uint16]struct{} // client's QoS 2 ids awaiting PUBREL [MQTT-4.3.3-9]
+	overflow       overflowState
+}
+
+func newSession(id string, q Queue) *Session {
+	return &Session{id: id, queue: q, subs: map[string]packets.Subscription{},
+		pids: map[uint16]uint64{}, inboundQoS2: map[uint16]struct{}{}}
+}
+
+// online reports whether messages for the session go to a live connection (or one
+// whose CONNACK is being sent). Caller holds s.mu.
+func (s *Session) online() bool { return s.cl != nil }
+
+// allocPID returns a packet id not used by this session's outbound messages nor
+// by the client's inbound flows in mochi's table, counting down from 65535 so
+// that collisions with client-chosen ids (which usually count up from 1) stay
+// unlikely. Returns 0 if none is free. Caller holds s.mu.
+func (s *Session) allocPID(cl *mqtt.Client) uint16 {
+	for range 65535 {
+		s.nextPID--
+		if s.nextPID == 0 {
+			s.nextPID = 65535
+		}
+		if _, used := s.pids[s.nextPID]; used {
+			continue
+		}
+		if _, used := cl.State.Inflight.Get(s.nextPID); used {
+			continue
+		}
+		return s.nextPID
+	}
+	return 0
+}
+
+// overflowState tracks one queue's overflow episode so that it is logged once
+// when it starts and once when it ends.
+type overflowState struct {
+	active  bool
+	dropped int64
+}
+
+// enqueue appends m to q under the overflow policy. It returns false if m was
+// not queued. The caller holds the lock that guards ov and q's owner; inFlight is
+// the number of messages of q that hold a packet id and must not be dropped.
+func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m Message) bool {
+	if q.Len() >= e.opts.MaxQueued {
+		if !ov.active {
+			ov.active = true
+			e.stats.OverflowEpisodes.Add(1)
+			e.log.Warn("queue full, applying overflow policy", slog.String("queue", owner),
+				slog.Int("max_queued", e.opts.MaxQueued), slog.String("policy", string(e.opts.Overflow)))
+		}
+		ov.dropped++
+		if e.opts.Overflow == RefuseNew {
+			e.stats.QueueRefused.Add(1)
+			return false
+		}
+		oldest, err := q.Peek(0, inFlight+1)
+		if err != nil {
+			e.log.Error("queue peek failed", slog.String("queue", owner), slog.Any("error", err))
+			return false
+		}
+		dropped := false
+		for _, old := range oldest {
+			if old.PacketID == 0 {
+				if err := q.Remove(old.Seq); err == nil {
+					dropped = true
+				}
+				break
+			}
+		}
+		if !dropped { // everything is in flight: nothing may go
+			e.stats.QueueRefused.Add(1)
+			return false
+		}
+		e.stats.QueueDroppedOld.Add(1)
+	}
+	if _, err := q.Append(m); err != nil {
+		e.log.Error("queue append failed", slog.String("queue", owner), slog.Any("error", err))
+		e.stats.QueueRefused.Add(1)
+		return false
+	}
+	return true
+}
+
+// overflowCheck ends an overflow episode once the queue is below 90% of the limit.
+func (e *Engine) overflowCheck(owner string, q Queue, ov *overflowState) {
+	if ov.active && q.Len() < e.opts.MaxQueued-e.opts.MaxQueued/10 {
+		e.log.Info("queue below limit again", slog.String("queue", owner), slog.Int64("lost", ov.dropped))
+		*ov = overflowState{}
+	}
+}
+
+// group is a shared subscription group "$share/<name>/<filter>": its members and
+// the queue of messages that arrived while no member was online.
+type group struct {
+	filter string
+	queue  Queue
+
+	mu       sync.Mutex
+	members  map[string]struct{}
+	next     int
+	overflow overflowState
+}
