@@ -1,0 +1,38 @@
+# edgegw build and test entry points. `make run` and `make test` are the two
+# commands a developer needs; see README.md.
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+CONFIG  ?= packaging/edgegw.yaml
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GOBUILD := go build -trimpath -ldflags "$(LDFLAGS)"
+
+.PHONY: all build run test cross clean
+
+all: build
+
+build:
+	$(GOBUILD) -o bin/edgegw ./cmd/edgegw
+
+run: build
+	bin/edgegw run -c $(CONFIG)
+
+test:
+	scripts/test-deps.sh
+	go vet ./...
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; \
+	fi
+	go test -race -count=1 -timeout 15m ./...
+
+# cross builds static binaries for the supported boards: Raspberry Pi Zero/1
+# (ARMv6), Pi 2/3 on 32-bit OS (ARMv7), 64-bit ARM, and x86-64.
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GOBUILD) -o bin/edgegw-linux-armv6 ./cmd/edgegw
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o bin/edgegw-linux-armv7 ./cmd/edgegw
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GOBUILD) -o bin/edgegw-linux-arm64 ./cmd/edgegw
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GOBUILD) -o bin/edgegw-linux-amd64 ./cmd/edgegw
+	@echo "sizes in bytes:"; wc -c bin/edgegw-linux-armv6 bin/edgegw-linux-armv7 bin/edgegw-linux-arm64 bin/edgegw-linux-amd64
+
+clean:
+	rm -rf bin

@@ -1,0 +1,168 @@
+// Command edgegw is the edgegw MQTT edge gateway.
+//
+// Usage:
+//
+//	edgegw run [-c FILE]        run the gateway (default configuration without -c)
+//	edgegw config default       print the documented default configuration
+//	edgegw config check FILE    check a configuration file
+//	edgegw version              print the version
+//
+// Exit status: 0 on success, 1 on runtime errors, 2 on usage errors and invalid
+// configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"edgegw/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitRuntime = 1 // the gateway failed, or a file could not be read
+	exitUsage   = 2 // bad command line or invalid configuration
+)
+
+const usage = `usage:
+  edgegw run [-c FILE]        run the gateway (default configuration without -c)
+  edgegw config default       print the documented default configuration
+  edgegw config check FILE    check a configuration file
+  edgegw version              print the version
+`
+
+func main() {
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// cli runs the command line args (without the program name) and returns the exit
+// status.
+func cli(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageError(stderr, "missing command")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return runCmd(rest, stderr)
+	case "config":
+		return configCmd(rest, stdout, stderr)
+	case "version":
+		if len(rest) != 0 {
+			return usageError(stderr, "version takes no arguments")
+		}
+		fmt.Fprintf(stdout, "edgegw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		return usageError(stderr, fmt.Sprintf("unknown command %q", cmd))
+	}
+}
+
+func usageError(stderr io.Writer, msg string) int {
+	fmt.Fprintf(stderr, "edgegw: %s\n%s", msg, usage)
+	return exitUsage
+}
+
+// runCmd runs the gateway until SIGINT or SIGTERM. A second signal during shutdown
+// kills the process the default way.
+func runCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("edgegw run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, "usage: edgegw run [-c FILE]\n") }
+	var path string
+	fs.StringVar(&path, "config", "", "configuration `FILE` (default: the built-in default configuration)")
+	fs.StringVar(&path, "c", "", "shorthand for -config")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() != 0 {
+		return usageError(stderr, fmt.Sprintf("run: unexpected argument %q", fs.Arg(0)))
+	}
+
+	cfg := gateway.DefaultConfig()
+	if path != "" {
+		var err error
+		if cfg, err = gateway.LoadConfig(path); err != nil {
+			return configError(stderr, err)
+		}
+	}
+	log := cfg.Logger(stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop) // restore default signal handling once shutdown starts
+
+	configName := path
+	if configName == "" {
+		configName = "(default)"
+	}
+	log.Info("edgegw starting", "version", version, "config", configName)
+	if err := gateway.Run(ctx, cfg, log); err != nil {
+		log.Error("edgegw failed", "err", err)
+		return exitRuntime
+	}
+	log.Info("edgegw stopped")
+	return exitOK
+}
+
+func configCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageError(stderr, "config: missing subcommand (default or check)")
+	}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "default":
+		if len(rest) != 0 {
+			return usageError(stderr, "config default takes no arguments")
+		}
+		if _, err := stdout.Write(gateway.DefaultYAML()); err != nil {
+			fmt.Fprintf(stderr, "edgegw: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	case "check":
+		if len(rest) != 1 {
+			return usageError(stderr, "config check needs exactly one FILE")
+		}
+		file := rest[0]
+		warnings, err := gateway.CheckConfig(file)
+		if err != nil {
+			return configError(stderr, err)
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", file, w)
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", file)
+		return exitOK
+	default:
+		return usageError(stderr, fmt.Sprintf("config: unknown subcommand %q", sub))
+	}
+}
+
+// configError reports an error of gateway.LoadConfig or gateway.CheckConfig.
+// Problems in a configuration's content (each line already names file, line and
+// key) give exitUsage; others, such as a file that cannot be read, exitRuntime.
+func configError(stderr io.Writer, err error) int {
+	var ce *gateway.ConfigError
+	if errors.As(err, &ce) {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "edgegw: %v\n", err)
+	return exitRuntime
+}
