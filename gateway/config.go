@@ -52,6 +52,18 @@ type Config struct {
 	// Sessions holds the session policy as written in the file; SessionOptions
 	// converts it for the session package.
 	Sessions SessionsConfig
+	// Store configures the session store file (data_dir/edgegw.db).
+	Store StoreConfig
+}
+
+// StoreConfig configures durability and size of the session store.
+type StoreConfig struct {
+	// Durability is strict (acknowledge QoS 1/2 only once on disk) or batch.
+	Durability string
+	// CommitInterval is the longest a change waits for its commit in batch mode; > 0.
+	CommitInterval time.Duration
+	// MaxBytes caps the store file; durable work is refused beyond it. 0 = no cap.
+	MaxBytes int64
 }
 
 // LogConfig configures logging.
@@ -345,6 +357,18 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				},
 				"connect_timeout": d.duration(&m.ConnectTimeout, 1, math.MaxInt64, false),
 				"sys_interval":    d.duration(&m.SysInterval, time.Second, math.MaxInt64, true),
+			})
+		},
+		"store": func(n *yaml.Node, key string) {
+			st := &c.Store
+			d.mapping(n, key, map[string]setter{
+				"durability":      d.enum(&st.Durability, "strict", "batch"),
+				"commit_interval": d.duration(&st.CommitInterval, time.Millisecond, time.Minute, false),
+				"max_bytes": func(n *yaml.Node, key string) {
+					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+						st.MaxBytes = v
+					}
+				},
 			})
 		},
 		"sessions": func(n *yaml.Node, key string) {
@@ -648,3 +672,7 @@ func fmtDuration(v time.Duration) string {
 	}
 	return v.String()
 }
+
+// maxStoreBytes keeps the store below bbolt's mmap limit on 32-bit ARM (2 GiB,
+// and bbolt grows its mapping in 1 GiB steps past 1 GiB).
+const maxStoreBytes = 1 << 30

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -15,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/session"
+	"edgegw/session/store"
 )
 
 // Gateway is one running edgegw: the mochi broker with the session engine and
@@ -23,6 +25,7 @@ type Gateway struct {
 	cfg       Config
 	log       *slog.Logger
 	srv       *mqtt.Server
+	store     *store.Store
 	engine    *session.Engine
 	listeners map[string]*tcpListener
 }
@@ -36,12 +39,24 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))
 	}
+	st, err := openStore(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
+		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	srv := NewServer(cfg, log)
 	if err := engine.AttachTo(srv); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	if err := restore(engine, st); err != nil {
+		_ = engine.Stop()
+		_ = st.Close()
 		return nil, err
 	}
 	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
@@ -52,11 +67,12 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, engine: engine, listeners: map[string]*tcpListener{}}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, listeners: map[string]*tcpListener{}}
 	for _, lc := range cfg.Listeners {
 		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}), timeout: cfg.MQTT.ConnectTimeout}
 		if err := srv.AddListener(l); err != nil {
 			_ = engine.Stop()
+			_ = st.Close()
 			return nil, fmt.Errorf("listener %s on %s: %w", lc.Name, lc.Address, err)
 		}
 		g.listeners[lc.Name] = l
@@ -111,11 +127,63 @@ func (g *Gateway) Engine() *session.Engine { return g.engine }
 // Server returns the mochi server.
 func (g *Gateway) Server() *mqtt.Server { return g.srv }
 
-// Close disconnects every client, stops the listeners and the engine.
+// Store returns the session store.
+func (g *Gateway) Store() *store.Store { return g.store }
+
+// Close disconnects every client, stops the listeners and the engine, commits
+// the store and logs what it wrote.
 func (g *Gateway) Close() error {
 	err := g.srv.Close()
 	_ = g.engine.Stop()
+	if cerr := g.store.Close(); err == nil {
+		err = cerr
+	}
+	st := g.store.Stats()
+	attrs := []any{slog.Int64("commits", st.Commits.Load()), slog.Int64("messages_written", st.MessagesWritten.Load()),
+		slog.Int64("messages_never_written", st.MessagesSkipped.Load())}
+	if wb, ok := store.ProcWriteBytes(); ok {
+		attrs = append(attrs, slog.Int64("process_write_bytes", wb))
+		if n := st.MessagesWritten.Load(); n > 0 {
+			attrs = append(attrs, slog.Int64("write_bytes_per_message", wb/n))
+		}
+	}
+	g.log.Info("store closed", attrs...)
 	return err
+}
+
+// openStore compacts the store file if free pages dominate it and opens it; an
+// unreadable file is moved aside and the gateway starts with an empty store.
+func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
+	path := filepath.Join(cfg.DataDir, "edgegw.db")
+	storeLog := log.With(slog.String("component", "store"))
+	if _, err := store.Compact(path, storeLog); err != nil {
+		storeLog.Warn("compaction skipped", slog.Any("error", err))
+	}
+	st, note, err := store.Open(path, store.Options{
+		Durability:     store.Durability(cfg.Store.Durability),
+		CommitInterval: cfg.Store.CommitInterval,
+		MaxBytes:       cfg.Store.MaxBytes,
+	}, storeLog)
+	if note != "" {
+		storeLog.Error(note)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("session store: %w", err)
+	}
+	return st, nil
+}
+
+// restore loads the stored sessions and retained messages into the engine.
+func restore(engine *session.Engine, st *store.Store) error {
+	records, err := st.Sessions()
+	if err != nil {
+		return fmt.Errorf("read stored sessions: %w", err)
+	}
+	retained, err := st.Retained()
+	if err != nil {
+		return fmt.Errorf("read stored retained messages: %w", err)
+	}
+	return engine.Restore(records, retained)
 }
 
 // Run starts a gateway and serves until ctx is done.

@@ -30,6 +30,9 @@ func (e *Engine) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 // will, and rewrites the packet so that mochi treats the connection as a clean
 // session with no expiry: the engine owns everything that outlives it.
 func (e *Engine) readConnect(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if e.conn(cl) != nil {
+		return pk // a second CONNECT: mochi closes the connection [MQTT-3.1.0-2]; the first will stands
+	}
 	c := &conn{version: pk.ProtocolVersion}
 	var requested *time.Duration
 	if pk.ProtocolVersion == 5 && pk.Properties.SessionExpiryIntervalFlag {
@@ -173,12 +176,7 @@ func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	c.present = s != nil
 	if s == nil {
-		q, err := e.queues("s/" + cl.ID)
-		if err != nil {
-			e.log.Error("open session queue failed; using memory", slog.String("client", cl.ID), slog.Any("error", err))
-			q = NewMemQueue()
-		}
-		s = newSession(cl.ID, q)
+		s = newSession(cl.ID, e.openQueue("s/"+cl.ID, c.decision.Expiry > 0))
 		e.sessions[cl.ID] = s
 	}
 	s.mu.Lock()
@@ -197,6 +195,7 @@ func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 	}
 	shared := s.sharedFiltersLocked()
+	e.persistLocked(s)
 	s.mu.Unlock()
 	e.mu.Unlock()
 
@@ -275,6 +274,7 @@ func (e *Engine) disconnected(cl *mqtt.Client, c *conn) {
 		wills = e.endSessionLocked(s, "connection closed")
 	} else {
 		s.disconnectedAt = e.now()
+		e.persistLocked(s)
 		s.mu.Unlock()
 	}
 	e.mu.Unlock()
@@ -303,6 +303,7 @@ func (e *Engine) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		if delay > 0 {
 			if s.cl == cl {
 				s.will, s.willAt = &w, e.now().Add(delay)
+				e.persistLocked(s)
 			} // else a newer connection already took the session: no will [MQTT-3.1.3-9]
 			s.mu.Unlock()
 			return mqtt.Will{}, nil
@@ -339,8 +340,12 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 			}
 		}
 	}
-	if err := s.queue.Clear(); err != nil {
-		e.log.Error("clear session queue failed", slog.String("client", s.id), slog.Any("error", err))
+	if err := s.queue.Release(); err != nil {
+		e.log.Error("release session queue failed", slog.String("client", s.id), slog.Any("error", err))
+	}
+	if s.stored {
+		e.store.DeleteSession(s.id)
+		s.stored = false
 	}
 	s.mu.Unlock()
 
@@ -396,6 +401,7 @@ func (e *Engine) Sweep() {
 		if s.will != nil && !now.Before(s.willAt) {
 			wills = append(wills, *s.will)
 			s.will = nil
+			e.persistLocked(s)
 		}
 		expired := s.cl == nil && now.Sub(s.disconnectedAt) >= s.expiry
 		s.mu.Unlock()

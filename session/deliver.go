@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -66,8 +67,17 @@ const pumpBatch = 128
 func (e *Engine) pump(s *Session, b *binding) error {
 	for {
 		writes, more := e.nextWrites(s, b)
-		for _, pk := range writes {
-			if err := b.cl.WritePacket(pk); err != nil {
+		for _, w := range writes {
+			err := b.cl.WritePacket(w.pk)
+			if errors.Is(err, packets.ErrPacketTooLarge) {
+				// Larger than the client's Maximum Packet Size: discard it as if
+				// delivered [MQTT-3.1.2-25] and go on with the next one.
+				e.stats.TooLargeDropped.Add(1)
+				e.complete(s, w.pk.PacketID, w.seq)
+				more = true
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -77,9 +87,34 @@ func (e *Engine) pump(s *Session, b *binding) error {
 	}
 }
 
+// write is one packet for the sender and the queue entry it came from.
+type write struct {
+	pk  packets.Packet
+	seq uint64
+}
+
+// complete removes a finished message (acknowledged or discarded) and frees its
+// packet id and window slot.
+func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pid != 0 {
+		delete(s.pids, pid)
+		if s.bind != nil {
+			delete(s.bind.out, pid)
+		}
+	}
+	if err := s.queue.Remove(seq); err != nil {
+		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
+	}
+	if s.bind != nil {
+		s.bind.signal()
+	}
+}
+
 // nextWrites takes the next batch of packets to write under s.mu. more says
 // whether another pass may find work.
-func (e *Engine) nextWrites(s *Session, b *binding) (writes []packets.Packet, more bool) {
+func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bind != b {
@@ -101,7 +136,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []packets.Packet, mo
 		}
 		if qos == 0 {
 			_ = s.queue.Remove(m.Seq)
-			writes = append(writes, m.Packet)
+			writes = append(writes, write{m.Packet, m.Seq})
 			b.cursor = m.Seq + 1
 			continue
 		}
@@ -138,7 +173,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []packets.Packet, mo
 			}
 		}
 		b.out[pk.PacketID] = struct{}{}
-		writes = append(writes, pk)
+		writes = append(writes, write{pk, m.Seq})
 		b.cursor = m.Seq + 1
 	}
 	e.overflowCheck(s.id, s.queue, &s.overflow)
@@ -161,6 +196,7 @@ func (e *Engine) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error
 	defer s.mu.Unlock()
 	if pk.FixedHeader.Type == packets.Pubrel {
 		delete(s.inboundQoS2, pk.PacketID)
+		e.persistLocked(s)
 		return
 	}
 	seq, ok := s.pids[pk.PacketID]
@@ -174,14 +210,9 @@ func (e *Engine) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error
 		}
 		return
 	}
-	delete(s.pids, pk.PacketID)
-	if err := s.queue.Remove(seq); err != nil {
-		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
-	}
-	if s.bind != nil {
-		delete(s.bind.out, pk.PacketID)
-		s.bind.signal()
-	}
+	s.mu.Unlock()
+	e.complete(s, pk.PacketID, seq)
+	s.mu.Lock() // for the deferred Unlock
 }
 
 // OnPacketSent queues the retained messages of a SUBSCRIBE once its SUBACK is out

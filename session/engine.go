@@ -13,11 +13,16 @@ import (
 )
 
 // Deps are the engine's collaborators. Zero fields get defaults: slog.Default,
-// time.Now, MemQueues.
+// time.Now, no store (everything in RAM, nothing survives a restart).
 type Deps struct {
-	Log    *slog.Logger
-	Now    func() time.Time
-	Queues QueueFactory
+	Log *slog.Logger
+	Now func() time.Time
+	// Store holds persistent sessions, their queues, shared-group queues and
+	// retained messages. Clean sessions never touch it.
+	Store Store
+	// Strict makes a QoS 1/2 PUBLISH wait for the commit of everything it caused
+	// before mochi acknowledges it (store.durability: strict).
+	Strict bool
 }
 
 // Engine is a mochi hook that owns MQTT sessions (see the package comment).
@@ -29,7 +34,8 @@ type Engine struct {
 	opts   Options
 	log    *slog.Logger
 	now    func() time.Time
-	queues QueueFactory
+	store  Store
+	strict bool
 	srv    *mqtt.Server
 
 	mu       sync.RWMutex
@@ -56,6 +62,8 @@ type Stats struct {
 	QoS0Dropped      atomic.Int64 // QoS 0 messages for offline sessions not queued (queue_qos0 off)
 	MessagesExpired  atomic.Int64 // queued messages whose Message Expiry Interval passed
 	WillsPublished   atomic.Int64
+	TooLargeDropped  atomic.Int64 // messages above the client's Maximum Packet Size, discarded [MQTT-3.1.2-25]
+	PublishesRefused atomic.Int64 // QoS 1/2 PUBLISHes refused because the store could not take them
 	OverflowEpisodes atomic.Int64
 }
 
@@ -84,14 +92,12 @@ func New(opts Options, deps Deps) (*Engine, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.Queues == nil {
-		deps.Queues = MemQueues
-	}
 	return &Engine{
 		opts:     opts,
 		log:      deps.Log,
 		now:      deps.Now,
-		queues:   deps.Queues,
+		store:    deps.Store,
+		strict:   deps.Strict && deps.Store != nil,
 		sessions: map[string]*Session{},
 		groups:   map[string]*group{},
 		pending:  map[*mqtt.Client]struct{}{},
@@ -194,4 +200,18 @@ func (e *Engine) GroupQueued(shareFilter string) (int, bool) {
 		return 0, false
 	}
 	return g.queue.Len(), true
+}
+
+// openQueue returns the queue for name: on the store when durable and a store is
+// configured, else in RAM. A store error falls back to RAM and is logged.
+func (e *Engine) openQueue(name string, durable bool) Queue {
+	if !durable || e.store == nil {
+		return NewMemQueue()
+	}
+	q, err := e.store.Queue(name)
+	if err != nil {
+		e.log.Error("open stored queue failed; using memory", slog.String("queue", name), slog.Any("error", err))
+		return NewMemQueue()
+	}
+	return q
 }

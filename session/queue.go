@@ -47,11 +47,10 @@ type Queue interface {
 	Len() int
 	// Clear removes every message. The queue stays usable.
 	Clear() error
+	// Release removes every message and forgets the queue; it must not be used
+	// afterwards.
+	Release() error
 }
-
-// QueueFactory opens (or creates) the queue with the given name. Names are
-// "s/<client id>" for sessions and "g/<share filter>" for shared groups.
-type QueueFactory func(name string) (Queue, error)
 
 // MemQueue is a Queue held in RAM. Cost: one slot per message plus the message;
 // Update and Remove are O(log n); removed slots at the head are compacted away.
@@ -70,9 +69,6 @@ type memSlot struct {
 
 // NewMemQueue returns an empty in-memory queue.
 func NewMemQueue() *MemQueue { return &MemQueue{nextSeq: 1} }
-
-// MemQueues is a QueueFactory for in-memory queues.
-func MemQueues(string) (Queue, error) { return NewMemQueue(), nil }
 
 // Append implements Queue.
 func (q *MemQueue) Append(m Message) (uint64, error) {
@@ -156,3 +152,6 @@ func (q *MemQueue) Clear() error {
 	q.items, q.head, q.live = nil, 0, 0
 	return nil
 }
+
+// Release implements Queue.
+func (q *MemQueue) Release() error { return q.Clear() }

@@ -25,14 +25,39 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		if s := e.session(cl.ID); s != nil {
 			s.mu.Lock()
 			s.inboundQoS2[pk.PacketID] = struct{}{}
+			e.persistLocked(s)
 			s.mu.Unlock()
+		}
+	}
+	durable := e.store != nil && pk.FixedHeader.Qos > 0
+	if durable {
+		if err := e.store.Healthy(); err != nil {
+			return pk, e.refusePublish(cl, pk, err)
 		}
 	}
 	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}
 	e.publish(pk)
+	if durable && e.strict {
+		if err := e.store.Sync(); err != nil {
+			return pk, e.refusePublish(cl, pk, err)
+		}
+	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// refusePublish answers a QoS 1/2 PUBLISH that cannot be stored: v5 gets PUBACK
+// 0x97 Quota exceeded; v3.1.1 has no negative PUBACK, so it gets none and the
+// client re-sends after reconnecting [MQTT-4.4.0-1].
+func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) error {
+	e.stats.PublishesRefused.Add(1)
+	e.log.Warn("publish refused: store unavailable", slog.String("client", cl.ID),
+		slog.String("topic", pk.TopicName), slog.Any("error", err))
+	if cl.Properties.ProtocolVersion == 5 {
+		return packets.ErrQuotaExceeded
+	}
+	return packets.ErrRejectPacket
 }
 
 // publishAll publishes packets built by the engine (wills, $SYS).
@@ -56,6 +81,7 @@ func (e *Engine) publish(pk packets.Packet) {
 	if pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0 {
 		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
+		e.persistRetained(pk)
 	}
 	e.route(pk)
 }
@@ -205,11 +231,45 @@ func (e *Engine) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 	c.subFilters = append([]packets.Subscription(nil), pk.Filters...)
 	filters := make([]packets.Subscription, len(pk.Filters))
 	for i, f := range pk.Filters {
+		if cl.Properties.ProtocolVersion == 5 && f.NoLocal && isShared(f.Filter) {
+			// A Protocol Error, not a SUBACK code [MQTT-3.8.3-4] [MQTT-4.13.1-1].
+			_ = e.srv.DisconnectClient(cl, packets.ErrProtocolViolationInvalidSharedNoLocal)
+			pk.Filters = nil
+			return pk
+		}
+		if !wildcardsValid(f.Filter) {
+			f.Filter = invalidFilter // mochi answers 0x8F (v3.1.1: 0x80) for it
+		}
 		f.RetainHandling = 2
 		filters[i] = f
 	}
 	pk.Filters = filters
 	return pk
+}
+
+// invalidFilter is a filter mochi's validation refuses.
+const invalidFilter = "#/"
+
+// wildcardsValid checks what mochi's filter validation does not: a wildcard must
+// occupy a whole level, and '#' only the last one [MQTT-4.7.1-2] [MQTT-4.7.1-3].
+func wildcardsValid(filter string) bool {
+	if isShared(filter) {
+		parts := strings.SplitN(filter, "/", 3)
+		if len(parts) < 3 {
+			return true // mochi refuses it
+		}
+		filter = parts[2]
+	}
+	levels := strings.Split(filter, "/")
+	for i, l := range levels {
+		if strings.ContainsAny(l, "+#") && len(l) != 1 {
+			return false
+		}
+		if l == "#" && i != len(levels)-1 {
+			return false
+		}
+	}
+	return true
 }
 
 // OnSubscribed records granted subscriptions in the session, joins shared groups
@@ -235,6 +295,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 		s.mu.Lock()
 		_, existed := s.subs[f.Filter]
 		s.subs[f.Filter] = orig
+		e.persistLocked(s)
 		s.mu.Unlock()
 		if isShared(f.Filter) {
 			joined = append(joined, f.Filter)
@@ -275,6 +336,7 @@ func (e *Engine) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	for _, f := range pk.Filters {
 		s.mu.Lock()
 		delete(s.subs, f.Filter)
+		e.persistLocked(s)
 		s.mu.Unlock()
 		if isShared(f.Filter) {
 			e.leaveGroupLocked(f.Filter, s.id)
@@ -287,12 +349,7 @@ func (e *Engine) joinGroup(filter, id string) {
 	defer e.mu.Unlock()
 	g := e.groups[filter]
 	if g == nil {
-		q, err := e.queues("g/" + filter)
-		if err != nil {
-			e.log.Error("open group queue failed; using memory", slog.String("group", filter), slog.Any("error", err))
-			q = NewMemQueue()
-		}
-		g = &group{filter: filter, queue: q, members: map[string]struct{}{}}
+		g = &group{filter: filter, queue: e.openQueue("g/"+filter, true), members: map[string]struct{}{}}
 		e.groups[filter] = g
 	}
 	g.mu.Lock()
@@ -314,7 +371,7 @@ func (e *Engine) leaveGroupLocked(filter, id string) {
 		if n := g.queue.Len(); n > 0 {
 			e.log.Info("shared group released with queued messages", slog.String("group", filter), slog.Int("messages", n))
 		}
-		_ = g.queue.Clear()
+		_ = g.queue.Release()
 		delete(e.groups, filter)
 	}
 }

@@ -34,6 +34,7 @@ type Session struct {
 	nextPID        uint16
 	inboundQoS2    map[uint16]struct{} // client's QoS 2 ids awaiting PUBREL [MQTT-4.3.3-9]
 	overflow       overflowState
+	stored         bool // a record of this session is in the store
 }
 
 func newSession(id string, q Queue) *Session {

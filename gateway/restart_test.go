@@ -1,0 +1,189 @@
+package gateway_test
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/gateway"
+	"edgegw/session"
+)
+
+// startGatewayIn starts a gateway on dataDir with the given clock; stop it with
+// the returned function (a graceful Close).
+func startGatewayIn(t *testing.T, dataDir string, clock *testClock, edit func(*gateway.Config)) (*testGateway, func()) {
+	t.Helper()
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = dataDir
+	cfg.Listeners = []gateway.ListenerConfig{{Name: "local", Address: "127.0.0.1:0"}}
+	cfg.MQTT.SysInterval = time.Hour
+	cfg.Sessions.SweepInterval = time.Hour
+	if edit != nil {
+		edit(&cfg)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	closed := false
+	stop := func() {
+		if !closed {
+			closed = true
+			if err := g.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+	return &testGateway{Gateway: g, addr: g.Addr("local"), clock: clock}, stop
+}
+
+// Everything a persistent session holds survives a restart: the session resumes
+// with session-present 1, its queued messages arrive in order, retained messages
+// are still there, and expiry clocks continue from the stored disconnect time.
+func TestSessionsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	g, stop := startGatewayIn(t, dir, clock, nil)
+
+	// A 72h v5 session and a v3.1.1 session (72h by default), both offline.
+	sub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "keep", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(72 * 3600)}})
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "r/#", QoS: 2})
+	sub.disconnect(t, g, "keep")
+	v3, _, _ := connectV3(t, g.addr, "keep-v3", false)
+	v3.subscribe(t, "r/v3", 1)
+	v3.Disconnect(0)
+	g.waitOffline(t, "keep-v3")
+	// A session with a 1h expiry: it expires while the gateway is down.
+	short, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "short", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
+	short.subscribe(t, paho.SubscribeOptions{Topic: "r/#", QoS: 1})
+	short.disconnect(t, g, "short")
+
+	pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	for i := range 50 {
+		pub.publish(t, "r/x", byte(1+i%2), fmt.Sprint(i))
+	}
+	pub.publish(t, "r/v3", 1, "for-v3")
+	if _, err := pub.Publish(t.Context(), &paho.Publish{Topic: "status/gw", QoS: 1, Retain: true, Payload: []byte("up")}); err != nil {
+		t.Fatal(err)
+	}
+	_ = pub.Disconnect(&paho.Disconnect{})
+	stop()
+
+	// Two days later.
+	clock.Advance(48 * time.Hour)
+	g2, _ := startGatewayIn(t, dir, clock, nil)
+	if _, ok := g2.sessionInfo("short"); ok {
+		t.Fatal("a session that expired while the gateway was down was restored")
+	}
+	s, ok := g2.sessionInfo("keep")
+	if !ok || s.Online || s.Queued != 51 {
+		t.Fatalf("restored session %+v (ok %v), want offline with 51 queued", s, ok)
+	}
+
+	sub2, ca := connectV5(t, g2.addr, &paho.Connect{ClientID: "keep", CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(72 * 3600)}})
+	if !ca.SessionPresent {
+		t.Fatal("session not present after restart")
+	}
+	for i := range 50 {
+		m := sub2.next(t)
+		if string(m.Payload) != fmt.Sprint(i) || m.QoS != byte(1+i%2) {
+			t.Fatalf("message %d after restart: %q QoS %d", i, m.Payload, m.QoS)
+		}
+	}
+	if m := sub2.next(t); string(m.Payload) != "for-v3" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	// The subscription was restored too: live messages arrive.
+	pub2, _ := connectV5(t, g2.addr, &paho.Connect{ClientID: "pub2", CleanStart: true})
+	pub2.publish(t, "r/live", 1, "live")
+	if m := sub2.next(t); string(m.Payload) != "live" {
+		t.Fatalf("live after restart: %q", m.Payload)
+	}
+	// Retained messages were restored.
+	mon, _ := connectV5(t, g2.addr, &paho.Connect{ClientID: "mon", CleanStart: true})
+	mon.subscribe(t, paho.SubscribeOptions{Topic: "status/#", QoS: 1})
+	if m := mon.next(t); string(m.Payload) != "up" || !m.Retain {
+		t.Fatalf("retained after restart: %q retain=%v", m.Payload, m.Retain)
+	}
+
+	// Expiry continues from the stored disconnect time: 48h have passed, so the
+	// v3 session (72h) has 24h left, not 72h.
+	g2.expire(24*time.Hour - time.Second)
+	if _, ok := g2.sessionInfo("keep-v3"); !ok {
+		t.Fatal("v3 session reclaimed before its expiry")
+	}
+	g2.expire(time.Second)
+	if _, ok := g2.sessionInfo("keep-v3"); ok {
+		t.Fatal("v3 session not reclaimed 72h after its disconnect")
+	}
+}
+
+// The session quota counts restored offline sessions.
+func TestQuotaCountsRestoredSessions(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	edit := func(c *gateway.Config) { c.Sessions.MaxSessions = 2 }
+	g, stop := startGatewayIn(t, dir, clock, edit)
+	for _, id := range []string{"p1", "p2"} {
+		c, _ := connectV5(t, g.addr, &paho.Connect{ClientID: id, CleanStart: true,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
+		c.disconnect(t, g, id)
+	}
+	stop()
+	g2, _ := startGatewayIn(t, dir, clock, edit)
+	if _, ca, err := tryConnectV5(t, g2.addr, &paho.Connect{ClientID: "p3", CleanStart: true}); err == nil || ca.ReasonCode != 0x97 {
+		t.Fatalf("new client with 2 restored sessions: err=%v connack=%+v, want 0x97", err, ca)
+	}
+	if _, ca := connectV5(t, g2.addr, &paho.Connect{ClientID: "p1", CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}}); !ca.SessionPresent {
+		t.Fatal("restored session not present")
+	}
+}
+
+// Unacknowledged in-flight messages keep their packet ids across a restart and
+// are re-sent with DUP [MQTT-4.4.0-1].
+func TestInflightSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	g, stop := startGatewayIn(t, dir, clock, nil)
+	c := dialRaw(t, g.addr, 5)
+	props := packetsProps(3600)
+	c.connect("inf", true, props)
+	c.subscribe(1, subscription("inf/t", 1))
+	pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "inf-pub", CleanStart: true})
+	pub.publish(t, "inf/t", 1, "unacked")
+	first := c.expect(3) // PUBLISH, not acknowledged
+	c.close()
+	g.waitOffline(t, "inf")
+	stop()
+
+	g2, _ := startGatewayIn(t, dir, clock, nil)
+	c2 := dialRaw(t, g2.addr, 5)
+	if ca := c2.connect("inf", false, props); !ca.SessionPresent {
+		t.Fatal("not present")
+	}
+	pk := c2.expect(3)
+	if !pk.FixedHeader.Dup || pk.PacketID != first.PacketID || string(pk.Payload) != "unacked" {
+		t.Fatalf("after restart: dup=%v id=%d (want %d) %q", pk.FixedHeader.Dup, pk.PacketID, first.PacketID, pk.Payload)
+	}
+}
+
+func packetsProps(expiry uint32) packets.Properties {
+	return packets.Properties{SessionExpiryInterval: expiry, SessionExpiryIntervalFlag: true}
+}
+
+func subscription(filter string, qos byte) packets.Subscription {
+	return packets.Subscription{Filter: filter, Qos: qos}
+}

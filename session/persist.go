@@ -1,0 +1,195 @@
+package session
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Store is the durable storage the engine writes through (session/store on bbolt).
+// Writes are buffered and committed in batches; Sync waits for the commit that
+// covers every earlier write.
+type Store interface {
+	Queue(name string) (Queue, error)
+	SaveSession(id string, record []byte)
+	DeleteSession(id string)
+	SaveRetained(topic string, msg []byte) // nil deletes
+	Sync() error
+	Healthy() error
+}
+
+// SessionRecord is the stored form of a persistent session (queued messages live
+// in its queue "s/<id>"). DisconnectedAt 0 means the session was online when the
+// record was written.
+type SessionRecord struct {
+	ID             string                 `json:"id"`
+	Version        byte                   `json:"v"`
+	Profile        string                 `json:"profile,omitempty"`
+	ExpirySeconds  uint32                 `json:"expiry"`
+	DisconnectedAt int64                  `json:"disconnected_at,omitempty"` // unix seconds
+	Subscriptions  []packets.Subscription `json:"subs,omitempty"`
+	InboundQoS2    []uint16               `json:"inbound_qos2,omitempty"`
+	Will           []byte                 `json:"will,omitempty"` // EncodeMessage
+	WillAt         int64                  `json:"will_at,omitempty"`
+}
+
+// persistLocked writes s's record (or deletes it for a non-persistent session).
+// Caller holds s.mu. Cost: one JSON encoding; the write itself is batched.
+func (e *Engine) persistLocked(s *Session) {
+	if e.store == nil {
+		return
+	}
+	if s.expiry == 0 {
+		if s.stored {
+			e.store.DeleteSession(s.id)
+			s.stored = false
+		}
+		return
+	}
+	r := SessionRecord{ID: s.id, Version: s.version, Profile: s.profile,
+		ExpirySeconds: uint32(s.expiry / time.Second)}
+	if s.cl == nil && !s.disconnectedAt.IsZero() {
+		r.DisconnectedAt = s.disconnectedAt.Unix()
+	}
+	filters := make([]string, 0, len(s.subs))
+	for f := range s.subs {
+		filters = append(filters, f)
+	}
+	sort.Strings(filters)
+	for _, f := range filters {
+		r.Subscriptions = append(r.Subscriptions, s.subs[f])
+	}
+	for pid := range s.inboundQoS2 {
+		r.InboundQoS2 = append(r.InboundQoS2, pid)
+	}
+	if s.will != nil {
+		if b, err := EncodeMessage(Message{Packet: *s.will}); err == nil {
+			r.Will, r.WillAt = b, s.willAt.Unix()
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		e.log.Error("encode session record", slog.String("client", s.id), slog.Any("error", err))
+		return
+	}
+	e.store.SaveSession(s.id, b)
+	s.stored = true
+}
+
+// persistRetained stores (or, for an empty payload, deletes) a retained message.
+func (e *Engine) persistRetained(pk packets.Packet) {
+	if e.store == nil {
+		return
+	}
+	if len(pk.Payload) == 0 {
+		e.store.SaveRetained(pk.TopicName, nil)
+		return
+	}
+	b, err := EncodeMessage(Message{Packet: pk})
+	if err != nil {
+		e.log.Error("encode retained message", slog.String("topic", pk.TopicName), slog.Any("error", err))
+		return
+	}
+	e.store.SaveRetained(pk.TopicName, b)
+}
+
+// Restore rebuilds sessions, subscriptions, shared groups and retained messages
+// from stored records, before the server starts serving. Sessions that were
+// online when the records were written (the process stopped without their
+// disconnect) count as disconnected at start-up. Sessions whose expiry has
+// passed are reclaimed by the Sweep that Restore runs at the end.
+func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
+	now := e.now()
+	for _, b := range retained {
+		m, err := DecodeMessage(0, b)
+		if err != nil {
+			e.log.Error("skipping unreadable retained message", slog.Any("error", err))
+			continue
+		}
+		m.Packet.FixedHeader.Retain = true
+		e.srv.Topics.RetainMessage(m.Packet)
+	}
+	atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
+
+	e.mu.Lock()
+	for id, b := range records {
+		var r SessionRecord
+		if err := json.Unmarshal(b, &r); err != nil {
+			e.log.Error("skipping unreadable session record", slog.String("client", id), slog.Any("error", err))
+			continue
+		}
+		q, err := e.store.Queue("s/" + r.ID)
+		if err != nil {
+			e.mu.Unlock()
+			return fmt.Errorf("restore session %s: %w", r.ID, err)
+		}
+		s := newSession(r.ID, q)
+		s.version, s.profile, s.expiry = r.Version, r.Profile, time.Duration(r.ExpirySeconds)*time.Second
+		s.stored = true
+		s.disconnectedAt = now
+		if r.DisconnectedAt > 0 {
+			s.disconnectedAt = time.Unix(r.DisconnectedAt, 0)
+		}
+		for _, pid := range r.InboundQoS2 {
+			s.inboundQoS2[pid] = struct{}{}
+		}
+		if len(r.Will) > 0 {
+			if m, err := DecodeMessage(0, r.Will); err == nil {
+				s.will, s.willAt = &m.Packet, time.Unix(r.WillAt, 0)
+			}
+		}
+		if err := s.rebuildPIDs(); err != nil {
+			e.log.Error("restore in-flight ids", slog.String("client", r.ID), slog.Any("error", err))
+		}
+		for _, sub := range r.Subscriptions {
+			s.subs[sub.Filter] = sub
+			indexed := sub
+			indexed.RetainHandling = 2
+			if e.srv.Topics.Subscribe(r.ID, indexed) {
+				atomic.AddInt64(&e.srv.Info.Subscriptions, 1)
+			}
+		}
+		e.sessions[r.ID] = s
+	}
+	e.mu.Unlock()
+	for _, s := range e.sessions {
+		for _, f := range s.sharedFiltersLocked() {
+			e.joinGroup(f, s.id)
+		}
+	}
+	e.log.Info("sessions restored", slog.Int("sessions", len(records)), slog.Int("retained", len(retained)))
+	e.Sweep()
+	return nil
+}
+
+// rebuildPIDs fills s.pids from the queue's stored delivery state. It reads the
+// queue once; entries with a packet id come first, so it stops at the first run
+// of unsent entries longer than any window.
+func (s *Session) rebuildPIDs() error {
+	var from uint64
+	unsent := 0
+	for unsent < 65536 {
+		msgs, err := s.queue.Peek(from, 1024)
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		for _, m := range msgs {
+			if m.PacketID != 0 {
+				s.pids[m.PacketID] = m.Seq
+				unsent = 0
+			} else {
+				unsent++
+			}
+		}
+		from = msgs[len(msgs)-1].Seq + 1
+	}
+	return nil
+}

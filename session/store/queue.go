@@ -1,0 +1,317 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"edgegw/session"
+)
+
+// Queue is a session.Queue whose entries live on disk. RAM holds only the changes
+// not yet committed (at most one commit interval's worth, bounded by MaxPending);
+// Peek reads the disk through a bbolt read transaction and lays those changes over
+// it. An entry appended and removed before its commit is dropped from the pending
+// changes and never written (the flash-sparing path for subscribers that keep up).
+type Queue struct {
+	s    *Store
+	name string
+	id   uint32
+
+	mu       sync.Mutex
+	nextSeq  uint64
+	count    int
+	pend     delta // changes since the last commit started
+	flushing delta // changes being committed (kept after a failed commit)
+	released bool
+}
+
+// delta is a set of changes to a queue. appends are newer than anything on disk
+// and sorted by Seq; clearBelow > 0 deletes every entry with a smaller Seq first.
+type delta struct {
+	appends    []session.Message
+	updates    map[uint64]session.Message
+	removes    map[uint64]struct{}
+	clearBelow uint64
+}
+
+func (d *delta) empty() bool {
+	return len(d.appends) == 0 && len(d.updates) == 0 && len(d.removes) == 0 && d.clearBelow == 0
+}
+
+func (d *delta) findAppend(seq uint64) int {
+	i := sort.Search(len(d.appends), func(i int) bool { return d.appends[i].Seq >= seq })
+	if i < len(d.appends) && d.appends[i].Seq == seq {
+		return i
+	}
+	return -1
+}
+
+func key(id uint32, seq uint64) []byte {
+	k := make([]byte, 12)
+	binary.BigEndian.PutUint32(k, id)
+	binary.BigEndian.PutUint64(k[4:], seq)
+	return k
+}
+
+// mark records that q changed. Caller holds q.mu (lock order: q.mu, then s.mu).
+func (q *Queue) mark() {
+	q.s.mu.Lock()
+	q.s.dirty[q] = struct{}{}
+	q.s.changed()
+	q.s.mu.Unlock()
+}
+
+// Append implements session.Queue. It fails with ErrFull while commits fail.
+func (q *Queue) Append(m session.Message) (uint64, error) {
+	if err := q.s.Healthy(); err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.released {
+		return 0, fmt.Errorf("queue %s: released", q.name)
+	}
+	m.Seq = q.nextSeq
+	q.nextSeq++
+	q.count++
+	q.pend.appends = append(q.pend.appends, m)
+	q.mark()
+	return m.Seq, nil
+}
+
+// Update implements session.Queue.
+func (q *Queue) Update(m session.Message) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if i := q.pend.findAppend(m.Seq); i >= 0 {
+		q.pend.appends[i].PacketID, q.pend.appends[i].Released = m.PacketID, m.Released
+		return nil
+	}
+	cur, ok := q.lookup(m.Seq)
+	if !ok {
+		return nil
+	}
+	cur.PacketID, cur.Released = m.PacketID, m.Released
+	if q.pend.updates == nil {
+		q.pend.updates = map[uint64]session.Message{}
+	}
+	q.pend.updates[m.Seq] = cur
+	q.mark()
+	return nil
+}
+
+// lookup finds the current state of an entry that is not in pend.appends.
+// Caller holds q.mu.
+func (q *Queue) lookup(seq uint64) (session.Message, bool) {
+	if m, ok := q.pend.updates[seq]; ok {
+		return m, true
+	}
+	if m, ok := q.flushing.updates[seq]; ok {
+		return m, true
+	}
+	if i := q.flushing.findAppend(seq); i >= 0 {
+		return q.flushing.appends[i], true
+	}
+	var m session.Message
+	var err error
+	found := false
+	_ = q.s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketQ).Get(key(q.id, seq)); v != nil {
+			m, err = session.DecodeMessage(seq, v)
+			found = err == nil
+		}
+		return nil
+	})
+	return m, found
+}
+
+// Remove implements session.Queue.
+func (q *Queue) Remove(seq uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if i := q.pend.findAppend(seq); i >= 0 {
+		q.pend.appends = append(q.pend.appends[:i], q.pend.appends[i+1:]...)
+		q.count--
+		q.s.stats.MessagesSkipped.Add(1)
+		return nil
+	}
+	if _, gone := q.pend.removes[seq]; gone {
+		return nil
+	}
+	if seq < q.pend.clearBelow || seq < q.flushing.clearBelow || seq >= q.nextSeq {
+		return nil
+	}
+	if _, gone := q.flushing.removes[seq]; gone {
+		return nil
+	}
+	if _, ok := q.lookup(seq); !ok {
+		return nil
+	}
+	if q.pend.removes == nil {
+		q.pend.removes = map[uint64]struct{}{}
+	}
+	q.pend.removes[seq] = struct{}{}
+	delete(q.pend.updates, seq)
+	q.count--
+	q.mark()
+	return nil
+}
+
+// Len implements session.Queue.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.count
+}
+
+// Clear implements session.Queue.
+func (q *Queue) Clear() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pend = delta{clearBelow: q.nextSeq}
+	q.count = 0
+	q.mark()
+	return nil
+}
+
+// Release implements session.Queue: clears the queue and forgets its name.
+func (q *Queue) Release() error {
+	if err := q.Clear(); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	q.released = true
+	q.mu.Unlock()
+	q.s.release(q)
+	return nil
+}
+
+// Peek implements session.Queue: disk entries from `from` on, then the entries
+// being committed, then the pending ones, with removes and updates applied.
+func (q *Queue) Peek(from uint64, max int) ([]session.Message, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	hide := max64(q.pend.clearBelow, q.flushing.clearBelow)
+	if from < hide {
+		from = hide
+	}
+	skip := func(seq uint64) bool {
+		_, a := q.pend.removes[seq]
+		_, b := q.flushing.removes[seq]
+		return a || b
+	}
+	overlay := func(m session.Message) session.Message {
+		if u, ok := q.pend.updates[m.Seq]; ok {
+			m.PacketID, m.Released = u.PacketID, u.Released
+		} else if u, ok := q.flushing.updates[m.Seq]; ok {
+			m.PacketID, m.Released = u.PacketID, u.Released
+		}
+		return m
+	}
+	var out []session.Message
+	var lastDisk uint64
+	err := q.s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketQ).Cursor()
+		prefix := key(q.id, 0)[:4]
+		for k, v := c.Seek(key(q.id, from)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < max; k, v = c.Next() {
+			seq := binary.BigEndian.Uint64(k[4:])
+			lastDisk = seq
+			if skip(seq) {
+				continue
+			}
+			m, err := session.DecodeMessage(seq, v)
+			if err != nil {
+				return fmt.Errorf("queue %s entry %d: %w", q.name, seq, err)
+			}
+			out = append(out, overlay(m))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []*delta{&q.flushing, &q.pend} {
+		for _, m := range d.appends {
+			if len(out) >= max {
+				return out, nil
+			}
+			if m.Seq < from || m.Seq <= lastDisk || skip(m.Seq) || m.Seq < hide {
+				continue // older, or already committed and read from disk
+			}
+			out = append(out, overlay(m))
+		}
+	}
+	return out, nil
+}
+
+// beginFlush moves pending changes to flushing, unless a failed flush is still
+// there (it is applied again first; pending changes wait for the next commit).
+func (q *Queue) beginFlush() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.flushing.empty() {
+		q.flushing, q.pend = q.pend, delta{}
+	}
+}
+
+// applyFlush writes the flushing delta in tx and returns the entries written.
+func (q *Queue) applyFlush(b *bolt.Bucket) (int, error) {
+	q.mu.Lock()
+	d := q.flushing
+	q.mu.Unlock()
+	if d.clearBelow > 0 {
+		c := b.Cursor()
+		prefix := key(q.id, 0)[:4]
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) &&
+			binary.BigEndian.Uint64(k[4:]) < d.clearBelow; k, _ = c.Seek(prefix) {
+			if err := c.Delete(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	for _, m := range d.appends {
+		v, err := session.EncodeMessage(m)
+		if err != nil {
+			return 0, err
+		}
+		if err := b.Put(key(q.id, m.Seq), v); err != nil {
+			return 0, err
+		}
+	}
+	for seq, m := range d.updates {
+		if _, gone := d.removes[seq]; gone {
+			continue
+		}
+		v, err := session.EncodeMessage(m)
+		if err != nil {
+			return 0, err
+		}
+		if err := b.Put(key(q.id, seq), v); err != nil {
+			return 0, err
+		}
+	}
+	for seq := range d.removes {
+		if err := b.Delete(key(q.id, seq)); err != nil {
+			return 0, err
+		}
+	}
+	return len(d.appends), nil
+}
+
+func (q *Queue) endFlush() {
+	q.mu.Lock()
+	q.flushing = delta{}
+	q.mu.Unlock()
+}
+
+func max64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}

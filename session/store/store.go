@@ -1,0 +1,572 @@
+// Package store keeps edgegw's session state in one bbolt file, written the way an
+// SD card needs: changes are collected in memory and written by one goroutine in
+// group commits (one fsync per batch, never one per message), a queue entry that is
+// appended and removed before its commit never reaches the disk, and nothing is
+// written while nothing changes.
+//
+// Layout (bucket: key -> value):
+//
+//	meta:     "next_qid" -> uint32
+//	qnames:   queue name -> uint32 queue id
+//	q:        queue id (4 bytes) + Seq (8 bytes), big-endian -> session.EncodeMessage
+//	sessions: client id -> session.SessionRecord (JSON)
+//	retained: topic -> session.EncodeMessage
+//
+// Durability modes: Strict callers wait in Sync for the commit that covers their
+// changes (concurrent callers share it); Batch commits at least every interval, so
+// a crash loses at most that window of acknowledged messages.
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"edgegw/session"
+)
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketQNames   = []byte("qnames")
+	bucketQ        = []byte("q")
+	bucketSessions = []byte("sessions")
+	bucketRetained = []byte("retained")
+	keyNextQID     = []byte("next_qid")
+)
+
+// ErrFull is returned when the store has reached Options.MaxBytes or the disk
+// refused a write; durable work is refused until a commit succeeds again.
+var ErrFull = errors.New("store full")
+
+// Durability is how commits relate to acknowledgements.
+type Durability string
+
+const (
+	Strict Durability = "strict"
+	Batch  Durability = "batch"
+)
+
+// Options configure a store.
+type Options struct {
+	Durability     Durability
+	CommitInterval time.Duration // batch: the longest a change waits for its commit
+	MaxBytes       int64         // file size cap; 0 = none
+	// MaxPending starts a commit early when this many changes wait (bounds RAM).
+	MaxPending int
+}
+
+// Stats are cumulative counters; read them with Load.
+type Stats struct {
+	Commits          atomic.Int64 // successful commits (one fsync each)
+	FailedCommits    atomic.Int64
+	MessagesWritten  atomic.Int64 // queue entries that reached the disk
+	MessagesSkipped  atomic.Int64 // queue entries removed before their commit: never written
+	CommitNanos      atomic.Int64 // time spent in commits
+	LastCommitUnixNs atomic.Int64
+}
+
+// Store is the bbolt-backed state. Methods are safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+	log  *slog.Logger
+	opts Options
+
+	mu       sync.Mutex // guards the fields below
+	queues   map[string]*Queue
+	dirty    map[*Queue]struct{}
+	sessions map[string][]byte // pending: nil value deletes
+	retained map[string][]byte // pending: nil value deletes
+	names    map[string]uint32 // pending qnames: 0 deletes
+	nextQID  uint32
+	pending  int    // changes waiting
+	gen      uint64 // bumped by every change
+	done     uint64 // gen covered by the last successful commit
+	attempt  uint64 // commit attempts finished
+	failErr  error  // error of the last attempt, nil once one succeeds
+	cond     *sync.Cond
+
+	commitMu sync.Mutex // one commit at a time
+	kick     chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stats    Stats
+}
+
+// Open opens (or creates) the store file. A file that bbolt cannot open or whose
+// contents cannot be read is moved aside as "<path>.corrupt-<timestamp>" and an
+// empty store is created; the returned note says so (empty when nothing happened).
+func Open(path string, opts Options, log *slog.Logger) (*Store, string, error) {
+	if opts.CommitInterval <= 0 {
+		opts.CommitInterval = 100 * time.Millisecond
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 20000
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s, err := open(path, opts, log)
+	if err == nil {
+		return s, "", nil
+	}
+	if errors.Is(err, errLocked) {
+		return nil, "", err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return nil, "", fmt.Errorf("store %s unreadable (%v) and cannot be moved aside: %w", path, err, rerr)
+	}
+	note := fmt.Sprintf("store %s was unreadable (%v); moved it to %s and started with an empty store", path, err, aside)
+	s, err = open(path, opts, log)
+	if err != nil {
+		return nil, note, err
+	}
+	return s, note, nil
+}
+
+var errLocked = errors.New("store is locked by another process")
+
+func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
+	defer func() { // bbolt panics on some corrupt pages; treat that as unreadable
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read %s: %v", path, r)
+		}
+	}()
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        time.Second,
+		NoFreelistSync: true, // fewer pages per commit; the freelist is rebuilt at open
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: %w", path, errLocked)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s = &Store{db: db, path: path, log: log, opts: opts,
+		queues: map[string]*Queue{}, dirty: map[*Queue]struct{}{},
+		sessions: map[string][]byte{}, retained: map[string][]byte{}, names: map[string]uint32{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.loop()
+	return s, nil
+}
+
+// load creates the buckets and the Queue objects of the stored queues.
+func (s *Store) load() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketQNames, bucketQ, bucketSessions, bucketRetained} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("init %s: %w", s.path, err)
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyNextQID); len(v) == 4 {
+			s.nextQID = binary.BigEndian.Uint32(v)
+		}
+		byID := map[uint32]*Queue{}
+		err := tx.Bucket(bucketQNames).ForEach(func(k, v []byte) error {
+			if len(v) != 4 {
+				return fmt.Errorf("queue name %q: bad id", k)
+			}
+			q := &Queue{s: s, name: string(k), id: binary.BigEndian.Uint32(v), nextSeq: 1}
+			s.queues[q.name] = q
+			byID[q.id] = q
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// One pass over the entries: counts and next sequence numbers.
+		return tx.Bucket(bucketQ).ForEach(func(k, v []byte) error {
+			if len(k) != 12 {
+				return fmt.Errorf("queue key %x: bad length", k)
+			}
+			q := byID[binary.BigEndian.Uint32(k)]
+			if q == nil {
+				return nil // orphan of a dropped queue whose commit was cut short
+			}
+			q.count++
+			q.nextSeq = binary.BigEndian.Uint64(k[4:]) + 1
+			return nil
+		})
+	})
+}
+
+// Close commits what is pending and closes the file.
+func (s *Store) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	s.wg.Wait()
+	err := s.commit()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Path returns the store file's path.
+func (s *Store) Path() string { return s.path }
+
+// Stats returns the store's counters.
+func (s *Store) Stats() *Stats { return &s.stats }
+
+// Healthy returns nil, or the error that stops durable work (ErrFull wrapped).
+func (s *Store) Healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failErr
+}
+
+// changed records one change; caller holds s.mu.
+func (s *Store) changed() {
+	s.gen++
+	s.pending++
+	if s.pending >= s.opts.MaxPending {
+		s.signal()
+	}
+}
+
+func (s *Store) signal() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Sync returns once every change made before the call is on disk (one shared
+// commit for all concurrent callers), or the error of the commit that failed.
+func (s *Store) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	target, start := s.gen, s.attempt
+	for s.done < target {
+		if s.attempt > start && s.failErr != nil {
+			return s.failErr
+		}
+		s.signal()
+		s.cond.Wait()
+	}
+	return nil
+}
+
+// loop commits on demand (strict callers, MaxPending) and at least every
+// CommitInterval while changes wait; a failed commit is retried on the interval.
+func (s *Store) loop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		if err := s.commit(); err != nil {
+			s.log.Error("store commit failed; durable work is refused until it succeeds",
+				slog.String("path", s.path), slog.Any("error", err))
+		}
+	}
+}
+
+// commit writes every pending change in one bbolt transaction (one fsync).
+func (s *Store) commit() error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+
+	s.mu.Lock()
+	if s.gen == s.done {
+		s.mu.Unlock()
+		return nil
+	}
+	target := s.gen
+	sessions, retained, names := s.sessions, s.retained, s.names
+	s.sessions, s.retained, s.names = map[string][]byte{}, map[string][]byte{}, map[string]uint32{}
+	dirty := make([]*Queue, 0, len(s.dirty))
+	for q := range s.dirty {
+		dirty = append(dirty, q)
+	}
+	s.dirty = map[*Queue]struct{}{}
+	s.pending = 0
+	nextQID := s.nextQID
+	s.mu.Unlock()
+
+	for _, q := range dirty {
+		q.beginFlush()
+	}
+	started := time.Now()
+	written := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if s.opts.MaxBytes > 0 {
+			if st, err := os.Stat(s.path); err == nil && st.Size() > s.opts.MaxBytes {
+				return fmt.Errorf("%w: %s is %d bytes, store.max_bytes is %d", ErrFull, s.path, st.Size(), s.opts.MaxBytes)
+			}
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyNextQID, binary.BigEndian.AppendUint32(nil, nextQID)); err != nil {
+			return err
+		}
+		if err := applyMap(tx.Bucket(bucketSessions), sessions); err != nil {
+			return err
+		}
+		if err := applyMap(tx.Bucket(bucketRetained), retained); err != nil {
+			return err
+		}
+		qn := tx.Bucket(bucketQNames)
+		for name, id := range names {
+			var err error
+			if id == 0 {
+				err = qn.Delete([]byte(name))
+			} else {
+				err = qn.Put([]byte(name), binary.BigEndian.AppendUint32(nil, id))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		qb := tx.Bucket(bucketQ)
+		for _, q := range dirty {
+			n, err := q.applyFlush(qb)
+			if err != nil {
+				return err
+			}
+			written += n
+		}
+		return nil
+	})
+	s.stats.CommitNanos.Add(int64(time.Since(started)))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attempt++
+	if err != nil {
+		// Keep everything for the next attempt; newer changes win over older ones.
+		for k, v := range sessions {
+			if _, newer := s.sessions[k]; !newer {
+				s.sessions[k] = v
+			}
+		}
+		for k, v := range retained {
+			if _, newer := s.retained[k]; !newer {
+				s.retained[k] = v
+			}
+		}
+		for k, v := range names {
+			if _, newer := s.names[k]; !newer {
+				s.names[k] = v
+			}
+		}
+		for _, q := range dirty {
+			s.dirty[q] = struct{}{} // its flushing delta stays and is applied again
+		}
+		if !errors.Is(err, ErrFull) {
+			err = fmt.Errorf("%w: commit %s: %v", ErrFull, s.path, err)
+		}
+		s.failErr = err
+		s.stats.FailedCommits.Add(1)
+		s.cond.Broadcast()
+		return err
+	}
+	for _, q := range dirty {
+		q.endFlush()
+	}
+	if s.failErr != nil {
+		s.log.Info("store writable again", slog.String("path", s.path))
+	}
+	s.failErr = nil
+	s.done = target
+	s.stats.Commits.Add(1)
+	s.stats.MessagesWritten.Add(int64(written))
+	s.stats.LastCommitUnixNs.Store(time.Now().UnixNano())
+	s.cond.Broadcast()
+	return nil
+}
+
+func applyMap(b *bolt.Bucket, m map[string][]byte) error {
+	for k, v := range m {
+		var err error
+		if v == nil {
+			err = b.Delete([]byte(k))
+		} else {
+			err = b.Put([]byte(k), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SaveSession stores a session record (committed with the next batch).
+func (s *Store) SaveSession(id string, record []byte) {
+	s.mu.Lock()
+	s.sessions[id] = record
+	s.changed()
+	s.mu.Unlock()
+}
+
+// DeleteSession removes a session record.
+func (s *Store) DeleteSession(id string) {
+	s.mu.Lock()
+	s.sessions[id] = nil
+	s.changed()
+	s.mu.Unlock()
+}
+
+// SaveRetained stores the retained message of a topic; nil deletes it.
+func (s *Store) SaveRetained(topic string, msg []byte) {
+	s.mu.Lock()
+	s.retained[topic] = msg
+	s.changed()
+	s.mu.Unlock()
+}
+
+// Sessions returns the stored session records, as of the last commit.
+func (s *Store) Sessions() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Retained returns the stored retained messages, as of the last commit.
+func (s *Store) Retained() ([][]byte, error) {
+	var out [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRetained).ForEach(func(_, v []byte) error {
+			out = append(out, append([]byte(nil), v...))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Queue returns the queue with the given name, creating it if needed.
+func (s *Store) Queue(name string) (session.Queue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q := s.queues[name]; q != nil {
+		return q, nil
+	}
+	s.nextQID++
+	q := &Queue{s: s, name: name, id: s.nextQID, nextSeq: 1}
+	s.queues[name] = q
+	s.names[name] = q.id
+	s.changed()
+	return q, nil
+}
+
+// QueueNames lists the stored queues.
+func (s *Store) QueueNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.queues))
+	for n := range s.queues {
+		out = append(out, n)
+	}
+	return out
+}
+
+// release forgets a queue's name (its entries are deleted by its last flush).
+func (s *Store) release(q *Queue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queues[q.name] == q {
+		delete(s.queues, q.name)
+		s.names[q.name] = 0
+		s.dirty[q] = struct{}{}
+		s.changed()
+	}
+}
+
+// Compact rewrites the file when free pages make up more than half of it, so
+// that the space of drained queues returns to the filesystem. Call it before
+// serving (it needs the file to itself); it reports whether it compacted.
+func Compact(path string, log *slog.Logger) (bool, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	if err != nil {
+		return false, err // Open reports it and moves the file aside if it is unreadable
+	}
+	stats := db.Stats()
+	total := int(st.Size()) / db.Info().PageSize
+	free := stats.FreePageN + stats.PendingPageN
+	if total == 0 || free*2 < total || st.Size() < 1<<20 {
+		return false, db.Close()
+	}
+	tmp := path + ".compact"
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	if err != nil {
+		_ = db.Close()
+		return false, err
+	}
+	err = bolt.Compact(dst, db, 4<<20)
+	_ = db.Close()
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return false, fmt.Errorf("compact %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return false, err
+	}
+	after, _ := os.Stat(path)
+	log.Info("store compacted", slog.String("path", path), slog.Int64("bytes_before", st.Size()), slog.Int64("bytes_after", after.Size()))
+	return true, nil
+}
+
+// ProcWriteBytes returns the bytes this process caused to be written to storage
+// (write_bytes in /proc/self/io; Linux only).
+func ProcWriteBytes() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,329 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/session"
+)
+
+func openTest(t *testing.T, path string, opts Options) *Store {
+	t.Helper()
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = time.Hour // commits only when a test asks
+	}
+	s, note, err := Open(path, opts, nil)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if note != "" {
+		t.Fatalf("unexpected note: %s", note)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func msg(i int) session.Message {
+	return session.Message{Packet: packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   "t/" + fmt.Sprint(i%3), Payload: []byte(fmt.Sprint("m", i)),
+		Created: 1700000000 + int64(i), Origin: "pub",
+	}}
+}
+
+func payloads(t *testing.T, q session.Queue) []string {
+	t.Helper()
+	ms, err := q.Peek(0, 1<<20)
+	if err != nil {
+		t.Fatalf("peek: %v", err)
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, string(m.Packet.Payload))
+	}
+	return out
+}
+
+func TestMessageCodecRoundTrip(t *testing.T) {
+	m := session.Message{PacketID: 4242, Released: true, Group: "$share/g/x", Packet: packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Retain: true},
+		TopicName:   "a/b", Payload: []byte("payload"), Created: 1700000000, Expiry: 1700003600, Origin: "dev-1",
+		Properties: packets.Properties{ContentType: "text/plain", ResponseTopic: "r/t", CorrelationData: []byte{1, 2},
+			User: []packets.UserProperty{{Key: "k", Val: "v"}}, SubscriptionIdentifier: []int{3, 9}},
+	}}
+	b, err := session.EncodeMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := session.DecodeMessage(7, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := got.Packet
+	if got.Seq != 7 || got.PacketID != 4242 || !got.Released || got.Group != m.Group ||
+		p.TopicName != "a/b" || string(p.Payload) != "payload" || p.FixedHeader.Qos != 2 || !p.FixedHeader.Retain ||
+		p.Created != m.Packet.Created || p.Expiry != m.Packet.Expiry || p.Origin != "dev-1" ||
+		p.Properties.ContentType != "text/plain" || p.Properties.ResponseTopic != "r/t" ||
+		len(p.Properties.User) != 1 || fmt.Sprint(p.Properties.SubscriptionIdentifier) != "[3 9]" {
+		t.Fatalf("round trip lost something: %+v", got)
+	}
+	if _, err := session.DecodeMessage(1, b[:10]); err == nil {
+		t.Fatal("truncated message decoded without error")
+	}
+}
+
+// Queued messages survive a close and reopen, in order, with their delivery
+// state; removed ones stay removed.
+func TestQueueSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Batch})
+	q, _ := s.Queue("s/a")
+	var seqs []uint64
+	for i := range 10 {
+		seq, err := q.Append(msg(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	_ = q.Remove(seqs[0])
+	_ = q.Remove(seqs[5])
+	_ = q.Update(session.Message{Seq: seqs[1], PacketID: 99})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openTest(t, path, Options{Durability: Batch})
+	q2, _ := s2.Queue("s/a")
+	if got := fmt.Sprint(payloads(t, q2)); got != "[m1 m2 m3 m4 m6 m7 m8 m9]" {
+		t.Fatalf("after reopen: %s", got)
+	}
+	if q2.Len() != 8 {
+		t.Fatalf("Len = %d", q2.Len())
+	}
+	ms, _ := q2.Peek(0, 1)
+	if ms[0].PacketID != 99 {
+		t.Fatalf("delivery state lost: %+v", ms[0])
+	}
+	// New appends continue after the stored sequence numbers.
+	seq, _ := q2.Append(msg(10))
+	if seq <= seqs[9] {
+		t.Fatalf("seq %d reused (last was %d)", seq, seqs[9])
+	}
+}
+
+// A message appended and removed before its commit never reaches the disk.
+func TestAckedBeforeCommitIsNeverWritten(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch})
+	q, _ := s.Queue("s/a")
+	if err := s.Sync(); err != nil { // the queue's name
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		seq, _ := q.Append(msg(i))
+		_ = q.Remove(seq)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Stats().MessagesWritten.Load(); n != 0 {
+		t.Fatalf("%d messages written, want 0", n)
+	}
+	if n := s.Stats().MessagesSkipped.Load(); n != 100 {
+		t.Fatalf("%d skipped, want 100", n)
+	}
+}
+
+// Nothing is written while nothing changes: no commit without a change.
+func TestNoCommitWhileIdle(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: time.Millisecond})
+	q, _ := s.Queue("s/a")
+	_, _ = q.Append(msg(1))
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats().Commits.Load()
+	for range 20 {
+		_ = s.commit()
+	}
+	if after := s.Stats().Commits.Load(); after != before {
+		t.Fatalf("%d commits while idle", after-before)
+	}
+}
+
+// Strict mode: concurrent Syncs share commits (group commit).
+func TestSyncGroupCommit(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Strict, CommitInterval: time.Second})
+	const writers, each = 16, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q, _ := s.Queue(fmt.Sprint("s/", w))
+			for i := range each {
+				if _, err := q.Append(msg(i)); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := s.Sync(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	commits := s.Stats().Commits.Load()
+	if commits >= writers*each {
+		t.Fatalf("%d commits for %d synced appends: no grouping", commits, writers*each)
+	}
+	if n := s.Stats().MessagesWritten.Load(); n != writers*each {
+		t.Fatalf("written %d, want %d", n, writers*each)
+	}
+	t.Logf("%d synced appends in %d commits", writers*each, commits)
+}
+
+// Clear and Release delete stored entries; a released name starts afresh.
+func TestClearAndRelease(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Batch})
+	q, _ := s.Queue("s/a")
+	for i := range 5 {
+		_, _ = q.Append(msg(i))
+	}
+	_ = s.Sync()
+	_, _ = q.Append(msg(5)) // pending when cleared: never written
+	_ = q.Clear()
+	_, _ = q.Append(msg(6))
+	if got := fmt.Sprint(payloads(t, q)); got != "[m6]" {
+		t.Fatalf("after clear: %s", got)
+	}
+	_ = s.Sync()
+	r, _ := s.Queue("s/b")
+	_, _ = r.Append(msg(7))
+	_ = s.Sync()
+	_ = r.Release()
+	_ = s.Close()
+
+	s2 := openTest(t, path, Options{Durability: Batch})
+	q2, _ := s2.Queue("s/a")
+	if got := fmt.Sprint(payloads(t, q2)); got != "[m6]" {
+		t.Fatalf("after reopen: %s", got)
+	}
+	for _, n := range s2.QueueNames() {
+		if n == "s/b" {
+			t.Fatal("released queue still named")
+		}
+	}
+	r2, _ := s2.Queue("s/b")
+	if r2.Len() != 0 {
+		t.Fatalf("released queue has %d entries", r2.Len())
+	}
+}
+
+// A corrupt or truncated file is moved aside and the store starts empty.
+func TestCorruptFileMovedAside(t *testing.T) {
+	for name, corrupt := range map[string]func(string) error{
+		"garbage":   func(p string) error { return os.WriteFile(p, []byte(strings.Repeat("not a bbolt file ", 1000)), 0o600) },
+		"truncated": func(p string) error { return os.Truncate(p, 100) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "s.db")
+			s := openTest(t, path, Options{Durability: Batch})
+			q, _ := s.Queue("s/a")
+			_, _ = q.Append(msg(1))
+			_ = s.Close()
+			if err := corrupt(path); err != nil {
+				t.Fatal(err)
+			}
+			s2, note, err := Open(path, Options{Durability: Batch}, nil)
+			if err != nil {
+				t.Fatalf("open after corruption: %v", err)
+			}
+			defer s2.Close()
+			if !strings.Contains(note, "moved it to") {
+				t.Fatalf("note = %q", note)
+			}
+			aside, _ := filepath.Glob(path + ".corrupt-*")
+			if len(aside) != 1 {
+				t.Fatalf("files moved aside: %v", aside)
+			}
+			q2, _ := s2.Queue("s/a")
+			if q2.Len() != 0 {
+				t.Fatal("corrupt store's data appeared")
+			}
+			if _, err := q2.Append(msg(2)); err != nil || s2.Sync() != nil {
+				t.Fatal("new store not writable")
+			}
+		})
+	}
+}
+
+// Over max_bytes commits fail with ErrFull, durable work is refused, nothing
+// stored is damaged, and the store recovers once the cap allows again.
+func TestFullStoreRefusesAndRecovers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Strict, CommitInterval: 5 * time.Millisecond})
+	q, _ := s.Queue("s/a")
+	_, _ = q.Append(msg(1))
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.opts.MaxBytes = 1 // the file is already larger
+	s.mu.Unlock()
+	_, _ = q.Append(msg(2))
+	if err := s.Sync(); !errors.Is(err, ErrFull) {
+		t.Fatalf("sync over the cap: %v, want ErrFull", err)
+	}
+	if _, err := q.Append(msg(3)); !errors.Is(err, ErrFull) {
+		t.Fatalf("append while full: %v, want ErrFull", err)
+	}
+	if got := fmt.Sprint(payloads(t, q)); got != "[m1 m2]" {
+		t.Fatalf("queue while full: %s", got)
+	}
+	s.mu.Lock()
+	s.opts.MaxBytes = 0
+	s.mu.Unlock()
+	if err := s.Sync(); err != nil { // the retry loop commits the kept batch
+		t.Fatalf("after space returned: %v", err)
+	}
+	if s.Healthy() != nil {
+		t.Fatal("still unhealthy")
+	}
+	if _, err := q.Append(msg(4)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Sync()
+	_ = s.Close()
+	s2 := openTest(t, path, Options{Durability: Batch})
+	q2, _ := s2.Queue("s/a")
+	if got := fmt.Sprint(payloads(t, q2)); got != "[m1 m2 m4]" {
+		t.Fatalf("after reopen: %s", got)
+	}
+}
+
+// A second process cannot open the same store.
+func TestStoreLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	openTest(t, path, Options{Durability: Batch})
+	if _, _, err := Open(path, Options{Durability: Batch}, nil); err == nil || !errors.Is(err, errLocked) {
+		t.Fatalf("second open: %v, want locked", err)
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+		t.Fatal("a locked store was moved aside")
+	}
+}
