@@ -44,6 +44,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
+	deps.SysValues = func() map[string]int64 { return storeSys(st) }
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
@@ -234,4 +235,25 @@ func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.
 		pk.Properties.MaximumPacketSize = h.maxPacketSize
 	}
 	return pk
+}
+
+// storeSys is the store's part of $SYS: $SYS/edgegw/store/...
+func storeSys(st *store.Store) map[string]int64 {
+	s := st.Stats()
+	m := map[string]int64{
+		"store/commits":                s.Commits.Load(),
+		"store/commits_failed":         s.FailedCommits.Load(),
+		"store/messages_written":       s.MessagesWritten.Load(),
+		"store/messages_never_written": s.MessagesSkipped.Load(),
+	}
+	if wb, ok := store.ProcWriteBytes(); ok {
+		m["store/process_write_bytes"] = wb
+		if n := s.MessagesWritten.Load(); n > 0 {
+			m["store/write_bytes_per_message"] = wb / n
+		}
+	}
+	if fi, err := os.Stat(st.Path()); err == nil {
+		m["store/file_bytes"] = fi.Size()
+	}
+	return m
 }

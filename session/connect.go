@@ -134,22 +134,23 @@ func (e *Engine) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	cl.Properties.Props.TopicAliasMaximum = 0
 
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if _, ok := e.sessions[cl.ID]; ok {
+	_, resuming := e.sessions[cl.ID]
+	full := !resuming && len(e.sessions)+len(e.pending) >= e.opts.MaxSessions
+	if !resuming && !full {
+		e.pending[cl] = struct{}{}
+	}
+	e.mu.Unlock()
+	if !full {
 		return nil
 	}
-	if len(e.sessions)+len(e.pending) >= e.opts.MaxSessions {
-		e.stats.SessionsRefused.Add(1)
-		e.log.Warn("session quota reached, connection refused", slog.String("client", cl.ID),
-			slog.Int("max_sessions", e.opts.MaxSessions))
-		code := packets.ErrQuotaExceeded // 0x97
-		if c.version < 5 {
-			code = packets.ErrServerUnavailable // v3.1.1 CONNACK 0x03
-		}
-		return refuse(code)
+	e.stats.SessionsRefused.Add(1)
+	e.log.Warn("session quota reached, connection refused", slog.String("client", cl.ID),
+		slog.Int("max_sessions", e.opts.MaxSessions))
+	code := packets.ErrQuotaExceeded // 0x97
+	if c.version < 5 {
+		code = packets.ErrServerUnavailable // v3.1.1 CONNACK 0x03
 	}
-	e.pending[cl] = struct{}{}
-	return nil
+	return refuse(code)
 }
 
 func (e *Engine) dropConn(cl *mqtt.Client) {

@@ -280,12 +280,20 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		{"queue/expired", e.stats.MessagesExpired.Load()},
 	}
 	now := e.now().Unix()
-	for _, v := range values {
+	sys := func(topic string, v int64) {
 		e.publish(packets.Packet{
 			FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
-			TopicName:   SysPrefix + v.name,
-			Payload:     []byte(strconv.FormatInt(v.v, 10)),
+			TopicName:   topic,
+			Payload:     []byte(strconv.FormatInt(v, 10)),
 			Created:     now,
 		})
+	}
+	for _, v := range values {
+		sys(SysPrefix+v.name, v.v)
+	}
+	if e.sysExtra != nil {
+		for k, v := range e.sysExtra() {
+			sys("$SYS/edgegw/"+k, v)
+		}
 	}
 }

@@ -23,6 +23,9 @@ type Deps struct {
 	// Strict makes a QoS 1/2 PUBLISH wait for the commit of everything it caused
 	// before mochi acknowledges it (store.durability: strict).
 	Strict bool
+	// SysValues, if set, adds values to the engine's $SYS publication: each key
+	// is published under "$SYS/edgegw/<key>".
+	SysValues func() map[string]int64
 }
 
 // Engine is a mochi hook that owns MQTT sessions (see the package comment).
@@ -31,12 +34,13 @@ type Deps struct {
 // Engine.mu is called while a group or session lock is held.
 type Engine struct {
 	mqtt.HookBase
-	opts   Options
-	log    *slog.Logger
-	now    func() time.Time
-	store  Store
-	strict bool
-	srv    *mqtt.Server
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	store    Store
+	strict   bool
+	sysExtra func() map[string]int64
+	srv      *mqtt.Server
 
 	mu       sync.RWMutex
 	sessions map[string]*Session
@@ -98,6 +102,7 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		now:      deps.Now,
 		store:    deps.Store,
 		strict:   deps.Strict && deps.Store != nil,
+		sysExtra: deps.SysValues,
 		sessions: map[string]*Session{},
 		groups:   map[string]*group{},
 		pending:  map[*mqtt.Client]struct{}{},

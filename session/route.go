@@ -81,7 +81,9 @@ func (e *Engine) publish(pk packets.Packet) {
 	if pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0 {
 		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
-		e.persistRetained(pk)
+		if !strings.HasPrefix(pk.TopicName, "$SYS/") { // statistics are not stored
+			e.persistRetained(pk)
+		}
 	}
 	e.route(pk)
 }
