@@ -187,3 +187,57 @@ func packetsProps(expiry uint32) packets.Properties {
 func subscription(filter string, qos byte) packets.Subscription {
 	return packets.Subscription{Filter: filter, Qos: qos}
 }
+
+// Subscription options and identifiers, and a pending delayed will, survive a
+// restart: the identifier comes back on delivered messages [MQTT-3.3.4-3], No
+// Local still holds [MQTT-3.8.3-3], and the will is published when its delay ends.
+func TestSubscriptionOptionsAndDelayedWillSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	g, stop := startGatewayIn(t, dir, clock, nil)
+
+	c, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "opts", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
+	id := 7
+	ctx := t.Context()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Properties: &paho.SubscribeProperties{SubscriptionIdentifier: &id},
+		Subscriptions: []paho.SubscribeOptions{{Topic: "o/#", QoS: 1, NoLocal: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.disconnect(t, g, "opts")
+
+	// A client with a 60 s will delay and a 3600 s session loses its connection.
+	w := dialRaw(t, g.addr, 5)
+	w.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "testator", Clean: true, Keepalive: 30,
+			WillFlag: true, WillTopic: "o/will", WillPayload: []byte("gone"), WillQos: 1,
+			WillProperties: packets.Properties{WillDelayInterval: 60}},
+		Properties: packetsProps(3600)})
+	w.expect(packets.Connack)
+	w.close()
+	g.waitOffline(t, "testator")
+	stop()
+
+	clock.Advance(30 * time.Second)
+	g2, _ := startGatewayIn(t, dir, clock, nil)
+	c2, ca := connectV5(t, g2.addr, &paho.Connect{ClientID: "opts", CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
+	if !ca.SessionPresent {
+		t.Fatal("not present")
+	}
+	c2.publish(t, "o/self", 1, "own message") // No Local: must not come back
+	g2.expire(29 * time.Second)
+	pub, _ := connectV5(t, g2.addr, &paho.Connect{ClientID: "o-pub", CleanStart: true})
+	pub.publish(t, "o/x", 1, "marker")
+	m := c2.next(t)
+	if string(m.Payload) != "marker" {
+		t.Fatalf("first message %q: No Local lost or will sent early", m.Payload)
+	}
+	if m.Properties == nil || m.Properties.SubscriptionIdentifier == nil || *m.Properties.SubscriptionIdentifier != 7 {
+		t.Fatalf("subscription identifier after restart: %+v", m.Properties)
+	}
+	g2.expire(time.Second)
+	if m := c2.next(t); m.Topic != "o/will" || string(m.Payload) != "gone" {
+		t.Fatalf("delayed will after restart: %s %q", m.Topic, m.Payload)
+	}
+}
