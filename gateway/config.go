@@ -54,6 +54,10 @@ type Config struct {
 	Sessions SessionsConfig
 	// Store configures the session store file (data_dir/edgegw.db).
 	Store StoreConfig
+	// SiteID names this site; {site_id} in bridge settings is replaced by it.
+	SiteID string
+	// Bridges are the links to upstream brokers.
+	Bridges []BridgeConfig
 }
 
 // StoreConfig configures durability and size of the session store.
@@ -371,6 +375,13 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				},
 			})
 		},
+		"site_id": d.str(&c.SiteID),
+		"bridges": func(n *yaml.Node, key string) {
+			bs := []BridgeConfig{}
+			if d.list(n, key, func(n *yaml.Node, key string) { bs = append(bs, d.bridge(n, key)) }) {
+				c.Bridges = bs
+			}
+		},
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{
@@ -390,6 +401,66 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 			})
 		},
 	})
+}
+
+// bridge decodes one entry of bridges; omitted keys get the defaults documented
+// in default.yaml.
+func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
+	b := BridgeConfig{Version: "5", ClientID: "edgegw-{site_id}", Keepalive: 30 * time.Second,
+		SessionExpiry: 24 * time.Hour, ConnectTimeout: 10 * time.Second, BackoffMin: time.Second,
+		BackoffMax: 2 * time.Minute, RefusedBackoff: 5 * time.Minute, Window: 32,
+		OutboxMax: 100000, OutboxOverflow: session.RefuseNew}
+	rules := func(dst *[]BridgeRuleConfig) setter {
+		return func(n *yaml.Node, key string) {
+			rs := []BridgeRuleConfig{}
+			if d.list(n, key, func(n *yaml.Node, key string) {
+				r := BridgeRuleConfig{QoS: 1}
+				d.mapping(n, key, map[string]setter{
+					"local":  d.str(&r.Local),
+					"remote": d.str(&r.Remote),
+					"qos":    d.count(&r.QoS, 0, 1),
+				})
+				rs = append(rs, r)
+			}) {
+				*dst = rs
+			}
+		}
+	}
+	d.mapping(n, key, map[string]setter{
+		"name":            d.str(&b.Name),
+		"address":         d.str(&b.Address),
+		"version":         d.enum(&b.Version, "5", "3.1.1"),
+		"client_id":       d.str(&b.ClientID),
+		"username":        d.str(&b.Username),
+		"password":        d.str(&b.Password),
+		"keepalive":       d.duration(&b.Keepalive, time.Second, 18*time.Hour, true),
+		"session_expiry":  d.duration(&b.SessionExpiry, 0, maxExpiryLimit, true),
+		"connect_timeout": d.duration(&b.ConnectTimeout, time.Millisecond, time.Hour, false),
+		"backoff_min":     d.duration(&b.BackoffMin, time.Millisecond, time.Hour, false),
+		"backoff_max":     d.duration(&b.BackoffMax, time.Millisecond, 24*time.Hour, false),
+		"refused_backoff": d.duration(&b.RefusedBackoff, time.Millisecond, 24*time.Hour, false),
+		"window":          d.count(&b.Window, 1, 65535),
+		"status_topic":    d.str(&b.StatusTopic),
+		"will_topic":      d.str(&b.WillTopic),
+		"forward":         rules(&b.Forward),
+		"downlink":        rules(&b.Downlink),
+		"tls": func(n *yaml.Node, key string) {
+			d.mapping(n, key, map[string]setter{
+				"ca_file":              d.str(&b.TLS.CAFile),
+				"cert_file":            d.str(&b.TLS.CertFile),
+				"key_file":             d.str(&b.TLS.KeyFile),
+				"server_name":          d.str(&b.TLS.ServerName),
+				"insecure_skip_verify": d.boolean(&b.TLS.InsecureSkipVerify),
+			})
+		},
+		"outbox": func(n *yaml.Node, key string) {
+			d.mapping(n, key, map[string]setter{
+				"max_messages": d.count(&b.OutboxMax, 1, maxCount),
+				"overflow":     d.enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
+			})
+		},
+	})
+	return b
 }
 
 func (d *decoder) profile(n *yaml.Node, key string) ProfileConfig {
@@ -444,6 +515,24 @@ func (d *decoder) check(c *Config) {
 			d.failKey(key+".name", "%q is already the name of sessions.profiles[%d]", p.Name, j)
 		} else {
 			names[p.Name] = i
+		}
+	}
+	names = map[string]int{}
+	for i, b := range c.Bridges {
+		key := fmt.Sprintf("bridges[%d]", i)
+		if b.Name == "" {
+			d.failKey(key+".name", "must not be empty")
+			continue
+		} else if j, dup := names[b.Name]; dup {
+			d.failKey(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
+		}
+		names[b.Name] = i
+		if strings.Contains(b.ClientID+b.Address+b.StatusTopic+b.WillTopic, "{site_id}") && c.SiteID == "" {
+			d.failKey("site_id", "must be set: bridges[%d] uses {site_id}", i)
+		}
+		if _, err := c.bridgeConfig(i, b); err != nil {
+			k, msg := splitKey(err.Error())
+			d.failKey(k, "%s", msg)
 		}
 	}
 	// The session package has the last word; its messages name the key too. Report

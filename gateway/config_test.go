@@ -23,6 +23,7 @@ func TestDefaultConfig(t *testing.T) {
 		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883"}},
 		MQTT:      MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second},
 		Store:     StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
+		Bridges:   []BridgeConfig{},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
 			MaxSessions:    10000,

@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/bridge"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -27,6 +28,7 @@ type Gateway struct {
 	srv       *mqtt.Server
 	store     *store.Store
 	engine    *session.Engine
+	bridges   *bridges
 	listeners map[string]*tcpListener
 }
 
@@ -55,6 +57,12 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	bs, err := newBridges(cfg, engine, st, log)
+	if err != nil {
+		_ = engine.Stop()
+		_ = st.Close()
+		return nil, err
+	}
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
@@ -68,7 +76,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, listeners: map[string]*tcpListener{}}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, listeners: map[string]*tcpListener{}}
 	for _, lc := range cfg.Listeners {
 		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}), timeout: cfg.MQTT.ConnectTimeout}
 		if err := srv.AddListener(l); err != nil {
@@ -111,8 +119,12 @@ func (g *Gateway) Start() error {
 	for name, l := range g.listeners {
 		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()))
 	}
+	g.bridges.start()
 	return nil
 }
+
+// Bridges returns the running bridges.
+func (g *Gateway) Bridges() []*bridge.Bridge { return g.bridges.list }
 
 // Addr returns the bound address of the named listener ("" if unknown).
 func (g *Gateway) Addr(name string) string {
@@ -134,6 +146,7 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	g.bridges.stop()
 	err := g.srv.Close()
 	_ = g.engine.Stop()
 	if cerr := g.store.Close(); err == nil {

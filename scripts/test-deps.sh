@@ -10,7 +10,7 @@
 set -euo pipefail
 
 DEPS=(
-	# e.g. mosquitto:mosquitto
+	mosquitto:mosquitto
 )
 
 if ! command -v go >/dev/null 2>&1; then

@@ -51,6 +51,7 @@ type Engine struct {
 	conns  map[*mqtt.Client]*conn
 
 	stats Stats
+	cons  consumers
 
 	stop     chan struct{}
 	stopOnce sync.Once

@@ -93,6 +93,7 @@ func (e *Engine) publish(pk packets.Packet) {
 // the highest QoS); a shared subscription gives one copy to one member of each
 // group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
 func (e *Engine) route(pk packets.Packet) {
+	e.routeConsumers(pk)
 	subs := e.srv.Topics.Subscribers(pk.TopicName)
 	if len(subs.Shared) > 0 {
 		e.mu.RLock()

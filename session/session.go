@@ -74,26 +74,35 @@ type overflowState struct {
 	dropped int64
 }
 
-// enqueue appends m to q under the overflow policy. It returns false if m was
-// not queued. The caller holds the lock that guards ov and q's owner; inFlight is
-// the number of messages of q that hold a packet id and must not be dropped.
+// enqueue appends m to q under the session overflow policy (MaxQueued,
+// Overflow); see enqueueLimit.
 func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m Message) bool {
-	if q.Len() >= e.opts.MaxQueued {
+	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opts.MaxQueued, e.opts.Overflow)
+	return queued
+}
+
+// enqueueLimit appends m to q, applying policy when q holds limit messages. It
+// reports whether m was queued and whether a message was lost (m refused, or the
+// oldest unsent one dropped). The caller holds the lock that guards ov and q's
+// owner; inFlight is the number of q's messages that hold a packet id and must
+// not be dropped.
+func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m Message, limit int, policy Overflow) (queued, lost bool) {
+	if q.Len() >= limit {
 		if !ov.active {
 			ov.active = true
 			e.stats.OverflowEpisodes.Add(1)
 			e.log.Warn("queue full, applying overflow policy", slog.String("queue", owner),
-				slog.Int("max_queued", e.opts.MaxQueued), slog.String("policy", string(e.opts.Overflow)))
+				slog.Int("max_queued", limit), slog.String("policy", string(policy)))
 		}
 		ov.dropped++
-		if e.opts.Overflow == RefuseNew {
+		if policy == RefuseNew {
 			e.stats.QueueRefused.Add(1)
-			return false
+			return false, true
 		}
 		oldest, err := q.Peek(0, inFlight+1)
 		if err != nil {
 			e.log.Error("queue peek failed", slog.String("queue", owner), slog.Any("error", err))
-			return false
+			return false, true
 		}
 		dropped := false
 		for _, old := range oldest {
@@ -106,16 +115,17 @@ func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int,
 		}
 		if !dropped { // everything is in flight: nothing may go
 			e.stats.QueueRefused.Add(1)
-			return false
+			return false, true
 		}
 		e.stats.QueueDroppedOld.Add(1)
+		lost = true
 	}
 	if _, err := q.Append(m); err != nil {
 		e.log.Error("queue append failed", slog.String("queue", owner), slog.Any("error", err))
 		e.stats.QueueRefused.Add(1)
-		return false
+		return false, true
 	}
-	return true
+	return true, lost
 }
 
 // overflowCheck ends an overflow episode once the queue is below 90% of the limit.

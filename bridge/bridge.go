@@ -1,0 +1,635 @@
+// Package bridge links edgegw to an upstream (cloud) MQTT broker: uplink is
+// store-and-forward through a durable outbox, downlink comes through a persistent
+// upstream session so that commands sent while the gateway was away still arrive.
+//
+// Uplink: the session engine appends every local PUBLISH matched by a forward rule
+// to the bridge's outbox (a durable session.Queue) inside OnPublish, so in strict
+// mode it is on disk before the local PUBACK. The bridge sends the outbox in order
+// with a window of unacknowledged QoS 1 messages and removes a message only when
+// the upstream broker acknowledged it. Unacknowledged messages keep their packet
+// ids across reconnects and restarts and are re-sent with DUP when the upstream
+// session was resumed [MQTT-4.4.0-1].
+//
+// Downlink: the bridge subscribes to the downlink filters on a persistent
+// upstream session (clean start 0, v5 session expiry / v3.1.1 clean-session 0) and
+// republishes what arrives locally through the engine, acknowledging upstream
+// only after that (and, in strict mode, after the commit). Messages that came down
+// any bridge carry a bridge origin and are never forwarded up again.
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/session"
+)
+
+// Rule maps topics between the local broker and the upstream one. Local and
+// Remote are topic filters that differ only in their fixed prefix (the levels
+// before the first wildcard): "meters/#" and "site/7/meters/#" map
+// "meters/a/reading" to "site/7/meters/a/reading" and back.
+type Rule struct {
+	Local  string
+	Remote string
+	QoS    byte // 0 or 1: the QoS used upstream (forward) or subscribed with (downlink)
+}
+
+// Config is one bridge.
+type Config struct {
+	Name           string
+	Address        string // mqtt://host[:1883] or mqtts://host[:8883]
+	Version        byte   // 4 (MQTT 3.1.1) or 5
+	ClientID       string
+	Username       string
+	Password       string
+	TLS            *tls.Config // set for mqtts://
+	Keepalive      time.Duration
+	SessionExpiry  time.Duration // upstream session (v5); v3.1.1 uses clean-session 0
+	ConnectTimeout time.Duration
+	BackoffMin     time.Duration
+	BackoffMax     time.Duration
+	RefusedBackoff time.Duration // wait after a refused CONNACK (bad credentials...)
+	Window         int           // unacknowledged uplink messages
+	Forward        []Rule
+	Downlink       []Rule
+	StatusTopic    string // local retained status JSON
+	WillTopic      string // upstream retained "online"/"offline"; "" = none
+
+	hostPort string
+}
+
+// Check validates c and fills defaults; errors name the field.
+func (c *Config) Check() error {
+	u, err := url.Parse(c.Address)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("address: %q is not mqtt://host:port or mqtts://host:port", c.Address)
+	}
+	port := u.Port()
+	switch u.Scheme {
+	case "mqtt", "tcp":
+		if port == "" {
+			port = "1883"
+		}
+		c.TLS = nil
+	case "mqtts", "ssl", "tls":
+		if port == "" {
+			port = "8883"
+		}
+		if c.TLS == nil {
+			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if c.TLS.ServerName == "" {
+			c.TLS.ServerName = u.Hostname()
+		}
+	default:
+		return fmt.Errorf("address: scheme %q is not mqtt or mqtts", u.Scheme)
+	}
+	c.hostPort = net.JoinHostPort(u.Hostname(), port)
+	if c.Version != 4 && c.Version != 5 {
+		return fmt.Errorf("version: must be 5 or 3.1.1")
+	}
+	if c.ClientID == "" {
+		return fmt.Errorf("client_id: must not be empty (the upstream session is persistent)")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Keepalive, 30*time.Second)
+	def(&c.SessionExpiry, 24*time.Hour)
+	def(&c.ConnectTimeout, 10*time.Second)
+	def(&c.BackoffMin, time.Second)
+	def(&c.BackoffMax, 2*time.Minute)
+	def(&c.RefusedBackoff, max(c.BackoffMax, time.Minute))
+	if c.Window <= 0 {
+		c.Window = 32
+	}
+	if len(c.Forward) == 0 && len(c.Downlink) == 0 {
+		return fmt.Errorf("forward, downlink: at least one rule is needed")
+	}
+	for i, r := range c.Forward {
+		if err := r.check(); err != nil {
+			return fmt.Errorf("forward[%d]: %w", i, err)
+		}
+	}
+	for i, r := range c.Downlink {
+		if err := r.check(); err != nil {
+			return fmt.Errorf("downlink[%d]: %w", i, err)
+		}
+	}
+	if c.StatusTopic == "" {
+		c.StatusTopic = "edgegw/bridge/" + c.Name + "/status"
+	}
+	return nil
+}
+
+func (r Rule) check() error {
+	if r.QoS > 1 {
+		return fmt.Errorf("qos: must be 0 or 1")
+	}
+	_, ls := splitFilter(r.Local)
+	_, rs := splitFilter(r.Remote)
+	if r.Local == "" || r.Remote == "" {
+		return fmt.Errorf("local and remote filters are required")
+	}
+	if ls != rs {
+		return fmt.Errorf("local %q and remote %q must end in the same wildcard levels", r.Local, r.Remote)
+	}
+	return nil
+}
+
+// splitFilter splits a filter into its fixed prefix (up to and including the
+// last '/' before the first wildcard level) and the rest.
+func splitFilter(f string) (prefix, rest string) {
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if l == "+" || l == "#" {
+			prefix = strings.Join(levels[:i], "/")
+			if i > 0 {
+				prefix += "/"
+			}
+			return prefix, strings.Join(levels[i:], "/")
+		}
+	}
+	return f, ""
+}
+
+// mapTopic rewrites topic, which matches filter from, into the space of to.
+func mapTopic(topic, from, to string) string {
+	fp, fr := splitFilter(from)
+	tp, _ := splitFilter(to)
+	if fr == "" {
+		return to
+	}
+	return tp + strings.TrimPrefix(topic, fp)
+}
+
+// matches reports whether topic matches filter [MQTT-4.7].
+func matches(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false // [MQTT-4.7.1-1]
+	}
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, l := range f {
+		if l == "#" {
+			return true
+		}
+		if i >= len(t) || (l != "+" && l != t[i]) {
+			return false
+		}
+	}
+	return len(f) == len(t)
+}
+
+// Status is the bridge's state as published on its status topic.
+type Status struct {
+	Bridge          string    `json:"bridge"`
+	Connected       bool      `json:"connected"`
+	Since           time.Time `json:"since"`
+	LastError       string    `json:"last_error,omitempty"`
+	OutboxDepth     int       `json:"outbox_depth"`
+	OutboxOldestAge float64   `json:"outbox_oldest_age_seconds"`
+	OutboxDropped   int64     `json:"outbox_dropped"`
+	Sent            int64     `json:"sent"`
+	Received        int64     `json:"received"`
+}
+
+// Bridge is one running link to an upstream broker.
+type Bridge struct {
+	cfg      Config
+	log      *slog.Logger
+	engine   *session.Engine
+	outbox   session.Queue
+	consumer *session.Consumer
+	wake     chan struct{}
+
+	mu       sync.Mutex
+	cn       *conn
+	pids     map[uint16]uint64 // uplink packet id -> outbox Seq, unacknowledged
+	out      map[uint16]struct{} // of pids, those written on the current connection
+	cursor   uint64            // next outbox Seq to look at on this connection
+	nextPID  uint16
+	status   Status
+	lastSent Status
+}
+
+// New builds a bridge and registers its outbox with the engine. outbox must be a
+// durable queue (the store's "o/<name>"). Call before the server serves.
+func New(cfg Config, engine *session.Engine, outbox session.Queue, maxQueued int, overflow session.Overflow, log *slog.Logger) (*Bridge, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
+	}
+	b := &Bridge{cfg: cfg, log: log.With(slog.String("bridge", cfg.Name)), engine: engine, outbox: outbox,
+		wake: make(chan struct{}, 1), pids: map[uint16]uint64{}}
+	b.status = Status{Bridge: cfg.Name, Since: time.Now()}
+	if len(cfg.Forward) > 0 {
+		filters := make([]string, len(cfg.Forward))
+		for i, r := range cfg.Forward {
+			filters[i] = r.Local
+		}
+		b.consumer = &session.Consumer{
+			Name: "bridge/" + cfg.Name, Filters: filters, Queue: outbox,
+			MaxQueued: maxQueued, Overflow: overflow,
+			// Loop prevention: nothing that came down a bridge goes back up.
+			Skip:     func(pk packets.Packet) bool { return session.IsBridgeOrigin(pk.Origin) },
+			Notify:   b.signal,
+			InFlight: func() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pids) },
+		}
+		if err := engine.AddConsumer(b.consumer); err != nil {
+			return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
+		}
+	}
+	if err := b.restorePIDs(); err != nil {
+		return nil, fmt.Errorf("bridge %s: read outbox: %w", cfg.Name, err)
+	}
+	return b, nil
+}
+
+// restorePIDs rebuilds the unacknowledged set from the outbox (after a restart).
+func (b *Bridge) restorePIDs() error {
+	msgs, err := b.outbox.Peek(0, 4*b.cfg.Window+1024)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.PacketID != 0 {
+			b.pids[m.PacketID] = m.Seq
+			b.nextPID = max(b.nextPID, m.PacketID)
+		}
+	}
+	return nil
+}
+
+func (b *Bridge) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Origin is the origin of messages this bridge publishes locally.
+func (b *Bridge) Origin() string { return session.BridgeOriginPrefix + b.cfg.Name }
+
+// Status returns the bridge's current state.
+func (b *Bridge) Status() Status {
+	b.mu.Lock()
+	st := b.status
+	b.mu.Unlock()
+	st.OutboxDepth = b.outbox.Len()
+	if m, err := b.outbox.Peek(0, 1); err == nil && len(m) > 0 && m[0].Packet.Created > 0 {
+		st.OutboxOldestAge = time.Since(time.Unix(m[0].Packet.Created, 0)).Seconds()
+	}
+	if b.consumer != nil {
+		st.OutboxDropped = b.consumer.Dropped()
+	}
+	return st
+}
+
+// Run keeps the link up until ctx is done: connect, serve, back off, again.
+func (b *Bridge) Run(ctx context.Context) {
+	backoff := b.cfg.BackoffMin
+	statusTick := time.NewTicker(5 * time.Second)
+	defer statusTick.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-statusTick.C:
+				b.publishStatus(false)
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := b.connectAndServe(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		b.setState(false, err)
+		wait := backoff
+		var refused *ConnectError
+		if errors.As(err, &refused) {
+			wait = b.cfg.RefusedBackoff
+			b.log.Error("upstream refused the bridge; retrying slowly", slog.Int("reason_code", int(refused.Code)),
+				slog.String("reason", refused.Reason), slog.Duration("retry_in", wait))
+		} else {
+			if time.Since(start) > 30*time.Second {
+				backoff = b.cfg.BackoffMin // it was up for a while: start over
+				wait = backoff
+			}
+			backoff = min(backoff*2, b.cfg.BackoffMax)
+			wait = wait/2 + rand.N(wait/2+1) // jitter: [wait/2, wait]
+			b.log.Warn("bridge disconnected", slog.Any("error", err), slog.Duration("retry_in", wait))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	b.setState(false, errClosed)
+}
+
+func (b *Bridge) will() *packets.Packet {
+	if b.cfg.WillTopic == "" {
+		return nil
+	}
+	return &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		TopicName: b.cfg.WillTopic, Payload: []byte("offline")}
+}
+
+// connectAndServe runs one upstream connection until it fails or ctx ends.
+func (b *Bridge) connectAndServe(ctx context.Context) error {
+	cn, present, err := dial(ctx, &b.cfg, b.will())
+	if err != nil {
+		return err
+	}
+	defer cn.close()
+	b.log.Info("bridge connected", slog.String("address", b.cfg.Address), slog.Bool("session_present", present))
+
+	b.mu.Lock()
+	b.cn, b.cursor, b.out = cn, 0, map[uint16]struct{}{}
+	if !present {
+		// The upstream session is new: unacknowledged messages are sent as new ones.
+		for pid, seq := range b.pids {
+			_ = b.outbox.Update(session.Message{Seq: seq})
+			delete(b.pids, pid)
+		}
+	}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.cn = nil
+		b.mu.Unlock()
+	}()
+	b.setState(true, nil)
+
+	if len(b.cfg.Downlink) > 0 {
+		sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1}
+		for _, r := range b.cfg.Downlink {
+			sub.Filters = append(sub.Filters, packets.Subscription{Filter: r.Remote, Qos: r.QoS, RetainAsPublished: true})
+		}
+		if err := cn.write(sub); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+	}
+	if b.cfg.WillTopic != "" {
+		birth := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+			TopicName: b.cfg.WillTopic, Payload: []byte("online")}
+		if err := cn.write(birth); err != nil {
+			return fmt.Errorf("birth message: %w", err)
+		}
+	}
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- b.readLoop(cn) }()
+	ping := time.NewTicker(b.cfg.Keepalive * 3 / 4)
+	defer ping.Stop()
+	b.signal()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+			return ctx.Err()
+		case err := <-readErr:
+			return err
+		case <-ping.C:
+			if err := cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+		case <-b.wake:
+			if err := b.pump(cn); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// pump sends outbox messages in order while the window has room.
+func (b *Bridge) pump(cn *conn) error {
+	for {
+		b.mu.Lock()
+		if b.cn != cn {
+			b.mu.Unlock()
+			return nil
+		}
+		msgs, err := b.outbox.Peek(b.cursor, 128)
+		if err != nil {
+			b.mu.Unlock()
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		var writes []packets.Packet
+		full := false
+		for _, m := range msgs {
+			rule, ok := b.forwardRule(m.Packet.TopicName)
+			if !ok { // no rule matches any more (configuration changed)
+				_ = b.outbox.Remove(m.Seq)
+				b.cursor = m.Seq + 1
+				continue
+			}
+			pk := m.Packet
+			pk.TopicName = mapTopic(pk.TopicName, rule.Local, rule.Remote)
+			pk.FixedHeader.Qos = rule.QoS
+			pk.FixedHeader.Dup = false
+			pk.Properties.SubscriptionIdentifier = nil
+			pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
+			if pk.Expiry > 0 {
+				left := pk.Expiry - time.Now().Unix()
+				if left <= 0 {
+					_ = b.outbox.Remove(m.Seq) // expired while waiting
+					b.cursor = m.Seq + 1
+					continue
+				}
+				pk.Properties.MessageExpiryInterval = uint32(left)
+			}
+			if rule.QoS == 0 {
+				_ = b.outbox.Remove(m.Seq)
+				pk.PacketID = 0
+				writes = append(writes, pk)
+				b.cursor = m.Seq + 1
+				continue
+			}
+			if len(b.out) >= b.cfg.Window {
+				full = true
+				break
+			}
+			if m.PacketID != 0 {
+				pk.PacketID, pk.FixedHeader.Dup = m.PacketID, true // [MQTT-3.3.1-1]
+			} else {
+				pk.PacketID = b.allocPID()
+				m.PacketID = pk.PacketID
+				if err := b.outbox.Update(m); err != nil {
+					b.mu.Unlock()
+					return fmt.Errorf("update outbox: %w", err)
+				}
+				b.pids[pk.PacketID] = m.Seq
+			}
+			b.out[pk.PacketID] = struct{}{}
+			writes = append(writes, pk)
+			b.cursor = m.Seq + 1
+		}
+		b.mu.Unlock()
+		for _, pk := range writes {
+			if err := cn.write(pk); err != nil {
+				return fmt.Errorf("publish %s: %w", pk.TopicName, err)
+			}
+		}
+		b.mu.Lock()
+		b.status.Sent += int64(len(writes))
+		b.mu.Unlock()
+		if full || len(msgs) < 128 {
+			return nil
+		}
+	}
+}
+
+// allocPID returns a packet id not held by an unacknowledged message. Caller holds b.mu.
+func (b *Bridge) allocPID() uint16 {
+	for {
+		b.nextPID++
+		if b.nextPID == 0 {
+			b.nextPID = 1
+		}
+		if _, used := b.pids[b.nextPID]; !used {
+			return b.nextPID
+		}
+	}
+}
+
+func (b *Bridge) forwardRule(topic string) (Rule, bool) {
+	for _, r := range b.cfg.Forward {
+		if matches(r.Local, topic) {
+			return r, true
+		}
+	}
+	return Rule{}, false
+}
+
+// readLoop handles what the upstream broker sends until the connection fails.
+func (b *Bridge) readLoop(cn *conn) error {
+	for {
+		_ = cn.nc.SetReadDeadline(time.Now().Add(b.cfg.Keepalive * 3 / 2))
+		pk, err := cn.read()
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		switch pk.FixedHeader.Type {
+		case packets.Puback:
+			b.acked(pk.PacketID, pk.ReasonCode)
+		case packets.Publish:
+			if err := b.downlink(cn, pk); err != nil {
+				return err
+			}
+		case packets.Suback:
+			for i, code := range pk.ReasonCodes {
+				if code >= 0x80 && i < len(b.cfg.Downlink) {
+					b.log.Error("upstream refused a downlink subscription", slog.String("filter", b.cfg.Downlink[i].Remote),
+						slog.Int("reason_code", int(code)))
+				}
+			}
+		case packets.Disconnect:
+			return fmt.Errorf("upstream sent DISCONNECT reason 0x%02x %s", pk.ReasonCode, pk.Properties.ReasonString)
+		}
+	}
+}
+
+// acked completes an uplink message: it leaves the outbox only now.
+func (b *Bridge) acked(pid uint16, reason byte) {
+	b.mu.Lock()
+	seq, ok := b.pids[pid]
+	if ok {
+		delete(b.pids, pid)
+		delete(b.out, pid)
+		if reason >= 0x80 {
+			b.log.Warn("upstream refused a forwarded message; dropped", slog.Int("reason_code", int(reason)))
+		}
+		_ = b.outbox.Remove(seq)
+	}
+	b.mu.Unlock()
+	if ok {
+		b.signal()
+	}
+}
+
+// downlink republishes a message from upstream locally, then acknowledges it.
+func (b *Bridge) downlink(cn *conn, pk packets.Packet) error {
+	var rule Rule
+	found := false
+	for _, r := range b.cfg.Downlink {
+		if matches(r.Remote, pk.TopicName) {
+			rule, found = r, true
+			break
+		}
+	}
+	if found {
+		out := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(pk.FixedHeader.Qos, 1), Retain: pk.FixedHeader.Retain},
+			TopicName:   mapTopic(pk.TopicName, rule.Remote, rule.Local),
+			Payload:     pk.Payload,
+			Properties: packets.Properties{PayloadFormat: pk.Properties.PayloadFormat, PayloadFormatFlag: pk.Properties.PayloadFormatFlag,
+				ContentType: pk.Properties.ContentType, ResponseTopic: pk.Properties.ResponseTopic,
+				CorrelationData: pk.Properties.CorrelationData, User: pk.Properties.User,
+				MessageExpiryInterval: pk.Properties.MessageExpiryInterval},
+			ProtocolVersion: 5,
+		}
+		if err := b.engine.PublishLocal(b.Origin(), out); err != nil {
+			// Not acknowledged: the upstream broker re-sends it after we reconnect.
+			return fmt.Errorf("downlink %s not stored: %w", pk.TopicName, err)
+		}
+		b.mu.Lock()
+		b.status.Received++
+		b.mu.Unlock()
+	} else {
+		b.log.Warn("downlink message matches no rule; dropped", slog.String("topic", pk.TopicName))
+	}
+	if pk.FixedHeader.Qos > 0 {
+		return cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	return nil
+}
+
+// setState records a connection change and publishes the status.
+func (b *Bridge) setState(connected bool, err error) {
+	b.mu.Lock()
+	if b.status.Connected != connected {
+		b.status.Since = time.Now()
+	}
+	b.status.Connected = connected
+	if err != nil {
+		b.status.LastError = err.Error()
+	}
+	b.mu.Unlock()
+	b.publishStatus(true)
+}
+
+// publishStatus publishes the status retained on the local status topic when it
+// changed (or always when force).
+func (b *Bridge) publishStatus(force bool) {
+	st := b.Status()
+	st.OutboxOldestAge = float64(int64(st.OutboxOldestAge))
+	b.mu.Lock()
+	same := st == b.lastSent
+	b.lastSent = st
+	b.mu.Unlock()
+	if same && !force {
+		return
+	}
+	payload, _ := json.Marshal(st)
+	_ = b.engine.PublishLocal(b.Origin(), packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+		TopicName:   b.cfg.StatusTopic, Payload: payload,
+	})
+}

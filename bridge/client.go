@@ -1,0 +1,185 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// conn is one MQTT connection to the upstream broker, encoded and decoded with
+// mochi's packets package for both protocol versions. write is safe for
+// concurrent use; read is called by one goroutine.
+type conn struct {
+	nc      net.Conn
+	r       *bufio.Reader
+	version byte // 4 (3.1.1) or 5
+
+	wmu sync.Mutex
+	buf bytes.Buffer
+}
+
+// ConnectError is a CONNACK that refused the connection.
+type ConnectError struct {
+	Code    byte
+	Version byte
+	Reason  string
+}
+
+func (e *ConnectError) Error() string {
+	return fmt.Sprintf("upstream refused the connection: CONNACK reason 0x%02x (%s)", e.Code, e.Reason)
+}
+
+// v3Reasons names the MQTT 3.1.1 CONNACK return codes.
+var v3Reasons = map[byte]string{
+	1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
+	4: "bad user name or password", 5: "not authorized",
+}
+
+// dial connects, sends CONNECT and waits for CONNACK. It returns the connection
+// and whether the upstream broker resumed our session.
+func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, error) {
+	d := net.Dialer{Timeout: c.ConnectTimeout}
+	var nc net.Conn
+	var err error
+	if c.TLS != nil {
+		nc, err = (&tls.Dialer{NetDialer: &d, Config: c.TLS}).DialContext(ctx, "tcp", c.hostPort)
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", c.hostPort)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("dial %s: %w", c.Address, err)
+	}
+	cn := &conn{nc: nc, r: bufio.NewReaderSize(nc, 16<<10), version: c.Version}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{
+			ProtocolName:     []byte("MQTT"),
+			ClientIdentifier: c.ClientID,
+			Clean:            false, // persistent upstream session: downlink waits for us [MQTT-3.1.2-4]
+			Keepalive:        uint16(c.Keepalive / time.Second),
+		},
+	}
+	if c.Username != "" {
+		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(c.Username)
+	}
+	if c.Password != "" {
+		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(c.Password)
+	}
+	if will != nil {
+		pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, will.TopicName, will.Payload
+		pk.Connect.WillQos, pk.Connect.WillRetain = will.FixedHeader.Qos, will.FixedHeader.Retain
+	}
+	if c.Version == 5 {
+		pk.Properties.SessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
+		pk.Properties.SessionExpiryIntervalFlag = true
+		pk.Properties.ReceiveMaximum = uint16(c.Window)
+	}
+	_ = nc.SetDeadline(time.Now().Add(c.ConnectTimeout))
+	if err := cn.write(pk); err != nil {
+		nc.Close()
+		return nil, false, fmt.Errorf("send CONNECT to %s: %w", c.Address, err)
+	}
+	ack, err := cn.read()
+	if err != nil {
+		nc.Close()
+		return nil, false, fmt.Errorf("read CONNACK from %s: %w", c.Address, err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	if ack.FixedHeader.Type != packets.Connack {
+		nc.Close()
+		return nil, false, fmt.Errorf("%s answered CONNECT with packet type %d", c.Address, ack.FixedHeader.Type)
+	}
+	if ack.ReasonCode != 0 {
+		nc.Close()
+		reason := ack.Properties.ReasonString
+		if c.Version < 5 {
+			reason = v3Reasons[ack.ReasonCode]
+		}
+		return nil, false, &ConnectError{Code: ack.ReasonCode, Version: c.Version, Reason: reason}
+	}
+	return cn, ack.SessionPresent, nil
+}
+
+// write encodes and sends one packet.
+func (c *conn) write(pk packets.Packet) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	pk.ProtocolVersion = c.version
+	pk.Mods.AllowResponseInfo = true
+	c.buf.Reset()
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&c.buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&c.buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&c.buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&c.buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&c.buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(&c.buf)
+	default:
+		err = fmt.Errorf("bridge cannot send packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = c.nc.Write(c.buf.Bytes())
+	return err
+}
+
+// read returns the next packet from the upstream broker.
+func (c *conn) read() (packets.Packet, error) {
+	var pk packets.Packet
+	b, err := c.r.ReadByte()
+	if err != nil {
+		return pk, err
+	}
+	if err := pk.FixedHeader.Decode(b); err != nil {
+		return pk, err
+	}
+	n, _, err := packets.DecodeLength(c.r)
+	if err != nil {
+		return pk, err
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return pk, err
+	}
+	pk.ProtocolVersion = c.version
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Pingresp:
+	default:
+		err = fmt.Errorf("unexpected packet type %d from upstream", pk.FixedHeader.Type)
+	}
+	return pk, err
+}
+
+func (c *conn) close() error { return c.nc.Close() }
+
+var errClosed = errors.New("bridge stopped")

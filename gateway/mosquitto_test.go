@@ -1,0 +1,100 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mosquittoBroker is Debian's mosquitto, the stand-in cloud broker of the bridge
+// tests, on a free loopback port with persistence in a temp dir.
+type mosquittoBroker struct {
+	t       *testing.T
+	dir     string
+	port    int
+	extra   string
+	cmd     *exec.Cmd
+	logPath string
+}
+
+// startMosquitto starts mosquitto; extra is appended to its configuration. It
+// survives restarts with stop/start (same port, same persistence file).
+func startMosquitto(t *testing.T, extra string) *mosquittoBroker {
+	t.Helper()
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		t.Fatalf("mosquitto is not installed: run scripts/test-deps.sh (make test does): %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	m := &mosquittoBroker{t: t, dir: t.TempDir(), port: port, extra: extra}
+	m.start()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *mosquittoBroker) addr() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
+
+func (m *mosquittoBroker) url() string { return "mqtt://" + m.addr() }
+
+func (m *mosquittoBroker) start() {
+	m.t.Helper()
+	conf := filepath.Join(m.dir, "mosquitto.conf")
+	m.logPath = filepath.Join(m.dir, "mosquitto.log")
+	text := fmt.Sprintf(`listener %d 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location %s/
+max_queued_messages 0
+max_inflight_messages 0
+log_dest file %s
+log_type error
+log_type warning
+log_type notice
+%s
+`, m.port, m.dir, m.logPath, m.extra)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	m.cmd = exec.Command("mosquitto", "-c", conf)
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatalf("start mosquitto: %v", err)
+	}
+	waitFor(m.t, "mosquitto listening", func() bool {
+		c, err := net.DialTimeout("tcp", m.addr(), 100*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+}
+
+// stop ends mosquitto gracefully (SIGTERM: it saves its persistence file).
+func (m *mosquittoBroker) stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = m.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-done
+	}
+	m.cmd = nil
+}
+
+func (m *mosquittoBroker) log() string {
+	b, _ := os.ReadFile(m.logPath)
+	return strings.TrimSpace(string(b))
+}
