@@ -218,9 +218,9 @@ type Bridge struct {
 
 	mu       sync.Mutex
 	cn       *conn
-	pids     map[uint16]uint64 // uplink packet id -> outbox Seq, unacknowledged
+	pids     map[uint16]uint64   // uplink packet id -> outbox Seq, unacknowledged
 	out      map[uint16]struct{} // of pids, those written on the current connection
-	cursor   uint64            // next outbox Seq to look at on this connection
+	cursor   uint64              // next outbox Seq to look at on this connection
 	nextPID  uint16
 	status   Status
 	lastSent Status
