@@ -82,7 +82,7 @@ type Store struct {
 	log  *slog.Logger
 	opts Options
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex // guards the fields below; taken after Queue.mu, never before
 	queues   map[string]*Queue
 	dirty    map[*Queue]struct{}
 	sessions map[string][]byte // pending: nil value deletes
@@ -363,6 +363,12 @@ func (s *Store) commit() error {
 		return nil
 	})
 	s.stats.CommitNanos.Add(int64(time.Since(started)))
+	if err == nil {
+		// Before taking s.mu: lock order is q.mu, then s.mu (see Queue.mark).
+		for _, q := range dirty {
+			q.endFlush()
+		}
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -394,9 +400,6 @@ func (s *Store) commit() error {
 		s.stats.FailedCommits.Add(1)
 		s.cond.Broadcast()
 		return err
-	}
-	for _, q := range dirty {
-		q.endFlush()
 	}
 	if s.failErr != nil {
 		s.log.Info("store writable again", slog.String("path", s.path))
