@@ -7,12 +7,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/mqttwire"
 )
 
 // conn is one MQTT connection to the upstream broker, encoded and decoded with
@@ -116,69 +117,15 @@ func (c *conn) write(pk packets.Packet) error {
 	pk.ProtocolVersion = c.version
 	pk.Mods.AllowResponseInfo = true
 	c.buf.Reset()
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&c.buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&c.buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&c.buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&c.buf)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&c.buf)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&c.buf)
-	default:
-		err = fmt.Errorf("bridge cannot send packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
+	if err := mqttwire.Encode(&c.buf, pk); err != nil {
 		return err
 	}
-	_, err = c.nc.Write(c.buf.Bytes())
+	_, err := c.nc.Write(c.buf.Bytes())
 	return err
 }
 
 // read returns the next packet from the upstream broker.
-func (c *conn) read() (packets.Packet, error) {
-	var pk packets.Packet
-	b, err := c.r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(b); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(c.r)
-	if err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return pk, err
-	}
-	pk.ProtocolVersion = c.version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	case packets.Pingresp:
-	default:
-		err = fmt.Errorf("unexpected packet type %d from upstream", pk.FixedHeader.Type)
-	}
-	return pk, err
-}
+func (c *conn) read() (packets.Packet, error) { return mqttwire.Read(c.r, c.version) }
 
 func (c *conn) close() error { return c.nc.Close() }
 

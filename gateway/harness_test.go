@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -18,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
+	"edgegw/internal/mqttwire"
 	"edgegw/session"
 )
 
@@ -293,30 +292,7 @@ func (c *rawClient) send(pk packets.Packet) {
 	c.t.Helper()
 	pk.ProtocolVersion = c.version
 	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&buf)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&buf)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&buf)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&buf)
-	default:
-		c.t.Fatalf("raw send: unsupported packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
+	if err := mqttwire.Encode(&buf, pk); err != nil {
 		c.t.Fatalf("encode: %v", err)
 	}
 	c.write(buf.Bytes())
@@ -333,46 +309,7 @@ func (c *rawClient) write(b []byte) {
 // server closed the connection).
 func (c *rawClient) read() (packets.Packet, error) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	var pk packets.Packet
-	b, err := c.r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(b); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(c.r)
-	if err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return pk, err
-	}
-	pk.ProtocolVersion = c.version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	case packets.Pingresp:
-	default:
-		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
-	}
-	return pk, err
+	return mqttwire.Read(c.r, c.version)
 }
 
 // expect reads the next packet and fails unless it has the given type.
