@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -78,7 +80,9 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, listeners: map[string]*tcpListener{}}
 	for _, lc := range cfg.Listeners {
-		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}), timeout: cfg.MQTT.ConnectTimeout}
+		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}),
+			timeout: cfg.MQTT.ConnectTimeout, log: log, conns: map[net.Conn]struct{}{}}
+		l.lost = func(c net.Conn) { connectionLost(srv, engine, c) }
 		if err := srv.AddListener(l); err != nil {
 			_ = engine.Stop()
 			_ = st.Close()
@@ -147,6 +151,7 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
 	g.bridges.stop()
+	g.drainClients()
 	err := g.srv.Close()
 	_ = g.engine.Stop()
 	if cerr := g.store.Close(); err == nil {
@@ -214,17 +219,78 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return g.Close()
 }
 
-// tcpListener is mochi's TCP listener with a deadline for the CONNECT packet:
-// mochi sets none before CONNECT, so an idle socket would hold its goroutines and
-// buffers for ever. mochi replaces the deadline with the keepalive after CONNECT.
+// drainClients stops accepting, disconnects every client (v5: DISCONNECT 0x8B)
+// and waits until their connections are done, before mochi's Server.Close.
+// mochi's Close lists clients with a recursive read lock (Clients.GetByListener,
+// upstream issue #488) that deadlocks if a client connects or leaves at that
+// moment; with no client left, nothing can.
+func (g *Gateway) drainClients() {
+	for _, l := range g.listeners {
+		l.stopAccepting()
+	}
+	for _, cl := range g.srv.Clients.GetAll() {
+		if !cl.Net.Inline && !cl.Closed() {
+			_ = g.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+	for _, l := range g.listeners {
+		l.closeConns() // connections still before or in CONNECT
+	}
+	done := make(chan struct{})
+	go func() { g.srv.Listeners.ClientsWg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		g.log.Warn("clients still attached after 10s; closing anyway")
+	}
+}
+
+// tcpListener is mochi's TCP listener with three additions:
+//   - a deadline for the CONNECT packet: mochi sets none before CONNECT, so an idle
+//     socket would hold its goroutines and buffers for ever (mochi replaces the
+//     deadline with the keepalive after CONNECT);
+//   - containment of panics in a connection's goroutine: mochi's decoders panic on
+//     some malformed packets (a v5 SUBSCRIBE missing its options byte,
+//     mochi-mqtt/server#501); the connection is closed, its session cleaned up, and
+//     the process keeps serving;
+//   - the set of open connections, so that shutdown can close them all.
 type tcpListener struct {
 	*listeners.TCP
 	timeout time.Duration
+	log     *slog.Logger
+	lost    func(net.Conn) // cleans up after a connection whose goroutine panicked
+
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing bool
+	panics  atomic.Int64
+	lastLog time.Time
 }
 
 // Serve implements listeners.Listener.
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	l.TCP.Serve(func(id string, c net.Conn) error {
+	l.TCP.Serve(func(id string, c net.Conn) (err error) {
+		l.mu.Lock()
+		if l.closing {
+			l.mu.Unlock()
+			return c.Close()
+		}
+		l.conns[c] = struct{}{}
+		l.mu.Unlock()
+		defer func() {
+			l.mu.Lock()
+			delete(l.conns, c)
+			l.mu.Unlock()
+		}()
+		defer func() {
+			if r := recover(); r != nil {
+				_ = c.Close()
+				l.panics.Add(1)
+				l.logPanic(c, r)
+				l.lost(c)
+				err = fmt.Errorf("connection from %s: recovered panic: %v", c.RemoteAddr(), r)
+			}
+		}()
 		if l.timeout > 0 {
 			_ = c.SetReadDeadline(time.Now().Add(l.timeout))
 		}
@@ -232,16 +298,79 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 	})
 }
 
+// logPanic logs a recovered panic, at most once a second.
+func (l *tcpListener) logPanic(c net.Conn, r any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.lastLog) < time.Second {
+		return
+	}
+	l.lastLog = time.Now()
+	l.log.Error("malformed input crashed a connection handler; connection closed, gateway serving",
+		slog.String("remote", c.RemoteAddr().String()), slog.Any("panic", r), slog.Int64("total", l.panics.Load()))
+}
+
+func (l *tcpListener) stopAccepting() {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+}
+
+func (l *tcpListener) closeConns() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		_ = c.Close()
+	}
+}
+
+// connectionLost cleans up after a connection whose goroutine panicked: mochi's
+// disconnect path did not run, so the engine and mochi's client table are told here.
+func connectionLost(srv *mqtt.Server, engine *session.Engine, c net.Conn) {
+	for _, cl := range srv.Clients.GetAll() {
+		if cl.Net.Conn != c {
+			continue
+		}
+		engine.ConnectionLost(cl)
+		if got, ok := srv.Clients.Get(cl.ID); ok && got == cl {
+			cl.ClearInflights()
+			srv.Clients.Delete(cl.ID)
+		}
+	}
+}
+
 // limitsHook advertises the server's Maximum Packet Size in v5 CONNACKs, which
-// mochi enforces but does not announce [MQTT-3.2.2-15].
+// mochi enforces but does not announce [MQTT-3.2.2-15], and enforces it exactly.
 type limitsHook struct {
 	mqtt.HookBase
 	maxPacketSize uint32
+	tooLarge      atomic.Int64 // packets refused by the exact size check
 }
 
 func (h *limitsHook) ID() string { return "edgegw-limits" }
 
-func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
+func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode || b == mqtt.OnPacketRead }
+
+// OnPacketRead refuses a packet larger than max_packet_size counting every byte:
+// mochi's own check leaves out the Remaining Length bytes, so it lets through
+// packets up to 4 bytes over the limit [MQTT-3.2.2-15].
+func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.maxPacketSize == 0 {
+		return pk, nil
+	}
+	n := pk.FixedHeader.Remaining
+	size := 1 + 1 + n
+	for v := n >> 7; v > 0; v >>= 7 {
+		size++
+	}
+	if uint64(size) > uint64(h.maxPacketSize) {
+		// mochi acts only on ErrRejectPacket here (other errors are ignored): the
+		// connection is closed, as for its own size check.
+		h.tooLarge.Add(1)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
 
 func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && h.maxPacketSize > 0 {

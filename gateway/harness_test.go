@@ -58,7 +58,7 @@ func startGateway(t *testing.T, edit func(*gateway.Config)) *testGateway {
 		edit(&cfg)
 	}
 	clock := &testClock{now: time.Now()}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
@@ -95,10 +95,31 @@ func (g *testGateway) waitOffline(t *testing.T, id string) {
 	})
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends log output to t.Log until the test's cleanups have run: mochi
+// logs from its own goroutines, sometimes after Close returned, and t.Log after
+// the end of a test is a race (and a panic).
+type testWriter struct {
+	t    *testing.T
+	mu   *sync.Mutex
+	done *bool
+}
+
+func newTestWriter(t *testing.T) testWriter {
+	w := testWriter{t: t, mu: new(sync.Mutex), done: new(bool)}
+	t.Cleanup(func() { // registered first, so it runs after the gateway's Close
+		w.mu.Lock()
+		*w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(string(bytes.TrimRight(p, "\n")))
+	}
 	return len(p), nil
 }
 

@@ -25,7 +25,7 @@ func startGatewayIn(t *testing.T, dataDir string, clock *testClock, edit func(*g
 	if edit != nil {
 		edit(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)

@@ -66,7 +66,8 @@ func DecodeState(b []byte) (packetID uint16, released bool, err error) {
 	return binary.BigEndian.Uint16(b[2:]), b[1]&1 != 0, nil
 }
 
-// DecodeMessage is the inverse of EncodeMessage; seq is set as the Seq.
+// DecodeMessage is the inverse of EncodeMessage; seq is set as the Seq. The
+// packet's payload and strings alias b: b must stay valid and unchanged.
 func DecodeMessage(seq uint64, b []byte) (Message, error) {
 	if len(b) < headerLen {
 		return Message{}, errShort

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"log/slog"
 	"sort"
 	"sync/atomic"
@@ -246,6 +247,16 @@ func (e *Engine) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	e.dropConn(cl)
 	e.disconnected(cl, c)
 }
+
+// ConnectionLost handles a connection whose goroutine ended without mochi's
+// disconnect path (a recovered panic): the will is due as for any abnormal
+// disconnect, then the session goes offline or ends.
+func (e *Engine) ConnectionLost(cl *mqtt.Client) {
+	_, _ = e.OnWill(cl, mqtt.Will{})
+	e.OnDisconnect(cl, errConnectionLost, true)
+}
+
+var errConnectionLost = errors.New("connection lost")
 
 func (e *Engine) disconnected(cl *mqtt.Client, c *conn) {
 	var wills []packets.Packet

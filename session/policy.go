@@ -19,8 +19,10 @@ type Decision struct {
 //
 //   - v3.1.1 clean-session=1: clean, expiry 0.
 //   - v3.1.1 clean-session=0: persistent, expiry = profile expiry, else the cap.
-//   - v5: clean = clean-start; expiry = profile expiry if the profile fixes one,
-//     else min(requested, cap) [MQTT-3.2.2.3.2: CONNACK then carries the value].
+//   - v5 clean-start=1 with expiry 0 (or absent): clean, expiry 0, whatever the
+//     profile (the client asked for a session that ends with the connection).
+//   - v5 otherwise: clean = clean-start; expiry = profile expiry if the profile
+//     fixes one, else min(requested, cap) [MQTT-3.2.2.3.2: CONNACK carries it].
 //   - profile clean_start=force: clean, expiry 0, whatever was asked.
 func (o Options) Decide(version byte, cleanFlag bool, requested *time.Duration, clientID, username, listener string) Decision {
 	p := Profile{Name: "default", CleanStart: CleanClient}
@@ -47,7 +49,13 @@ func (o Options) Decide(version byte, cleanFlag bool, requested *time.Duration, 
 		}
 		return d
 	}
+	asked := time.Duration(0)
+	if requested != nil {
+		asked = *requested
+	}
 	switch {
+	case cleanFlag && asked == 0:
+		d.Expiry = 0
 	case p.Expiry != nil:
 		d.Expiry = d.Cap
 	case requested != nil:

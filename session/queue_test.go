@@ -318,10 +318,10 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 			}
 		}
 	}
-	appends, removes := 0, 0
+	appends, removes, peak := 0, 0, 0
 	for op := 0; appends < 10000 || len(model) > 0; op++ {
-		switch r := rng.Intn(20); {
-		case appends < 10000 && (r < 10 || len(model) == 0):
+		switch r := rng.Intn(40); {
+		case appends < 10000 && (r < 20 || len(model) == 0):
 			seq := mustAppend(t, q, fmt.Sprint("m", next))
 			if seq != next {
 				t.Fatalf("op %d: Seq %d, want %d", op, seq, next)
@@ -329,7 +329,8 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 			model = append(model, entry{seq: seq})
 			next++
 			appends++
-		case r < 18 && len(model) > 0: // remove anywhere, a third of them at the head
+			peak = max(peak, len(model))
+		case r < 38 && len(model) > 0: // remove anywhere, a third of them at the head
 			i := rng.Intn(len(model))
 			if rng.Intn(3) == 0 {
 				i = 0
@@ -341,7 +342,7 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 				model = append(model[:i], model[i+1:]...)
 			}
 			removes++
-		case r == 18 && len(model) > 0:
+		case r == 38 && len(model) > 0:
 			i := rng.Intn(len(model))
 			pid := uint16(1 + rng.Intn(65535))
 			if err := q.Update(session.Message{Seq: model[i].seq, PacketID: pid}); err != nil {
@@ -364,6 +365,9 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 	check(-1)
 	if removes != 10000 || q.Len() != 0 {
 		t.Fatalf("removed %d of 10000; Len %d", removes, q.Len())
+	}
+	if peak < 200 { // deep enough for head compaction (more than 64 removed slots)
+		t.Fatalf("the queue never held more than %d messages", peak)
 	}
 }
 

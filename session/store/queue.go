@@ -122,7 +122,7 @@ func (q *Queue) lookup(seq uint64) (session.Message, bool) {
 	found := false
 	_ = q.s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketQ).Get(key(q.id, seq)); v != nil {
-			m, err = session.DecodeMessage(seq, v)
+			m, err = session.DecodeMessage(seq, bytes.Clone(v)) // see Peek
 			found = err == nil
 		}
 		return nil
@@ -224,7 +224,9 @@ func (q *Queue) Peek(from uint64, max int) ([]session.Message, error) {
 			if skip(seq) {
 				continue
 			}
-			m, err := session.DecodeMessage(seq, v)
+			// bbolt's values live in its mmap only during the transaction:
+			// decode from a copy, since the payload slices into it.
+			m, err := session.DecodeMessage(seq, bytes.Clone(v))
 			if err != nil {
 				return fmt.Errorf("queue %s entry %d: %w", q.name, seq, err)
 			}
