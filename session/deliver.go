@@ -193,26 +193,24 @@ func (e *Engine) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if pk.FixedHeader.Type == packets.Pubrel {
 		delete(s.inboundQoS2, pk.PacketID)
 		e.persistLocked(s)
+		s.mu.Unlock()
 		return
 	}
 	seq, ok := s.pids[pk.PacketID]
-	if !ok {
-		return
-	}
-	if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+	if ok && pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 		// Received; the PUBREL mochi sent now waits for PUBCOMP [MQTT-4.3.3-4].
 		if err := s.queue.Update(Message{Seq: seq, PacketID: pk.PacketID, Released: true}); err != nil {
 			e.log.Error("session queue update failed", slog.String("client", s.id), slog.Any("error", err))
 		}
-		return
+		ok = false
 	}
 	s.mu.Unlock()
-	e.complete(s, pk.PacketID, seq)
-	s.mu.Lock() // for the deferred Unlock
+	if ok {
+		e.complete(s, pk.PacketID, seq)
+	}
 }
 
 // OnPacketSent queues the retained messages of a SUBSCRIBE once its SUBACK is out
