@@ -36,3 +36,27 @@ cross:
 
 clean:
 	rm -rf bin
+
+# bench-bridge measures the bridge against a local mosquitto: outbox replay
+# throughput and live forwarding latency next to a direct publish (docs/bridge.md).
+.PHONY: bench-bridge
+bench-bridge:
+	scripts/bench-bridge.sh
+
+# bench-store runs the session store benchmarks (strict/batch, 1/16 publishers,
+# subscriber online and offline) and prints a table; BENCHTIME and COUNT tune it.
+# See docs/store-measurements.md.
+.PHONY: bench-store rss
+bench-store:
+	scripts/bench-store.sh
+
+# rss measures RSS with 100k messages queued for 200 offline sessions,
+# restart-to-serving time and drain time, with the binary `make build` builds.
+rss: build
+	scripts/rss.sh
+
+# killtest runs the kill -9 test long: ROUNDS kills (default 200) of the real
+# binary under QoS 1 load in strict durability. `make test` runs it short (20).
+.PHONY: killtest
+killtest:
+	scripts/killtest.sh $(ROUNDS)

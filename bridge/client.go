@@ -45,6 +45,18 @@ var v3Reasons = map[byte]string{
 	4: "bad user name or password", 5: "not authorized",
 }
 
+// v5Reasons names the MQTT 5 CONNACK reason codes (§3.2.2.2); brokers seldom
+// send a Reason String.
+var v5Reasons = map[byte]string{
+	0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
+	0x83: "implementation specific error", 0x84: "unsupported protocol version",
+	0x85: "client identifier not valid", 0x86: "bad user name or password", 0x87: "not authorized",
+	0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned", 0x8C: "bad authentication method",
+	0x90: "topic name invalid", 0x95: "packet too large", 0x97: "quota exceeded",
+	0x99: "payload format invalid", 0x9A: "retain not supported", 0x9B: "QoS not supported",
+	0x9C: "use another server", 0x9D: "server moved", 0x9F: "connection rate exceeded",
+}
+
 // dial connects, sends CONNECT and waits for CONNACK. It returns the connection
 // and whether the upstream broker resumed our session.
 func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, error) {
@@ -101,9 +113,12 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 	}
 	if ack.ReasonCode != 0 {
 		nc.Close()
-		reason := ack.Properties.ReasonString
+		reason := v5Reasons[ack.ReasonCode]
 		if c.Version < 5 {
 			reason = v3Reasons[ack.ReasonCode]
+		}
+		if rs := ack.Properties.ReasonString; rs != "" {
+			reason += ": " + rs
 		}
 		return nil, false, &ConnectError{Code: ack.ReasonCode, Version: c.Version, Reason: reason}
 	}

@@ -59,8 +59,8 @@ log_dest file %s
 log_type error
 log_type warning
 log_type notice
-%s
-`, m.port, m.dir, m.logPath, m.extra)
+%s%s
+`, m.port, m.dir, m.logPath, mosquittoKeepUser, m.extra)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		m.t.Fatal(err)
 	}
@@ -97,4 +97,45 @@ func (m *mosquittoBroker) stop() {
 func (m *mosquittoBroker) log() string {
 	b, _ := os.ReadFile(m.logPath)
 	return strings.TrimSpace(string(b))
+}
+
+// mosquittoKeepUser is extra configuration that keeps mosquitto running as the
+// user that runs the tests. Started as root, mosquitto otherwise switches to the
+// "mosquitto" user, which cannot open the test's 0700 temp dir: no log file, no
+// password file, and no persistence across stop/start. It has no effect when the
+// tests do not run as root.
+const mosquittoKeepUser = "user root\n"
+
+// freeLoopbackPort returns a loopback TCP port that was free a moment ago.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// mosquittoTLSListener is extra configuration for a TLS listener on a loopback
+// port. With requireCert, clients must present a certificate signed by caFile
+// (mutual TLS) and its CN becomes their username.
+func mosquittoTLSListener(port int, caFile, certFile, keyFile string, requireCert bool) string {
+	text := fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", port, caFile, certFile, keyFile)
+	if requireCert {
+		text += "require_certificate true\nuse_identity_as_username true\n"
+	}
+	return text
+}
+
+// mosquittoPasswordFile writes a mosquitto password file with one user, with
+// mosquitto_passwd (part of Debian's mosquitto package), and returns its path.
+func mosquittoPasswordFile(t *testing.T, user, password string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "passwd")
+	out, err := exec.Command("mosquitto_passwd", "-b", "-c", path, user, password).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	return path
 }

@@ -315,6 +315,16 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 		}
 	}
 	c.subFilters = nil
+	s.mu.Lock()
+	durable := e.strict && s.stored
+	s.mu.Unlock()
+	if durable {
+		// Strict: the subscription is on disk before the SUBACK, or a crash
+		// right after it would lose every message published to it meanwhile.
+		if err := e.store.Sync(); err != nil {
+			e.log.Error("subscription not stored", slog.String("client", cl.ID), slog.Any("error", err))
+		}
+	}
 	if len(retained) > 0 {
 		if c.retained == nil {
 			c.retained = map[uint16][]Message{}

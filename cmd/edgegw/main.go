@@ -63,6 +63,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "edgegw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
+	case "store":
+		return storeCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -113,6 +115,7 @@ func runCmd(args []string, stderr io.Writer) int {
 		configName = "(default)"
 	}
 	log.Info("edgegw starting", "version", version, "config", configName)
+	checkStore(cfg, log)
 	if err := gateway.Run(ctx, cfg, log); err != nil {
 		log.Error("edgegw failed", "err", err)
 		return exitRuntime

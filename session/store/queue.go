@@ -251,14 +251,65 @@ func (q *Queue) Peek(from uint64, max int) ([]session.Message, error) {
 	return out, nil
 }
 
-// beginFlush moves pending changes to flushing, unless a failed flush is still
-// there (it is applied again first; pending changes wait for the next commit).
+// beginFlush moves pending changes to flushing. After a failed commit the
+// flushing delta is still there: the pending changes are merged into it, so that
+// a retry also carries removes (which cancel appends not yet written) and the
+// store can recover by draining, not only by new disk space.
 func (q *Queue) beginFlush() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.flushing.empty() {
 		q.flushing, q.pend = q.pend, delta{}
+		return
 	}
+	q.flushing.merge(q.pend)
+	q.pend = delta{}
+}
+
+// merge folds the newer delta n into d, as if d had been applied, then n.
+func (d *delta) merge(n delta) {
+	if n.clearBelow > 0 {
+		d.clearBelow = max(d.clearBelow, n.clearBelow)
+		kept := d.appends[:0]
+		for _, m := range d.appends {
+			if m.Seq >= n.clearBelow {
+				kept = append(kept, m)
+			}
+		}
+		d.appends = kept
+		for seq := range d.updates {
+			if seq < n.clearBelow {
+				delete(d.updates, seq)
+			}
+		}
+		for seq := range d.removes {
+			if seq < n.clearBelow {
+				delete(d.removes, seq)
+			}
+		}
+	}
+	for seq := range n.removes {
+		if i := d.findAppend(seq); i >= 0 {
+			d.appends = append(d.appends[:i], d.appends[i+1:]...) // never written
+			continue
+		}
+		if d.removes == nil {
+			d.removes = map[uint64]struct{}{}
+		}
+		d.removes[seq] = struct{}{}
+		delete(d.updates, seq)
+	}
+	for seq, m := range n.updates {
+		if i := d.findAppend(seq); i >= 0 {
+			d.appends[i].PacketID, d.appends[i].Released = m.PacketID, m.Released
+			continue
+		}
+		if d.updates == nil {
+			d.updates = map[uint64]session.Message{}
+		}
+		d.updates[seq] = m
+	}
+	d.appends = append(d.appends, n.appends...)
 }
 
 // applyFlush writes the flushing delta in tx and returns the entries written.

@@ -18,6 +18,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -94,6 +95,7 @@ type Store struct {
 	done     uint64 // gen covered by the last successful commit
 	attempt  uint64 // commit attempts finished
 	failErr  error  // error of the last attempt, nil once one succeeds
+	full     bool   // the used size exceeded MaxBytes at the last commit
 	cond     *sync.Cond
 
 	commitMu sync.Mutex // one commit at a time
@@ -123,7 +125,7 @@ func Open(path string, opts Options, log *slog.Logger) (*Store, string, error) {
 	if errors.Is(err, errLocked) {
 		return nil, "", err
 	}
-	aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	aside := MoveAsideName(path)
 	if rerr := os.Rename(path, aside); rerr != nil {
 		return nil, "", fmt.Errorf("store %s unreadable (%v) and cannot be moved aside: %w", path, err, rerr)
 	}
@@ -239,11 +241,37 @@ func (s *Store) Path() string { return s.path }
 // Stats returns the store's counters.
 func (s *Store) Stats() *Stats { return &s.stats }
 
-// Healthy returns nil, or the error that stops durable work (ErrFull wrapped).
+// Healthy returns nil, or the error that stops new durable work (ErrFull
+// wrapped): the last commit failed (disk full, I/O error), or the store's used
+// size is above MaxBytes. Work already accepted is still committed, so removals
+// bring the store back under its cap.
 func (s *Store) Healthy() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.failErr
+	if s.failErr != nil {
+		return s.failErr
+	}
+	if s.full {
+		return fmt.Errorf("%w: %s uses more than store.max_bytes (%d bytes); durable work is refused until queues drain",
+			ErrFull, s.path, s.opts.MaxBytes)
+	}
+	return nil
+}
+
+// overCap reports whether the pages in use (below bbolt's high-water mark, minus
+// free and pending pages) exceed MaxBytes. The file itself is usually larger:
+// bbolt grows it ahead of use and never shrinks it while open. Caller holds s.mu.
+func (s *Store) overCap() bool {
+	if s.opts.MaxBytes <= 0 {
+		return false
+	}
+	var hwm int64
+	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
+		return false
+	}
+	stats := s.db.Stats()
+	free := int64(stats.FreePageN+stats.PendingPageN) * int64(s.db.Info().PageSize)
+	return hwm-free > s.opts.MaxBytes
 }
 
 // changed records one change; caller holds s.mu.
@@ -326,11 +354,6 @@ func (s *Store) commit() error {
 	started := time.Now()
 	written := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if s.opts.MaxBytes > 0 {
-			if st, err := os.Stat(s.path); err == nil && st.Size() > s.opts.MaxBytes {
-				return fmt.Errorf("%w: %s is %d bytes, store.max_bytes is %d", ErrFull, s.path, st.Size(), s.opts.MaxBytes)
-			}
-		}
 		if err := tx.Bucket(bucketMeta).Put(keyNextQID, binary.BigEndian.AppendUint32(nil, nextQID)); err != nil {
 			return err
 		}
@@ -401,10 +424,16 @@ func (s *Store) commit() error {
 		s.cond.Broadcast()
 		return err
 	}
-	if s.failErr != nil {
+	wasBlocked := s.failErr != nil || s.full
+	s.failErr = nil
+	s.full = s.overCap()
+	switch {
+	case s.full && !wasBlocked:
+		s.log.Error("store full: pages in use exceed store.max_bytes; durable work is refused until queues drain",
+			slog.String("path", s.path), slog.Int64("max_bytes", s.opts.MaxBytes))
+	case !s.full && wasBlocked:
 		s.log.Info("store writable again", slog.String("path", s.path))
 	}
-	s.failErr = nil
 	s.done = target
 	s.stats.Commits.Add(1)
 	s.stats.MessagesWritten.Add(int64(written))
@@ -572,4 +601,52 @@ func ProcWriteBytes() (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// MoveAsideName is where an unreadable store file is moved: the path with
+// ".corrupt-<UTC time to the nanosecond>".
+func MoveAsideName(path string) string {
+	return fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+}
+
+// Check opens the store file read-write, walks every page and reads every
+// entry. It returns an error, or panics, if the file is damaged: bbolt panics on
+// some damaged pages, in a goroutine of its own that no recover can reach, so
+// callers run Check in a child process (`edgegw store check FILE`).
+func Check(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: the check runs in its own goroutine
+			if first == nil {
+				first = fmt.Errorf("check %s: %w", path, err)
+			}
+		}
+		if first != nil {
+			return first
+		}
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			var prev []byte
+			return b.ForEach(func(k, v []byte) error {
+				// Keys must come in order: bbolt's own check of this runs in a
+				// goroutine that may panic only after this process exited.
+				if prev != nil && bytes.Compare(prev, k) >= 0 {
+					return fmt.Errorf("bucket %s: key %x after %x: pages out of order", name, k, prev)
+				}
+				prev = bytes.Clone(k)
+				if bytes.Equal(name, bucketQ) {
+					if len(k) != 12 {
+						return fmt.Errorf("queue key %x: bad length", k)
+					}
+					_, err := session.DecodeMessage(0, bytes.Clone(v))
+					return err
+				}
+				return nil
+			})
+		})
+	})
 }

@@ -274,47 +274,73 @@ func TestCorruptFileMovedAside(t *testing.T) {
 	}
 }
 
-// Over max_bytes commits fail with ErrFull, durable work is refused, nothing
-// stored is damaged, and the store recovers once the cap allows again.
+// Over max_bytes new durable work is refused with ErrFull, commits of work
+// already accepted go on (nothing stored is damaged), and once the queue drains
+// the store accepts work again, without a restart.
 func TestFullStoreRefusesAndRecovers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
-	s := openTest(t, path, Options{Durability: Strict, CommitInterval: 5 * time.Millisecond})
+	s := openTest(t, path, Options{Durability: Batch, MaxBytes: 256 << 10})
 	q, _ := s.Queue("s/a")
-	_, _ = q.Append(msg(1))
+	var seqs []uint64
+	var refused error
+	for i := range 1000 {
+		m := msg(i)
+		m.Packet.Payload = make([]byte, 1024)
+		seq, err := q.Append(m)
+		if err != nil {
+			refused = err
+			break
+		}
+		seqs = append(seqs, seq)
+		if err := s.Sync(); err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+	}
+	if !errors.Is(refused, ErrFull) || !strings.Contains(refused.Error(), "store.max_bytes") {
+		t.Fatalf("append over the cap: %v, want ErrFull naming store.max_bytes", refused)
+	}
+	if len(seqs) < 100 || len(seqs) > 250 {
+		t.Fatalf("%d KiB messages accepted under a 256 KiB cap", len(seqs))
+	}
+	if got := len(payloads(t, q)); got != len(seqs) {
+		t.Fatalf("queue holds %d, want every accepted message (%d)", got, len(seqs))
+	}
+	for _, seq := range seqs {
+		_ = q.Remove(seq)
+	}
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	s.opts.MaxBytes = 1 // the file is already larger
-	s.mu.Unlock()
-	_, _ = q.Append(msg(2))
-	if err := s.Sync(); !errors.Is(err, ErrFull) {
-		t.Fatalf("sync over the cap: %v, want ErrFull", err)
+	if err := s.Healthy(); err != nil {
+		t.Fatalf("after the queue drained: %v", err)
 	}
-	if _, err := q.Append(msg(3)); !errors.Is(err, ErrFull) {
-		t.Fatalf("append while full: %v, want ErrFull", err)
+	if _, err := q.Append(msg(1)); err != nil {
+		t.Fatalf("append after the drain: %v", err)
 	}
-	if got := fmt.Sprint(payloads(t, q)); got != "[m1 m2]" {
-		t.Fatalf("queue while full: %s", got)
+}
+
+// A failed commit keeps its batch; changes made meanwhile are merged into it, so
+// removes cancel appends that were never written.
+func TestDeltaMerge(t *testing.T) {
+	d := delta{appends: []session.Message{{Seq: 1}, {Seq: 2}, {Seq: 3}}, removes: map[uint64]struct{}{0: {}}}
+	d.merge(delta{
+		appends: []session.Message{{Seq: 4}},
+		removes: map[uint64]struct{}{2: {}, 9: {}},
+		updates: map[uint64]session.Message{3: {Seq: 3, PacketID: 7}, 8: {Seq: 8, PacketID: 5}},
+	})
+	var seqs []uint64
+	for _, m := range d.appends {
+		seqs = append(seqs, m.Seq)
 	}
-	s.mu.Lock()
-	s.opts.MaxBytes = 0
-	s.mu.Unlock()
-	if err := s.Sync(); err != nil { // the retry loop commits the kept batch
-		t.Fatalf("after space returned: %v", err)
+	if fmt.Sprint(seqs) != "[1 3 4]" || d.appends[1].PacketID != 7 {
+		t.Fatalf("appends %v (%+v)", seqs, d.appends)
 	}
-	if s.Healthy() != nil {
-		t.Fatal("still unhealthy")
+	if _, ok := d.removes[9]; !ok || len(d.removes) != 2 || d.updates[8].PacketID != 5 {
+		t.Fatalf("removes %v updates %v", d.removes, d.updates)
 	}
-	if _, err := q.Append(msg(4)); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Sync()
-	_ = s.Close()
-	s2 := openTest(t, path, Options{Durability: Batch})
-	q2, _ := s2.Queue("s/a")
-	if got := fmt.Sprint(payloads(t, q2)); got != "[m1 m2 m4]" {
-		t.Fatalf("after reopen: %s", got)
+	d.merge(delta{clearBelow: 4})
+	if len(d.appends) != 1 || d.appends[0].Seq != 4 || len(d.removes) != 1 || len(d.updates) != 1 || d.clearBelow != 4 {
+		t.Fatalf("after clear: %+v", d)
 	}
 }
 

@@ -1,0 +1,18 @@
+// Package e2e holds end-to-end tests that build the real edgegw binary and run it
+// as a separate process: kill -9 at random moments in strict durability
+// (kill_test.go), a corrupt store file at start-up (corrupt_test.go) and a full
+// disk (fulldisk_test.go).
+//
+// `go test ./e2e/` (and so `make test`) runs the short forms; `make killtest` or
+// scripts/killtest.sh runs the kill -9 test with many more rounds. Environment:
+//
+//	EDGEGW_KILL_ROUNDS  kill -9 rounds (default 20)
+//	EDGEGW_KILL_SEED    seed of the kill test's random kill times (default: time)
+//	EDGEGW_FULLDISK     tmpfs | max_bytes: force one full-disk path (default:
+//	                    tmpfs when mounting is permitted, i.e. as root outside a
+//	                    restricted container; max_bytes otherwise)
+//
+// TestMain builds the binary with `go build` (with -race when the tests run
+// with -race) into a temporary directory.
+// The package has no non-test code.
+package e2e
