@@ -11,6 +11,13 @@ set -euo pipefail
 
 DEPS=(
 	mosquitto:mosquitto
+	systemd-analyze:systemd          # verifies edgegw.service (packaging tests)
+	dpkg-deb:dpkg                    # package tests: contents, dpkg --root install
+	unshare:util-linux               # package tests: throw-away root (packaging/sandbox)
+	ip:iproute2                      # package tests: loopback in a network namespace
+	lintian:lintian                  # make lint-packages
+	qemu-arm-static:qemu-user-static # make test-arm (ARMv6)
+	qemu-aarch64-static:qemu-user-static
 )
 
 if ! command -v go >/dev/null 2>&1; then

@@ -120,7 +120,12 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 	if s.bind != b {
 		return nil, false
 	}
-	msgs, err := s.queue.Peek(b.cursor, pumpBatch)
+	room := b.window - len(b.out)
+	if room <= 0 {
+		return nil, false // an acknowledgement wakes us
+	}
+	// Read what the window can take, plus a few for QoS 0 messages in between.
+	msgs, err := s.queue.Peek(b.cursor, min(pumpBatch, room+16))
 	if err != nil {
 		e.log.Error("session queue read failed", slog.String("client", s.id), slog.Any("error", err))
 		return nil, false
@@ -177,7 +182,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 		b.cursor = m.Seq + 1
 	}
 	e.overflowCheck(s.id, s.queue, &s.overflow)
-	return writes, len(msgs) == pumpBatch
+	return writes, len(msgs) == min(pumpBatch, room+16)
 }
 
 // OnPacketProcessed completes outbound flows (PUBACK, PUBREC, PUBCOMP) and

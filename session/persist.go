@@ -167,29 +167,23 @@ func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
 	return nil
 }
 
-// rebuildPIDs fills s.pids from the queue's stored delivery state. It reads the
-// queue once; entries with a packet id come first, so it stops at the first run
-// of unsent entries longer than any window.
+// rebuildPIDs fills s.pids from the queue's stored delivery state. Messages
+// are sent in queue order and leave it when complete (QoS 0 and expired ones when
+// passed), so the ones holding a packet id form a prefix of the queue: the scan
+// stops at the first unsent message. Cost: O(window) per session.
 func (s *Session) rebuildPIDs() error {
 	var from uint64
-	unsent := 0
-	for unsent < 65536 {
-		msgs, err := s.queue.Peek(from, 1024)
-		if err != nil {
+	for {
+		msgs, err := s.queue.Peek(from, 64)
+		if err != nil || len(msgs) == 0 {
 			return err
 		}
-		if len(msgs) == 0 {
-			return nil
-		}
 		for _, m := range msgs {
-			if m.PacketID != 0 {
-				s.pids[m.PacketID] = m.Seq
-				unsent = 0
-			} else {
-				unsent++
+			if m.PacketID == 0 {
+				return nil
 			}
+			s.pids[m.PacketID] = m.Seq
 		}
 		from = msgs[len(msgs)-1].Seq + 1
 	}
-	return nil
 }

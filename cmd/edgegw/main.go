@@ -6,6 +6,7 @@
 //	edgegw config default       print the documented default configuration
 //	edgegw config check FILE    check a configuration file
 //	edgegw version              print the version
+//	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
 //
 // Exit status: 0 on success, 1 on runtime errors, 2 on usage errors and invalid
 // configuration.
@@ -40,6 +41,7 @@ const usage = `usage:
   edgegw config default       print the documented default configuration
   edgegw config check FILE    check a configuration file
   edgegw version              print the version
+  edgegw service COMMAND      install|uninstall|start|stop|restart|status|unit (systemd)
 `
 
 func main() {
@@ -63,6 +65,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "edgegw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
+	case "service":
+		return serviceCmd(rest, stdout, stderr)
 	case "store":
 		return storeCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

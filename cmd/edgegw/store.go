@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,6 +51,13 @@ func checkStore(cfg gateway.Config, log *slog.Logger) {
 	out, err := exec.CommandContext(ctx, self, "store", "check", path).CombinedOutput()
 	if err == nil {
 		log.Info("store checked", "path", path, "took", time.Since(started).Round(time.Millisecond))
+		return
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || ctx.Err() != nil {
+		// The check did not run to a verdict (no memory to fork, timeout on a slow
+		// card): never throw a store away on that; open it as it is.
+		log.Warn("store check could not run; opening the store unchecked", "path", path, "error", err)
 		return
 	}
 	aside := store.MoveAsideName(path)
