@@ -963,3 +963,47 @@ func TestBridgeBadCredentials(t *testing.T) {
 		})
 	}
 }
+
+// Birth and will upstream: once connected the bridge publishes "online"
+// (retained) on will_topic; when the gateway dies (SIGKILL, no DISCONNECT) the
+// upstream broker publishes its will "offline" (retained), so the cloud sees the
+// gateway go offline.
+func TestBridgeBirthAndWill(t *testing.T) {
+	bin := buildEdgegw(t)
+	cloud := startCloud(t, "")
+	config := filepath.Join(t.TempDir(), "edgegw.yaml")
+	text := fmt.Sprintf(`data_dir: %q
+listeners:
+  - name: local
+    address: 127.0.0.1:0
+site_id: s1
+bridges:
+  - name: cloud
+    address: %s
+    client_id: edgegw-{site_id}
+    will_topic: site/{site_id}/gateway
+    forward:
+      - local: meters/#
+        remote: site/{site_id}/meters/#
+`, filepath.Join(t.TempDir(), "data"), cloud.url())
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw := startGWProcess(t, bin, config)
+	gw.waitLine(t, `msg="bridge connected"`, 1)
+
+	watcher, _ := connectV5(t, cloud.addr(), &paho.Connect{ClientID: "cloud-watch", CleanStart: true})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "site/s1/gateway", QoS: 1})
+	if m := watcher.next(t); string(m.Payload) != "online" {
+		t.Fatalf("birth: %q, want \"online\"", m.Payload) // live or retained, depending on timing
+	}
+	late, _ := connectV5(t, cloud.addr(), &paho.Connect{ClientID: "cloud-late", CleanStart: true})
+	late.subscribe(t, paho.SubscribeOptions{Topic: "site/s1/gateway", QoS: 1})
+	if m := late.next(t); string(m.Payload) != "online" || !m.Retain {
+		t.Fatalf("birth for a later subscriber: %q retain=%v, want retained \"online\"", m.Payload, m.Retain)
+	}
+	gw.kill(t)
+	if m := watcher.next(t); string(m.Payload) != "offline" {
+		t.Fatalf("will: %q, want \"offline\"", m.Payload)
+	}
+}

@@ -241,3 +241,42 @@ func TestSubscriptionOptionsAndDelayedWillSurviveRestart(t *testing.T) {
 		t.Fatalf("delayed will after restart: %s %q", m.Topic, m.Payload)
 	}
 }
+
+// A shared group's queue survives a restart: messages that waited for the group
+// while every member was offline go, in order, to the first member back after
+// the restart [MQTT-4.8.2].
+func TestSharedGroupQueueSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	g, stop := startGatewayIn(t, dir, clock, nil)
+	for _, id := range []string{"w1", "w2"} {
+		c, _ := connectV5(t, g.addr, &paho.Connect{ClientID: id, CleanStart: true,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
+		c.subscribe(t, paho.SubscribeOptions{Topic: "$share/workers/jobs/#", QoS: 1})
+		c.disconnect(t, g, id)
+	}
+	pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "jobs-pub", CleanStart: true})
+	for i := range 30 {
+		pub.publish(t, "jobs/x", 1, fmt.Sprint(i))
+	}
+	if n, _ := g.Engine().GroupQueued("$share/workers/jobs/#"); n != 30 {
+		t.Fatalf("group queue before restart = %d, want 30", n)
+	}
+	_ = pub.Disconnect(&paho.Disconnect{})
+	stop()
+
+	g2, _ := startGatewayIn(t, dir, clock, nil)
+	if n, ok := g2.Engine().GroupQueued("$share/workers/jobs/#"); !ok || n != 30 {
+		t.Fatalf("group queue after restart = %d (exists %v), want 30", n, ok)
+	}
+	w2, ca := connectV5(t, g2.addr, &paho.Connect{ClientID: "w2", CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
+	if !ca.SessionPresent {
+		t.Fatal("member session not present after restart")
+	}
+	for i := range 30 {
+		if m := w2.next(t); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d after restart: %q", i, m.Payload)
+		}
+	}
+}
