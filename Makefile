@@ -86,3 +86,17 @@ test-arm: cross
 	scripts/test-deps.sh
 	scripts/qemu-test.sh
 	scripts/qemu-smoke.sh
+
+# bench-meters runs the Modbus benchmarks (codec, polling over a PTY, added
+# delay at 9600 baud); see docs/meters.md.
+.PHONY: bench-meters fuzz-meters
+bench-meters:
+	go test -run '^$$' -bench . -benchtime 2s ./hardware/modbus/
+
+# fuzz-meters fuzzes every meter frame parser for FUZZTIME each (default 30s).
+# Their seed corpora (hardware/*/testdata/fuzz) run with every `make test`.
+FUZZTIME ?= 30s
+fuzz-meters:
+	go test -run '^$$' -fuzz '^FuzzModbusFrame$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
+	go test -run '^$$' -fuzz '^FuzzModbusCommand$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
+	go test -run '^$$' -fuzz '^FuzzLineFrame$$' -fuzztime $(FUZZTIME) ./hardware/line/

@@ -58,6 +58,8 @@ type Config struct {
 	SiteID string
 	// Bridges are the links to upstream brokers.
 	Bridges []BridgeConfig
+	// Meters are the serial and LoRa-UART meters (meters_config.go).
+	Meters MetersConfig
 }
 
 // StoreConfig configures durability and size of the session store.
@@ -382,6 +384,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				c.Bridges = bs
 			}
 		},
+		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{
@@ -535,6 +538,7 @@ func (d *decoder) check(c *Config) {
 			d.failKey(k, "%s", msg)
 		}
 	}
+	d.checkMeters(&c.Meters)
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.
 	if err := c.SessionOptions().Validate(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
+	"edgegw/hardware"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -31,6 +32,7 @@ type Gateway struct {
 	store     *store.Store
 	engine    *session.Engine
 	bridges   *bridges
+	meters    *hardware.Hub // nil without meter ports
 	listeners map[string]*tcpListener
 }
 
@@ -48,7 +50,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
-	deps.SysValues = func() map[string]int64 { return storeSys(st) }
+	var hub atomic.Pointer[hardware.Hub]
+	deps.SysValues = func() map[string]int64 { return withMeterSys(storeSys(st), hub.Load()) }
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
@@ -65,6 +68,13 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	meters, err := newMeters(cfg, engine, st, log, deps.Now)
+	if err != nil {
+		_ = engine.Stop()
+		_ = st.Close()
+		return nil, err
+	}
+	hub.Store(meters)
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
@@ -78,7 +88,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, listeners: map[string]*tcpListener{}}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, listeners: map[string]*tcpListener{}}
 	for _, lc := range cfg.Listeners {
 		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}),
 			timeout: cfg.MQTT.ConnectTimeout, log: log, conns: map[net.Conn]struct{}{}}
@@ -124,6 +134,7 @@ func (g *Gateway) Start() error {
 		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()))
 	}
 	g.bridges.start()
+	g.startMeters()
 	return nil
 }
 
@@ -150,6 +161,7 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	g.stopMeters()
 	g.bridges.stop()
 	g.drainClients()
 	err := g.srv.Close()

@@ -819,7 +819,7 @@ func fsType(path string) string {
 	if err := syscall.Statfs(path, &st); err != nil {
 		return "unknown filesystem"
 	}
-	switch st.Type {
+	switch uint32(st.Type) { // Statfs_t.Type is int32 on 32-bit ARM
 	case 0xEF53:
 		return "ext2/3/4"
 	case 0x01021994:

@@ -1,0 +1,101 @@
+package hardware
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Counters are one port's cumulative counts of traffic and bad input. Protocols
+// add to them; they are published in the port's status and in $SYS.
+type Counters struct {
+	Frames       atomic.Int64 // valid frames received (responses, uplink lines)
+	Readings     atomic.Int64 // readings published
+	GarbageBytes atomic.Int64 // bytes received that belonged to no valid frame
+	CRCErrors    atomic.Int64 // frames with a wrong CRC or checksum
+	Timeouts     atomic.Int64 // requests without a (valid) response in time
+	Exceptions   atomic.Int64 // Modbus exception responses
+	WrongSlave   atomic.Int64 // valid Modbus frames from another slave than the one asked
+	Oversized    atomic.Int64 // frames or lines longer than any valid one (discarded)
+	ParseErrors  atomic.Int64 // lines that are not a valid frame
+	UnknownMeter atomic.Int64 // frames from a meter id not configured on the port
+	Reopens      atomic.Int64 // times the port was opened again after a failure
+	// Scheduling: how late polls started after their due time.
+	PollLagNanos    atomic.Int64 // sum
+	PollLagMaxNanos atomic.Int64
+	Polls           atomic.Int64
+}
+
+// AddLag records how late a poll started.
+func (c *Counters) AddLag(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	c.Polls.Add(1)
+	c.PollLagNanos.Add(int64(d))
+	for {
+		old := c.PollLagMaxNanos.Load()
+		if int64(d) <= old || c.PollLagMaxNanos.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
+}
+
+// Map returns the counters by name, as published.
+func (c *Counters) Map() map[string]int64 {
+	return map[string]int64{
+		"frames":        c.Frames.Load(),
+		"readings":      c.Readings.Load(),
+		"garbage_bytes": c.GarbageBytes.Load(),
+		"crc_errors":    c.CRCErrors.Load(),
+		"timeouts":      c.Timeouts.Load(),
+		"exceptions":    c.Exceptions.Load(),
+		"wrong_slave":   c.WrongSlave.Load(),
+		"oversized":     c.Oversized.Load(),
+		"parse_errors":  c.ParseErrors.Load(),
+		"unknown_meter": c.UnknownMeter.Load(),
+		"reopens":       c.Reopens.Load(),
+	}
+}
+
+// LimitedLog logs problems of one kind at most once per interval, then reports
+// how many were suppressed: bad input can arrive thousands of times a second and
+// must not flood the journal.
+type LimitedLog struct {
+	Log      *slog.Logger
+	Interval time.Duration // 0: 10s
+
+	mu   sync.Mutex
+	last map[string]time.Time
+	supp map[string]int
+}
+
+// Warn logs msg for kind unless kind was logged less than Interval ago.
+func (l *LimitedLog) Warn(kind, msg string, attrs ...any) {
+	if l == nil || l.Log == nil {
+		return
+	}
+	iv := l.Interval
+	if iv <= 0 {
+		iv = 10 * time.Second
+	}
+	l.mu.Lock()
+	if l.last == nil {
+		l.last, l.supp = map[string]time.Time{}, map[string]int{}
+	}
+	now := time.Now()
+	if t, ok := l.last[kind]; ok && now.Sub(t) < iv {
+		l.supp[kind]++
+		l.mu.Unlock()
+		return
+	}
+	l.last[kind] = now
+	n := l.supp[kind]
+	l.supp[kind] = 0
+	l.mu.Unlock()
+	if n > 0 {
+		attrs = append(attrs, slog.Int("suppressed_since_last", n))
+	}
+	l.Log.Warn(msg, attrs...)
+}

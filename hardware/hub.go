@@ -1,0 +1,307 @@
+package hardware
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/session"
+)
+
+// Engine is what the hub needs from the session engine (*session.Engine).
+type Engine interface {
+	// AddConsumer registers an in-process subscriber with its own queue.
+	AddConsumer(c *session.Consumer) error
+	// PublishLocal publishes into the broker as the client named origin.
+	PublishLocal(origin string, pk packets.Packet) error
+}
+
+// Topics are the topic templates of meters; "{id}" is replaced by the meter id.
+type Topics struct {
+	Reading string // readings (JSON)
+	Status  string // retained online/offline status (JSON)
+	Command string // commands for the meter; queued durably
+	Result  string // command results, unless the command names a v5 response topic
+}
+
+// DefaultTopics are the templates used for empty fields of Options.Topics.
+var DefaultTopics = Topics{
+	Reading: "meters/{id}/reading",
+	Status:  "meters/{id}/status",
+	Command: "meters/{id}/cmd",
+	Result:  "meters/{id}/cmd/result",
+}
+
+// Options configure a hub.
+type Options struct {
+	Topics Topics
+	// CommandExpiry is how long a command without its own Message Expiry
+	// Interval waits for its meter (the "ota" session profile's expiry). 0: for ever.
+	CommandExpiry time.Duration
+	// MaxQueued and Overflow bound each meter's command queue.
+	MaxQueued int
+	Overflow  session.Overflow
+	// Now is the clock of timestamps, silence and expiry (the engine's clock).
+	Now func() time.Time
+	Log *slog.Logger
+	// CheckInterval is how often silence and command expiry are checked; 0: 1s.
+	CheckInterval time.Duration
+}
+
+// Hub owns the ports, protocols and meters of a gateway.
+type Hub struct {
+	engine Engine
+	opts   Options
+	log    *slog.Logger
+	origin string // origin of port status messages
+
+	mu     sync.Mutex
+	meters map[string]*Meter
+	order  []*Meter
+	ports  []*Port
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns an empty hub publishing through engine.
+func New(engine Engine, opts Options) *Hub {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = time.Second
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&opts.Topics.Reading, DefaultTopics.Reading)
+	def(&opts.Topics.Status, DefaultTopics.Status)
+	def(&opts.Topics.Command, DefaultTopics.Command)
+	def(&opts.Topics.Result, DefaultTopics.Result)
+	return &Hub{engine: engine, opts: opts, log: opts.Log, origin: "$hardware", meters: map[string]*Meter{}}
+}
+
+func (h *Hub) now() time.Time { return h.opts.Now() }
+
+// validID is the form of a meter id: it becomes a topic level and part of the
+// client id "meter-<id>".
+var validID = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// CheckID reports whether id is a valid meter id.
+func CheckID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("meter id %q: must be 1-64 characters of A-Z a-z 0-9 _ . -", id)
+	}
+	return nil
+}
+
+// CheckTopics validates topic templates: each must contain {id} and, once it
+// is replaced, be a topic name without wildcards.
+func CheckTopics(t Topics) error {
+	for name, tpl := range map[string]string{"reading_topic": t.Reading, "status_topic": t.Status,
+		"command_topic": t.Command, "result_topic": t.Result} {
+		if tpl == "" {
+			continue
+		}
+		if !strings.Contains(tpl, "{id}") {
+			return fmt.Errorf("%s: %q must contain {id}", name, tpl)
+		}
+		if strings.ContainsAny(tpl, "+#\x00") || strings.HasPrefix(tpl, "$") {
+			return fmt.Errorf("%s: %q must be a topic name without wildcards, not starting with $", name, tpl)
+		}
+	}
+	return nil
+}
+
+// MeterConfig is one meter.
+type MeterConfig struct {
+	ID string
+	// OfflineAfter missed polls (consecutive) make the meter offline; 0: never.
+	OfflineAfter int
+	// Silence without any contact makes the meter offline; 0: never.
+	Silence time.Duration
+}
+
+// AddMeter adds a meter with its durable command queue (the store's "m/<id>")
+// and registers the queue with the engine. Call before the engine restores its
+// state and before the server serves.
+func (h *Hub) AddMeter(cfg MeterConfig, queue session.Queue) (*Meter, error) {
+	if err := CheckID(cfg.ID); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, dup := h.meters[cfg.ID]; dup {
+		return nil, fmt.Errorf("meter %s: id already used", cfg.ID)
+	}
+	sub := func(tpl string) string { return strings.ReplaceAll(tpl, "{id}", cfg.ID) }
+	m := &Meter{id: cfg.ID, origin: "meter-" + cfg.ID, hub: h, queue: queue, cfg: cfg,
+		readingTopic: sub(h.opts.Topics.Reading), statusTopic: sub(h.opts.Topics.Status),
+		commandTopic: sub(h.opts.Topics.Command), resultTopic: sub(h.opts.Topics.Result),
+		lastContact: h.now()}
+	m.consumer = &session.Consumer{
+		Name: "meter/" + cfg.ID, Filters: []string{m.commandTopic}, Queue: queue,
+		MaxQueued: h.opts.MaxQueued, Overflow: h.opts.Overflow,
+		Skip:   func(pk packets.Packet) bool { return pk.Origin == m.origin },
+		Notify: m.notify,
+	}
+	if err := h.engine.AddConsumer(m.consumer); err != nil {
+		return nil, fmt.Errorf("meter %s: %w", cfg.ID, err)
+	}
+	h.meters[cfg.ID] = m
+	h.order = append(h.order, m)
+	return m, nil
+}
+
+// AddPort adds a port driven by proto, serving meters (already added).
+func (h *Hub) AddPort(cfg PortConfig, proto Protocol, meters []*Meter) (*Port, error) {
+	if err := cfg.Serial.Check(); err != nil {
+		return nil, fmt.Errorf("port %s: %w", cfg.Name, err)
+	}
+	if cfg.ReopenMin <= 0 {
+		cfg.ReopenMin = time.Second
+	}
+	if cfg.ReopenMax < cfg.ReopenMin {
+		cfg.ReopenMax = max(cfg.ReopenMin, time.Minute)
+	}
+	log := h.log.With(slog.String("port", cfg.Name))
+	p := &Port{cfg: cfg, proto: proto, meters: meters, hub: h, log: log,
+		Limited: &LimitedLog{Log: log}, opened: make(chan struct{})}
+	p.status = PortStatus{Port: cfg.Name, Device: cfg.Serial.Device, Protocol: proto.Name(), Meters: []string{}}
+	for _, m := range meters {
+		p.status.Meters = append(p.status.Meters, m.id)
+		m.port = p
+	}
+	h.mu.Lock()
+	h.ports = append(h.ports, p)
+	h.mu.Unlock()
+	return p, nil
+}
+
+// Meter returns the meter with the given id, or nil.
+func (h *Hub) Meter(id string) *Meter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.meters[id]
+}
+
+// Meters returns the meters in the order they were added.
+func (h *Hub) Meters() []*Meter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Meter(nil), h.order...)
+}
+
+// Port returns the port with the given name, or nil.
+func (h *Hub) Port(name string) *Port {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.ports {
+		if p.cfg.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Start opens every port and runs its protocol until Stop.
+func (h *Hub) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.mu.Lock()
+	h.cancel = cancel
+	ports := append([]*Port(nil), h.ports...)
+	h.mu.Unlock()
+	now := h.now()
+	for _, m := range h.Meters() {
+		m.mu.Lock()
+		m.lastContact = now // silence is counted from start-up
+		m.mu.Unlock()
+	}
+	for _, p := range ports {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			p.run(ctx)
+		}()
+	}
+	if len(h.order) > 0 {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			t := time.NewTicker(h.opts.CheckInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					h.Sweep()
+				}
+			}
+		}()
+	}
+}
+
+// Stop closes every port and waits for the protocols to return.
+func (h *Hub) Stop() {
+	h.mu.Lock()
+	cancel := h.cancel
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	h.wg.Wait()
+}
+
+// Sweep marks silent meters offline and drops expired commands (publishing
+// their "expired" results). The hub runs it every CheckInterval.
+func (h *Hub) Sweep() {
+	now := h.now()
+	for _, m := range h.Meters() {
+		m.checkSilence(now)
+		m.dropExpired(now)
+	}
+}
+
+// Sys returns the hub's $SYS values, published as $SYS/edgegw/<key>.
+func (h *Hub) Sys() map[string]int64 {
+	h.mu.Lock()
+	meters := append([]*Meter(nil), h.order...)
+	ports := append([]*Port(nil), h.ports...)
+	h.mu.Unlock()
+	out := map[string]int64{"meters/configured": int64(len(meters)), "meters/online": 0, "meters/offline": 0,
+		"meters/ports/configured": int64(len(ports)), "meters/ports/open": 0}
+	for _, m := range meters {
+		switch m.State() {
+		case StateOnline:
+			out["meters/online"]++
+		case StateOffline:
+			out["meters/offline"]++
+		}
+		out["meters/commands/queued"] += int64(m.queue.Len())
+		out["meters/commands/done"] += m.cmdDone.Load()
+		out["meters/commands/failed"] += m.cmdFailed.Load()
+		out["meters/commands/expired"] += m.cmdExpired.Load()
+		out["meters/commands/refused"] += m.consumer.Dropped()
+	}
+	for _, p := range ports {
+		if p.IsOpen() {
+			out["meters/ports/open"]++
+		}
+		for k, v := range p.counters.Map() {
+			out["meters/"+k] += v
+		}
+	}
+	return out
+}

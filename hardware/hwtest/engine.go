@@ -1,0 +1,74 @@
+package hwtest
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/session"
+)
+
+// Engine is a fake session engine for hardware tests without a broker: it
+// records what is published and delivers commands to consumers directly.
+type Engine struct {
+	mu        sync.Mutex
+	consumers []*session.Consumer
+	published []packets.Packet
+	ch        chan packets.Packet
+}
+
+// NewEngine returns a fake engine; Published delivers every publish.
+func NewEngine() *Engine { return &Engine{ch: make(chan packets.Packet, 10000)} }
+
+// AddConsumer implements hardware.Engine.
+func (e *Engine) AddConsumer(c *session.Consumer) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.consumers = append(e.consumers, c)
+	return nil
+}
+
+// PublishLocal implements hardware.Engine: it records pk and, like the real
+// engine, queues it for consumers whose filter equals the topic.
+func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
+	pk.Origin = origin
+	e.mu.Lock()
+	e.published = append(e.published, pk)
+	if len(e.published) > 10000 {
+		e.published = e.published[len(e.published)-5000:]
+	}
+	cons := append([]*session.Consumer(nil), e.consumers...)
+	e.mu.Unlock()
+	select {
+	case e.ch <- pk:
+	default:
+	}
+	for _, c := range cons {
+		for _, f := range c.Filters {
+			if f == pk.TopicName && (c.Skip == nil || !c.Skip(pk)) {
+				_, _ = c.Queue.Append(session.Message{Packet: pk})
+				if c.Notify != nil {
+					c.Notify()
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Published delivers published packets in order (buffered; excess dropped).
+func (e *Engine) Published() <-chan packets.Packet { return e.ch }
+
+// Count returns how many packets were published on topics with the prefix.
+func (e *Engine) Count(prefix string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, pk := range e.published {
+		if strings.HasPrefix(pk.TopicName, prefix) {
+			n++
+		}
+	}
+	return n
+}

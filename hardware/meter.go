@@ -1,0 +1,406 @@
+package hardware
+
+import (
+	"encoding/json"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/session"
+)
+
+// Meter states, as published in the status.
+const (
+	StateUnknown = ""        // no contact and no verdict yet since start-up
+	StateOnline  = "online"  // the last poll succeeded / an uplink arrived
+	StateOffline = "offline" // missed polls or silence
+)
+
+// Value is one measured quantity of a reading.
+type Value struct {
+	Name  string
+	Value float64
+	Unit  string
+}
+
+// Reading is what a meter reported at one time.
+type Reading struct {
+	Values []Value
+	// Text holds non-numeric fields (line meters: firmware version, ...).
+	Text map[string]string
+	// Quality flags; empty means ["ok"]. See docs/meters.md.
+	Quality []string
+}
+
+// Command is a queued command for a meter.
+type Command struct {
+	Seq     uint64
+	Payload []byte
+	// Attempts counts the earlier attempts at this command (kept in the queue,
+	// so it survives restarts).
+	Attempts int
+	packet   packets.Packet
+}
+
+// Result is the outcome of a command, published as JSON.
+type Result struct {
+	// Status: ok (done), sent (written to a meter that does not answer),
+	// exception (Modbus exception response), timeout, crc_error, invalid
+	// (payload not understood), expired (not deliverable in time).
+	Status    string `json:"status"`
+	Exception int    `json:"exception,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Values    []int  `json:"values,omitempty"`
+	Attempts  int    `json:"attempts,omitempty"`
+}
+
+// Meter is one configured meter: the broker client "meter-<id>".
+type Meter struct {
+	id, origin string
+	hub        *Hub
+	port       *Port
+	cfg        MeterConfig
+	queue      session.Queue
+	consumer   *session.Consumer
+
+	readingTopic, statusTopic, commandTopic, resultTopic string
+
+	mu          sync.Mutex
+	state       string
+	since       time.Time
+	lastSeen    time.Time // last contact (zero: none since start-up)
+	lastContact time.Time // last contact or start-up: silence counts from here
+	missed      int
+	reason      string
+	wake        func()
+
+	cmdMu     sync.Mutex
+	executing uint64 // Seq of the command being executed, 0 if none
+
+	readings, cmdDone, cmdFailed, cmdExpired atomic.Int64
+}
+
+// ID returns the meter id.
+func (m *Meter) ID() string { return m.id }
+
+// Origin returns the meter's client identity in the broker, "meter-<id>".
+func (m *Meter) Origin() string { return m.origin }
+
+// Port returns the port serving the meter.
+func (m *Meter) Port() *Port { return m.port }
+
+// Queue returns the meter's command queue.
+func (m *Meter) Queue() session.Queue { return m.queue }
+
+// State returns StateOnline, StateOffline or StateUnknown.
+func (m *Meter) State() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// OnCommand sets a function called when a command is queued for the meter
+// (the protocol wakes up to deliver it if it can). Set before Start.
+func (m *Meter) OnCommand(f func()) {
+	m.mu.Lock()
+	m.wake = f
+	m.mu.Unlock()
+}
+
+func (m *Meter) notify() {
+	m.mu.Lock()
+	f := m.wake
+	m.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+type valueJSON struct {
+	V    *float64 `json:"v"`
+	Unit string   `json:"unit,omitempty"`
+}
+
+type readingJSON struct {
+	TS      string               `json:"ts"`
+	Meter   string               `json:"meter"`
+	Values  map[string]valueJSON `json:"values"`
+	Text    map[string]string    `json:"text,omitempty"`
+	Quality []string             `json:"quality"`
+}
+
+// EncodeReading returns the JSON payload of a reading taken at ts.
+func EncodeReading(id string, ts time.Time, r Reading) []byte {
+	out := readingJSON{TS: ts.UTC().Format(time.RFC3339Nano), Meter: id, Values: make(map[string]valueJSON, len(r.Values)),
+		Text: r.Text, Quality: append([]string(nil), r.Quality...)}
+	invalid := false
+	for _, v := range r.Values {
+		vj := valueJSON{Unit: v.Unit}
+		if math.IsNaN(v.Value) || math.IsInf(v.Value, 0) {
+			invalid = true // JSON has no NaN: published as null
+		} else {
+			x := v.Value
+			vj.V = &x
+		}
+		out.Values[v.Name] = vj
+	}
+	if invalid {
+		out.Quality = append(out.Quality, "invalid_value")
+	}
+	if len(out.Quality) == 0 {
+		out.Quality = []string{"ok"}
+	}
+	b, err := json.Marshal(out)
+	if err != nil { // only invalid UTF-8 keys could do this; json.Marshal replaces those
+		return []byte(`{"quality":["encode_error"]}`)
+	}
+	return b
+}
+
+// Publish publishes a reading as the meter and marks it seen.
+func (m *Meter) Publish(r Reading) {
+	m.Seen()
+	now := m.hub.now()
+	m.readings.Add(1)
+	if m.port != nil {
+		m.port.counters.Readings.Add(1)
+	}
+	err := m.hub.engine.PublishLocal(m.origin, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   m.readingTopic, Payload: EncodeReading(m.id, now, r),
+	})
+	if err != nil && m.port != nil {
+		m.port.Limited.Warn("publish", "meter reading not published", slog.String("meter", m.id), slog.Any("error", err))
+	}
+}
+
+// Seen records contact with the meter: it is online.
+func (m *Meter) Seen() {
+	now := m.hub.now()
+	m.mu.Lock()
+	m.lastSeen, m.lastContact, m.missed = now, now, 0
+	changed := m.setStateLocked(StateOnline, "", now)
+	m.mu.Unlock()
+	if changed {
+		m.publishStatus()
+	}
+}
+
+// Missed records a poll the meter did not answer; after MeterConfig.OfflineAfter
+// consecutive ones it is offline.
+func (m *Meter) Missed() {
+	now := m.hub.now()
+	m.mu.Lock()
+	m.missed++
+	changed := false
+	if m.cfg.OfflineAfter > 0 && m.missed >= m.cfg.OfflineAfter {
+		changed = m.setStateLocked(StateOffline, "missed_polls", now)
+	}
+	m.mu.Unlock()
+	if changed {
+		m.publishStatus()
+	}
+}
+
+// checkSilence marks the meter offline after MeterConfig.Silence without contact.
+func (m *Meter) checkSilence(now time.Time) {
+	if m.cfg.Silence <= 0 {
+		return
+	}
+	m.mu.Lock()
+	changed := false
+	if now.Sub(m.lastContact) >= m.cfg.Silence {
+		changed = m.setStateLocked(StateOffline, "silence", now)
+	}
+	m.mu.Unlock()
+	if changed {
+		m.publishStatus()
+	}
+}
+
+// setStateLocked changes the state; caller holds m.mu. It reports a change.
+func (m *Meter) setStateLocked(state, reason string, now time.Time) bool {
+	if m.state == state {
+		return false
+	}
+	m.state, m.reason, m.since = state, reason, now
+	if state == StateOffline {
+		m.hub.log.Info("meter offline", slog.String("meter", m.id), slog.String("reason", reason))
+	} else {
+		m.hub.log.Info("meter online", slog.String("meter", m.id))
+	}
+	return true
+}
+
+// MeterStatus is the retained status of a meter.
+type MeterStatus struct {
+	Meter    string     `json:"meter"`
+	State    string     `json:"state"`
+	Since    time.Time  `json:"since"`
+	LastSeen *time.Time `json:"last_seen"`
+	Reason   string     `json:"reason,omitempty"`
+	Port     string     `json:"port,omitempty"`
+}
+
+// Status returns the meter's state.
+func (m *Meter) Status() MeterStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := MeterStatus{Meter: m.id, State: m.state, Since: m.since.UTC(), Reason: m.reason}
+	if !m.lastSeen.IsZero() {
+		t := m.lastSeen.UTC()
+		st.LastSeen = &t
+	}
+	if m.port != nil {
+		st.Port = m.port.cfg.Name
+	}
+	return st
+}
+
+func (m *Meter) publishStatus() {
+	payload, _ := json.Marshal(m.Status())
+	_ = m.hub.engine.PublishLocal(m.origin, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		TopicName:   m.statusTopic, Payload: payload,
+	})
+}
+
+// expiresAt returns when a queued command expires (unix seconds), 0 = never.
+func (m *Meter) expiresAt(pk packets.Packet) int64 {
+	if pk.Expiry > 0 {
+		return pk.Expiry
+	}
+	if m.hub.opts.CommandExpiry > 0 && pk.Created > 0 {
+		return pk.Created + int64(m.hub.opts.CommandExpiry/time.Second)
+	}
+	return 0
+}
+
+// NextCommand returns the oldest queued command that has not expired (expired
+// ones are removed and their "expired" result published). The command stays
+// queued until Finish; call Finish or Retry for it before the next NextCommand.
+func (m *Meter) NextCommand() (Command, bool) {
+	if m.queue.Len() == 0 {
+		return Command{}, false
+	}
+	m.cmdMu.Lock()
+	defer m.cmdMu.Unlock()
+	now := m.hub.now().Unix()
+	for {
+		msgs, err := m.queue.Peek(0, 1)
+		if err != nil || len(msgs) == 0 {
+			return Command{}, false
+		}
+		msg := msgs[0]
+		if exp := m.expiresAt(msg.Packet); exp > 0 && now >= exp {
+			m.expireLocked(msg)
+			continue
+		}
+		m.executing = msg.Seq
+		return Command{Seq: msg.Seq, Payload: msg.Packet.Payload, Attempts: int(msg.PacketID), packet: msg.Packet}, true
+	}
+}
+
+// expireLocked removes an expired command and publishes its result; caller
+// holds m.cmdMu.
+func (m *Meter) expireLocked(msg session.Message) {
+	_ = m.queue.Remove(msg.Seq)
+	m.cmdExpired.Add(1)
+	m.publishResult(msg.Packet, msg.Seq, Result{Status: "expired", Attempts: int(msg.PacketID)})
+}
+
+// dropExpired removes expired commands (not the one being executed).
+func (m *Meter) dropExpired(now time.Time) {
+	if m.queue.Len() == 0 {
+		return
+	}
+	m.cmdMu.Lock()
+	defer m.cmdMu.Unlock()
+	msgs, err := m.queue.Peek(0, 256)
+	if err != nil {
+		return
+	}
+	for _, msg := range msgs {
+		if msg.Seq == m.executing {
+			continue
+		}
+		if exp := m.expiresAt(msg.Packet); exp > 0 && now.Unix() >= exp {
+			m.expireLocked(msg)
+		}
+	}
+}
+
+// Abandon gives up executing cmd without an outcome (the port failed): it
+// stays queued with its attempt count unchanged.
+func (m *Meter) Abandon(cmd Command) {
+	m.cmdMu.Lock()
+	m.executing = 0
+	m.cmdMu.Unlock()
+}
+
+// Finish removes the command from the queue and publishes its result.
+func (m *Meter) Finish(cmd Command, res Result) {
+	m.cmdMu.Lock()
+	defer m.cmdMu.Unlock()
+	m.executing = 0
+	_ = m.queue.Remove(cmd.Seq)
+	switch res.Status {
+	case "ok", "sent":
+		m.cmdDone.Add(1)
+	default:
+		m.cmdFailed.Add(1)
+	}
+	if res.Attempts == 0 {
+		res.Attempts = cmd.Attempts + 1
+	}
+	m.publishResult(cmd.packet, cmd.Seq, res)
+}
+
+// Retry records a failed attempt at cmd. Once maxAttempts attempts were made it
+// finishes the command with res and returns true; otherwise the command stays
+// queued (its attempt count stored with it) and is tried again at the meter's
+// next chance.
+func (m *Meter) Retry(cmd Command, res Result, maxAttempts int) bool {
+	if cmd.Attempts+1 >= maxAttempts {
+		m.Finish(cmd, res)
+		return true
+	}
+	m.cmdMu.Lock()
+	defer m.cmdMu.Unlock()
+	m.executing = 0
+	// The command queue is not a session queue: the delivery-state field
+	// PacketID holds the number of attempts made.
+	_ = m.queue.Update(session.Message{Seq: cmd.Seq, PacketID: uint16(min(cmd.Attempts+1, math.MaxUint16))})
+	return false
+}
+
+type resultJSON struct {
+	Result
+	TS    string `json:"ts"`
+	Meter string `json:"meter"`
+}
+
+// publishResult publishes a command result on the command's v5 response topic
+// (with its correlation data) or on the meter's result topic.
+func (m *Meter) publishResult(cmd packets.Packet, seq uint64, res Result) {
+	topic := m.resultTopic
+	var props packets.Properties
+	if rt := cmd.Properties.ResponseTopic; rt != "" && !strings.ContainsAny(rt, "+#") {
+		topic = rt
+	}
+	props.CorrelationData = cmd.Properties.CorrelationData
+	payload, _ := json.Marshal(resultJSON{Result: res, TS: m.hub.now().UTC().Format(time.RFC3339Nano), Meter: m.id})
+	err := m.hub.engine.PublishLocal(m.origin, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   topic, Payload: payload, Properties: props, ProtocolVersion: 5,
+	})
+	if err != nil {
+		m.hub.log.Warn("command result not published", slog.String("meter", m.id), slog.Any("error", err))
+	}
+	m.hub.log.Debug("command finished", slog.String("meter", m.id), slog.Uint64("seq", seq), slog.String("status", res.Status))
+}

@@ -1,0 +1,222 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"edgegw/hardware"
+)
+
+var (
+	// ErrTimeout: no valid response within the response timeout.
+	ErrTimeout = errors.New("no response (timeout)")
+	// ErrCRC: a response arrived but its CRC was wrong (and nothing valid followed).
+	ErrCRC = errors.New("response with a wrong CRC")
+)
+
+// ExceptionError is a Modbus exception response.
+type ExceptionError struct {
+	Function, Code byte
+}
+
+func (e *ExceptionError) Error() string {
+	return fmt.Sprintf("modbus exception %d (%s) to function %d", e.Code, exceptionName(e.Code), e.Function)
+}
+
+func exceptionName(code byte) string {
+	switch code {
+	case 1:
+		return "illegal function"
+	case 2:
+		return "illegal data address"
+	case 3:
+		return "illegal data value"
+	case 4:
+		return "slave device failure"
+	case 5:
+		return "acknowledge"
+	case 6:
+		return "slave device busy"
+	case 8:
+		return "memory parity error"
+	case 10:
+		return "gateway path unavailable"
+	case 11:
+		return "gateway target failed to respond"
+	}
+	return "unknown"
+}
+
+// SilentInterval is the RTU inter-frame gap t3.5: 3.5 character times, and a
+// fixed 1.75 ms above 19200 baud (Modbus over serial line, 2.5.1.1).
+func SilentInterval(l hardware.Line) time.Duration {
+	if l.Baud > 19200 {
+		return 1750 * time.Microsecond
+	}
+	return l.CharTime() * 7 / 2
+}
+
+// frameEnd is how long the line must stay quiet after a complete frame with a
+// wrong CRC before the master gives up waiting for a valid one. It is longer
+// than t3.5 because USB serial adapters deliver bytes in bursts (FTDI: every
+// 16 ms).
+const frameEnd = 20 * time.Millisecond
+
+// Master runs request/response transactions on one bus. It is used by one
+// goroutine at a time.
+type Master struct {
+	conn     *hardware.Conn
+	line     hardware.Line
+	timeout  time.Duration
+	t35      time.Duration
+	counters *hardware.Counters
+	log      *hardware.LimitedLog
+
+	lastBus time.Time // when the bus was last busy: end of the last frame sent or byte seen
+	buf     []byte
+	wbuf    []byte
+	timer   *time.Timer
+}
+
+// NewMaster returns a master on c with the given response timeout (counted
+// from the end of the request's wire time).
+func NewMaster(c *hardware.Conn, timeout time.Duration) *Master {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &Master{conn: c, line: c.Line(), timeout: timeout, t35: SilentInterval(c.Line()),
+		counters: c.Counters(), log: c.Log(), timer: t,
+		buf: make([]byte, 0, 2*MaxADU), wbuf: make([]byte, 0, MaxADU)}
+}
+
+// IsConnError reports whether err ended the port or the run (not a protocol
+// outcome of one request).
+func IsConnError(err error) bool {
+	var ex *ExceptionError
+	return err != nil && !errors.Is(err, ErrTimeout) && !errors.Is(err, ErrCRC) && !errors.As(err, &ex)
+}
+
+// Transact sends req and returns the response, trying again up to retries
+// times after a timeout or CRC error. An exception response is returned with
+// an *ExceptionError.
+func (m *Master) Transact(ctx context.Context, req Request, retries int) (Response, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := m.Do(ctx, req)
+		if err == nil || IsConnError(err) || attempt >= retries || !(errors.Is(err, ErrTimeout) || errors.Is(err, ErrCRC)) {
+			return resp, err
+		}
+	}
+}
+
+func (m *Master) garbage(n int) {
+	if n > 0 {
+		m.counters.GarbageBytes.Add(int64(n))
+		m.log.Warn("garbage", "bytes outside any valid Modbus frame skipped", slog.Int("bytes", n))
+	}
+}
+
+// wait blocks until d passed, collecting stray bytes, or the run ends. It
+// returns the chunk that arrived (nil when the timer fired).
+func (m *Master) wait(ctx context.Context, d time.Duration) ([]byte, bool, error) {
+	m.timer.Reset(d)
+	defer m.timer.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	case <-m.conn.Done():
+		return nil, false, m.conn.Err()
+	case b := <-m.conn.Recv():
+		return b, false, nil
+	case <-m.timer.C:
+		return nil, true, nil
+	}
+}
+
+// Do runs one transaction: silent interval, request, response.
+func (m *Master) Do(ctx context.Context, req Request) (Response, error) {
+	if err := req.Check(); err != nil {
+		return Response{}, err
+	}
+	// Anything received before the request is no answer to it.
+	m.garbage(m.conn.Drain())
+	// t3.5 of silence since the bus was last busy; stray bytes restart it.
+	for {
+		d := time.Until(m.lastBus.Add(m.t35))
+		if d <= 0 {
+			break
+		}
+		b, _, err := m.wait(ctx, d)
+		if err != nil {
+			return Response{}, err
+		}
+		if b != nil {
+			m.garbage(len(b))
+			m.lastBus = time.Now()
+		}
+	}
+	m.wbuf = req.Encode(m.wbuf[:0])
+	if err := m.conn.Write(m.wbuf); err != nil {
+		return Response{}, err
+	}
+	txEnd := time.Now().Add(m.line.WireTime(len(m.wbuf)))
+	m.lastBus = txEnd
+	deadline := txEnd.Add(m.timeout)
+	quietUntil := time.Time{} // set when a complete frame with a bad CRC is the last thing seen
+	m.buf = m.buf[:0]
+	var s Scan
+	for {
+		until := deadline
+		if !quietUntil.IsZero() && quietUntil.Before(until) {
+			until = quietUntil
+		}
+		b, fired, err := m.wait(ctx, time.Until(until))
+		if err != nil {
+			return Response{}, err
+		}
+		if fired {
+			if time.Now().Before(deadline) && quietUntil.IsZero() {
+				continue
+			}
+			break
+		}
+		m.lastBus = time.Now()
+		m.buf = append(m.buf, b...)
+		if len(m.buf) > 2*MaxADU { // longer than any frame: keep the newest MaxADU bytes
+			drop := len(m.buf) - MaxADU
+			m.counters.Oversized.Add(1)
+			m.garbage(drop)
+			m.buf = append(m.buf[:0], m.buf[drop:]...)
+		}
+		s = ScanResponse(m.buf, req)
+		if s.Status == Found {
+			m.garbage(s.Start + len(m.buf) - s.End)
+			m.counters.WrongSlave.Add(int64(s.WrongSlave))
+			m.counters.Frames.Add(1)
+			if s.Resp.Exception != 0 {
+				m.counters.Exceptions.Add(1)
+				return s.Resp, &ExceptionError{Function: req.Function, Code: s.Resp.Exception}
+			}
+			return s.Resp, nil
+		}
+		if s.BadCRC > 0 && !s.Partial {
+			quietUntil = m.lastBus.Add(max(frameEnd, m.t35))
+		} else {
+			quietUntil = time.Time{}
+		}
+	}
+	m.garbage(len(m.buf))
+	if s.WrongSlave > 0 {
+		m.counters.WrongSlave.Add(int64(s.WrongSlave))
+		m.log.Warn("wrong_slave", "Modbus response from another slave address skipped",
+			slog.Int("asked", int(req.Slave)))
+	}
+	if s.BadCRC > 0 {
+		m.counters.CRCErrors.Add(1)
+		m.log.Warn("crc", "Modbus response with a wrong CRC", slog.Int("slave", int(req.Slave)))
+		return Response{}, ErrCRC
+	}
+	m.counters.Timeouts.Add(1)
+	return Response{}, ErrTimeout
+}

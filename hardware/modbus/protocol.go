@@ -1,0 +1,238 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"edgegw/hardware"
+)
+
+// MeterConfig is one meter (slave) on the bus.
+type MeterConfig struct {
+	Meter    *hardware.Meter
+	Slave    byte          // 1-247
+	Interval time.Duration // poll period
+	Blocks   []Block       // the meter type's register map, from Plan
+}
+
+// Config configures the master of one bus.
+type Config struct {
+	// Timeout is the response timeout, counted from the end of the request's
+	// wire time.
+	Timeout time.Duration
+	// Retries re-sends a request after a timeout or CRC error, per request.
+	Retries int
+	// CommandAttempts is how many chances a command gets (a timeout uses one)
+	// before it fails with "timeout"; at least 1.
+	CommandAttempts int
+	Meters          []MeterConfig
+}
+
+// commandsPerChance bounds the commands sent to one meter after one poll, so
+// that a long command queue does not starve the other meters on the bus.
+const commandsPerChance = 8
+
+// Protocol is the Modbus RTU master as a hardware.Protocol.
+type Protocol struct {
+	cfg  Config
+	wake chan struct{}
+}
+
+// New checks cfg and returns the protocol. It subscribes to the meters'
+// command notifications: a command for an online meter is sent at once, one
+// for an offline meter after its next successful poll.
+func New(cfg Config) (*Protocol, error) {
+	if cfg.Timeout <= 0 {
+		return nil, errors.New("timeout: must be positive")
+	}
+	if cfg.Retries < 0 {
+		return nil, errors.New("retries: must not be negative")
+	}
+	cfg.CommandAttempts = max(cfg.CommandAttempts, 1)
+	p := &Protocol{cfg: cfg, wake: make(chan struct{}, 1)}
+	slaves := map[byte]string{}
+	for i, mc := range cfg.Meters {
+		if mc.Slave < minSlave || mc.Slave > maxSlave {
+			return nil, fmt.Errorf("meters[%d].slave: must be 1-247, got %d", i, mc.Slave)
+		}
+		if other, dup := slaves[mc.Slave]; dup {
+			return nil, fmt.Errorf("meters[%d].slave: %d is already the address of meter %s", i, mc.Slave, other)
+		}
+		slaves[mc.Slave] = mc.Meter.ID()
+		if mc.Interval <= 0 {
+			return nil, fmt.Errorf("meters[%d].interval: must be positive", i)
+		}
+		if len(mc.Blocks) == 0 {
+			return nil, fmt.Errorf("meters[%d]: the meter type has no registers", i)
+		}
+		mc.Meter.OnCommand(p.signal)
+	}
+	return p, nil
+}
+
+func (p *Protocol) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Name implements hardware.Protocol.
+func (p *Protocol) Name() string { return "modbus" }
+
+// Run implements hardware.Protocol: it polls every meter at its interval, one
+// transaction at a time, earliest due first, and sends queued commands.
+func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
+	m := NewMaster(c, p.cfg.Timeout)
+	if len(p.cfg.Meters) == 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.Done():
+			return c.Err()
+		}
+	}
+	due := make([]time.Time, len(p.cfg.Meters))
+	now := time.Now()
+	for i := range due {
+		due[i] = now
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	p.signal() // commands queued while the port was closed
+	for {
+		i := 0
+		for j := range due {
+			if due[j].Before(due[i]) {
+				i = j
+			}
+		}
+		if wait := time.Until(due[i]); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.Done():
+				return c.Err()
+			case <-p.wake:
+				timer.Stop()
+				if err := p.commandsForOnline(ctx, m); err != nil {
+					return err
+				}
+				continue
+			case <-timer.C:
+			}
+		}
+		c.Counters().AddLag(time.Since(due[i]))
+		if err := p.poll(ctx, m, p.cfg.Meters[i]); err != nil {
+			return err
+		}
+		next := due[i].Add(p.cfg.Meters[i].Interval)
+		if now := time.Now(); next.Before(now) {
+			next = now // behind schedule: poll again as soon as the bus is free, without bursts
+		}
+		due[i] = next
+	}
+}
+
+// poll reads every register block of one meter and publishes the reading.
+// Only a port failure is returned as an error.
+func (p *Protocol) poll(ctx context.Context, m *Master, mc MeterConfig) error {
+	var values []hardware.Value
+	var quality []string
+	responded, failed := false, 0
+	flag := func(q string) {
+		for _, x := range quality {
+			if x == q {
+				return
+			}
+		}
+		quality = append(quality, q)
+	}
+	for _, b := range mc.Blocks {
+		resp, err := m.Transact(ctx, Request{Slave: mc.Slave, Function: b.Function, Address: b.Address, Count: b.Count}, p.cfg.Retries)
+		var ex *ExceptionError
+		switch {
+		case err == nil:
+			values = b.Decode(resp.Data, values)
+			responded = true
+		case errors.As(err, &ex):
+			responded = true
+			failed++
+			flag(fmt.Sprintf("exception_%d", ex.Code))
+		case errors.Is(err, ErrTimeout):
+			failed++
+			flag("timeout")
+		case errors.Is(err, ErrCRC):
+			failed++
+			flag("crc_error")
+		default:
+			return err
+		}
+	}
+	if !responded {
+		mc.Meter.Missed()
+		return nil
+	}
+	if failed > 0 {
+		quality = append([]string{"partial"}, quality...)
+	}
+	mc.Meter.Publish(hardware.Reading{Values: values, Quality: quality})
+	return p.commands(ctx, m, mc)
+}
+
+// commandsForOnline sends queued commands to the meters that are online.
+func (p *Protocol) commandsForOnline(ctx context.Context, m *Master) error {
+	for _, mc := range p.cfg.Meters {
+		if mc.Meter.State() != hardware.StateOnline {
+			continue
+		}
+		if err := p.commands(ctx, m, mc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commands sends up to commandsPerChance queued commands to a reachable meter.
+// A command leaves the queue once its outcome is known: done, exception,
+// invalid, or its last attempt timed out. A timeout ends this chance.
+func (p *Protocol) commands(ctx context.Context, m *Master, mc MeterConfig) error {
+	for range commandsPerChance {
+		cmd, ok := mc.Meter.NextCommand()
+		if !ok {
+			return nil
+		}
+		req, err := ParseCommand(cmd.Payload, mc.Slave)
+		if err != nil {
+			mc.Meter.Finish(cmd, hardware.Result{Status: "invalid", Error: err.Error()})
+			continue
+		}
+		resp, err := m.Transact(ctx, req, p.cfg.Retries)
+		var ex *ExceptionError
+		switch {
+		case err == nil:
+			res := hardware.Result{Status: "ok"}
+			for _, v := range resp.Registers() {
+				res.Values = append(res.Values, int(v))
+			}
+			mc.Meter.Finish(cmd, res)
+		case errors.As(err, &ex):
+			mc.Meter.Finish(cmd, hardware.Result{Status: "exception", Exception: int(ex.Code), Error: err.Error()})
+		case errors.Is(err, ErrTimeout), errors.Is(err, ErrCRC):
+			status := "timeout"
+			if errors.Is(err, ErrCRC) {
+				status = "crc_error"
+			}
+			mc.Meter.Retry(cmd, hardware.Result{Status: status, Error: err.Error()}, p.cfg.CommandAttempts)
+			return nil
+		default:
+			mc.Meter.Abandon(cmd)
+			return err
+		}
+	}
+	p.signal() // more may be waiting: come back after the next due poll
+	return nil
+}

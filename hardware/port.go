@@ -1,0 +1,283 @@
+package hardware
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/tarm/serial"
+)
+
+// SerialConfig is how a serial device is opened.
+type SerialConfig struct {
+	Device      string // path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...
+	Baud        int
+	DataBits    int           // 7 or 8 (5 and 6 are accepted by the driver too)
+	Parity      string        // "none", "even" or "odd"
+	StopBits    int           // 1 or 2
+	ReadTimeout time.Duration // the device's read timeout (VTIME), 100ms steps, 100ms-25.5s
+}
+
+// Line returns the character framing of c.
+func (c SerialConfig) Line() Line {
+	return Line{Baud: c.Baud, DataBits: c.DataBits, Parity: c.Parity == "even" || c.Parity == "odd", StopBits: c.StopBits}
+}
+
+// Check validates c; errors name the field.
+func (c SerialConfig) Check() error {
+	if c.Device == "" {
+		return fmt.Errorf("device: must not be empty")
+	}
+	if !slices.Contains(StandardBauds, c.Baud) {
+		return fmt.Errorf("baud: %d is not a standard rate (%v)", c.Baud, StandardBauds)
+	}
+	if c.DataBits < 5 || c.DataBits > 8 {
+		return fmt.Errorf("data_bits: must be 5 to 8")
+	}
+	switch c.Parity {
+	case "none", "even", "odd":
+	default:
+		return fmt.Errorf("parity: must be none, even or odd")
+	}
+	if c.StopBits != 1 && c.StopBits != 2 {
+		return fmt.Errorf("stop_bits: must be 1 or 2")
+	}
+	if c.ReadTimeout < 100*time.Millisecond || c.ReadTimeout > 25500*time.Millisecond {
+		return fmt.Errorf("read_timeout: must be between 100ms and 25.5s")
+	}
+	return nil
+}
+
+// StandardBauds are the rates a Linux serial driver accepts (tarm/serial).
+var StandardBauds = []int{50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400,
+	57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000,
+	3000000, 3500000, 4000000}
+
+// OpenSerial opens a serial device with github.com/tarm/serial: raw mode, the
+// given framing, reads that return after ReadTimeout when nothing arrives.
+func OpenSerial(c SerialConfig) (io.ReadWriteCloser, error) {
+	parity := serial.ParityNone
+	switch c.Parity {
+	case "even":
+		parity = serial.ParityEven
+	case "odd":
+		parity = serial.ParityOdd
+	}
+	p, err := serial.OpenPort(&serial.Config{Name: c.Device, Baud: c.Baud, Size: byte(c.DataBits),
+		Parity: parity, StopBits: serial.StopBits(c.StopBits), ReadTimeout: c.ReadTimeout})
+	if err != nil {
+		if !strings.Contains(err.Error(), c.Device) {
+			err = fmt.Errorf("open %s: %w", c.Device, err)
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+// Protocol drives the meters on one port. A protocol package (hardware/modbus,
+// hardware/line) implements it.
+type Protocol interface {
+	// Name is the protocol's configuration name ("modbus", "line").
+	Name() string
+	// Run talks to the meters over an open port until ctx is done or the port
+	// fails (c.Done). It returns the reason it stopped; the hub then reopens the
+	// port and calls Run again.
+	Run(ctx context.Context, c *Conn) error
+}
+
+// PortConfig is one port of a hub.
+type PortConfig struct {
+	Name      string
+	Serial    SerialConfig
+	ReopenMin time.Duration // first wait after a failure; doubles up to ReopenMax
+	ReopenMax time.Duration
+	// Open opens the device; nil means OpenSerial. Tests inject other devices.
+	Open func(SerialConfig) (io.ReadWriteCloser, error)
+}
+
+// PortStatus is a port's state, published retained on "edgegw/ports/<name>/status"
+// when it changes.
+type PortStatus struct {
+	Port      string           `json:"port"`
+	Device    string           `json:"device"`
+	Protocol  string           `json:"protocol"`
+	Open      bool             `json:"open"`
+	Since     time.Time        `json:"since"`
+	LastError string           `json:"last_error,omitempty"`
+	Meters    []string         `json:"meters"`
+	Counters  map[string]int64 `json:"counters"`
+}
+
+// Port is one serial port with its protocol and meters.
+type Port struct {
+	cfg      PortConfig
+	proto    Protocol
+	meters   []*Meter
+	hub      *Hub
+	log      *slog.Logger
+	counters Counters
+	// Limited is the port's rate-limited logger for bad input; protocols use it.
+	Limited *LimitedLog
+
+	mu     sync.Mutex
+	status PortStatus
+	opened chan struct{} // closed while the port is open
+}
+
+// Counters returns the port's counters.
+func (p *Port) Counters() *Counters { return &p.counters }
+
+// Name returns the port's name.
+func (p *Port) Name() string { return p.cfg.Name }
+
+// Status returns the port's current state.
+func (p *Port) Status() PortStatus {
+	p.mu.Lock()
+	st := p.status
+	p.mu.Unlock()
+	st.Counters = p.counters.Map()
+	return st
+}
+
+// StatusTopic is where the port's status is published.
+func (p *Port) StatusTopic() string { return "edgegw/ports/" + p.cfg.Name + "/status" }
+
+// run opens the port, runs the protocol, and reopens after failures with backoff
+// until ctx is done.
+func (p *Port) run(ctx context.Context) {
+	open := p.cfg.Open
+	if open == nil {
+		open = OpenSerial
+	}
+	backoff := p.cfg.ReopenMin
+	everOpen := false
+	for ctx.Err() == nil {
+		rw, err := open(p.cfg.Serial)
+		if err != nil {
+			p.setState(false, err)
+			wait := jitter(backoff)
+			p.Limited.Warn("open", "serial port cannot be opened; retrying",
+				slog.String("device", p.cfg.Serial.Device), slog.Any("error", err), slog.Duration("retry_in", wait))
+			backoff = min(backoff*2, p.cfg.ReopenMax)
+			if !sleepCtx(ctx, wait) {
+				break
+			}
+			continue
+		}
+		if everOpen {
+			p.counters.Reopens.Add(1)
+		}
+		everOpen = true
+		p.log.Info("serial port open", slog.String("device", p.cfg.Serial.Device),
+			slog.Int("baud", p.cfg.Serial.Baud), slog.String("protocol", p.proto.Name()))
+		p.setState(true, nil)
+		start := time.Now()
+		c := NewConn(rw, p.cfg.Serial.Line(), p.cfg.Serial.ReadTimeout)
+		c.counters, c.limited = &p.counters, p.Limited
+		err = p.proto.Run(ctx, c)
+		_ = c.Close()
+		if cerr := c.Err(); cerr != nil && cerr != ErrClosed {
+			err = cerr
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = p.cfg.ReopenMin // it worked for a while: start over
+		}
+		wait := jitter(backoff)
+		backoff = min(backoff*2, p.cfg.ReopenMax)
+		p.setState(false, err)
+		p.log.Warn("serial port lost; reopening", slog.String("device", p.cfg.Serial.Device),
+			slog.Any("error", err), slog.Duration("retry_in", wait))
+		if !sleepCtx(ctx, wait) {
+			break
+		}
+	}
+	p.setState(false, ErrClosed)
+}
+
+// jitter returns a random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// setState records an open/closed transition and publishes the status when it
+// changed.
+func (p *Port) setState(open bool, err error) {
+	p.mu.Lock()
+	changed := p.status.Open != open || p.status.Since.IsZero()
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if !changed && p.status.LastError == msg {
+		p.mu.Unlock()
+		return
+	}
+	if changed {
+		p.status.Since = p.hub.now()
+	}
+	p.status.Open = open
+	p.status.LastError = msg
+	select {
+	case <-p.opened: // closed: the port was open
+		if !open {
+			p.opened = make(chan struct{})
+		}
+	default:
+		if open {
+			close(p.opened)
+		}
+	}
+	p.mu.Unlock()
+	p.publishStatus()
+}
+
+// Opened returns a channel that is closed while the port is open: it is
+// closed at once if the port is open now, else once it opens.
+func (p *Port) Opened() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.opened
+}
+
+// IsOpen reports whether the port is open.
+func (p *Port) IsOpen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status.Open
+}
+
+func (p *Port) publishStatus() {
+	payload, err := json.Marshal(p.Status())
+	if err != nil {
+		return
+	}
+	_ = p.hub.engine.PublishLocal(p.hub.origin, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		TopicName:   p.StatusTopic(), Payload: payload,
+	})
+}
