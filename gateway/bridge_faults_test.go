@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -34,6 +33,7 @@ import (
 
 	"edgegw/bridge"
 	"edgegw/gateway"
+	"edgegw/internal/mqttwire"
 	"edgegw/session"
 )
 
@@ -387,38 +387,8 @@ func publishConcurrently(tb testing.TB, addr string, pubs, n, window, size int) 
 	}
 }
 
-// readPacket reads one MQTT v5 packet of the kinds a publisher receives.
-func readPacket(r *bufio.Reader) (packets.Packet, error) {
-	var pk packets.Packet
-	b, err := r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(b); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return pk, err
-	}
-	pk.ProtocolVersion = 5
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	default:
-		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
-	}
-	return pk, err
-}
+// readPacket reads one MQTT v5 packet.
+func readPacket(r *bufio.Reader) (packets.Packet, error) { return mqttwire.Read(r, 5) }
 
 // ---- 2. cloud down ----
 
