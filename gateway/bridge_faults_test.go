@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -34,7 +33,6 @@ import (
 	"edgegw/bridge"
 	"edgegw/gateway"
 	"edgegw/internal/mqttwire"
-	"edgegw/session"
 )
 
 // ---- helpers ----
@@ -82,35 +80,9 @@ next:
 // captured; stop is a graceful Close (also run at cleanup).
 func startBridgeGateway(t *testing.T, dataDir string, edit func(*gateway.Config)) (*testGateway, *logCapture, func()) {
 	t.Helper()
-	cfg := gateway.DefaultConfig()
-	cfg.DataDir = dataDir
-	cfg.Listeners = []gateway.ListenerConfig{{Name: "local", Address: "127.0.0.1:0"}}
-	cfg.MQTT.SysInterval = time.Hour
-	cfg.Sessions.SweepInterval = time.Hour
-	if edit != nil {
-		edit(&cfg)
-	}
 	logs := &logCapture{t: t}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	clock := &testClock{now: time.Now()}
-	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
-	if err != nil {
-		t.Fatalf("new gateway: %v", err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
-	}
-	closed := false
-	stop := func() {
-		if !closed {
-			closed = true
-			if err := g.Close(); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
-	return &testGateway{Gateway: g, addr: g.Addr("local"), clock: clock}, logs, stop
+	g, stop := startGatewayLogged(t, dataDir, &testClock{now: time.Now()}, logs, edit)
+	return g, logs, stop
 }
 
 // startCloud starts mosquitto as the cloud broker (extra is appended to its

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -16,6 +17,12 @@ import (
 // startGatewayIn starts a gateway on dataDir with the given clock; stop it with
 // the returned function (a graceful Close).
 func startGatewayIn(t *testing.T, dataDir string, clock *testClock, edit func(*gateway.Config)) (*testGateway, func()) {
+	return startGatewayLogged(t, dataDir, clock, newTestWriter(t), edit)
+}
+
+// startGatewayLogged starts a gateway on dataDir with the given clock, logging
+// (info and above) to w; stop is a graceful Close, also run at cleanup.
+func startGatewayLogged(t *testing.T, dataDir string, clock *testClock, w io.Writer, edit func(*gateway.Config)) (*testGateway, func()) {
 	t.Helper()
 	cfg := gateway.DefaultConfig()
 	cfg.DataDir = dataDir
@@ -25,7 +32,7 @@ func startGatewayIn(t *testing.T, dataDir string, clock *testClock, edit func(*g
 	if edit != nil {
 		edit(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
