@@ -37,6 +37,13 @@ cross:
 clean:
 	rm -rf bin
 
+# bench runs the same load against edgegw and Debian's mosquitto, alternating
+# them for ROUNDS rounds (default 3), and prints medians and edgegw/mosquitto
+# ratios (docs/benchmarks.md). QUICK=1 is a one-minute smoke run. About 8 minutes.
+.PHONY: bench
+bench: build
+	scripts/bench.sh
+
 # bench-bridge measures the bridge against a local mosquitto: outbox replay
 # throughput and live forwarding latency next to a direct publish (docs/bridge.md).
 .PHONY: bench-bridge

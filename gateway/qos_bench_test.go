@@ -1,0 +1,192 @@
+package gateway_test
+
+// QoS benchmarks of the broker path alone, for CPU and heap profiles:
+//
+//	go test -run '^$' -bench 'BenchmarkQoS' -benchtime 200000x -cpuprofile cpu.out -memprofile mem.out ./gateway/
+//	go tool pprof -top -nodecount 40 gateway.test cpu.out
+//
+// An in-process gateway (batch durability, data_dir on disk) gets 64-byte
+// PUBLISHes from 4 publishers, each keeping up to 64 QoS 1 PUBLISHes
+// unacknowledged (or sending QoS 0 back to back), for one clean-session
+// subscriber that acknowledges everything, as scripts/bench's qos0/qos1
+// scenarios do. The clients are raw MQTT 3.1.1 writers on loopback that encode
+// nothing per message (a pre-encoded PUBLISH with its packet id patched), so the
+// profile is the broker's. One op is one message received by the subscriber.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func BenchmarkQoS1Path(b *testing.B) { benchQoSPath(b, 1, "batch") }
+
+func BenchmarkQoS1PathStrict(b *testing.B) { benchQoSPath(b, 1, "strict") }
+
+func BenchmarkQoS0Path(b *testing.B) { benchQoSPath(b, 0, "batch") }
+
+func benchQoSPath(b *testing.B, qos byte, mode string) {
+	b.StopTimer()
+	g, _ := startBenchGateway(b, mode)
+	addr := g.Addr("local")
+	const pubs, window = 4, 64
+
+	sub := rawBenchConn(b, addr, "qos-sub")
+	sub.write(append([]byte{0x82, byte(2 + 2 + 5 + 1), 0, 1, 0, 5}, append([]byte("t/qos"), qos)...))
+	if typ, _ := sub.next(b); typ != 9 {
+		b.Fatalf("no SUBACK: packet type %d", typ)
+	}
+	var got atomic.Int64
+	want := int64(b.N / pubs * pubs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ack := make([]byte, 0, 4096)
+		for got.Load() < want {
+			typ, body := sub.next(b)
+			if body == nil && typ == 0 {
+				return // next failed the benchmark
+			}
+			if typ != 3 {
+				continue
+			}
+			if qos == 1 {
+				pid := body[2+binary.BigEndian.Uint16(body):]
+				ack = append(ack, 0x40, 2, pid[0], pid[1])
+			}
+			got.Add(1)
+			if sub.r.Buffered() == 0 || len(ack) > 4000 {
+				sub.write(ack)
+				ack = ack[:0]
+			}
+		}
+		sub.write(ack)
+	}()
+
+	conns := make([]*rawBench, pubs)
+	for i := range conns {
+		conns[i] = rawBenchConn(b, addr, fmt.Sprintf("qos-pub-%d", i))
+	}
+	// PUBLISH t/qos, 64-byte payload; QoS 1 carries a packet id at pidAt.
+	pk := []byte{0x30 | qos<<1, 0, 0, 5, 't', '/', 'q', 'o', 's'}
+	pidAt := len(pk)
+	if qos == 1 {
+		pk = append(pk, 0, 0)
+	}
+	pk = append(pk, make([]byte, 64)...)
+	pk[1] = byte(len(pk) - 2)
+
+	b.ReportAllocs()
+	b.StartTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slots := make(chan struct{}, window)
+			if qos == 1 {
+				go func() {
+					for {
+						typ, _, err := c.read()
+						if err != nil {
+							return
+						}
+						if typ == 4 {
+							<-slots
+						}
+					}
+				}()
+			}
+			w := bufio.NewWriterSize(c.conn, 64<<10)
+			for i := range b.N / pubs {
+				if qos == 1 {
+					select {
+					case slots <- struct{}{}:
+					default:
+						_ = w.Flush()
+						slots <- struct{}{}
+					}
+					binary.BigEndian.PutUint16(pk[pidAt:], uint16(i%65535+1))
+				}
+				_, _ = w.Write(pk)
+			}
+			_ = w.Flush()
+		}()
+	}
+	select {
+	case <-done:
+	case <-time.After(benchTimeout):
+		b.Fatalf("subscriber got %d of %d messages in %s", got.Load(), want, benchTimeout)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(want)/time.Since(start).Seconds(), "msgs/s")
+	wg.Wait()
+}
+
+// rawBench is a connected MQTT 3.1.1 client (clean session) for the QoS
+// benchmarks; its reads fail the benchmark on error, after a deadline.
+type rawBench struct {
+	conn net.Conn
+	r    *bufio.Reader
+	mu   sync.Mutex
+	buf  []byte
+}
+
+func rawBenchConn(b *testing.B, addr, id string) *rawBench {
+	b.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	c := &rawBench{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
+	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0, 0, byte(len(id))}, id...)
+	c.write(append([]byte{0x10, byte(len(body))}, body...))
+	if typ, _ := c.next(b); typ != 2 {
+		b.Fatalf("no CONNACK: packet type %d", typ)
+	}
+	return c
+}
+
+func (c *rawBench) write(p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, _ = c.conn.Write(p)
+}
+
+func (c *rawBench) next(b *testing.B) (byte, []byte) {
+	typ, body, err := c.read()
+	if err != nil {
+		b.Errorf("read: %v", err)
+		return 0, nil
+	}
+	return typ, body
+}
+
+// read returns the next packet's type and body (valid until the next read).
+func (c *rawBench) read() (byte, []byte, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(benchTimeout))
+	h, err := c.r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, err := binary.ReadUvarint(c.r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if uint64(cap(c.buf)) < n {
+		c.buf = make([]byte, n)
+	}
+	c.buf = c.buf[:n]
+	if _, err := io.ReadFull(c.r, c.buf); err != nil {
+		return 0, nil, err
+	}
+	return h >> 4, c.buf, nil
+}
