@@ -185,6 +185,7 @@ func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if s.bind != nil { // taken over: the old connection's sender stops
 		s.bind.close()
 		s.bind = nil
+		s.flowLocked()
 	}
 	s.cl = cl
 	s.version = c.version
@@ -276,6 +277,7 @@ func (e *Engine) disconnected(cl *mqtt.Client, c *conn) {
 	if s.bind != nil {
 		s.bind.close()
 		s.bind = nil
+		s.flowLocked()
 	}
 	s.cl = nil
 	if c != nil && c.discExpiry != nil {
@@ -341,6 +343,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 		s.bind.close()
 		s.bind = nil
 	}
+	s.flowLocked()
 	subs := s.subs
 	s.subs = map[string]packets.Subscription{}
 	var back []Message

@@ -107,6 +107,8 @@ func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 	if err := s.queue.Remove(seq); err != nil {
 		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
 	}
+	s.moved++
+	s.flowLocked()
 	if s.bind != nil {
 		s.bind.signal()
 	}
@@ -117,6 +119,10 @@ func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		s.moved += uint64(len(writes))
+		s.flowLocked()
+	}()
 	if s.bind != b {
 		return nil, false
 	}
@@ -124,8 +130,12 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 	if room <= 0 {
 		return nil, false // an acknowledgement wakes us
 	}
-	// Read what the window can take, plus a few for QoS 0 messages in between.
-	msgs, err := s.queue.Peek(b.cursor, min(pumpBatch, room+16))
+	// Read what the window can take: QoS 0 messages take no slot, so a batch of
+	// them ends with more = true and the next pass reads on. Reading more than
+	// the window would copy (or, on the store, decode) messages only to read them
+	// again after the next acknowledgement.
+	want := min(pumpBatch, room)
+	msgs, err := s.queue.Peek(b.cursor, want)
 	if err != nil {
 		e.log.Error("session queue read failed", slog.String("client", s.id), slog.Any("error", err))
 		return nil, false
@@ -182,7 +192,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 		b.cursor = m.Seq + 1
 	}
 	e.overflowCheck(s.id, s.queue, &s.overflow)
-	return writes, len(msgs) == min(pumpBatch, room+16)
+	return writes, len(msgs) == want
 }
 
 // OnPacketProcessed completes outbound flows (PUBACK, PUBREC, PUBCOMP) and

@@ -52,19 +52,26 @@ type Queue interface {
 	Release() error
 }
 
-// MemQueue is a Queue held in RAM. Cost: one slot per message plus the message;
-// Update and Remove are O(log n); removed slots at the head are compacted away.
+// MemQueue is a Queue held in RAM. Each message is one heap allocation (the
+// Message, about 850 bytes plus what its payload and properties point to, which
+// are shared with the routed packet, not copied) and one 16-byte slot in a slice
+// sorted by Seq. Growing or compacting the slice copies slots, never messages,
+// so a deep queue (an online subscriber behind its publishers) costs neither
+// large copies nor large pointer-dense arrays for the garbage collector to scan.
+// Append is O(1) amortised, Update and Remove O(log n), Peek O(log n + max);
+// removed slots at the head are compacted away once they are the larger half.
 type MemQueue struct {
 	mu      sync.Mutex
-	items   []memSlot // sorted by Seq
+	items   []memSlot // sorted by seq
 	head    int       // items[:head] are all removed
 	live    int
 	nextSeq uint64
 }
 
+// memSlot is one queue position; m is nil once the message is removed.
 type memSlot struct {
-	Message
-	gone bool
+	seq uint64
+	m   *Message
 }
 
 // NewMemQueue returns an empty in-memory queue.
@@ -76,17 +83,30 @@ func (q *MemQueue) Append(m Message) (uint64, error) {
 	defer q.mu.Unlock()
 	m.Seq = q.nextSeq
 	q.nextSeq++
-	q.items = append(q.items, memSlot{Message: m})
+	q.items = append(q.items, memSlot{seq: m.Seq, m: &m})
 	q.live++
 	return m.Seq, nil
 }
 
+// search returns the index of the first slot at or after the head with seq >=
+// seq. Caller holds q.mu.
+func (q *MemQueue) search(seq uint64) int {
+	items := q.items[q.head:]
+	// Fast path: the queue is a run of consecutive seqs from its head, until
+	// removals in the middle leave holes.
+	if n := len(items); n > 0 && seq >= items[0].seq {
+		if i := int(seq - items[0].seq); i < n && items[i].seq == seq {
+			return q.head + i
+		}
+	}
+	return q.head + sort.Search(len(items), func(i int) bool { return items[i].seq >= seq })
+}
+
 // find returns the index of the live slot holding seq, or -1. Caller holds q.mu.
 func (q *MemQueue) find(seq uint64) int {
-	items := q.items[q.head:]
-	i := sort.Search(len(items), func(i int) bool { return items[i].Seq >= seq })
-	if i < len(items) && items[i].Seq == seq && !items[i].gone {
-		return q.head + i
+	i := q.search(seq)
+	if i < len(q.items) && q.items[i].seq == seq && q.items[i].m != nil {
+		return i
 	}
 	return -1
 }
@@ -95,12 +115,13 @@ func (q *MemQueue) find(seq uint64) int {
 func (q *MemQueue) Peek(from uint64, max int) ([]Message, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	items := q.items[q.head:]
-	i := sort.Search(len(items), func(i int) bool { return items[i].Seq >= from })
 	var out []Message
-	for ; i < len(items) && len(out) < max; i++ {
-		if !items[i].gone {
-			out = append(out, items[i].Message)
+	for i := q.search(from); i < len(q.items) && len(out) < max; i++ {
+		if m := q.items[i].m; m != nil {
+			if out == nil {
+				out = make([]Message, 0, min(max, q.live))
+			}
+			out = append(out, *m)
 		}
 	}
 	return out, nil
@@ -111,8 +132,8 @@ func (q *MemQueue) Update(m Message) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if i := q.find(m.Seq); i >= 0 {
-		q.items[i].PacketID = m.PacketID
-		q.items[i].Released = m.Released
+		q.items[i].m.PacketID = m.PacketID
+		q.items[i].m.Released = m.Released
 	}
 	return nil
 }
@@ -125,13 +146,20 @@ func (q *MemQueue) Remove(seq uint64) error {
 	if i < 0 {
 		return nil
 	}
-	q.items[i] = memSlot{Message: Message{Seq: seq}, gone: true}
+	q.items[i].m = nil
 	q.live--
-	for q.head < len(q.items) && q.items[q.head].gone {
+	for q.head < len(q.items) && q.items[q.head].m == nil {
 		q.items[q.head] = memSlot{}
 		q.head++
 	}
-	if q.head > 64 && q.head*2 > len(q.items) {
+	if q.head == len(q.items) {
+		q.head = 0
+		if cap(q.items) <= 1024 {
+			q.items = q.items[:0] // empty: keep a small array for the next messages
+		} else {
+			q.items = nil
+		}
+	} else if q.head > 64 && q.head*2 > len(q.items) {
 		q.items = append([]memSlot(nil), q.items[q.head:]...)
 		q.head = 0
 	}

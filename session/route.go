@@ -38,10 +38,18 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}
-	e.publish(pk)
+	var busy []*Session
+	e.publishTo(pk, &busy)
 	if durable && e.strict {
 		if err := e.store.Sync(); err != nil {
 			return pk, e.refusePublish(cl, pk, err)
+		}
+	}
+	if !cl.Net.Inline {
+		for _, s := range busy {
+			if s.id != cl.ID { // a client's own queue drains only as it reads: never wait for it
+				e.waitRoom(s)
+			}
 		}
 	}
 	return pk, packets.CodeSuccessIgnore
@@ -77,7 +85,11 @@ func (e *Engine) publishAll(pks []packets.Packet) {
 }
 
 // publish stores a retained message and routes the packet.
-func (e *Engine) publish(pk packets.Packet) {
+func (e *Engine) publish(pk packets.Packet) { e.publishTo(pk, nil) }
+
+// publishTo is publish; when busy is not nil, it also collects the online
+// sessions whose queues are above flowHigh after this packet (see waitRoom).
+func (e *Engine) publishTo(pk packets.Packet, busy *[]*Session) {
 	if pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0 {
 		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
@@ -85,14 +97,14 @@ func (e *Engine) publish(pk packets.Packet) {
 			e.persistRetained(pk)
 		}
 	}
-	e.route(pk)
+	e.route(pk, busy)
 }
 
 // route delivers pk to every matching subscription. Overlapping subscriptions of
 // one client give it one copy (mochi merges them with all their identifiers and
 // the highest QoS); a shared subscription gives one copy to one member of each
 // group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
-func (e *Engine) route(pk packets.Packet) {
+func (e *Engine) route(pk packets.Packet, busy *[]*Session) {
 	e.routeConsumers(pk)
 	subs := e.srv.Topics.Subscribers(pk.TopicName)
 	if len(subs.Shared) > 0 {
@@ -108,8 +120,8 @@ func (e *Engine) route(pk packets.Packet) {
 		if sub.NoLocal && pk.Origin == id { // [MQTT-3.8.3-3]
 			continue
 		}
-		if s := e.session(id); s != nil {
-			e.deliver(s, sub, pk, "", false)
+		if s := e.session(id); s != nil && e.deliver(s, sub, pk, "", false) && busy != nil {
+			*busy = append(*busy, s)
 		}
 	}
 }
@@ -180,18 +192,21 @@ func (e *Engine) drainGroup(filter string, s *Session) {
 	g.overflow = overflowState{}
 }
 
-// deliver queues the copy of pk that subscription sub of session s receives.
-func (e *Engine) deliver(s *Session, sub packets.Subscription, pk packets.Packet, groupFilter string, retained bool) {
+// deliver queues the copy of pk that subscription sub of session s receives. It
+// reports whether s is online with more than flowHigh messages waiting to be
+// sent (see waitRoom).
+func (e *Engine) deliver(s *Session, sub packets.Subscription, pk packets.Packet, groupFilter string, retained bool) (busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := outgoing(sub, pk, s.version, retained)
 	if !s.online() && out.FixedHeader.Qos == 0 && !e.opts.QueueQoS0 {
 		e.stats.QoS0Dropped.Add(1)
-		return
+		return false
 	}
 	if e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), Message{Group: groupFilter, Packet: out}) && s.bind != nil {
 		s.bind.signal()
 	}
+	return s.busyLocked()
 }
 
 // outgoing builds the PUBLISH a subscriber receives: QoS reduced to the
