@@ -19,6 +19,7 @@ import (
 
 	"edgegw/bridge"
 	"edgegw/hardware"
+	"edgegw/internal/batchconn"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -257,7 +258,7 @@ func (g *Gateway) drainClients() {
 	}
 }
 
-// tcpListener is mochi's TCP listener with three additions:
+// tcpListener is mochi's TCP listener with four additions:
 //   - a deadline for the CONNECT packet: mochi sets none before CONNECT, so an idle
 //     socket would hold its goroutines and buffers for ever (mochi replaces the
 //     deadline with the keepalive after CONNECT);
@@ -265,7 +266,8 @@ func (g *Gateway) drainClients() {
 //     some malformed packets (a v5 SUBSCRIBE missing its options byte,
 //     mochi-mqtt/server#501); the connection is closed, its session cleaned up, and
 //     the process keeps serving;
-//   - the set of open connections, so that shutdown can close them all.
+//   - the set of open connections, so that shutdown can close them all;
+//   - connections that can gather writes (internal/batchconn) for the engine.
 type tcpListener struct {
 	*listeners.TCP
 	timeout time.Duration
@@ -281,7 +283,10 @@ type tcpListener struct {
 
 // Serve implements listeners.Listener.
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	l.TCP.Serve(func(id string, c net.Conn) (err error) {
+	l.TCP.Serve(func(id string, nc net.Conn) (err error) {
+		// The session engine gathers the packets of one delivery pass into one
+		// write through it (session.pump).
+		var c net.Conn = batchconn.New(nc)
 		l.mu.Lock()
 		if l.closing {
 			l.mu.Unlock()

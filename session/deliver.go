@@ -15,6 +15,7 @@ import (
 // binding is one connection's sender for its session.
 type binding struct {
 	cl     *mqtt.Client
+	gather gatherer // the connection, when it can gather writes; else nil
 	window int
 	cursor uint64              // next Seq to look at on this connection
 	out    map[uint16]struct{} // packet ids written on this connection, not complete
@@ -23,9 +24,17 @@ type binding struct {
 	once   sync.Once
 }
 
+// gatherer is a connection that can gather writes into one system call
+// (internal/batchconn.Conn).
+type gatherer interface {
+	Cork()
+	Uncork() error
+}
+
 func newBinding(cl *mqtt.Client, window int) *binding {
 	b := &binding{cl: cl, window: window, out: map[uint16]struct{}{},
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	b.gather, _ = cl.Net.Conn.(gatherer)
 	b.signal()
 	return b
 }
@@ -64,27 +73,48 @@ const pumpBatch = 128
 // a packet id (unacknowledged on an earlier connection) again with DUP set or as
 // PUBREL [MQTT-4.4.0-1], then new ones. QoS 0 messages leave the queue when
 // written. It never has more than the window unacknowledged [MQTT-3.3.4-9].
+//
+// When the connection can gather writes (internal/batchconn, which the gateway's
+// listeners use), a pass that has several packets writes them in one system
+// call instead of one each.
 func (e *Engine) pump(s *Session, b *binding) error {
 	for {
 		writes, more := e.nextWrites(s, b)
-		for _, w := range writes {
-			err := b.cl.WritePacket(w.pk)
-			if errors.Is(err, packets.ErrPacketTooLarge) {
-				// Larger than the client's Maximum Packet Size: discard it as if
-				// delivered [MQTT-3.1.2-25] and go on with the next one.
-				e.stats.TooLargeDropped.Add(1)
-				e.complete(s, w.pk.PacketID, w.seq)
-				more = true
-				continue
+		if len(writes) > 1 && b.gather != nil {
+			b.gather.Cork()
+			err := e.writeAll(s, b, writes, &more)
+			if uerr := b.gather.Uncork(); err == nil {
+				err = uerr
 			}
 			if err != nil {
 				return err
 			}
+		} else if err := e.writeAll(s, b, writes, &more); err != nil {
+			return err
 		}
 		if !more {
 			return nil
 		}
 	}
+}
+
+// writeAll writes one pass's packets; more is set when one was discarded.
+func (e *Engine) writeAll(s *Session, b *binding, writes []write, more *bool) error {
+	for _, w := range writes {
+		err := b.cl.WritePacket(w.pk)
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			// Larger than the client's Maximum Packet Size: discard it as if
+			// delivered [MQTT-3.1.2-25] and go on with the next one.
+			e.stats.TooLargeDropped.Add(1)
+			e.complete(s, w.pk.PacketID, w.seq)
+			*more = true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // write is one packet for the sender and the queue entry it came from.
