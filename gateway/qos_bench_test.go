@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -208,4 +209,61 @@ func (c *rawBench) read() (byte, []byte, error) {
 		return 0, nil, err
 	}
 	return h >> 4, c.buf, nil
+}
+
+// BenchmarkIdleConnections opens b.N idle MQTT 3.1.1 connections (clean
+// session, keep alive 0, no subscriptions) to an in-process gateway and
+// reports what each one costs the process: Go heap in use and goroutine
+// stacks (runtime.MemStats after a GC), and goroutines. The test's own client
+// side (a net.Conn each, no goroutine) counts in the heap too.
+//
+//	go test -run '^$' -bench BenchmarkIdleConnections -benchtime 1000x ./gateway/
+func BenchmarkIdleConnections(b *testing.B) {
+	g, _ := startBenchGateway(b, "batch")
+	addr := g.Addr("local")
+	conns := make([]net.Conn, 0, b.N)
+	before := memNow()
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range b.N {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	b.ResetTimer()
+	for i, c := range conns {
+		id := fmt.Sprintf("idle-%d", i)
+		body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0, 0, byte(len(id))}, id...)
+		if _, err := c.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+			b.Fatal(err)
+		}
+		var ack [4]byte
+		_ = c.SetReadDeadline(time.Now().Add(benchTimeout))
+		if _, err := io.ReadFull(c, ack[:]); err != nil || ack[0] != 0x20 {
+			b.Fatalf("CONNACK %d: %v %x", i, err, ack)
+		}
+	}
+	b.StopTimer()
+	time.Sleep(200 * time.Millisecond) // sessions established, senders started
+	after := memNow()
+	n := float64(b.N)
+	b.ReportMetric(float64(after.heap-before.heap)/n, "heap-B/conn")
+	b.ReportMetric(float64(after.stack-before.stack)/n, "stack-B/conn")
+	b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/conn")
+}
+
+type memReading struct{ heap, stack, goroutines int64 }
+
+func memNow() memReading {
+	for range 4 { // each GC may halve a goroutine stack that uses under a quarter of it
+		runtime.GC()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memReading{int64(ms.HeapInuse), int64(ms.StackInuse), int64(runtime.NumGoroutine())}
 }

@@ -222,12 +222,11 @@ func (e *Engine) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		s.mu.Unlock()
 		return
 	}
-	b := newBinding(cl, e.window(cl))
+	b := e.newBinding(s, cl, e.window(cl))
 	s.bind = b
 	s.disconnectedAt = time.Time{}
 	s.mu.Unlock()
-	e.wg.Add(1)
-	go e.sendLoop(s, b)
+	b.signal()
 }
 
 // window is the number of unacknowledged QoS>0 messages a client may have: its v5
@@ -441,7 +440,6 @@ func (e *Engine) Sweep() {
 }
 
 func (e *Engine) sweepLoop() {
-	defer e.wg.Done()
 	t := time.NewTicker(e.opts.SweepInterval)
 	defer t.Stop()
 	for {

@@ -12,17 +12,31 @@ import (
 	"github.com/mochi-mqtt/server/v2/system"
 )
 
-// binding is one connection's sender for its session.
+// binding is one connection's sender for its session. It has no goroutine of
+// its own while there is nothing to send: signal starts one (counted in the
+// engine's WaitGroup) that pumps until the queue has nothing the window allows,
+// then ends. An idle connection thus costs the engine no goroutine stack, and a
+// busy one keeps its sender goroutine as long as signals keep coming.
 type binding struct {
+	e      *Engine
+	s      *Session
 	cl     *mqtt.Client
 	gather gatherer // the connection, when it can gather writes; else nil
 	window int
 	cursor uint64              // next Seq to look at on this connection
 	out    map[uint16]struct{} // packet ids written on this connection, not complete
-	wake   chan struct{}
+	state  atomic.Int32        // senderIdle, senderRunning or senderAgain
 	done   chan struct{}
 	once   sync.Once
 }
+
+// Sender states: no goroutine; one pumping; one pumping that must look again
+// when it is done, because something changed after its pass began.
+const (
+	senderIdle int32 = iota
+	senderRunning
+	senderAgain
+)
 
 // gatherer is a connection that can gather writes into one system call
 // (internal/batchconn.Conn).
@@ -31,38 +45,57 @@ type gatherer interface {
 	Uncork() error
 }
 
-func newBinding(cl *mqtt.Client, window int) *binding {
-	b := &binding{cl: cl, window: window, out: map[uint16]struct{}{},
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+// newBinding returns the sender of s on cl. Signal it once it is s.bind.
+func (e *Engine) newBinding(s *Session, cl *mqtt.Client, window int) *binding {
+	b := &binding{e: e, s: s, cl: cl, window: window, out: map[uint16]struct{}{}, done: make(chan struct{})}
 	b.gather, _ = cl.Net.Conn.(gatherer)
-	b.signal()
 	return b
 }
 
+// signal makes sure a sender pass runs after this call: it starts the sender
+// goroutine or tells the running one to look again. It never blocks, and may
+// be called with s.mu held.
 func (b *binding) signal() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
+	for {
+		switch b.state.Load() {
+		case senderIdle:
+			if b.state.CompareAndSwap(senderIdle, senderRunning) {
+				if !b.e.goCounted(b.run) {
+					b.state.Store(senderIdle) // the engine is stopping
+				}
+				return
+			}
+		case senderRunning:
+			if b.state.CompareAndSwap(senderRunning, senderAgain) {
+				return
+			}
+		default:
+			return
+		}
 	}
 }
 
 func (b *binding) close() { b.once.Do(func() { close(b.done) }) }
 
-// sendLoop writes the session's queue to its connection until the binding ends.
-func (e *Engine) sendLoop(s *Session, b *binding) {
-	defer e.wg.Done()
+// run is the sender goroutine: it pumps until a pass began after the last
+// signal, the binding ends, or the engine stops.
+func (b *binding) run() {
 	for {
 		select {
 		case <-b.done:
 			return
-		case <-e.stop:
+		case <-b.e.stop:
 			return
-		case <-b.wake:
+		default:
 		}
-		if err := e.pump(s, b); err != nil {
-			e.log.Debug("send failed", slog.String("client", s.id), slog.Any("error", err))
-			return // the connection is going; OnDisconnect cleans up
+		if err := b.e.pump(b.s, b); err != nil {
+			b.e.log.Debug("send failed", slog.String("client", b.s.id), slog.Any("error", err))
+			return // the connection is going; OnDisconnect cleans up (no sender starts again)
 		}
+		if b.state.CompareAndSwap(senderRunning, senderIdle) {
+			return
+		}
+		b.state.Store(senderRunning) // signalled during the pass: another pass
 	}
 }
 

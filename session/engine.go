@@ -55,7 +55,9 @@ type Engine struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the sweeper and the senders (goCounted)
+	life     sync.RWMutex   // read-held while a goroutine is added to wg; Stop write-holds it
+	stopped  bool           // under life: no goroutine may start
 }
 
 // Stats are the engine's counters. All fields are read with Load.
@@ -120,9 +122,27 @@ func (e *Engine) AttachTo(srv *mqtt.Server) error {
 	if err := srv.AddHook(e, nil); err != nil {
 		return fmt.Errorf("add session hook: %w", err)
 	}
-	e.wg.Add(1)
-	go e.sweepLoop()
+	if !e.goCounted(e.sweepLoop) {
+		return fmt.Errorf("add session hook: engine stopped")
+	}
 	return nil
+}
+
+// goCounted runs f in a goroutine counted in e.wg, unless Stop has begun; it
+// reports whether it did. Adding to the WaitGroup under life means no Add can
+// race with Stop's Wait.
+func (e *Engine) goCounted(f func()) bool {
+	e.life.RLock()
+	defer e.life.RUnlock()
+	if e.stopped {
+		return false
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // ID implements mqtt.Hook.
@@ -140,7 +160,12 @@ func (e *Engine) Provides(b byte) bool {
 
 // Stop ends the sweeper and every sender. Safe to call more than once.
 func (e *Engine) Stop() error {
-	e.stopOnce.Do(func() { close(e.stop) })
+	e.stopOnce.Do(func() {
+		e.life.Lock()
+		e.stopped = true
+		e.life.Unlock()
+		close(e.stop)
+	})
 	e.wg.Wait()
 	return nil
 }
