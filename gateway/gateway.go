@@ -106,21 +106,40 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 
 // NewServer returns a mochi server configured to leave sessions to the engine:
 // no forced message or retained expiry, no per-client in-memory cap deciding
-// drops, small per-connection buffers (mochi's outbound channel only carries
-// $SYS messages here), and every limit the configuration sets.
+// drops, small per-connection buffers, and every limit the configuration sets.
+//
+// Per-connection memory (docs/benchmarks.md): mochi runs two goroutines per
+// connection (its reader, whose stack grows to 16 KB handling CONNECT and stays
+// there, and WriteLoop), and the three settings below size what it allocates:
+//
+//   - ClientNetReadBufferSize 1024: the bufio.Reader every connection reads
+//     through, held for the connection's life. A 64-byte PUBLISH stream still
+//     gets about 14 packets per read system call, and a packet larger than
+//     the buffer is read straight into its own buffer, so 1 KB costs no
+//     throughput; mochi's default, 2 KB, costs 1 KB more per idle connection.
+//   - MaximumClientWritesPending 32: the capacity of mochi's outbound channel,
+//     allocated per connection (8 bytes a slot). Only mochi's own $SYS
+//     publication goes through it here (20 topics every sys_interval; the
+//     engine writes everything else itself, see session.Engine), and mochi
+//     drops a message for a client whose channel is full, so it must hold one
+//     $SYS burst: 32.
+//   - ClientNetWriteBufferSize 2048: mochi gathers packets into a buffer of
+//     this size only while its outbound channel holds more (the $SYS burst);
+//     the buffer exists only during that burst. The engine's deliveries are
+//     gathered by internal/batchconn instead.
 func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumMessageExpiryInterval = 0              // retained messages live until replaced; MEI is honoured per message
 	caps.MaximumSessionExpiryInterval = math.MaxUint32 // the engine caps and expires sessions
 	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
-	caps.MaximumClientWritesPending = 64
+	caps.MaximumClientWritesPending = 32
 	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
 	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   log.With(slog.String("component", "mqtt")),
 		SysTopicResendInterval:   int64(cfg.MQTT.SysInterval / time.Second),
-		ClientNetReadBufferSize:  2048,
+		ClientNetReadBufferSize:  1024,
 		ClientNetWriteBufferSize: 2048,
 		InlineClient:             true,
 	})
