@@ -134,7 +134,7 @@ func (e *Engine) pump(s *Session, b *binding) error {
 // writeAll writes one pass's packets; more is set when one was discarded.
 func (e *Engine) writeAll(s *Session, b *binding, writes []write, more *bool) error {
 	for _, w := range writes {
-		err := b.cl.WritePacket(w.pk)
+		err := b.cl.WritePacket(*w.pk)
 		if errors.Is(err, packets.ErrPacketTooLarge) {
 			// Larger than the client's Maximum Packet Size: discard it as if
 			// delivered [MQTT-3.1.2-25] and go on with the next one.
@@ -150,9 +150,11 @@ func (e *Engine) writeAll(s *Session, b *binding, writes []write, more *bool) er
 	return nil
 }
 
-// write is one packet for the sender and the queue entry it came from.
+// write is one packet for the sender and the queue entry it came from. pk
+// points into the slice the queue's Peek returned, so a pass copies each
+// message once.
 type write struct {
-	pk  packets.Packet
+	pk  *packets.Packet
 	seq uint64
 }
 
@@ -204,7 +206,9 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 		return nil, false
 	}
 	now := e.now()
-	for _, m := range msgs {
+	writes = make([]write, 0, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
 		qos := m.Packet.FixedHeader.Qos
 		if m.PacketID == 0 && expired(m.Packet, now) { // [MQTT-3.3.2-5]
 			_ = s.queue.Remove(m.Seq)
@@ -214,18 +218,18 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 		}
 		if qos == 0 {
 			_ = s.queue.Remove(m.Seq)
-			writes = append(writes, write{m.Packet, m.Seq})
+			writes = append(writes, write{&m.Packet, m.Seq})
 			b.cursor = m.Seq + 1
 			continue
 		}
 		if len(b.out) >= b.window {
 			return writes, false // an acknowledgement wakes us
 		}
-		pk := m.Packet
+		pk := &m.Packet
 		if m.PacketID != 0 { // unacknowledged on an earlier connection
 			pk.PacketID = m.PacketID
 			if m.Released {
-				pk = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: m.PacketID}
+				*pk = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: m.PacketID}
 			} else {
 				pk.FixedHeader.Dup = true // [MQTT-3.3.1-1]
 			}
@@ -235,7 +239,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 				return writes, false
 			}
 			m.PacketID = pid
-			if err := s.queue.Update(m); err != nil {
+			if err := s.queue.Update(*m); err != nil {
 				e.log.Error("session queue update failed", slog.String("client", s.id), slog.Any("error", err))
 				return writes, false
 			}
@@ -244,7 +248,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 		}
 		if qos == 2 || m.Released {
 			// mochi answers the client's PUBREC with PUBREL only for ids in its table.
-			entry := pk
+			entry := *pk
 			entry.Expiry = 0
 			if b.cl.State.Inflight.Set(entry) {
 				atomic.AddInt64(&e.srv.Info.Inflight, 1)

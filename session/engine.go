@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -148,15 +147,21 @@ func (e *Engine) goCounted(f func()) bool {
 // ID implements mqtt.Hook.
 func (e *Engine) ID() string { return "edgegw-sessions" }
 
-// Provides implements mqtt.Hook.
-func (e *Engine) Provides(b byte) bool {
-	return bytes.Contains([]byte{
+// Provides implements mqtt.Hook. mochi asks it for every hook call of every
+// packet, so it is a table lookup.
+func (e *Engine) Provides(b byte) bool { return provided[b] }
+
+var provided = func() (t [256]bool) {
+	for _, b := range []byte{
 		mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPacketProcessed,
 		mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnPublish, mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped,
-	}, []byte{b})
-}
+	} {
+		t[b] = true
+	}
+	return t
+}()
 
 // Stop ends the sweeper and every sender. Safe to call more than once.
 func (e *Engine) Stop() error {
