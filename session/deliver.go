@@ -39,10 +39,13 @@ const (
 )
 
 // gatherer is a connection that can gather writes into one system call
-// (internal/batchconn.Conn).
+// (internal/batchconn.Conn). It also gathers what is written while its reader
+// handles the packets of one read, until the next read; Flush writes that out
+// before the reader waits for something else (see OnPublish).
 type gatherer interface {
 	Cork()
 	Uncork() error
+	Flush() error
 }
 
 // newBinding returns the sender of s on cl. Signal it once it is s.bind.

@@ -40,6 +40,13 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	}
 	var busy []*Session
 	e.publishTo(pk, &busy)
+	if (durable && e.strict) || len(busy) > 0 {
+		// The reader is about to wait for a commit or another session: what
+		// this connection gathered (PUBACKs of earlier packets) goes out first.
+		if g, ok := cl.Net.Conn.(gatherer); ok {
+			_ = g.Flush()
+		}
+	}
 	if durable && e.strict {
 		if err := e.store.Sync(); err != nil {
 			return pk, e.refusePublish(cl, pk, err)

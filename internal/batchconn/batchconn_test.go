@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // countConn records each Write as one call.
@@ -101,5 +102,65 @@ func TestConcurrentWritersOverPipe(t *testing.T) {
 	got := <-done
 	if len(got) != 2000 {
 		t.Fatalf("got %d bytes, want 2000", len(got))
+	}
+}
+
+// readConn returns data once per Read from a queue of chunks.
+type readConn struct {
+	countConn
+	chunks [][]byte
+	closed bool
+}
+
+func (c *readConn) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	c.chunks = c.chunks[1:]
+	return n, nil
+}
+
+func (c *readConn) Close() error { c.closed = true; return nil }
+
+func (c *readConn) SetWriteDeadline(time.Time) error { return nil }
+
+// Writes made while the reader handles what a Read returned go out in one write
+// when the reader reads again, before it waits.
+func TestWritesGatherWhileReaderBusy(t *testing.T) {
+	rc := &readConn{chunks: [][]byte{[]byte("xx"), []byte("yy")}}
+	c := New(rc)
+	buf := make([]byte, 8)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Write([]byte("ack1"))
+	_, _ = c.Write([]byte("ack2"))
+	if len(rc.writes) != 0 {
+		t.Fatalf("written while the reader is busy: %q", rc.writes)
+	}
+	c.Cork() // a sender's pass while the reader is busy
+	_, _ = c.Write([]byte("pub"))
+	_ = c.Uncork()
+	if len(rc.writes) != 0 {
+		t.Fatalf("Uncork wrote while the reader is busy: %q", rc.writes)
+	}
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.writes) != 1 || string(rc.writes[0]) != "ack1ack2pub" {
+		t.Fatalf("writes %q, want [ack1ack2pub] at the next Read", rc.writes)
+	}
+	_, _ = c.Write([]byte("z")) // gathered again: the second Read returned data
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.writes) != 2 || string(rc.writes[1]) != "z" {
+		t.Fatalf("Flush: writes %q", rc.writes)
+	}
+	_, _ = c.Write([]byte("bye"))
+	_ = c.Close()
+	if !rc.closed || len(rc.writes) != 3 || string(rc.writes[2]) != "bye" {
+		t.Fatalf("Close: closed %v, writes %q; want the gathered bytes written first", rc.closed, rc.writes)
 	}
 }
