@@ -24,6 +24,7 @@ func TestDefaultConfig(t *testing.T) {
 		MQTT:      MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second},
 		Store:     StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
 		Bridges:   []BridgeConfig{},
+		Admin:     AdminConfig{Socket: "admin.sock"},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
 			MaxSessions:    10000,

@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
+	"edgegw/gateway/admin"
 	"edgegw/hardware"
 	"edgegw/session"
 	"edgegw/session/store"
@@ -34,11 +35,14 @@ type Gateway struct {
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
 	listeners map[string]*tcpListener
+	limits    *limitsHook
+	admin     *admin.Server // nil when turned off (admin.go)
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
 // clock; production passes session.Deps{}.
 func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
+	started := time.Now()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
 	}
@@ -80,7 +84,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
+	limits := &limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}
+	if err := srv.AddHook(limits, nil); err != nil {
 		return nil, fmt.Errorf("add limits hook: %w", err)
 	}
 	// Authentication and ACLs come with the security issue; until then every client
@@ -88,7 +93,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, listeners: map[string]*tcpListener{}}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters,
+		listeners: map[string]*tcpListener{}, limits: limits}
 	for _, lc := range cfg.Listeners {
 		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}),
 			timeout: cfg.MQTT.ConnectTimeout, log: log, conns: map[net.Conn]struct{}{}}
@@ -100,6 +106,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		}
 		g.listeners[lc.Name] = l
 	}
+	g.admin = g.newAdmin(started)
 	return g, nil
 }
 
@@ -127,6 +134,11 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 
 // Start opens the listeners and starts serving. It returns once they listen.
 func (g *Gateway) Start() error {
+	if g.admin != nil { // first: a socket already in use stops nothing half-started
+		if err := g.admin.Start(); err != nil {
+			return err
+		}
+	}
 	if err := g.srv.Serve(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -161,6 +173,9 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	if g.admin != nil {
+		g.admin.Close()
+	}
 	g.stopMeters()
 	g.bridges.stop()
 	g.drainClients()

@@ -108,6 +108,7 @@ func runCmd(args []string, stderr io.Writer) int {
 			return configError(stderr, err)
 		}
 	}
+	cfg.Version = version
 	log := cfg.Logger(stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
