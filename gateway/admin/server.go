@@ -103,6 +103,9 @@ func (s *Server) serve(l net.Listener) {
 	}()
 }
 
+// SocketPath returns the Unix socket's path ("" without one).
+func (s *Server) SocketPath() string { return s.cfg.Socket }
+
 // HTTPAddr returns the bound TCP address ("" without a TCP listener).
 func (s *Server) HTTPAddr() string {
 	s.mu.Lock()
