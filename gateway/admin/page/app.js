@@ -72,7 +72,9 @@ function renderMeters(list, now) {
     tr.dataset.meter = m.meter;
     const st = el("td");
     st.append(el("span", "state " + (m.state || "unknown"), m.state || "unknown"));
-    tr.append(el("td", "id", m.meter), st, el("td", "values", readingText(m.reading)), el("td", "seen", ago(m.last_seen, now)));
+    const last = el("td");
+    last.append(el("div", "values", readingText(m.reading)), el("div", "seen detail", "seen " + ago(m.last_seen, now)));
+    tr.append(el("td", "id", m.meter), st, last);
     body.append(tr);
   }
 }
