@@ -260,6 +260,7 @@ type printer struct {
 	w     io.Writer
 	tw    *tabwriter.Writer
 	color bool
+	label int // width of a row's first cell; 0: as tabwriter aligns it
 	err   error
 }
 
@@ -307,6 +308,9 @@ func (p *printer) line(s string) {
 }
 
 func (p *printer) row(cells ...string) {
+	if p.label > 0 && len(cells) > 0 {
+		cells[0] = fmt.Sprintf("%-*s", p.label, cells[0])
+	}
 	if p.err == nil {
 		_, p.err = fmt.Fprintln(p.tw, strings.Join(cells, "\t"))
 	}
@@ -331,6 +335,14 @@ func (p *printer) flush() int {
 }
 
 func printStatus(p *printer, st admin.Status) {
+	// One width for the first column of every section, so that they line up.
+	p.label = len("sessions")
+	for _, b := range st.Bridges {
+		p.label = max(p.label, len("bridge "+b.Bridge))
+	}
+	for _, m := range st.Meters {
+		p.label = max(p.label, len("meter "+m.Meter))
+	}
 	p.line(fmt.Sprintf("%s %s, up %s, %s", p.paint(bold, "edgegw"), st.Version.Version,
 		fmtSeconds(st.Uptime.Seconds), p.stateColor(st.Health.Status)))
 	for _, pr := range st.Health.Problems {
