@@ -446,3 +446,25 @@ func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func goVer() string  { return runtime.Version() }
 func goArch() string { return runtime.GOARCH }
+
+// An admin socket that cannot be created does not stop the gateway: the
+// error is logged, MQTT and the admin TCP listener serve.
+func TestAdminSocketFailureIsNotFatal(t *testing.T) {
+	logs := &logCapture{t: t}
+	g, _ := startGatewayLogged(t, t.TempDir(), &testClock{now: time.Now()}, logs, func(c *gateway.Config) {
+		c.Admin.Socket = "/nonexistent-dir/admin.sock"
+		c.Admin.HTTP = "127.0.0.1:0"
+	})
+	if l := logs.grep("admin API not available", "/nonexistent-dir/admin.sock"); len(l) != 1 {
+		t.Errorf("logged %v", l)
+	}
+	connectV5(t, g.addr, &paho.Connect{ClientID: "still-serving", CleanStart: true})
+	resp, err := http.Get("http://" + g.Admin().HTTPAddr() + "/api/v1/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("health over TCP: %d", resp.StatusCode)
+	}
+}

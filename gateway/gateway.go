@@ -134,9 +134,11 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 
 // Start opens the listeners and starts serving. It returns once they listen.
 func (g *Gateway) Start() error {
-	if g.admin != nil { // first: a socket already in use stops nothing half-started
+	if g.admin != nil {
+		// The broker matters more than its status surface: a socket that cannot
+		// be created (full disk, path in use) is logged, and the gateway serves.
 		if err := g.admin.Start(); err != nil {
-			return err
+			g.log.Error("admin API not available", slog.Any("error", err))
 		}
 	}
 	if err := g.srv.Serve(); err != nil {

@@ -69,24 +69,25 @@ func New(cfg Config, parts *Parts, log *slog.Logger) *Server {
 	return s
 }
 
-// Start opens the socket and the TCP listener and serves them.
+// Start opens the socket and the TCP listener and serves them. A listener
+// that cannot be opened is reported in the error; the other one still serves.
 func (s *Server) Start() error {
+	var errs []error
 	if s.cfg.Socket != "" {
-		l, err := listenUnix(s.cfg.Socket)
-		if err != nil {
-			return fmt.Errorf("admin socket %s: %w", s.cfg.Socket, err)
+		if l, err := listenUnix(s.cfg.Socket); err != nil {
+			errs = append(errs, fmt.Errorf("admin socket %s: %w", s.cfg.Socket, err))
+		} else {
+			s.serve(l)
 		}
-		s.serve(l)
 	}
 	if s.cfg.HTTP != "" {
-		l, err := net.Listen("tcp", s.cfg.HTTP)
-		if err != nil {
-			s.Close()
-			return fmt.Errorf("admin http %s: %w", s.cfg.HTTP, err)
+		if l, err := net.Listen("tcp", s.cfg.HTTP); err != nil {
+			errs = append(errs, fmt.Errorf("admin http %s: %w", s.cfg.HTTP, err))
+		} else {
+			s.serve(l)
 		}
-		s.serve(l)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *Server) serve(l net.Listener) {
