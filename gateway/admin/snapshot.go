@@ -214,22 +214,20 @@ func health(st Status) Health {
 	if !st.Store.Healthy {
 		h.Problems = append(h.Problems, "store: "+st.Store.Error)
 	}
+	problem := func(what, state, lastErr string) {
+		if lastErr != "" {
+			state += " (" + lastErr + ")"
+		}
+		h.Problems = append(h.Problems, what+": "+state)
+	}
 	for _, b := range st.Bridges {
 		if !b.Connected {
-			msg := "bridge " + b.Bridge + ": disconnected"
-			if b.LastError != "" {
-				msg += " (" + b.LastError + ")"
-			}
-			h.Problems = append(h.Problems, msg)
+			problem("bridge "+b.Bridge, "disconnected", b.LastError)
 		}
 	}
 	for _, pt := range st.Ports {
 		if !pt.Open {
-			msg := "port " + pt.Port + ": not open"
-			if pt.LastError != "" {
-				msg += " (" + pt.LastError + ")"
-			}
-			h.Problems = append(h.Problems, msg)
+			problem("port "+pt.Port, "not open", pt.LastError)
 		}
 	}
 	if len(h.Problems) > 0 {
