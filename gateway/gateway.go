@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ type Gateway struct {
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
 	listeners map[string]*tcpListener
+	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
@@ -80,6 +82,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
 		return nil, fmt.Errorf("add limits hook: %w", err)
 	}
@@ -135,6 +138,10 @@ func (g *Gateway) Start() error {
 	}
 	g.bridges.start()
 	g.startMeters()
+	g.trimStop = make(chan struct{})
+	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
+	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
+	go trim.run(g.trimStop)
 	return nil
 }
 
@@ -161,6 +168,9 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	if g.trimStop != nil {
+		close(g.trimStop)
+	}
 	g.stopMeters()
 	g.bridges.stop()
 	g.drainClients()
@@ -194,6 +204,7 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		Durability:     store.Durability(cfg.Store.Durability),
 		CommitInterval: cfg.Store.CommitInterval,
 		MaxBytes:       cfg.Store.MaxBytes,
+		Overflow:       cfg.Store.Overflow,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)
@@ -399,6 +410,7 @@ func storeSys(st *store.Store) map[string]int64 {
 		"store/commits_failed":         s.FailedCommits.Load(),
 		"store/messages_written":       s.MessagesWritten.Load(),
 		"store/messages_never_written": s.MessagesSkipped.Load(),
+		"store/messages_dropped":       s.MessagesShed.Load(),
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		m["store/process_write_bytes"] = wb
