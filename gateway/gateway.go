@@ -77,6 +77,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	hub.Store(meters)
+	reclaimOrphanQueues(cfg, st, log.With(slog.String("component", "store")))
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
