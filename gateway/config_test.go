@@ -22,7 +22,7 @@ func TestDefaultConfig(t *testing.T) {
 		Log:       LogConfig{Level: "info", Format: "text"},
 		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883"}},
 		MQTT:      MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second},
-		Store:     StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
+		Store:     StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew},
 		Bridges:   []BridgeConfig{},
 		Admin:     AdminConfig{Socket: "admin.sock"},
 		Sessions: SessionsConfig{
@@ -121,6 +121,7 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0"}, {Name: "b", Address: "[::1]:8883"}}
 		}},
 		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
+		{"store overflow", "store:\n  overflow: drop_oldest\n", func(c *Config) { c.Store.Overflow = session.DropOldest }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
 			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
@@ -206,6 +207,8 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:2: mqtt.sys_interval: must be at least 1s, got 500ms`}},
 		{"bad queue_overflow", "sessions:\n  queue_overflow: drop_newest\n",
 			[]string{`edgegw.yaml:2: sessions.queue_overflow: must be one of refuse_new, drop_oldest, got "drop_newest"`}},
+		{"bad store overflow", "store:\n  overflow: drop\n",
+			[]string{`edgegw.yaml:2: store.overflow: must be one of refuse_new, drop_oldest, got "drop"`}},
 		{"bad log level", "log:\n  level: verbose\n",
 			[]string{`edgegw.yaml:2: log.level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"bad clean_start", "sessions:\n  profiles:\n    - name: a\n      clean_start: force\n    - name: b\n      clean_start: sometimes\n",

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ type Gateway struct {
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
 	listeners map[string]*tcpListener
+	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
 	limits    *limitsHook
 	admin     *admin.Server // nil when turned off (admin.go)
 }
@@ -79,11 +81,13 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	hub.Store(meters)
+	reclaimOrphanQueues(cfg, st, log.With(slog.String("component", "store")))
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
 		return nil, err
 	}
+	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	limits := &limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}
 	if err := srv.AddHook(limits, nil); err != nil {
 		return nil, fmt.Errorf("add limits hook: %w", err)
@@ -149,6 +153,10 @@ func (g *Gateway) Start() error {
 	}
 	g.bridges.start()
 	g.startMeters()
+	g.trimStop = make(chan struct{})
+	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
+	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
+	go trim.run(g.trimStop)
 	return nil
 }
 
@@ -177,6 +185,9 @@ func (g *Gateway) Store() *store.Store { return g.store }
 func (g *Gateway) Close() error {
 	if g.admin != nil {
 		g.admin.Close()
+	}
+	if g.trimStop != nil {
+		close(g.trimStop)
 	}
 	g.stopMeters()
 	g.bridges.stop()
@@ -211,6 +222,7 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		Durability:     store.Durability(cfg.Store.Durability),
 		CommitInterval: cfg.Store.CommitInterval,
 		MaxBytes:       cfg.Store.MaxBytes,
+		Overflow:       cfg.Store.Overflow,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)
@@ -416,6 +428,7 @@ func storeSys(st *store.Store) map[string]int64 {
 		"store/commits_failed":         s.FailedCommits.Load(),
 		"store/messages_written":       s.MessagesWritten.Load(),
 		"store/messages_never_written": s.MessagesSkipped.Load(),
+		"store/messages_dropped":       s.MessagesShed.Load(),
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		m["store/process_write_bytes"] = wb

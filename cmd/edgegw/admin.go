@@ -362,7 +362,7 @@ func printStatus(p *printer, st admin.Status) {
 			oldest = fmtSeconds(int64(b.OutboxOldestAge))
 		}
 		p.row("bridge "+b.Bridge, state, "since "+b.Since.Local().Format("15:04:05"),
-			fmt.Sprintf("outbox %d", b.OutboxDepth), "oldest "+oldest, fmt.Sprintf("dropped %d", b.OutboxDropped))
+			fmt.Sprintf("outbox %d (%s)", b.OutboxDepth, fmtBytes(b.OutboxBytes)), "oldest "+oldest, fmt.Sprintf("dropped %d", b.OutboxDropped))
 	}
 	p.flushTable()
 	p.line("")
@@ -383,6 +383,9 @@ func printStatus(p *printer, st admin.Status) {
 	p.row("store", "in use "+fmtBytes(s.UsedBytes), capacity, "file "+fmtBytes(s.FileBytes),
 		fmt.Sprintf("%d free pages", s.FreePages), fmt.Sprintf("%d commits", s.Commits), wpm+" written/message")
 	var drops []string
+	if s.MessagesDropped != 0 {
+		drops = append(drops, fmt.Sprintf("store_messages_dropped %d", s.MessagesDropped))
+	}
 	for _, c := range st.Counters {
 		if c.Value != 0 && c.Name != "wills_published" && c.Name != "sessions_expired" {
 			drops = append(drops, fmt.Sprintf("%s %d", c.Name, c.Value))
@@ -479,7 +482,7 @@ func printBridgeDetail(p *printer, b bridge.Status) {
 	if b.OutboxDepth > 0 {
 		oldest = fmtSeconds(int64(b.OutboxOldestAge))
 	}
-	p.row("  outbox", fmt.Sprintf("%d messages", b.OutboxDepth))
+	p.row("  outbox", fmt.Sprintf("%d messages, %s", b.OutboxDepth, fmtBytes(b.OutboxBytes)))
 	p.row("  oldest", oldest)
 	p.row("  dropped", fmt.Sprintf("%d", b.OutboxDropped))
 	p.row("  sent", fmt.Sprintf("%d", b.Sent))

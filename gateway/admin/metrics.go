@@ -137,6 +137,8 @@ func WriteMetrics(w io.Writer, st Status) error {
 		per(bs, "bridge", bName, func(b bStatus) float64 { return b2f(b.Connected) })...)
 	m.family("edgegw_bridge_outbox_messages", "gauge", "Messages waiting in the bridge's outbox (in flight included).",
 		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxDepth) })...)
+	m.family("edgegw_bridge_outbox_bytes", "gauge", "Topic and payload bytes waiting in the outbox.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxBytes) })...)
 	m.family("edgegw_bridge_outbox_oldest_age_seconds", "gauge", "Age of the oldest message in the outbox; 0 when empty.",
 		per(bs, "bridge", bName, func(b bStatus) float64 { return b.OutboxOldestAge })...)
 	m.family("edgegw_bridge_outbox_dropped_total", "counter", "Messages the outbox overflow policy dropped or refused.",
@@ -196,6 +198,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.family("edgegw_store_commit_seconds_total", "counter", "Time spent committing.", sample{value: s.CommitSeconds})
 	m.counter("edgegw_store_messages_written_total", "Queued messages that reached the disk.", s.MessagesWritten)
 	m.counter("edgegw_store_messages_never_written_total", "Queued messages delivered before their commit: never written.", s.MessagesNeverWritten)
+	m.counter("edgegw_store_messages_dropped_total", "Queued messages dropped by store.overflow drop_oldest above store.max_bytes.", s.MessagesDropped)
 	if s.ProcessWriteBytes >= 0 {
 		m.counter("edgegw_process_write_bytes_total", "Bytes the process caused to be written to storage (/proc/self/io write_bytes).", s.ProcessWriteBytes)
 		m.gauge("edgegw_store_write_bytes_per_message", "Process write bytes divided by messages written, since start-up.", float64(s.WriteBytesPerMessage))

@@ -153,6 +153,9 @@ type Store struct {
 	CommitSeconds        float64 `json:"commit_seconds"`
 	MessagesWritten      int64   `json:"messages_written"`
 	MessagesNeverWritten int64   `json:"messages_never_written"`
+	// MessagesDropped are queue entries dropped by store.overflow drop_oldest
+	// above store.max_bytes.
+	MessagesDropped int64 `json:"messages_dropped"`
 	// ProcessWriteBytes is the process's write_bytes from /proc/self/io (what
 	// reached the block device); -1 when unavailable.
 	ProcessWriteBytes int64 `json:"process_write_bytes"`
@@ -305,6 +308,7 @@ func (p *Parts) store() Store {
 		Commits: s.Commits.Load(), CommitsFailed: s.FailedCommits.Load(),
 		CommitSeconds:   time.Duration(s.CommitNanos.Load()).Seconds(),
 		MessagesWritten: s.MessagesWritten.Load(), MessagesNeverWritten: s.MessagesSkipped.Load(),
+		MessagesDropped:   s.MessagesShed.Load(),
 		ProcessWriteBytes: -1, Healthy: in.Err == nil}
 	if in.Err != nil {
 		out.Error = in.Err.Error()
