@@ -351,8 +351,7 @@ func (s *Server) change(w http.ResponseWriter, r *http.Request, what string, f f
 		writeError(w, http.StatusConflict, "session %q is not connected", id)
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, "%v", err)
-	default:
-		s.log.Info("admin: session "+what, slog.String("client", id))
+	default: // the engine logs the action
 		writeJSON(w, http.StatusOK, Result{ID: id, Result: what})
 	}
 }
