@@ -279,6 +279,7 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_packets_too_large_total`:                           0,
 		`edgegw_connection_panics_total`:                           0,
 		`edgegw_store_messages_dropped_total`:                      0,
+		`edgegw_mqtt_messages_dropped_total`:                       0,
 		`edgegw_bridge_outbox_dropped_total{bridge="cloud"}`:       0,
 		`edgegw_queue_overflow_episodes_total`:                     0,
 		`edgegw_messages_expired_total`:                            0,

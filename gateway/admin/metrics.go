@@ -128,6 +128,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.counter("edgegw_mqtt_messages_sent_total", "PUBLISH packets sent to clients.", q.MessagesSent)
 	m.counter("edgegw_mqtt_received_bytes_total", "Bytes received on MQTT connections.", q.BytesReceived)
 	m.counter("edgegw_mqtt_sent_bytes_total", "Bytes sent on MQTT connections.", q.BytesSent)
+	m.counter("edgegw_mqtt_messages_dropped_total", "Messages mochi dropped at a slow client's outbound buffer ($SYS only: the engine delivers queued messages).", q.MessagesDropped)
 	m.gauge("edgegw_mqtt_retained_messages", "Retained messages held.", float64(q.Retained))
 	m.gauge("edgegw_mqtt_subscriptions", "Subscriptions of all sessions.", float64(q.Subscriptions))
 

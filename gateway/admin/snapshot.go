@@ -177,6 +177,10 @@ type MQTT struct {
 	PacketsSent      int64 `json:"packets_sent"`
 	Retained         int64 `json:"retained"`
 	Subscriptions    int64 `json:"subscriptions"`
+	// MessagesDropped counts mochi's own drops to a slow client's outbound
+	// buffer; the engine delivers queued messages itself, so only $SYS
+	// messages can be lost this way.
+	MessagesDropped int64 `json:"messages_dropped"`
 }
 
 // Collect reads every part once. Cost: a pass over sessions and groups (each
@@ -329,7 +333,8 @@ func (p *Parts) mqtt() MQTT {
 	i := p.Server.Info.Clone()
 	return MQTT{ClientsConnected: i.ClientsConnected, MessagesReceived: i.MessagesReceived, MessagesSent: i.MessagesSent,
 		BytesReceived: i.BytesReceived, BytesSent: i.BytesSent, PacketsReceived: i.PacketsReceived,
-		PacketsSent: i.PacketsSent, Retained: i.Retained, Subscriptions: i.Subscriptions}
+		PacketsSent: i.PacketsSent, Retained: i.Retained, Subscriptions: i.Subscriptions,
+		MessagesDropped: i.MessagesDropped}
 }
 
 // counters are every drop, refusal and overflow counter of the engine and the
