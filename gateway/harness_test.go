@@ -318,7 +318,18 @@ type rawClient struct {
 
 func dialRaw(t *testing.T, addr string, version byte) *rawClient {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	return dialRawFrom(t, addr, "", version)
+}
+
+// dialRawFrom is dialRaw from the local address from ("": any), such as
+// 127.0.0.2 for a second source address on loopback.
+func dialRawFrom(t *testing.T, addr, from string, version byte) *rawClient {
+	t.Helper()
+	d := net.Dialer{Timeout: waitTimeout}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

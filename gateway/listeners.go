@@ -391,10 +391,16 @@ type guardConn struct {
 	length   uint64 // Remaining Length so far
 	skip     uint64 // body bytes still to pass
 	err      error  // sticky
+
+	refusePending bool // err set, DISCONNECT not yet sent
 }
 
 func (g *guardConn) Read(p []byte) (int, error) {
 	if g.err != nil {
+		if g.refusePending {
+			g.refusePending = false
+			g.refuse()
+		}
 		return 0, g.err
 	}
 	n, err := g.Conn.Read(p)
@@ -433,6 +439,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 				g.refuse()
 				return 0, g.err
 			}
+			g.refusePending = true
 			return start, nil // the packets before it first; the next Read fails
 		}
 		g.skip = g.length
