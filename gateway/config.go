@@ -173,10 +173,14 @@ func ParseConfig(name string, data []byte) (Config, error) {
 }
 
 // CheckConfig loads and checks the configuration file at path. Besides the errors of
-// LoadConfig it returns warnings about valid but doubtful settings (none yet).
+// LoadConfig it reports TLS listener files that do not load (as edgegw run would),
+// and returns warnings about valid but doubtful settings (none yet).
 func CheckConfig(path string) (warnings []string, err error) {
-	_, err = LoadConfig(path)
-	return nil, err
+	c, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return nil, checkTLSFiles(path, c)
 }
 
 // SessionOptions converts the sessions section for the session package. The result

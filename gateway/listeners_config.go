@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -208,4 +209,19 @@ func (d *decoder) checkListener(key string, l ListenerConfig) {
 	if t.ClientAuth != "none" && t.ClientCAFile == "" {
 		d.failKey(key+".tls.client_auth", "%s needs tls.client_ca_file to verify client certificates against", t.ClientAuth)
 	}
+}
+
+// checkTLSFiles loads the certificate, key and client CA files of every TLS
+// listener as New would; each failure is a ConfigError naming the listener.
+func checkTLSFiles(file string, c Config) error {
+	var errs []error
+	for i, l := range c.Listeners {
+		if l.TLS == nil {
+			continue
+		}
+		if _, err := newTLSSource(l.Name, *l.TLS, nil); err != nil {
+			errs = append(errs, &ConfigError{File: file, Key: fmt.Sprintf("listeners[%d].tls", i), Msg: err.Error()})
+		}
+	}
+	return errors.Join(errs...)
 }
