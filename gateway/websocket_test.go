@@ -3,6 +3,7 @@ package gateway_test
 // WebSocket listeners (ws and wss) with real MQTT-over-WebSocket clients.
 
 import (
+	"bufio"
 	"crypto/tls"
 	"net"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
 )
@@ -175,4 +177,61 @@ func dialWS(t *testing.T, addr string) net.Conn {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// Close drains every kind of listener: each connected v5 client gets
+// DISCONNECT 0x8B Server shutting down, connections still before CONNECT are
+// closed, and Close returns promptly (no client is left for mochi's Close).
+func TestCloseDrainsEveryListenerKind(t *testing.T) {
+	ca := newTestCA(t, "site CA")
+	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
+	g, stop := startGatewayIn(t, t.TempDir(), &testClock{now: time.Now()}, func(c *gateway.Config) {
+		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"},
+			tlsListener("wss", "websocket", f, ""))
+	})
+	clientTLS := &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"}
+	dial := map[string]func() net.Conn{
+		"local": func() net.Conn { c, _ := net.Dial("tcp", g.addr); return c },
+		"tls": func() net.Conn {
+			c, err := tls.Dial("tcp", g.Addr("tls"), clientTLS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
+		"ws": func() net.Conn { return dialWS(t, g.Addr("ws")) },
+		"wss": func() net.Conn {
+			c, err := paho3.NewWebsocket("wss://"+g.Addr("wss")+"/mqtt", clientTLS, waitTimeout, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
+	}
+	var connected, idle []*rawClient
+	for name, d := range dial {
+		c := &rawClient{t: t, conn: d(), r: nil, version: 5}
+		c.r = bufio.NewReader(c.conn)
+		if ca := c.connect("drain-"+name, true, packets.Properties{}); ca.ReasonCode != 0 {
+			t.Fatalf("%s: CONNACK %#x", name, ca.ReasonCode)
+		}
+		connected = append(connected, c)
+		i := &rawClient{t: t, conn: d(), version: 5}
+		i.r = bufio.NewReader(i.conn)
+		idle = append(idle, i)
+	}
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	for _, c := range connected {
+		closedWith(t, c, packets.ErrServerShuttingDown.Code, true)
+	}
+	for _, c := range idle {
+		if got := c.expectClosed(); len(got) != 0 {
+			t.Fatalf("idle connection got %+v", got)
+		}
+	}
 }
