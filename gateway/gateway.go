@@ -136,7 +136,9 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
 	caps.MaximumClientWritesPending = 64
 	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize                                 // a backstop: guardConn refuses exactly, first
-	caps.ReceiveMaximum = uint16(min(max(cfg.MQTT.MaxInflight, 1), math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
+	if cfg.MQTT.MaxInflight > 0 {
+		caps.ReceiveMaximum = uint16(min(cfg.MQTT.MaxInflight, math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
+	}
 	caps.MaximumClients = math.MaxInt64                                             // the engine's session quota decides
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
