@@ -135,11 +135,11 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps.MaximumSessionExpiryInterval = math.MaxUint32 // the engine caps and expires sessions
 	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
 	caps.MaximumClientWritesPending = 64
-	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize                                 // a backstop: guardConn refuses exactly, first
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize // a backstop: guardConn refuses exactly, first
 	if cfg.MQTT.MaxInflight > 0 {
 		caps.ReceiveMaximum = uint16(min(cfg.MQTT.MaxInflight, math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
 	}
-	caps.MaximumClients = math.MaxInt64                                             // the engine's session quota decides
+	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   log.With(slog.String("component", "mqtt")),

@@ -46,9 +46,9 @@ type limitsHook struct {
 	mqtt.HookBase
 	srv           *mqtt.Server
 	maxPacketSize uint32
-	maxTopicLen   int // 0: no limit (a Config built by hand)
-	maxLevels     int // 0: no limit
-	maxInflight   int // 0: no limit
+	maxTopicLen   int          // 0: no limit (a Config built by hand)
+	maxLevels     int          // 0: no limit
+	maxInflight   int          // 0: no limit
 	rate          *rateLimiter // nil: no connection rate limit
 	stats         *LimitStats
 	log           *slog.Logger
