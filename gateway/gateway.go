@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,7 @@ type Gateway struct {
 	meters    *hardware.Hub // nil without meter ports
 	listeners map[string]*listener
 	limits    *LimitStats
+	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
@@ -92,11 +94,13 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	hub.Store(meters)
+	reclaimOrphanQueues(cfg, st, log.With(slog.String("component", "store")))
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
 		return nil, err
 	}
+	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	// Authentication and ACLs come with the security issue; until then every client
 	// is admitted, which is why the default listener binds to loopback only.
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -161,6 +165,10 @@ func (g *Gateway) Start() error {
 	}
 	g.bridges.start()
 	g.startMeters()
+	g.trimStop = make(chan struct{})
+	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
+	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
+	go trim.run(g.trimStop)
 	return nil
 }
 
@@ -206,6 +214,9 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	if g.trimStop != nil {
+		close(g.trimStop)
+	}
 	g.stopMeters()
 	g.bridges.stop()
 	g.drainClients()
@@ -239,6 +250,7 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		Durability:     store.Durability(cfg.Store.Durability),
 		CommitInterval: cfg.Store.CommitInterval,
 		MaxBytes:       cfg.Store.MaxBytes,
+		Overflow:       cfg.Store.Overflow,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)
@@ -334,6 +346,7 @@ func storeSys(st *store.Store) map[string]int64 {
 		"store/commits_failed":         s.FailedCommits.Load(),
 		"store/messages_written":       s.MessagesWritten.Load(),
 		"store/messages_never_written": s.MessagesSkipped.Load(),
+		"store/messages_dropped":       s.MessagesShed.Load(),
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		m["store/process_write_bytes"] = wb
