@@ -104,6 +104,9 @@ func (l *listener) Init(*slog.Logger) error {
 			CheckOrigin:     func(*http.Request) bool { return true },
 			ReadBufferSize:  2048,
 			WriteBufferSize: 2048,
+			// Write buffers are taken from the pool per message and returned:
+			// idle connections hold none.
+			WriteBufferPool: new(sync.Pool),
 		}
 		l.http = &http.Server{
 			Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
