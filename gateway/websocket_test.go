@@ -236,3 +236,40 @@ func TestCloseDrainsEveryListenerKind(t *testing.T) {
 		}
 	}
 }
+
+// A connection handler that panics (mochi's decoder on a v5 SUBSCRIBE missing
+// its options byte, mochi-mqtt/server#501) is recovered on the TLS and
+// WebSocket listeners as on TCP: the connection is closed, its session ended
+// through Engine.ConnectionLost, and the gateway keeps serving.
+func TestPanicRecoveredOnTLSAndWebSocket(t *testing.T) {
+	ca := testpki.NewCA(t, "site CA")
+	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
+	g := startSettledGateway(t, func(c *gateway.Config) {
+		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+	})
+	b := newBystander(t, g)
+	dial := map[string]func() net.Conn{
+		"tls": func() net.Conn {
+			c, err := tls.Dial("tcp", g.Addr("tls"), &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
+		"ws": func() net.Conn { return dialWS(t, g.Addr("ws")) },
+	}
+	for name, d := range dial {
+		t.Run(name, func(t *testing.T) {
+			c := &rawClient{t: t, conn: d(), version: 5}
+			c.r = bufio.NewReader(c.conn)
+			if ca := c.connect("truncated-"+name, true, packets.Properties{}); ca.ReasonCode != 0 {
+				t.Fatalf("CONNACK %#x", ca.ReasonCode)
+			}
+			c.write([]byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a'})
+			closedWith(t, c, packets.ErrMalformedPacket.Code, false)
+			waitFor(t, "crashed session ended", func() bool { _, ok := g.sessionInfo("truncated-" + name); return !ok })
+			b.check(t, g)
+		})
+	}
+}
