@@ -160,7 +160,8 @@ func TestTLSListenerServesV5AndV3(t *testing.T) {
 
 // Client certificates on a listener with client_auth require: a certificate
 // from another CA, an expired one, none at all, and a TLS 1.1 client are each
-// refused during the handshake [MQTT-5.4.5 / RFC 5246 7.4.6], counted, and
+// refused during the handshake (MQTT 5.4.1; RFC 8446 4.4.2.4, RFC 5246
+// 7.4.6), counted, and
 // logged; no session is created, a connected client is undisturbed, and a
 // client with a valid certificate still gets in.
 func TestTLSClientCertificatesRefused(t *testing.T) {
@@ -308,9 +309,8 @@ func TestTLSListenerBadFilesRefusedAtStart(t *testing.T) {
 
 // min_version "1.3" refuses a TLS 1.2 client; ciphers "modern" refuses a TLS 1.2
 // client offering only a CBC suite (which "default" serves) and serves one
-// offering AES-GCM; client_auth
-// "request" serves a client without a certificate but refuses one whose
-// certificate does not verify.
+// offering AES-GCM; client_auth "request" serves a client without a
+// certificate but refuses one whose certificate does not verify.
 func TestTLSVersionCipherAndRequestPolicies(t *testing.T) {
 	ca := testpki.NewCA(t, "site CA")
 	clients := testpki.NewCA(t, "device CA")
