@@ -109,10 +109,15 @@ func (l *listener) Init(*slog.Logger) error {
 			WriteBufferPool: new(sync.Pool),
 		}
 		l.http = &http.Server{
-			Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
+			// A request that is not an upgrade gets its error and the connection
+			// closes: no idle keep-alive connections, small headers, bounded time.
 			ReadHeaderTimeout: l.timeout,
+			ReadTimeout:       l.timeout,
+			MaxHeaderBytes:    8 << 10,
 			ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 		}
+		l.http.SetKeepAlivesEnabled(false)
 	}
 	return nil
 }

@@ -5,8 +5,10 @@ package gateway_test
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,6 +117,24 @@ func TestWebSocketSubprotocolAndTextFrames(t *testing.T) {
 	}
 	if _, ok := g.sessionInfo("x"); ok {
 		t.Fatal("session created from a text frame")
+	}
+
+	// A plain HTTP request is refused and its connection closed (no keep-alive).
+	c, err := net.Dial("tcp", g.Addr("ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer to a plain GET: %v (connection kept open?)", err)
+	}
+	if !strings.HasPrefix(string(resp), "HTTP/1.1 400") {
+		t.Fatalf("plain GET answered %q, want 400", resp)
 	}
 	b.check(t, g)
 }
