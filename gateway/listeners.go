@@ -387,8 +387,9 @@ var errPacketTooLarge = fmt.Errorf("packet larger than max_packet_size: %w", pac
 // guardConn is every network connection as mochi sees it. It follows the MQTT
 // packet framing of the inbound byte stream and refuses a packet whose size
 // (fixed header included) is over max as soon as its fixed header arrives, so
-// mochi never allocates it: the packets before it are handed on, then the read
-// fails; a v5 client first gets DISCONNECT 0x95 Packet too large (4.13,
+// mochi never allocates it: the packets before it are handed on (and the start
+// of its fixed header if that came in an earlier read), then the read fails; a
+// v5 client first gets DISCONNECT 0x95 Packet too large (4.13,
 // [MQTT-3.2.2-15] is the client's side of the limit). Framing state is touched
 // only by the goroutine reading the connection.
 type guardConn struct {
