@@ -60,6 +60,11 @@ type Config struct {
 	Bridges []BridgeConfig
 	// Meters are the serial and LoRa-UART meters (meters_config.go).
 	Meters MetersConfig
+	// Admin configures the admin API, status page and metrics (admin_config.go).
+	Admin AdminConfig
+	// Version is the program's version, shown by the admin API. Set by the
+	// command (edgegw run), not by the file.
+	Version string
 }
 
 // StoreConfig configures durability and size of the session store.
@@ -68,8 +73,10 @@ type StoreConfig struct {
 	Durability string
 	// CommitInterval is the longest a change waits for its commit in batch mode; > 0.
 	CommitInterval time.Duration
-	// MaxBytes caps the store file; durable work is refused beyond it. 0 = no cap.
+	// MaxBytes caps the pages in use of the store file; 0 = no cap.
 	MaxBytes int64
+	// Overflow is applied above MaxBytes: refuse_new or drop_oldest.
+	Overflow session.Overflow
 }
 
 // LogConfig configures logging.
@@ -80,12 +87,17 @@ type LogConfig struct {
 	Format string
 }
 
-// ListenerConfig is one MQTT listener.
+// ListenerConfig is one MQTT listener (listeners_config.go decodes and checks it).
 type ListenerConfig struct {
 	// Name is unique among listeners and not empty; profiles match on it.
 	Name string
-	// Address is host:port for a plain TCP listener; the port is numeric, 0-65535.
+	// Address is host:port to listen on; the port is numeric, 0-65535.
 	Address string
+	// Type is "tcp" (MQTT over TCP) or "websocket" (MQTT over WebSocket,
+	// subprotocol "mqtt"); "" means tcp.
+	Type string
+	// TLS, when set, makes the listener accept only TLS connections.
+	TLS *ListenerTLS
 }
 
 // MQTTConfig holds MQTT protocol limits.
@@ -96,6 +108,17 @@ type MQTTConfig struct {
 	ConnectTimeout time.Duration
 	// SysInterval is the $SYS publishing period: whole seconds, at least 1s.
 	SysInterval time.Duration
+	// MaxTopicLength is the longest topic name or filter accepted, in bytes
+	// (PUBLISH, SUBSCRIBE, will topic); 1-65535.
+	MaxTopicLength int
+	// MaxTopicLevels is the most '/'-separated levels a topic name or filter may
+	// have; 1-65535.
+	MaxTopicLevels int
+	// MaxInflight is the Receive Maximum the server advertises: the most QoS 2
+	// PUBLISHes a client may have unreleased (PUBREL not yet sent); 1-65535.
+	MaxInflight int
+	// ConnectionRate limits new connections per source address.
+	ConnectionRate RateConfig
 }
 
 // SessionsConfig is the sessions section as written in the file. The fields mirror
@@ -157,10 +180,14 @@ func ParseConfig(name string, data []byte) (Config, error) {
 }
 
 // CheckConfig loads and checks the configuration file at path. Besides the errors of
-// LoadConfig it returns warnings about valid but doubtful settings (none yet).
+// LoadConfig it reports TLS listener files that do not load (as edgegw run would),
+// and returns warnings about valid but doubtful settings (none yet).
 func CheckConfig(path string) (warnings []string, err error) {
-	_, err = LoadConfig(path)
-	return nil, err
+	c, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return nil, checkTLSFiles(path, c)
 }
 
 // SessionOptions converts the sessions section for the session package. The result
@@ -341,14 +368,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		},
 		"listeners": func(n *yaml.Node, key string) {
 			ls := []ListenerConfig{}
-			ok := d.list(n, key, func(n *yaml.Node, key string) {
-				var l ListenerConfig
-				d.mapping(n, key, map[string]setter{
-					"name":    d.str(&l.Name),
-					"address": d.str(&l.Address),
-				})
-				ls = append(ls, l)
-			})
+			ok := d.list(n, key, func(n *yaml.Node, key string) { ls = append(ls, d.listener(n, key)) })
 			if ok {
 				c.Listeners = ls
 			}
@@ -361,8 +381,12 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 						m.MaxPacketSize = uint32(v)
 					}
 				},
-				"connect_timeout": d.duration(&m.ConnectTimeout, 1, math.MaxInt64, false),
-				"sys_interval":    d.duration(&m.SysInterval, time.Second, math.MaxInt64, true),
+				"connect_timeout":  d.duration(&m.ConnectTimeout, 1, math.MaxInt64, false),
+				"sys_interval":     d.duration(&m.SysInterval, time.Second, math.MaxInt64, true),
+				"max_topic_length": d.count(&m.MaxTopicLength, 1, 65535),
+				"max_topic_levels": d.count(&m.MaxTopicLevels, 1, 65535),
+				"max_inflight":     d.count(&m.MaxInflight, 1, 65535),
+				"connection_rate":  func(n *yaml.Node, key string) { d.rate(n, key, &m.ConnectionRate) },
 			})
 		},
 		"store": func(n *yaml.Node, key string) {
@@ -375,6 +399,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 						st.MaxBytes = v
 					}
 				},
+				"overflow": d.enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
 			})
 		},
 		"site_id": d.str(&c.SiteID),
@@ -385,6 +410,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 			}
 		},
 		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
+		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{
@@ -459,7 +485,12 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 		"outbox": func(n *yaml.Node, key string) {
 			d.mapping(n, key, map[string]setter{
 				"max_messages": d.count(&b.OutboxMax, 1, maxCount),
-				"overflow":     d.enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
+				"max_bytes": func(n *yaml.Node, key string) {
+					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+						b.OutboxMaxBytes = v
+					}
+				},
+				"overflow": d.enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
 			})
 		},
 	})
@@ -508,6 +539,7 @@ func (d *decoder) check(c *Config) {
 		if err := checkAddress(l.Address); err != nil {
 			d.failKey(key+".address", "%v", err)
 		}
+		d.checkListener(key, l)
 	}
 	names = map[string]int{}
 	for i, p := range c.Sessions.Profiles {
@@ -539,6 +571,7 @@ func (d *decoder) check(c *Config) {
 		}
 	}
 	d.checkMeters(&c.Meters)
+	d.checkAdmin(c)
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.
 	if err := c.SessionOptions().Validate(); err != nil {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,10 +21,14 @@ func TestDefaultConfig(t *testing.T) {
 	want := Config{
 		DataDir:   "./data",
 		Log:       LogConfig{Level: "info", Format: "text"},
-		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883"}},
-		MQTT:      MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second},
-		Store:     StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
-		Bridges:   []BridgeConfig{},
+		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883", Type: "tcp"}},
+		MQTT: MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second,
+			MaxTopicLength: 1024, MaxTopicLevels: 32, MaxInflight: 64,
+			ConnectionRate: RateConfig{PerSecond: 10, Burst: 50,
+				Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}},
+		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew},
+		Bridges: []BridgeConfig{},
+		Admin:   AdminConfig{Socket: "admin.sock"},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
 			MaxSessions:    10000,
@@ -117,9 +122,10 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 		{"one key", "sessions:\n  max_sessions: 5\n", func(c *Config) { c.Sessions.MaxSessions = 5 }},
 		{"log", "log: {level: debug, format: json}\n", func(c *Config) { c.Log = LogConfig{Level: "debug", Format: "json"} }},
 		{"listeners replace", "listeners:\n  - {name: a, address: ':0'}\n  - {name: b, address: '[::1]:8883'}\n", func(c *Config) {
-			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0"}, {Name: "b", Address: "[::1]:8883"}}
+			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0", Type: "tcp"}, {Name: "b", Address: "[::1]:8883", Type: "tcp"}}
 		}},
 		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
+		{"store overflow", "store:\n  overflow: drop_oldest\n", func(c *Config) { c.Store.Overflow = session.DropOldest }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
 			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
@@ -205,6 +211,8 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:2: mqtt.sys_interval: must be at least 1s, got 500ms`}},
 		{"bad queue_overflow", "sessions:\n  queue_overflow: drop_newest\n",
 			[]string{`edgegw.yaml:2: sessions.queue_overflow: must be one of refuse_new, drop_oldest, got "drop_newest"`}},
+		{"bad store overflow", "store:\n  overflow: drop\n",
+			[]string{`edgegw.yaml:2: store.overflow: must be one of refuse_new, drop_oldest, got "drop"`}},
 		{"bad log level", "log:\n  level: verbose\n",
 			[]string{`edgegw.yaml:2: log.level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"bad clean_start", "sessions:\n  profiles:\n    - name: a\n      clean_start: force\n    - name: b\n      clean_start: sometimes\n",

@@ -2,24 +2,25 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
+	"edgegw/gateway/admin"
 	"edgegw/hardware"
-	"edgegw/internal/batchconn"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -34,12 +35,16 @@ type Gateway struct {
 	engine    *session.Engine
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
-	listeners map[string]*tcpListener
+	listeners map[string]*listener
+	limits    *LimitStats
+	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
+	admin     *admin.Server // nil when turned off (admin.go)
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
 // clock; production passes session.Deps{}.
 func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
+	started := time.Now()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
 	}
@@ -52,13 +57,29 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
 	var hub atomic.Pointer[hardware.Hub]
-	deps.SysValues = func() map[string]int64 { return withMeterSys(storeSys(st), hub.Load()) }
+	limits := new(LimitStats)
+	deps.SysValues = func() map[string]int64 {
+		m := withMeterSys(storeSys(st), hub.Load())
+		maps.Copy(m, limits.sys())
+		return m
+	}
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	srv := NewServer(cfg, log)
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	// Before the engine: see limitsHook.
+	if err := srv.AddHook(&limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
+		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight, rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
+		stats: limits, log: log.With(slog.String("component", "limits"))}, nil); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("add limits hook: %w", err)
+	}
 	if err := engine.AttachTo(srv); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -76,23 +97,30 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	hub.Store(meters)
+	reclaimOrphanQueues(cfg, st, log.With(slog.String("component", "store")))
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
 		return nil, err
 	}
-	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
-		return nil, fmt.Errorf("add limits hook: %w", err)
-	}
+	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	// Authentication and ACLs come with the security issue; until then every client
 	// is admitted, which is why the default listener binds to loopback only.
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, listeners: map[string]*tcpListener{}}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters,
+		listeners: map[string]*listener{}, limits: limits}
 	for _, lc := range cfg.Listeners {
-		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}),
-			timeout: cfg.MQTT.ConnectTimeout, log: log, conns: map[net.Conn]struct{}{}}
+		var ts *tlsSource
+		if lc.TLS != nil {
+			if ts, err = newTLSSource(lc.Name, *lc.TLS, log); err != nil {
+				_ = engine.Stop()
+				_ = st.Close()
+				return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+		}
+		l := newListener(lc, cfg, ts, limits, log)
 		l.lost = func(c net.Conn) { connectionLost(srv, engine, c) }
 		if err := srv.AddListener(l); err != nil {
 			_ = engine.Stop()
@@ -101,6 +129,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		}
 		g.listeners[lc.Name] = l
 	}
+	g.admin = g.newAdmin(started)
 	return g, nil
 }
 
@@ -133,7 +162,10 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps.MaximumSessionExpiryInterval = math.MaxUint32 // the engine caps and expires sessions
 	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
 	caps.MaximumClientWritesPending = 32
-	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize // a backstop: guardConn refuses exactly, first
+	if cfg.MQTT.MaxInflight > 0 {
+		caps.ReceiveMaximum = uint16(min(cfg.MQTT.MaxInflight, math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
+	}
 	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
@@ -147,14 +179,26 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 
 // Start opens the listeners and starts serving. It returns once they listen.
 func (g *Gateway) Start() error {
+	if g.admin != nil {
+		// The broker matters more than its status surface: a socket that cannot
+		// be created (full disk, path in use) is logged, and the gateway serves.
+		if err := g.admin.Start(); err != nil {
+			g.log.Error("admin API not available", slog.Any("error", err))
+		}
+	}
 	if err := g.srv.Serve(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	for name, l := range g.listeners {
-		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()))
+		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()),
+			slog.String("protocol", l.Protocol()))
 	}
 	g.bridges.start()
 	g.startMeters()
+	g.trimStop = make(chan struct{})
+	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
+	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
+	go trim.run(g.trimStop)
 	return nil
 }
 
@@ -169,6 +213,25 @@ func (g *Gateway) Addr(name string) string {
 	return ""
 }
 
+// Limits returns the counters of the abuse limits.
+func (g *Gateway) Limits() *LimitStats { return g.limits }
+
+// Reload re-reads the certificate, key and client CA files of every TLS
+// listener (SIGHUP). New handshakes use the new files; established connections
+// are not touched. A listener whose files fail to load keeps its current ones;
+// the error names it and the file, and is logged too.
+func (g *Gateway) Reload() error {
+	var errs []error
+	for _, l := range g.listeners {
+		if l.tls != nil {
+			if err := l.tls.reload(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Engine returns the session engine.
 func (g *Gateway) Engine() *session.Engine { return g.engine }
 
@@ -181,6 +244,12 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	if g.admin != nil {
+		g.admin.Close()
+	}
+	if g.trimStop != nil {
+		close(g.trimStop)
+	}
 	g.stopMeters()
 	g.bridges.stop()
 	g.drainClients()
@@ -214,6 +283,7 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		Durability:     store.Durability(cfg.Store.Durability),
 		CommitInterval: cfg.Store.CommitInterval,
 		MaxBytes:       cfg.Store.MaxBytes,
+		Overflow:       cfg.Store.Overflow,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)
@@ -237,8 +307,9 @@ func restore(engine *session.Engine, st *store.Store) error {
 	return engine.Restore(records, retained)
 }
 
-// Run starts a gateway and serves until ctx is done.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+// Run starts a gateway and serves until ctx is done. Each value received on
+// reload (SIGHUP in edgegw run) calls Reload; reload may be nil.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, reload <-chan os.Signal) error {
 	g, err := New(cfg, log, session.Deps{})
 	if err != nil {
 		return err
@@ -246,7 +317,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := g.Start(); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	for done := false; !done; {
+		select {
+		case <-reload:
+			log.Info("reloading tls certificates")
+			_ = g.Reload() // logged per listener
+		case <-ctx.Done():
+			done = true
+		}
+	}
 	log.Info("shutting down")
 	return g.Close()
 }
@@ -277,89 +356,6 @@ func (g *Gateway) drainClients() {
 	}
 }
 
-// tcpListener is mochi's TCP listener with four additions:
-//   - a deadline for the CONNECT packet: mochi sets none before CONNECT, so an idle
-//     socket would hold its goroutines and buffers for ever (mochi replaces the
-//     deadline with the keepalive after CONNECT);
-//   - containment of panics in a connection's goroutine: mochi's decoders panic on
-//     some malformed packets (a v5 SUBSCRIBE missing its options byte,
-//     mochi-mqtt/server#501); the connection is closed, its session cleaned up, and
-//     the process keeps serving;
-//   - the set of open connections, so that shutdown can close them all;
-//   - connections that can gather writes (internal/batchconn) for the engine.
-type tcpListener struct {
-	*listeners.TCP
-	timeout time.Duration
-	log     *slog.Logger
-	lost    func(net.Conn) // cleans up after a connection whose goroutine panicked
-
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closing bool
-	panics  atomic.Int64
-	lastLog time.Time
-}
-
-// Serve implements listeners.Listener.
-func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	l.TCP.Serve(func(id string, nc net.Conn) (err error) {
-		// The session engine gathers the packets of one delivery pass into one
-		// write through it (session.pump).
-		var c net.Conn = batchconn.New(nc)
-		l.mu.Lock()
-		if l.closing {
-			l.mu.Unlock()
-			return c.Close()
-		}
-		l.conns[c] = struct{}{}
-		l.mu.Unlock()
-		defer func() {
-			l.mu.Lock()
-			delete(l.conns, c)
-			l.mu.Unlock()
-		}()
-		defer func() {
-			if r := recover(); r != nil {
-				_ = c.Close()
-				l.panics.Add(1)
-				l.logPanic(c, r)
-				l.lost(c)
-				err = fmt.Errorf("connection from %s: recovered panic: %v", c.RemoteAddr(), r)
-			}
-		}()
-		if l.timeout > 0 {
-			_ = c.SetReadDeadline(time.Now().Add(l.timeout))
-		}
-		return establish(id, c)
-	})
-}
-
-// logPanic logs a recovered panic, at most once a second.
-func (l *tcpListener) logPanic(c net.Conn, r any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if time.Since(l.lastLog) < time.Second {
-		return
-	}
-	l.lastLog = time.Now()
-	l.log.Error("malformed input crashed a connection handler; connection closed, gateway serving",
-		slog.String("remote", c.RemoteAddr().String()), slog.Any("panic", r), slog.Int64("total", l.panics.Load()))
-}
-
-func (l *tcpListener) stopAccepting() {
-	l.mu.Lock()
-	l.closing = true
-	l.mu.Unlock()
-}
-
-func (l *tcpListener) closeConns() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-}
-
 // connectionLost cleans up after a connection whose goroutine panicked: mochi's
 // disconnect path did not run, so the engine and mochi's client table are told here.
 func connectionLost(srv *mqtt.Server, engine *session.Engine, c net.Conn) {
@@ -375,46 +371,6 @@ func connectionLost(srv *mqtt.Server, engine *session.Engine, c net.Conn) {
 	}
 }
 
-// limitsHook advertises the server's Maximum Packet Size in v5 CONNACKs, which
-// mochi enforces but does not announce [MQTT-3.2.2-15], and enforces it exactly.
-type limitsHook struct {
-	mqtt.HookBase
-	maxPacketSize uint32
-	tooLarge      atomic.Int64 // packets refused by the exact size check
-}
-
-func (h *limitsHook) ID() string { return "edgegw-limits" }
-
-func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode || b == mqtt.OnPacketRead }
-
-// OnPacketRead refuses a packet larger than max_packet_size counting every byte:
-// mochi's own check leaves out the Remaining Length bytes, so it lets through
-// packets up to 4 bytes over the limit [MQTT-3.2.2-15].
-func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if h.maxPacketSize == 0 {
-		return pk, nil
-	}
-	n := pk.FixedHeader.Remaining
-	size := 1 + 1 + n
-	for v := n >> 7; v > 0; v >>= 7 {
-		size++
-	}
-	if uint64(size) > uint64(h.maxPacketSize) {
-		// mochi acts only on ErrRejectPacket here (other errors are ignored): the
-		// connection is closed, as for its own size check.
-		h.tooLarge.Add(1)
-		return pk, packets.ErrRejectPacket
-	}
-	return pk, nil
-}
-
-func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && h.maxPacketSize > 0 {
-		pk.Properties.MaximumPacketSize = h.maxPacketSize
-	}
-	return pk
-}
-
 // storeSys is the store's part of $SYS: $SYS/edgegw/store/...
 func storeSys(st *store.Store) map[string]int64 {
 	s := st.Stats()
@@ -423,6 +379,7 @@ func storeSys(st *store.Store) map[string]int64 {
 		"store/commits_failed":         s.FailedCommits.Load(),
 		"store/messages_written":       s.MessagesWritten.Load(),
 		"store/messages_never_written": s.MessagesSkipped.Load(),
+		"store/messages_dropped":       s.MessagesShed.Load(),
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		m["store/process_write_bytes"] = wb

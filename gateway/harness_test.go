@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/url"
@@ -161,6 +162,16 @@ func tryConnectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
+	return tryConnectV5Over(t, conn, cp)
+}
+
+// tryConnectV5Over connects a paho.golang client over an open connection (TCP,
+// TLS, WebSocket); the connection is closed if CONNECT fails.
+func tryConnectV5Over(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
+	t.Helper()
+	if _, ok := conn.(*net.TCPConn); !ok {
+		conn = &lockedConn{Conn: conn}
+	}
 	msgs := make(chan *paho.Publish, 10000)
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
@@ -181,6 +192,16 @@ func tryConnectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return &v5Client{Client: c, msgs: msgs}, ca, nil
+}
+
+// lockedConn makes paho.golang write each packet whole. paho.golang writes a
+// packet with several Write calls (net.Buffers), which is atomic only on a TCP
+// connection (writev); over TLS or WebSocket its pinger's first PINGREQ can land
+// inside a SUBSCRIBE, and the server rightly closes the connection as
+// malformed. paho locks a connection that is a sync.Locker around each packet.
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
 }
 
 func (c *v5Client) subscribe(t *testing.T, opts ...paho.SubscribeOptions) *paho.Suback {
@@ -245,12 +266,21 @@ type v3Client struct {
 // it with the CONNACK's session-present flag and return code.
 func connectV3(t *testing.T, addr, id string, clean bool) (*v3Client, bool, byte) {
 	t.Helper()
+	c, present, code, _ := connectV3URL(t, &url.URL{Scheme: "tcp", Host: addr}, nil, id, clean)
+	return c, present, code
+}
+
+// connectV3URL connects a paho.mqtt.golang 3.1.1 client to u (tcp://, ssl://,
+// ws://, wss://) and returns it with the CONNACK's session-present flag, return
+// code and the connect error.
+func connectV3URL(t *testing.T, u *url.URL, tc *tls.Config, id string, clean bool) (*v3Client, bool, byte, error) {
+	t.Helper()
 	msgs := make(chan paho3.Message, 10000)
-	o := paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(clean).
+	o := paho3.NewClientOptions().SetClientID(id).SetCleanSession(clean).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
-		SetConnectTimeout(waitTimeout).SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(waitTimeout).SetKeepAlive(30 * time.Second).SetTLSConfig(tc).
 		SetDefaultPublishHandler(func(_ paho3.Client, m paho3.Message) { msgs <- m })
-	o.Servers = []*url.URL{{Scheme: "tcp", Host: addr}}
+	o.Servers = []*url.URL{u}
 	c := paho3.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(waitTimeout) {
@@ -260,7 +290,7 @@ func connectV3(t *testing.T, addr, id string, clean bool) (*v3Client, bool, byte
 	if tok.Error() == nil {
 		t.Cleanup(func() { c.Disconnect(0) })
 	}
-	return &v3Client{Client: c, msgs: msgs}, ct.SessionPresent(), ct.ReturnCode()
+	return &v3Client{Client: c, msgs: msgs}, ct.SessionPresent(), ct.ReturnCode(), tok.Error()
 }
 
 func (c *v3Client) subscribe(t *testing.T, filter string, qos byte) {
@@ -301,7 +331,18 @@ type rawClient struct {
 
 func dialRaw(t *testing.T, addr string, version byte) *rawClient {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	return dialRawFrom(t, addr, "", version)
+}
+
+// dialRawFrom is dialRaw from the local address from ("": any), such as
+// 127.0.0.2 for a second source address on loopback.
+func dialRawFrom(t *testing.T, addr, from string, version byte) *rawClient {
+	t.Helper()
+	d := net.Dialer{Timeout: waitTimeout}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

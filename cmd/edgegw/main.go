@@ -2,11 +2,16 @@
 //
 // Usage:
 //
-//	edgegw run [-c FILE]        run the gateway (default configuration without -c)
+//	edgegw run [-c FILE]        run the gateway (default configuration without -c);
+//	                            SIGHUP reloads TLS certificates
 //	edgegw config default       print the documented default configuration
 //	edgegw config check FILE    check a configuration file
 //	edgegw version              print the version
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
+//	edgegw status               the running gateway at a glance (admin API)
+//	edgegw sessions [list|show ID|kick ID|purge ID]
+//	edgegw meters               meters and serial ports of the running gateway
+//	edgegw bridge               bridges of the running gateway
 //
 // Exit status: 0 on success, 1 on runtime errors, 2 on usage errors and invalid
 // configuration.
@@ -42,6 +47,11 @@ const usage = `usage:
   edgegw config check FILE    check a configuration file
   edgegw version              print the version
   edgegw service COMMAND      install|uninstall|start|stop|restart|status|unit (systemd)
+  edgegw status               the running gateway at a glance
+  edgegw sessions [list | show ID | kick ID | purge ID]
+  edgegw meters               meters and serial ports of the running gateway
+  edgegw bridge               bridges of the running gateway
+  (status, sessions, meters, bridge: [-c FILE | --socket PATH] [--token-file FILE] [--json])
 `
 
 func main() {
@@ -69,6 +79,14 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return serviceCmd(rest, stdout, stderr)
 	case "store":
 		return storeCmd(rest, stdout, stderr)
+	case "status":
+		return statusCmd(rest, stdout, stderr)
+	case "sessions":
+		return sessionsCmd(rest, stdout, stderr)
+	case "meters":
+		return metersCmd(rest, stdout, stderr)
+	case "bridge", "bridges":
+		return bridgeCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -108,6 +126,7 @@ func runCmd(args []string, stderr io.Writer) int {
 			return configError(stderr, err)
 		}
 	}
+	cfg.Version = version
 	log := cfg.Logger(stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -120,7 +139,11 @@ func runCmd(args []string, stderr io.Writer) int {
 	}
 	log.Info("edgegw starting", "version", version, "config", configName)
 	checkStore(cfg, log)
-	if err := gateway.Run(ctx, cfg, log); err != nil {
+	// SIGHUP reloads the TLS listeners' certificates, keys and client CAs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := gateway.Run(ctx, cfg, log, hup); err != nil {
 		log.Error("edgegw failed", "err", err)
 		return exitRuntime
 	}

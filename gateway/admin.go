@@ -1,0 +1,52 @@
+package gateway
+
+import (
+	"log/slog"
+	"time"
+
+	"edgegw/gateway/admin"
+)
+
+// Wiring of the admin server (gateway/admin): built in New, listening once the
+// gateway serves (Start), closed first in Close so that no request reads parts
+// being stopped.
+
+// newAdmin returns the admin server, or nil when the configuration turns off
+// both the socket and the TCP listener.
+func (g *Gateway) newAdmin(started time.Time) *admin.Server {
+	a := g.cfg.Admin
+	if g.cfg.AdminSocketPath() == "" && a.HTTP == "" {
+		return nil
+	}
+	parts := &admin.Parts{
+		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
+		Bridges: g.bridges.list, Meters: g.meters, MaxSessions: g.cfg.Sessions.MaxSessions,
+		Counters: g.counters,
+	}
+	if parts.Version == "" {
+		parts.Version = "dev"
+	}
+	return admin.New(admin.Config{Socket: g.cfg.AdminSocketPath(), HTTP: a.HTTP, HTTPLoopback: IsLoopback(a.HTTP),
+		Token: a.Token}, parts, g.log.With(slog.String("component", "admin")))
+}
+
+// counters are the gateway's own drop and refusal counters for the admin API.
+// Issue 7's authentication and ACL denials belong here too.
+func (g *Gateway) counters() []admin.Counter {
+	var panics int64
+	for _, l := range g.listeners {
+		panics += l.panics.Load()
+	}
+	return []admin.Counter{
+		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: g.limits.PacketsTooLarge.Load()},
+		{Name: "topics_too_long", Help: "Topic names and filters over mqtt.max_topic_length, refused.", Value: g.limits.TopicsTooLong.Load()},
+		{Name: "topics_too_deep", Help: "Topic names and filters over mqtt.max_topic_levels, refused.", Value: g.limits.TopicsTooDeep.Load()},
+		{Name: "connections_rate_limited", Help: "CONNECTs refused by mqtt.connection_rate.", Value: g.limits.ConnectionsLimited.Load()},
+		{Name: "inflight_exceeded", Help: "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", Value: g.limits.InflightExceeded.Load()},
+		{Name: "tls_handshakes_failed", Help: "TLS handshakes that failed on TLS listeners.", Value: g.limits.TLSHandshakeFailed.Load()},
+		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: panics},
+	}
+}
+
+// Admin returns the admin server, or nil when it is turned off.
+func (g *Gateway) Admin() *admin.Server { return g.admin }
