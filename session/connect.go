@@ -368,6 +368,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 		if e.srv.Topics.Unsubscribe(filter, s.id) {
 			atomic.AddInt64(&e.srv.Info.Subscriptions, -1)
 		}
+		e.topicsChanged()
 		if isShared(filter) {
 			e.leaveGroupLocked(filter, s.id)
 		}

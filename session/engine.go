@@ -49,8 +49,9 @@ type Engine struct {
 	connMu sync.Mutex
 	conns  map[*mqtt.Client]*conn
 
-	stats Stats
-	cons  consumers
+	stats  Stats
+	cons   consumers
+	routes routeCache
 
 	stop     chan struct{}
 	stopOnce sync.Once

@@ -157,6 +157,7 @@ func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
 		e.sessions[r.ID] = s
 	}
 	e.mu.Unlock()
+	e.topicsChanged()
 	for _, s := range e.sessions {
 		for _, f := range s.sharedFiltersLocked() {
 			e.joinGroup(f, s.id)

@@ -113,7 +113,7 @@ func (e *Engine) publishTo(pk packets.Packet, busy *[]*Session) {
 // group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
 func (e *Engine) route(pk packets.Packet, busy *[]*Session) {
 	e.routeConsumers(pk)
-	subs := e.srv.Topics.Subscribers(pk.TopicName)
+	subs := e.subscribers(pk.TopicName)
 	if len(subs.Shared) > 0 {
 		e.mu.RLock()
 		for filter := range subs.Shared {
@@ -300,6 +300,7 @@ func wildcardsValid(filter string) bool {
 // OnSubscribed records granted subscriptions in the session, joins shared groups
 // and prepares the retained messages for the SUBACK's OnPacketSent.
 func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	e.topicsChanged() // mochi changed the index; the SUBACK is not out yet
 	c := e.conn(cl)
 	s := e.session(cl.ID)
 	if c == nil || s == nil {
@@ -362,6 +363,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 // OnUnsubscribed forgets the session's subscriptions (mochi already removed them
 // from the topic index) and leaves shared groups.
 func (e *Engine) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	e.topicsChanged()
 	s := e.session(cl.ID)
 	if s == nil || len(pk.Filters) == 0 {
 		return
