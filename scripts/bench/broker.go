@@ -234,7 +234,10 @@ func freePort() (int, error) {
 }
 
 // rssKB reads VmRSS from /proc/<pid>/status, in kB.
-func rssKB(pid int) (int64, error) {
+func rssKB(pid int) (int64, error) { return statusKB(pid, "VmRSS:") }
+
+// statusKB reads one kB field of /proc/<pid>/status (VmRSS:, RssAnon:, RssFile:).
+func statusKB(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -242,11 +245,11 @@ func rssKB(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			return strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, errors.New("no " + field)
 }
 
 // rssSettled samples VmRSS n times, interval apart, and returns the largest.

@@ -137,7 +137,9 @@ func scIdle(b *broker) (metrics, error) {
 // counts what comes back, and whether each publisher's messages are in order.
 // Also: disk bytes per queued message (at the device when the working
 // directory is on a loop device; write_bytes from /proc/<pid>/io always), VmRSS
-// increase per queued message, and the publishing rate.
+// and RssAnon increase per queued message (VmRSS includes the pages of a
+// memory-mapped store file the process touched: page cache the kernel can
+// reclaim; RssAnon is the process's own memory), and the publishing rate.
 func scOffline(b *broker, pubs int, kill bool) (metrics, error) {
 	s, _, err := subscribe(b.addr, "off-sub", false, "t/off", 1, nil)
 	if err != nil {
@@ -150,6 +152,7 @@ func scOffline(b *broker, pubs int, kill bool) (metrics, error) {
 	dev := deviceOf(b.dir)
 	d0, w0 := dev.written(), procWriteBytes(b.pid())
 	rss0 := rssSettled(b.pid(), 3, 100*time.Millisecond)
+	anon0, _ := statusKB(b.pid(), "RssAnon:")
 	t0 := time.Now()
 	if _, err := publishAll(pubs, func(p int) pubOpts {
 		return pubOpts{addr: b.addr, id: fmt.Sprintf("off-pub-%d", p), topic: fixedTopic("t/off"), qos: 1,
@@ -158,12 +161,14 @@ func scOffline(b *broker, pubs int, kill bool) (metrics, error) {
 		return nil, err
 	}
 	pubTime := time.Since(t0)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(*settle) // commits, and edgegw's memory trim after a burst
 	rss1 := rssSettled(b.pid(), 3, 100*time.Millisecond)
+	anon1, _ := statusKB(b.pid(), "RssAnon:")
 	d1, w1 := dev.written(), procWriteBytes(b.pid())
 	m := metrics{
 		"pubrate": float64(n) / pubTime.Seconds(),
 		"rssmsg":  float64(rss1-rss0) * 1024 / float64(n),
+		"anonmsg": float64(anon1-anon0) * 1024 / float64(n),
 		"wbmsg":   float64(w1-w0) / float64(n),
 	}
 	if dev.loop {
