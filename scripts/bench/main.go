@@ -177,8 +177,8 @@ func run() error {
 	}
 	both := []string{kindEdgegw, kindMosq}
 	scenarios := []scenario{
-		{"qos0", both, scQoS0},
-		{"qos1", []string{kindEdgegw, kindMosq, kindStrict}, func(b *broker) (metrics, error) { return scQoS1(b, 4) }},
+		{"qos0", both, func(b *broker) (metrics, error) { return scThroughput(b, 0, 1) }},
+		{"qos1", []string{kindEdgegw, kindMosq, kindStrict}, func(b *broker) (metrics, error) { return scThroughput(b, 1, 4) }},
 		{"fanin", both, scFanIn},
 		{"idle", both, scIdle},
 		{"offline", both, func(b *broker) (metrics, error) { return scOffline(b, 4, false) }},

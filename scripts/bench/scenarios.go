@@ -13,39 +13,14 @@ import (
 // metrics are one scenario run's results by name.
 type metrics map[string]float64
 
-// scQoS0 is one publisher sending 64-byte QoS 0 messages as fast as the broker
-// reads them for *dur to one QoS 0 subscriber: messages received per second
-// during that time, and broker CPU per received message (until the subscriber
-// has had everything that will arrive).
-func scQoS0(b *broker) (metrics, error) {
-	s, _, err := subscribe(b.addr, "q0-sub", true, "t/q0", 0, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	var stop atomic.Bool
-	cpu0 := cpuTicks(b.pid())
-	var atEnd atomic.Int64
-	timer := time.AfterFunc(*dur, func() { atEnd.Store(s.count.Load()); stop.Store(true) })
-	defer timer.Stop()
-	sent, err := publish(pubOpts{addr: b.addr, id: "q0-pub", topic: fixedTopic("t/q0"), stop: &stop, size: *size})
-	if err != nil {
-		return nil, err
-	}
-	got := s.waitCount(int64(sent), time.Second, 30*time.Second)
-	cpu := cpuTicks(b.pid()) - cpu0
-	return metrics{
-		"rate":    float64(atEnd.Load()) / dur.Seconds(),
-		"cpu":     float64(cpu*ticksToMicros) / float64(max(got, 1)),
-		"lostpct": 100 * float64(int64(sent)-got) / float64(max(sent, 1)),
-	}, nil
-}
-
-// scQoS1 is pubs publishers, each with up to 64 unacknowledged 64-byte QoS 1
-// PUBLISHes, for *dur to one QoS 1 subscriber (clean session) that acknowledges
-// everything: messages received per second, and broker CPU per message.
-func scQoS1(b *broker, pubs int) (metrics, error) {
-	s, _, err := subscribe(b.addr, "q1-sub", true, "t/q1", 1, nil)
+// scThroughput is pubs publishers sending 64-byte messages at qos as fast as
+// the broker takes them (QoS 1: up to 64 unacknowledged PUBLISHes each) for
+// *dur to one subscriber (clean session) that acknowledges everything: messages
+// received per second during that time, broker CPU per received message (until
+// the subscriber has had everything that will arrive), and messages lost.
+func scThroughput(b *broker, qos byte, pubs int) (metrics, error) {
+	topic := fmt.Sprintf("t/q%d", qos)
+	s, _, err := subscribe(b.addr, fmt.Sprintf("q%d-sub", qos), true, topic, qos, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +31,7 @@ func scQoS1(b *broker, pubs int) (metrics, error) {
 	timer := time.AfterFunc(*dur, func() { atEnd.Store(s.count.Load()); stop.Store(true) })
 	defer timer.Stop()
 	sent, err := publishAll(pubs, func(p int) pubOpts {
-		return pubOpts{addr: b.addr, id: fmt.Sprintf("q1-pub-%d", p), topic: fixedTopic("t/q1"), qos: 1,
+		return pubOpts{addr: b.addr, id: fmt.Sprintf("q%d-pub-%d", qos, p), topic: fixedTopic(topic), qos: qos,
 			idx: uint32(p), stop: &stop, window: 64, size: *size}
 	})
 	if err != nil {
@@ -65,9 +40,10 @@ func scQoS1(b *broker, pubs int) (metrics, error) {
 	got := s.waitCount(int64(sent), 2*time.Second, time.Minute)
 	cpu := cpuTicks(b.pid()) - cpu0
 	return metrics{
-		"rate": float64(atEnd.Load()) / dur.Seconds(),
-		"cpu":  float64(cpu*ticksToMicros) / float64(max(got, 1)),
-		"lost": float64(int64(sent) - got),
+		"rate":    float64(atEnd.Load()) / dur.Seconds(),
+		"cpu":     float64(cpu*ticksToMicros) / float64(max(got, 1)),
+		"lost":    float64(int64(sent) - got),
+		"lostpct": 100 * float64(int64(sent)-got) / float64(max(sent, 1)),
 	}, nil
 }
 
