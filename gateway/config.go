@@ -60,6 +60,8 @@ type Config struct {
 	Bridges []BridgeConfig
 	// Meters are the serial and LoRa-UART meters (meters_config.go).
 	Meters MetersConfig
+	// Auth holds users, the password file and the ACL (auth_config.go).
+	Auth AuthConfig
 }
 
 // StoreConfig configures durability and size of the session store.
@@ -86,6 +88,12 @@ type ListenerConfig struct {
 	Name string
 	// Address is host:port for a plain TCP listener; the port is numeric, 0-65535.
 	Address string
+	// AllowAnonymous admits clients without credentials; nil: only on a
+	// loopback address (see AnonymousAllowed).
+	AllowAnonymous *bool
+	// CertUsername is none, cn or san: where a TLS client certificate gives the
+	// username; "" means none.
+	CertUsername string
 }
 
 // MQTTConfig holds MQTT protocol limits.
@@ -157,10 +165,14 @@ func ParseConfig(name string, data []byte) (Config, error) {
 }
 
 // CheckConfig loads and checks the configuration file at path. Besides the errors of
-// LoadConfig it returns warnings about valid but doubtful settings (none yet).
+// LoadConfig it returns warnings about valid but doubtful settings: secrets in
+// files every user can read, listeners no client can log in to.
 func CheckConfig(path string) (warnings []string, err error) {
-	_, err = LoadConfig(path)
-	return nil, err
+	c, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return securityWarnings(path, c), nil
 }
 
 // SessionOptions converts the sessions section for the session package. The result
@@ -343,10 +355,10 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 			ls := []ListenerConfig{}
 			ok := d.list(n, key, func(n *yaml.Node, key string) {
 				var l ListenerConfig
-				d.mapping(n, key, map[string]setter{
-					"name":    d.str(&l.Name),
-					"address": d.str(&l.Address),
-				})
+				keys := d.listenerAuth(&l)
+				keys["name"] = d.str(&l.Name)
+				keys["address"] = d.str(&l.Address)
+				d.mapping(n, key, keys)
 				ls = append(ls, l)
 			})
 			if ok {
@@ -385,6 +397,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 			}
 		},
 		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
+		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{
@@ -539,6 +552,7 @@ func (d *decoder) check(c *Config) {
 		}
 	}
 	d.checkMeters(&c.Meters)
+	d.checkAuth(c)
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.
 	if err := c.SessionOptions().Validate(); err != nil {

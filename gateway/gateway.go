@@ -13,11 +13,11 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
+	"edgegw/gateway/auth"
 	"edgegw/hardware"
 	"edgegw/session"
 	"edgegw/session/store"
@@ -33,15 +33,21 @@ type Gateway struct {
 	engine    *session.Engine
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
+	auth      *auth.Hook
 	listeners map[string]*tcpListener
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
 // clock; production passes session.Deps{}.
 func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
+	if err := makeDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
+	authOpts, err := cfg.authOptions(log.With(slog.String("component", "auth")))
+	if err != nil {
+		return nil, err
+	}
+	authHook := auth.NewHook(authOpts)
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))
 	}
@@ -51,13 +57,20 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
 	var hub atomic.Pointer[hardware.Hub]
-	deps.SysValues = func() map[string]int64 { return withMeterSys(storeSys(st), hub.Load()) }
+	deps.SysValues = func() map[string]int64 { return withAuthSys(withMeterSys(storeSys(st), hub.Load()), authHook) }
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	srv := NewServer(cfg, log)
+	// The auth hook goes first: a refused CONNECT must take no session quota, a
+	// certificate's username must be what the engine's profiles see, and a
+	// denied PUBLISH must stop before the engine routes it (auth.Hook).
+	if err := srv.AddHook(authHook, nil); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
 	if err := engine.AttachTo(srv); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -83,12 +96,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
 		return nil, fmt.Errorf("add limits hook: %w", err)
 	}
-	// Authentication and ACLs come with the security issue; until then every client
-	// is admitted, which is why the default listener binds to loopback only.
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		return nil, fmt.Errorf("add auth hook: %w", err)
-	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, listeners: map[string]*tcpListener{}}
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, auth: authHook,
+		listeners: map[string]*tcpListener{}}
 	for _, lc := range cfg.Listeners {
 		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}),
 			timeout: cfg.MQTT.ConnectTimeout, log: log, conns: map[net.Conn]struct{}{}}
@@ -149,6 +158,9 @@ func (g *Gateway) Addr(name string) string {
 	return ""
 }
 
+// Auth returns the authentication and ACL hook (its Stats are the refusal counters).
+func (g *Gateway) Auth() *auth.Hook { return g.auth }
+
 // Engine returns the session engine.
 func (g *Gateway) Engine() *session.Engine { return g.engine }
 
@@ -187,6 +199,7 @@ func (g *Gateway) Close() error {
 func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 	path := filepath.Join(cfg.DataDir, "edgegw.db")
 	storeLog := log.With(slog.String("component", "store"))
+	tighten(path, 0o600, storeLog)
 	if _, err := store.Compact(path, storeLog); err != nil {
 		storeLog.Warn("compaction skipped", slog.Any("error", err))
 	}

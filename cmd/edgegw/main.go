@@ -7,6 +7,7 @@
 //	edgegw config check FILE    check a configuration file
 //	edgegw version              print the version
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
+//	edgegw passwd FILE USER     add or update USER in the password file FILE
 //
 // Exit status: 0 on success, 1 on runtime errors, 2 on usage errors and invalid
 // configuration.
@@ -42,6 +43,9 @@ const usage = `usage:
   edgegw config check FILE    check a configuration file
   edgegw version              print the version
   edgegw service COMMAND      install|uninstall|start|stop|restart|status|unit (systemd)
+  edgegw passwd FILE USER     add or update USER in the password file FILE (bcrypt);
+                              the password is asked for on a terminal, else read
+                              from the first line of standard input
 `
 
 func main() {
@@ -69,6 +73,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return serviceCmd(rest, stdout, stderr)
 	case "store":
 		return storeCmd(rest, stdout, stderr)
+	case "passwd":
+		return passwdCmd(rest, os.Stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
