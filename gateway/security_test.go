@@ -212,7 +212,21 @@ func TestAuthentication(t *testing.T) {
 	if m := watcher.next(t); m.Topic != "site/temp" || string(m.Payload) != "21" {
 		t.Fatalf("watcher got %s %q", m.Topic, m.Payload)
 	}
-	for _, secret := range []string{"alice-pw", "nope", "$2a$"} {
+	// A second CONNECT is a protocol error that mochi logs with the whole
+	// packet [MQTT-3.1.0-2]; its password must not be in that line.
+	again := dialRaw(t, lan, 5)
+	for i := range 2 {
+		again.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+			ProtocolName: protocolName(5), ClientIdentifier: "again", Clean: true, Keepalive: 30,
+			UsernameFlag: true, Username: []byte("alice"), PasswordFlag: true, Password: []byte("alice-pw")}})
+		if i == 0 {
+			again.expect(packets.Connack)
+		}
+	}
+	again.expectClosed()
+	waitFor(t, "the second CONNECT logged", func() bool { return strings.Contains(logs.String(), "error processing packet") })
+	pwBytes := strings.Trim(fmt.Sprint([]byte("alice-pw")), "[]")
+	for _, secret := range []string{"alice-pw", "nope", "$2a$", pwBytes} {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("log contains %q", secret)
 		}

@@ -75,7 +75,19 @@ type Hook struct {
 	log   *slog.Logger
 	stats Stats
 	lim   [5]limiter
+
+	mu      sync.Mutex
+	pending map[*mqtt.Client]verdict // from the CONNECT's OnPacketRead to OnConnect
 }
+
+// verdict is the outcome of checking a CONNECT's credentials.
+type verdict int
+
+const (
+	admitted verdict = iota
+	badCredentials
+	anonymousRefused
+)
 
 // Log rate limit of denials, per kind.
 const (
@@ -102,7 +114,7 @@ func NewHook(opts Options) *Hook {
 	if opts.Profile == nil {
 		opts.Profile = func(string, string, string) string { return "default" }
 	}
-	return &Hook{opts: opts, log: opts.Log}
+	return &Hook{opts: opts, log: opts.Log, pending: map[*mqtt.Client]verdict{}}
 }
 
 // Stats returns the hook's counters.
@@ -117,17 +129,48 @@ func (h *Hook) Provides(b byte) bool {
 		mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
 }
 
-// OnPacketRead puts the identity of a verified client certificate into the
-// CONNECT's username on listeners with cert_username cn or san, before mochi
-// and the session engine read it.
+// OnPacketRead checks a CONNECT's credentials and then removes the password
+// from the packet, so that no later hook or log line (mochi logs rejected and
+// failed packets whole) can show it; OnConnect acts on the verdict. It also
+// puts the identity of a verified client certificate into the username on
+// listeners with cert_username cn or san, before mochi and the session engine
+// read it. A second CONNECT on a connection (a protocol error mochi answers
+// by closing it, and logs) only loses its password.
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Connect {
 		return pk, nil
 	}
+	if cl.ID != "" { // not the connection's first packet
+		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
+		return pk, nil
+	}
+	v := admitted
 	if name := h.certIdentity(cl); name != "" {
 		pk.Connect.Username = []byte(name)
 		pk.Connect.UsernameFlag = true
+	} else if pk.Connect.UsernameFlag {
+		if h.opts.Users == nil || !h.opts.Users.Check(string(pk.Connect.Username), pk.Connect.Password) {
+			v = badCredentials
+		}
+	} else if !h.opts.Listeners[cl.Net.Listener].AllowAnonymous {
+		v = anonymousRefused
 	}
+	if pk.Connect.UsernameFlag {
+		// Without the flag too: mochi's validateConnect refuses a flag without a
+		// value. (A 3.1.1 password without a username is left for mochi to
+		// refuse as malformed [MQTT-3.1.2-22].)
+		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
+	}
+	h.mu.Lock()
+	if len(h.pending) >= 64 { // entries of connections that ended before OnConnect
+		for c := range h.pending {
+			if c.Closed() {
+				delete(h.pending, c)
+			}
+		}
+	}
+	h.pending[cl] = v
+	h.mu.Unlock()
 	return pk, nil
 }
 
@@ -171,22 +214,24 @@ func (h *Hook) certIdentity(cl *mqtt.Client) string {
 //     Mosquitto does), so that no will is ever published where the client could
 //     not publish itself.
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	l := h.opts.Listeners[cl.Net.Listener]
 	user := string(pk.Connect.Username)
 	attrs := func() []any {
 		return []any{slog.String("client", cl.ID), slog.String("user", user),
 			slog.String("listener", cl.Net.Listener), slog.String("remote", cl.Net.Remote)}
 	}
-	switch {
-	case h.certIdentity(cl) != "":
-		// the certificate authenticated the client; its identity is the username
-	case pk.Connect.UsernameFlag:
-		if h.opts.Users == nil || !h.opts.Users.Check(user, pk.Connect.Password) {
-			h.stats.BadCredentials.Add(1)
-			h.logDenied(kindCredentials, "connection refused: unknown user or wrong password", attrs()...)
-			return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
-		}
-	case !l.AllowAnonymous:
+	h.mu.Lock()
+	v, ok := h.pending[cl]
+	delete(h.pending, cl)
+	h.mu.Unlock()
+	if !ok {
+		v = badCredentials // cannot happen: OnPacketRead saw the CONNECT; fail closed
+	}
+	switch v {
+	case badCredentials:
+		h.stats.BadCredentials.Add(1)
+		h.logDenied(kindCredentials, "connection refused: unknown user or wrong password", attrs()...)
+		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
+	case anonymousRefused:
 		h.stats.AnonymousRefused.Add(1)
 		h.logDenied(kindAnonymous, "connection refused: anonymous access not allowed on this listener", attrs()...)
 		return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
