@@ -168,6 +168,11 @@ func (d *decoder) checkAuth(c *Config) {
 			d.failKey("auth.password_file", "%v", err)
 		}
 	}
+	for i, l := range c.Listeners {
+		if (l.CertUsername == string(auth.CertCN) || l.CertUsername == string(auth.CertSAN)) && (l.TLS == nil || l.TLS.ClientCAFile == "") {
+			d.failKey(fmt.Sprintf("listeners[%d].cert_username", i), "%s needs a tls listener with a client_ca_file", l.CertUsername)
+		}
+	}
 	for i, f := range a.CommandTopics {
 		if err := auth.CheckFilter(f); err != nil {
 			d.failKey(fmt.Sprintf("auth.command_topics[%d]", i), "%v", err)
@@ -206,6 +211,7 @@ func (c Config) authOptions(log *slog.Logger) (auth.Options, error) {
 		Listeners: map[string]auth.Listener{},
 		ACL:       auth.ACL{CommandTopics: slices.Clone(c.Auth.CommandTopics)},
 		Log:       log,
+		TLSState:  TLSState,
 	}
 	for _, l := range c.Listeners {
 		cu := auth.CertUsername(l.CertUsername)

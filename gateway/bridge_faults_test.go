@@ -695,6 +695,12 @@ func newTestCA(t *testing.T, name string) *testCA {
 // or a client certificate. It returns the PEM certificate and key files.
 func (ca *testCA) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
 	t.Helper()
+	return ca.issueUntil(t, cn, server, time.Now().Add(24*time.Hour))
+}
+
+// issueUntil is issue with a certificate valid for the 25 hours up to notAfter.
+func (ca *testCA) issueUntil(t *testing.T, cn string, server bool, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -702,7 +708,7 @@ func (ca *testCA) issue(t *testing.T, cn string, server bool) (certFile, keyFile
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: notAfter.Add(-25 * time.Hour), NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if server {

@@ -82,12 +82,17 @@ type LogConfig struct {
 	Format string
 }
 
-// ListenerConfig is one MQTT listener.
+// ListenerConfig is one MQTT listener (listeners_config.go decodes and checks it).
 type ListenerConfig struct {
 	// Name is unique among listeners and not empty; profiles match on it.
 	Name string
-	// Address is host:port for a plain TCP listener; the port is numeric, 0-65535.
+	// Address is host:port to listen on; the port is numeric, 0-65535.
 	Address string
+	// Type is "tcp" (MQTT over TCP) or "websocket" (MQTT over WebSocket,
+	// subprotocol "mqtt"); "" means tcp.
+	Type string
+	// TLS, when set, makes the listener accept only TLS connections.
+	TLS *ListenerTLS
 	// AllowAnonymous admits clients without credentials; nil: only on a
 	// loopback address (see AnonymousAllowed).
 	AllowAnonymous *bool
@@ -104,6 +109,17 @@ type MQTTConfig struct {
 	ConnectTimeout time.Duration
 	// SysInterval is the $SYS publishing period: whole seconds, at least 1s.
 	SysInterval time.Duration
+	// MaxTopicLength is the longest topic name or filter accepted, in bytes
+	// (PUBLISH, SUBSCRIBE, will topic); 1-65535.
+	MaxTopicLength int
+	// MaxTopicLevels is the most '/'-separated levels a topic name or filter may
+	// have; 1-65535.
+	MaxTopicLevels int
+	// MaxInflight is the Receive Maximum the server advertises: the most QoS 2
+	// PUBLISHes a client may have unreleased (PUBREL not yet sent); 1-65535.
+	MaxInflight int
+	// ConnectionRate limits new connections per source address.
+	ConnectionRate RateConfig
 }
 
 // SessionsConfig is the sessions section as written in the file. The fields mirror
@@ -165,11 +181,15 @@ func ParseConfig(name string, data []byte) (Config, error) {
 }
 
 // CheckConfig loads and checks the configuration file at path. Besides the errors of
-// LoadConfig it returns warnings about valid but doubtful settings: secrets in
-// files every user can read, listeners no client can log in to.
+// LoadConfig it reports TLS listener files that do not load (as edgegw run would),
+// and returns warnings about valid but doubtful settings: secrets in files
+// every user can read, listeners no client can log in to.
 func CheckConfig(path string) (warnings []string, err error) {
 	c, err := LoadConfig(path)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkTLSFiles(path, c); err != nil {
 		return nil, err
 	}
 	return securityWarnings(path, c), nil
@@ -353,14 +373,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		},
 		"listeners": func(n *yaml.Node, key string) {
 			ls := []ListenerConfig{}
-			ok := d.list(n, key, func(n *yaml.Node, key string) {
-				var l ListenerConfig
-				keys := d.listenerAuth(&l)
-				keys["name"] = d.str(&l.Name)
-				keys["address"] = d.str(&l.Address)
-				d.mapping(n, key, keys)
-				ls = append(ls, l)
-			})
+			ok := d.list(n, key, func(n *yaml.Node, key string) { ls = append(ls, d.listener(n, key)) })
 			if ok {
 				c.Listeners = ls
 			}
@@ -373,8 +386,12 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 						m.MaxPacketSize = uint32(v)
 					}
 				},
-				"connect_timeout": d.duration(&m.ConnectTimeout, 1, math.MaxInt64, false),
-				"sys_interval":    d.duration(&m.SysInterval, time.Second, math.MaxInt64, true),
+				"connect_timeout":  d.duration(&m.ConnectTimeout, 1, math.MaxInt64, false),
+				"sys_interval":     d.duration(&m.SysInterval, time.Second, math.MaxInt64, true),
+				"max_topic_length": d.count(&m.MaxTopicLength, 1, 65535),
+				"max_topic_levels": d.count(&m.MaxTopicLevels, 1, 65535),
+				"max_inflight":     d.count(&m.MaxInflight, 1, 65535),
+				"connection_rate":  func(n *yaml.Node, key string) { d.rate(n, key, &m.ConnectionRate) },
 			})
 		},
 		"store": func(n *yaml.Node, key string) {
@@ -521,6 +538,7 @@ func (d *decoder) check(c *Config) {
 		if err := checkAddress(l.Address); err != nil {
 			d.failKey(key+".address", "%v", err)
 		}
+		d.checkListener(key, l)
 	}
 	names = map[string]int{}
 	for i, p := range c.Sessions.Profiles {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,10 +21,13 @@ func TestDefaultConfig(t *testing.T) {
 	want := Config{
 		DataDir:   "./data",
 		Log:       LogConfig{Level: "info", Format: "text"},
-		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883"}},
-		MQTT:      MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second},
-		Store:     StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
-		Bridges:   []BridgeConfig{},
+		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883", Type: "tcp"}},
+		MQTT: MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second,
+			MaxTopicLength: 1024, MaxTopicLevels: 32, MaxInflight: 64,
+			ConnectionRate: RateConfig{PerSecond: 10, Burst: 50,
+				Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}},
+		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
+		Bridges: []BridgeConfig{},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
 			MaxSessions:    10000,
@@ -125,7 +129,7 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 		{"one key", "sessions:\n  max_sessions: 5\n", func(c *Config) { c.Sessions.MaxSessions = 5 }},
 		{"log", "log: {level: debug, format: json}\n", func(c *Config) { c.Log = LogConfig{Level: "debug", Format: "json"} }},
 		{"listeners replace", "listeners:\n  - {name: a, address: ':0'}\n  - {name: b, address: '[::1]:8883'}\n", func(c *Config) {
-			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0"}, {Name: "b", Address: "[::1]:8883"}}
+			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0", Type: "tcp"}, {Name: "b", Address: "[::1]:8883", Type: "tcp"}}
 		}},
 		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {

@@ -2,18 +2,18 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
@@ -34,7 +34,8 @@ type Gateway struct {
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
 	auth      *auth.Hook
-	listeners map[string]*tcpListener
+	listeners map[string]*listener
+	limits    *LimitStats
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
@@ -57,16 +58,33 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
 	var hub atomic.Pointer[hardware.Hub]
-	deps.SysValues = func() map[string]int64 { return withAuthSys(withMeterSys(storeSys(st), hub.Load()), authHook) }
+	limits := new(LimitStats)
+	deps.SysValues = func() map[string]int64 {
+		m := withMeterSys(storeSys(st), hub.Load())
+		maps.Copy(m, limits.sys())
+		return withAuthSys(m, authHook)
+	}
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	srv := NewServer(cfg, log)
-	// The auth hook goes first: a refused CONNECT must take no session quota, a
-	// certificate's username must be what the engine's profiles see, and a
-	// denied PUBLISH must stop before the engine routes it (auth.Hook).
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	// Before the engine: see limitsHook.
+	if err := srv.AddHook(&limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
+		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight, rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
+		stats: limits, log: log.With(slog.String("component", "limits"))}, nil); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("add limits hook: %w", err)
+	}
+	// The auth hook goes after the limits hook (a connection flood costs no
+	// password check) and before the engine: a refused CONNECT must take no
+	// session quota, a certificate's username must be what the engine's
+	// profiles see, and a denied PUBLISH must stop before the engine routes it.
 	if err := srv.AddHook(authHook, nil); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("add auth hook: %w", err)
@@ -93,14 +111,18 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	if err := srv.AddHook(&limitsHook{maxPacketSize: cfg.MQTT.MaxPacketSize}, nil); err != nil {
-		return nil, fmt.Errorf("add limits hook: %w", err)
-	}
 	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, auth: authHook,
-		listeners: map[string]*tcpListener{}}
+		listeners: map[string]*listener{}, limits: limits}
 	for _, lc := range cfg.Listeners {
-		l := &tcpListener{TCP: listeners.NewTCP(listeners.Config{ID: lc.Name, Address: lc.Address}),
-			timeout: cfg.MQTT.ConnectTimeout, log: log, conns: map[net.Conn]struct{}{}}
+		var ts *tlsSource
+		if lc.TLS != nil {
+			if ts, err = newTLSSource(lc.Name, *lc.TLS, log); err != nil {
+				_ = engine.Stop()
+				_ = st.Close()
+				return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+		}
+		l := newListener(lc, cfg, ts, limits, log)
 		l.lost = func(c net.Conn) { connectionLost(srv, engine, c) }
 		if err := srv.AddListener(l); err != nil {
 			_ = engine.Stop()
@@ -122,8 +144,9 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps.MaximumSessionExpiryInterval = math.MaxUint32 // the engine caps and expires sessions
 	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
 	caps.MaximumClientWritesPending = 64
-	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
-	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize                                 // a backstop: guardConn refuses exactly, first
+	caps.ReceiveMaximum = uint16(min(max(cfg.MQTT.MaxInflight, 1), math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
+	caps.MaximumClients = math.MaxInt64                                             // the engine's session quota decides
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   log.With(slog.String("component", "mqtt")),
@@ -140,7 +163,8 @@ func (g *Gateway) Start() error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	for name, l := range g.listeners {
-		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()))
+		g.log.Info("listening", slog.String("listener", name), slog.String("address", l.Address()),
+			slog.String("protocol", l.Protocol()))
 	}
 	g.bridges.start()
 	g.startMeters()
@@ -160,6 +184,25 @@ func (g *Gateway) Addr(name string) string {
 
 // Auth returns the authentication and ACL hook (its Stats are the refusal counters).
 func (g *Gateway) Auth() *auth.Hook { return g.auth }
+
+// Limits returns the counters of the abuse limits.
+func (g *Gateway) Limits() *LimitStats { return g.limits }
+
+// Reload re-reads the certificate, key and client CA files of every TLS
+// listener (SIGHUP). New handshakes use the new files; established connections
+// are not touched. A listener whose files fail to load keeps its current ones;
+// the error names it and the file, and is logged too.
+func (g *Gateway) Reload() error {
+	var errs []error
+	for _, l := range g.listeners {
+		if l.tls != nil {
+			if err := l.tls.reload(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Engine returns the session engine.
 func (g *Gateway) Engine() *session.Engine { return g.engine }
@@ -230,8 +273,9 @@ func restore(engine *session.Engine, st *store.Store) error {
 	return engine.Restore(records, retained)
 }
 
-// Run starts a gateway and serves until ctx is done.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+// Run starts a gateway and serves until ctx is done. Each value received on
+// reload (SIGHUP in edgegw run) calls Reload; reload may be nil.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, reload <-chan os.Signal) error {
 	g, err := New(cfg, log, session.Deps{})
 	if err != nil {
 		return err
@@ -239,7 +283,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := g.Start(); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	for done := false; !done; {
+		select {
+		case <-reload:
+			log.Info("reloading tls certificates")
+			_ = g.Reload() // logged per listener
+		case <-ctx.Done():
+			done = true
+		}
+	}
 	log.Info("shutting down")
 	return g.Close()
 }
@@ -270,85 +322,6 @@ func (g *Gateway) drainClients() {
 	}
 }
 
-// tcpListener is mochi's TCP listener with three additions:
-//   - a deadline for the CONNECT packet: mochi sets none before CONNECT, so an idle
-//     socket would hold its goroutines and buffers for ever (mochi replaces the
-//     deadline with the keepalive after CONNECT);
-//   - containment of panics in a connection's goroutine: mochi's decoders panic on
-//     some malformed packets (a v5 SUBSCRIBE missing its options byte,
-//     mochi-mqtt/server#501); the connection is closed, its session cleaned up, and
-//     the process keeps serving;
-//   - the set of open connections, so that shutdown can close them all.
-type tcpListener struct {
-	*listeners.TCP
-	timeout time.Duration
-	log     *slog.Logger
-	lost    func(net.Conn) // cleans up after a connection whose goroutine panicked
-
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closing bool
-	panics  atomic.Int64
-	lastLog time.Time
-}
-
-// Serve implements listeners.Listener.
-func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	l.TCP.Serve(func(id string, c net.Conn) (err error) {
-		l.mu.Lock()
-		if l.closing {
-			l.mu.Unlock()
-			return c.Close()
-		}
-		l.conns[c] = struct{}{}
-		l.mu.Unlock()
-		defer func() {
-			l.mu.Lock()
-			delete(l.conns, c)
-			l.mu.Unlock()
-		}()
-		defer func() {
-			if r := recover(); r != nil {
-				_ = c.Close()
-				l.panics.Add(1)
-				l.logPanic(c, r)
-				l.lost(c)
-				err = fmt.Errorf("connection from %s: recovered panic: %v", c.RemoteAddr(), r)
-			}
-		}()
-		if l.timeout > 0 {
-			_ = c.SetReadDeadline(time.Now().Add(l.timeout))
-		}
-		return establish(id, c)
-	})
-}
-
-// logPanic logs a recovered panic, at most once a second.
-func (l *tcpListener) logPanic(c net.Conn, r any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if time.Since(l.lastLog) < time.Second {
-		return
-	}
-	l.lastLog = time.Now()
-	l.log.Error("malformed input crashed a connection handler; connection closed, gateway serving",
-		slog.String("remote", c.RemoteAddr().String()), slog.Any("panic", r), slog.Int64("total", l.panics.Load()))
-}
-
-func (l *tcpListener) stopAccepting() {
-	l.mu.Lock()
-	l.closing = true
-	l.mu.Unlock()
-}
-
-func (l *tcpListener) closeConns() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-}
-
 // connectionLost cleans up after a connection whose goroutine panicked: mochi's
 // disconnect path did not run, so the engine and mochi's client table are told here.
 func connectionLost(srv *mqtt.Server, engine *session.Engine, c net.Conn) {
@@ -362,46 +335,6 @@ func connectionLost(srv *mqtt.Server, engine *session.Engine, c net.Conn) {
 			srv.Clients.Delete(cl.ID)
 		}
 	}
-}
-
-// limitsHook advertises the server's Maximum Packet Size in v5 CONNACKs, which
-// mochi enforces but does not announce [MQTT-3.2.2-15], and enforces it exactly.
-type limitsHook struct {
-	mqtt.HookBase
-	maxPacketSize uint32
-	tooLarge      atomic.Int64 // packets refused by the exact size check
-}
-
-func (h *limitsHook) ID() string { return "edgegw-limits" }
-
-func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode || b == mqtt.OnPacketRead }
-
-// OnPacketRead refuses a packet larger than max_packet_size counting every byte:
-// mochi's own check leaves out the Remaining Length bytes, so it lets through
-// packets up to 4 bytes over the limit [MQTT-3.2.2-15].
-func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if h.maxPacketSize == 0 {
-		return pk, nil
-	}
-	n := pk.FixedHeader.Remaining
-	size := 1 + 1 + n
-	for v := n >> 7; v > 0; v >>= 7 {
-		size++
-	}
-	if uint64(size) > uint64(h.maxPacketSize) {
-		// mochi acts only on ErrRejectPacket here (other errors are ignored): the
-		// connection is closed, as for its own size check.
-		h.tooLarge.Add(1)
-		return pk, packets.ErrRejectPacket
-	}
-	return pk, nil
-}
-
-func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && h.maxPacketSize > 0 {
-		pk.Properties.MaximumPacketSize = h.maxPacketSize
-	}
-	return pk
 }
 
 // storeSys is the store's part of $SYS: $SYS/edgegw/store/...

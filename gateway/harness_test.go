@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/url"
@@ -161,6 +162,13 @@ func tryConnectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
+	return tryConnectV5Over(t, conn, cp)
+}
+
+// tryConnectV5Over connects a paho.golang client over an open connection (TCP,
+// TLS, WebSocket); the connection is closed if CONNECT fails.
+func tryConnectV5Over(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
+	t.Helper()
 	msgs := make(chan *paho.Publish, 10000)
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
@@ -245,12 +253,21 @@ type v3Client struct {
 // it with the CONNACK's session-present flag and return code.
 func connectV3(t *testing.T, addr, id string, clean bool) (*v3Client, bool, byte) {
 	t.Helper()
+	c, present, code, _ := connectV3URL(t, &url.URL{Scheme: "tcp", Host: addr}, nil, id, clean)
+	return c, present, code
+}
+
+// connectV3URL connects a paho.mqtt.golang 3.1.1 client to u (tcp://, ssl://,
+// ws://, wss://) and returns it with the CONNACK's session-present flag, return
+// code and the connect error.
+func connectV3URL(t *testing.T, u *url.URL, tc *tls.Config, id string, clean bool) (*v3Client, bool, byte, error) {
+	t.Helper()
 	msgs := make(chan paho3.Message, 10000)
-	o := paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(clean).
+	o := paho3.NewClientOptions().SetClientID(id).SetCleanSession(clean).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
-		SetConnectTimeout(waitTimeout).SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(waitTimeout).SetKeepAlive(30 * time.Second).SetTLSConfig(tc).
 		SetDefaultPublishHandler(func(_ paho3.Client, m paho3.Message) { msgs <- m })
-	o.Servers = []*url.URL{{Scheme: "tcp", Host: addr}}
+	o.Servers = []*url.URL{u}
 	c := paho3.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(waitTimeout) {
@@ -260,7 +277,7 @@ func connectV3(t *testing.T, addr, id string, clean bool) (*v3Client, bool, byte
 	if tok.Error() == nil {
 		t.Cleanup(func() { c.Disconnect(0) })
 	}
-	return &v3Client{Client: c, msgs: msgs}, ct.SessionPresent(), ct.ReturnCode()
+	return &v3Client{Client: c, msgs: msgs}, ct.SessionPresent(), ct.ReturnCode(), tok.Error()
 }
 
 func (c *v3Client) subscribe(t *testing.T, filter string, qos byte) {
@@ -301,7 +318,18 @@ type rawClient struct {
 
 func dialRaw(t *testing.T, addr string, version byte) *rawClient {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	return dialRawFrom(t, addr, "", version)
+}
+
+// dialRawFrom is dialRaw from the local address from ("": any), such as
+// 127.0.0.2 for a second source address on loopback.
+func dialRawFrom(t *testing.T, addr, from string, version byte) *rawClient {
+	t.Helper()
+	d := net.Dialer{Timeout: waitTimeout}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

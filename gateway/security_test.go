@@ -1,10 +1,18 @@
 package gateway_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"log/slog"
 	"net"
 	"os"
@@ -582,5 +590,127 @@ func TestConfigSecrets(t *testing.T) {
 	_, err = gateway.ParseConfig("x.yaml", []byte("auth:\n  users:\n    - name: a\n      password_hash: secret-in-clear\n"))
 	if !errors.As(err, &ce) || ce.Line != 4 || ce.Key != "auth.users[0].password_hash" || strings.Contains(err.Error(), "secret-in-clear") {
 		t.Fatalf("bad hash error %v", err)
+	}
+}
+
+// clientCertSAN returns a client certificate issued by ca with subject CN cn
+// and the DNS name SAN dns.
+func clientCertSAN(t *testing.T, ca *testCA, cn, dns string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		DNSNames: []string{dns}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// A verified client certificate gives the username on listeners with
+// cert_username cn or san: no password is checked, and the ACL confines the
+// client by that username (here a meter). Without a certificate (client_auth
+// request) the usual password login and the anonymous refusal apply.
+func TestCertUsername(t *testing.T) {
+	ca := newTestCA(t, "server CA")
+	clients := newTestCA(t, "client CA")
+	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", clients)
+	g, _, _ := secureGateway(t, func(c *gateway.Config) {
+		lan, _ := lanListener(t)
+		cn := tlsListener("tls-cn", "tcp", f, "request")
+		cn.Address, cn.CertUsername = lan.Address, "cn"
+		san := tlsListener("tls-san", "tcp", f, "request")
+		san.Address, san.CertUsername = lan.Address, "san"
+		c.Listeners = append(c.Listeners, cn, san)
+	})
+	_, host := lanListener(t)
+	addr := func(name string) string {
+		_, port, _ := net.SplitHostPort(g.Addr(name))
+		return net.JoinHostPort(host, port)
+	}
+	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "meters/#", QoS: 1})
+
+	// CN meter-7, client id meter-8 and no username: the certificate says meter 7.
+	cert7 := clients.clientCert(t, "meter-7", time.Now().Add(time.Hour))
+	conn, err := dialTLS(t, addr("tls-cn"), ca, &cert7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m7, _, err := tryConnectV5Over(t, conn, &paho.Connect{ClientID: "meter-8", CleanStart: true})
+	if err != nil {
+		t.Fatalf("v5 connect with a client certificate: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if resp, _ := m7.Publish(ctx, &paho.Publish{Topic: "meters/8/reading", QoS: 1, Payload: []byte("x")}); resp == nil || resp.ReasonCode != 0x87 {
+		t.Fatalf("certificate meter-7 publishing for meter 8: %+v, want 0x87", resp)
+	}
+	m7.publish(t, "meters/7/reading", 1, "from cert")
+	if m := watcher.next(t); m.Topic != "meters/7/reading" {
+		t.Fatalf("watcher got %s", m.Topic)
+	}
+
+	// v3.1.1 with a certificate and a wrong password: the certificate decides.
+	conn3, err := dialTLS(t, addr("tls-cn"), ca, &cert7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3 := &rawClient{t: t, conn: conn3, r: bufio.NewReader(conn3), version: 4}
+	t.Cleanup(r3.close)
+	r3.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+		ProtocolName: protocolName(4), ClientIdentifier: "meter-7b", Clean: true, Keepalive: 30,
+		UsernameFlag: true, Username: []byte("ops"), PasswordFlag: true, Password: []byte("wrong")}})
+	if ca := r3.expect(packets.Connack); ca.ReasonCode != 0 {
+		t.Fatalf("v3 with certificate: CONNACK %#x, want 0", ca.ReasonCode)
+	}
+	r3.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, TopicName: "ota/x", Payload: []byte("x")})
+	r3.expect(packets.Puback) // acknowledged, dropped: meter-7 (not ops) may not publish commands
+
+	// SAN: the DNS name, not the CN.
+	cert5 := clientCertSAN(t, clients, "not-used", "meter-5")
+	conn5, err := dialTLS(t, addr("tls-san"), ca, &cert5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m5, _, err := tryConnectV5Over(t, conn5, &paho.Connect{ClientID: "five", CleanStart: true})
+	if err != nil {
+		t.Fatalf("v5 connect with a SAN certificate: %v", err)
+	}
+	m5.publish(t, "meters/5/reading", 1, "from san")
+	if m := watcher.next(t); m.Topic != "meters/5/reading" {
+		t.Fatalf("watcher got %s", m.Topic)
+	}
+	if resp, _ := m5.Publish(ctx, &paho.Publish{Topic: "meters/7/reading", QoS: 1, Payload: []byte("x")}); resp == nil || resp.ReasonCode != 0x87 {
+		t.Fatalf("SAN meter-5 publishing for meter 7: %+v, want 0x87", resp)
+	}
+
+	// No certificate: anonymous refused (a LAN listener), a password login works.
+	plain := func(user, pw *string) int {
+		conn, err := dialTLS(t, addr("tls-cn"), ca, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: 5}
+		defer rc.close()
+		cp := packets.ConnectParams{ProtocolName: protocolName(5), ClientIdentifier: "plain", Clean: true, Keepalive: 30}
+		if user != nil {
+			cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, []byte(*user), true, []byte(*pw)
+		}
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: cp})
+		return int(rc.expect(packets.Connack).ReasonCode)
+	}
+	if code := plain(nil, nil); code != 0x87 {
+		t.Errorf("anonymous without certificate: %#x, want 0x87", code)
+	}
+	if code := plain(ptr("alice"), ptr("alice-pw")); code != 0 {
+		t.Errorf("alice without certificate: %#x, want 0", code)
+	}
+	if code := plain(ptr("meter-7"), ptr("guess")); code != 0x86 {
+		t.Errorf("meter-7 by password without certificate: %#x, want 0x86", code)
 	}
 }

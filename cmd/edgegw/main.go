@@ -2,7 +2,8 @@
 //
 // Usage:
 //
-//	edgegw run [-c FILE]        run the gateway (default configuration without -c)
+//	edgegw run [-c FILE]        run the gateway (default configuration without -c);
+//	                            SIGHUP reloads TLS certificates
 //	edgegw config default       print the documented default configuration
 //	edgegw config check FILE    check a configuration file
 //	edgegw version              print the version
@@ -126,7 +127,11 @@ func runCmd(args []string, stderr io.Writer) int {
 	}
 	log.Info("edgegw starting", "version", version, "config", configName)
 	checkStore(cfg, log)
-	if err := gateway.Run(ctx, cfg, log); err != nil {
+	// SIGHUP reloads the TLS listeners' certificates, keys and client CAs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := gateway.Run(ctx, cfg, log, hup); err != nil {
 		log.Error("edgegw failed", "err", err)
 		return exitRuntime
 	}

@@ -45,6 +45,9 @@ type Options struct {
 	// Profile names the session profile of a connection (for ACL rules).
 	Profile func(clientID, username, listener string) string
 	Log     *slog.Logger
+	// TLSState returns the TLS state of a client's connection, or nil when it
+	// is not TLS; nil asks the connection itself (a *tls.Conn).
+	TLSState func(*mqtt.Client) *tls.ConnectionState
 	// Now is the clock of the log rate limits; nil is time.Now.
 	Now func() time.Time
 }
@@ -77,17 +80,14 @@ type Hook struct {
 	lim   [5]limiter
 
 	mu      sync.Mutex
-	pending map[*mqtt.Client]verdict // from the CONNECT's OnPacketRead to OnConnect
+	pending map[*mqtt.Client]credentials // from the CONNECT's OnPacketRead to OnConnect
 }
 
-// verdict is the outcome of checking a CONNECT's credentials.
-type verdict int
-
-const (
-	admitted verdict = iota
-	badCredentials
-	anonymousRefused
-)
+// credentials are what a CONNECT presented, kept out of the packet.
+type credentials struct {
+	password []byte
+	byCert   bool // the username comes from a verified client certificate
+}
 
 // Log rate limit of denials, per kind.
 const (
@@ -111,10 +111,19 @@ func NewHook(opts Options) *Hook {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.TLSState == nil {
+		opts.TLSState = func(cl *mqtt.Client) *tls.ConnectionState {
+			if tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
+				st := tc.ConnectionState()
+				return &st
+			}
+			return nil
+		}
+	}
 	if opts.Profile == nil {
 		opts.Profile = func(string, string, string) string { return "default" }
 	}
-	return &Hook{opts: opts, log: opts.Log, pending: map[*mqtt.Client]verdict{}}
+	return &Hook{opts: opts, log: opts.Log, pending: map[*mqtt.Client]credentials{}}
 }
 
 // Stats returns the hook's counters.
@@ -129,13 +138,13 @@ func (h *Hook) Provides(b byte) bool {
 		mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
 }
 
-// OnPacketRead checks a CONNECT's credentials and then removes the password
-// from the packet, so that no later hook or log line (mochi logs rejected and
-// failed packets whole) can show it; OnConnect acts on the verdict. It also
-// puts the identity of a verified client certificate into the username on
-// listeners with cert_username cn or san, before mochi and the session engine
-// read it. A second CONNECT on a connection (a protocol error mochi answers
-// by closing it, and logs) only loses its password.
+// OnPacketRead takes the password out of a CONNECT, so that no later hook or
+// log line (mochi logs rejected and failed packets whole) can show it;
+// OnConnect checks it. It also puts the identity of a verified client
+// certificate into the username on listeners with cert_username cn or san,
+// before mochi and the session engine read it. A second CONNECT on a
+// connection (a protocol error mochi answers by closing it, and logs) only
+// loses its password.
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Connect {
 		return pk, nil
@@ -144,18 +153,14 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
 		return pk, nil
 	}
-	v := admitted
+	var c credentials
 	if name := h.certIdentity(cl); name != "" {
 		pk.Connect.Username = []byte(name)
 		pk.Connect.UsernameFlag = true
-	} else if pk.Connect.UsernameFlag {
-		if h.opts.Users == nil || !h.opts.Users.Check(string(pk.Connect.Username), pk.Connect.Password) {
-			v = badCredentials
-		}
-	} else if !h.opts.Listeners[cl.Net.Listener].AllowAnonymous {
-		v = anonymousRefused
+		c.byCert = true
 	}
 	if pk.Connect.UsernameFlag {
+		c.password = pk.Connect.Password
 		// Without the flag too: mochi's validateConnect refuses a flag without a
 		// value. (A 3.1.1 password without a username is left for mochi to
 		// refuse as malformed [MQTT-3.1.2-22].)
@@ -163,13 +168,13 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	h.mu.Lock()
 	if len(h.pending) >= 64 { // entries of connections that ended before OnConnect
-		for c := range h.pending {
-			if c.Closed() {
-				delete(h.pending, c)
+		for cl := range h.pending {
+			if cl.Closed() {
+				delete(h.pending, cl)
 			}
 		}
 	}
-	h.pending[cl] = v
+	h.pending[cl] = c
 	h.mu.Unlock()
 	return pk, nil
 }
@@ -181,12 +186,8 @@ func (h *Hook) certIdentity(cl *mqtt.Client) string {
 	if mode != CertCN && mode != CertSAN {
 		return ""
 	}
-	tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState })
-	if !ok {
-		return ""
-	}
-	st := tc.ConnectionState()
-	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+	st := h.opts.TLSState(cl)
+	if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
 		return "" // no certificate, or one that was not verified against the client CA
 	}
 	c := st.PeerCertificates[0]
@@ -220,18 +221,22 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			slog.String("listener", cl.Net.Listener), slog.String("remote", cl.Net.Remote)}
 	}
 	h.mu.Lock()
-	v, ok := h.pending[cl]
+	c, ok := h.pending[cl]
 	delete(h.pending, cl)
 	h.mu.Unlock()
-	if !ok {
-		v = badCredentials // cannot happen: OnPacketRead saw the CONNECT; fail closed
-	}
-	switch v {
-	case badCredentials:
-		h.stats.BadCredentials.Add(1)
-		h.logDenied(kindCredentials, "connection refused: unknown user or wrong password", attrs()...)
+	switch {
+	case !ok:
+		// cannot happen (OnPacketRead saw the CONNECT): fail closed
 		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
-	case anonymousRefused:
+	case c.byCert:
+		// the certificate authenticated the client; its identity is the username
+	case pk.Connect.UsernameFlag:
+		if h.opts.Users == nil || !h.opts.Users.Check(user, c.password) {
+			h.stats.BadCredentials.Add(1)
+			h.logDenied(kindCredentials, "connection refused: unknown user or wrong password", attrs()...)
+			return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
+		}
+	case !h.opts.Listeners[cl.Net.Listener].AllowAnonymous:
 		h.stats.AnonymousRefused.Add(1)
 		h.logDenied(kindAnonymous, "connection refused: anonymous access not allowed on this listener", attrs()...)
 		return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)

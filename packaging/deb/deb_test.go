@@ -52,7 +52,7 @@ func TestUnitTemplate(t *testing.T) {
 		"Restart=on-failure", "RestartPreventExitStatus=2", "StateDirectory=edgegw", "StateDirectoryMode=0750",
 		"WorkingDirectory=/var/lib/edgegw", "ProtectSystem=strict", "ReadWritePaths=/var/lib/edgegw",
 		"NoNewPrivileges=yes", "CapabilityBoundingSet=",
-		"TimeoutStopSec=30s", "WantedBy=multi-user.target",
+		"TimeoutStopSec=30s", "WantedBy=multi-user.target", "ExecReload=/bin/kill -HUP $MAINPID",
 	} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(line) + `$`).MatchString(unit) {
 			t.Errorf("unit lacks the line %q", line)

@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// LimitStats count what the abuse limits refused. All fields are read with Load;
+// they are published in $SYS as $SYS/edgegw/limits/<name>.
+type LimitStats struct {
+	PacketsTooLarge    atomic.Int64 // packets over mqtt.max_packet_size (connection closed)
+	TopicsTooLong      atomic.Int64 // topic names and filters over mqtt.max_topic_length
+	TopicsTooDeep      atomic.Int64 // topic names and filters over mqtt.max_topic_levels
+	ConnectionsLimited atomic.Int64 // CONNECTs refused by mqtt.connection_rate
+	InflightExceeded   atomic.Int64 // clients closed for sending more than mqtt.max_inflight QoS 2 PUBLISHes
+	TLSHandshakeFailed atomic.Int64 // TLS handshakes that failed (wrong CA, expired, no certificate, old version...)
+}
+
+// sys returns the counters for $SYS.
+func (s *LimitStats) sys() map[string]int64 {
+	return map[string]int64{
+		"limits/packets_too_large":    s.PacketsTooLarge.Load(),
+		"limits/topics_too_long":      s.TopicsTooLong.Load(),
+		"limits/topics_too_deep":      s.TopicsTooDeep.Load(),
+		"limits/connections_limited":  s.ConnectionsLimited.Load(),
+		"limits/inflight_exceeded":    s.InflightExceeded.Load(),
+		"limits/tls_handshake_failed": s.TLSHandshakeFailed.Load(),
+	}
+}
+
+// limitsHook enforces the protocol limits that mochi does not, or not exactly,
+// and advertises the server's Maximum Packet Size in v5 CONNACKs, which mochi
+// enforces but does not announce [MQTT-3.2.2-15]. It must be added before the
+// session engine: a refused CONNECT then never reserves a session slot, and a
+// refused SUBSCRIBE filter is refused before the engine sees it.
+type limitsHook struct {
+	mqtt.HookBase
+	srv           *mqtt.Server
+	maxPacketSize uint32
+	maxTopicLen   int
+	maxLevels     int
+	maxInflight   int
+	rate          *rateLimiter // nil: no connection rate limit
+	stats         *LimitStats
+	log           *slog.Logger
+}
+
+func (h *limitsHook) ID() string { return "edgegw-limits" }
+
+func (h *limitsHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnPacketEncode, mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnSubscribe}, []byte{b})
+}
+
+// OnConnect refuses a CONNECT over its source's connection rate and one whose
+// will topic breaks the topic limits, and arms the packet size guard's v5
+// DISCONNECT. It runs before authentication, so a flood costs no password check.
+func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	v5 := cl.Properties.ProtocolVersion == 5
+	if h.rate != nil && !h.rate.allow(cl.Net.Remote) {
+		h.stats.ConnectionsLimited.Add(1)
+		h.log.Warn("connection rate exceeded, CONNECT refused", slog.String("remote", cl.Net.Remote),
+			slog.String("client", cl.ID), slog.String("listener", cl.Net.Listener))
+		code := packets.ErrConnectionRateExceeded // 0x9F
+		if !v5 {
+			code = packets.ErrServerUnavailable // v3.1.1 CONNACK 0x03
+		}
+		_ = h.srv.SendConnack(cl, code, false, nil)
+		return code
+	}
+	if pk.Connect.WillFlag && !h.topicOK(pk.Connect.WillTopic) {
+		// v5: CONNACK 0x90 Topic Name invalid. v3.1.1 has no fitting return code:
+		// the connection is closed without CONNACK.
+		if v5 {
+			_ = h.srv.SendConnack(cl, packets.ErrTopicNameInvalid, false, nil)
+		}
+		return packets.ErrTopicNameInvalid
+	}
+	if g, ok := cl.Net.Conn.(*guardConn); ok {
+		g.cl.Store(cl)
+	}
+	return nil
+}
+
+// topicOK checks a topic name or filter against the length and level limits
+// and counts a refusal.
+func (h *limitsHook) topicOK(topic string) bool {
+	if len(topic) > h.maxTopicLen {
+		h.stats.TopicsTooLong.Add(1)
+		return false
+	}
+	if strings.Count(topic, "/")+1 > h.maxLevels {
+		h.stats.TopicsTooDeep.Add(1)
+		return false
+	}
+	return true
+}
+
+// OnPacketRead closes a connection that publishes to a topic over the limits
+// (v5 first gets DISCONNECT 0x90 Topic Name invalid) or sends more QoS 2
+// PUBLISHes than max_inflight without releasing them (v5: DISCONNECT 0x93
+// Receive Maximum exceeded, [MQTT-3.3.4-7]); v3.1.1 has no server DISCONNECT,
+// so the connection is just closed.
+func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+		return pk, nil
+	}
+	if !h.topicOK(pk.TopicName) {
+		h.refuse(cl, packets.ErrTopicNameInvalid, "topic over the limits", slog.Int("topic_length", len(pk.TopicName)))
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Qos == 2 && h.unreleased(cl, pk.PacketID) >= h.maxInflight {
+		h.stats.InflightExceeded.Add(1)
+		h.refuse(cl, packets.ErrReceiveMaximum, "receive maximum exceeded", slog.Int("max_inflight", h.maxInflight))
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// unreleased counts the client's inbound QoS 2 messages waiting for PUBREL,
+// not counting a re-send of packet id pid.
+func (h *limitsHook) unreleased(cl *mqtt.Client, pid uint16) int {
+	n := 0
+	for _, p := range cl.State.Inflight.GetAll(false) {
+		if p.FixedHeader.Type == packets.Pubrec {
+			if p.PacketID == pid {
+				return 0
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// refuse logs and, for v5, sends DISCONNECT with code; the caller's
+// ErrRejectPacket then makes mochi close the connection.
+func (h *limitsHook) refuse(cl *mqtt.Client, code packets.Code, msg string, attrs ...any) {
+	h.log.Warn(msg+", connection closed", append([]any{slog.String("client", cl.ID),
+		slog.String("remote", cl.Net.Remote)}, attrs...)...)
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+			ReasonCode: code.Code, Properties: packets.Properties{ReasonString: code.Reason}})
+	}
+}
+
+// OnSubscribe refuses filters over the topic limits: mochi answers SUBACK 0x8F
+// Topic Filter invalid (v3.1.1: 0x80 Failure) for them [MQTT-3.9.3-1].
+func (h *limitsHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	var filters packets.Subscriptions
+	for i, f := range pk.Filters {
+		if h.topicOK(f.Filter) {
+			continue
+		}
+		if filters == nil {
+			filters = append(packets.Subscriptions(nil), pk.Filters...)
+		}
+		filters[i].Filter = invalidFilter
+	}
+	if filters != nil {
+		pk.Filters = filters
+	}
+	return pk
+}
+
+// invalidFilter is a filter mochi's validation refuses with 0x8F / 0x80.
+const invalidFilter = "#/"
+
+func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && h.maxPacketSize > 0 {
+		pk.Properties.MaximumPacketSize = h.maxPacketSize
+	}
+	return pk
+}
+
+// rateLimiter is a token bucket per source address: each address may open
+// burst connections at once and perPerSecond more every second. IPv6 sources
+// share a bucket per /64, the usual allocation to one site. Memory is bounded:
+// a bucket that has refilled completely is the same as no bucket and is
+// dropped, and beyond maxSources addresses the newcomers share one bucket.
+type rateLimiter struct {
+	perSecond float64
+	burst     float64
+	exempt    []netip.Prefix
+	now       func() time.Time
+
+	mu       sync.Mutex
+	buckets  map[netip.Addr]*bucket
+	overflow bucket
+	swept    time.Time
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// maxSources bounds the rate limiter's table (about 100 bytes per entry).
+const maxSources = 4096
+
+func newRateLimiter(c RateConfig, now func() time.Time) *rateLimiter {
+	if c.PerSecond == 0 {
+		return nil
+	}
+	return &rateLimiter{perSecond: float64(c.PerSecond), burst: float64(c.Burst), exempt: c.Exempt, now: now,
+		buckets: map[netip.Addr]*bucket{}, overflow: bucket{tokens: float64(c.Burst), at: now()}}
+}
+
+// allow reports whether a connection from remote ("host:port") may proceed,
+// taking a token if so. Unparsable addresses are not limited.
+func (r *rateLimiter) allow(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range r.exempt {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		a = p.Addr()
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buckets[a]
+	if b == nil {
+		if len(r.buckets) >= maxSources {
+			r.sweep(now)
+		}
+		if len(r.buckets) >= maxSources {
+			b = &r.overflow
+		} else {
+			b = &bucket{tokens: r.burst, at: now}
+			r.buckets[a] = b
+		}
+	}
+	b.tokens = min(r.burst, b.tokens+now.Sub(b.at).Seconds()*r.perSecond)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// sweep drops the buckets that have refilled completely; at most once a second.
+func (r *rateLimiter) sweep(now time.Time) {
+	if now.Sub(r.swept) < time.Second {
+		return
+	}
+	r.swept = now
+	for a, b := range r.buckets {
+		if b.tokens+now.Sub(b.at).Seconds()*r.perSecond >= r.burst {
+			delete(r.buckets, a)
+		}
+	}
+}

@@ -1,0 +1,352 @@
+package gateway_test
+
+// Limits against abuse: each refusal carries the specification's code, is
+// counted (Gateway.Limits and $SYS/edgegw/limits/...), and disturbs nothing
+// else; the allowed paths keep working.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/gateway"
+)
+
+// A v5 client whose packet is over max_packet_size gets DISCONNECT 0x95 Packet
+// too large before the server closes the connection (3.2.2.3.6, 4.13); a v3.1.1
+// client is just closed. Packets sent before the oversize one in the same TCP
+// segment are processed first. The same holds over WebSocket. Each is counted.
+func TestOversizePacketDisconnect95(t *testing.T) {
+	const limit = 1024
+	g := startSettledGateway(t, func(c *gateway.Config) {
+		c.MQTT.MaxPacketSize = limit
+		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+	})
+	b := newBystander(t, g)
+	for i, version := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			c := rawConnected(t, g, version, fmt.Sprintf("big-%d", version))
+			// One good QoS 1 PUBLISH and the oversize one in a single write.
+			var buf bytes.Buffer
+			for _, pk := range []packets.Packet{
+				{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 7, TopicName: "bystander/ok",
+					Payload: []byte("before"), ProtocolVersion: version},
+				publishOfSize(t, version, "bystander/too-big", limit+1),
+			} {
+				if err := pk.PublishEncode(&buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.write(buf.Bytes())
+			if ack := c.expect(packets.Puback); ack.PacketID != 7 {
+				t.Fatalf("PUBACK for %d, want 7", ack.PacketID)
+			}
+			want := byte(0)
+			if version == 5 {
+				want = packets.ErrPacketTooLarge.Code
+			}
+			closedWith(t, c, want, version == 5)
+			if m := b.c.next(t); string(m.Payload) != "before" {
+				t.Fatalf("bystander got %q, want the packet sent before the oversize one", m.Payload)
+			}
+			if n := g.Limits().PacketsTooLarge.Load(); n != int64(i+1) {
+				t.Fatalf("PacketsTooLarge = %d, want %d", n, i+1)
+			}
+			b.check(t, g)
+		})
+	}
+	t.Run("websocket v5", func(t *testing.T) {
+		conn := dialWS(t, g.Addr("ws"))
+		c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: 5}
+		if ca := c.connect("big-ws", true, packets.Properties{}); ca.ReasonCode != 0 {
+			t.Fatalf("CONNACK %#x", ca.ReasonCode)
+		}
+		c.send(publishOfSize(t, 5, "bystander/too-big", 2*limit))
+		closedWith(t, c, packets.ErrPacketTooLarge.Code, true)
+		if n := g.Limits().PacketsTooLarge.Load(); n != 3 {
+			t.Fatalf("PacketsTooLarge = %d, want 3", n)
+		}
+		b.check(t, g)
+	})
+}
+
+// Topic names and filters over mqtt.max_topic_length bytes or with more than
+// mqtt.max_topic_levels levels:
+//   - PUBLISH: v5 DISCONNECT 0x90 Topic Name invalid, then closed; v3.1.1 closed
+//     (it has no server DISCONNECT). QoS 0 and 1 alike: nothing is routed.
+//   - SUBSCRIBE: that filter gets SUBACK 0x8F Topic Filter invalid (v3.1.1:
+//     0x80 Failure) [MQTT-3.9.3-1]; the other filters are granted.
+//   - will topic: v5 CONNACK 0x90; v3.1.1 closed without CONNACK.
+//
+// Topics exactly at the limits are accepted.
+func TestTopicLimits(t *testing.T) {
+	const maxLen, maxLevels = 64, 4
+	g := startSettledGateway(t, func(c *gateway.Config) {
+		c.MQTT.MaxTopicLength = maxLen
+		c.MQTT.MaxTopicLevels = maxLevels
+	})
+	b := newBystander(t, g)
+	long := "bystander/" + strings.Repeat("x", maxLen-len("bystander/")+1) // 65 bytes, 2 levels
+	deep := "bystander/a/b/c/d"                                            // 5 levels
+	atLen := long[:maxLen]
+	atLevels := "bystander/a/b/c"
+
+	// At the limits: accepted.
+	ok := rawConnected(t, g, 5, "at-limits")
+	if sa := ok.subscribe(1, packets.Subscription{Filter: atLen, Qos: 1}, packets.Subscription{Filter: atLevels, Qos: 1}); !bytes.Equal(sa.ReasonCodes, []byte{1, 1}) {
+		t.Fatalf("SUBACK %v for filters at the limits, want [1 1]", sa.ReasonCodes)
+	}
+	for _, topic := range []string{atLen, atLevels} {
+		b.c.publish(t, topic, 0, "at limit")
+		if m := b.c.next(t); m.Topic != topic {
+			t.Fatalf("bystander got %s, want %s", m.Topic, topic)
+		}
+	}
+	hangUp(t, ok)
+
+	tooLong, tooDeep := g.Limits().TopicsTooLong.Load(), g.Limits().TopicsTooDeep.Load()
+	counted := func(t *testing.T, topic string) {
+		t.Helper()
+		if topic == long {
+			tooLong++
+		} else {
+			tooDeep++
+		}
+		if l, d := g.Limits().TopicsTooLong.Load(), g.Limits().TopicsTooDeep.Load(); l != tooLong || d != tooDeep {
+			t.Fatalf("counters too long %d, too deep %d; want %d, %d", l, d, tooLong, tooDeep)
+		}
+	}
+	for _, version := range []byte{5, 4} {
+		for _, topic := range []string{long, deep} {
+			name := fmt.Sprintf("v%d %d bytes %d levels", version, len(topic), strings.Count(topic, "/")+1)
+			for _, qos := range []byte{0, 1} {
+				t.Run(fmt.Sprintf("publish qos%d %s", qos, name), func(t *testing.T) {
+					c := rawConnected(t, g, version, "pub-too-much")
+					c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: uint16(qos),
+						TopicName: topic, Payload: []byte("no")})
+					want := byte(0)
+					if version == 5 {
+						want = packets.ErrTopicNameInvalid.Code
+					}
+					closedWith(t, c, want, version == 5)
+					counted(t, topic)
+					b.check(t, g) // and the message went nowhere
+				})
+			}
+			t.Run("subscribe "+name, func(t *testing.T) {
+				c := rawConnected(t, g, version, "sub-too-much")
+				sa := c.subscribe(2, packets.Subscription{Filter: "bystander/fine", Qos: 1}, packets.Subscription{Filter: topic, Qos: 1})
+				want := []byte{1, packets.ErrTopicFilterInvalid.Code}
+				if version == 4 {
+					want[1] = 0x80
+				}
+				if !bytes.Equal(sa.ReasonCodes, want) {
+					t.Fatalf("SUBACK %v, want %v", sa.ReasonCodes, want)
+				}
+				counted(t, topic)
+				c.ping() // the connection stays
+				hangUp(t, c)
+				b.check(t, g)
+			})
+			t.Run("will "+name, func(t *testing.T) {
+				c := dialRaw(t, g.addr, version)
+				c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+					Connect: packets.ConnectParams{ProtocolName: protocolName(version), ClientIdentifier: "will-too-much",
+						Clean: true, Keepalive: 30, WillFlag: true, WillTopic: topic, WillPayload: []byte("w")}})
+				got := c.expectClosed()
+				switch {
+				case version == 5 && len(got) == 1 && got[0].FixedHeader.Type == packets.Connack &&
+					got[0].ReasonCode == packets.ErrTopicNameInvalid.Code:
+				case version == 4 && len(got) == 0:
+				default:
+					t.Fatalf("server sent %+v; want v5 CONNACK 0x90, v3.1.1 nothing", got)
+				}
+				counted(t, topic)
+				if _, ok := g.sessionInfo("will-too-much"); ok {
+					t.Fatal("session created")
+				}
+				b.check(t, g)
+			})
+		}
+	}
+}
+
+// A source address that opens connections faster than mqtt.connection_rate
+// allows gets CONNACK 0x9F Connection rate exceeded (v5) or 0x03 Server
+// unavailable (v3.1.1) [MQTT-3.2.2-8]; its connection already open, other
+// addresses and exempt addresses are undisturbed; once the bucket refills
+// (test clock) it may connect again. 127.0.0.2 and 127.0.0.3 are two source
+// addresses on loopback; 127.0.0.1 is exempt.
+func TestConnectionRateLimitPerAddress(t *testing.T) {
+	g := startSettledGateway(t, func(c *gateway.Config) {
+		c.MQTT.ConnectionRate = gateway.RateConfig{PerSecond: 1, Burst: 3,
+			Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	})
+	b := newBystander(t, g) // from 127.0.0.1: exempt
+	connectFrom := func(from, id string) (*paho.Connack, error) {
+		t.Helper()
+		conn, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatalf("dial from %s: %v", from, err)
+		}
+		_, ca, err := tryConnectV5Over(t, conn, &paho.Connect{ClientID: id, CleanStart: true})
+		return ca, err
+	}
+
+	first := dialRawFrom(t, g.addr, "127.0.0.2", 5)
+	if ca := first.connect("flood-0", true, packets.Properties{}); ca.ReasonCode != 0 {
+		t.Fatalf("first connection refused: %#x", ca.ReasonCode)
+	}
+	for i := 1; i < 3; i++ {
+		if _, err := connectFrom("127.0.0.2", fmt.Sprintf("flood-%d", i)); err != nil {
+			t.Fatalf("connection %d of the burst refused: %v", i, err)
+		}
+	}
+	// Over the burst: v5 and v3.1.1 refused with their codes.
+	ca, err := connectFrom("127.0.0.2", "flood-3")
+	if err == nil || ca == nil || ca.ReasonCode != packets.ErrConnectionRateExceeded.Code {
+		t.Fatalf("v5 over the rate: connack %+v, err %v; want reason 0x9F", ca, err)
+	}
+	v3 := dialRawFrom(t, g.addr, "127.0.0.2", 4)
+	if ca := v3.connect("flood-4", true, packets.Properties{}); ca.ReasonCode != 0x03 {
+		t.Fatalf("v3.1.1 over the rate: CONNACK %#x, want 0x03", ca.ReasonCode)
+	}
+	v3.expectClosed()
+	if n := g.Limits().ConnectionsLimited.Load(); n != 2 {
+		t.Fatalf("ConnectionsLimited = %d, want 2", n)
+	}
+	for _, id := range []string{"flood-3", "flood-4"} {
+		if _, ok := g.sessionInfo(id); ok {
+			t.Fatalf("session %s created for a refused connection", id)
+		}
+	}
+
+	// The connection already open from that address still works.
+	first.ping()
+	// Another address and the exempt one are not limited.
+	for i := range 3 {
+		if _, err := connectFrom("127.0.0.3", fmt.Sprintf("other-%d", i)); err != nil {
+			t.Fatalf("127.0.0.3 connection %d refused: %v", i, err)
+		}
+	}
+	for i := range 5 {
+		if _, err := connectFrom("127.0.0.1", fmt.Sprintf("exempt-%d", i)); err != nil {
+			t.Fatalf("exempt 127.0.0.1 connection %d refused: %v", i, err)
+		}
+	}
+	b.check(t, g)
+
+	// One second later one more token is there, and only one.
+	g.clock.Advance(time.Second)
+	if _, err := connectFrom("127.0.0.2", "flood-5"); err != nil {
+		t.Fatalf("after a second: %v", err)
+	}
+	if _, err := connectFrom("127.0.0.2", "flood-6"); err == nil {
+		t.Fatal("two connections allowed after one second at 1/s")
+	}
+
+	// Published in $SYS.
+	mon, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "mon", CleanStart: true})
+	mon.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/edgegw/limits/connections_limited"})
+	want := fmt.Sprint(g.Limits().ConnectionsLimited.Load())
+	for m := mon.next(t); string(m.Payload) != want; m = mon.next(t) {
+	}
+	hangUp(t, first)
+}
+
+// The server advertises mqtt.max_inflight as its Receive Maximum; a v5 client
+// that sends one more QoS 2 PUBLISH without completing the earlier ones gets
+// DISCONNECT 0x93 Receive Maximum exceeded [MQTT-3.3.4-7] (3.3.4); a v3.1.1
+// client is held to the same number and closed. QoS 1 is acknowledged at once,
+// so any number may be sent back to back, and completed QoS 2 flows free
+// their slot.
+func TestReceiveMaximumExceeded(t *testing.T) {
+	const maxInflight = 4
+	g := startSettledGateway(t, func(c *gateway.Config) { c.MQTT.MaxInflight = maxInflight })
+	b := newBystander(t, g)
+
+	for i, version := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			c := dialRaw(t, g.addr, version)
+			ca := c.connect(fmt.Sprintf("greedy-%d", version), true, packets.Properties{})
+			if version == 5 && ca.Properties.ReceiveMaximum != maxInflight {
+				t.Fatalf("CONNACK Receive Maximum %d, want %d", ca.Properties.ReceiveMaximum, maxInflight)
+			}
+			// QoS 1 back to back: all acknowledged.
+			var buf bytes.Buffer
+			for id := uint16(1); id <= 3*maxInflight; id++ {
+				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id,
+					TopicName: "bystander/q1", Payload: []byte("q1"), ProtocolVersion: version}
+				if err := pk.PublishEncode(&buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.write(buf.Bytes())
+			for range 3 * maxInflight {
+				c.expect(packets.Puback)
+				b.c.next(t)
+			}
+			// A completed QoS 2 flow frees its slot.
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: 100,
+				TopicName: "bystander/q2", Payload: []byte("done")})
+			c.expect(packets.Pubrec)
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 100})
+			c.expect(packets.Pubcomp)
+			b.c.next(t)
+			// maxInflight QoS 2 PUBLISHes left open: accepted.
+			for id := uint16(1); id <= maxInflight; id++ {
+				c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: id,
+					TopicName: "bystander/q2", Payload: []byte("open")})
+				c.expect(packets.Pubrec)
+			}
+			// One more: refused.
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: maxInflight + 1,
+				TopicName: "bystander/q2", Payload: []byte("one too many")})
+			want := byte(0)
+			if version == 5 {
+				want = packets.ErrReceiveMaximum.Code
+			}
+			closedWith(t, c, want, version == 5)
+			if n := g.Limits().InflightExceeded.Load(); n != int64(i+1) {
+				t.Fatalf("InflightExceeded = %d, want %d", n, i+1)
+			}
+			for range maxInflight {
+				if m := b.c.next(t); string(m.Payload) != "open" {
+					t.Fatalf("bystander got %q", m.Payload)
+				}
+			}
+			b.check(t, g) // and "one too many" went nowhere
+		})
+	}
+
+	// A real client publishing many QoS 2 messages honours the Receive Maximum
+	// and is never refused.
+	pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "polite", CleanStart: true})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	errs := make(chan error, 20)
+	for i := range 20 {
+		go func() {
+			_, err := pub.Publish(ctx, &paho.Publish{Topic: "bystander/polite", QoS: 2, Payload: []byte(fmt.Sprint(i))})
+			errs <- err
+		}()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatalf("polite QoS 2 publish: %v", err)
+		}
+		b.c.next(t)
+	}
+	if n := g.Limits().InflightExceeded.Load(); n != 2 {
+		t.Fatalf("InflightExceeded = %d after a polite client, want 2", n)
+	}
+}

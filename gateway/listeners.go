@@ -1,0 +1,476 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// listener is an MQTT listener (mochi's listeners.Listener) for TCP or
+// WebSocket, each plain or over TLS. Every connection it accepts gets:
+//   - a deadline for everything before CONNECT (TLS handshake, WebSocket
+//     upgrade, the CONNECT packet): mochi sets none before CONNECT, so an idle
+//     socket would hold its goroutines and buffers for ever (mochi replaces the
+//     deadline with the keepalive after CONNECT);
+//   - the exact packet size limit, checked on the byte stream before mochi
+//     allocates the packet (guardConn);
+//   - containment of panics in its goroutine: mochi's decoders panic on some
+//     malformed packets (a v5 SUBSCRIBE missing its options byte,
+//     mochi-mqtt/server#501); the connection is closed, its session cleaned up,
+//     and the process keeps serving;
+//   - membership in the set of open connections, so that shutdown can close them.
+type listener struct {
+	id, kind, address string
+	tls               *tlsSource // nil: plain
+	timeout           time.Duration
+	maxPacket         uint32
+	log               *slog.Logger
+	stats             *LimitStats
+	lost              func(net.Conn) // cleans up after a connection whose goroutine panicked
+
+	ln        net.Listener
+	http      *http.Server  // websocket only
+	wsConns   chan net.Conn // websocket only: accepted and handshaken, for http
+	establish listeners.EstablishFn
+
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{} // raw accepted connections still open
+	closing bool
+	panics  atomic.Int64
+	lastLog time.Time
+	logged  map[string]time.Time // last log time per message, for rate limiting
+}
+
+func newListener(lc ListenerConfig, cfg Config, ts *tlsSource, stats *LimitStats, log *slog.Logger) *listener {
+	kind := lc.Type
+	if kind == "" {
+		kind = "tcp"
+	}
+	return &listener{id: lc.Name, kind: kind, address: lc.Address, tls: ts, timeout: cfg.MQTT.ConnectTimeout,
+		maxPacket: cfg.MQTT.MaxPacketSize, log: log, stats: stats,
+		conns: map[net.Conn]struct{}{}, logged: map[string]time.Time{}}
+}
+
+// ID implements listeners.Listener.
+func (l *listener) ID() string { return l.id }
+
+// Address returns the bound address once listening, else the configured one.
+func (l *listener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+// Protocol implements listeners.Listener: tcp, tls, ws or wss.
+func (l *listener) Protocol() string {
+	switch {
+	case l.kind == "websocket" && l.tls != nil:
+		return "wss"
+	case l.kind == "websocket":
+		return "ws"
+	case l.tls != nil:
+		return "tls"
+	}
+	return "tcp"
+}
+
+// Init implements listeners.Listener: it binds the address.
+func (l *listener) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+	if l.kind == "websocket" {
+		l.wsConns = make(chan net.Conn)
+		up := &websocket.Upgrader{
+			Subprotocols: []string{"mqtt"}, // [MQTT-6.0.0-3] [MQTT-6.0.0-4]
+			// MQTT credentials, not cookies, authenticate a WebSocket client, so a
+			// page from another origin gains nothing a direct client would not have.
+			CheckOrigin:     func(*http.Request) bool { return true },
+			ReadBufferSize:  2048,
+			WriteBufferSize: 2048,
+		}
+		l.http = &http.Server{
+			Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
+			ReadHeaderTimeout: l.timeout,
+			ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		}
+	}
+	return nil
+}
+
+// Serve implements listeners.Listener: it accepts until Close.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.establish = establish
+	if l.http != nil {
+		go func() {
+			_ = l.http.Serve(&chanListener{conns: l.wsConns, addr: l.ln.Addr(), done: make(chan struct{})})
+		}()
+	}
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// Out of file descriptors and the like: wait instead of spinning.
+			l.logLimited("accept", "accept failed", slog.Any("error", err))
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go l.accept(c)
+	}
+}
+
+// accept takes one new connection through TLS and hands it to mochi (TCP) or
+// to the HTTP server for the WebSocket upgrade.
+func (l *listener) accept(raw net.Conn) {
+	tc := &trackedConn{Conn: raw, l: l}
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		_ = raw.Close()
+		return
+	}
+	l.conns[raw] = struct{}{}
+	l.mu.Unlock()
+	deadline := time.Now().Add(l.timeout)
+	if l.timeout > 0 {
+		_ = raw.SetDeadline(deadline)
+	}
+	var c net.Conn = tc
+	if l.tls != nil {
+		t := tls.Server(tc, l.tls.serverConfig())
+		if err := t.Handshake(); err != nil {
+			l.stats.TLSHandshakeFailed.Add(1)
+			l.logLimited("tls", "tls handshake failed", slog.String("remote", raw.RemoteAddr().String()), slog.Any("error", err))
+			_ = t.Close()
+			return
+		}
+		c = t
+	}
+	_ = raw.SetWriteDeadline(time.Time{})
+	if l.http != nil {
+		select {
+		case l.wsConns <- c:
+		case <-time.After(time.Until(deadline)):
+			_ = c.Close()
+		}
+		return
+	}
+	_ = raw.SetReadDeadline(deadline)
+	l.serve(c, c)
+}
+
+// upgrade turns an HTTP request into an MQTT-over-WebSocket connection.
+func (l *listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *http.Request) {
+	ws, err := up.Upgrade(w, r, nil) // writes the HTTP error itself
+	if err != nil {
+		l.logLimited("ws", "websocket upgrade refused", slog.String("remote", r.RemoteAddr), slog.Any("error", err))
+		return
+	}
+	c := ws.UnderlyingConn()
+	if l.timeout > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(l.timeout)) // the upgrade cleared the deadline
+	}
+	l.serve(&wsConn{Conn: c, ws: ws}, c)
+}
+
+// serve runs mochi's connection handler on c, recovering a panic. raw is the
+// connection to close (the transport under c).
+func (l *listener) serve(c net.Conn, raw net.Conn) {
+	g := &guardConn{Conn: c, max: l.maxPacket, stats: l.stats}
+	defer func() {
+		if r := recover(); r != nil {
+			_ = g.Close()
+			_ = raw.Close()
+			l.panics.Add(1)
+			l.logPanic(c, r)
+			l.lost(g)
+		}
+	}()
+	if err := l.establish(l.id, g); err != nil {
+		l.log.Debug("connection ended", slog.String("listener", l.id),
+			slog.String("remote", c.RemoteAddr().String()), slog.Any("error", err))
+	}
+}
+
+// logPanic logs a recovered panic, at most once a second.
+func (l *listener) logPanic(c net.Conn, r any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.lastLog) < time.Second {
+		return
+	}
+	l.lastLog = time.Now()
+	l.log.Error("malformed input crashed a connection handler; connection closed, gateway serving",
+		slog.String("remote", c.RemoteAddr().String()), slog.Any("panic", r), slog.Int64("total", l.panics.Load()))
+}
+
+// logLimited logs at warn level, at most once a second per kind: a flood of bad
+// handshakes must not flood the log.
+func (l *listener) logLimited(kind, msg string, attrs ...any) {
+	l.mu.Lock()
+	last := l.logged[kind]
+	now := time.Now()
+	ok := now.Sub(last) >= time.Second
+	if ok {
+		l.logged[kind] = now
+	}
+	l.mu.Unlock()
+	if ok {
+		l.log.Warn(msg, append([]any{slog.String("listener", l.id)}, attrs...)...)
+	}
+}
+
+func (l *listener) stopAccepting() {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+}
+
+// closeConns closes every connection still open (shutdown).
+func (l *listener) closeConns() {
+	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// Close implements listeners.Listener.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.stopAccepting()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+	if l.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = l.http.Shutdown(ctx)
+		cancel()
+	}
+	closeClients(l.id)
+	l.closeConns()
+}
+
+// trackedConn removes the raw connection from its listener's set when closed,
+// by whoever closes it (mochi, the HTTP server, a failed handshake).
+type trackedConn struct {
+	net.Conn
+	l    *listener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c.Conn)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// chanListener is a net.Listener fed with connections the listener accepted
+// and took through TLS, so the HTTP server only upgrades them.
+type chanListener struct {
+	conns <-chan net.Conn
+	addr  net.Addr
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// errNotBinary closes a WebSocket connection that sends a text frame [MQTT-6.0.0-1].
+var errNotBinary = errors.New("websocket: MQTT needs binary frames, got another kind")
+
+// wsConn carries an MQTT byte stream in WebSocket binary messages. An MQTT
+// packet may span messages and a message may hold several packets
+// [MQTT-6.0.0-2]. Deadlines apply to the underlying connection.
+type wsConn struct {
+	net.Conn // the underlying (TCP or TLS) connection
+	ws       *websocket.Conn
+	r        io.Reader // the message being read, or nil
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errNotBinary
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+// Write sends p as one binary message. mochi serialises writes per client.
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close sends a WebSocket close frame (best effort, 1s) and closes the connection.
+func (c *wsConn) Close() error {
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""),
+		time.Now().Add(time.Second))
+	return c.Conn.Close()
+}
+
+// errPacketTooLarge ends a connection whose next packet is larger than
+// mqtt.max_packet_size.
+var errPacketTooLarge = fmt.Errorf("packet larger than max_packet_size: %w", packets.ErrPacketTooLarge)
+
+// guardConn is every network connection as mochi sees it. It follows the MQTT
+// packet framing of the inbound byte stream and refuses a packet whose size
+// (fixed header included) is over max as soon as its fixed header arrives, so
+// mochi never allocates it: the packets before it are handed on, then the read
+// fails; a v5 client first gets DISCONNECT 0x95 Packet too large (4.13,
+// [MQTT-3.2.2-15] is the client's side of the limit). Framing state is touched
+// only by the goroutine reading the connection.
+type guardConn struct {
+	net.Conn
+	max   uint32
+	stats *LimitStats
+	cl    atomic.Pointer[mqtt.Client] // set once CONNECT is accepted (limitsHook)
+
+	inHeader bool   // reading a fixed header
+	lenBytes int    // Remaining Length bytes read so far
+	length   uint64 // Remaining Length so far
+	skip     uint64 // body bytes still to pass
+	err      error  // sticky
+
+	refusePending bool // err set, DISCONNECT not yet sent
+}
+
+func (g *guardConn) Read(p []byte) (int, error) {
+	if g.err != nil {
+		if g.refusePending {
+			g.refusePending = false
+			g.refuse()
+		}
+		return 0, g.err
+	}
+	n, err := g.Conn.Read(p)
+	if g.max == 0 {
+		return n, err
+	}
+	start := 0 // where the packet being scanned starts in p (0 if before p)
+	for i := 0; i < n; {
+		if g.skip > 0 {
+			k := min(g.skip, uint64(n-i))
+			g.skip -= k
+			i += int(k)
+			continue
+		}
+		b := p[i]
+		i++
+		if !g.inHeader {
+			start = i - 1
+			g.inHeader, g.lenBytes, g.length = true, 0, 0
+			continue
+		}
+		g.length |= uint64(b&0x7f) << (7 * g.lenBytes)
+		g.lenBytes++
+		if b&0x80 != 0 {
+			if g.lenBytes == 4 { // malformed Remaining Length: mochi closes the connection
+				g.max = 0
+				return n, err
+			}
+			continue
+		}
+		g.inHeader = false
+		if size := 1 + uint64(g.lenBytes) + g.length; size > uint64(g.max) {
+			g.err = errPacketTooLarge
+			g.stats.PacketsTooLarge.Add(1)
+			if start == 0 {
+				g.refuse()
+				return 0, g.err
+			}
+			g.refusePending = true
+			return start, nil // the packets before it first; the next Read fails
+		}
+		g.skip = g.length
+	}
+	return n, err
+}
+
+// refuse sends DISCONNECT 0x95 to a v5 client before the read fails.
+func (g *guardConn) refuse() {
+	if cl := g.cl.Load(); cl != nil && cl.Properties.ProtocolVersion == 5 {
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+			ReasonCode: packets.ErrPacketTooLarge.Code})
+	}
+}
+
+// TLSState returns the TLS state of a client's connection, or nil when the
+// client is not connected over TLS (plain TCP or WebSocket, or in-process).
+func TLSState(cl *mqtt.Client) *tls.ConnectionState {
+	c := cl.Net.Conn
+	for c != nil {
+		switch t := c.(type) {
+		case *tls.Conn:
+			st := t.ConnectionState()
+			return &st
+		case *guardConn:
+			c = t.Conn
+		case *wsConn:
+			c = t.Conn
+		default:
+			return nil
+		}
+	}
+	return nil
+}
