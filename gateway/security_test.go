@@ -407,7 +407,7 @@ func TestCommandTopics(t *testing.T) {
 }
 
 // A will whose topic the client may not publish to refuses the CONNECT (v5
-// 0x87, v3.1.1 0x05), as Mosquitto does: the will can never be published.
+// 0x87, v3.1.1 0x05) [MQTT-3.1.4-2]: the will can never be published.
 func TestWillTopicDenied(t *testing.T) {
 	g, _, _ := secureGateway(t, nil)
 	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})

@@ -211,9 +211,12 @@ func (h *Hook) certIdentity(cl *mqtt.Client) string {
 //   - unknown user or wrong password: v5 0x86 Bad User Name or Password,
 //     v3.1.1 0x04 [MQTT-3.1.4-2];
 //   - anonymous on a listener that refuses it: v5 0x87 Not authorized, v3.1.1 0x05;
-//   - a will topic the client may not publish to: v5 0x87, v3.1.1 0x05 (as
-//     Mosquitto does), so that no will is ever published where the client could
-//     not publish itself.
+//   - a will topic the client may not publish to: v5 0x87, v3.1.1 0x05, so
+//     that no will is ever published where the client could not publish
+//     itself, and the device learns at once that its will would be lost
+//     (Mosquitto 2.0.11 accepts such a CONNECT and drops the will silently;
+//     the spec allows refusing a CONNECT that fails an authorisation check
+//     [MQTT-3.1.4-2]; see docs/security.md).
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	user := string(pk.Connect.Username)
 	attrs := func() []any {
