@@ -12,7 +12,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -77,35 +76,23 @@ func secureGateway(t *testing.T, edit func(*gateway.Config)) (g *testGateway, la
 	t.Helper()
 	lan, host := lanListener(t)
 	logs = &syncBuffer{}
-	dir := t.TempDir()
-	cfg := gateway.DefaultConfig()
-	cfg.DataDir = dir
-	cfg.Listeners = []gateway.ListenerConfig{{Name: "local", Address: "127.0.0.1:0"}, lan}
-	cfg.MQTT.SysInterval = time.Second
-	cfg.Sessions.SweepInterval = time.Hour
-	cfg.Auth.Users = []gateway.UserConfig{
-		{Name: "alice", PasswordHash: testHash(t, "alice-pw")},
-		{Name: "ops", PasswordHash: testHash(t, "ops-pw")},
-		{Name: "meter-7", PasswordHash: testHash(t, "meter-pw")},
-	}
-	cfg.Auth.ACL = append([]gateway.ACLRuleConfig{{Name: "ops", User: "ops",
-		Publish: []string{"#"}, Subscribe: []string{"#"}, Commands: []string{"ota/#", "meters/+/cmd", "cmd/#"}}},
-		cfg.Auth.ACL...)
-	if edit != nil {
-		edit(&cfg)
-	}
-	clock := &testClock{now: time.Now()}
-	log := slog.New(slog.NewTextHandler(ioMulti{newTestWriter(t), logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	gw, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
-	if err != nil {
-		t.Fatalf("new gateway: %v", err)
-	}
-	if err := gw.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
-	}
-	t.Cleanup(func() { _ = gw.Close() })
-	_, port, _ := net.SplitHostPort(gw.Addr("lan"))
-	return &testGateway{Gateway: gw, addr: gw.Addr("local"), clock: clock}, net.JoinHostPort(host, port), logs
+	g, _ = startGatewayLogged(t, t.TempDir(), &testClock{now: time.Now()}, ioMulti{newTestWriter(t), logs}, func(cfg *gateway.Config) {
+		cfg.Listeners = append(cfg.Listeners, lan)
+		cfg.MQTT.SysInterval = time.Second
+		cfg.Auth.Users = []gateway.UserConfig{
+			{Name: "alice", PasswordHash: testHash(t, "alice-pw")},
+			{Name: "ops", PasswordHash: testHash(t, "ops-pw")},
+			{Name: "meter-7", PasswordHash: testHash(t, "meter-pw")},
+		}
+		cfg.Auth.ACL = append([]gateway.ACLRuleConfig{{Name: "ops", User: "ops",
+			Publish: []string{"#"}, Subscribe: []string{"#"}, Commands: []string{"ota/#", "meters/+/cmd", "cmd/#"}}},
+			cfg.Auth.ACL...)
+		if edit != nil {
+			edit(cfg)
+		}
+	})
+	_, port, _ := net.SplitHostPort(g.Addr("lan"))
+	return g, net.JoinHostPort(host, port), logs
 }
 
 type syncBuffer struct {
