@@ -201,6 +201,7 @@ type Status struct {
 	Since           time.Time `json:"since"`
 	LastError       string    `json:"last_error,omitempty"`
 	OutboxDepth     int       `json:"outbox_depth"`
+	OutboxBytes     int64     `json:"outbox_bytes"` // topic plus payload bytes waiting
 	OutboxOldestAge float64   `json:"outbox_oldest_age_seconds"`
 	OutboxDropped   int64     `json:"outbox_dropped"`
 	Sent            int64     `json:"sent"`
@@ -212,7 +213,7 @@ type Bridge struct {
 	cfg      Config
 	log      *slog.Logger
 	engine   *session.Engine
-	outbox   session.Queue
+	outbox   session.SizedQueue
 	consumer *session.Consumer
 	wake     chan struct{}
 
@@ -226,9 +227,17 @@ type Bridge struct {
 	lastSent Status
 }
 
+// OutboxLimits bound a bridge's outbox; Overflow applies beyond either limit.
+type OutboxLimits struct {
+	MaxMessages int   // > 0
+	MaxBytes    int64 // topic plus payload bytes; 0 = no byte limit
+	Overflow    session.Overflow
+}
+
 // New builds a bridge and registers its outbox with the engine. outbox must be a
-// durable queue (the store's "o/<name>"). Call before the server serves.
-func New(cfg Config, engine *session.Engine, outbox session.Queue, maxQueued int, overflow session.Overflow, log *slog.Logger) (*Bridge, error) {
+// durable queue that counts its bytes (the store's "o/<name>"). Call before the
+// server serves.
+func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits OutboxLimits, log *slog.Logger) (*Bridge, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 	}
@@ -242,7 +251,7 @@ func New(cfg Config, engine *session.Engine, outbox session.Queue, maxQueued int
 		}
 		b.consumer = &session.Consumer{
 			Name: "bridge/" + cfg.Name, Filters: filters, Queue: outbox,
-			MaxQueued: maxQueued, Overflow: overflow,
+			MaxQueued: limits.MaxMessages, MaxBytes: limits.MaxBytes, Overflow: limits.Overflow,
 			// Loop prevention: nothing that came down a bridge goes back up.
 			Skip:     func(pk packets.Packet) bool { return session.IsBridgeOrigin(pk.Origin) },
 			Notify:   b.signal,
@@ -289,6 +298,7 @@ func (b *Bridge) Status() Status {
 	st := b.status
 	b.mu.Unlock()
 	st.OutboxDepth = b.outbox.Len()
+	st.OutboxBytes = b.outbox.Bytes()
 	if m, err := b.outbox.Peek(0, 1); err == nil && len(m) > 0 && m[0].Packet.Created > 0 {
 		st.OutboxOldestAge = time.Since(time.Unix(m[0].Packet.Created, 0)).Seconds()
 	}

@@ -113,6 +113,7 @@ type gwConfig struct {
 	Durability     string // strict | batch
 	CommitInterval string // duration; "" keeps the default
 	MaxBytes       int64  // 0 keeps the default
+	Overflow       string // store.overflow; "" keeps the default
 }
 
 // write writes the configuration into a new file and returns its path.
@@ -128,6 +129,9 @@ func (c gwConfig) write(t *testing.T) string {
 	}
 	if c.MaxBytes != 0 {
 		fmt.Fprintf(&b, "  max_bytes: %d\n", c.MaxBytes)
+	}
+	if c.Overflow != "" {
+		fmt.Fprintf(&b, "  overflow: %s\n", c.Overflow)
 	}
 	path := filepath.Join(t.TempDir(), "edgegw.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

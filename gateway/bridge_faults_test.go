@@ -7,15 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -33,6 +26,7 @@ import (
 	"edgegw/bridge"
 	"edgegw/gateway"
 	"edgegw/internal/mqttwire"
+	"edgegw/internal/testpki"
 )
 
 // ---- helpers ----
@@ -659,82 +653,6 @@ func TestBridgeDownlinkWhileGatewayDown(t *testing.T) {
 
 // ---- 5. TLS ----
 
-// testCA is a certificate authority generated for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // PEM certificate
-	dir  string
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, dir: t.TempDir()}
-	ca.file = writePEM(t, filepath.Join(ca.dir, "ca.pem"), "CERTIFICATE", der)
-	return ca
-}
-
-// issue signs a certificate for cn: a server certificate for 127.0.0.1 (IP SAN)
-// or a client certificate. It returns the PEM certificate and key files.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	return ca.issueUntil(t, cn, server, time.Now().Add(24*time.Hour))
-}
-
-// issueUntil is issue with a certificate valid for the 25 hours up to notAfter.
-func (ca *testCA) issueUntil(t *testing.T, cn string, server bool, notAfter time.Time) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: notAfter.Add(-25 * time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, filepath.Join(ca.dir, cn+".pem"), "CERTIFICATE", der),
-		writePEM(t, filepath.Join(ca.dir, cn+".key"), "PRIVATE KEY", keyDER)
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) string {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // withTLS points the bridge at address with the given TLS files.
 func withTLS(edit func(*gateway.Config), address string, tc gateway.BridgeTLSConfig) func(*gateway.Config) {
 	return func(c *gateway.Config) {
@@ -749,13 +667,13 @@ func withTLS(edit func(*gateway.Config), address string, tc gateway.BridgeTLSCon
 // another CA, or without the client certificate mosquitto requires, it never
 // connects, says why in its status and log, and keeps the outbox.
 func TestBridgeTLSUpstream(t *testing.T) {
-	ca := newTestCA(t, "edgegw test CA")
-	serverCert, serverKey := ca.issue(t, "mosquitto", true)
-	clientCert, clientKey := ca.issue(t, "edgegw-s1", false)
-	otherCA := newTestCA(t, "some other CA")
+	ca := testpki.NewCA(t, "edgegw test CA")
+	serverCert, serverKey := ca.Issue(t, "mosquitto", true)
+	clientCert, clientKey := ca.Issue(t, "edgegw-s1", false)
+	otherCA := testpki.NewCA(t, "some other CA")
 	tlsPort, mtlsPort := freeLoopbackPort(t), freeLoopbackPort(t)
-	tlsListeners := mosquittoTLSListener(tlsPort, ca.file, serverCert, serverKey, false) +
-		mosquittoTLSListener(mtlsPort, ca.file, serverCert, serverKey, true)
+	tlsListeners := mosquittoTLSListener(tlsPort, ca.File, serverCert, serverKey, false) +
+		mosquittoTLSListener(mtlsPort, ca.File, serverCert, serverKey, true)
 	cloud := startCloud(t, tlsListeners)
 	tlsURL := fmt.Sprintf("mqtts://127.0.0.1:%d", tlsPort)
 	mtlsURL := fmt.Sprintf("mqtts://127.0.0.1:%d", mtlsPort)
@@ -788,13 +706,13 @@ func TestBridgeTLSUpstream(t *testing.T) {
 	}
 
 	t.Run("server certificate", func(t *testing.T) {
-		happy(t, tlsURL, gateway.BridgeTLSConfig{CAFile: ca.file})
+		happy(t, tlsURL, gateway.BridgeTLSConfig{CAFile: ca.File})
 	})
 	t.Run("mutual TLS", func(t *testing.T) {
-		happy(t, mtlsURL, gateway.BridgeTLSConfig{CAFile: ca.file, CertFile: clientCert, KeyFile: clientKey})
+		happy(t, mtlsURL, gateway.BridgeTLSConfig{CAFile: ca.File, CertFile: clientCert, KeyFile: clientKey})
 	})
 	t.Run("wrong CA", func(t *testing.T) {
-		g, logs := refused(t, tlsURL, gateway.BridgeTLSConfig{CAFile: otherCA.file})
+		g, logs := refused(t, tlsURL, gateway.BridgeTLSConfig{CAFile: otherCA.File})
 		if lastErr := cloudStatus(g).LastError; !strings.Contains(lastErr, "x509") || !strings.Contains(lastErr, "unknown authority") {
 			t.Errorf("last_error %q does not name the certificate problem", lastErr)
 		}
@@ -808,7 +726,7 @@ func TestBridgeTLSUpstream(t *testing.T) {
 		// the server's alert ("certificate required") or, when mosquitto's reset
 		// comes first, as "connection reset by peer" while sending CONNECT. Some
 		// attempt must show the alert.
-		g, logs := refused(t, mtlsURL, gateway.BridgeTLSConfig{CAFile: ca.file})
+		g, logs := refused(t, mtlsURL, gateway.BridgeTLSConfig{CAFile: ca.File})
 		if cloudStatus(g).LastError == "" {
 			t.Error("no last_error")
 		}

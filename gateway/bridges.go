@@ -36,6 +36,7 @@ type BridgeConfig struct {
 	Forward        []BridgeRuleConfig
 	Downlink       []BridgeRuleConfig
 	OutboxMax      int              // outbox.max_messages
+	OutboxMaxBytes int64            // outbox.max_bytes; 0 = no byte limit
 	OutboxOverflow session.Overflow // outbox.overflow
 	StatusTopic    string
 	WillTopic      string
@@ -131,14 +132,14 @@ func newBridges(cfg Config, engine *session.Engine, st *store.Store, log *slog.L
 		if err != nil {
 			return nil, fmt.Errorf("bridge %s outbox: %w", bc.Name, err)
 		}
-		max, overflow := bc.OutboxMax, bc.OutboxOverflow
-		if max <= 0 {
-			max = cfg.Sessions.MaxQueued
+		limits := bridge.OutboxLimits{MaxMessages: bc.OutboxMax, MaxBytes: bc.OutboxMaxBytes, Overflow: bc.OutboxOverflow}
+		if limits.MaxMessages <= 0 {
+			limits.MaxMessages = cfg.Sessions.MaxQueued
 		}
-		if overflow == "" {
-			overflow = session.RefuseNew
+		if limits.Overflow == "" {
+			limits.Overflow = session.RefuseNew
 		}
-		b, err := bridge.New(conf, engine, outbox, max, overflow, log.With(slog.String("component", "bridge")))
+		b, err := bridge.New(conf, engine, outbox.(session.SizedQueue), limits, log.With(slog.String("component", "bridge")))
 		if err != nil {
 			return nil, err
 		}

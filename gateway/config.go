@@ -70,8 +70,10 @@ type StoreConfig struct {
 	Durability string
 	// CommitInterval is the longest a change waits for its commit in batch mode; > 0.
 	CommitInterval time.Duration
-	// MaxBytes caps the store file; durable work is refused beyond it. 0 = no cap.
+	// MaxBytes caps the pages in use of the store file; 0 = no cap.
 	MaxBytes int64
+	// Overflow is applied above MaxBytes: refuse_new or drop_oldest.
+	Overflow session.Overflow
 }
 
 // LogConfig configures logging.
@@ -404,6 +406,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 						st.MaxBytes = v
 					}
 				},
+				"overflow": d.enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
 			})
 		},
 		"site_id": d.str(&c.SiteID),
@@ -489,7 +492,12 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 		"outbox": func(n *yaml.Node, key string) {
 			d.mapping(n, key, map[string]setter{
 				"max_messages": d.count(&b.OutboxMax, 1, maxCount),
-				"overflow":     d.enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
+				"max_bytes": func(n *yaml.Node, key string) {
+					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+						b.OutboxMaxBytes = v
+					}
+				},
+				"overflow": d.enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
 			})
 		},
 	})

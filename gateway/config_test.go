@@ -26,7 +26,7 @@ func TestDefaultConfig(t *testing.T) {
 			MaxTopicLength: 1024, MaxTopicLevels: 32, MaxInflight: 64,
 			ConnectionRate: RateConfig{PerSecond: 10, Burst: 50,
 				Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}},
-		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20},
+		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew},
 		Bridges: []BridgeConfig{},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
@@ -132,6 +132,7 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0", Type: "tcp"}, {Name: "b", Address: "[::1]:8883", Type: "tcp"}}
 		}},
 		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
+		{"store overflow", "store:\n  overflow: drop_oldest\n", func(c *Config) { c.Store.Overflow = session.DropOldest }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
 			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
@@ -217,6 +218,8 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:2: mqtt.sys_interval: must be at least 1s, got 500ms`}},
 		{"bad queue_overflow", "sessions:\n  queue_overflow: drop_newest\n",
 			[]string{`edgegw.yaml:2: sessions.queue_overflow: must be one of refuse_new, drop_oldest, got "drop_newest"`}},
+		{"bad store overflow", "store:\n  overflow: drop\n",
+			[]string{`edgegw.yaml:2: store.overflow: must be one of refuse_new, drop_oldest, got "drop"`}},
 		{"bad log level", "log:\n  level: verbose\n",
 			[]string{`edgegw.yaml:2: log.level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"bad clean_start", "sessions:\n  profiles:\n    - name: a\n      clean_start: force\n    - name: b\n      clean_start: sometimes\n",

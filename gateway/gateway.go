@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,7 @@ type Gateway struct {
 	auth      *auth.Hook
 	listeners map[string]*listener
 	limits    *LimitStats
+	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
@@ -106,11 +108,13 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	hub.Store(meters)
+	reclaimOrphanQueues(cfg, st, log.With(slog.String("component", "store")))
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
 		return nil, err
 	}
+	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, auth: authHook,
 		listeners: map[string]*listener{}, limits: limits}
 	for _, lc := range cfg.Listeners {
@@ -144,9 +148,11 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps.MaximumSessionExpiryInterval = math.MaxUint32 // the engine caps and expires sessions
 	caps.MaximumInflight = math.MaxUint16              // do not clamp the client's Receive Maximum; the engine applies it
 	caps.MaximumClientWritesPending = 64
-	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize                                 // a backstop: guardConn refuses exactly, first
-	caps.ReceiveMaximum = uint16(min(max(cfg.MQTT.MaxInflight, 1), math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
-	caps.MaximumClients = math.MaxInt64                                             // the engine's session quota decides
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize // a backstop: guardConn refuses exactly, first
+	if cfg.MQTT.MaxInflight > 0 {
+		caps.ReceiveMaximum = uint16(min(cfg.MQTT.MaxInflight, math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
+	}
+	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   log.With(slog.String("component", "mqtt")),
@@ -168,6 +174,10 @@ func (g *Gateway) Start() error {
 	}
 	g.bridges.start()
 	g.startMeters()
+	g.trimStop = make(chan struct{})
+	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
+	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
+	go trim.run(g.trimStop)
 	return nil
 }
 
@@ -216,6 +226,9 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	if g.trimStop != nil {
+		close(g.trimStop)
+	}
 	g.stopMeters()
 	g.bridges.stop()
 	g.drainClients()
@@ -250,6 +263,7 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		Durability:     store.Durability(cfg.Store.Durability),
 		CommitInterval: cfg.Store.CommitInterval,
 		MaxBytes:       cfg.Store.MaxBytes,
+		Overflow:       cfg.Store.Overflow,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)
@@ -345,6 +359,7 @@ func storeSys(st *store.Store) map[string]int64 {
 		"store/commits_failed":         s.FailedCommits.Load(),
 		"store/messages_written":       s.MessagesWritten.Load(),
 		"store/messages_never_written": s.MessagesSkipped.Load(),
+		"store/messages_dropped":       s.MessagesShed.Load(),
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		m["store/process_write_bytes"] = wb

@@ -46,9 +46,9 @@ type limitsHook struct {
 	mqtt.HookBase
 	srv           *mqtt.Server
 	maxPacketSize uint32
-	maxTopicLen   int
-	maxLevels     int
-	maxInflight   int
+	maxTopicLen   int          // 0: no limit (a Config built by hand)
+	maxLevels     int          // 0: no limit
+	maxInflight   int          // 0: no limit
 	rate          *rateLimiter // nil: no connection rate limit
 	stats         *LimitStats
 	log           *slog.Logger
@@ -93,11 +93,11 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // topicOK checks a topic name or filter against the length and level limits
 // and counts a refusal.
 func (h *limitsHook) topicOK(topic string) bool {
-	if len(topic) > h.maxTopicLen {
+	if h.maxTopicLen > 0 && len(topic) > h.maxTopicLen {
 		h.stats.TopicsTooLong.Add(1)
 		return false
 	}
-	if strings.Count(topic, "/")+1 > h.maxLevels {
+	if h.maxLevels > 0 && strings.Count(topic, "/")+1 > h.maxLevels {
 		h.stats.TopicsTooDeep.Add(1)
 		return false
 	}
@@ -117,7 +117,7 @@ func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		h.refuse(cl, packets.ErrTopicNameInvalid, "topic over the limits", slog.Int("topic_length", len(pk.TopicName)))
 		return pk, packets.ErrRejectPacket
 	}
-	if pk.FixedHeader.Qos == 2 && h.unreleased(cl, pk.PacketID) >= h.maxInflight {
+	if pk.FixedHeader.Qos == 2 && h.maxInflight > 0 && h.unreleased(cl, pk.PacketID) >= h.maxInflight {
 		h.stats.InflightExceeded.Add(1)
 		h.refuse(cl, packets.ErrReceiveMaximum, "receive maximum exceeded", slog.Int("max_inflight", h.maxInflight))
 		return pk, packets.ErrRejectPacket

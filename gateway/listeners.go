@@ -170,14 +170,17 @@ func (l *listener) accept(raw net.Conn) {
 	}
 	_ = raw.SetWriteDeadline(time.Time{})
 	if l.http != nil {
+		var expired <-chan time.Time
+		if l.timeout > 0 {
+			expired = time.After(time.Until(deadline))
+		}
 		select {
 		case l.wsConns <- c:
-		case <-time.After(time.Until(deadline)):
+		case <-expired:
 			_ = c.Close()
 		}
 		return
 	}
-	_ = raw.SetReadDeadline(deadline)
 	l.serve(c, c)
 }
 

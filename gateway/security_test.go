@@ -4,15 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -27,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"edgegw/gateway"
+	"edgegw/internal/testpki"
 	"edgegw/session"
 )
 
@@ -580,31 +574,13 @@ func TestConfigSecrets(t *testing.T) {
 	}
 }
 
-// clientCertSAN returns a client certificate issued by ca with subject CN cn
-// and the DNS name SAN dns.
-func clientCertSAN(t *testing.T, ca *testCA, cn, dns string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		DNSNames: []string{dns}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // A verified client certificate gives the username on listeners with
 // cert_username cn or san: no password is checked, and the ACL confines the
 // client by that username (here a meter). Without a certificate (client_auth
 // request) the usual password login and the anonymous refusal apply.
 func TestCertUsername(t *testing.T) {
-	ca := newTestCA(t, "server CA")
-	clients := newTestCA(t, "client CA")
+	ca := testpki.NewCA(t, "server CA")
+	clients := testpki.NewCA(t, "client CA")
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", clients)
 	g, _, _ := secureGateway(t, func(c *gateway.Config) {
 		lan, _ := lanListener(t)
@@ -623,7 +599,7 @@ func TestCertUsername(t *testing.T) {
 	watcher.subscribe(t, paho.SubscribeOptions{Topic: "meters/#", QoS: 1})
 
 	// CN meter-7, client id meter-8 and no username: the certificate says meter 7.
-	cert7 := clients.clientCert(t, "meter-7", time.Now().Add(time.Hour))
+	cert7 := clients.ClientCert(t, "meter-7", time.Now().Add(time.Hour))
 	conn, err := dialTLS(t, addr("tls-cn"), ca, &cert7)
 	if err != nil {
 		t.Fatal(err)
@@ -659,7 +635,7 @@ func TestCertUsername(t *testing.T) {
 	r3.expect(packets.Puback) // acknowledged, dropped: meter-7 (not ops) may not publish commands
 
 	// SAN: the DNS name, not the CN.
-	cert5 := clientCertSAN(t, clients, "not-used", "meter-5")
+	cert5 := clients.ClientCertDNS(t, "not-used", "meter-5")
 	conn5, err := dialTLS(t, addr("tls-san"), ca, &cert5)
 	if err != nil {
 		t.Fatal(err)

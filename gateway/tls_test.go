@@ -6,7 +6,6 @@ package gateway_test
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -20,25 +19,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/gateway"
+	"edgegw/internal/testpki"
 	"edgegw/session"
 )
-
-// clientCert returns a client certificate for cn issued by ca, valid until notAfter.
-func (ca *testCA) clientCert(t *testing.T, cn string, notAfter time.Time) tls.Certificate {
-	t.Helper()
-	c, k := ca.issueUntil(t, cn, false, notAfter)
-	cert, err := tls.LoadX509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
 
 // tlsFiles are a TLS listener's files in a test directory.
 type tlsFiles struct{ cert, key, clientCA string }
@@ -46,26 +29,17 @@ type tlsFiles struct{ cert, key, clientCA string }
 // writeServerFiles writes a server certificate for cn issued by ca, its key
 // and clientCA's certificate (if not nil) into dir, as server.pem, server.key
 // and clients.pem.
-func writeServerFiles(t *testing.T, dir string, ca *testCA, cn string, clientCA *testCA) tlsFiles {
+func writeServerFiles(t *testing.T, dir string, ca *testpki.CA, cn string, clientCA *testpki.CA) tlsFiles {
 	t.Helper()
 	f := tlsFiles{cert: filepath.Join(dir, "server.pem"), key: filepath.Join(dir, "server.key")}
-	c, k := ca.issue(t, cn, true)
-	copyFile(t, c, f.cert)
-	copyFile(t, k, f.key)
+	c, k := ca.Issue(t, cn, true)
+	testpki.Copy(t, c, f.cert)
+	testpki.Copy(t, k, f.key)
 	if clientCA != nil {
 		f.clientCA = filepath.Join(dir, "clients.pem")
-		copyFile(t, clientCA.file, f.clientCA)
+		testpki.Copy(t, clientCA.File, f.clientCA)
 	}
 	return f
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, to, b)
 }
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -87,9 +61,9 @@ func tlsListener(name, typ string, f tlsFiles, clientAuth string) gateway.Listen
 
 // dialTLS opens a TLS connection to addr trusting ca, with an optional client
 // certificate.
-func dialTLS(t *testing.T, addr string, ca *testCA, cert *tls.Certificate) (*tls.Conn, error) {
+func dialTLS(t *testing.T, addr string, ca *testpki.CA, cert *tls.Certificate) (*tls.Conn, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"}
+	cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
@@ -134,7 +108,7 @@ func sending(cert tls.Certificate) *tls.Config {
 // flowing between them and a plain TCP client; the listener's name reaches the
 // session profiles.
 func TestTLSListenerServesV5AndV3(t *testing.T) {
-	ca := newTestCA(t, "site CA")
+	ca := testpki.NewCA(t, "site CA")
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, tlsListener("lan-tls", "tcp", f, ""))
@@ -158,7 +132,7 @@ func TestTLSListenerServesV5AndV3(t *testing.T) {
 	v5.subscribe(t, paho.SubscribeOptions{Topic: "t/#", QoS: 1})
 
 	v3, _, code, err := connectV3URL(t, &url.URL{Scheme: "ssl", Host: addr},
-		&tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"}, "tls-v3", true)
+		&tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}, "tls-v3", true)
 	if err != nil || code != 0 {
 		t.Fatalf("v3.1.1 over TLS: %v (code %d)", err, code)
 	}
@@ -190,9 +164,9 @@ func TestTLSListenerServesV5AndV3(t *testing.T) {
 // logged; no session is created, a connected client is undisturbed, and a
 // client with a valid certificate still gets in.
 func TestTLSClientCertificatesRefused(t *testing.T) {
-	ca := newTestCA(t, "site CA")
-	clients := newTestCA(t, "device CA")
-	rogue := newTestCA(t, "rogue CA")
+	ca := testpki.NewCA(t, "site CA")
+	clients := testpki.NewCA(t, "device CA")
+	rogue := testpki.NewCA(t, "rogue CA")
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", clients)
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, tlsListener("lan-tls", "tcp", f, "require"))
@@ -200,15 +174,15 @@ func TestTLSClientCertificatesRefused(t *testing.T) {
 	addr := g.Addr("lan-tls")
 	b := newBystander(t, g)
 
-	good := clients.clientCert(t, "meter-7", time.Now().Add(time.Hour))
+	good := clients.ClientCert(t, "meter-7", time.Now().Add(time.Hour))
 	cases := []struct {
 		name string
 		cfg  *tls.Config
 		want []string // one of these in the client's error
 	}{
-		{"wrong CA", sending(rogue.clientCert(t, "meter-7", time.Now().Add(time.Hour))),
+		{"wrong CA", sending(rogue.ClientCert(t, "meter-7", time.Now().Add(time.Hour))),
 			[]string{"unknown certificate authority", "bad certificate"}},
-		{"expired", sending(clients.clientCert(t, "meter-7", time.Now().Add(-time.Hour))),
+		{"expired", sending(clients.ClientCert(t, "meter-7", time.Now().Add(-time.Hour))),
 			[]string{"expired certificate", "bad certificate"}},
 		{"no certificate", &tls.Config{}, []string{"certificate required", "bad certificate", "handshake failure"}},
 		{"TLS 1.1", &tls.Config{Certificates: []tls.Certificate{good}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11},
@@ -216,7 +190,7 @@ func TestTLSClientCertificatesRefused(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.RootCAs, tc.cfg.ServerName = ca.pool(), "127.0.0.1"
+			tc.cfg.RootCAs, tc.cfg.ServerName = ca.Pool(), "127.0.0.1"
 			err := tlsRefused(t, addr, tc.cfg)
 			ok := false
 			for _, w := range tc.want {
@@ -253,7 +227,7 @@ func TestTLSClientCertificatesRefused(t *testing.T) {
 // does not load keeps the current certificate, with a log line naming the
 // listener and the file.
 func TestTLSReloadSwapsCertificate(t *testing.T) {
-	ca := newTestCA(t, "site CA")
+	ca := testpki.NewCA(t, "site CA")
 	dir := t.TempDir()
 	f := writeServerFiles(t, dir, ca, "edgegw-1", nil)
 	logs := &logCapture{t: t}

@@ -16,20 +16,21 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
+	"edgegw/internal/testpki"
 )
 
 // MQTT over WebSocket, plain and over TLS, for v5 (paho.golang over paho's
 // WebSocket connection) and v3.1.1 (paho.mqtt.golang's ws:// and wss://):
 // messages flow between them and a plain TCP client in every direction.
 func TestWebSocketListenersPublishSubscribe(t *testing.T) {
-	ca := newTestCA(t, "site CA")
+	ca := testpki.NewCA(t, "site CA")
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners,
 			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"},
 			tlsListener("wss", "websocket", f, ""))
 	})
-	clientTLS := &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"}
+	clientTLS := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
 	wsURL := func(scheme, listener string) *url.URL {
 		return &url.URL{Scheme: scheme, Host: g.Addr(listener), Path: "/mqtt"}
 	}
@@ -123,7 +124,7 @@ func TestWebSocketSubprotocolAndTextFrames(t *testing.T) {
 // handshake, a WebSocket connection that never upgrades, one that upgrades and
 // then says nothing.
 func TestListenersCloseIdleConnectionsBeforeConnect(t *testing.T) {
-	ca := newTestCA(t, "site CA")
+	ca := testpki.NewCA(t, "site CA")
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.MQTT.ConnectTimeout = 300 * time.Millisecond
@@ -183,14 +184,14 @@ func dialWS(t *testing.T, addr string) net.Conn {
 // DISCONNECT 0x8B Server shutting down, connections still before CONNECT are
 // closed, and Close returns promptly (no client is left for mochi's Close).
 func TestCloseDrainsEveryListenerKind(t *testing.T) {
-	ca := newTestCA(t, "site CA")
+	ca := testpki.NewCA(t, "site CA")
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g, stop := startGatewayIn(t, t.TempDir(), &testClock{now: time.Now()}, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
 			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"},
 			tlsListener("wss", "websocket", f, ""))
 	})
-	clientTLS := &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"}
+	clientTLS := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
 	dial := map[string]func() net.Conn{
 		"local": func() net.Conn { c, _ := net.Dial("tcp", g.addr); return c },
 		"tls": func() net.Conn {

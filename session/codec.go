@@ -128,3 +128,83 @@ func readString(b []byte) (string, []byte, error) {
 	}
 	return string(b[2 : 2+n]), b[2+n:], nil
 }
+
+// SetState overwrites the delivery state (PacketID, Released) of an encoded
+// message in place: the cheap path for Queue.Update on stored entries.
+func SetState(b []byte, packetID uint16, released bool) error {
+	if len(b) < headerLen || b[0] != codecFormat {
+		return errShort
+	}
+	b[1] &^= 1
+	if released {
+		b[1] |= 1
+	}
+	binary.BigEndian.PutUint16(b[2:], packetID)
+	return nil
+}
+
+// Size is the size a queue accounts for a message: topic plus payload bytes (as
+// mosquitto's max_queued_bytes counts payloads; the topic is added so that
+// empty-payload floods are bounded too).
+func Size(pk packets.Packet) int64 { return int64(len(pk.TopicName) + len(pk.Payload)) }
+
+// StoredSize returns Size of an encoded message without decoding it (no
+// allocation): it reads the topic length and the lengths around the payload.
+func StoredSize(b []byte) (int64, error) {
+	if len(b) < headerLen || b[0] != codecFormat {
+		return 0, errShort
+	}
+	rest := b[headerLen:]
+	for range 2 { // origin, group
+		if len(rest) < 2 {
+			return 0, errShort
+		}
+		n := 2 + int(binary.BigEndian.Uint16(rest))
+		if len(rest) < n {
+			return 0, errShort
+		}
+		rest = rest[n:]
+	}
+	if len(rest) < 2 {
+		return 0, errShort
+	}
+	qos := (rest[0] >> 1) & 3
+	remaining, used, err := varint(rest[1:])
+	if err != nil {
+		return 0, err
+	}
+	body := rest[1+used:]
+	if len(body) != remaining || len(body) < 2 {
+		return 0, errShort
+	}
+	topic := int(binary.BigEndian.Uint16(body))
+	off := 2 + topic
+	if qos > 0 {
+		off += 2 // packet identifier
+	}
+	if len(body) < off+1 {
+		return 0, errShort
+	}
+	props, pused, err := varint(body[off:])
+	if err != nil {
+		return 0, err
+	}
+	off += pused + props
+	if len(body) < off {
+		return 0, errShort
+	}
+	return int64(topic + len(body) - off), nil
+}
+
+// varint decodes an MQTT Variable Byte Integer at the start of b.
+func varint(b []byte) (n, used int, err error) {
+	shift := 0
+	for i := 0; i < 4 && i < len(b); i++ {
+		n |= int(b[i]&0x7f) << shift
+		if b[i]&0x80 == 0 {
+			return n, i + 1, nil
+		}
+		shift += 7
+	}
+	return 0, 0, errors.New("malformed variable byte integer")
+}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -22,7 +23,11 @@ type Consumer struct {
 	Queue Queue
 	// MaxQueued bounds Queue; Overflow is applied beyond it (counted).
 	MaxQueued int
-	Overflow  Overflow
+	// MaxBytes, if > 0, bounds the Size (topic plus payload bytes) of the queued
+	// messages; Overflow is applied beyond it too, dropping as many of the oldest
+	// messages as the new one needs. Queue must then implement SizedQueue.
+	MaxBytes int64
+	Overflow Overflow
 	// Skip, if set, rejects a message (e.g. one that came from this bridge).
 	Skip func(pk packets.Packet) bool
 	// Notify, if set, is called after a message was queued (without locks held).
@@ -54,6 +59,9 @@ type consumers struct {
 func (e *Engine) AddConsumer(c *Consumer) error {
 	if c.Name == "" || c.Queue == nil || len(c.Filters) == 0 {
 		return fmt.Errorf("consumer %q: name, queue and filters are required", c.Name)
+	}
+	if _, sized := c.Queue.(SizedQueue); c.MaxBytes > 0 && !sized {
+		return fmt.Errorf("consumer %q: max bytes needs a queue that counts bytes", c.Name)
 	}
 	if c.MaxQueued <= 0 {
 		c.MaxQueued = e.opts.MaxQueued
@@ -101,7 +109,13 @@ func (e *Engine) routeConsumers(pk packets.Packet) {
 		out := pk
 		out.PacketID, out.FixedHeader.Dup = 0, false
 		c.mu.Lock()
-		ok, lost := e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), Message{Packet: out}, c.MaxQueued, c.Overflow)
+		e.consumerOverflowEnds(c)
+		ok, lost := e.makeRoomBytes(c, Size(out))
+		if ok {
+			var lostHere bool
+			ok, lostHere = e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), Message{Packet: out}, c.MaxQueued, c.Overflow)
+			lost = lost || lostHere
+		}
 		if lost {
 			c.dropped++
 		}
@@ -149,4 +163,72 @@ func (c *Consumer) inFlight() int {
 		return 0
 	}
 	return c.InFlight()
+}
+
+// SizedQueue is a Queue that keeps the total Size of its messages (the store's
+// queues do; Consumer.MaxBytes needs it).
+type SizedQueue interface {
+	Queue
+	Bytes() int64
+}
+
+// makeRoomBytes applies c.MaxBytes before a message of the given size is queued:
+// it reports whether the message may be queued and whether a message was lost
+// (the new one refused, or old ones dropped). drop_oldest drops the oldest
+// messages that are not in flight until the new one fits; a message larger than
+// MaxBytes on its own, or one that does not fit when everything left is in
+// flight, is refused. Caller holds c.mu.
+func (e *Engine) makeRoomBytes(c *Consumer, size int64) (ok, lost bool) {
+	if c.MaxBytes <= 0 {
+		return true, false
+	}
+	q := c.Queue.(SizedQueue)
+	if q.Bytes()+size <= c.MaxBytes {
+		return true, false
+	}
+	if !c.overflow.active {
+		c.overflow.active = true
+		e.stats.OverflowEpisodes.Add(1)
+		e.log.Warn("queue full (bytes), applying overflow policy", slog.String("queue", c.Name),
+			slog.Int64("max_bytes", c.MaxBytes), slog.String("policy", string(c.Overflow)))
+	}
+	c.overflow.dropped++
+	if c.Overflow == RefuseNew || size > c.MaxBytes {
+		e.stats.QueueRefused.Add(1)
+		return false, true
+	}
+	inFlight := c.inFlight()
+	for q.Bytes()+size > c.MaxBytes {
+		oldest, err := q.Peek(0, inFlight+1)
+		if err != nil {
+			e.log.Error("queue peek failed", slog.String("queue", c.Name), slog.Any("error", err))
+			return false, true
+		}
+		dropped := false
+		for _, old := range oldest {
+			if old.PacketID == 0 {
+				dropped = q.Remove(old.Seq) == nil
+				break
+			}
+		}
+		if !dropped { // everything left is in flight
+			e.stats.QueueRefused.Add(1)
+			return false, true
+		}
+		e.stats.QueueDroppedOld.Add(1)
+	}
+	return true, true
+}
+
+// consumerOverflowEnds ends c's overflow episode (logging what it cost) once its
+// queue is below 90% of both limits. Caller holds c.mu.
+func (e *Engine) consumerOverflowEnds(c *Consumer) {
+	if !c.overflow.active || c.Queue.Len() >= c.MaxQueued-c.MaxQueued/10 {
+		return
+	}
+	if q, sized := c.Queue.(SizedQueue); sized && c.MaxBytes > 0 && q.Bytes() >= c.MaxBytes-c.MaxBytes/10 {
+		return
+	}
+	e.log.Info("queue below limit again", slog.String("queue", c.Name), slog.Int64("lost", c.overflow.dropped))
+	c.overflow = overflowState{}
 }

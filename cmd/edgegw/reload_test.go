@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/internal/testpki"
 )
 
 // SIGHUP makes `edgegw run` re-read its TLS listeners' files: a new connection
@@ -28,9 +23,14 @@ import (
 // process keeps running and still stops cleanly.
 func TestSIGHUPReloadsTLSCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey := selfSignedCA(t)
+	ca := testpki.NewCA(t, "reload test CA")
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
-	writeServerCert(t, ca, caKey, "edgegw-1", certFile, keyFile)
+	install := func(cn string) {
+		c, k := ca.Issue(t, cn, true)
+		testpki.Copy(t, c, certFile)
+		testpki.Copy(t, k, keyFile)
+	}
+	install("edgegw-1")
 	addr, tlsAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfg := filepath.Join(dir, "edgegw.yaml")
 	text := fmt.Sprintf("data_dir: %q\nlisteners:\n  - name: test\n    address: %q\n  - name: tls\n    address: %q\n"+
@@ -40,8 +40,7 @@ func TestSIGHUPReloadsTLSCertificate(t *testing.T) {
 	}
 	gw := startGateway(t, cfg, addr)
 
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool := ca.Pool()
 	dial := func() *tls.Conn {
 		t.Helper()
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: stopWait}, "tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
@@ -104,7 +103,7 @@ func TestSIGHUPReloadsTLSCertificate(t *testing.T) {
 		}
 	}
 
-	writeServerCert(t, ca, caKey, "edgegw-2", certFile, keyFile)
+	install("edgegw-2")
 	hup("msg=\"tls certificate reloaded\" listener=tls", 1)
 	if cn := served(); cn != "edgegw-2" {
 		t.Fatalf("after SIGHUP served %q, want edgegw-2", cn)
@@ -124,51 +123,4 @@ func TestSIGHUPReloadsTLSCertificate(t *testing.T) {
 	roundTrip("after failed reload")
 	disconnectV5(old)
 	gw.stop(t)
-}
-
-func selfSignedCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "reload test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-// writeServerCert writes a certificate for 127.0.0.1 named cn, signed by ca,
-// and its key.
-func writeServerCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: kder}} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

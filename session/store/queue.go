@@ -25,18 +25,28 @@ type Queue struct {
 	mu       sync.Mutex
 	nextSeq  uint64
 	count    int
+	bytes    int64 // session.Size of the entries held
 	pend     delta // changes since the last commit started
 	flushing delta // changes being committed (kept after a failed commit)
 	released bool
 }
 
 // delta is a set of changes to a queue. appends are newer than anything on disk
-// and sorted by Seq; clearBelow > 0 deletes every entry with a smaller Seq first.
+// and sorted by Seq; updates hold only the new delivery state of entries that are
+// elsewhere (on disk or in an older delta's appends), so an update costs a few
+// bytes of RAM, not a copy of the message; clearBelow > 0 deletes every entry with
+// a smaller Seq first.
 type delta struct {
 	appends    []session.Message
-	updates    map[uint64]session.Message
+	updates    map[uint64]state
 	removes    map[uint64]struct{}
 	clearBelow uint64
+}
+
+// state is the delivery state of a queue entry.
+type state struct {
+	pid      uint16
+	released bool
 }
 
 func (d *delta) empty() bool {
@@ -79,6 +89,7 @@ func (q *Queue) Append(m session.Message) (uint64, error) {
 	m.Seq = q.nextSeq
 	q.nextSeq++
 	q.count++
+	q.bytes += session.Size(m.Packet)
 	q.pend.appends = append(q.pend.appends, m)
 	q.mark()
 	return m.Seq, nil
@@ -92,65 +103,68 @@ func (q *Queue) Update(m session.Message) error {
 		q.pend.appends[i].PacketID, q.pend.appends[i].Released = m.PacketID, m.Released
 		return nil
 	}
-	cur, ok := q.lookup(m.Seq)
-	if !ok {
+	if _, ok := q.lookup(m.Seq); !ok {
 		return nil
 	}
-	cur.PacketID, cur.Released = m.PacketID, m.Released
 	if q.pend.updates == nil {
-		q.pend.updates = map[uint64]session.Message{}
+		q.pend.updates = map[uint64]state{}
 	}
-	q.pend.updates[m.Seq] = cur
+	q.pend.updates[m.Seq] = state{m.PacketID, m.Released}
 	q.mark()
 	return nil
 }
 
-// lookup finds the current state of an entry that is not in pend.appends.
+// lookup finds an entry that is not in pend.appends and returns its Size:
+// from the appends being committed, or from the disk without decoding it.
 // Caller holds q.mu.
-func (q *Queue) lookup(seq uint64) (session.Message, bool) {
-	if m, ok := q.pend.updates[seq]; ok {
-		return m, true
+func (q *Queue) lookup(seq uint64) (int64, bool) {
+	if seq < q.pend.clearBelow || seq < q.flushing.clearBelow || seq >= q.nextSeq {
+		return 0, false
 	}
-	if m, ok := q.flushing.updates[seq]; ok {
-		return m, true
+	if _, gone := q.pend.removes[seq]; gone {
+		return 0, false
+	}
+	if _, gone := q.flushing.removes[seq]; gone {
+		return 0, false
 	}
 	if i := q.flushing.findAppend(seq); i >= 0 {
-		return q.flushing.appends[i], true
+		return session.Size(q.flushing.appends[i].Packet), true
 	}
-	var m session.Message
-	var err error
+	var size int64
 	found := false
 	_ = q.s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketQ).Get(key(q.id, seq)); v != nil {
-			m, err = session.DecodeMessage(seq, bytes.Clone(v)) // see Peek
+			var err error
+			size, err = session.StoredSize(v)
 			found = err == nil
 		}
 		return nil
 	})
-	return m, found
+	return size, found
 }
 
 // Remove implements session.Queue.
 func (q *Queue) Remove(seq uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.remove(seq)
+	return nil
+}
+
+// remove deletes one entry and reports the Size it freed (false: not held).
+// Caller holds q.mu.
+func (q *Queue) remove(seq uint64) (int64, bool) {
 	if i := q.pend.findAppend(seq); i >= 0 {
+		size := session.Size(q.pend.appends[i].Packet)
 		q.pend.appends = append(q.pend.appends[:i], q.pend.appends[i+1:]...)
 		q.count--
+		q.bytes -= size
 		q.s.stats.MessagesSkipped.Add(1)
-		return nil
+		return size, true
 	}
-	if _, gone := q.pend.removes[seq]; gone {
-		return nil
-	}
-	if seq < q.pend.clearBelow || seq < q.flushing.clearBelow || seq >= q.nextSeq {
-		return nil
-	}
-	if _, gone := q.flushing.removes[seq]; gone {
-		return nil
-	}
-	if _, ok := q.lookup(seq); !ok {
-		return nil
+	size, ok := q.lookup(seq)
+	if !ok {
+		return 0, false
 	}
 	if q.pend.removes == nil {
 		q.pend.removes = map[uint64]struct{}{}
@@ -158,8 +172,9 @@ func (q *Queue) Remove(seq uint64) error {
 	q.pend.removes[seq] = struct{}{}
 	delete(q.pend.updates, seq)
 	q.count--
+	q.bytes -= size
 	q.mark()
-	return nil
+	return size, true
 }
 
 // Len implements session.Queue.
@@ -169,12 +184,22 @@ func (q *Queue) Len() int {
 	return q.count
 }
 
+// Bytes is the session.Size (topic plus payload bytes) of the entries held. It
+// is kept up to date by Append and Remove and computed at Open without decoding
+// the entries.
+func (q *Queue) Bytes() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
 // Clear implements session.Queue.
 func (q *Queue) Clear() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.pend = delta{clearBelow: q.nextSeq}
 	q.count = 0
+	q.bytes = 0
 	q.mark()
 	return nil
 }
@@ -207,9 +232,9 @@ func (q *Queue) Peek(from uint64, max int) ([]session.Message, error) {
 	}
 	overlay := func(m session.Message) session.Message {
 		if u, ok := q.pend.updates[m.Seq]; ok {
-			m.PacketID, m.Released = u.PacketID, u.Released
+			m.PacketID, m.Released = u.pid, u.released
 		} else if u, ok := q.flushing.updates[m.Seq]; ok {
-			m.PacketID, m.Released = u.PacketID, u.Released
+			m.PacketID, m.Released = u.pid, u.released
 		}
 		return m
 	}
@@ -299,15 +324,15 @@ func (d *delta) merge(n delta) {
 		d.removes[seq] = struct{}{}
 		delete(d.updates, seq)
 	}
-	for seq, m := range n.updates {
+	for seq, u := range n.updates {
 		if i := d.findAppend(seq); i >= 0 {
-			d.appends[i].PacketID, d.appends[i].Released = m.PacketID, m.Released
+			d.appends[i].PacketID, d.appends[i].Released = u.pid, u.released
 			continue
 		}
 		if d.updates == nil {
-			d.updates = map[uint64]session.Message{}
+			d.updates = map[uint64]state{}
 		}
-		d.updates[seq] = m
+		d.updates[seq] = u
 	}
 	d.appends = append(d.appends, n.appends...)
 }
@@ -336,15 +361,20 @@ func (q *Queue) applyFlush(b *bolt.Bucket) (int, error) {
 			return 0, err
 		}
 	}
-	for seq, m := range d.updates {
+	for seq, u := range d.updates {
 		if _, gone := d.removes[seq]; gone {
 			continue
 		}
-		v, err := session.EncodeMessage(m)
-		if err != nil {
-			return 0, err
+		k := key(q.id, seq)
+		old := b.Get(k)
+		if old == nil {
+			continue // removed by a commit in between
 		}
-		if err := b.Put(key(q.id, seq), v); err != nil {
+		v := bytes.Clone(old) // bbolt's value lives in its read-only mmap
+		if err := session.SetState(v, u.pid, u.released); err != nil {
+			return 0, fmt.Errorf("queue %s entry %d: %w", q.name, seq, err)
+		}
+		if err := b.Put(k, v); err != nil {
 			return 0, err
 		}
 	}

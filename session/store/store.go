@@ -61,7 +61,13 @@ const (
 type Options struct {
 	Durability     Durability
 	CommitInterval time.Duration // batch: the longest a change waits for its commit
-	MaxBytes       int64         // file size cap; 0 = none
+	MaxBytes       int64         // cap on the pages in use; 0 = none
+	// Overflow is what happens above MaxBytes: session.RefuseNew (the default)
+	// refuses new durable work until queues drain; session.DropOldest drops the
+	// oldest queue entries that are not in flight, from the queues holding the
+	// most bytes, until the store is below 90% of MaxBytes (see shed). When
+	// nothing can be dropped it refuses, as RefuseNew does.
+	Overflow session.Overflow
 	// MaxPending starts a commit early when this many changes wait (bounds RAM).
 	MaxPending int
 }
@@ -72,6 +78,7 @@ type Stats struct {
 	FailedCommits    atomic.Int64
 	MessagesWritten  atomic.Int64 // queue entries that reached the disk
 	MessagesSkipped  atomic.Int64 // queue entries removed before their commit: never written
+	MessagesShed     atomic.Int64 // queue entries dropped by Overflow drop_oldest above MaxBytes
 	CommitNanos      atomic.Int64 // time spent in commits
 	LastCommitUnixNs atomic.Int64
 }
@@ -96,6 +103,9 @@ type Store struct {
 	attempt  uint64 // commit attempts finished
 	failErr  error  // error of the last attempt, nil once one succeeds
 	full     bool   // the used size exceeded MaxBytes at the last commit
+	excess   int64  // drop_oldest: bytes to shed after the last commit (0: none)
+	stuck    bool   // drop_oldest found nothing to drop: refuse like refuse_new
+	shedLog  shedLog
 	cond     *sync.Cond
 
 	commitMu sync.Mutex // one commit at a time
@@ -168,6 +178,7 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.ReleaseMapped() // the freelist rebuild and load touched every page
 	s.wg.Add(1)
 	go s.loop()
 	return s, nil
@@ -203,7 +214,7 @@ func (s *Store) load() error {
 		if err != nil {
 			return err
 		}
-		// One pass over the entries: counts and next sequence numbers.
+		// One pass over the entries: counts, sizes and next sequence numbers.
 		return tx.Bucket(bucketQ).ForEach(func(k, v []byte) error {
 			if len(k) != 12 {
 				return fmt.Errorf("queue key %x: bad length", k)
@@ -212,7 +223,12 @@ func (s *Store) load() error {
 			if q == nil {
 				return nil // orphan of a dropped queue whose commit was cut short
 			}
+			size, err := session.StoredSize(v)
+			if err != nil {
+				return fmt.Errorf("queue %s entry %x: %w", q.name, k[4:], err)
+			}
 			q.count++
+			q.bytes += size
 			q.nextSeq = binary.BigEndian.Uint64(k[4:]) + 1
 			return nil
 		})
@@ -251,27 +267,23 @@ func (s *Store) Healthy() error {
 	if s.failErr != nil {
 		return s.failErr
 	}
-	if s.full {
+	if s.full && (s.opts.Overflow != session.DropOldest || s.stuck) {
 		return fmt.Errorf("%w: %s uses more than store.max_bytes (%d bytes); durable work is refused until queues drain",
 			ErrFull, s.path, s.opts.MaxBytes)
 	}
 	return nil
 }
 
-// overCap reports whether the pages in use (below bbolt's high-water mark, minus
-// free and pending pages) exceed MaxBytes. The file itself is usually larger:
-// bbolt grows it ahead of use and never shrinks it while open. Caller holds s.mu.
-func (s *Store) overCap() bool {
-	if s.opts.MaxBytes <= 0 {
-		return false
-	}
+// used returns the bytes of the pages in use: below bbolt's high-water mark,
+// minus free and pending pages. The file itself is usually larger: bbolt grows it
+// ahead of use and never shrinks it while open.
+func (s *Store) used() int64 {
 	var hwm int64
 	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
-		return false
+		return 0
 	}
 	stats := s.db.Stats()
-	free := int64(stats.FreePageN+stats.PendingPageN) * int64(s.db.Info().PageSize)
-	return hwm-free > s.opts.MaxBytes
+	return hwm - int64(stats.FreePageN+stats.PendingPageN)*int64(s.db.Info().PageSize)
 }
 
 // changed records one change; caller holds s.mu.
@@ -323,6 +335,7 @@ func (s *Store) loop() {
 			s.log.Error("store commit failed; durable work is refused until it succeeds",
 				slog.String("path", s.path), slog.Any("error", err))
 		}
+		s.shedIfOver()
 	}
 }
 
@@ -424,15 +437,29 @@ func (s *Store) commit() error {
 		s.cond.Broadcast()
 		return err
 	}
-	wasBlocked := s.failErr != nil || s.full
+	dropping := s.opts.Overflow == session.DropOldest
+	// Blocked: durable work was refused. drop_oldest is not blocked while it can
+	// drop; its drops are logged by shedIfOver at a bounded rate.
+	wasBlocked := s.failErr != nil || (s.full && (!dropping || s.stuck))
 	s.failErr = nil
-	s.full = s.overCap()
+	s.full, s.excess = false, 0
+	if s.opts.MaxBytes > 0 {
+		if used := s.used(); used > s.opts.MaxBytes {
+			s.full = true
+			if dropping {
+				s.excess = used - s.opts.MaxBytes*9/10
+			}
+		}
+	}
 	switch {
-	case s.full && !wasBlocked:
+	case s.full && !wasBlocked && !dropping:
 		s.log.Error("store full: pages in use exceed store.max_bytes; durable work is refused until queues drain",
 			slog.String("path", s.path), slog.Int64("max_bytes", s.opts.MaxBytes))
 	case !s.full && wasBlocked:
 		s.log.Info("store writable again", slog.String("path", s.path))
+	}
+	if !s.full {
+		s.stuck = false
 	}
 	s.done = target
 	s.stats.Commits.Add(1)

@@ -326,7 +326,7 @@ func TestDeltaMerge(t *testing.T) {
 	d.merge(delta{
 		appends: []session.Message{{Seq: 4}},
 		removes: map[uint64]struct{}{2: {}, 9: {}},
-		updates: map[uint64]session.Message{3: {Seq: 3, PacketID: 7}, 8: {Seq: 8, PacketID: 5}},
+		updates: map[uint64]state{3: {pid: 7}, 8: {pid: 5}},
 	})
 	var seqs []uint64
 	for _, m := range d.appends {
@@ -335,7 +335,7 @@ func TestDeltaMerge(t *testing.T) {
 	if fmt.Sprint(seqs) != "[1 3 4]" || d.appends[1].PacketID != 7 {
 		t.Fatalf("appends %v (%+v)", seqs, d.appends)
 	}
-	if _, ok := d.removes[9]; !ok || len(d.removes) != 2 || d.updates[8].PacketID != 5 {
+	if _, ok := d.removes[9]; !ok || len(d.removes) != 2 || d.updates[8].pid != 5 {
 		t.Fatalf("removes %v updates %v", d.removes, d.updates)
 	}
 	d.merge(delta{clearBelow: 4})
@@ -447,5 +447,125 @@ func TestConcurrentQueueOpsAndCommits(t *testing.T) {
 		if n := len(payloads(t, q)); n != ops-ops/3 {
 			t.Fatalf("queue %d holds %d, want %d", w, n, ops-ops/3)
 		}
+	}
+}
+
+// With store.overflow drop_oldest the cap drops the oldest queued messages that
+// are not in flight instead of refusing: every append is accepted, the queue keeps
+// a contiguous run of the newest messages in order, entries holding a packet id
+// stay, and the drops are counted.
+func TestFullStoreDropsOldest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	const maxBytes = 256 << 10
+	s := openTest(t, path, Options{Durability: Batch, MaxBytes: maxBytes, Overflow: session.DropOldest})
+	q, _ := s.Queue("s/a")
+	small, _ := s.Queue("s/b") // a short queue: the big one pays first
+	if _, err := small.Append(msg(0)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	for i := range n {
+		m := msg(i)
+		m.Packet.Payload = fmt.Appendf(make([]byte, 0, 1024), "%04d", i)[:1024]
+		seq, err := q.Append(m)
+		if err != nil {
+			t.Fatalf("append %d: %v (drop_oldest must not refuse)", i, err)
+		}
+		if i < 3 { // in flight: a packet id was assigned and written to a client
+			m.Seq, m.PacketID = seq, uint16(100+i)
+			if err := q.Update(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+	}
+	for range 100 { // settle: commit, measure, shed, until below the cap
+		if err := s.commit(); err != nil {
+			t.Fatal(err)
+		}
+		s.mu.Lock()
+		full := s.full
+		s.mu.Unlock()
+		if !full {
+			break
+		}
+		s.shedIfOver()
+	}
+	if used := s.used(); used > maxBytes {
+		t.Fatalf("pages in use %d > max_bytes %d after shedding", used, maxBytes)
+	}
+	if err := s.Healthy(); err != nil {
+		t.Fatalf("healthy: %v", err)
+	}
+	ms, err := q.Peek(0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 50 || len(ms) > 300 {
+		t.Fatalf("%d of %d KiB messages kept under a 256 KiB cap", len(ms), n)
+	}
+	for i, m := range ms[:3] {
+		if m.PacketID != uint16(100+i) {
+			t.Fatalf("in-flight entry %d dropped or changed: %+v", i, m)
+		}
+	}
+	first := int(ms[3].Seq)
+	for i, m := range ms[3:] {
+		if want := fmt.Sprintf("%04d", first-1+i); string(m.Packet.Payload[:4]) != want {
+			t.Fatalf("kept entry %d has payload %q, want %q (newest, in order)", i, m.Packet.Payload[:4], want)
+		}
+	}
+	if ms[len(ms)-1].Seq != n || first <= 4 {
+		t.Fatalf("kept seqs %d..%d, want the newest up to %d", first, ms[len(ms)-1].Seq, n)
+	}
+	if shed := s.Stats().MessagesShed.Load(); int(shed) != n-len(ms) {
+		t.Fatalf("MessagesShed %d, want %d", shed, n-len(ms))
+	}
+	if small.Len() != 1 {
+		t.Fatalf("the small queue lost its message (len %d)", small.Len())
+	}
+	if got, want := q.(*Queue).Bytes(), int64(len(ms))*int64(len("t/0")+1024); got != want {
+		t.Fatalf("queue bytes %d, want %d", got, want)
+	}
+}
+
+// Bytes follows appends, removals before and after the commit, Clear, and is
+// rebuilt from the file at Open.
+func TestQueueBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Batch})
+	q, _ := s.Queue("s/a")
+	size := func(i int) int64 { return session.Size(msg(i).Packet) }
+	var want int64
+	var seqs []uint64
+	for i := range 10 {
+		seq, _ := q.Append(msg(i))
+		seqs = append(seqs, seq)
+		want += size(i)
+	}
+	_ = q.Remove(seqs[0]) // before its commit
+	want -= size(0)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	_ = q.Remove(seqs[1]) // from the disk
+	_ = q.Remove(seqs[1]) // twice: no effect
+	want -= size(1)
+	if got := q.(*Queue).Bytes(); got != want {
+		t.Fatalf("bytes %d, want %d", got, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, path, Options{Durability: Batch})
+	q2, _ := s.Queue("s/a")
+	if got := q2.(*Queue).Bytes(); got != want {
+		t.Fatalf("bytes after reopen %d, want %d", got, want)
+	}
+	_ = q2.Clear()
+	if got := q2.(*Queue).Bytes(); got != 0 {
+		t.Fatalf("bytes after Clear %d", got)
 	}
 }
