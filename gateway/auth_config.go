@@ -272,6 +272,13 @@ func securityWarnings(file string, c Config) []string {
 			w = append(w, fmt.Sprintf("password file %s is readable by every user (mode %04o); chmod o-r %s", p, m, p))
 		}
 	}
+	for i, l := range c.Listeners {
+		if l.TLS != nil && l.TLS.KeyFile != "" {
+			if m, ok := worldReadable(l.TLS.KeyFile); ok {
+				w = append(w, fmt.Sprintf("listeners[%d].tls.key_file %s is readable by every user (mode %04o)", i, l.TLS.KeyFile, m))
+			}
+		}
+	}
 	for i, b := range c.Bridges {
 		if p := b.TLS.KeyFile; p != "" {
 			if m, ok := worldReadable(p); ok {

@@ -213,26 +213,25 @@ func FilterWithin(acl, sub string) bool {
 }
 
 func within(acl, s string, subIsFilter bool) bool {
-	a, t := strings.Split(acl, "/"), strings.Split(s, "/")
-	if len(a) > 0 && len(t) > 0 && (a[0] == "+" || a[0] == "#") && strings.HasPrefix(t[0], "$") {
+	if (strings.HasPrefix(acl, "+") || strings.HasPrefix(acl, "#")) && strings.HasPrefix(s, "$") {
 		return false
 	}
-	for i, l := range a {
+	for {
+		l, aRest, aMore := strings.Cut(acl, "/")
 		if l == "#" {
 			return true
 		}
-		if i >= len(t) {
-			return false
-		}
-		if subIsFilter && t[i] == "#" {
+		t, sRest, sMore := strings.Cut(s, "/")
+		if subIsFilter && t == "#" {
 			return false // only '#' covers '#'
 		}
-		if l == "+" {
-			continue
-		}
-		if l != t[i] {
+		if l != "+" && l != t {
 			return false
 		}
+		if !aMore || !sMore {
+			// Both end here, or acl goes on: "a/#" also matches "a" [MQTT-4.7.1-2].
+			return aMore == sMore || (aMore && aRest == "#")
+		}
+		acl, s = aRest, sRest
 	}
-	return len(a) == len(t)
 }

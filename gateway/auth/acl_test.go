@@ -153,3 +153,15 @@ func TestLimiterBound(t *testing.T) {
 		t.Fatalf("after 1s: ok=%v suppressed=%d, want true %d", ok, suppressed, 100-LogBurst)
 	}
 }
+
+// The ACL check runs for every PUBLISH; it must stay cheap next to the
+// engine's routing (a few hundred ns here).
+func BenchmarkCanPublishMeter(b *testing.B) {
+	a := defaultACL()
+	id := Identity{ClientID: "meter-7", Profile: "meter"}
+	for b.Loop() {
+		if !a.CanPublish(id, a.RuleFor(id), "meters/7/reading") {
+			b.Fatal("denied")
+		}
+	}
+}

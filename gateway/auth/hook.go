@@ -287,15 +287,15 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
+	// An empty topic name uses a topic alias, which only a PUBLISH that passed
+	// this check can have set [MQTT-3.3.2-12].
+	if write && (cl.Properties.ProtocolVersion < 5 || topic == "") {
+		return true
+	}
 	id := h.identity(cl)
 	r := h.opts.ACL.RuleFor(id)
 	if write {
-		if cl.Properties.ProtocolVersion < 5 {
-			return true
-		}
-		// An empty topic name uses a topic alias, which only a PUBLISH that
-		// passed this check can have set [MQTT-3.3.2-12].
-		if topic == "" || h.opts.ACL.CanPublish(id, r, topic) {
+		if h.opts.ACL.CanPublish(id, r, topic) {
 			return true
 		}
 		h.deniedPublish(cl, id, topic)
