@@ -50,6 +50,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	authOpts.Now = deps.Now // the log rate limit's clock; nil is time.Now
 	authHook := auth.NewHook(authOpts)
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"edgegw/gateway"
+	"edgegw/gateway/auth"
 	"edgegw/internal/testpki"
 	"edgegw/session"
 )
@@ -589,6 +590,8 @@ func TestCertUsername(t *testing.T) {
 		san := tlsListener("tls-san", "tcp", f, "request")
 		san.Address, san.CertUsername = lan.Address, "san"
 		c.Listeners = append(c.Listeners, cn, san)
+		c.Sessions.Profiles = append([]gateway.ProfileConfig{{Name: "cert-5", Username: "meter-5", CleanStart: "force"}},
+			c.Sessions.Profiles...)
 	})
 	_, host := lanListener(t)
 	addr := func(name string) string {
@@ -644,6 +647,9 @@ func TestCertUsername(t *testing.T) {
 	if err != nil {
 		t.Fatalf("v5 connect with a SAN certificate: %v", err)
 	}
+	if s, _ := g.sessionInfo("five"); s.Profile != "cert-5" {
+		t.Errorf("session profile %q, want cert-5 (matched by the certificate's username)", s.Profile)
+	}
 	m5.publish(t, "meters/5/reading", 1, "from san")
 	if m := watcher.next(t); m.Topic != "meters/5/reading" {
 		t.Fatalf("watcher got %s", m.Topic)
@@ -675,5 +681,33 @@ func TestCertUsername(t *testing.T) {
 	}
 	if code := plain(ptr("meter-7"), ptr("guess")); code != 0x86 {
 		t.Errorf("meter-7 by password without certificate: %#x, want 0x86", code)
+	}
+}
+
+// A burst of denials writes at most auth.LogBurst log lines of its kind; the
+// rest are counted.
+func TestDenialLogBounded(t *testing.T) {
+	g, _, logs := secureGateway(t, nil)
+	m := dialRaw(t, g.addr, 5)
+	m.connect("meter-7", true, packets.Properties{})
+	for i := range 200 {
+		m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: fmt.Sprintf("meters/8/r%d", i), Payload: []byte("x")})
+	}
+	m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, TopicName: "meters/8/last", Payload: []byte("x")})
+	if ack := m.expect(packets.Puback); ack.ReasonCode != 0x87 {
+		t.Fatalf("PUBACK %#x, want 0x87", ack.ReasonCode)
+	}
+	if got := g.Auth().Stats().PublishDenied.Load(); got != 201 {
+		t.Fatalf("publish denied counter %d, want 201", got)
+	}
+	// The test clock stands still: the bucket is not refilled.
+	if n := strings.Count(logs.String(), "publish denied"); n != auth.LogBurst {
+		t.Fatalf("%d 'publish denied' lines for 201 denials, want %d", n, auth.LogBurst)
+	}
+	g.clock.Advance(time.Second) // one token: the next line reports the left-out ones
+	m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2, TopicName: "meters/8/last", Payload: []byte("x")})
+	m.expect(packets.Puback)
+	if !strings.Contains(logs.String(), "suppressed=191") {
+		t.Fatalf("no suppressed=191 in the log:\n%s", logs.String())
 	}
 }
