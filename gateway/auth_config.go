@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 
@@ -53,19 +52,7 @@ func (l ListenerConfig) AnonymousAllowed() bool {
 	if l.AllowAnonymous != nil {
 		return *l.AllowAnonymous
 	}
-	return isLoopback(l.Address)
-}
-
-func isLoopback(address string) bool {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return IsLoopback(l.Address)
 }
 
 // listenerAuth decodes the listener keys of the security model.
@@ -270,6 +257,11 @@ func securityWarnings(file string, c Config) []string {
 	if p := c.Auth.PasswordFile; p != "" {
 		if m, ok := worldReadable(p); ok {
 			w = append(w, fmt.Sprintf("password file %s is readable by every user (mode %04o); chmod o-r %s", p, m, p))
+		}
+	}
+	if p := c.Admin.TokenFile; p != "" {
+		if m, ok := worldReadable(p); ok {
+			w = append(w, fmt.Sprintf("admin.token_file %s is readable by every user (mode %04o); chmod o-r %s", p, m, p))
 		}
 	}
 	for i, l := range c.Listeners {

@@ -62,6 +62,11 @@ type Config struct {
 	Meters MetersConfig
 	// Auth holds users, the password file and the ACL (auth_config.go).
 	Auth AuthConfig
+	// Admin configures the admin API, status page and metrics (admin_config.go).
+	Admin AdminConfig
+	// Version is the program's version, shown by the admin API. Set by the
+	// command (edgegw run), not by the file.
+	Version string
 }
 
 // StoreConfig configures durability and size of the session store.
@@ -418,6 +423,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		},
 		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
 		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
+		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{
@@ -579,6 +585,7 @@ func (d *decoder) check(c *Config) {
 	}
 	d.checkMeters(&c.Meters)
 	d.checkAuth(c)
+	d.checkAdmin(c)
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.
 	if err := c.SessionOptions().Validate(); err != nil {

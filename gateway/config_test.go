@@ -28,6 +28,7 @@ func TestDefaultConfig(t *testing.T) {
 				Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}},
 		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew},
 		Bridges: []BridgeConfig{},
+		Admin:   AdminConfig{Socket: "admin.sock"},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
 			MaxSessions:    10000,

@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
+	"edgegw/gateway/admin"
 	"edgegw/gateway/auth"
 	"edgegw/hardware"
 	"edgegw/session"
@@ -38,11 +39,13 @@ type Gateway struct {
 	listeners map[string]*listener
 	limits    *LimitStats
 	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
+	admin     *admin.Server // nil when turned off (admin.go)
 }
 
 // New builds a gateway from a checked configuration. deps lets tests inject a
 // clock; production passes session.Deps{}.
 func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
+	started := time.Now()
 	if err := makeDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
@@ -136,6 +139,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		}
 		g.listeners[lc.Name] = l
 	}
+	g.admin = g.newAdmin(started)
 	return g, nil
 }
 
@@ -166,6 +170,13 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 
 // Start opens the listeners and starts serving. It returns once they listen.
 func (g *Gateway) Start() error {
+	if g.admin != nil {
+		// The broker matters more than its status surface: a socket that cannot
+		// be created (full disk, path in use) is logged, and the gateway serves.
+		if err := g.admin.Start(); err != nil {
+			g.log.Error("admin API not available", slog.Any("error", err))
+		}
+	}
 	if err := g.srv.Serve(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -227,6 +238,9 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // Close disconnects every client, stops the listeners and the engine, commits
 // the store and logs what it wrote.
 func (g *Gateway) Close() error {
+	if g.admin != nil {
+		g.admin.Close()
+	}
 	if g.trimStop != nil {
 		close(g.trimStop)
 	}

@@ -83,6 +83,7 @@ type Meter struct {
 	executing uint64 // Seq of the command being executed, 0 if none
 
 	readings, cmdDone, cmdFailed, cmdExpired atomic.Int64
+	last                                     atomic.Pointer[LastReading] // see info.go
 }
 
 // ID returns the meter id.
@@ -170,9 +171,11 @@ func (m *Meter) Publish(r Reading) {
 	if m.port != nil {
 		m.port.counters.Readings.Add(1)
 	}
+	payload := EncodeReading(m.id, now, r)
+	m.last.Store(&LastReading{At: now, Payload: payload})
 	err := m.hub.engine.PublishLocal(m.origin, packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-		TopicName:   m.readingTopic, Payload: EncodeReading(m.id, now, r),
+		TopicName:   m.readingTopic, Payload: payload,
 	})
 	if err != nil && m.port != nil {
 		m.port.Limited.Warn("publish", "meter reading not published", slog.String("meter", m.id), slog.Any("error", err))

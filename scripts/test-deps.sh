@@ -18,6 +18,7 @@ DEPS=(
 	lintian:lintian                  # make lint-packages
 	qemu-arm-static:qemu-user-static # make test-arm (ARMv6)
 	qemu-aarch64-static:qemu-user-static
+	chromium:chromium                # the status page test (headless, DevTools protocol)
 )
 
 if ! command -v go >/dev/null 2>&1; then

@@ -174,24 +174,13 @@ type SessionInfo struct {
 	Subscriptions  []string
 }
 
-// Sessions returns a snapshot of every session, online and offline.
+// Sessions returns a snapshot of every session, online and offline, sorted by
+// client id (see SessionDetails).
 func (e *Engine) Sessions() []SessionInfo {
-	e.mu.RLock()
-	list := make([]*Session, 0, len(e.sessions))
-	for _, s := range e.sessions {
-		list = append(list, s)
-	}
-	e.mu.RUnlock()
-	out := make([]SessionInfo, 0, len(list))
-	for _, s := range list {
-		s.mu.Lock()
-		info := SessionInfo{ID: s.id, Profile: s.profile, Online: s.cl != nil, Expiry: s.expiry,
-			DisconnectedAt: s.disconnectedAt, Queued: s.queue.Len()}
-		for f := range s.subs {
-			info.Subscriptions = append(info.Subscriptions, f)
-		}
-		s.mu.Unlock()
-		out = append(out, info)
+	details := e.SessionDetails()
+	out := make([]SessionInfo, len(details))
+	for i, d := range details {
+		out[i] = d.SessionInfo
 	}
 	return out
 }

@@ -9,6 +9,10 @@
 //	edgegw version              print the version
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
 //	edgegw passwd FILE USER     add or update USER in the password file FILE
+//	edgegw status               the running gateway at a glance (admin API)
+//	edgegw sessions [list|show ID|kick ID|purge ID]
+//	edgegw meters               meters and serial ports of the running gateway
+//	edgegw bridge               bridges of the running gateway
 //
 // Exit status: 0 on success, 1 on runtime errors, 2 on usage errors and invalid
 // configuration.
@@ -47,6 +51,11 @@ const usage = `usage:
   edgegw passwd FILE USER     add or update USER in the password file FILE (bcrypt);
                               the password is asked for on a terminal, else read
                               from the first line of standard input
+  edgegw status               the running gateway at a glance
+  edgegw sessions [list | show ID | kick ID | purge ID]
+  edgegw meters               meters and serial ports of the running gateway
+  edgegw bridge               bridges of the running gateway
+  (status, sessions, meters, bridge: [-c FILE | --socket PATH] [--token-file FILE] [--json])
 `
 
 func main() {
@@ -76,6 +85,14 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return storeCmd(rest, stdout, stderr)
 	case "passwd":
 		return passwdCmd(rest, os.Stdin, stdout, stderr)
+	case "status":
+		return statusCmd(rest, stdout, stderr)
+	case "sessions":
+		return sessionsCmd(rest, stdout, stderr)
+	case "meters":
+		return metersCmd(rest, stdout, stderr)
+	case "bridge", "bridges":
+		return bridgeCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -115,6 +132,7 @@ func runCmd(args []string, stderr io.Writer) int {
 			return configError(stderr, err)
 		}
 	}
+	cfg.Version = version
 	log := cfg.Logger(stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

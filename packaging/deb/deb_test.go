@@ -35,6 +35,33 @@ func TestConfig(t *testing.T) {
 	}
 }
 
+// TestAdminSocketInWritablePath checks that the packaged configuration puts
+// the admin socket where the hardened unit lets edgegw create it.
+func TestAdminSocketInWritablePath(t *testing.T) {
+	b, err := deb.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := gateway.ParseConfig(deb.ConfigPath, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := c.AdminSocketPath()
+	m := regexp.MustCompile(`(?m)^ReadWritePaths=(.*)$`).FindStringSubmatch(deb.Unit(deb.BinPath))
+	if m == nil {
+		t.Fatal("unit has no ReadWritePaths=")
+	}
+	ok := false
+	for _, dir := range strings.Fields(m[1]) {
+		if strings.HasPrefix(sock, strings.TrimSuffix(dir, "/")+"/") {
+			ok = true
+		}
+	}
+	if sock != deb.DataDir+"/admin.sock" || !ok {
+		t.Errorf("admin socket %s is not under the unit's ReadWritePaths=%s", sock, m[1])
+	}
+}
+
 // TestUnitTemplate checks that the only template action is the binary's path,
 // so that kardianos/service (`edgegw service install`) and deb.Unit (the
 // package) render the same unit, and that the unit says what the issue asks.

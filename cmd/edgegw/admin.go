@@ -1,0 +1,580 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"edgegw/bridge"
+	"edgegw/gateway"
+	"edgegw/gateway/admin"
+)
+
+// The operations commands (status, sessions, meters, bridge) are clients of the
+// admin API on the gateway's Unix socket (gateway/admin).
+
+// packagedConfig is the configuration the packaged service runs with; the
+// commands read it when no -c or --socket is given and it exists.
+const packagedConfig = "/etc/edgegw/edgegw.yaml"
+
+// adminFlags are the flags every operations command takes.
+type adminFlags struct {
+	config, socket, tokenFile string
+	json                      bool
+}
+
+func newAdminFlags(name string, stderr io.Writer, usageLine string) (*flag.FlagSet, *adminFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &adminFlags{}
+	fs.StringVar(&f.config, "config", "", "configuration `FILE` naming the admin socket (default: "+packagedConfig+" if it exists, else the built-in default)")
+	fs.StringVar(&f.config, "c", "", "shorthand for -config")
+	fs.StringVar(&f.socket, "socket", "", "admin socket `PATH` (overrides the configuration)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the admin token, for kick and purge when not the gateway's user or root")
+	fs.BoolVar(&f.json, "json", false, "print the API's JSON instead of text")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: %s\nflags (anywhere on the line):\n", usageLine)
+		fs.PrintDefaults()
+	}
+	return fs, f
+}
+
+// parseAnywhere parses flags placed before, between or after the positional
+// arguments, and returns the positional ones.
+func parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// client resolves the socket: --socket, else -c FILE's admin.socket, else the
+// packaged configuration's, else the built-in default's (./data/admin.sock).
+// A token comes from --token-file, else from the configuration's token_file.
+func (f *adminFlags) client() (*admin.Client, error) {
+	socket, token := f.socket, ""
+	if socket == "" || f.tokenFile == "" {
+		cfg := gateway.DefaultConfig()
+		path := f.config
+		if path == "" && f.socket == "" {
+			if _, err := os.Stat(packagedConfig); err == nil {
+				path = packagedConfig
+			}
+		}
+		if path != "" {
+			var err error
+			if cfg, err = gateway.LoadConfig(path); err != nil {
+				return nil, err
+			}
+		}
+		if socket == "" {
+			if socket = cfg.AdminSocketPath(); socket == "" {
+				return nil, fmt.Errorf("admin.socket is turned off in %s; give --socket PATH", path)
+			}
+		}
+		token = cfg.Admin.Token
+	}
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return admin.NewClient(socket, token), nil
+}
+
+// adminCmd runs one operations command: parse, call, print.
+func adminCmd(name, usageLine string, args []string, stdout, stderr io.Writer,
+	run func(c *admin.Client, pos []string, f *adminFlags, out *printer) error, nargs ...int) int {
+	fs, f := newAdminFlags("edgegw "+name, stderr, usageLine)
+	pos, err := parseAnywhere(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if len(nargs) == 2 && (len(pos) < nargs[0] || len(pos) > nargs[1]) {
+		fmt.Fprintf(stderr, "edgegw %s: wrong arguments\nusage: %s\n", name, usageLine)
+		return exitUsage
+	}
+	c, err := f.client()
+	if err != nil {
+		return configError(stderr, err)
+	}
+	out := newPrinter(stdout)
+	if err := run(c, pos, f, out); err != nil {
+		var ue usageErr
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "edgegw %s: %s\nusage: %s\n", name, ue, usageLine)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "edgegw: %v\n", err)
+		return exitRuntime
+	}
+	return out.flush()
+}
+
+type usageErr string
+
+func (e usageErr) Error() string { return string(e) }
+
+// getJSON fetches path; with --json it prints the answer as it came.
+func getJSON(c *admin.Client, path string, f *adminFlags, out *printer, v any) (printed bool, err error) {
+	if f.json {
+		var raw json.RawMessage
+		if err := c.Get(path, &raw); err != nil {
+			return false, err
+		}
+		out.raw(raw)
+		return true, nil
+	}
+	return false, c.Get(path, v)
+}
+
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	return adminCmd("status", "edgegw status [-c FILE | --socket PATH] [--json]", args, stdout, stderr,
+		func(c *admin.Client, _ []string, f *adminFlags, out *printer) error {
+			var st admin.Status
+			if done, err := getJSON(c, "/api/v1/status", f, out, &st); done || err != nil {
+				return err
+			}
+			printStatus(out, st)
+			return nil
+		}, 0, 0)
+}
+
+func metersCmd(args []string, stdout, stderr io.Writer) int {
+	return adminCmd("meters", "edgegw meters [-c FILE | --socket PATH] [--json]", args, stdout, stderr,
+		func(c *admin.Client, _ []string, f *adminFlags, out *printer) error {
+			var st admin.Status
+			if f.json {
+				var raw struct {
+					Meters json.RawMessage `json:"meters"`
+					Ports  json.RawMessage `json:"ports"`
+				}
+				if err := c.Get("/api/v1/status", &raw); err != nil {
+					return err
+				}
+				b, _ := json.Marshal(raw)
+				out.raw(b)
+				return nil
+			}
+			if err := c.Get("/api/v1/status", &st); err != nil {
+				return err
+			}
+			printMeters(out, st, true)
+			return nil
+		}, 0, 0)
+}
+
+func bridgeCmd(args []string, stdout, stderr io.Writer) int {
+	return adminCmd("bridge", "edgegw bridge [-c FILE | --socket PATH] [--json]", args, stdout, stderr,
+		func(c *admin.Client, _ []string, f *adminFlags, out *printer) error {
+			var bs []bridge.Status
+			if done, err := getJSON(c, "/api/v1/bridges", f, out, &bs); done || err != nil {
+				return err
+			}
+			if len(bs) == 0 {
+				out.line("no bridge configured")
+				return nil
+			}
+			for i, b := range bs {
+				if i > 0 {
+					out.line("")
+				}
+				printBridgeDetail(out, b)
+			}
+			return nil
+		}, 0, 0)
+}
+
+func sessionsCmd(args []string, stdout, stderr io.Writer) int {
+	const usageLine = "edgegw sessions [list | show ID | kick ID | purge ID] [-c FILE | --socket PATH] [--token-file FILE] [--json]"
+	return adminCmd("sessions", usageLine, args, stdout, stderr,
+		func(c *admin.Client, pos []string, f *adminFlags, out *printer) error {
+			sub := "list"
+			if len(pos) > 0 {
+				sub = pos[0]
+			}
+			switch {
+			case sub == "list" && len(pos) <= 1:
+				var list []admin.Session
+				if done, err := getJSON(c, "/api/v1/sessions", f, out, &list); done || err != nil {
+					return err
+				}
+				printSessions(out, list)
+			case sub == "show" && len(pos) == 2:
+				var s admin.Session
+				if done, err := getJSON(c, admin.SessionPath(pos[1], ""), f, out, &s); done || err != nil {
+					return err
+				}
+				printSession(out, s)
+			case (sub == "kick" || sub == "purge") && len(pos) == 2:
+				var r admin.Result
+				if err := c.Post(admin.SessionPath(pos[1], "/"+sub), &r); err != nil {
+					return err
+				}
+				if f.json {
+					b, _ := json.Marshal(r)
+					out.raw(b)
+					return nil
+				}
+				switch sub {
+				case "kick":
+					out.line(fmt.Sprintf("kicked %s: disconnected; the session stays as its expiry says", r.ID))
+				default:
+					out.line(fmt.Sprintf("purged %s: session, subscriptions and queued messages deleted", r.ID))
+				}
+			default:
+				return usageErr(fmt.Sprintf("unknown or incomplete subcommand %q", strings.Join(pos, " ")))
+			}
+			return nil
+		}, 0, 2)
+}
+
+// ---- text output ----
+
+// printer buffers lines; tables are aligned with tabwriter, colour is used only
+// when stdout is a terminal and NO_COLOR is unset.
+type printer struct {
+	w     io.Writer
+	tw    *tabwriter.Writer
+	color bool
+	label int // width of a row's first cell; 0: as tabwriter aligns it
+	err   error
+}
+
+func newPrinter(w io.Writer) *printer {
+	p := &printer{w: w, tw: tabwriter.NewWriter(w, 8, 0, 2, ' ', 0)}
+	if f, ok := w.(*os.File); ok && os.Getenv("NO_COLOR") == "" {
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		p.color = err == nil
+	}
+	return p
+}
+
+const (
+	green = "\x1b[32m"
+	red   = "\x1b[31m"
+	amber = "\x1b[33m"
+	bold  = "\x1b[1m"
+	reset = "\x1b[0m"
+)
+
+// paint colours s for a terminal. Table cells must not be painted (tabwriter
+// would count the escapes as width), except the last cell of a row.
+func (p *printer) paint(code, s string) string {
+	if !p.color {
+		return s
+	}
+	return code + s + reset
+}
+
+func (p *printer) stateColor(s string) string {
+	switch s {
+	case "ok", "online", "connected", "open":
+		return p.paint(green, s)
+	case "degraded", "offline", "disconnected", "closed":
+		return p.paint(red, s)
+	}
+	return p.paint(amber, s)
+}
+
+func (p *printer) line(s string) {
+	p.flushTable()
+	if p.err == nil {
+		_, p.err = fmt.Fprintln(p.w, s)
+	}
+}
+
+func (p *printer) row(cells ...string) {
+	if p.label > 0 && len(cells) > 0 {
+		cells[0] = fmt.Sprintf("%-*s", p.label, cells[0])
+	}
+	if p.err == nil {
+		_, p.err = fmt.Fprintln(p.tw, strings.Join(cells, "\t"))
+	}
+}
+
+func (p *printer) flushTable() {
+	if p.err == nil {
+		p.err = p.tw.Flush()
+	}
+}
+
+func (p *printer) raw(b []byte) {
+	p.line(strings.TrimSpace(string(b)))
+}
+
+func (p *printer) flush() int {
+	p.flushTable()
+	if p.err != nil {
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func printStatus(p *printer, st admin.Status) {
+	// One width for the first column of every section, so that they line up.
+	p.label = len("sessions")
+	for _, b := range st.Bridges {
+		p.label = max(p.label, len("bridge "+b.Bridge))
+	}
+	for _, m := range st.Meters {
+		p.label = max(p.label, len("meter "+m.Meter))
+	}
+	p.line(fmt.Sprintf("%s %s, up %s, %s", p.paint(bold, "edgegw"), st.Version.Version,
+		fmtSeconds(st.Uptime.Seconds), p.stateColor(st.Health.Status)))
+	for _, pr := range st.Health.Problems {
+		p.line("  " + p.paint(red, "! "+pr))
+	}
+	p.line("")
+	if len(st.Bridges) == 0 {
+		p.row("bridge", "none configured")
+	}
+	for _, b := range st.Bridges {
+		state := "connected"
+		if !b.Connected {
+			state = "disconnected"
+		}
+		oldest := "-"
+		if b.OutboxDepth > 0 {
+			oldest = fmtSeconds(int64(b.OutboxOldestAge))
+		}
+		p.row("bridge "+b.Bridge, state, "since "+b.Since.Local().Format("15:04:05"),
+			fmt.Sprintf("outbox %d (%s)", b.OutboxDepth, fmtBytes(b.OutboxBytes)), "oldest "+oldest, fmt.Sprintf("dropped %d", b.OutboxDropped))
+	}
+	p.flushTable()
+	p.line("")
+	printMeters(p, st, false)
+	ss := st.Sessions
+	p.row("sessions", fmt.Sprintf("%d online, %d offline", ss.Online, ss.Offline),
+		fmt.Sprintf("quota %d of %d", ss.Online+ss.Offline, ss.Max), fmt.Sprintf("%d queued", ss.Queued),
+		fmt.Sprintf("%d shared groups", len(st.Groups)))
+	s := st.Store
+	capacity := "no cap"
+	if s.MaxBytes > 0 {
+		capacity = fmt.Sprintf("%.0f%% of %s", 100*float64(s.UsedBytes)/float64(s.MaxBytes), fmtBytes(s.MaxBytes))
+	}
+	wpm := "-"
+	if s.MessagesWritten > 0 {
+		wpm = fmtBytes(s.WriteBytesPerMessage)
+	}
+	p.row("store", "in use "+fmtBytes(s.UsedBytes), capacity, "file "+fmtBytes(s.FileBytes),
+		fmt.Sprintf("%d free pages", s.FreePages), fmt.Sprintf("%d commits", s.Commits), wpm+" written/message")
+	var drops []string
+	if s.MessagesDropped != 0 {
+		drops = append(drops, fmt.Sprintf("store_messages_dropped %d", s.MessagesDropped))
+	}
+	for _, c := range st.Counters {
+		if c.Value != 0 && c.Name != "wills_published" && c.Name != "sessions_expired" {
+			drops = append(drops, fmt.Sprintf("%s %d", c.Name, c.Value))
+		}
+	}
+	if len(drops) == 0 {
+		drops = []string{"none"}
+	}
+	p.row("drops", strings.Join(drops, ", "))
+	p.flushTable()
+}
+
+// printMeters prints a row per meter; ports adds the ports with their error
+// counters.
+func printMeters(p *printer, st admin.Status, ports bool) {
+	if len(st.Meters) == 0 {
+		p.row("meters", "none configured")
+	}
+	now := st.Time
+	for _, m := range st.Meters {
+		seen := "never"
+		if m.LastSeen != nil {
+			seen = fmtSeconds(int64(now.Sub(*m.LastSeen).Seconds())) + " ago"
+		}
+		p.row("meter "+m.Meter, m.State, seen, m.Port, readingText(m.Reading))
+	}
+	p.flushTable()
+	if !ports {
+		return
+	}
+	p.line("")
+	for _, pt := range st.Ports {
+		state := "open"
+		if !pt.Open {
+			state = "closed"
+		}
+		var errs []string
+		for _, k := range slices.Sorted(maps.Keys(pt.Counters)) {
+			if k != "frames" && k != "readings" && pt.Counters[k] != 0 {
+				errs = append(errs, fmt.Sprintf("%s %d", k, pt.Counters[k]))
+			}
+		}
+		if len(errs) == 0 {
+			errs = []string{"no errors"}
+		}
+		p.row("port "+pt.Port, state, pt.Device, pt.Protocol, fmt.Sprintf("frames %d", pt.Counters["frames"]), strings.Join(errs, ", "))
+		if pt.LastError != "" && !pt.Open {
+			p.row("", "", "last error: "+pt.LastError)
+		}
+	}
+	p.flushTable()
+}
+
+// readingText formats a reading's JSON: "energy=6553.8 kWh power=-10 W".
+func readingText(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "no reading yet"
+	}
+	var r struct {
+		Values map[string]struct {
+			V    *float64 `json:"v"`
+			Unit string   `json:"unit"`
+		} `json:"values"`
+		Quality []string `json:"quality"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return string(raw)
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(r.Values)) {
+		v := r.Values[k]
+		s := k + "=invalid"
+		if v.V != nil {
+			s = fmt.Sprintf("%s=%g", k, *v.V)
+		}
+		if v.Unit != "" {
+			s += " " + v.Unit
+		}
+		parts = append(parts, s)
+	}
+	if len(r.Quality) > 0 && !(len(r.Quality) == 1 && r.Quality[0] == "ok") {
+		parts = append(parts, "["+strings.Join(r.Quality, ",")+"]")
+	}
+	return strings.Join(parts, "  ")
+}
+
+func printBridgeDetail(p *printer, b bridge.Status) {
+	state := "connected"
+	if !b.Connected {
+		state = "disconnected"
+	}
+	p.line(fmt.Sprintf("bridge %s: %s since %s", b.Bridge, p.stateColor(state), b.Since.Local().Format(time.DateTime)))
+	oldest := "-"
+	if b.OutboxDepth > 0 {
+		oldest = fmtSeconds(int64(b.OutboxOldestAge))
+	}
+	p.row("  outbox", fmt.Sprintf("%d messages, %s", b.OutboxDepth, fmtBytes(b.OutboxBytes)))
+	p.row("  oldest", oldest)
+	p.row("  dropped", fmt.Sprintf("%d", b.OutboxDropped))
+	p.row("  sent", fmt.Sprintf("%d", b.Sent))
+	p.row("  received", fmt.Sprintf("%d", b.Received))
+	if b.LastError != "" {
+		p.row("  last error", b.LastError)
+	}
+	p.flushTable()
+}
+
+func printSessions(p *printer, list []admin.Session) {
+	if len(list) == 0 {
+		p.line("no sessions")
+		return
+	}
+	p.row("ID", "STATE", "PROFILE", "EXPIRY", "EXPIRES IN", "QUEUED", "SUBSCRIPTIONS")
+	for _, s := range list {
+		state, left := "online", "-"
+		if !s.Online {
+			state = "offline"
+			left = fmtSeconds(*s.ExpiresIn)
+		}
+		profile := s.Profile
+		if profile == "" {
+			profile = "-"
+		}
+		p.row(s.ID, state, profile, fmtSeconds(s.ExpirySeconds), left, fmt.Sprint(s.Queued), fmt.Sprint(len(s.Subscriptions)))
+	}
+	p.flushTable()
+}
+
+func printSession(p *printer, s admin.Session) {
+	state := "online"
+	if !s.Online {
+		state = "offline"
+	}
+	p.row("id", s.ID)
+	p.row("state", state)
+	if s.Online {
+		p.row("remote", s.Remote+" on listener "+s.Listener)
+		if s.Username != "" {
+			p.row("username", s.Username)
+		}
+	} else {
+		p.row("disconnected", s.Disconnected.Local().Format(time.DateTime))
+		p.row("expires in", fmtSeconds(*s.ExpiresIn))
+	}
+	p.row("profile", s.Profile)
+	p.row("protocol", map[int]string{4: "MQTT 3.1.1", 5: "MQTT 5"}[s.Version])
+	p.row("expiry", fmtSeconds(s.ExpirySeconds))
+	p.row("queued", fmt.Sprintf("%d (%d in flight)", s.Queued, s.InFlight))
+	if s.WillAt != nil {
+		p.row("delayed will", "due "+s.WillAt.Local().Format(time.DateTime))
+	}
+	if len(s.Subscriptions) == 0 {
+		p.row("subscriptions", "none")
+	}
+	for i, f := range s.Subscriptions {
+		label := ""
+		if i == 0 {
+			label = "subscriptions"
+		}
+		p.row(label, f)
+	}
+	p.flushTable()
+}
+
+// fmtSeconds formats a duration in seconds for people: 45s, 12m, 3h05m, 2d4h.
+func fmtSeconds(s int64) string {
+	switch {
+	case s < 0:
+		return "-"
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%02ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%02dm", s/3600, s%3600/60)
+	default:
+		return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
+	}
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n < 1024:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/1024)
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	}
+}

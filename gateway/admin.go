@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"log/slog"
+	"time"
+
+	"edgegw/gateway/admin"
+)
+
+// Wiring of the admin server (gateway/admin): built in New, listening once the
+// gateway serves (Start), closed first in Close so that no request reads parts
+// being stopped.
+
+// newAdmin returns the admin server, or nil when the configuration turns off
+// both the socket and the TCP listener.
+func (g *Gateway) newAdmin(started time.Time) *admin.Server {
+	a := g.cfg.Admin
+	if g.cfg.AdminSocketPath() == "" && a.HTTP == "" {
+		return nil
+	}
+	parts := &admin.Parts{
+		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
+		Bridges: g.bridges.list, Meters: g.meters, MaxSessions: g.cfg.Sessions.MaxSessions,
+		Counters: g.counters,
+	}
+	if parts.Version == "" {
+		parts.Version = "dev"
+	}
+	return admin.New(admin.Config{Socket: g.cfg.AdminSocketPath(), HTTP: a.HTTP, HTTPLoopback: IsLoopback(a.HTTP),
+		Token: a.Token}, parts, g.log.With(slog.String("component", "admin")))
+}
+
+// counters are the gateway's own drop and refusal counters for the admin API:
+// the abuse limits, contained panics, and the authentication and ACL denials.
+func (g *Gateway) counters() []admin.Counter {
+	var panics int64
+	for _, l := range g.listeners {
+		panics += l.panics.Load()
+	}
+	a := g.auth.Stats()
+	return []admin.Counter{
+		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: g.limits.PacketsTooLarge.Load()},
+		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: panics},
+		{Name: "auth_bad_credentials", Help: "CONNECTs refused for an unknown user or a wrong password.", Value: a.BadCredentials.Load()},
+		{Name: "auth_anonymous_refused", Help: "Anonymous CONNECTs refused on listeners without allow_anonymous.", Value: a.AnonymousRefused.Load()},
+		{Name: "auth_will_denied", Help: "CONNECTs refused for a will topic the client may not publish to.", Value: a.WillDenied.Load()},
+		{Name: "auth_publish_denied", Help: "PUBLISHes denied by the ACL (not routed).", Value: a.PublishDenied.Load()},
+		{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
+	}
+}
+
+// Admin returns the admin server, or nil when it is turned off.
+func (g *Gateway) Admin() *admin.Server { return g.admin }

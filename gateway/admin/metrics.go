@@ -1,0 +1,218 @@
+package admin
+
+import (
+	"bufio"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"edgegw/bridge"
+)
+
+// Prometheus text exposition format 0.0.4, written by hand: it is a few lines
+// per family (HELP, TYPE, samples), and the client library would add about a
+// megabyte and a dozen packages to the ARM binary for nothing it needs here.
+// The test parses the output with a strict checker of the format.
+//
+// Names: edgegw_<thing>[_unit][_total]; counters end in _total; labels
+// bridge=, meter=, port=, state=, kind=.
+//
+// Issue 7 (authentication and ACLs) adds its denial counters through
+// Parts.Counters (the gateway's counters): each becomes edgegw_<name>_total
+// here and appears in `edgegw status` with no change to this file.
+
+// metricsWriter writes one family at a time.
+type metricsWriter struct {
+	w   *bufio.Writer
+	err error
+}
+
+type label struct{ name, value string }
+
+type sample struct {
+	labels []label
+	value  float64
+}
+
+func (m *metricsWriter) family(name, typ, help string, samples ...sample) {
+	if len(samples) == 0 {
+		return
+	}
+	m.printf("# HELP ", name, " ", escapeHelp(help), "\n# TYPE ", name, " ", typ, "\n")
+	for _, s := range samples {
+		m.printf(name)
+		if len(s.labels) > 0 {
+			m.printf("{")
+			for i, l := range s.labels {
+				if i > 0 {
+					m.printf(",")
+				}
+				m.printf(l.name, `="`, escapeLabel(l.value), `"`)
+			}
+			m.printf("}")
+		}
+		m.printf(" ", strconv.FormatFloat(s.value, 'g', -1, 64), "\n")
+	}
+}
+
+func (m *metricsWriter) gauge(name, help string, v float64) {
+	m.family(name, "gauge", help, sample{value: v})
+}
+
+func (m *metricsWriter) counter(name, help string, v int64) {
+	m.family(name, "counter", help, sample{value: float64(v)})
+}
+
+func (m *metricsWriter) printf(parts ...string) {
+	for _, p := range parts {
+		if m.err == nil {
+			_, m.err = m.w.WriteString(p)
+		}
+	}
+}
+
+var (
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+)
+
+func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// per builds one sample per item with a label.
+func per[T any](items []T, labelName string, key func(T) string, val func(T) float64) []sample {
+	out := make([]sample, 0, len(items))
+	for _, it := range items {
+		out = append(out, sample{labels: []label{{labelName, key(it)}}, value: val(it)})
+	}
+	return out
+}
+
+// WriteMetrics writes st in the Prometheus text format.
+func WriteMetrics(w io.Writer, st Status) error {
+	m := &metricsWriter{w: bufio.NewWriter(w)}
+	m.family("edgegw_build_info", "gauge", "Always 1; the labels name the build.",
+		sample{labels: []label{{"version", st.Version.Version}, {"goversion", st.Version.Go}, {"arch", st.Version.Arch}}, value: 1})
+	m.gauge("edgegw_start_time_seconds", "When the gateway started, unix seconds.", float64(st.Uptime.Started.UnixNano())/1e9)
+	m.gauge("edgegw_healthy", "1 when the health check finds no problem (store, bridges, ports), else 0.", b2f(st.Health.Status == "ok"))
+
+	// Sessions and groups.
+	m.family("edgegw_sessions", "gauge", "Sessions by state; online and offline ones count against edgegw_sessions_max.",
+		sample{labels: []label{{"state", "online"}}, value: float64(st.Sessions.Online)},
+		sample{labels: []label{{"state", "offline"}}, value: float64(st.Sessions.Offline)})
+	m.gauge("edgegw_sessions_max", "The session quota, sessions.max_sessions.", float64(st.Sessions.Max))
+	m.gauge("edgegw_session_queued_messages", "Messages waiting in session queues (in flight included).", float64(st.Sessions.Queued))
+	m.gauge("edgegw_shared_groups", "Shared subscription groups.", float64(len(st.Groups)))
+	queued := 0
+	for _, g := range st.Groups {
+		queued += g.Queued
+	}
+	m.gauge("edgegw_shared_group_queued_messages", "Messages waiting in shared-group queues for a member to come online.", float64(queued))
+	for _, c := range st.Counters {
+		m.counter("edgegw_"+c.Name+"_total", c.Help, c.Value)
+	}
+
+	// The MQTT broker's traffic.
+	q := st.MQTT
+	m.gauge("edgegw_mqtt_clients_connected", "MQTT network connections (meters and bridges are not among them).", float64(q.ClientsConnected))
+	m.counter("edgegw_mqtt_messages_received_total", "PUBLISH packets received from clients.", q.MessagesReceived)
+	m.counter("edgegw_mqtt_messages_sent_total", "PUBLISH packets sent to clients.", q.MessagesSent)
+	m.counter("edgegw_mqtt_received_bytes_total", "Bytes received on MQTT connections.", q.BytesReceived)
+	m.counter("edgegw_mqtt_sent_bytes_total", "Bytes sent on MQTT connections.", q.BytesSent)
+	m.counter("edgegw_mqtt_messages_dropped_total", "Messages mochi dropped at a slow client's outbound buffer ($SYS only: the engine delivers queued messages).", q.MessagesDropped)
+	m.gauge("edgegw_mqtt_retained_messages", "Retained messages held.", float64(q.Retained))
+	m.gauge("edgegw_mqtt_subscriptions", "Subscriptions of all sessions.", float64(q.Subscriptions))
+
+	// Bridges.
+	bs := st.Bridges
+	m.family("edgegw_bridge_connected", "gauge", "1 while the bridge's upstream connection is up.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return b2f(b.Connected) })...)
+	m.family("edgegw_bridge_outbox_messages", "gauge", "Messages waiting in the bridge's outbox (in flight included).",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxDepth) })...)
+	m.family("edgegw_bridge_outbox_bytes", "gauge", "Topic and payload bytes waiting in the outbox.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxBytes) })...)
+	m.family("edgegw_bridge_outbox_oldest_age_seconds", "gauge", "Age of the oldest message in the outbox; 0 when empty.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return b.OutboxOldestAge })...)
+	m.family("edgegw_bridge_outbox_dropped_total", "counter", "Messages the outbox overflow policy dropped or refused.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxDropped) })...)
+	m.family("edgegw_bridge_sent_total", "counter", "Messages sent upstream.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Sent) })...)
+	m.family("edgegw_bridge_received_total", "counter", "Messages received from upstream (downlink).",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Received) })...)
+
+	// Meters and ports.
+	ms := st.Meters
+	m.family("edgegw_meter_up", "gauge", "1 while the meter is online, 0 offline or not heard from yet.",
+		per(ms, "meter", mID, func(x Meter) float64 { return b2f(x.State == "online") })...)
+	m.family("edgegw_meter_last_seen_timestamp_seconds", "gauge", "Last contact with the meter, unix seconds; 0 if none since start-up.",
+		per(ms, "meter", mID, func(x Meter) float64 {
+			if x.LastSeen == nil {
+				return 0
+			}
+			return float64(x.LastSeen.UnixNano()) / 1e9
+		})...)
+	m.family("edgegw_meter_readings_total", "counter", "Readings published.",
+		per(ms, "meter", mID, func(x Meter) float64 { return float64(x.Readings) })...)
+	m.family("edgegw_meter_commands_queued", "gauge", "Commands waiting for the meter.",
+		per(ms, "meter", mID, func(x Meter) float64 { return float64(x.Commands.Queued) })...)
+	var cmds []sample
+	for _, x := range ms {
+		for _, r := range []struct {
+			result string
+			n      int64
+		}{{"done", x.Commands.Done}, {"failed", x.Commands.Failed}, {"expired", x.Commands.Expired}, {"refused", x.Commands.Refused}} {
+			cmds = append(cmds, sample{labels: []label{{"meter", x.Meter}, {"result", r.result}}, value: float64(r.n)})
+		}
+	}
+	m.family("edgegw_meter_commands_total", "counter", "Commands by outcome (refused: the command queue was full).", cmds...)
+	ps := st.Ports
+	m.family("edgegw_port_open", "gauge", "1 while the serial port is open.",
+		per(ps, "port", pName, func(p Port) float64 { return b2f(p.Open) })...)
+	var perr []sample
+	for _, p := range ps {
+		for _, k := range slices.Sorted(maps.Keys(p.Counters)) {
+			perr = append(perr, sample{labels: []label{{"port", p.Port}, {"kind", k}}, value: float64(p.Counters[k])})
+		}
+	}
+	m.family("edgegw_port_events_total", "counter",
+		"Serial port events by kind: frames, readings, garbage_bytes, crc_errors, timeouts, exceptions, wrong_slave, oversized, parse_errors, unknown_meter, reopens.", perr...)
+
+	// Store.
+	s := st.Store
+	m.gauge("edgegw_store_file_bytes", "Size of the store file.", float64(s.FileBytes))
+	m.gauge("edgegw_store_used_bytes", "Store pages in use (compared with store.max_bytes).", float64(s.UsedBytes))
+	m.gauge("edgegw_store_max_bytes", "store.max_bytes; 0 = no cap.", float64(s.MaxBytes))
+	m.gauge("edgegw_store_free_pages", "Free pages in the store file, reused before it grows.", float64(s.FreePages+s.PendingPages))
+	m.gauge("edgegw_store_page_size_bytes", "The store's page size.", float64(s.PageSize))
+	m.gauge("edgegw_store_healthy", "1 while the store takes durable work; 0 when full or failing (QoS 1/2 refused).", b2f(s.Healthy))
+	m.counter("edgegw_store_commits_total", "Store commits (one fsync each).", s.Commits)
+	m.counter("edgegw_store_commits_failed_total", "Store commits that failed.", s.CommitsFailed)
+	m.family("edgegw_store_commit_seconds_total", "counter", "Time spent committing.", sample{value: s.CommitSeconds})
+	m.counter("edgegw_store_messages_written_total", "Queued messages that reached the disk.", s.MessagesWritten)
+	m.counter("edgegw_store_messages_never_written_total", "Queued messages delivered before their commit: never written.", s.MessagesNeverWritten)
+	m.counter("edgegw_store_messages_dropped_total", "Queued messages dropped by store.overflow drop_oldest above store.max_bytes.", s.MessagesDropped)
+	if s.ProcessWriteBytes >= 0 {
+		m.counter("edgegw_process_write_bytes_total", "Bytes the process caused to be written to storage (/proc/self/io write_bytes).", s.ProcessWriteBytes)
+		m.gauge("edgegw_store_write_bytes_per_message", "Process write bytes divided by messages written, since start-up.", float64(s.WriteBytesPerMessage))
+	}
+	m.gauge("edgegw_scrape_timestamp_seconds", "When these values were read, unix seconds.", float64(st.Time.UnixNano())/1e9)
+	if m.err == nil {
+		m.err = m.w.Flush()
+	}
+	return m.err
+}
+
+type bStatus = bridge.Status
+
+func bName(b bStatus) string { return b.Bridge }
+func mID(x Meter) string     { return x.Meter }
+func pName(p Port) string    { return p.Port }

@@ -1,0 +1,123 @@
+// edgegw status page: polls api/v1/status every 2 s and fills the page.
+// Text goes in with textContent only (values come from devices and clients).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const INTERVAL = 2000;
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function ago(iso, now) {
+  if (!iso) return "never";
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.floor(s / 60) + " min ago";
+  if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min ago";
+  return Math.floor(s / 86400) + " d ago";
+}
+
+function duration(s) {
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min";
+  if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+}
+
+function bytes(n) {
+  if (n < 1024) return n + " B";
+  if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+  if (n < 1073741824) return (n / 1048576).toFixed(1) + " MiB";
+  return (n / 1073741824).toFixed(2) + " GiB";
+}
+
+function readingText(r) {
+  if (!r || !r.values) return "—";
+  const parts = Object.keys(r.values).sort().map((k) => {
+    const v = r.values[k];
+    return k + " " + (v.v === null ? "invalid" : v.v) + (v.unit ? " " + v.unit : "");
+  });
+  if (r.quality && r.quality.join() !== "ok") parts.push("[" + r.quality.join(", ") + "]");
+  return parts.join(" · ") || "—";
+}
+
+function renderBridges(list) {
+  const box = $("bridges");
+  box.replaceChildren();
+  if (!list.length) { box.append(el("p", "none", "no bridge configured")); return; }
+  for (const b of list) {
+    const row = el("div", "bridge");
+    row.dataset.bridge = b.bridge;
+    const state = b.connected ? "connected" : "disconnected";
+    row.append(el("span", "name", b.bridge), el("span", "state " + state, state),
+      el("span", "outbox", "outbox " + b.outbox_depth + (b.outbox_depth ? " (" + bytes(b.outbox_bytes) + ")" : "") + (b.outbox_depth ? " · oldest " + duration(Math.round(b.outbox_oldest_age_seconds)) : "")),
+      el("span", "detail", "since " + new Date(b.since).toLocaleTimeString()));
+    if (b.outbox_dropped) row.append(el("span", "detail", "dropped " + b.outbox_dropped));
+    if (!b.connected && b.last_error) row.append(el("span", "detail error", b.last_error));
+    box.append(row);
+  }
+}
+
+function renderMeters(list, now) {
+  const body = $("meters").tBodies[0];
+  body.replaceChildren();
+  $("no-meters").hidden = list.length > 0;
+  $("meters").hidden = list.length === 0;
+  for (const m of list) {
+    const tr = el("tr");
+    tr.dataset.meter = m.meter;
+    const st = el("td");
+    st.append(el("span", "state " + (m.state || "unknown"), m.state || "unknown"));
+    const last = el("td");
+    last.append(el("div", "values", readingText(m.reading)), el("div", "seen detail", "seen " + ago(m.last_seen, now)));
+    tr.append(el("td", "id", m.meter), st, last);
+    body.append(tr);
+  }
+}
+
+function render(s) {
+  const now = Date.parse(s.time) || Date.now();
+  const h = $("health");
+  h.textContent = s.health.status;
+  h.className = "badge " + s.health.status;
+  $("problems").hidden = s.health.problems.length === 0;
+  $("problems").textContent = s.health.problems.join("; ");
+  $("version").textContent = s.version.version;
+  $("uptime").textContent = duration(s.uptime.seconds);
+  renderBridges(s.bridges);
+  renderMeters(s.meters, now);
+  const ss = s.sessions, used = ss.online + ss.offline;
+  $("sessions-online").textContent = ss.online;
+  $("sessions-offline").textContent = ss.offline;
+  $("sessions-quota").textContent = used + " of " + ss.max;
+  $("quota-bar").value = ss.max ? used / ss.max : 0;
+  $("sessions-queued").textContent = ss.queued;
+  $("groups").textContent = s.groups.length;
+  const st = s.store;
+  $("store-used").textContent = bytes(st.used_bytes) + (st.max_bytes ? " of " + bytes(st.max_bytes) : "") + (st.healthy ? "" : " — " + st.error);
+  $("store-bar").value = st.max_bytes ? st.used_bytes / st.max_bytes : 0;
+  $("store-file").textContent = bytes(st.file_bytes) + ", " + st.free_pages + " free pages";
+  $("store-wpm").textContent = st.messages_written ? bytes(st.write_bytes_per_message) : "—";
+  $("store-commits").textContent = st.commits + (st.commits_failed ? " (" + st.commits_failed + " failed)" : "");
+  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  document.body.classList.remove("stale");
+  document.body.dataset.updates = String((+document.body.dataset.updates || 0) + 1);
+}
+
+async function poll() {
+  try {
+    const r = await fetch("api/v1/status", { cache: "no-store" });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    render(await r.json());
+  } catch (e) {
+    document.body.classList.add("stale");
+    $("updated").textContent = "gateway not reachable (" + e.message + ")";
+  }
+  setTimeout(poll, INTERVAL);
+}
+
+poll();

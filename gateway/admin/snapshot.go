@@ -1,0 +1,361 @@
+// Package admin serves edgegw's admin surface over HTTP: a JSON API under
+// /api/v1/ (read-only but for kicking and purging sessions), the status page
+// (embedded assets, /), and Prometheus metrics (/metrics), on a Unix socket and
+// optionally a TCP address. Client is the other end, used by the edgegw CLI.
+//
+// Every answer is computed from the running parts when asked (Collect); nothing
+// is cached and nothing runs in the background.
+package admin
+
+import (
+	"encoding/json"
+	"runtime"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"edgegw/bridge"
+	"edgegw/hardware"
+	"edgegw/session"
+	"edgegw/session/store"
+)
+
+// Parts are the running pieces of a gateway the admin surface reads.
+type Parts struct {
+	Version     string
+	Started     time.Time // process start, for uptime
+	Engine      *session.Engine
+	Server      *mqtt.Server
+	Store       *store.Store
+	Bridges     []*bridge.Bridge
+	Meters      *hardware.Hub // nil without meter ports
+	MaxSessions int
+	// Counters, if set, returns the gateway's own drop and refusal counters
+	// (packets over max_packet_size, crashed connection handlers...).
+	Counters func() []Counter
+}
+
+// Counter is one named cumulative count, published in the status's counters
+// and as the Prometheus counter edgegw_<Name>_total.
+type Counter struct {
+	Name  string `json:"name"`
+	Help  string `json:"help"`
+	Value int64  `json:"value"`
+}
+
+// Status is everything at once: GET /api/v1/status, `edgegw status`, the status
+// page.
+type Status struct {
+	Health   Health          `json:"health"`
+	Version  Version         `json:"version"`
+	Uptime   Uptime          `json:"uptime"`
+	Sessions SessionsSummary `json:"sessions"`
+	Groups   []Group         `json:"groups"`
+	Bridges  []bridge.Status `json:"bridges"`
+	Meters   []Meter         `json:"meters"`
+	Ports    []Port          `json:"ports"`
+	Store    Store           `json:"store"`
+	MQTT     MQTT            `json:"mqtt"`
+	Counters []Counter       `json:"counters"`
+	Time     time.Time       `json:"time"`
+}
+
+// Health is "ok" or "degraded" with the problems found. The API answers 503
+// Service Unavailable for degraded.
+type Health struct {
+	Status   string   `json:"status"`
+	Problems []string `json:"problems"`
+}
+
+// Version identifies the build.
+type Version struct {
+	Version string `json:"version"`
+	Go      string `json:"go"`
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
+}
+
+// Uptime tells when the gateway started.
+type Uptime struct {
+	Started time.Time `json:"started"`
+	Seconds int64     `json:"seconds"`
+}
+
+// SessionsSummary counts sessions against the quota.
+type SessionsSummary struct {
+	Online  int `json:"online"`
+	Offline int `json:"offline"`
+	Max     int `json:"max"` // sessions.max_sessions: online + offline count against it
+	Queued  int `json:"queued"`
+}
+
+// Session is one session: GET /api/v1/sessions[/{id}].
+type Session struct {
+	ID            string     `json:"id"`
+	Online        bool       `json:"online"`
+	Profile       string     `json:"profile"`
+	Version       int        `json:"protocol_version"`
+	ExpirySeconds int64      `json:"expiry_seconds"`
+	ExpiresIn     *int64     `json:"expires_in_seconds"` // offline: seconds until reclaimed; null online
+	Disconnected  *time.Time `json:"disconnected_at,omitempty"`
+	Queued        int        `json:"queued"`
+	InFlight      int        `json:"in_flight"`
+	Subscriptions []string   `json:"subscriptions"`
+	Remote        string     `json:"remote,omitempty"`
+	Listener      string     `json:"listener,omitempty"`
+	Username      string     `json:"username,omitempty"`
+	WillAt        *time.Time `json:"will_at,omitempty"`
+}
+
+// Group is one shared subscription group.
+type Group struct {
+	Filter  string   `json:"filter"`
+	Members []string `json:"members"`
+	Online  int      `json:"online"`
+	Queued  int      `json:"queued"`
+}
+
+// Meter is one meter with its last reading.
+type Meter struct {
+	hardware.MeterStatus
+	// Reading is the last reading's JSON as published on meters/<id>/reading
+	// (null before the first one since start-up).
+	Reading     json.RawMessage `json:"reading"`
+	ReadingAt   *time.Time      `json:"reading_at"`
+	Readings    int64           `json:"readings"`
+	MissedPolls int             `json:"missed_polls"`
+	Commands    MeterCommands   `json:"commands"`
+}
+
+// MeterCommands counts a meter's downlink commands.
+type MeterCommands struct {
+	Queued  int   `json:"queued"`
+	Done    int64 `json:"done"`
+	Failed  int64 `json:"failed"`
+	Expired int64 `json:"expired"`
+	Refused int64 `json:"refused"` // queue full
+}
+
+// Port is a serial port with its error counters.
+type Port = hardware.PortStatus
+
+// Store describes the session store.
+type Store struct {
+	Path                 string  `json:"path"`
+	FileBytes            int64   `json:"file_bytes"`
+	UsedBytes            int64   `json:"used_bytes"`
+	MaxBytes             int64   `json:"max_bytes"`
+	PageSize             int     `json:"page_size"`
+	FreePages            int     `json:"free_pages"`
+	PendingPages         int     `json:"pending_pages"`
+	Commits              int64   `json:"commits"`
+	CommitsFailed        int64   `json:"commits_failed"`
+	CommitSeconds        float64 `json:"commit_seconds"`
+	MessagesWritten      int64   `json:"messages_written"`
+	MessagesNeverWritten int64   `json:"messages_never_written"`
+	// MessagesDropped are queue entries dropped by store.overflow drop_oldest
+	// above store.max_bytes.
+	MessagesDropped int64 `json:"messages_dropped"`
+	// ProcessWriteBytes is the process's write_bytes from /proc/self/io (what
+	// reached the block device); -1 when unavailable.
+	ProcessWriteBytes int64 `json:"process_write_bytes"`
+	// WriteBytesPerMessage is ProcessWriteBytes / MessagesWritten (0 before the
+	// first message).
+	WriteBytesPerMessage int64  `json:"write_bytes_per_message"`
+	Healthy              bool   `json:"healthy"`
+	Error                string `json:"error,omitempty"`
+}
+
+// MQTT holds the broker's own traffic counters (mochi's $SYS/broker values).
+type MQTT struct {
+	ClientsConnected int64 `json:"clients_connected"`
+	MessagesReceived int64 `json:"messages_received"`
+	MessagesSent     int64 `json:"messages_sent"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesSent        int64 `json:"bytes_sent"`
+	PacketsReceived  int64 `json:"packets_received"`
+	PacketsSent      int64 `json:"packets_sent"`
+	Retained         int64 `json:"retained"`
+	Subscriptions    int64 `json:"subscriptions"`
+	// MessagesDropped counts mochi's own drops to a slow client's outbound
+	// buffer; the engine delivers queued messages itself, so only $SYS
+	// messages can be lost this way.
+	MessagesDropped int64 `json:"messages_dropped"`
+}
+
+// Collect reads every part once. Cost: a pass over sessions and groups (each
+// locked briefly), one store read transaction, a read of /proc/self/io.
+func (p *Parts) Collect() Status {
+	now := time.Now()
+	st := Status{
+		Version: Version{Version: p.Version, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH},
+		Uptime:  Uptime{Started: p.Started.UTC(), Seconds: int64(now.Sub(p.Started).Seconds())},
+		Time:    now.UTC(),
+	}
+	for _, s := range p.Engine.SessionDetails() {
+		if s.Online {
+			st.Sessions.Online++
+		} else {
+			st.Sessions.Offline++
+		}
+		st.Sessions.Queued += s.Queued
+	}
+	st.Sessions.Max = p.MaxSessions
+	st.Groups = p.groups()
+	st.Bridges = []bridge.Status{}
+	for _, b := range p.Bridges {
+		st.Bridges = append(st.Bridges, b.Status())
+	}
+	st.Meters, st.Ports = p.meters()
+	st.Store = p.store()
+	st.MQTT = p.mqtt()
+	st.Counters = p.counters()
+	st.Health = health(st)
+	return st
+}
+
+// health lists what needs a technician: the store refusing durable work, a
+// bridge down, a serial port that does not open.
+func health(st Status) Health {
+	h := Health{Status: "ok", Problems: []string{}}
+	if !st.Store.Healthy {
+		h.Problems = append(h.Problems, "store: "+st.Store.Error)
+	}
+	problem := func(what, state, lastErr string) {
+		if lastErr != "" {
+			state += " (" + lastErr + ")"
+		}
+		h.Problems = append(h.Problems, what+": "+state)
+	}
+	for _, b := range st.Bridges {
+		if !b.Connected {
+			problem("bridge "+b.Bridge, "disconnected", b.LastError)
+		}
+	}
+	for _, pt := range st.Ports {
+		if !pt.Open {
+			problem("port "+pt.Port, "not open", pt.LastError)
+		}
+	}
+	if len(h.Problems) > 0 {
+		h.Status = "degraded"
+	}
+	return h
+}
+
+// Sessions returns every session, sorted by id.
+func (p *Parts) Sessions() []Session {
+	list := p.Engine.SessionDetails()
+	out := make([]Session, 0, len(list))
+	for _, d := range list {
+		out = append(out, sessionOf(d))
+	}
+	return out
+}
+
+func sessionOf(d session.SessionDetail) Session {
+	s := Session{ID: d.ID, Online: d.Online, Profile: d.Profile, Version: int(d.Version),
+		ExpirySeconds: int64(d.Expiry / time.Second), Queued: d.Queued, InFlight: d.InFlight,
+		Subscriptions: d.Subscriptions, Remote: d.Remote, Listener: d.Listener, Username: d.Username}
+	if s.Subscriptions == nil {
+		s.Subscriptions = []string{}
+	}
+	if !d.Online {
+		left := int64(d.ExpiresIn / time.Second)
+		s.ExpiresIn = &left
+		t := d.DisconnectedAt.UTC()
+		s.Disconnected = &t
+	}
+	if !d.WillAt.IsZero() {
+		t := d.WillAt.UTC()
+		s.WillAt = &t
+	}
+	return s
+}
+
+func (p *Parts) groups() []Group {
+	out := []Group{}
+	for _, g := range p.Engine.Groups() {
+		out = append(out, Group{Filter: g.Filter, Members: g.Members, Online: g.Online, Queued: g.Queued})
+	}
+	return out
+}
+
+func (p *Parts) meters() ([]Meter, []Port) {
+	meters, ports := []Meter{}, []Port{}
+	if p.Meters == nil {
+		return meters, ports
+	}
+	for _, m := range p.Meters.Meters() {
+		in := m.Info()
+		mt := Meter{MeterStatus: in.MeterStatus, Readings: in.Readings, MissedPolls: in.MissedPolls,
+			Commands: MeterCommands{Queued: in.CommandsQueued, Done: in.CommandsDone, Failed: in.CommandsFailed,
+				Expired: in.CommandsExpired, Refused: in.CommandsRefused}}
+		if in.Last != nil {
+			mt.Reading = in.Last.Payload
+			t := in.Last.At.UTC()
+			mt.ReadingAt = &t
+		}
+		meters = append(meters, mt)
+	}
+	for _, pt := range p.Meters.Ports() {
+		ports = append(ports, pt.Status())
+	}
+	return meters, ports
+}
+
+func (p *Parts) store() Store {
+	in := p.Store.Info()
+	s := p.Store.Stats()
+	out := Store{Path: in.Path, FileBytes: in.FileBytes, UsedBytes: in.UsedBytes, MaxBytes: in.MaxBytes,
+		PageSize: in.PageSize, FreePages: in.FreePages, PendingPages: in.PendingPages,
+		Commits: s.Commits.Load(), CommitsFailed: s.FailedCommits.Load(),
+		CommitSeconds:   time.Duration(s.CommitNanos.Load()).Seconds(),
+		MessagesWritten: s.MessagesWritten.Load(), MessagesNeverWritten: s.MessagesSkipped.Load(),
+		MessagesDropped:   s.MessagesShed.Load(),
+		ProcessWriteBytes: -1, Healthy: in.Err == nil}
+	if in.Err != nil {
+		out.Error = in.Err.Error()
+	}
+	if wb, ok := store.ProcWriteBytes(); ok {
+		out.ProcessWriteBytes = wb
+		if out.MessagesWritten > 0 {
+			out.WriteBytesPerMessage = wb / out.MessagesWritten
+		}
+	}
+	return out
+}
+
+func (p *Parts) mqtt() MQTT {
+	if p.Server == nil {
+		return MQTT{}
+	}
+	i := p.Server.Info.Clone()
+	return MQTT{ClientsConnected: i.ClientsConnected, MessagesReceived: i.MessagesReceived, MessagesSent: i.MessagesSent,
+		BytesReceived: i.BytesReceived, BytesSent: i.BytesSent, PacketsReceived: i.PacketsReceived,
+		PacketsSent: i.PacketsSent, Retained: i.Retained, Subscriptions: i.Subscriptions,
+		MessagesDropped: i.MessagesDropped}
+}
+
+// counters are every drop, refusal and overflow counter of the engine and the
+// gateway. Per-bridge (outbox dropped) and per-meter (commands refused) ones
+// are in their sections.
+func (p *Parts) counters() []Counter {
+	s := p.Engine.Stats()
+	out := []Counter{
+		{"sessions_refused", "CONNECTs refused by the session quota (sessions.max_sessions).", s.SessionsRefused.Load()},
+		{"sessions_expired", "Persistent sessions reclaimed after their expiry.", s.SessionsExpired.Load()},
+		{"queue_refused", "Messages not queued for a session or group: queue full under refuse_new, or a store error.", s.QueueRefused.Load()},
+		{"queue_dropped_oldest", "Queued messages dropped to make room under drop_oldest.", s.QueueDroppedOld.Load()},
+		{"queue_overflow_episodes", "Times a queue reached its limit (sessions.max_queued or an outbox limit).", s.OverflowEpisodes.Load()},
+		{"qos0_dropped", "QoS 0 messages for offline sessions not queued (sessions.queue_qos0 false).", s.QoS0Dropped.Load()},
+		{"messages_expired", "Queued messages discarded when their Message Expiry Interval passed.", s.MessagesExpired.Load()},
+		{"too_large_dropped", "Messages not sent because they exceed the client's Maximum Packet Size.", s.TooLargeDropped.Load()},
+		{"publishes_refused", "QoS 1/2 PUBLISHes refused because the store could not take them (full or failing).", s.PublishesRefused.Load()},
+		{"wills_published", "Will messages published.", s.WillsPublished.Load()},
+	}
+	if p.Counters != nil {
+		out = append(out, p.Counters()...)
+	}
+	return out
+}

@@ -1,0 +1,45 @@
+package hardware
+
+import "time"
+
+// LastReading is the most recent reading a meter published: its time and the
+// JSON payload sent on meters/<id>/reading (see EncodeReading). The payload is
+// shared: callers must not modify it.
+type LastReading struct {
+	At      time.Time
+	Payload []byte
+}
+
+// MeterInfo is a snapshot of one meter for the admin API and metrics.
+type MeterInfo struct {
+	MeterStatus
+	Last            *LastReading // nil until the first reading since start-up
+	Readings        int64        // readings published since start-up
+	CommandsQueued  int          // commands waiting in the meter's queue
+	CommandsDone    int64
+	CommandsFailed  int64
+	CommandsExpired int64
+	CommandsRefused int64 // not queued: the command queue was full
+	MissedPolls     int   // polls missed in a row (Modbus)
+}
+
+// Info returns the meter's state, last reading and counters.
+func (m *Meter) Info() MeterInfo {
+	in := MeterInfo{MeterStatus: m.Status(), Last: m.last.Load(), Readings: m.readings.Load(),
+		CommandsQueued: m.queue.Len(), CommandsDone: m.cmdDone.Load(), CommandsFailed: m.cmdFailed.Load(),
+		CommandsExpired: m.cmdExpired.Load()}
+	if m.consumer != nil {
+		in.CommandsRefused = m.consumer.Dropped()
+	}
+	m.mu.Lock()
+	in.MissedPolls = m.missed
+	m.mu.Unlock()
+	return in
+}
+
+// Ports returns the hub's ports in the order they were added.
+func (h *Hub) Ports() []*Port {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Port(nil), h.ports...)
+}
