@@ -64,9 +64,11 @@ type Stats struct {
 // Hook is a mochi hook doing authentication (OnConnect: the CONNACK codes of
 // the spec, which mochi's OnConnectAuthenticate cannot give) and
 // authorisation (OnACLCheck, and OnPublish for MQTT 3.1.1). Add it to the
-// server before the session engine so that a refused CONNECT takes no session
-// quota, a certificate's username is what the engine's profiles see, and a
-// denied 3.1.1 PUBLISH never reaches the engine's routing.
+// server after the gateway's limits hook (whose connection-rate check then
+// runs before any bcrypt) and before the session engine, so that a refused
+// CONNECT takes no session quota, a certificate's username is what the
+// engine's profiles see, and a denied 3.1.1 PUBLISH never reaches the engine's
+// routing.
 //
 // Denials are logged at most LogBurst lines at once and LogPerSecond lines per
 // second on average per kind (bad credentials, anonymous, will, publish,
