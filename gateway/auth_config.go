@@ -175,10 +175,13 @@ func (d *decoder) checkAuth(c *Config) {
 		} else {
 			names[r.Name] = i
 		}
-		for field, fs := range map[string][]string{"publish": r.Publish, "subscribe": r.Subscribe, "commands": r.Commands} {
-			for j, f := range fs {
+		for _, list := range []struct {
+			field   string
+			filters []string
+		}{{"publish", r.Publish}, {"subscribe", r.Subscribe}, {"commands", r.Commands}} {
+			for j, f := range list.filters {
 				if err := auth.CheckFilter(f); err != nil {
-					d.failKey(fmt.Sprintf("%s.%s[%d]", key, field, j), "%v", err)
+					d.failKey(fmt.Sprintf("%s.%s[%d]", key, list.field, j), "%v", err)
 				}
 			}
 		}
