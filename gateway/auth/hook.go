@@ -161,11 +161,12 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		pk.Connect.UsernameFlag = true
 		c.byCert = true
 	}
-	if pk.Connect.UsernameFlag {
+	if pk.Connect.UsernameFlag || pk.ProtocolVersion == 5 {
 		c.password = pk.Connect.Password
 		// Without the flag too: mochi's validateConnect refuses a flag without a
 		// value. (A 3.1.1 password without a username is left for mochi to
-		// refuse as malformed [MQTT-3.1.2-22].)
+		// refuse as malformed [MQTT-3.1.2-22]; a v5 one is allowed and, without
+		// a username, ignored: the client is anonymous.)
 		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
 	}
 	h.mu.Lock()
