@@ -40,6 +40,11 @@ func (g *Gateway) counters() []admin.Counter {
 	a := g.auth.Stats()
 	return []admin.Counter{
 		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: g.limits.PacketsTooLarge.Load()},
+		{Name: "topics_too_long", Help: "Topic names and filters over mqtt.max_topic_length, refused.", Value: g.limits.TopicsTooLong.Load()},
+		{Name: "topics_too_deep", Help: "Topic names and filters over mqtt.max_topic_levels, refused.", Value: g.limits.TopicsTooDeep.Load()},
+		{Name: "connections_rate_limited", Help: "CONNECTs refused by mqtt.connection_rate.", Value: g.limits.ConnectionsLimited.Load()},
+		{Name: "inflight_exceeded", Help: "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", Value: g.limits.InflightExceeded.Load()},
+		{Name: "tls_handshakes_failed", Help: "TLS handshakes that failed on TLS listeners.", Value: g.limits.TLSHandshakeFailed.Load()},
 		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: panics},
 		{Name: "auth_bad_credentials", Help: "CONNECTs refused for an unknown user or a wrong password.", Value: a.BadCredentials.Load()},
 		{Name: "auth_anonymous_refused", Help: "Anonymous CONNECTs refused on listeners without allow_anonymous.", Value: a.AnonymousRefused.Load()},

@@ -169,6 +169,9 @@ func tryConnectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho
 // TLS, WebSocket); the connection is closed if CONNECT fails.
 func tryConnectV5Over(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
 	t.Helper()
+	if _, ok := conn.(*net.TCPConn); !ok {
+		conn = &lockedConn{Conn: conn}
+	}
 	msgs := make(chan *paho.Publish, 10000)
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
@@ -189,6 +192,16 @@ func tryConnectV5Over(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client,
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return &v5Client{Client: c, msgs: msgs}, ca, nil
+}
+
+// lockedConn makes paho.golang write each packet whole. paho.golang writes a
+// packet with several Write calls (net.Buffers), which is atomic only on a TCP
+// connection (writev); over TLS or WebSocket its pinger's first PINGREQ can land
+// inside a SUBSCRIBE, and the server rightly closes the connection as
+// malformed. paho locks a connection that is a sync.Locker around each packet.
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
 }
 
 func (c *v5Client) subscribe(t *testing.T, opts ...paho.SubscribeOptions) *paho.Suback {

@@ -28,12 +28,12 @@ type LimitStats struct {
 // sys returns the counters for $SYS.
 func (s *LimitStats) sys() map[string]int64 {
 	return map[string]int64{
-		"limits/packets_too_large":    s.PacketsTooLarge.Load(),
-		"limits/topics_too_long":      s.TopicsTooLong.Load(),
-		"limits/topics_too_deep":      s.TopicsTooDeep.Load(),
-		"limits/connections_limited":  s.ConnectionsLimited.Load(),
-		"limits/inflight_exceeded":    s.InflightExceeded.Load(),
-		"limits/tls_handshake_failed": s.TLSHandshakeFailed.Load(),
+		"limits/packets_too_large":        s.PacketsTooLarge.Load(),
+		"limits/topics_too_long":          s.TopicsTooLong.Load(),
+		"limits/topics_too_deep":          s.TopicsTooDeep.Load(),
+		"limits/connections_rate_limited": s.ConnectionsLimited.Load(),
+		"limits/inflight_exceeded":        s.InflightExceeded.Load(),
+		"limits/tls_handshakes_failed":    s.TLSHandshakeFailed.Load(),
 	}
 }
 

@@ -256,7 +256,7 @@ func TestConnectionRateLimitPerAddress(t *testing.T) {
 
 	// Published in $SYS.
 	mon, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "mon", CleanStart: true})
-	mon.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/edgegw/limits/connections_limited"})
+	mon.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/edgegw/limits/connections_rate_limited"})
 	want := fmt.Sprint(g.Limits().ConnectionsLimited.Load())
 	for m := mon.next(t); string(m.Payload) != want; m = mon.next(t) {
 	}

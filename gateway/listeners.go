@@ -104,12 +104,20 @@ func (l *listener) Init(*slog.Logger) error {
 			CheckOrigin:     func(*http.Request) bool { return true },
 			ReadBufferSize:  2048,
 			WriteBufferSize: 2048,
+			// Write buffers are taken from the pool per message and returned:
+			// idle connections hold none.
+			WriteBufferPool: new(sync.Pool),
 		}
 		l.http = &http.Server{
-			Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.upgrade(up, w, r) }),
+			// A request that is not an upgrade gets its error and the connection
+			// closes: no idle keep-alive connections, small headers, bounded time.
 			ReadHeaderTimeout: l.timeout,
+			ReadTimeout:       l.timeout,
+			MaxHeaderBytes:    8 << 10,
 			ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 		}
+		l.http.SetKeepAlivesEnabled(false)
 	}
 	return nil
 }
@@ -379,8 +387,9 @@ var errPacketTooLarge = fmt.Errorf("packet larger than max_packet_size: %w", pac
 // guardConn is every network connection as mochi sees it. It follows the MQTT
 // packet framing of the inbound byte stream and refuses a packet whose size
 // (fixed header included) is over max as soon as its fixed header arrives, so
-// mochi never allocates it: the packets before it are handed on, then the read
-// fails; a v5 client first gets DISCONNECT 0x95 Packet too large (4.13,
+// mochi never allocates it: the packets before it are handed on (and the start
+// of its fixed header if that came in an earlier read), then the read fails; a
+// v5 client first gets DISCONNECT 0x95 Packet too large (4.13,
 // [MQTT-3.2.2-15] is the client's side of the limit). Framing state is touched
 // only by the goroutine reading the connection.
 type guardConn struct {

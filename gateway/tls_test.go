@@ -160,7 +160,8 @@ func TestTLSListenerServesV5AndV3(t *testing.T) {
 
 // Client certificates on a listener with client_auth require: a certificate
 // from another CA, an expired one, none at all, and a TLS 1.1 client are each
-// refused during the handshake [MQTT-5.4.5 / RFC 5246 7.4.6], counted, and
+// refused during the handshake (MQTT 5.4.1; RFC 8446 4.4.2.4, RFC 5246
+// 7.4.6), counted, and
 // logged; no session is created, a connected client is undisturbed, and a
 // client with a valid certificate still gets in.
 func TestTLSClientCertificatesRefused(t *testing.T) {
@@ -305,4 +306,66 @@ func TestTLSListenerBadFilesRefusedAtStart(t *testing.T) {
 	if !strings.Contains(err.Error(), "listener lan-tls") || !strings.Contains(err.Error(), f.cert) {
 		t.Fatalf("error %q does not name the listener and the file", err)
 	}
+}
+
+// min_version "1.3" refuses a TLS 1.2 client; ciphers "modern" refuses a TLS 1.2
+// client offering only a CBC suite (which "default" serves) and serves one
+// offering AES-GCM; client_auth "request" serves a client without a
+// certificate but refuses one whose certificate does not verify.
+func TestTLSVersionCipherAndRequestPolicies(t *testing.T) {
+	ca := testpki.NewCA(t, "site CA")
+	clients := testpki.NewCA(t, "device CA")
+	rogue := testpki.NewCA(t, "rogue CA")
+	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", clients)
+	g := startSettledGateway(t, func(c *gateway.Config) {
+		tls13 := tlsListener("tls13", "tcp", f, "none")
+		tls13.TLS.ClientCAFile, tls13.TLS.MinVersion = "", "1.3"
+		modern := tlsListener("modern", "tcp", f, "none")
+		modern.TLS.ClientCAFile, modern.TLS.Ciphers = "", []string{"modern"}
+		c.Listeners = append(c.Listeners, tls13, modern, tlsListener("request", "tcp", f, "request"))
+	})
+	base := func() *tls.Config { return &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"} }
+	served := func(t *testing.T, listener string, cfg *tls.Config) {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", g.Addr(listener), cfg)
+		if err != nil {
+			t.Fatalf("%s: TLS dial: %v", listener, err)
+		}
+		if _, _, err := tryConnectV5Over(t, conn, &paho.Connect{ClientID: "ok-" + listener, CleanStart: true}); err != nil {
+			t.Fatalf("%s: connect: %v", listener, err)
+		}
+	}
+	refused := func(t *testing.T, listener string, cfg *tls.Config, want string) {
+		t.Helper()
+		if err := tlsRefused(t, g.Addr(listener), cfg); !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: client error %q, want %q", listener, err, want)
+		}
+	}
+
+	t.Run("min_version 1.3", func(t *testing.T) {
+		c := base()
+		c.MaxVersion = tls.VersionTLS12
+		refused(t, "tls13", c, "protocol version")
+		served(t, "tls13", base())
+	})
+	t.Run("ciphers modern", func(t *testing.T) {
+		c := base()
+		c.MaxVersion = tls.VersionTLS12
+		c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
+		refused(t, "modern", c, "handshake failure")
+		served(t, "request", c) // ciphers: default still has it
+		c = base()
+		c.MaxVersion = tls.VersionTLS12
+		c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
+		served(t, "modern", c)
+	})
+	t.Run("client_auth request", func(t *testing.T) {
+		served(t, "request", base())
+		c := sending(rogue.ClientCert(t, "meter-1", time.Now().Add(time.Hour)))
+		c.RootCAs, c.ServerName = ca.Pool(), "127.0.0.1"
+		refused(t, "request", c, "unknown certificate authority")
+		c = sending(clients.ClientCert(t, "meter-1", time.Now().Add(time.Hour)))
+		c.RootCAs, c.ServerName = ca.Pool(), "127.0.0.1"
+		served(t, "request", c)
+	})
 }

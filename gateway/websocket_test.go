@@ -5,8 +5,10 @@ package gateway_test
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,6 +117,24 @@ func TestWebSocketSubprotocolAndTextFrames(t *testing.T) {
 	}
 	if _, ok := g.sessionInfo("x"); ok {
 		t.Fatal("session created from a text frame")
+	}
+
+	// A plain HTTP request is refused and its connection closed (no keep-alive).
+	c, err := net.Dial("tcp", g.Addr("ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer to a plain GET: %v (connection kept open?)", err)
+	}
+	if !strings.HasPrefix(string(resp), "HTTP/1.1 400") {
+		t.Fatalf("plain GET answered %q, want 400", resp)
 	}
 	b.check(t, g)
 }
@@ -234,5 +254,42 @@ func TestCloseDrainsEveryListenerKind(t *testing.T) {
 		if got := c.expectClosed(); len(got) != 0 {
 			t.Fatalf("idle connection got %+v", got)
 		}
+	}
+}
+
+// A connection handler that panics (mochi's decoder on a v5 SUBSCRIBE missing
+// its options byte, mochi-mqtt/server#501) is recovered on the TLS and
+// WebSocket listeners as on TCP: the connection is closed, its session ended
+// through Engine.ConnectionLost, and the gateway keeps serving.
+func TestPanicRecoveredOnTLSAndWebSocket(t *testing.T) {
+	ca := testpki.NewCA(t, "site CA")
+	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
+	g := startSettledGateway(t, func(c *gateway.Config) {
+		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+	})
+	b := newBystander(t, g)
+	dial := map[string]func() net.Conn{
+		"tls": func() net.Conn {
+			c, err := tls.Dial("tcp", g.Addr("tls"), &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
+		"ws": func() net.Conn { return dialWS(t, g.Addr("ws")) },
+	}
+	for name, d := range dial {
+		t.Run(name, func(t *testing.T) {
+			c := &rawClient{t: t, conn: d(), version: 5}
+			c.r = bufio.NewReader(c.conn)
+			if ca := c.connect("truncated-"+name, true, packets.Properties{}); ca.ReasonCode != 0 {
+				t.Fatalf("CONNACK %#x", ca.ReasonCode)
+			}
+			c.write([]byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a'})
+			closedWith(t, c, packets.ErrMalformedPacket.Code, false)
+			waitFor(t, "crashed session ended", func() bool { _, ok := g.sessionInfo("truncated-" + name); return !ok })
+			b.check(t, g)
+		})
 	}
 }

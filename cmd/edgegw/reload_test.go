@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,7 +62,11 @@ func TestSIGHUPReloadsTLSCertificate(t *testing.T) {
 
 	// A client connected over TLS before the reload, subscribed to its own topic.
 	got := make(chan string, 10)
-	old := paho.NewClient(paho.ClientConfig{Conn: dial(), PacketTimeout: stopWait, OnClientError: func(error) {},
+	// paho.golang writes a packet whole only on a sync.Locker connection (or TCP).
+	old := paho.NewClient(paho.ClientConfig{Conn: &struct {
+		net.Conn
+		sync.Mutex
+	}{Conn: dial()}, PacketTimeout: stopWait, OnClientError: func(error) {},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			got <- string(pr.Packet.Payload)
 			return true, nil
