@@ -24,7 +24,13 @@ func TestStoreCapDropsOldest(t *testing.T) {
 		msgs := make(chan string, n)
 		c, _, err := dialV5(addr, &paho.Connect{ClientID: "cap-sub", CleanStart: clean,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}},
-			func(m *paho.Publish) { msgs <- string(m.Payload[:6]) })
+			func(m *paho.Publish) {
+				if m.Duplicate() {
+					msgs <- "dup:" + string(m.Payload[:6])
+					return
+				}
+				msgs <- string(m.Payload[:6])
+			})
 		if err != nil {
 			t.Fatalf("connect cap-sub: %v", err)
 		}
@@ -62,6 +68,11 @@ func TestStoreCapDropsOldest(t *testing.T) {
 		case <-timeout():
 			t.Fatalf("after %d messages (last %v): the newest message %d never arrived", len(got), got[max(0, len(got)-1):], n)
 		}
+	}
+	// A message the server wrote before it saw the first connection go is in
+	// flight: never dropped, re-sent first with DUP set [MQTT-4.4.0-1].
+	for len(got) > 0 && strings.HasPrefix(got[0], "dup:") {
+		got = got[1:]
 	}
 	if len(got) >= n || len(got) < 100 {
 		t.Fatalf("%d of %d 1 KiB messages kept under a %d-byte cap", len(got), n, capBytes)

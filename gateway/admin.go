@@ -30,13 +30,14 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 		Token: a.Token}, parts, g.log.With(slog.String("component", "admin")))
 }
 
-// counters are the gateway's own drop and refusal counters for the admin API.
-// Issue 7's authentication and ACL denials belong here too.
+// counters are the gateway's own drop and refusal counters for the admin API:
+// the abuse limits, contained panics, and the authentication and ACL denials.
 func (g *Gateway) counters() []admin.Counter {
 	var panics int64
 	for _, l := range g.listeners {
 		panics += l.panics.Load()
 	}
+	a := g.auth.Stats()
 	return []admin.Counter{
 		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: g.limits.PacketsTooLarge.Load()},
 		{Name: "topics_too_long", Help: "Topic names and filters over mqtt.max_topic_length, refused.", Value: g.limits.TopicsTooLong.Load()},
@@ -45,6 +46,11 @@ func (g *Gateway) counters() []admin.Counter {
 		{Name: "inflight_exceeded", Help: "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", Value: g.limits.InflightExceeded.Load()},
 		{Name: "tls_handshakes_failed", Help: "TLS handshakes that failed on TLS listeners.", Value: g.limits.TLSHandshakeFailed.Load()},
 		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: panics},
+		{Name: "auth_bad_credentials", Help: "CONNECTs refused for an unknown user or a wrong password.", Value: a.BadCredentials.Load()},
+		{Name: "auth_anonymous_refused", Help: "Anonymous CONNECTs refused on listeners without allow_anonymous.", Value: a.AnonymousRefused.Load()},
+		{Name: "auth_will_denied", Help: "CONNECTs refused for a will topic the client may not publish to.", Value: a.WillDenied.Load()},
+		{Name: "auth_publish_denied", Help: "PUBLISHes denied by the ACL (not routed).", Value: a.PublishDenied.Load()},
+		{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
 	}
 }
 

@@ -243,6 +243,9 @@ func TestAdminMetrics(t *testing.T) {
 	g.awaitStatus(t, "meter reading", func(st admin.Status) bool { return st.Meters[0].Readings == 1 })
 	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
 	app.publish(t, "x", 0, "y")
+	if resp, _ := app.Publish(t.Context(), &paho.Publish{Topic: "cmd/x", QoS: 1, Payload: []byte("y")}); resp == nil || resp.ReasonCode != 0x87 {
+		t.Fatalf("command publish by a local client: %+v, want 0x87", resp) // counted below
+	}
 
 	resp, err := http.Get("http://" + g.http + "/metrics")
 	if err != nil {
@@ -283,6 +286,11 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_inflight_exceeded_total`:                           0,
 		`edgegw_tls_handshakes_failed_total`:                       0,
 		`edgegw_connection_panics_total`:                           0,
+		`edgegw_auth_publish_denied_total`:                         1,
+		`edgegw_auth_subscribe_denied_total`:                       0,
+		`edgegw_auth_bad_credentials_total`:                        0,
+		`edgegw_auth_anonymous_refused_total`:                      0,
+		`edgegw_auth_will_denied_total`:                            0,
 		`edgegw_store_messages_dropped_total`:                      0,
 		`edgegw_mqtt_messages_dropped_total`:                       0,
 		`edgegw_bridge_outbox_dropped_total{bridge="cloud"}`:       0,

@@ -34,12 +34,14 @@ func TestBridgeBothDirections(t *testing.T) {
 	for _, version := range []string{"5", "3.1.1"} {
 		t.Run("upstream "+version, func(t *testing.T) {
 			cloud := startMosquitto(t, "")
-			g := startGateway(t, bridgeTo(cloud.url(), version))
+			// The downlink publishes to cmd/# in-process, past the ACL's command
+			// topics; site-app may publish commands itself for the last check.
+			g := startGateway(t, func(c *gateway.Config) { bridgeTo(cloud.url(), version)(c); grantCommands(c, "site-app") })
 			watcher, _ := connectV5(t, cloud.addr(), &paho.Connect{ClientID: "cloud-app", CleanStart: true})
 			watcher.subscribe(t, paho.SubscribeOptions{Topic: "site/#", QoS: 1, NoLocal: true})
 			waitFor(t, "bridge connected", func() bool { return g.Bridges()[0].Status().Connected })
 
-			local, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "meter-app", CleanStart: true})
+			local, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "site-app", CleanStart: true})
 			local.subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
 			for i := range 20 {
 				local.publish(t, fmt.Sprintf("meters/m%d/reading", i%3), 1, fmt.Sprint(i))

@@ -60,6 +60,8 @@ type Config struct {
 	Bridges []BridgeConfig
 	// Meters are the serial and LoRa-UART meters (meters_config.go).
 	Meters MetersConfig
+	// Auth holds users, the password file and the ACL (auth_config.go).
+	Auth AuthConfig
 	// Admin configures the admin API, status page and metrics (admin_config.go).
 	Admin AdminConfig
 	// Version is the program's version, shown by the admin API. Set by the
@@ -98,6 +100,12 @@ type ListenerConfig struct {
 	Type string
 	// TLS, when set, makes the listener accept only TLS connections.
 	TLS *ListenerTLS
+	// AllowAnonymous admits clients without credentials; nil: only on a
+	// loopback address (see AnonymousAllowed).
+	AllowAnonymous *bool
+	// CertUsername is none, cn or san: where a TLS client certificate gives the
+	// username; "" means none.
+	CertUsername string
 }
 
 // MQTTConfig holds MQTT protocol limits.
@@ -181,13 +189,17 @@ func ParseConfig(name string, data []byte) (Config, error) {
 
 // CheckConfig loads and checks the configuration file at path. Besides the errors of
 // LoadConfig it reports TLS listener files that do not load (as edgegw run would),
-// and returns warnings about valid but doubtful settings (none yet).
+// and returns warnings about valid but doubtful settings: secrets in files
+// every user can read, listeners no client can log in to.
 func CheckConfig(path string) (warnings []string, err error) {
 	c, err := LoadConfig(path)
 	if err != nil {
 		return nil, err
 	}
-	return nil, checkTLSFiles(path, c)
+	if err := checkTLSFiles(path, c); err != nil {
+		return nil, err
+	}
+	return securityWarnings(path, c), nil
 }
 
 // SessionOptions converts the sessions section for the session package. The result
@@ -410,6 +422,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 			}
 		},
 		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
+		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
 		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
@@ -571,6 +584,7 @@ func (d *decoder) check(c *Config) {
 		}
 	}
 	d.checkMeters(&c.Meters)
+	d.checkAuth(c)
 	d.checkAdmin(c)
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.

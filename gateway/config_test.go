@@ -44,6 +44,14 @@ func TestDefaultConfig(t *testing.T) {
 				{Name: "dashboard", ClientID: "web_*", CleanStart: session.CleanForce, Expiry: &zero},
 			},
 		},
+		Auth: AuthConfig{
+			Users:         []UserConfig{},
+			CommandTopics: []string{"cmd/#", "ota/#", "meters/+/cmd"},
+			ACL: []ACLRuleConfig{
+				{Name: "meter", Profile: "meter", Publish: []string{"meters/%m/#"}, Subscribe: []string{"meters/%m/cmd"}},
+				{Name: "meter-user", User: "meter-*", Publish: []string{"meters/%m/#"}, Subscribe: []string{"meters/%m/cmd"}},
+			},
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("DefaultConfig() =\n%+v\nwant\n%+v", c, want)

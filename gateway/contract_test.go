@@ -370,6 +370,7 @@ func TestProfiles(t *testing.T) {
 			{Name: "service", Username: "svc-*", CleanStart: "client", Expiry: &twoHours},
 			{Name: "lan-kiosk", Listener: "lan", CleanStart: "force"},
 		}, c.Sessions.Profiles...)
+		c.Auth.Users = []gateway.UserConfig{{Name: "svc-backup", PasswordHash: testHash(t, "backup-pw")}}
 	})
 	_ = day
 
@@ -404,7 +405,7 @@ func TestProfiles(t *testing.T) {
 	})
 	t.Run("username", func(t *testing.T) {
 		_, ca := connectV5(t, g.addr, &paho.Connect{ClientID: "anything", CleanStart: false,
-			Username: "svc-backup", UsernameFlag: true,
+			Username: "svc-backup", UsernameFlag: true, Password: []byte("backup-pw"), PasswordFlag: true,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(60)}})
 		if got, _ := expiryOf(ca); got != 7200 {
 			t.Fatalf("CONNACK expiry %d, want 7200 from the username profile", got)

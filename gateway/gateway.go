@@ -15,11 +15,11 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/bridge"
 	"edgegw/gateway/admin"
+	"edgegw/gateway/auth"
 	"edgegw/hardware"
 	"edgegw/session"
 	"edgegw/session/store"
@@ -35,6 +35,7 @@ type Gateway struct {
 	engine    *session.Engine
 	bridges   *bridges
 	meters    *hardware.Hub // nil without meter ports
+	auth      *auth.Hook
 	listeners map[string]*listener
 	limits    *LimitStats
 	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
@@ -45,9 +46,15 @@ type Gateway struct {
 // clock; production passes session.Deps{}.
 func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	started := time.Now()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
+	if err := makeDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
+	authOpts, err := cfg.authOptions(log.With(slog.String("component", "auth")))
+	if err != nil {
+		return nil, err
+	}
+	authOpts.Now = deps.Now // the log rate limit's clock; nil is time.Now
+	authHook := auth.NewHook(authOpts)
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))
 	}
@@ -61,7 +68,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	deps.SysValues = func() map[string]int64 {
 		m := withMeterSys(storeSys(st), hub.Load())
 		maps.Copy(m, limits.sys())
-		return m
+		return withAuthSys(m, authHook)
 	}
 	engine, err := session.New(cfg.SessionOptions(), deps)
 	if err != nil {
@@ -79,6 +86,14 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		stats: limits, log: log.With(slog.String("component", "limits"))}, nil); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("add limits hook: %w", err)
+	}
+	// The auth hook goes after the limits hook (a connection flood costs no
+	// password check) and before the engine: a refused CONNECT must take no
+	// session quota, a certificate's username must be what the engine's
+	// profiles see, and a denied PUBLISH must stop before the engine routes it.
+	if err := srv.AddHook(authHook, nil); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
 	if err := engine.AttachTo(srv); err != nil {
 		_ = st.Close()
@@ -104,12 +119,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
-	// Authentication and ACLs come with the security issue; until then every client
-	// is admitted, which is why the default listener binds to loopback only.
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		return nil, fmt.Errorf("add auth hook: %w", err)
-	}
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters,
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, auth: authHook,
 		listeners: map[string]*listener{}, limits: limits}
 	for _, lc := range cfg.Listeners {
 		var ts *tlsSource
@@ -213,6 +223,9 @@ func (g *Gateway) Addr(name string) string {
 	return ""
 }
 
+// Auth returns the authentication and ACL hook (its Stats are the refusal counters).
+func (g *Gateway) Auth() *auth.Hook { return g.auth }
+
 // Limits returns the counters of the abuse limits.
 func (g *Gateway) Limits() *LimitStats { return g.limits }
 
@@ -276,6 +289,7 @@ func (g *Gateway) Close() error {
 func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 	path := filepath.Join(cfg.DataDir, "edgegw.db")
 	storeLog := log.With(slog.String("component", "store"))
+	tighten(path, 0o600, storeLog)
 	if _, err := store.Compact(path, storeLog); err != nil {
 		storeLog.Warn("compaction skipped", slog.Any("error", err))
 	}

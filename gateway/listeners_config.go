@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -91,7 +92,8 @@ func cipherSuite(name string) (uint16, error) {
 // listener decodes one entry of listeners.
 func (d *decoder) listener(n *yaml.Node, key string) ListenerConfig {
 	l := ListenerConfig{Type: "tcp"}
-	d.mapping(n, key, map[string]setter{
+	fields := d.listenerAuth(&l) // allow_anonymous, cert_username (auth_config.go)
+	maps.Copy(fields, map[string]setter{
 		"name":    d.str(&l.Name),
 		"address": d.str(&l.Address),
 		"type":    d.enum(&l.Type, "tcp", "websocket"),
@@ -114,6 +116,7 @@ func (d *decoder) listener(n *yaml.Node, key string) ListenerConfig {
 			l.TLS = t
 		},
 	})
+	d.mapping(n, key, fields)
 	return l
 }
 

@@ -89,6 +89,7 @@ func TestMetersModbusEndToEnd(t *testing.T) {
 	sim.Add(3, &hwtest.Slave{Holding: map[uint16]uint16{10: 87, 11: lo, 12: hi, 100: 0x1DC0, 101: 0xFFFE, 500: 0}})
 	go sim.Serve(pt.Master())
 	g := startGateway(t, func(c *gateway.Config) {
+		grantCommands(c, "ota-tool")
 		c.Meters.Types = meterTypes
 		c.Meters.Ports = []gateway.MeterPortConfig{modbusPort(pt.Path,
 			gateway.PortMeterConfig{ID: "mains-1", Type: "mains", Slave: 1, Interval: 20 * time.Millisecond},
@@ -173,6 +174,7 @@ func TestMetersLineCommandAcrossRestart(t *testing.T) {
 	pt := hwtest.NewPTY(t)
 	meter := hwtest.NewLineMeter(pt.Master())
 	edit := func(c *gateway.Config) {
+		grantCommands(c, "app")
 		c.Meters.Types = meterTypes
 		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1", "w2")}
 	}
@@ -246,6 +248,7 @@ func TestMetersCommandExpiry(t *testing.T) {
 	pt := hwtest.NewPTY(t)
 	meter := hwtest.NewLineMeter(pt.Master())
 	g := startGateway(t, func(c *gateway.Config) {
+		grantCommands(c, "app")
 		c.Meters.Types = meterTypes
 		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1")}
 	})

@@ -212,7 +212,8 @@ func TestTLSClientCertificatesRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TLS dial with a valid client certificate: %v", err)
 	}
-	c, _, err := tryConnectV5Over(t, conn, &paho.Connect{ClientID: "meter-7", CleanStart: true})
+	// Not a meter-* client id: the default ACL would confine a meter to meters/7/.
+	c, _, err := tryConnectV5Over(t, conn, &paho.Connect{ClientID: "tls-client-7", CleanStart: true})
 	if err != nil {
 		t.Fatalf("connect with a valid client certificate: %v", err)
 	}

@@ -8,6 +8,7 @@
 //	edgegw config check FILE    check a configuration file
 //	edgegw version              print the version
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
+//	edgegw passwd FILE USER     add or update USER in the password file FILE
 //	edgegw status               the running gateway at a glance (admin API)
 //	edgegw sessions [list|show ID|kick ID|purge ID]
 //	edgegw meters               meters and serial ports of the running gateway
@@ -47,6 +48,9 @@ const usage = `usage:
   edgegw config check FILE    check a configuration file
   edgegw version              print the version
   edgegw service COMMAND      install|uninstall|start|stop|restart|status|unit (systemd)
+  edgegw passwd FILE USER     add or update USER in the password file FILE (bcrypt);
+                              the password is asked for on a terminal, else read
+                              from the first line of standard input
   edgegw status               the running gateway at a glance
   edgegw sessions [list | show ID | kick ID | purge ID]
   edgegw meters               meters and serial ports of the running gateway
@@ -79,6 +83,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return serviceCmd(rest, stdout, stderr)
 	case "store":
 		return storeCmd(rest, stdout, stderr)
+	case "passwd":
+		return passwdCmd(rest, os.Stdin, stdout, stderr)
 	case "status":
 		return statusCmd(rest, stdout, stderr)
 	case "sessions":

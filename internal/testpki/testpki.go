@@ -64,13 +64,19 @@ func (ca *CA) Issue(t testing.TB, cn string, server bool) (certFile, keyFile str
 // (a past notAfter makes an expired certificate).
 func (ca *CA) IssueUntil(t testing.TB, cn string, server bool, notAfter time.Time) (certFile, keyFile string) {
 	t.Helper()
+	return ca.issue(t, cn, server, notAfter, nil)
+}
+
+// issue is IssueUntil with DNS name SANs.
+func (ca *CA) issue(t testing.TB, cn string, server bool, notAfter time.Time, dns []string) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
 		NotBefore: notAfter.Add(-25 * time.Hour), NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -127,4 +133,16 @@ func writePEM(t testing.TB, path, typ string, der []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// ClientCertDNS returns a client certificate for cn with the DNS name SAN dns,
+// valid for a day.
+func (ca *CA) ClientCertDNS(t testing.TB, cn, dns string) tls.Certificate {
+	t.Helper()
+	c, k := ca.issue(t, cn, false, time.Now().Add(24*time.Hour), []string{dns})
+	cert, err := tls.LoadX509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }

@@ -1,0 +1,378 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/tls"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// CertUsername says where a TLS listener takes a client's username from.
+type CertUsername string
+
+const (
+	CertNone CertUsername = "none" // from CONNECT only
+	CertCN   CertUsername = "cn"   // the verified client certificate's subject common name
+	CertSAN  CertUsername = "san"  // its first DNS name, else e-mail address, else URI SAN
+)
+
+// Listener is the authentication policy of one listener.
+type Listener struct {
+	// AllowAnonymous admits clients that present neither a username nor a
+	// client certificate identity.
+	AllowAnonymous bool
+	// CertUsername, when cn or san, makes a verified client certificate the
+	// client's identity: its username is taken from the certificate and no
+	// password is checked. Without a verified certificate the CONNECT's
+	// username and password are checked as on any listener.
+	CertUsername CertUsername
+}
+
+// Options configure a Hook.
+type Options struct {
+	// Listeners are the policies by listener name. A connection on a listener
+	// not listed is treated as AllowAnonymous false, CertUsername none.
+	Listeners map[string]Listener
+	// Users verifies passwords; nil means there are no users.
+	Users *Users
+	// ACL authorises publishes and subscriptions.
+	ACL ACL
+	// Profile names the session profile of a connection (for ACL rules).
+	Profile func(clientID, username, listener string) string
+	Log     *slog.Logger
+	// TLSState returns the TLS state of a client's connection, or nil when it
+	// is not TLS; nil asks the connection itself (a *tls.Conn).
+	TLSState func(*mqtt.Client) *tls.ConnectionState
+	// Now is the clock of the log rate limits; nil is time.Now.
+	Now func() time.Time
+}
+
+// Stats count refusals. All fields are read with Load.
+type Stats struct {
+	BadCredentials   atomic.Int64 // CONNECT with an unknown user or a wrong password
+	AnonymousRefused atomic.Int64 // anonymous CONNECT on a listener that refuses it
+	WillDenied       atomic.Int64 // CONNECT whose will topic the client may not publish to
+	PublishDenied    atomic.Int64 // PUBLISH to a topic the client may not publish to
+	SubscribeDenied  atomic.Int64 // SUBSCRIBE filter the client may not subscribe to
+}
+
+// Hook is a mochi hook doing authentication (OnConnect: the CONNACK codes of
+// the spec, which mochi's OnConnectAuthenticate cannot give) and
+// authorisation (OnACLCheck, and OnPublish for MQTT 3.1.1). Add it to the
+// server after the gateway's limits hook (whose connection-rate check then
+// runs before any bcrypt) and before the session engine, so that a refused
+// CONNECT takes no session quota, a certificate's username is what the
+// engine's profiles see, and a denied 3.1.1 PUBLISH never reaches the engine's
+// routing.
+//
+// Denials are logged at most LogBurst lines at once and LogPerSecond lines per
+// second on average per kind (bad credentials, anonymous, will, publish,
+// subscribe); lines left out are counted and reported in the next line of
+// that kind as "suppressed".
+type Hook struct {
+	mqtt.HookBase
+	opts  Options
+	log   *slog.Logger
+	stats Stats
+	lim   [5]limiter
+
+	mu      sync.Mutex
+	pending map[*mqtt.Client]credentials // from the CONNECT's OnPacketRead to OnConnect
+}
+
+// credentials are what a CONNECT presented, kept out of the packet.
+type credentials struct {
+	password []byte
+	byCert   bool // the username comes from a verified client certificate
+}
+
+// Log rate limit of denials, per kind.
+const (
+	LogBurst     = 10
+	LogPerSecond = 1
+)
+
+const (
+	kindCredentials = iota
+	kindAnonymous
+	kindWill
+	kindPublish
+	kindSubscribe
+)
+
+// NewHook returns a hook for opts.
+func NewHook(opts Options) *Hook {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.TLSState == nil {
+		opts.TLSState = func(cl *mqtt.Client) *tls.ConnectionState {
+			if tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
+				st := tc.ConnectionState()
+				return &st
+			}
+			return nil
+		}
+	}
+	if opts.Profile == nil {
+		opts.Profile = func(string, string, string) string { return "default" }
+	}
+	return &Hook{opts: opts, log: opts.Log, pending: map[*mqtt.Client]credentials{}}
+}
+
+// Stats returns the hook's counters.
+func (h *Hook) Stats() *Stats { return &h.stats }
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return "edgegw-auth" }
+
+// Provides implements mqtt.Hook.
+func (h *Hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnConnectAuthenticate,
+		mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+}
+
+// OnPacketRead takes the password out of a CONNECT, so that no later hook or
+// log line (mochi logs rejected and failed packets whole) can show it;
+// OnConnect checks it. It also puts the identity of a verified client
+// certificate into the username on listeners with cert_username cn or san,
+// before mochi and the session engine read it. A second CONNECT on a
+// connection (a protocol error mochi answers by closing it, and logs) only
+// loses its password.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Connect {
+		return pk, nil
+	}
+	if cl.ID != "" { // not the connection's first packet
+		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
+		return pk, nil
+	}
+	var c credentials
+	if name := h.certIdentity(cl); name != "" {
+		pk.Connect.Username = []byte(name)
+		pk.Connect.UsernameFlag = true
+		c.byCert = true
+	}
+	if pk.Connect.UsernameFlag || pk.ProtocolVersion == 5 {
+		c.password = pk.Connect.Password
+		// Without the flag too: mochi's validateConnect refuses a flag without a
+		// value. (A 3.1.1 password without a username is left for mochi to
+		// refuse as malformed [MQTT-3.1.2-22]; a v5 one is allowed and, without
+		// a username, ignored: the client is anonymous.)
+		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
+	}
+	h.mu.Lock()
+	if len(h.pending) >= 64 { // entries of connections that ended before OnConnect
+		for cl := range h.pending {
+			if cl.Closed() {
+				delete(h.pending, cl)
+			}
+		}
+	}
+	h.pending[cl] = c
+	h.mu.Unlock()
+	return pk, nil
+}
+
+// certIdentity returns the username the connection's verified client
+// certificate gives on its listener, or "".
+func (h *Hook) certIdentity(cl *mqtt.Client) string {
+	mode := h.opts.Listeners[cl.Net.Listener].CertUsername
+	if mode != CertCN && mode != CertSAN {
+		return ""
+	}
+	st := h.opts.TLSState(cl)
+	if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return "" // no certificate, or one that was not verified against the client CA
+	}
+	c := st.PeerCertificates[0]
+	if mode == CertCN {
+		return c.Subject.CommonName
+	}
+	switch {
+	case len(c.DNSNames) > 0:
+		return c.DNSNames[0]
+	case len(c.EmailAddresses) > 0:
+		return c.EmailAddresses[0]
+	case len(c.URIs) > 0:
+		return c.URIs[0].String()
+	}
+	return ""
+}
+
+// OnConnect authenticates the client and checks its will topic. A refusal
+// sends the CONNACK itself and returns the code, so mochi closes the
+// connection [MQTT-3.2.2-5]:
+//   - unknown user or wrong password: v5 0x86 Bad User Name or Password,
+//     v3.1.1 0x04 [MQTT-3.1.4-2];
+//   - anonymous on a listener that refuses it: v5 0x87 Not authorized, v3.1.1 0x05;
+//   - a will topic the client may not publish to: v5 0x87, v3.1.1 0x05, so
+//     that no will is ever published where the client could not publish
+//     itself, and the device learns at once that its will would be lost
+//     (Mosquitto 2.0.11 accepts such a CONNECT and drops the will silently;
+//     the spec allows refusing a CONNECT that fails an authorisation check
+//     [MQTT-3.1.4-2]; see docs/security.md).
+func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	user := string(pk.Connect.Username)
+	attrs := func() []any {
+		return []any{slog.String("client", cl.ID), slog.String("user", user),
+			slog.String("listener", cl.Net.Listener), slog.String("remote", cl.Net.Remote)}
+	}
+	h.mu.Lock()
+	c, ok := h.pending[cl]
+	delete(h.pending, cl)
+	h.mu.Unlock()
+	switch {
+	case !ok:
+		// cannot happen (OnPacketRead saw the CONNECT): fail closed
+		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
+	case c.byCert:
+		// the certificate authenticated the client; its identity is the username
+	case pk.Connect.UsernameFlag:
+		if h.opts.Users == nil || !h.opts.Users.Check(user, c.password) {
+			h.stats.BadCredentials.Add(1)
+			h.logDenied(kindCredentials, "connection refused: unknown user or wrong password", attrs()...)
+			return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
+		}
+	case !h.opts.Listeners[cl.Net.Listener].AllowAnonymous:
+		h.stats.AnonymousRefused.Add(1)
+		h.logDenied(kindAnonymous, "connection refused: anonymous access not allowed on this listener", attrs()...)
+		return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+	}
+	if pk.Connect.WillFlag {
+		id := Identity{ClientID: cl.ID, Username: user, Profile: h.opts.Profile(cl.ID, user, cl.Net.Listener)}
+		if !h.opts.ACL.CanPublish(id, h.opts.ACL.RuleFor(id), pk.Connect.WillTopic) {
+			h.stats.WillDenied.Add(1)
+			h.logDenied(kindWill, "connection refused: will topic not allowed",
+				append(attrs(), slog.String("topic", pk.Connect.WillTopic))...)
+			return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+		}
+	}
+	return nil
+}
+
+// refuse writes a CONNACK with v5 or v3 (3.1.1 return code) and returns v5.
+// mochi's SendConnack cannot be used for 3.1.1: it maps 0x86 to 0x05 and
+// leaves 0x87 unmapped.
+func (h *Hook) refuse(cl *mqtt.Client, v5, v3 packets.Code) error {
+	code := v5.Code
+	if cl.Properties.ProtocolVersion < 5 {
+		code = v3.Code
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: code})
+	return v5
+}
+
+// OnConnectAuthenticate admits every client that got this far: OnConnect,
+// which mochi runs just before, has authenticated it.
+func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool { return true }
+
+// identity is the ACL identity of a connected client.
+func (h *Hook) identity(cl *mqtt.Client) Identity {
+	user := string(cl.Properties.Username)
+	return Identity{ClientID: cl.ID, Username: user, Profile: h.opts.Profile(cl.ID, user, cl.Net.Listener)}
+}
+
+// OnACLCheck authorises a SUBSCRIBE filter (write false; mochi answers a denial
+// with SUBACK 0x87, v3.1.1 0x80 [MQTT-3.9.3]) and a v5 PUBLISH (write true;
+// mochi answers a denied QoS 1/2 PUBLISH with PUBACK/PUBREC 0x87 and drops a
+// QoS 0 one). A 3.1.1 PUBLISH is let through here and judged in OnPublish:
+// mochi would close a 3.1.1 connection for a denied QoS 1/2 PUBLISH.
+func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	// An empty topic name uses a topic alias, which only a PUBLISH that passed
+	// this check can have set [MQTT-3.3.2-12].
+	if write && (cl.Properties.ProtocolVersion < 5 || topic == "") {
+		return true
+	}
+	id := h.identity(cl)
+	r := h.opts.ACL.RuleFor(id)
+	if write {
+		if h.opts.ACL.CanPublish(id, r, topic) {
+			return true
+		}
+		h.deniedPublish(cl, id, topic)
+		return false
+	}
+	if h.opts.ACL.CanSubscribe(id, r, topic) {
+		return true
+	}
+	h.stats.SubscribeDenied.Add(1)
+	h.logDenied(kindSubscribe, "subscription denied", slog.String("client", id.ClientID),
+		slog.String("user", id.Username), slog.String("filter", topic))
+	return false
+}
+
+// OnPublish drops a 3.1.1 PUBLISH the client may not make. A QoS 1/2 one is
+// still acknowledged: 3.1.1 has no negative PUBACK, and the server must either
+// acknowledge or close the connection [MQTT-3.3.5-2]; like Mosquitto, edgegw
+// acknowledges, so the client does not reconnect and resend it for ever.
+// Returning CodeSuccessIgnore stops the hook chain before the session engine
+// routes, queues or retains anything.
+func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || cl.Properties.ProtocolVersion >= 5 {
+		return pk, nil
+	}
+	id := h.identity(cl)
+	if h.opts.ACL.CanPublish(id, h.opts.ACL.RuleFor(id), pk.TopicName) {
+		return pk, nil
+	}
+	h.deniedPublish(cl, id, pk.TopicName)
+	return pk, packets.CodeSuccessIgnore
+}
+
+func (h *Hook) deniedPublish(cl *mqtt.Client, id Identity, topic string) {
+	h.stats.PublishDenied.Add(1)
+	h.logDenied(kindPublish, "publish denied", slog.String("client", id.ClientID),
+		slog.String("user", id.Username), slog.String("topic", topic))
+}
+
+func (h *Hook) logDenied(kind int, msg string, attrs ...any) {
+	ok, suppressed := h.lim[kind].allow(h.opts.Now())
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int64("suppressed", suppressed))
+	}
+	h.log.Warn(msg, attrs...)
+}
+
+// limiter is a token bucket of LogBurst tokens refilled at LogPerSecond.
+type limiter struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int64
+}
+
+// allow takes a token if there is one; it returns how many calls were refused
+// since the last allowed one.
+func (l *limiter) allow(now time.Time) (bool, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.IsZero() {
+		l.tokens = LogBurst
+	} else {
+		l.tokens = min(LogBurst, l.tokens+now.Sub(l.last).Seconds()*LogPerSecond)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.suppressed++
+		return false, 0
+	}
+	l.tokens--
+	n := l.suppressed
+	l.suppressed = 0
+	return true, n
+}
