@@ -154,11 +154,29 @@ func (e *Engine) writeAll(s *Session, b *binding, writes []write, more *bool) er
 }
 
 // write is one packet for the sender and the queue entry it came from. pk
-// points into the slice the queue's Peek returned, so a pass copies each
-// message once.
+// points at the queued message itself (MemQueue) or into the slice Peek
+// returned (a durable queue), so a pass copies no message (or one copy).
 type write struct {
 	pk  *packets.Packet
 	seq uint64
+}
+
+// peekRefs returns up to max messages of q with Seq >= from: an in-memory
+// queue's own messages (MemQueue.lend, no copy), or pointers into Peek's copies.
+// Caller holds the lock of q's session.
+func peekRefs(q Queue, from uint64, max int) ([]*Message, error) {
+	if mq, ok := q.(*MemQueue); ok {
+		return mq.lend(from, max), nil
+	}
+	msgs, err := q.Peek(from, max)
+	if err != nil {
+		return nil, err
+	}
+	refs := make([]*Message, len(msgs))
+	for i := range msgs {
+		refs[i] = &msgs[i]
+	}
+	return refs, nil
 }
 
 // complete removes a finished message (acknowledged or discarded) and frees its
@@ -203,15 +221,14 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 	// the window would copy (or, on the store, decode) messages only to read them
 	// again after the next acknowledgement.
 	want := min(pumpBatch, room)
-	msgs, err := s.queue.Peek(b.cursor, want)
+	msgs, err := peekRefs(s.queue, b.cursor, want)
 	if err != nil {
 		e.log.Error("session queue read failed", slog.String("client", s.id), slog.Any("error", err))
 		return nil, false
 	}
 	now := e.now()
 	writes = make([]write, 0, len(msgs))
-	for i := range msgs {
-		m := &msgs[i]
+	for _, m := range msgs {
 		qos := m.Packet.FixedHeader.Qos
 		if m.PacketID == 0 && expired(m.Packet, now) { // [MQTT-3.3.2-5]
 			_ = s.queue.Remove(m.Seq)
@@ -232,7 +249,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 		if m.PacketID != 0 { // unacknowledged on an earlier connection
 			pk.PacketID = m.PacketID
 			if m.Released {
-				*pk = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: m.PacketID}
+				pk = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: m.PacketID}
 			} else {
 				pk.FixedHeader.Dup = true // [MQTT-3.3.1-1]
 			}

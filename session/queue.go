@@ -127,6 +127,26 @@ func (q *MemQueue) Peek(from uint64, max int) ([]Message, error) {
 	return out, nil
 }
 
+// lend returns the queue's own messages with Seq >= from, up to max, oldest
+// first, without copying them: for the sender (nextWrites), which holds the
+// session's lock, as every user of a session's queue does. A lent message stays
+// valid after it is removed. The borrower may set its Packet's PacketID and DUP
+// flag (every path that sends a queued packet sets both) and nothing else.
+func (q *MemQueue) lend(from uint64, max int) []*Message {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*Message
+	for i := q.search(from); i < len(q.items) && len(out) < max; i++ {
+		if m := q.items[i].m; m != nil {
+			if out == nil {
+				out = make([]*Message, 0, min(max, q.live))
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // Update implements Queue.
 func (q *MemQueue) Update(m Message) error {
 	q.mu.Lock()
