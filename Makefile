@@ -39,7 +39,7 @@ clean:
 
 # bench runs the same load against edgegw and Debian's mosquitto, alternating
 # them for ROUNDS rounds (default 3), and prints medians and edgegw/mosquitto
-# ratios (docs/benchmarks.md). QUICK=1 is a one-minute smoke run. About 8 minutes.
+# ratios (docs/benchmarks.md). QUICK=1 is a one-minute smoke run. About 4 minutes.
 .PHONY: bench
 bench: build
 	scripts/bench.sh
