@@ -81,11 +81,22 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bench: -timeout %s reached: stopping the brokers\n", *timeout)
 		}
 		killAll()
+		removeTemp()
 		os.Exit(2)
 	}()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		code = 1
+	}
+}
+
+// tempRoot is the working directory the run created (not -dir), removed on
+// every exit path; the broker logs are kept when a run fails.
+var tempRoot atomic.Pointer[string]
+
+func removeTemp() {
+	if p := tempRoot.Swap(nil); p != nil {
+		_ = os.RemoveAll(*p)
 	}
 }
 
@@ -135,7 +146,8 @@ func run() error {
 		if root, err = os.MkdirTemp("", "edgegw-bench-"); err != nil {
 			return err
 		}
-		defer os.RemoveAll(root)
+		tempRoot.Store(&root)
+		defer removeTemp()
 	}
 	logDir, err := os.MkdirTemp("", "edgegw-bench-logs-")
 	if err != nil {
