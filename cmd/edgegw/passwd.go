@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"edgegw/gateway/auth"
@@ -16,7 +17,7 @@ import (
 // passwdCmd runs `edgegw passwd FILE USER`: it reads a password and adds the
 // user with its bcrypt hash to FILE, or replaces the user's hash, writing FILE
 // atomically (auth.SetPassword). On a terminal the password is asked for twice
-// without echo (golang.org/x/term); otherwise the first line of stdin is the
+// without echo; otherwise the first line of stdin is the
 // password (for scripts: `printf '%s\n' "$PW" | edgegw passwd FILE USER`).
 func passwdCmd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if len(args) != 2 {
@@ -51,18 +52,32 @@ func passwdCmd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// askTwice asks for the password twice on the terminal tty. Echo is off for
+// the whole exchange, prompts included: switching it off per prompt (as
+// term.ReadPassword does) leaves a gap in which fast or pasted input is echoed.
 func askTwice(tty *os.File, stderr io.Writer) ([]byte, error) {
-	fmt.Fprint(stderr, "Password: ")
-	pw, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(stderr)
+	restore, err := echoOff(int(tty.Fd()))
 	if err != nil {
-		return nil, fmt.Errorf("read password: %w", err)
+		return nil, fmt.Errorf("turn off terminal echo: %w", err)
 	}
-	fmt.Fprint(stderr, "Repeat password: ")
-	again, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(stderr)
+	defer restore()
+	r := bufio.NewReader(tty)
+	read := func(prompt string) ([]byte, error) {
+		fmt.Fprint(stderr, prompt)
+		line, err := r.ReadBytes('\n')
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return nil, fmt.Errorf("read password: %w", err)
+		}
+		return bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")), nil
+	}
+	pw, err := read("Password: ")
 	if err != nil {
-		return nil, fmt.Errorf("read password: %w", err)
+		return nil, err
+	}
+	again, err := read("Repeat password: ")
+	if err != nil {
+		return nil, err
 	}
 	if !bytes.Equal(pw, again) {
 		return nil, errors.New("the passwords differ")
@@ -70,7 +85,27 @@ func askTwice(tty *os.File, stderr io.Writer) ([]byte, error) {
 	if len(pw) == 0 {
 		return nil, errors.New("empty password")
 	}
+	if len(pw) > 72 {
+		return nil, errors.New("password longer than 72 bytes (bcrypt's limit)")
+	}
 	return pw, nil
+}
+
+// echoOff switches off the terminal's echo (line editing and signals stay on)
+// and returns the function that restores the previous settings.
+func echoOff(fd int) (restore func(), err error) {
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	quiet := *old
+	quiet.Lflag &^= unix.ECHO
+	quiet.Lflag |= unix.ICANON | unix.ISIG
+	quiet.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
+		return nil, err
+	}
+	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
 }
 
 // readLine reads the password from the first line of r (without its line end).
