@@ -95,8 +95,9 @@ func (q *MemQueue) search(seq uint64) int {
 	// Fast path: the queue is a run of consecutive seqs from its head, until
 	// removals in the middle leave holes.
 	if n := len(items); n > 0 && seq >= items[0].seq {
-		if i := int(seq - items[0].seq); i < n && items[i].seq == seq {
-			return q.head + i
+		// Compare as uint64: int(d) of a large d is negative on 32-bit ARM.
+		if d := seq - items[0].seq; d < uint64(n) && items[d].seq == seq {
+			return q.head + int(d)
 		}
 	}
 	return q.head + sort.Search(len(items), func(i int) bool { return items[i].seq >= seq })
