@@ -483,3 +483,55 @@ func TestAdminSocketFailureIsNotFatal(t *testing.T) {
 		t.Errorf("health over TCP: %d", resp.StatusCode)
 	}
 }
+
+// A browser that opened the status page on a LAN listener remembers the token
+// it was given as Basic credentials and sends them with every request to the
+// gateway, also a form POST that another site's page makes it submit. Kick
+// and purge therefore take the token only as a Bearer token, which a browser
+// never adds on its own; a GET on a write path changes nothing.
+func TestAdminWriteNotByBrowserCredentials(t *testing.T) {
+	const token = "0123456789abcdef-test"
+	g := startOpsGateway(t, func(c *gateway.Config) { c.Admin.Token = token })
+	dialRaw(t, g.addr, 5).connect("s1", false, packetsProps(600))
+	parts := &admin.Parts{Version: "test", Started: time.Now(), Engine: g.Engine(), Server: g.Server(), Store: g.Store(),
+		Bridges: g.Bridges(), Meters: g.Meters(), MaxSessions: 10}
+	wide := admin.New(admin.Config{HTTP: "0.0.0.0:0", Token: token}, parts, slogDiscard())
+	if err := wide.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wide.Close)
+	url := "http://" + strings.Replace(wide.HTTPAddr(), "0.0.0.0", "127.0.0.1", 1)
+	do := func(method, path string, basic bool, auth string) int {
+		req, _ := http.NewRequest(method, url+path, strings.NewReader("x=1"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // an HTML form
+		req.Header.Set("Origin", "http://attacker.example")
+		if basic {
+			req.SetBasicAuth("technician", token)
+		} else if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := do("GET", "/api/v1/status", true, ""); c != http.StatusOK {
+		t.Fatalf("read with Basic token: %d, want 200", c)
+	}
+	for _, op := range []string{"/kick", "/purge"} {
+		if c := do("POST", admin.SessionPath("s1", op), true, ""); c != http.StatusForbidden {
+			t.Errorf("form POST %s with the browser's Basic credentials: %d, want 403", op, c)
+		}
+		if c := do("GET", admin.SessionPath("s1", op), true, ""); c == http.StatusOK {
+			t.Errorf("GET %s: %d, want no success", op, c)
+		}
+	}
+	if s, ok := g.sessionInfo("s1"); !ok || !s.Online {
+		t.Fatalf("s1 was kicked or purged by a browser's request: %+v %v", s, ok)
+	}
+	if c := do("POST", admin.SessionPath("s1", "/kick"), false, "Bearer "+token); c != http.StatusOK {
+		t.Errorf("kick with Bearer token: %d, want 200", c)
+	}
+}

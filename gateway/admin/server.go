@@ -31,7 +31,8 @@ type Config struct {
 	// needs no token there. Elsewhere every request needs Token.
 	HTTPLoopback bool
 	// Token authorises every request when presented as "Authorization: Bearer
-	// <token>" or as the password of HTTP Basic authentication; "" = none.
+	// <token>", and reads also as the password of HTTP Basic authentication
+	// (what a browser asks for); "" = none.
 	Token string
 	// WriterUIDs are the peer user ids that may kick and purge over the socket
 	// without the token. nil: the user the process runs as, and root.
@@ -191,8 +192,9 @@ func peerOf(r *http.Request) *peer {
 	return &peer{}
 }
 
-// tokenOK reports whether the request carries the token.
-func (s *Server) tokenOK(r *http.Request) bool {
+// tokenOK reports whether the request carries the token: as a Bearer token,
+// or, when basic is true, as the password of HTTP Basic authentication.
+func (s *Server) tokenOK(r *http.Request, basic bool) bool {
 	if s.cfg.Token == "" {
 		return false
 	}
@@ -201,7 +203,7 @@ func (s *Server) tokenOK(r *http.Request) bool {
 	switch {
 	case strings.HasPrefix(h, "Bearer "):
 		got = strings.TrimPrefix(h, "Bearer ")
-	case strings.HasPrefix(h, "Basic "):
+	case basic && strings.HasPrefix(h, "Basic "):
 		if b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(h, "Basic ")); err == nil {
 			if _, pw, ok := strings.Cut(string(b), ":"); ok {
 				got = pw
@@ -217,11 +219,16 @@ func (s *Server) tokenOK(r *http.Request) bool {
 // listener, or the token.
 func (s *Server) canRead(r *http.Request) bool {
 	p := peerOf(r)
-	return p.unix || (p.loopback && s.cfg.HTTPLoopback) || s.tokenOK(r)
+	return p.unix || (p.loopback && s.cfg.HTTPLoopback) || s.tokenOK(r, true)
 }
 
 // canWrite: the socket's owner or root (by the peer's credentials), or the
-// token.
+// token as a Bearer token. Not as Basic authentication: a browser that once
+// opened the status page with the token remembers it and sends it with every
+// request to the gateway, also a form POST from another site's page
+// (cross-site request forgery); it never adds a Bearer header on its own, and
+// a script on another origin cannot set one without a CORS preflight, which
+// this server does not answer.
 func (s *Server) canWrite(r *http.Request) bool {
 	p := peerOf(r)
 	if p.unix && p.uidKnown {
@@ -231,7 +238,7 @@ func (s *Server) canWrite(r *http.Request) bool {
 			}
 		}
 	}
-	return s.tokenOK(r)
+	return s.tokenOK(r, false)
 }
 
 // APIError is the body of every error answer: {"error": "..."}.
@@ -271,7 +278,7 @@ func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
 func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.canWrite(r) {
-			msg := "kick and purge need the admin token"
+			msg := "kick and purge need the admin token (Authorization: Bearer)"
 			if peerOf(r).unix {
 				msg = "kick and purge need the user edgegw runs as, root, or the admin token (--token-file)"
 			}
