@@ -51,6 +51,7 @@ func (g *Gateway) counters() []admin.Counter {
 		{Name: "auth_will_denied", Help: "CONNECTs refused for a will topic the client may not publish to.", Value: a.WillDenied.Load()},
 		{Name: "auth_publish_denied", Help: "PUBLISHes denied by the ACL (not routed).", Value: a.PublishDenied.Load()},
 		{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
+		{Name: "auth_takeover_denied", Help: "CONNECTs refused for the client id of another user's session.", Value: a.TakeoverDenied.Load()},
 	}
 }
 

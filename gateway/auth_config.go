@@ -343,5 +343,6 @@ func withAuthSys(sys map[string]int64, h *auth.Hook) map[string]int64 {
 	sys["auth/will_denied"] = s.WillDenied.Load()
 	sys["auth/publish_denied"] = s.PublishDenied.Load()
 	sys["auth/subscribe_denied"] = s.SubscribeDenied.Load()
+	sys["auth/takeover_denied"] = s.TakeoverDenied.Load()
 	return sys
 }

@@ -54,6 +54,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		return nil, err
 	}
 	authOpts.Now = deps.Now // the log rate limit's clock; nil is time.Now
+	var engine *session.Engine
+	authOpts.SessionOwner = func(id string) (string, bool) { return engine.SessionUser(id) } // set below, before serving
 	authHook := auth.NewHook(authOpts)
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))
@@ -70,7 +72,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		maps.Copy(m, limits.sys())
 		return withAuthSys(m, authHook)
 	}
-	engine, err := session.New(cfg.SessionOptions(), deps)
+	engine, err = session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)

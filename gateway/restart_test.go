@@ -97,6 +97,11 @@ func TestSessionsSurviveRestart(t *testing.T) {
 	if !ok || s.Online || s.Queued != 51 {
 		t.Fatalf("restored session %+v (ok %v), want offline with 51 queued", s, ok)
 	}
+	// Its owner (anonymous here) was restored with it: another user still may
+	// not take it over (TestSessionOwnedByUser).
+	if user, ok := g2.Engine().SessionUser("keep"); !ok || user != "" {
+		t.Errorf("restored owner %q (known %v), want anonymous and known", user, ok)
+	}
 
 	sub2, ca := connectV5(t, g2.addr, &paho.Connect{ClientID: "keep", CleanStart: false,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(72 * 3600)}})

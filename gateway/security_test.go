@@ -711,3 +711,93 @@ func TestDenialLogBounded(t *testing.T) {
 		t.Fatalf("no suppressed=191 in the log:\n%s", logs.String())
 	}
 }
+
+// A session belongs to the username that made it: another user's CONNECT with
+// its client id is refused with v5 0x87 / v3.1.1 0x05 [MQTT-3.1.4-2], online
+// or offline, clean start or not. Without this, meter-8's credentials could
+// disconnect meter 7 at will, and take an OTA agent's persistent session over:
+// read the update commands queued for it (its subscription to ota/dev1/# came
+// with the session, although meter-8 may not subscribe there), or discard
+// them with a clean start. The owner itself reconnects as usual.
+func TestSessionOwnedByUser(t *testing.T) {
+	g, lan, _ := secureGateway(t, func(c *gateway.Config) {
+		c.Auth.Users = append(c.Auth.Users, gateway.UserConfig{Name: "meter-8", PasswordHash: testHash(t, "meter8-pw")},
+			gateway.UserConfig{Name: "ota-dev1", PasswordHash: testHash(t, "ota-pw")})
+	})
+	thief := func(id string, version byte, user, pw string, clean bool) int {
+		c := dialRaw(t, lan, version)
+		defer c.close()
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+			ProtocolName: protocolName(version), ClientIdentifier: id, Clean: clean, Keepalive: 30,
+			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(pw)},
+			Properties: packets.Properties{SessionExpiryInterval: 3600, SessionExpiryIntervalFlag: true}})
+		pk, err := c.read()
+		if err != nil {
+			return -1
+		}
+		if pk.SessionPresent {
+			t.Errorf("%s got the session of %s (session present)", user, id)
+		}
+		if pk.ReasonCode == 0 { // what a thief would see: the messages queued for the owner
+			c.subscribe(1, packets.Subscription{Filter: "meters/9/none", Qos: 0})
+			for _, p := range c.ping() {
+				if p.FixedHeader.Type == packets.Publish {
+					t.Errorf("%s read %q on %s, queued for %s", user, p.Payload, p.TopicName, id)
+				}
+			}
+		}
+		return int(pk.ReasonCode)
+	}
+
+	// Online: another user cannot kick meter 7 off.
+	connectV5(t, lan, &paho.Connect{ClientID: "meter-7", CleanStart: true, KeepAlive: 30,
+		Username: "meter-7", UsernameFlag: true, Password: []byte("meter-pw"), PasswordFlag: true})
+	if code := thief("meter-7", 5, "meter-8", "meter8-pw", true); code != 0x87 {
+		t.Errorf("v5 meter-8 taking over online meter-7: CONNACK %#x, want 0x87", code)
+	}
+	if s, _ := g.sessionInfo("meter-7"); !s.Online {
+		t.Fatal("meter-7 was disconnected by another user's CONNECT")
+	}
+
+	// Offline, with an update command waiting.
+	agent := &paho.Connect{ClientID: "ota-dev1", CleanStart: true, KeepAlive: 30,
+		Username: "ota-dev1", UsernameFlag: true, Password: []byte("ota-pw"), PasswordFlag: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}}
+	ota, _ := connectV5(t, lan, agent)
+	ota.subscribe(t, paho.SubscribeOptions{Topic: "ota/dev1/#", QoS: 1})
+	ota.disconnect(t, g, "ota-dev1")
+	ops, _ := connectV5(t, lan, &paho.Connect{ClientID: "ops-laptop", CleanStart: true,
+		Username: "ops", UsernameFlag: true, Password: []byte("ops-pw"), PasswordFlag: true})
+	ops.publish(t, "ota/dev1/fw", 1, "v2.1")
+	for _, c := range []struct {
+		version     byte
+		user, pw    string
+		clean       bool
+		want        int
+		description string
+	}{
+		{5, "meter-8", "meter8-pw", false, 0x87, "v5 meter-8 resuming"},
+		{4, "meter-8", "meter8-pw", false, 0x05, "v3.1.1 meter-8 resuming"},
+		{5, "alice", "alice-pw", true, 0x87, "v5 alice with clean start (would discard the queue)"},
+	} {
+		if code := thief("ota-dev1", c.version, c.user, c.pw, c.clean); code != c.want {
+			t.Errorf("%s: CONNACK %#x, want %#x", c.description, code, c.want)
+		}
+	}
+	if s, _ := g.sessionInfo("ota-dev1"); s.Queued != 1 || len(s.Subscriptions) != 1 {
+		t.Fatalf("ota-dev1's session after the attempts: %+v, want its command and subscription", s)
+	}
+	if got := g.Auth().Stats().TakeoverDenied.Load(); got != 4 {
+		t.Errorf("takeover denied counter %d, want 4", got)
+	}
+
+	// The owner resumes and gets its command.
+	agent.CleanStart = false
+	ota, ca := connectV5(t, lan, agent)
+	if !ca.SessionPresent {
+		t.Fatal("ota-dev1's own session not present")
+	}
+	if m := ota.next(t); string(m.Payload) != "v2.1" {
+		t.Fatalf("ota-dev1 got %q, want v2.1", m.Payload)
+	}
+}

@@ -190,6 +190,7 @@ func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	s.cl = cl
 	s.version = c.version
 	s.profile = c.decision.Profile
+	s.user, s.userKnown = string(cl.Properties.Username), true
 	s.expiry = c.decision.Expiry
 	s.will, s.willAt = nil, time.Time{} // a new connection cancels a delayed will [MQTT-3.1.3-9]
 	for pid := range s.inboundQoS2 {

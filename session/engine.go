@@ -194,6 +194,22 @@ func (e *Engine) session(id string) *Session {
 	return e.sessions[id]
 }
 
+// SessionUser returns the username of the connections that made and resumed
+// the session id ("" for anonymous ones); ok is false when there is no such
+// session, or it was restored from a record that did not keep the username
+// (written by an older version). The auth hook refuses a CONNECT by another
+// user with this client id, so the owner never changes while the session
+// exists.
+func (e *Engine) SessionUser(id string) (user string, ok bool) {
+	s := e.session(id)
+	if s == nil {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.user, s.userKnown
+}
+
 // SessionInfo is a snapshot of one session for tests and the admin surface.
 type SessionInfo struct {
 	ID             string

@@ -30,6 +30,7 @@ type SessionRecord struct {
 	ID             string                 `json:"id"`
 	Version        byte                   `json:"v"`
 	Profile        string                 `json:"profile,omitempty"`
+	User           *string                `json:"user,omitempty"` // owner's username; nil in records written before it was kept
 	ExpirySeconds  uint32                 `json:"expiry"`
 	DisconnectedAt int64                  `json:"disconnected_at,omitempty"` // unix seconds
 	Subscriptions  []packets.Subscription `json:"subs,omitempty"`
@@ -53,6 +54,9 @@ func (e *Engine) persistLocked(s *Session) {
 	}
 	r := SessionRecord{ID: s.id, Version: s.version, Profile: s.profile,
 		ExpirySeconds: uint32(s.expiry / time.Second)}
+	if s.userKnown {
+		r.User = &s.user
+	}
 	if s.cl == nil && !s.disconnectedAt.IsZero() {
 		r.DisconnectedAt = s.disconnectedAt.Unix()
 	}
@@ -131,6 +135,9 @@ func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
 		s := newSession(r.ID, q)
 		s.version, s.profile, s.expiry = r.Version, r.Profile, time.Duration(r.ExpirySeconds)*time.Second
 		s.stored = true
+		if r.User != nil {
+			s.user, s.userKnown = *r.User, true
+		}
 		s.disconnectedAt = now
 		if r.DisconnectedAt > 0 {
 			s.disconnectedAt = time.Unix(r.DisconnectedAt, 0)

@@ -24,6 +24,8 @@ type Session struct {
 	version        byte
 	profile        string
 	expiry         time.Duration
+	user           string                          // the username of the connections that own it (see Engine.SessionUser)
+	userKnown      bool                            // false only for a session restored from a record without a user
 	subs           map[string]packets.Subscription // filter -> subscription as granted
 	cl             *mqtt.Client
 	bind           *binding

@@ -50,6 +50,10 @@ type Options struct {
 	TLSState func(*mqtt.Client) *tls.ConnectionState
 	// Now is the clock of the log rate limits; nil is time.Now.
 	Now func() time.Time
+	// SessionOwner returns the username that owns the session with a client
+	// id, ok false when there is none (or its owner is not known). A CONNECT
+	// by another username with that client id is refused; nil: no check.
+	SessionOwner func(clientID string) (user string, ok bool)
 }
 
 // Stats count refusals. All fields are read with Load.
@@ -59,6 +63,7 @@ type Stats struct {
 	WillDenied       atomic.Int64 // CONNECT whose will topic the client may not publish to
 	PublishDenied    atomic.Int64 // PUBLISH to a topic the client may not publish to
 	SubscribeDenied  atomic.Int64 // SUBSCRIBE filter the client may not subscribe to
+	TakeoverDenied   atomic.Int64 // CONNECT with the client id of another user's session
 }
 
 // Hook is a mochi hook doing authentication (OnConnect: the CONNACK codes of
@@ -72,14 +77,14 @@ type Stats struct {
 //
 // Denials are logged at most LogBurst lines at once and LogPerSecond lines per
 // second on average per kind (bad credentials, anonymous, will, publish,
-// subscribe); lines left out are counted and reported in the next line of
+// subscribe, takeover); lines left out are counted and reported in the next line of
 // that kind as "suppressed".
 type Hook struct {
 	mqtt.HookBase
 	opts  Options
 	log   *slog.Logger
 	stats Stats
-	lim   [5]limiter
+	lim   [6]limiter
 
 	mu      sync.Mutex
 	pending map[*mqtt.Client]credentials // from the CONNECT's OnPacketRead to OnConnect
@@ -103,6 +108,7 @@ const (
 	kindWill
 	kindPublish
 	kindSubscribe
+	kindTakeover
 )
 
 // NewHook returns a hook for opts.
@@ -214,6 +220,11 @@ func (h *Hook) certIdentity(cl *mqtt.Client) string {
 //   - unknown user or wrong password: v5 0x86 Bad User Name or Password,
 //     v3.1.1 0x04 [MQTT-3.1.4-2];
 //   - anonymous on a listener that refuses it: v5 0x87 Not authorized, v3.1.1 0x05;
+//   - the client id of a session that another username owns (online or
+//     offline): v5 0x87, v3.1.1 0x05, so that one user's credentials cannot
+//     disconnect another user's client, read what was queued for it, inherit
+//     subscriptions it could not make itself or discard them with a clean
+//     start [MQTT-3.1.4-2];
 //   - a will topic the client may not publish to: v5 0x87, v3.1.1 0x05, so
 //     that no will is ever published where the client could not publish
 //     itself, and the device learns at once that its will would be lost
@@ -246,6 +257,13 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.stats.AnonymousRefused.Add(1)
 		h.logDenied(kindAnonymous, "connection refused: anonymous access not allowed on this listener", attrs()...)
 		return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+	}
+	if h.opts.SessionOwner != nil {
+		if owner, ok := h.opts.SessionOwner(cl.ID); ok && owner != user {
+			h.stats.TakeoverDenied.Add(1)
+			h.logDenied(kindTakeover, "connection refused: the client id is another user's session", attrs()...)
+			return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+		}
 	}
 	if pk.Connect.WillFlag {
 		id := Identity{ClientID: cl.ID, Username: user, Profile: h.opts.Profile(cl.ID, user, cl.Net.Listener)}
