@@ -129,6 +129,13 @@ func (c *Config) Check() error {
 		if err := r.check(); err != nil {
 			return fmt.Errorf("downlink[%d]: %w", i, err)
 		}
+		for j, f := range c.Forward {
+			if c.Version == 4 && filtersOverlap(f.Remote, r.Remote) {
+				return fmt.Errorf("forward[%d]: remote %q overlaps downlink[%d] remote %q: the upstream broker would send "+
+					"the gateway's own messages back down as downlink messages, and MQTT 3.1.1 has no No Local option "+
+					"to stop it; use version 5 or topics that do not overlap", j, f.Remote, i, r.Remote)
+			}
+		}
 	}
 	if c.StatusTopic == "" {
 		c.StatusTopic = "edgegw/bridge/" + c.Name + "/status"
@@ -149,6 +156,25 @@ func (r Rule) check() error {
 		return fmt.Errorf("local %q and remote %q must end in the same wildcard levels", r.Local, r.Remote)
 	}
 	return nil
+}
+
+// filtersOverlap reports whether some topic matches both filters a and b.
+func filtersOverlap(a, b string) bool {
+	for {
+		x, aRest, aMore := strings.Cut(a, "/")
+		y, bRest, bMore := strings.Cut(b, "/")
+		if x == "#" || y == "#" {
+			return true
+		}
+		if x != y && x != "+" && y != "+" {
+			return false
+		}
+		if !aMore || !bMore {
+			// "a/#" also matches "a" [MQTT-4.7.1-2].
+			return aMore == bMore || (aMore && aRest == "#") || (bMore && bRest == "#")
+		}
+		a, b = aRest, bRest
+	}
 }
 
 // splitFilter splits a filter into its fixed prefix (up to and including the
@@ -390,7 +416,13 @@ func (b *Bridge) connectAndServe(ctx context.Context) error {
 	if len(b.cfg.Downlink) > 0 {
 		sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1}
 		for _, r := range b.cfg.Downlink {
-			sub.Filters = append(sub.Filters, packets.Subscription{Filter: r.Remote, Qos: r.QoS, RetainAsPublished: true})
+			// No Local [MQTT-3.8.3-3]: the upstream broker must not send the
+			// gateway's own uplink back down (Check refuses overlapping rules
+			// for 3.1.1, which has no such option): the downlink publishes past
+			// the ACL, so an echo could turn a local client's ordinary message
+			// into a command.
+			sub.Filters = append(sub.Filters, packets.Subscription{Filter: r.Remote, Qos: r.QoS, RetainAsPublished: true,
+				NoLocal: b.cfg.Version == 5})
 		}
 		if err := cn.write(sub); err != nil {
 			return fmt.Errorf("subscribe: %w", err)

@@ -2,12 +2,14 @@ package gateway_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/gateway"
+	"edgegw/session"
 )
 
 // bridgeTo configures one bridge named "cloud" to the broker at url.
@@ -72,4 +74,49 @@ func TestBridgeBothDirections(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A forward rule whose remote topics overlap a downlink filter must not turn a
+// local client's ordinary message into a command: the upstream broker would
+// send the gateway's own uplink back down its downlink subscription, and the
+// bridge publishes downlink messages past the ACL. Here alice (no right to
+// publish commands) publishes data/cmd/reboot, forwarded as site/s1/cmd/reboot,
+// which the downlink maps to cmd/reboot. v5 subscribes with No Local
+// [MQTT-3.8.3-3]; 3.1.1 has no such option, so the overlap is a configuration
+// error there.
+func TestBridgeEchoIsNoCommand(t *testing.T) {
+	overlap := func(c *gateway.Config) {
+		c.Bridges[0].Forward = []gateway.BridgeRuleConfig{{Local: "data/#", Remote: "site/{site_id}/#", QoS: 1}}
+	}
+	t.Run("upstream 5", func(t *testing.T) {
+		cloud := startMosquitto(t, "")
+		g, lan, _ := secureGateway(t, func(c *gateway.Config) { bridgeTo(cloud.url(), "5")(c); overlap(c) })
+		waitFor(t, "bridge connected", func() bool { return g.Bridges()[0].Status().Connected })
+		device, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "device", CleanStart: true})
+		device.subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+		watcher, _ := connectV5(t, cloud.addr(), &paho.Connect{ClientID: "cloud-app", CleanStart: true})
+		watcher.subscribe(t, paho.SubscribeOptions{Topic: "site/#", QoS: 1, NoLocal: true})
+
+		alice, _ := connectV5(t, lan, &paho.Connect{ClientID: "alice-laptop", CleanStart: true,
+			Username: "alice", UsernameFlag: true, Password: []byte("alice-pw"), PasswordFlag: true})
+		alice.publish(t, "data/cmd/reboot", 1, "evil")
+		if m := watcher.next(t); m.Topic != "site/s1/cmd/reboot" {
+			t.Fatalf("upstream got %s, want site/s1/cmd/reboot", m.Topic)
+		}
+		// A real command from the cloud, sent after the echo would have been.
+		watcher.publish(t, "site/s1/cmd/marker", 1, "marker")
+		if m := device.next(t); m.Topic != "cmd/marker" {
+			t.Fatalf("device got %s %q before the cloud's command: the gateway's own uplink came back as a command", m.Topic, m.Payload)
+		}
+	})
+	t.Run("upstream 3.1.1", func(t *testing.T) {
+		cfg := gateway.DefaultConfig()
+		cfg.DataDir = t.TempDir()
+		bridgeTo("mqtt://127.0.0.1:1", "3.1.1")(&cfg)
+		overlap(&cfg)
+		_, err := gateway.New(cfg, slogDiscard(), session.Deps{})
+		if err == nil || !strings.Contains(err.Error(), "overlaps") {
+			t.Fatalf("3.1.1 bridge with overlapping forward and downlink: %v, want an error", err)
+		}
+	})
 }
