@@ -787,6 +787,9 @@ func TestSessionOwnedByUser(t *testing.T) {
 	if s, _ := g.sessionInfo("ota-dev1"); s.Queued != 1 || len(s.Subscriptions) != 1 {
 		t.Fatalf("ota-dev1's session after the attempts: %+v, want its command and subscription", s)
 	}
+	if d, _ := g.Engine().SessionDetail("ota-dev1"); d.Username != "ota-dev1" {
+		t.Errorf("offline session's owner shown as %q, want ota-dev1", d.Username)
+	}
 	if got := g.Auth().Stats().TakeoverDenied.Load(); got != 4 {
 		t.Errorf("takeover denied counter %d, want 4", got)
 	}

@@ -28,7 +28,7 @@ type SessionDetail struct {
 	InFlight  int    // queued messages sent and not yet acknowledged
 	Remote    string // remote address while online
 	Listener  string // listener while online
-	Username  string // user name while online
+	Username  string // the owner's user name (Engine.SessionUser), also offline
 	// WillAt is when a delayed will is due (zero: none pending).
 	WillAt time.Time
 }
@@ -70,8 +70,9 @@ func (s *Session) detail(now time.Time) SessionDetail {
 		d.Subscriptions = append(d.Subscriptions, f)
 	}
 	sort.Strings(d.Subscriptions)
+	d.Username = s.user
 	if s.cl != nil {
-		d.Remote, d.Listener, d.Username = s.cl.Net.Remote, s.cl.Net.Listener, string(s.cl.Properties.Username)
+		d.Remote, d.Listener = s.cl.Net.Remote, s.cl.Net.Listener
 	} else {
 		d.ExpiresIn = max(s.expiry-now.Sub(s.disconnectedAt), 0)
 	}
