@@ -804,3 +804,71 @@ func TestSessionOwnedByUser(t *testing.T) {
 		t.Fatalf("ota-dev1 got %q, want v2.1", m.Payload)
 	}
 }
+
+// A meter on the LAN tries the wildcard and shared-subscription ways to read
+// other meters' data, and a v5 Topic Alias to reach a command topic: mochi
+// checks the ACL on a PUBLISH's topic name before it sets the alias, and a
+// denied PUBLISH returns before that, so an alias only ever names a topic that
+// passed the check [MQTT-3.3.2-12]; re-pointing it to cmd/x is denied and the
+// alias keeps its allowed topic. A NUL in a topic closes the connection
+// [MQTT-1.5.4-2].
+func TestACLEvasions(t *testing.T) {
+	g, lan, _ := secureGateway(t, nil)
+	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "#", QoS: 1})
+	m := dialRaw(t, lan, 5)
+	m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+		ProtocolName: protocolName(5), ClientIdentifier: "meter-7", Clean: true, Keepalive: 30,
+		UsernameFlag: true, Username: []byte("meter-7"), PasswordFlag: true, Password: []byte("meter-pw")}})
+	if ca := m.expect(packets.Connack); ca.ReasonCode != 0 {
+		t.Fatalf("meter-7 connect: %#x", ca.ReasonCode)
+	}
+	filters := []string{"#", "+/+/reading", "meters/#", "meters/+/reading", "$share/g/meters/#", "$SHARE/g/#",
+		"$share/g/#", "$SYS/#", "meters/7/+", "meters/7/cmd/#", "meters/7/cmd"}
+	var subs []packets.Subscription
+	for _, f := range filters {
+		subs = append(subs, packets.Subscription{Filter: f, Qos: 1})
+	}
+	sa := m.subscribe(1, subs...)
+	for i, f := range filters {
+		want := byte(0x87)
+		if f == "meters/7/cmd" {
+			want = 1
+		}
+		if i >= len(sa.ReasonCodes) || sa.ReasonCodes[i] != want {
+			t.Errorf("SUBSCRIBE %s: SUBACK %x, want %#x for it", f, sa.ReasonCodes, want)
+		}
+	}
+	pub := func(id uint16, topic string, alias uint16) byte {
+		m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id,
+			TopicName: topic, Payload: []byte(fmt.Sprint(id)),
+			Properties: packets.Properties{TopicAlias: alias, TopicAliasFlag: alias > 0}})
+		return m.expect(packets.Puback).ReasonCode
+	}
+	if c := pub(1, "meters/7/x", 1); c != 0 {
+		t.Fatalf("alias 1 on meters/7/x: PUBACK %#x", c)
+	}
+	if c := pub(2, "cmd/x", 1); c != 0x87 {
+		t.Errorf("alias 1 re-pointed to cmd/x: PUBACK %#x, want 0x87", c)
+	}
+	if c := pub(3, "", 1); c != 0 {
+		t.Errorf("publish by alias 1: PUBACK %#x", c)
+	}
+	for _, want := range []string{"1", "3"} {
+		if got := watcher.next(t); got.Topic != "meters/7/x" || string(got.Payload) != want {
+			t.Fatalf("watcher got %s %q, want meters/7/x %q (nothing on cmd/x)", got.Topic, got.Payload, want)
+		}
+	}
+	m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 4,
+		TopicName: "meters/7\x00/../8", Payload: []byte("nul")})
+	for _, pk := range m.expectClosed() {
+		if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode < 0x80 {
+			t.Errorf("a topic with NUL was accepted")
+		}
+	}
+	marker, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "marker", CleanStart: true})
+	marker.publish(t, "z/marker", 1, "marker")
+	if got := watcher.next(t); got.Topic != "z/marker" {
+		t.Errorf("watcher got %s %q before the marker", got.Topic, got.Payload)
+	}
+}
