@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -870,5 +871,37 @@ func TestACLEvasions(t *testing.T) {
 	marker.publish(t, "z/marker", 1, "marker")
 	if got := watcher.next(t); got.Topic != "z/marker" {
 		t.Errorf("watcher got %s %q before the marker", got.Topic, got.Payload)
+	}
+}
+
+// Refusing an unknown user takes as long as refusing a known user's wrong
+// password, also when the users' hashes have another bcrypt cost than
+// `edgegw passwd`'s 10 (htpasswd -B makes cost 5; these tests use 4): the
+// unknown user is checked against a hash of the users' own cost, so timing
+// does not tell which user names exist.
+func TestUnknownUserTiming(t *testing.T) {
+	_, lan, _ := secureGateway(t, func(c *gateway.Config) {
+		c.MQTT.ConnectionRate.Exempt = nil
+		c.MQTT.ConnectionRate.Burst = 1000
+	})
+	median := func(user string) time.Duration {
+		var ds []time.Duration
+		for range 7 {
+			start := time.Now()
+			c, code := rawConnect(t, lan, 5, "probe", ptr(user), ptr("wrong-password"), "")
+			d := time.Since(start)
+			c.close()
+			if code != 0x86 {
+				t.Fatalf("%s with a wrong password: CONNACK %#x, want 0x86", user, code)
+			}
+			ds = append(ds, d)
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	known, unknown := median("alice"), median("mallory")
+	t.Logf("refusal: known user %v, unknown user %v (median of 7)", known, unknown)
+	if diff := unknown - known; diff > 25*time.Millisecond || diff < -25*time.Millisecond {
+		t.Errorf("unknown user refused in %v, known user's wrong password in %v: timing tells user names apart", unknown, known)
 	}
 }

@@ -25,7 +25,10 @@ import (
 // (other CONNECTs wait), and a password that was verified is remembered as an
 // HMAC under a random per-process key: a client reconnecting with the same
 // password costs a SHA-256, not a bcrypt. Unknown users cost a bcrypt too, so
-// that timing does not tell which users exist.
+// that timing does not tell which users exist: the password is compared with
+// the hash of a user of the bcrypt cost most users have (the result is thrown
+// away), so an unknown user takes as long as a known user's wrong password
+// also when the hashes were not made at cost 10 (htpasswd -B makes cost 5).
 type Users struct {
 	static map[string]string
 	file   string
@@ -40,7 +43,8 @@ type Users struct {
 	fileSize  int64
 	lastStat  time.Time
 	verified  map[string]verifiedEntry
-	dummyHash []byte
+	dummyHash []byte // compared with for unknown users; see pickDummy
+	noUsers   []byte // dummyHash when there are no users
 }
 
 type verifiedEntry struct {
@@ -64,13 +68,44 @@ func NewUsers(static map[string]string, file string, log *slog.Logger) (*Users, 
 	if err != nil {
 		return nil, err
 	}
-	u.dummyHash = dummy
+	u.noUsers = dummy
 	if file != "" {
 		if err := u.reload(true); err != nil {
 			return nil, err
 		}
 	}
+	u.pickDummy()
 	return u, nil
+}
+
+// pickDummy sets dummyHash to the hash of a user with the bcrypt cost most
+// users have (the higher cost on a tie), or a cost 10 hash without users.
+// Caller holds u.mu unless the Users is new.
+func (u *Users) pickDummy() {
+	count := map[int]int{}
+	byCost := map[int]string{}
+	for _, m := range []map[string]string{u.static, u.fromFile} {
+		for _, h := range m {
+			c, err := bcrypt.Cost([]byte(h))
+			if err != nil {
+				continue
+			}
+			count[c]++
+			if old, ok := byCost[c]; !ok || h < old { // the same choice every time
+				byCost[c] = h
+			}
+		}
+	}
+	best := -1
+	for c, n := range count {
+		if best < 0 || n > count[best] || (n == count[best] && c > best) {
+			best = c
+		}
+	}
+	u.dummyHash = u.noUsers
+	if best >= 0 {
+		u.dummyHash = []byte(byCost[best])
+	}
 }
 
 // Len returns the number of users.
@@ -99,6 +134,9 @@ func (u *Users) reload(first bool) error {
 		}
 	}
 	u.fromFile, u.fileMod, u.fileSize = users, fi.ModTime(), fi.Size()
+	if !first {
+		u.pickDummy()
+	}
 	if !first {
 		u.log.Info("password file reloaded", slog.String("file", u.file), slog.Int("users", len(users)))
 	}
@@ -140,7 +178,10 @@ func (u *Users) Check(user string, password []byte) bool {
 	u.sem <- struct{}{}
 	defer func() { <-u.sem }()
 	if !known {
-		_ = bcrypt.CompareHashAndPassword(u.dummyHash, password)
+		u.mu.Lock()
+		dummy := u.dummyHash
+		u.mu.Unlock()
+		_ = bcrypt.CompareHashAndPassword(dummy, password) // as long as a known user's check; always false
 		return false
 	}
 	if bcrypt.CompareHashAndPassword([]byte(hash), password) != nil {
