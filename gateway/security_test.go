@@ -905,3 +905,52 @@ func TestUnknownUserTiming(t *testing.T) {
 		t.Errorf("unknown user refused in %v, known user's wrong password in %v: timing tells user names apart", unknown, known)
 	}
 }
+
+// A client id holding '+', '#' or '/' does not widen a rule with %c: the
+// filter then matches nothing (as in Mosquitto), so alice, whose rule gives
+// each of her clients devices/<client id>/#, cannot reach other devices'
+// topics by choosing such a client id [MQTT-4.7.1-1].
+func TestACLClientIDWildcards(t *testing.T) {
+	g, lan, _ := secureGateway(t, func(c *gateway.Config) {
+		c.Auth.ACL = append([]gateway.ACLRuleConfig{{Name: "devices", User: "alice",
+			Publish: []string{"devices/%c/#"}, Subscribe: []string{"devices/%c/#"}}}, c.Auth.ACL...)
+	})
+	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "devices/#", QoS: 1})
+	for _, c := range []struct{ id, filter, topic string }{
+		{"+", "devices/+/secret", "devices/x/+"},
+		{"#", "devices/#", "devices/#"},
+		{"a/b", "devices/a/b/#", "devices/a/b/x"},
+		{"d1", "devices/d1/#", "devices/d1/x"}, // allowed: the control
+	} {
+		cl := dialRaw(t, lan, 5)
+		cl.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+			ProtocolName: protocolName(5), ClientIdentifier: c.id, Clean: true, Keepalive: 30,
+			UsernameFlag: true, Username: []byte("alice"), PasswordFlag: true, Password: []byte("alice-pw")}})
+		if ca := cl.expect(packets.Connack); ca.ReasonCode != 0 {
+			t.Fatalf("alice as %q: CONNACK %#x", c.id, ca.ReasonCode)
+		}
+		want := byte(0x87)
+		if c.id == "d1" {
+			want = 1
+		}
+		if sa := cl.subscribe(1, packets.Subscription{Filter: c.filter, Qos: 1}); len(sa.ReasonCodes) != 1 || sa.ReasonCodes[0] != want {
+			t.Errorf("client id %q SUBSCRIBE %s: SUBACK %x, want %#x", c.id, c.filter, sa.ReasonCodes, want)
+		}
+		if !strings.ContainsAny(c.topic, "+#") { // a wildcard in a topic name is malformed anyway
+			cl.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2,
+				TopicName: c.topic, Payload: []byte(c.id)})
+			pubWant := byte(0x87)
+			if c.id == "d1" {
+				pubWant = 0
+			}
+			if ack := cl.expect(packets.Puback); ack.ReasonCode != pubWant {
+				t.Errorf("client id %q PUBLISH %s: PUBACK %#x, want %#x", c.id, c.topic, ack.ReasonCode, pubWant)
+			}
+		}
+		cl.close()
+	}
+	if m := watcher.next(t); m.Topic != "devices/d1/x" {
+		t.Fatalf("watcher got %s %q first, want only devices/d1/x", m.Topic, m.Payload)
+	}
+}
