@@ -56,6 +56,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	authOpts.Now = deps.Now // the log rate limit's clock; nil is time.Now
 	var engine *session.Engine
 	authOpts.SessionOwner = func(id string) (string, bool) { return engine.SessionUser(id) } // set below, before serving
+	authOpts.Subscriptions = func(id string) []string { d, _ := engine.SessionDetail(id); return d.Subscriptions }
+	authOpts.Unsubscribe = func(id string, filters []string) { engine.Unsubscribe(id, filters) }
 	authHook := auth.NewHook(authOpts)
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))

@@ -954,3 +954,46 @@ func TestACLClientIDWildcards(t *testing.T) {
 		t.Fatalf("watcher got %s %q first, want only devices/d1/x", m.Topic, m.Payload)
 	}
 }
+
+// A persistent session's subscriptions are checked again when its client
+// reconnects: after an ACL change (a restart), a subscription the rules no
+// longer allow is removed before delivery starts, and the client gets nothing
+// more through it; allowed ones stay. Here ota-dev1 subscribed to all of ota/#
+// while no rule confined it; the new rule allows only ota/dev1/#.
+func TestSubscriptionsRecheckedOnResume(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Now()}
+	g, stop := startGatewayIn(t, dir, clock, nil)
+	cp := &paho.Connect{ClientID: "ota-dev1", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}}
+	dev, _ := connectV5(t, g.addr, cp)
+	dev.subscribe(t, paho.SubscribeOptions{Topic: "ota/#", QoS: 1}, paho.SubscribeOptions{Topic: "ota/dev1/#", QoS: 1},
+		paho.SubscribeOptions{Topic: "$share/fleet/ota/+/fw", QoS: 1})
+	dev.disconnect(t, g, "ota-dev1")
+	stop()
+
+	g2, _ := startGatewayIn(t, dir, clock, func(c *gateway.Config) {
+		c.Auth.ACL = append([]gateway.ACLRuleConfig{{Name: "dev1", ClientID: "ota-dev1",
+			Publish: []string{"ota/dev1/status"}, Subscribe: []string{"ota/dev1/#"}}}, c.Auth.ACL...)
+	})
+	cp.CleanStart = false
+	dev2, ca := connectV5(t, g2.addr, cp)
+	if !ca.SessionPresent {
+		t.Fatal("session not present")
+	}
+	if s, _ := g2.sessionInfo("ota-dev1"); len(s.Subscriptions) != 1 || s.Subscriptions[0] != "ota/dev1/#" {
+		t.Errorf("subscriptions after the ACL change: %v, want only ota/dev1/#", s.Subscriptions)
+	}
+	for _, topic := range []string{"ota/dev2/fw", "ota/dev1/fw"} {
+		if err := g2.Engine().PublishLocal(session.BridgeOriginPrefix+"cloud", packets.Packet{
+			FixedHeader: packets.FixedHeader{Qos: 1}, TopicName: topic, Payload: []byte(topic)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := dev2.next(t); m.Topic != "ota/dev1/fw" {
+		t.Fatalf("ota-dev1 got %s first, want ota/dev1/fw (ota/dev2/fw is no longer allowed)", m.Topic)
+	}
+	if got := g2.Auth().Stats().SubscribeDenied.Load(); got != 2 {
+		t.Errorf("subscribe denied counter %d, want 2 (the two removed subscriptions)", got)
+	}
+}

@@ -381,6 +381,38 @@ func (e *Engine) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
+// Unsubscribe removes filters from the session id as an UNSUBSCRIBE from its
+// client would: from the topic index, the session and its store record, and
+// from shared groups. Filters the session does not hold are skipped. Messages
+// already queued for the session stay queued.
+func (e *Engine) Unsubscribe(id string, filters []string) {
+	s := e.session(id)
+	if s == nil {
+		return
+	}
+	e.mu.Lock()
+	for _, f := range filters {
+		s.mu.Lock()
+		_, held := s.subs[f]
+		if held {
+			delete(s.subs, f)
+			e.persistLocked(s)
+		}
+		s.mu.Unlock()
+		if !held {
+			continue
+		}
+		if e.srv.Topics.Unsubscribe(f, id) {
+			atomic.AddInt64(&e.srv.Info.Subscriptions, -1)
+		}
+		if isShared(f) {
+			e.leaveGroupLocked(f, id)
+		}
+	}
+	e.mu.Unlock()
+	e.topicsChanged()
+}
+
 func (e *Engine) joinGroup(filter, id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

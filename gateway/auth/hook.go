@@ -54,6 +54,12 @@ type Options struct {
 	// id, ok false when there is none (or its owner is not known). A CONNECT
 	// by another username with that client id is refused; nil: no check.
 	SessionOwner func(clientID string) (user string, ok bool)
+	// Subscriptions returns the filters the session of a client id holds, and
+	// Unsubscribe removes some: a resumed session's subscriptions are checked
+	// again against the rules (which may have changed since they were made).
+	// Both nil: no check.
+	Subscriptions func(clientID string) []string
+	Unsubscribe   func(clientID string, filters []string)
 }
 
 // Stats count refusals. All fields are read with Load.
@@ -143,7 +149,7 @@ func (h *Hook) ID() string { return "edgegw-auth" }
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnConnectAuthenticate,
-		mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+		mqtt.OnSessionEstablish, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
 }
 
 // OnPacketRead takes the password out of a CONNECT, so that no later hook or
@@ -292,6 +298,36 @@ func (h *Hook) refuse(cl *mqtt.Client, v5, v3 packets.Code) error {
 // OnConnectAuthenticate admits every client that got this far: OnConnect,
 // which mochi runs just before, has authenticated it.
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool { return true }
+
+// OnSessionEstablish checks the subscriptions of the session the client
+// resumes against the rules as they are now, before the CONNACK and before
+// the session engine (added after this hook) attaches the connection and
+// starts delivery: a subscription made under older rules (auth.acl changed
+// since, with a restart) that they no longer allow is removed, counted as a
+// denied subscription and logged. Messages queued for it before stay queued.
+func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if h.opts.Subscriptions == nil || h.opts.Unsubscribe == nil || cl.Net.Inline {
+		return
+	}
+	filters := h.opts.Subscriptions(cl.ID)
+	if len(filters) == 0 {
+		return
+	}
+	id := h.identity(cl)
+	r := h.opts.ACL.RuleFor(id)
+	var gone []string
+	for _, f := range filters {
+		if !h.opts.ACL.CanSubscribe(id, r, f) {
+			gone = append(gone, f)
+			h.stats.SubscribeDenied.Add(1)
+			h.logDenied(kindSubscribe, "subscription removed: the rules no longer allow it", slog.String("client", id.ClientID),
+				slog.String("user", id.Username), slog.String("filter", f))
+		}
+	}
+	if len(gone) > 0 {
+		h.opts.Unsubscribe(cl.ID, gone)
+	}
+}
 
 // identity is the ACL identity of a connected client.
 func (h *Hook) identity(cl *mqtt.Client) Identity {
