@@ -46,13 +46,16 @@ type ACLRuleConfig struct {
 }
 
 // AnonymousAllowed reports whether the listener admits anonymous clients:
-// allow_anonymous if set, else whether its address is a loopback address
-// (127.0.0.0/8, ::1 or "localhost").
+// allow_anonymous if set, else whether it is a TCP listener on a loopback
+// address (127.0.0.0/8, ::1 or "localhost"). A WebSocket listener is not
+// anonymous by default on loopback either: any web page in a browser on the
+// machine can reach it, and a reverse proxy makes LAN clients arrive from
+// loopback.
 func (l ListenerConfig) AnonymousAllowed() bool {
 	if l.AllowAnonymous != nil {
 		return *l.AllowAnonymous
 	}
-	return IsLoopback(l.Address)
+	return IsLoopback(l.Address) && l.Type != "websocket"
 }
 
 // listenerAuth decodes the listener keys of the security model.

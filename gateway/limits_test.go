@@ -29,7 +29,7 @@ func TestOversizePacketDisconnect95(t *testing.T) {
 	const limit = 1024
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.MQTT.MaxPacketSize = limit
-		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()})
 	})
 	b := newBystander(t, g)
 	for i, version := range []byte{5, 4} {

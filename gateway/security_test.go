@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 
@@ -995,5 +997,41 @@ func TestSubscriptionsRecheckedOnResume(t *testing.T) {
 	}
 	if got := g2.Auth().Stats().SubscribeDenied.Load(); got != 2 {
 		t.Errorf("subscribe denied counter %d, want 2 (the two removed subscriptions)", got)
+	}
+}
+
+// A WebSocket listener refuses anonymous clients unless allow_anonymous says
+// true, also on a loopback address: its clients are browsers, where any web
+// page the browser opens may connect to ws://127.0.0.1:... (a browser sends
+// the page's Origin, which MQTT credentials do not depend on), or a reverse
+// proxy on the gateway that makes LAN clients arrive from 127.0.0.1. The
+// anonymous default by address is for local processes over plain TCP.
+func TestWebSocketAnonymousNotByDefault(t *testing.T) {
+	g, _, _ := secureGateway(t, func(c *gateway.Config) {
+		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"},
+			gateway.ListenerConfig{Name: "ws-open", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()})
+	})
+	connect := func(listener string, cp *paho.Connect) byte {
+		conn, err := paho3.NewWebsocket("ws://"+g.Addr(listener)+"/mqtt", nil, waitTimeout,
+			http.Header{"Origin": {"http://attacker.example"}}, nil)
+		if err != nil {
+			t.Fatalf("websocket dial: %v", err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		_, ca, err := tryConnectV5Over(t, conn, cp)
+		if ca == nil {
+			t.Fatalf("%s: no CONNACK: %v", listener, err)
+		}
+		return ca.ReasonCode
+	}
+	if code := connect("ws", &paho.Connect{ClientID: "page", CleanStart: true}); code != 0x87 {
+		t.Errorf("anonymous on a loopback WebSocket listener: CONNACK %#x, want 0x87", code)
+	}
+	if code := connect("ws", &paho.Connect{ClientID: "alice-ws", CleanStart: true, Username: "alice", UsernameFlag: true,
+		Password: []byte("alice-pw"), PasswordFlag: true}); code != 0 {
+		t.Errorf("alice on the WebSocket listener: CONNACK %#x, want 0", code)
+	}
+	if code := connect("ws-open", &paho.Connect{ClientID: "page2", CleanStart: true}); code != 0 {
+		t.Errorf("anonymous with allow_anonymous: true: CONNACK %#x, want 0", code)
 	}
 }

@@ -54,9 +54,20 @@ func tlsListener(name, typ string, f tlsFiles, clientAuth string) gateway.Listen
 	if clientAuth == "" {
 		clientAuth = "none"
 	}
-	return gateway.ListenerConfig{Name: name, Address: "127.0.0.1:0", Type: typ, TLS: &gateway.ListenerTLS{
+	var anon *bool
+	if typ == "websocket" {
+		anon = anonymous() // the tests' clients are anonymous
+	}
+	return gateway.ListenerConfig{Name: name, Address: "127.0.0.1:0", Type: typ, AllowAnonymous: anon, TLS: &gateway.ListenerTLS{
 		CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.clientCA, ClientAuth: clientAuth,
 		MinVersion: "1.2", Ciphers: []string{"default"}}}
+}
+
+// anonymous is allow_anonymous: true, for WebSocket listeners in tests
+// (anonymous is not their default, not even on loopback).
+func anonymous() *bool {
+	b := true
+	return &b
 }
 
 // dialTLS opens a TLS connection to addr trusting ca, with an optional client

@@ -29,7 +29,7 @@ func TestWebSocketListenersPublishSubscribe(t *testing.T) {
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners,
-			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"},
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()},
 			tlsListener("wss", "websocket", f, ""))
 	})
 	clientTLS := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
@@ -94,7 +94,7 @@ func TestWebSocketListenersPublishSubscribe(t *testing.T) {
 // connection that sends a text frame [MQTT-6.0.0-1].
 func TestWebSocketSubprotocolAndTextFrames(t *testing.T) {
 	g := startSettledGateway(t, func(c *gateway.Config) {
-		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()})
 	})
 	b := newBystander(t, g)
 	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: waitTimeout}
@@ -149,7 +149,7 @@ func TestListenersCloseIdleConnectionsBeforeConnect(t *testing.T) {
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.MQTT.ConnectTimeout = 300 * time.Millisecond
 		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
-			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()})
 	})
 	closed := func(t *testing.T, c net.Conn) {
 		t.Helper()
@@ -208,7 +208,7 @@ func TestCloseDrainsEveryListenerKind(t *testing.T) {
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g, stop := startGatewayIn(t, t.TempDir(), &testClock{now: time.Now()}, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
-			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"},
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()},
 			tlsListener("wss", "websocket", f, ""))
 	})
 	clientTLS := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
@@ -266,7 +266,7 @@ func TestPanicRecoveredOnTLSAndWebSocket(t *testing.T) {
 	f := writeServerFiles(t, t.TempDir(), ca, "edgegw", nil)
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, tlsListener("tls", "tcp", f, ""),
-			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket"})
+			gateway.ListenerConfig{Name: "ws", Address: "127.0.0.1:0", Type: "websocket", AllowAnonymous: anonymous()})
 	})
 	b := newBystander(t, g)
 	dial := map[string]func() net.Conn{
