@@ -819,12 +819,9 @@ func TestACLEvasions(t *testing.T) {
 	g, lan, _ := secureGateway(t, nil)
 	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
 	watcher.subscribe(t, paho.SubscribeOptions{Topic: "#", QoS: 1})
-	m := dialRaw(t, lan, 5)
-	m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
-		ProtocolName: protocolName(5), ClientIdentifier: "meter-7", Clean: true, Keepalive: 30,
-		UsernameFlag: true, Username: []byte("meter-7"), PasswordFlag: true, Password: []byte("meter-pw")}})
-	if ca := m.expect(packets.Connack); ca.ReasonCode != 0 {
-		t.Fatalf("meter-7 connect: %#x", ca.ReasonCode)
+	m, code := rawConnect(t, lan, 5, "meter-7", ptr("meter-7"), ptr("meter-pw"), "")
+	if code != 0 {
+		t.Fatalf("meter-7 connect: %#x", code)
 	}
 	filters := []string{"#", "+/+/reading", "meters/#", "meters/+/reading", "$share/g/meters/#", "$SHARE/g/#",
 		"$share/g/#", "$SYS/#", "meters/7/+", "meters/7/cmd/#", "meters/7/cmd"}
@@ -925,12 +922,9 @@ func TestACLClientIDWildcards(t *testing.T) {
 		{"a/b", "devices/a/b/#", "devices/a/b/x"},
 		{"d1", "devices/d1/#", "devices/d1/x"}, // allowed: the control
 	} {
-		cl := dialRaw(t, lan, 5)
-		cl.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
-			ProtocolName: protocolName(5), ClientIdentifier: c.id, Clean: true, Keepalive: 30,
-			UsernameFlag: true, Username: []byte("alice"), PasswordFlag: true, Password: []byte("alice-pw")}})
-		if ca := cl.expect(packets.Connack); ca.ReasonCode != 0 {
-			t.Fatalf("alice as %q: CONNACK %#x", c.id, ca.ReasonCode)
+		cl, code := rawConnect(t, lan, 5, c.id, ptr("alice"), ptr("alice-pw"), "")
+		if code != 0 {
+			t.Fatalf("alice as %q: CONNACK %#x", c.id, code)
 		}
 		want := byte(0x87)
 		if c.id == "d1" {
