@@ -1029,3 +1029,29 @@ func TestWebSocketAnonymousNotByDefault(t *testing.T) {
 		t.Errorf("anonymous with allow_anonymous: true: CONNACK %#x, want 0", code)
 	}
 }
+
+// A CONNECT refused before the session engine admits it (bad credentials,
+// anonymous, rate limit) leaves nothing behind for longer than a sweep: the
+// engine keeps each CONNECT's will from the moment it is read, so keeping
+// refused ones for a minute let a stranger without credentials hold a minute
+// of its bandwidth in the gateway's memory (256 KiB wills at LAN speed are
+// hundreds of MB on a 512 MB board).
+func TestRefusedConnectsNotKept(t *testing.T) {
+	g, lan, _ := secureGateway(t, nil)
+	will := strings.Repeat("w", 100<<10)
+	for i := range 20 {
+		c := dialRaw(t, lan, 5)
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+			ProtocolName: protocolName(5), ClientIdentifier: fmt.Sprint("x", i), Clean: true, Keepalive: 30,
+			UsernameFlag: true, Username: []byte("mallory"), PasswordFlag: true, Password: []byte("guess"),
+			WillFlag: true, WillTopic: "x/will", WillPayload: []byte(will)}})
+		if ca := c.expect(packets.Connack); ca.ReasonCode != 0x86 {
+			t.Fatalf("CONNACK %#x, want 0x86", ca.ReasonCode)
+		}
+		c.expectClosed()
+	}
+	waitFor(t, "refused connections forgotten", func() bool {
+		g.Engine().Sweep()
+		return g.Engine().Connections() == 0
+	})
+}

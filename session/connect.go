@@ -123,6 +123,9 @@ func (e *Engine) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if c == nil {
 		return nil
 	}
+	e.connMu.Lock()
+	c.admitted = true // from here a refusal drops the conn, or a disconnect hook comes
+	e.connMu.Unlock()
 	refuse := func(code packets.Code) error {
 		e.dropConn(cl)
 		_ = e.srv.SendConnack(cl, code, false, nil)
@@ -431,10 +434,14 @@ func (e *Engine) Sweep() {
 	for _, cl := range stuck {
 		e.disconnected(cl, nil)
 	}
+	// CONNECTs refused before the engine's OnConnect (credentials, rate
+	// limit: hooks that run first) get no disconnect hook; their state, the
+	// will included, goes at the next sweep once the connection is closed.
+	// (Admitted ones are removed by OnDisconnect; the minute is a safety net.)
 	e.connMu.Lock()
-	for cl := range e.conns {
-		if cl.Closed() && cl.StopTime() > 0 && time.Now().Unix()-cl.StopTime() > 60 {
-			delete(e.conns, cl) // never established (auth refused): no disconnect hook comes
+	for cl, c := range e.conns {
+		if cl.Closed() && cl.StopTime() > 0 && (!c.admitted || time.Now().Unix()-cl.StopTime() > 60) {
+			delete(e.conns, cl)
 		}
 	}
 	e.connMu.Unlock()

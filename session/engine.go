@@ -84,6 +84,8 @@ type conn struct {
 	willDelay  time.Duration
 	discExpiry *time.Duration // set by a v5 DISCONNECT carrying an expiry
 
+	admitted bool // the engine's OnConnect ran: a disconnect hook will come
+
 	subFilters []packets.Subscription // filters of the SUBSCRIBE being processed, as sent
 	retained   map[uint16][]Message   // retained messages to queue once SUBACK(id) is out
 }
@@ -192,6 +194,15 @@ func (e *Engine) session(id string) *Session {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	return e.sessions[id]
+}
+
+// Connections returns the number of connections the engine keeps state for:
+// connected clients and CONNECTs being processed (or refused and not yet
+// swept).
+func (e *Engine) Connections() int {
+	e.connMu.Lock()
+	defer e.connMu.Unlock()
+	return len(e.conns)
 }
 
 // SessionUser returns the username of the connections that made and resumed
