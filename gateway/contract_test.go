@@ -499,6 +499,9 @@ func TestSharedSubscriptionGroupProgress(t *testing.T) {
 		t.Fatalf("offline member holds %d messages while another is online", s.Queued)
 	}
 
+	// The client acknowledges asynchronously: wait for its PUBACKs, or a9 is still
+	// in flight at the disconnect and (rightly) re-sent with DUP on its return.
+	waitFor(t, "m1's acknowledgements", func() bool { s, _ := g.sessionInfo("m1"); return s.Queued == 0 })
 	m1.disconnect(t, g, "m1")
 	for i := range 5 {
 		pub.publish(t, "jobs", 1, fmt.Sprint("b", i))
