@@ -387,6 +387,22 @@ func TestAdminPermissions(t *testing.T) {
 	if r := get("http://"+g.http+"/api/v1/status", ""); r.StatusCode != 200 {
 		t.Errorf("loopback read: %d", r.StatusCode)
 	}
+	// DNS rebinding: a page on another site whose name now resolves to
+	// 127.0.0.1 sends its own host name; without the token it reads nothing.
+	rebound, _ := http.NewRequest("GET", "http://"+g.http+"/api/v1/status", nil)
+	rebound.Host = "attacker.example:80"
+	resp, err := http.DefaultClient.Do(rebound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("loopback read with Host attacker.example: %d, want 401", resp.StatusCode)
+	}
+	_, port, _ := net.SplitHostPort(g.http)
+	if r := get("http://localhost:"+port+"/api/v1/status", ""); r.StatusCode != 200 {
+		t.Errorf("loopback read as localhost: %d", r.StatusCode)
+	}
 	tcp := &http.Client{}
 	post := func(url, auth string) int {
 		req, _ := http.NewRequest("POST", url, nil)

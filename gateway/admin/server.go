@@ -216,10 +216,26 @@ func (s *Server) tokenOK(r *http.Request, basic bool) bool {
 }
 
 // canRead: the socket (its file mode decides who connects), the loopback TCP
-// listener, or the token.
+// listener when the request names a loopback host, or the token. The Host check
+// keeps a web page in a browser on the gateway from reading the status through
+// DNS rebinding (its requests name the attacker's host).
 func (s *Server) canRead(r *http.Request) bool {
 	p := peerOf(r)
-	return p.unix || (p.loopback && s.cfg.HTTPLoopback) || s.tokenOK(r, true)
+	return p.unix || (p.loopback && s.cfg.HTTPLoopback && loopbackHost(r.Host)) || s.tokenOK(r, true)
+}
+
+// loopbackHost reports whether an HTTP Host value (host or host:port) names
+// this machine by a loopback address or as localhost.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // canWrite: the socket's owner or root (by the peer's credentials), or the
