@@ -181,6 +181,11 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 		caps.ReceiveMaximum = uint16(min(cfg.MQTT.MaxInflight, math.MaxUint16)) // advertised in CONNACK; limitsHook enforces it
 	}
 	caps.MaximumClients = math.MaxInt64 // the engine's session quota decides
+	// Inbound topic aliases: mochi accepts up to TopicAliasMaximum but does not
+	// say so in CONNACK (absent means 0, so clients may not use any
+	// [MQTT-3.2.2-17]); limitsHook advertises it. 10 as mosquitto's
+	// max_topic_alias: a bounded table per connection (10 topic strings).
+	caps.TopicAliasMaximum = topicAliasMaximum
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   log.With(slog.String("component", "mqtt")),

@@ -179,9 +179,19 @@ func (h *limitsHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Pac
 // invalidFilter is a filter mochi's validation refuses with 0x8F / 0x80.
 const invalidFilter = "#/"
 
+// topicAliasMaximum is the number of inbound topic aliases a v5 client may use;
+// an alias above it is a protocol error: DISCONNECT 0x94 (mochi's validation).
+const topicAliasMaximum = 10
+
 func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && h.maxPacketSize > 0 {
+	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion != 5 {
+		return pk
+	}
+	if h.maxPacketSize > 0 {
 		pk.Properties.MaximumPacketSize = h.maxPacketSize
+	}
+	if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.Properties.TopicAliasMaximum = topicAliasMaximum // [MQTT-3.2.2-17]
 	}
 	return pk
 }

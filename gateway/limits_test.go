@@ -350,3 +350,52 @@ func TestReceiveMaximumExceeded(t *testing.T) {
 		t.Fatalf("InflightExceeded = %d after a polite client, want 2", n)
 	}
 }
+
+// The server advertises its Topic Alias Maximum (10) in CONNACK: without it a
+// client may not use aliases at all [MQTT-3.2.2-17]. Aliases 1-10 work (an
+// alias-only PUBLISH reaches subscribers under the full topic); 11 is a protocol
+// error: DISCONNECT 0x94 [MQTT-3.3.2-9]; another client is not disturbed.
+func TestTopicAliasMaximum(t *testing.T) {
+	g := startGateway(t, nil)
+	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "alias/#", QoS: 1})
+
+	c := dialRaw(t, g.addr, 5)
+	ack := c.connect("aliaser", true, packets.Properties{})
+	if ack.ReasonCode != 0 || ack.Properties.TopicAliasMaximum != 10 {
+		t.Fatalf("CONNACK reason %#x, Topic Alias Maximum %d; want 0 and 10", ack.ReasonCode, ack.Properties.TopicAliasMaximum)
+	}
+	pub := func(id uint16, topic string, alias uint16) {
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id,
+			TopicName: topic, Payload: []byte(fmt.Sprint(id)),
+			Properties: packets.Properties{TopicAlias: alias, TopicAliasFlag: true}})
+	}
+	pub(1, "alias/ten", 10)
+	if rc := c.expect(packets.Puback).ReasonCode; rc != 0 {
+		t.Fatalf("alias 10: PUBACK %#x", rc)
+	}
+	pub(2, "", 10)
+	if rc := c.expect(packets.Puback).ReasonCode; rc != 0 {
+		t.Fatalf("publish by alias 10: PUBACK %#x", rc)
+	}
+	for _, want := range []string{"1", "2"} {
+		if m := watcher.next(t); m.Topic != "alias/ten" || string(m.Payload) != want {
+			t.Fatalf("watcher got %s %q, want alias/ten %q", m.Topic, m.Payload, want)
+		}
+	}
+	pub(3, "alias/eleven", 11)
+	var disconnect *packets.Packet
+	for _, pk := range c.expectClosed() {
+		if pk.FixedHeader.Type == packets.Disconnect {
+			disconnect = &pk
+		}
+	}
+	if disconnect == nil || disconnect.ReasonCode != 0x94 {
+		t.Fatalf("alias 11: got %+v, want DISCONNECT 0x94 (Topic Alias invalid)", disconnect)
+	}
+	other, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "other", CleanStart: true})
+	other.publish(t, "alias/other", 1, "still here")
+	if m := watcher.next(t); m.Topic != "alias/other" {
+		t.Fatalf("watcher got %s after the refusal, want alias/other", m.Topic)
+	}
+}
