@@ -128,7 +128,34 @@ func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		h.refuse(cl, packets.ErrReceiveMaximum, "receive maximum exceeded", slog.Int("max_inflight", h.maxInflight))
 		return pk, packets.ErrRejectPacket
 	}
+	if pk.FixedHeader.Qos > 0 && isSysTopic(pk.TopicName) {
+		return denySysPublish(cl, pk), nil
+	}
 	return pk, nil
+}
+
+// isSysTopic reports whether a topic is under $SYS (any case, as mochi checks).
+func isSysTopic(topic string) bool {
+	return len(topic) >= len(mqtt.SysPrefix) && strings.EqualFold(topic[:len(mqtt.SysPrefix)], mqtt.SysPrefix)
+}
+
+// denySysPublish answers a client's QoS 1/2 PUBLISH to a $SYS topic. mochi drops
+// such a PUBLISH without any acknowledgement, so the client would wait and
+// re-send it after every reconnect. Like mosquitto's ACL, which never lets a
+// client write $SYS: v5 gets PUBACK/PUBREC 0x87 Not authorized, v3.1.1 (which
+// has no refusal code) a plain PUBACK/PUBREC, and the message is dropped. The
+// packet goes on as QoS 0 without a packet id, which mochi drops silently.
+func denySysPublish(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.ReasonCode = packets.ErrNotAuthorized.Code
+	}
+	_ = cl.WritePacket(ack)
+	pk.FixedHeader.Qos, pk.PacketID = 0, 0
+	return pk
 }
 
 // unreleased counts the client's inbound QoS 2 messages waiting for PUBREL,

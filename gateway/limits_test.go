@@ -399,3 +399,41 @@ func TestTopicAliasMaximum(t *testing.T) {
 		t.Fatalf("watcher got %s after the refusal, want alias/other", m.Topic)
 	}
 }
+
+// A client's QoS 1/2 PUBLISH to $SYS is acknowledged as refused, not left
+// unanswered (mochi drops it silently, so the client would re-send it forever):
+// v5 PUBACK/PUBREC 0x87, v3.1.1 a plain PUBACK; nothing is delivered and the
+// connection goes on. "The Server SHOULD prevent Clients from using such Topic
+// Names to exchange messages with other Clients" (4.7.2).
+func TestSysPublishRefused(t *testing.T) {
+	g := startGateway(t, nil)
+	watcher, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/fake/#", QoS: 1})
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "ok/#", QoS: 1})
+
+	for _, tc := range []struct {
+		version byte
+		qos     byte
+		ack     byte
+		code    byte
+	}{{5, 1, packets.Puback, 0x87}, {5, 2, packets.Pubrec, 0x87}, {4, 1, packets.Puback, 0}} {
+		c := dialRaw(t, g.addr, tc.version)
+		if ack := c.connect(fmt.Sprintf("sys-v%d-q%d", tc.version, tc.qos), true, packets.Properties{}); ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %#x", ack.ReasonCode)
+		}
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: tc.qos}, PacketID: 7,
+			TopicName: "$sys/fake/x", Payload: []byte("forged")})
+		if ack := c.expect(tc.ack); ack.PacketID != 7 || ack.ReasonCode != tc.code {
+			t.Errorf("v%d QoS %d to $sys: ack id %d reason %#x, want 7 and %#x", tc.version, tc.qos, ack.PacketID, ack.ReasonCode, tc.code)
+		}
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 8,
+			TopicName: "ok/after", Payload: []byte("fine")})
+		if ack := c.expect(packets.Puback); ack.PacketID != 8 || ack.ReasonCode != 0 {
+			t.Errorf("v%d publish after the refusal: PUBACK id %d reason %#x", tc.version, ack.PacketID, ack.ReasonCode)
+		}
+		if m := watcher.next(t); m.Topic != "ok/after" {
+			t.Fatalf("watcher got %s %q, want ok/after (nothing on $SYS/fake)", m.Topic, m.Payload)
+		}
+		c.close()
+	}
+}
