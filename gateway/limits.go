@@ -119,6 +119,14 @@ func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
 		return pk, nil
 	}
+	if a := pk.Properties.TopicAlias; pk.TopicName == "" && pk.Properties.TopicAliasFlag && a > 0 && a <= topicAliasMaximum &&
+		cl.State.TopicAliases.Inbound.Set(a, "") == "" {
+		// An alias the client never set: mochi would route the message to the
+		// empty topic and acknowledge it. It is a protocol error (v5 3.3.2.3.4,
+		// a zero-length topic needs an established mapping): DISCONNECT 0x82.
+		h.refuse(cl, packets.ErrProtocolViolation, "topic alias used before it was set", slog.Int("alias", int(a)))
+		return pk, packets.ErrRejectPacket
+	}
 	if !h.topicOK(pk.TopicName) {
 		h.refuse(cl, packets.ErrTopicNameInvalid, "topic over the limits", slog.Int("topic_length", len(pk.TopicName)))
 		return pk, packets.ErrRejectPacket

@@ -353,7 +353,8 @@ func TestReceiveMaximumExceeded(t *testing.T) {
 
 // The server advertises its Topic Alias Maximum (10) in CONNACK: without it a
 // client may not use aliases at all [MQTT-3.2.2-17]. Aliases 1-10 work (an
-// alias-only PUBLISH reaches subscribers under the full topic); 11 is a protocol
+// alias-only PUBLISH reaches subscribers under the full topic); an alias used
+// before it was set is a protocol error (DISCONNECT 0x82); 11 is a protocol
 // error: DISCONNECT 0x94 [MQTT-3.3.2-9]; another client is not disturbed.
 func TestTopicAliasMaximum(t *testing.T) {
 	g := startGateway(t, nil)
@@ -383,6 +384,21 @@ func TestTopicAliasMaximum(t *testing.T) {
 			t.Fatalf("watcher got %s %q, want alias/ten %q", m.Topic, m.Payload, want)
 		}
 	}
+	// An alias never set, used with an empty topic: a protocol error (3.3.2.3.4).
+	unset := dialRaw(t, g.addr, 5)
+	unset.connect("unset-alias", true, packets.Properties{})
+	unset.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1,
+		Payload: []byte("where?"), Properties: packets.Properties{TopicAlias: 3, TopicAliasFlag: true}})
+	var closing *packets.Packet
+	for _, pk := range unset.expectClosed() {
+		if pk.FixedHeader.Type == packets.Disconnect || pk.FixedHeader.Type == packets.Puback {
+			closing = &pk
+		}
+	}
+	if closing == nil || closing.FixedHeader.Type != packets.Disconnect || closing.ReasonCode != 0x82 {
+		t.Fatalf("alias 3 never set: got %+v, want DISCONNECT 0x82 and no PUBACK", closing)
+	}
+
 	pub(3, "alias/eleven", 11)
 	var disconnect *packets.Packet
 	for _, pk := range c.expectClosed() {
