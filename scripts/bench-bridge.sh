@@ -48,27 +48,5 @@ run 'BenchmarkBridgeLatency$' "$LATENCY_BENCHTIME"
 
 echo
 echo "# summary: mean (min-max) over $COUNT runs"
-awk '
-/^Benchmark/ && NF > 4 {
-	name = $1; sub(/-[0-9]+$/, "", name)
-	if (!(name in seen)) { seen[name] = 1; order[++n] = name }
-	for (i = 3; i < NF; i += 2) {
-		k = name SUBSEP $(i+1); v = $i + 0
-		sum[k] += v; cnt[k]++
-		if (!(k in lo) || v < lo[k]) lo[k] = v
-		if (!(k in hi) || v > hi[k]) hi[k] = v
-	}
-}
-function cell(name, unit,   k) {
-	k = name SUBSEP unit
-	if (!(k in cnt)) return "-"
-	return sprintf("%.0f (%.0f-%.0f)", sum[k] / cnt[k], lo[k], hi[k])
-}
-END {
-	printf "%-46s %-24s %-20s %-20s\n", "benchmark", "msgs/s", "p50-us", "p99-us"
-	for (j = 1; j <= n; j++) {
-		b = order[j]
-		printf "%-46s %-24s %-20s %-20s\n", b, cell(b, "msgs/s"), cell(b, "p50-us"), cell(b, "p99-us")
-	}
-}' "$out"
+awk -v cols='msgs/s:%.0f p50-us:%.0f p99-us:%.0f' -v namewidth=46 -f scripts/bench-summary.awk "$out"
 exit "$status"

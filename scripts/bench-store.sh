@@ -41,31 +41,7 @@ status=${PIPESTATUS[0]}
 
 echo
 echo "# summary: mean (min-max) over $COUNT runs"
-awk '
-/^Benchmark/ && NF > 4 {
-	name = $1; sub(/-[0-9]+$/, "", name)
-	if (!(name in seen)) { seen[name] = 1; order[++n] = name }
-	for (i = 3; i < NF; i += 2) {
-		k = name SUBSEP $(i+1); v = $i + 0
-		sum[k] += v; cnt[k]++
-		if (!(k in lo) || v < lo[k]) lo[k] = v
-		if (!(k in hi) || v > hi[k]) hi[k] = v
-	}
-}
-function cell(name, unit, fmt,   k) {
-	k = name SUBSEP unit
-	if (!(k in cnt)) return "-"
-	return sprintf(fmt " (" fmt "-" fmt ")", sum[k] / cnt[k], lo[k], hi[k])
-}
-END {
-	printf "%-32s %-26s %-26s %-24s %-24s %-24s %-20s %-20s\n", "benchmark", "msgs/s", "write-B/msg", "commits/msg", "written/msg", "skipped/msg", "db-B/msg", "dev-B/msg"
-	for (j = 1; j <= n; j++) {
-		b = order[j]
-		printf "%-32s %-26s %-26s %-24s %-24s %-24s %-20s %-20s\n", b, cell(b, "msgs/s", "%.0f"), cell(b, "write-B/msg", "%.0f"),
-			cell(b, "commits/msg", "%.4f"), cell(b, "written/msg", "%.3f"), cell(b, "skipped/msg", "%.3f"), cell(b, "db-B/msg", "%.0f"),
-			cell(b, "dev-B/msg", "%.0f")
-	}
-}' "$out"
+awk -v cols='msgs/s:%.0f write-B/msg:%.0f commits/msg:%.4f written/msg:%.3f skipped/msg:%.3f db-B/msg:%.0f dev-B/msg:%.0f' -v namewidth=32 -f scripts/bench-summary.awk "$out"
 
 bs=${BENCHSTAT:-}
 if [[ -z $bs ]]; then
