@@ -199,23 +199,9 @@ func (e *Engine) makeRoomBytes(c *Consumer, size int64) (ok, lost bool) {
 	}
 	inFlight := c.inFlight()
 	for q.Bytes()+size > c.MaxBytes {
-		oldest, err := q.Peek(0, inFlight+1)
-		if err != nil {
-			e.log.Error("queue peek failed", slog.String("queue", c.Name), slog.Any("error", err))
+		if !e.dropOldestUnsent(c.Name, q, inFlight) {
 			return false, true
 		}
-		dropped := false
-		for _, old := range oldest {
-			if old.PacketID == 0 {
-				dropped = q.Remove(old.Seq) == nil
-				break
-			}
-		}
-		if !dropped { // everything left is in flight
-			e.stats.QueueRefused.Add(1)
-			return false, true
-		}
-		e.stats.QueueDroppedOld.Add(1)
 	}
 	return true, true
 }

@@ -109,25 +109,9 @@ func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight
 			e.stats.QueueRefused.Add(1)
 			return false, true
 		}
-		oldest, err := q.Peek(0, inFlight+1)
-		if err != nil {
-			e.log.Error("queue peek failed", slog.String("queue", owner), slog.Any("error", err))
+		if !e.dropOldestUnsent(owner, q, inFlight) {
 			return false, true
 		}
-		dropped := false
-		for _, old := range oldest {
-			if old.PacketID == 0 {
-				if err := q.Remove(old.Seq); err == nil {
-					dropped = true
-				}
-				break
-			}
-		}
-		if !dropped { // everything is in flight: nothing may go
-			e.stats.QueueRefused.Add(1)
-			return false, true
-		}
-		e.stats.QueueDroppedOld.Add(1)
 		lost = true
 	}
 	if _, err := q.Append(m); err != nil {
@@ -136,6 +120,31 @@ func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight
 		return false, true
 	}
 	return true, lost
+}
+
+// dropOldestUnsent removes the oldest message of q that holds no packet id
+// (messages in flight must stay) and counts it. inFlight is the number of q's
+// messages that hold one, so the first inFlight+1 contain a candidate. It
+// reports false, counted as a refusal, when every message is in flight or the
+// queue cannot be read.
+func (e *Engine) dropOldestUnsent(owner string, q Queue, inFlight int) bool {
+	oldest, err := q.Peek(0, inFlight+1)
+	if err != nil {
+		e.log.Error("queue peek failed", slog.String("queue", owner), slog.Any("error", err))
+		e.stats.QueueRefused.Add(1)
+		return false
+	}
+	for _, old := range oldest {
+		if old.PacketID == 0 {
+			if q.Remove(old.Seq) != nil {
+				break
+			}
+			e.stats.QueueDroppedOld.Add(1)
+			return true
+		}
+	}
+	e.stats.QueueRefused.Add(1) // everything is in flight: nothing may go
+	return false
 }
 
 // overflowCheck ends an overflow episode once the queue is below 90% of the limit.
