@@ -387,6 +387,28 @@ func (c *rawClient) expect(typ byte) packets.Packet {
 	return pk
 }
 
+// expectPast reads past any PUBLISH the server delivers and returns the first
+// packet of another type, failing unless it has the given type. A client that
+// is subscribed to the topic it publishes to may get its own message before
+// the PUBACK: the spec orders the PUBLISHes of a topic [MQTT-4.6.0-6], not a
+// delivery against an acknowledgement.
+func (c *rawClient) expectPast(typ byte) packets.Packet {
+	c.t.Helper()
+	for {
+		pk, err := c.read()
+		if err != nil {
+			c.t.Fatalf("read (want packet type %d): %v", typ, err)
+		}
+		if pk.FixedHeader.Type == packets.Publish && typ != packets.Publish {
+			continue
+		}
+		if pk.FixedHeader.Type != typ {
+			c.t.Fatalf("got packet type %d (%+v), want %d", pk.FixedHeader.Type, pk, typ)
+		}
+		return pk
+	}
+}
+
 // expectClosed fails unless the server closes the connection (after any packets
 // it sends first, which are returned).
 func (c *rawClient) expectClosed() []packets.Packet {

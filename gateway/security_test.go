@@ -940,7 +940,7 @@ func TestACLClientIDWildcards(t *testing.T) {
 			if c.id == "d1" {
 				pubWant = 0
 			}
-			if ack := cl.expect(packets.Puback); ack.ReasonCode != pubWant {
+			if ack := cl.expectPast(packets.Puback); ack.ReasonCode != pubWant { // d1 is subscribed to its own topic
 				t.Errorf("client id %q PUBLISH %s: PUBACK %#x, want %#x", c.id, c.topic, ack.ReasonCode, pubWant)
 			}
 		}
