@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/batchconn"
+	"edgegw/internal/hookset"
 )
 
 // LimitStats count what the abuse limits refused. All fields are read with Load;
@@ -58,9 +58,9 @@ type limitsHook struct {
 
 func (h *limitsHook) ID() string { return "edgegw-limits" }
 
-func (h *limitsHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPacketEncode, mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnSubscribe}, []byte{b})
-}
+func (h *limitsHook) Provides(b byte) bool { return limitsPoints.Has(b) }
+
+var limitsPoints = hookset.Of(mqtt.OnPacketEncode, mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnSubscribe)
 
 // OnConnect refuses a CONNECT over its source's connection rate and one whose
 // will topic breaks the topic limits, and arms the packet size guard's v5

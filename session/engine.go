@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/hookset"
 )
 
 // Deps are the engine's collaborators. Zero fields get defaults: slog.Default,
@@ -152,19 +154,14 @@ func (e *Engine) ID() string { return "edgegw-sessions" }
 
 // Provides implements mqtt.Hook. mochi asks it for every hook call of every
 // packet, so it is a table lookup.
-func (e *Engine) Provides(b byte) bool { return provided[b] }
+func (e *Engine) Provides(b byte) bool { return provided.Has(b) }
 
-var provided = func() (t [256]bool) {
-	for _, b := range []byte{
-		mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPacketProcessed,
-		mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
-		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
-		mqtt.OnPublish, mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped,
-	} {
-		t[b] = true
-	}
-	return t
-}()
+var provided = hookset.Of(
+	mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPacketProcessed,
+	mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+	mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+	mqtt.OnPublish, mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped,
+)
 
 // Stop ends the sweeper and every sender. Safe to call more than once.
 func (e *Engine) Stop() error {

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"crypto/tls"
 	"log/slog"
 	"sync"
@@ -10,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/hookset"
 )
 
 // CertUsername says where a TLS listener takes a client's username from.
@@ -147,10 +148,10 @@ func (h *Hook) Stats() *Stats { return &h.stats }
 func (h *Hook) ID() string { return "edgegw-auth" }
 
 // Provides implements mqtt.Hook.
-func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnConnectAuthenticate,
-		mqtt.OnSessionEstablish, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
-}
+func (h *Hook) Provides(b byte) bool { return points.Has(b) }
+
+var points = hookset.Of(mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnConnectAuthenticate,
+	mqtt.OnSessionEstablish, mqtt.OnACLCheck, mqtt.OnPublish)
 
 // OnPacketRead takes the password out of a CONNECT, so that no later hook or
 // log line (mochi logs rejected and failed packets whole) can show it;
