@@ -64,6 +64,8 @@ type Config struct {
 	Auth AuthConfig
 	// Admin configures the admin API, status page and metrics (admin_config.go).
 	Admin AdminConfig
+	// Memory tunes the Go runtime's collector (memory.go).
+	Memory MemoryConfig
 	// Version is the program's version, shown by the admin API. Set by the
 	// command (edgegw run), not by the file.
 	Version string
@@ -424,6 +426,16 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
 		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
 		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
+		"memory": func(n *yaml.Node, key string) {
+			d.mapping(n, key, map[string]setter{
+				"gc_percent": d.count(&c.Memory.GCPercent, 25, 1000),
+				"limit": func(n *yaml.Node, key string) {
+					if v, ok := d.integer(n, key, 0, math.MaxUint32); ok {
+						c.Memory.Limit = v
+					}
+				},
+			})
+		},
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{

@@ -29,6 +29,7 @@ func TestDefaultConfig(t *testing.T) {
 		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew},
 		Bridges: []BridgeConfig{},
 		Admin:   AdminConfig{Socket: "admin.sock"},
+		Memory:  MemoryConfig{GCPercent: 200, Limit: 256 << 20},
 		Sessions: SessionsConfig{
 			MaxExpiry:      72 * time.Hour,
 			MaxSessions:    10000,
@@ -203,6 +204,10 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:2: sessions.max_queued: must be between 1`}},
 		{"inflight_window too big", "sessions:\n  inflight_window: 65536\n",
 			[]string{`edgegw.yaml:2: sessions.inflight_window: must be between 1 and 65535, got 65536`}},
+		{"gc_percent too small", "memory:\n  gc_percent: 10\n",
+			[]string{`edgegw.yaml:2: memory.gc_percent: must be between 25 and 1000, got 10`}},
+		{"memory limit negative", "memory:\n  limit: -1\n",
+			[]string{`edgegw.yaml:2: memory.limit: must be between 0 and 4294967295, got -1`}},
 		{"max_packet_size zero", "mqtt:\n  max_packet_size: 0\n",
 			[]string{`edgegw.yaml:2: mqtt.max_packet_size: must be between 1 and 268435455, got 0`}},
 		{"max_packet_size too big", "mqtt:\n  max_packet_size: 268435456\n",

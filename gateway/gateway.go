@@ -214,6 +214,7 @@ func (g *Gateway) Start() error {
 	}
 	g.bridges.start()
 	g.startMeters()
+	applyMemory(g.cfg.Memory, os.LookupEnv, g.log.With(slog.String("component", "memory")))
 	g.trimStop = make(chan struct{})
 	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
 	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
