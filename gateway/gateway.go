@@ -85,9 +85,10 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		now = time.Now
 	}
 	// Before the engine: see limitsHook.
-	if err := srv.AddHook(&limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
+	lim := &limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
 		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight, rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
-		stats: limits, log: log.With(slog.String("component", "limits"))}, nil); err != nil {
+		stats: limits, log: log.With(slog.String("component", "limits"))}
+	if err := srv.AddHook(lim, nil); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("add limits hook: %w", err)
 	}
@@ -98,6 +99,11 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err := srv.AddHook(authHook, nil); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	// The per-packet hook points of all three run in one hook (packetchain.go).
+	if err := srv.AddHook(&packetChain{limits: lim, auth: authHook, engine: engine}, nil); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("add packet chain hook: %w", err)
 	}
 	if err := engine.AttachTo(srv); err != nil {
 		_ = st.Close()

@@ -60,7 +60,8 @@ func (h *limitsHook) ID() string { return "edgegw-limits" }
 
 func (h *limitsHook) Provides(b byte) bool { return limitsPoints.Has(b) }
 
-var limitsPoints = hookset.Of(mqtt.OnPacketEncode, mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnSubscribe)
+// OnPacketRead and OnPacketEncode run in packetChain (PacketRead, PacketEncode).
+var limitsPoints = hookset.Of(mqtt.OnConnect, mqtt.OnSubscribe)
 
 // OnConnect refuses a CONNECT over its source's connection rate and one whose
 // will topic breaks the topic limits, and arms the packet size guard's v5
@@ -110,14 +111,14 @@ func (h *limitsHook) topicOK(topic string) bool {
 	return true
 }
 
-// OnPacketRead closes a connection that publishes to a topic over the limits
+// PacketRead (run by packetChain for mochi's OnPacketRead) closes a connection that publishes to a topic over the limits
 // (v5 first gets DISCONNECT 0x90 Topic Name invalid) or sends more QoS 2
 // PUBLISHes than max_inflight without releasing them (v5: DISCONNECT 0x93
 // Receive Maximum exceeded, [MQTT-3.3.4-7]); v3.1.1 has no server DISCONNECT,
 // so the connection is just closed.
-func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *limitsHook) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
-		return pk, nil
+		return nil
 	}
 	if a := pk.Properties.TopicAlias; pk.TopicName == "" && pk.Properties.TopicAliasFlag && a > 0 && a <= topicAliasMaximum &&
 		cl.State.TopicAliases.Inbound.Set(a, "") == "" {
@@ -125,21 +126,22 @@ func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		// empty topic and acknowledge it. It is a protocol error (v5 3.3.2.3.4,
 		// a zero-length topic needs an established mapping): DISCONNECT 0x82.
 		h.refuse(cl, packets.ErrProtocolViolation, "topic alias used before it was set", slog.Int("alias", int(a)))
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if !h.topicOK(pk.TopicName) {
 		h.refuse(cl, packets.ErrTopicNameInvalid, "topic over the limits", slog.Int("topic_length", len(pk.TopicName)))
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Qos == 2 && h.maxInflight > 0 && h.unreleased(cl, pk.PacketID) >= h.maxInflight {
 		h.stats.InflightExceeded.Add(1)
 		h.refuse(cl, packets.ErrReceiveMaximum, "receive maximum exceeded", slog.Int("max_inflight", h.maxInflight))
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Qos > 0 && isSysTopic(pk.TopicName) {
-		return denySysPublish(cl, pk), nil
+		*pk = denySysPublish(cl, *pk)
+		return nil
 	}
-	return pk, nil
+	return nil
 }
 
 // isSysTopic reports whether a topic is under $SYS (any case, as mochi checks).
@@ -218,9 +220,9 @@ const invalidFilter = "#/"
 // an alias above it is a protocol error: DISCONNECT 0x94 (mochi's validation).
 const topicAliasMaximum = 10
 
-func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+func (h *limitsHook) PacketEncode(cl *mqtt.Client, pk *packets.Packet) {
 	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion != 5 {
-		return pk
+		return
 	}
 	if h.maxPacketSize > 0 {
 		pk.Properties.MaximumPacketSize = h.maxPacketSize
@@ -228,7 +230,6 @@ func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.
 	if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 		pk.Properties.TopicAliasMaximum = topicAliasMaximum // [MQTT-3.2.2-17]
 	}
-	return pk
 }
 
 // rateLimiter is a token bucket per source address: each address may open

@@ -15,16 +15,16 @@ import (
 // bytes; longer than this is refused with 0x85 (v3.1.1: 0x02) [MQTT-3.1.3-5].
 const MaxClientIDLength = 256
 
-// OnPacketRead applies the session policy to CONNECT and the expiry cap to
-// DISCONNECT. It is the only hook that runs before mochi parses the CONNECT.
-func (e *Engine) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+// PacketRead (run by gateway's packetChain for mochi's OnPacketRead) applies the session
+// policy to CONNECT and the expiry cap to DISCONNECT, before mochi parses them.
+func (e *Engine) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
-		return e.readConnect(cl, pk), nil
+		*pk = e.readConnect(cl, *pk)
 	case packets.Disconnect:
-		return e.readDisconnect(cl, pk), nil
+		*pk = e.readDisconnect(cl, *pk)
 	}
-	return pk, nil
+	return nil
 }
 
 // readConnect decides the session for a CONNECT, remembers the decision and the
@@ -97,22 +97,21 @@ func (e *Engine) readDisconnect(cl *mqtt.Client, pk packets.Packet) packets.Pack
 	return pk
 }
 
-// OnPacketEncode writes the engine's session-present flag and, for v5, the granted
+// PacketEncode (run by gateway's packetChain for mochi's OnPacketEncode) writes the engine's session-present flag and, for v5, the granted
 // Session Expiry Interval into a successful CONNACK [MQTT-3.2.2-2] [MQTT-3.2.2-3].
-func (e *Engine) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+func (e *Engine) PacketEncode(cl *mqtt.Client, pk *packets.Packet) {
 	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
-		return pk
+		return
 	}
 	c := e.conn(cl)
 	if c == nil {
-		return pk
+		return
 	}
 	pk.SessionPresent = c.present
 	if c.version == 5 {
 		pk.Properties.SessionExpiryInterval = uint32(c.decision.Expiry / time.Second)
 		pk.Properties.SessionExpiryIntervalFlag = true
 	}
-	return pk
 }
 
 // OnConnect refuses invalid client ids and enforces the session quota: online

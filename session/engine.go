@@ -121,6 +121,12 @@ func New(opts Options, deps Deps) (*Engine, error) {
 // AttachTo adds the engine to srv as a hook and starts its expiry sweeper. The
 // server's capabilities must leave session handling to the engine (see
 // gateway.NewServer): MaximumMessageExpiryInterval 0, MaximumInflight 65535.
+//
+// The engine does not provide mochi's per-packet hook points OnPacketRead,
+// OnPacketEncode and OnPublish: mochi copies the whole packet (about 850 bytes)
+// into and out of every hook for each, so the caller runs PacketRead,
+// PacketEncode and PacketPublish, which take a pointer, from one hook of its
+// own added before the engine (gateway's packetChain).
 func (e *Engine) AttachTo(srv *mqtt.Server) error {
 	e.srv = srv
 	if err := srv.AddHook(e, nil); err != nil {
@@ -156,11 +162,12 @@ func (e *Engine) ID() string { return "edgegw-sessions" }
 // packet, so it is a table lookup.
 func (e *Engine) Provides(b byte) bool { return provided.Has(b) }
 
+// OnPacketRead, OnPacketEncode and OnPublish are not among them: see AttachTo.
 var provided = hookset.Of(
-	mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnPacketProcessed,
+	mqtt.OnPacketSent, mqtt.OnPacketProcessed,
 	mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 	mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
-	mqtt.OnPublish, mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped,
+	mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped,
 )
 
 // Stop ends the sweeper and every sender. Safe to call more than once.

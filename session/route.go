@@ -15,12 +15,13 @@ const sharePrefix = "$share/"
 
 func isShared(filter string) bool { return strings.HasPrefix(filter, sharePrefix) }
 
-// OnPublish routes an inbound PUBLISH to the queues of every matching session and
+// PacketPublish (run last by gateway's packetChain for mochi's OnPublish) routes an
+// inbound PUBLISH to the queues of every matching session and
 // stores it if retained, then tells mochi to acknowledge it without routing it
 // itself (packets.CodeSuccessIgnore). It runs in the publisher's read goroutine
 // before the PUBACK/PUBREC is written, so a durable queue can make the
 // acknowledgement wait for its commit.
-func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 {
 		if s := e.session(cl.ID); s != nil {
 			s.mu.Lock()
@@ -32,14 +33,14 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	durable := e.store != nil && pk.FixedHeader.Qos > 0
 	if durable {
 		if err := e.store.Healthy(); err != nil {
-			return pk, e.refusePublish(cl, pk, err)
+			return e.refusePublish(cl, *pk, err)
 		}
 	}
 	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}
 	var busy []*Session
-	e.publishTo(pk, &busy)
+	e.publishTo(*pk, &busy)
 	if (durable && e.strict) || len(busy) > 0 {
 		// The reader is about to wait for a commit or another session: what
 		// this connection gathered (PUBACKs of earlier packets) goes out first.
@@ -49,7 +50,7 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	}
 	if durable && e.strict {
 		if err := e.store.Sync(); err != nil {
-			return pk, e.refusePublish(cl, pk, err)
+			return e.refusePublish(cl, *pk, err)
 		}
 	}
 	if !cl.Net.Inline {
@@ -59,7 +60,7 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 			}
 		}
 	}
-	return pk, packets.CodeSuccessIgnore
+	return packets.CodeSuccessIgnore
 }
 
 // refusePublish answers a QoS 1/2 PUBLISH that cannot be stored: v5 gets PUBACK

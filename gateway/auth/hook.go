@@ -150,23 +150,24 @@ func (h *Hook) ID() string { return "edgegw-auth" }
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool { return points.Has(b) }
 
-var points = hookset.Of(mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnConnectAuthenticate,
-	mqtt.OnSessionEstablish, mqtt.OnACLCheck, mqtt.OnPublish)
+// OnPacketRead and OnPublish run in gateway's packetChain (PacketRead,
+// PacketPublish): mochi copies the whole packet into and out of every hook.
+var points = hookset.Of(mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck)
 
-// OnPacketRead takes the password out of a CONNECT, so that no later hook or
+// PacketRead (run by gateway's packetChain for mochi's OnPacketRead) takes the password out of a CONNECT, so that no later hook or
 // log line (mochi logs rejected and failed packets whole) can show it;
 // OnConnect checks it. It also puts the identity of a verified client
 // certificate into the username on listeners with cert_username cn or san,
 // before mochi and the session engine read it. A second CONNECT on a
 // connection (a protocol error mochi answers by closing it, and logs) only
 // loses its password.
-func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *Hook) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 	if pk.FixedHeader.Type != packets.Connect {
-		return pk, nil
+		return nil
 	}
 	if cl.ID != "" { // not the connection's first packet
 		pk.Connect.Password, pk.Connect.PasswordFlag = nil, false
-		return pk, nil
+		return nil
 	}
 	var c credentials
 	if name := h.certIdentity(cl); name != "" {
@@ -192,7 +193,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	h.pending[cl] = c
 	h.mu.Unlock()
-	return pk, nil
+	return nil
 }
 
 // certIdentity returns the username the connection's verified client
@@ -368,22 +369,23 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish drops a 3.1.1 PUBLISH the client may not make. A QoS 1/2 one is
+// PacketPublish (run by gateway's packetChain for mochi's OnPublish) drops a 3.1.1 PUBLISH the
+// client may not make. A QoS 1/2 one is
 // still acknowledged: 3.1.1 has no negative PUBACK, and the server must either
 // acknowledge or close the connection [MQTT-3.3.5-2]; like Mosquitto, edgegw
 // acknowledges, so the client does not reconnect and resend it for ever.
 // Returning CodeSuccessIgnore stops the hook chain before the session engine
 // routes, queues or retains anything.
-func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *Hook) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 	if cl.Net.Inline || cl.Properties.ProtocolVersion >= 5 {
-		return pk, nil
+		return nil
 	}
 	id := h.identity(cl)
 	if h.opts.ACL.CanPublish(id, h.opts.ACL.RuleFor(id), pk.TopicName) {
-		return pk, nil
+		return nil
 	}
 	h.deniedPublish(cl, id, pk.TopicName)
-	return pk, packets.CodeSuccessIgnore
+	return packets.CodeSuccessIgnore
 }
 
 func (h *Hook) deniedPublish(cl *mqtt.Client, id Identity, topic string) {
