@@ -95,6 +95,27 @@ type Hook struct {
 
 	mu      sync.Mutex
 	pending map[*mqtt.Client]credentials // from the CONNECT's OnPacketRead to OnConnect
+
+	// publishers holds a *publisher for each connection that has published,
+	// from its first PUBLISH to OnDisconnect.
+	publishers sync.Map
+}
+
+// publisher is what authorising a connection's PUBLISHes needs: its identity
+// and rule, fixed for the connection, and the last topic judged. Finding the
+// profile and the rule (glob matches) and matching the topic against the rule
+// cost about 10 % of the CPU of a QoS 0 message; a client that publishes to
+// the same topic again costs a map lookup and a string comparison.
+type publisher struct {
+	id   Identity
+	rule *Rule
+	last atomic.Pointer[judged]
+}
+
+// judged is one topic's verdict.
+type judged struct {
+	topic string
+	ok    bool
 }
 
 // credentials are what a CONNECT presented, kept out of the packet.
@@ -152,7 +173,8 @@ func (h *Hook) Provides(b byte) bool { return points.Has(b) }
 
 // OnPacketRead and OnPublish run in gateway's packetChain (PacketRead,
 // PacketPublish): mochi copies the whole packet into and out of every hook.
-var points = hookset.Of(mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck)
+var points = hookset.Of(mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck,
+	mqtt.OnDisconnect)
 
 // PacketRead (run by gateway's packetChain for mochi's OnPacketRead) takes the password out of a CONNECT, so that no later hook or
 // log line (mochi logs rejected and failed packets whole) can show it;
@@ -337,6 +359,26 @@ func (h *Hook) identity(cl *mqtt.Client) Identity {
 	return Identity{ClientID: cl.ID, Username: user, Profile: h.opts.Profile(cl.ID, user, cl.Net.Listener)}
 }
 
+// canPublish reports whether cl may publish to topic, and the identity it was
+// judged as (see publisher).
+func (h *Hook) canPublish(cl *mqtt.Client, topic string) (Identity, bool) {
+	v, found := h.publishers.Load(cl)
+	if !found {
+		id := h.identity(cl)
+		v, _ = h.publishers.LoadOrStore(cl, &publisher{id: id, rule: h.opts.ACL.RuleFor(id)})
+	}
+	p := v.(*publisher)
+	if j := p.last.Load(); j != nil && j.topic == topic {
+		return p.id, j.ok
+	}
+	ok := h.opts.ACL.CanPublish(p.id, p.rule, topic)
+	p.last.Store(&judged{topic: topic, ok: ok})
+	return p.id, ok
+}
+
+// OnDisconnect forgets the connection's publisher.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) { h.publishers.Delete(cl) }
+
 // OnACLCheck authorises a SUBSCRIBE filter (write false; mochi answers a denial
 // with SUBACK 0x87, v3.1.1 0x80 [MQTT-3.9.3]) and a v5 PUBLISH (write true;
 // mochi answers a denied QoS 1/2 PUBLISH with PUBACK/PUBREC 0x87 and drops a
@@ -351,16 +393,16 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write && (cl.Properties.ProtocolVersion < 5 || topic == "") {
 		return true
 	}
-	id := h.identity(cl)
-	r := h.opts.ACL.RuleFor(id)
 	if write {
-		if h.opts.ACL.CanPublish(id, r, topic) {
+		id, ok := h.canPublish(cl, topic)
+		if ok {
 			return true
 		}
 		h.deniedPublish(cl, id, topic)
 		return false
 	}
-	if h.opts.ACL.CanSubscribe(id, r, topic) {
+	id := h.identity(cl)
+	if h.opts.ACL.CanSubscribe(id, h.opts.ACL.RuleFor(id), topic) {
 		return true
 	}
 	h.stats.SubscribeDenied.Add(1)
@@ -369,19 +411,19 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// PacketPublish (run by gateway's packetChain for mochi's OnPublish) drops a 3.1.1 PUBLISH the
-// client may not make. A QoS 1/2 one is
-// still acknowledged: 3.1.1 has no negative PUBACK, and the server must either
-// acknowledge or close the connection [MQTT-3.3.5-2]; like Mosquitto, edgegw
-// acknowledges, so the client does not reconnect and resend it for ever.
+// PacketPublish (run by gateway's packetChain for mochi's OnPublish) drops a
+// 3.1.1 PUBLISH the client may not make. A QoS 1/2 one is still acknowledged:
+// 3.1.1 has no negative PUBACK, and the server must either acknowledge or
+// close the connection [MQTT-3.3.5-2]; like Mosquitto, edgegw acknowledges, so
+// the client does not reconnect and resend it for ever.
 // Returning CodeSuccessIgnore stops the hook chain before the session engine
 // routes, queues or retains anything.
 func (h *Hook) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 	if cl.Net.Inline || cl.Properties.ProtocolVersion >= 5 {
 		return nil
 	}
-	id := h.identity(cl)
-	if h.opts.ACL.CanPublish(id, h.opts.ACL.RuleFor(id), pk.TopicName) {
+	id, ok := h.canPublish(cl, pk.TopicName)
+	if ok {
 		return nil
 	}
 	h.deniedPublish(cl, id, pk.TopicName)
