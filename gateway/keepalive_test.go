@@ -5,27 +5,33 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/gateway"
 )
 
 // A client that sends nothing for one and a half times its Keep Alive is
 // disconnected [MQTT-3.1.2-22] (v3.1.1 [MQTT-3.1.2-24]), not earlier, and at
 // most guardConn's deadline slack later (1/16 of the period here); every
 // control packet it sends starts the period again, although guardConn moves
-// the connection's deadline only when it has to.
+// the connection's deadline only when it has to. A client with Keep Alive 0
+// is never disconnected for silence [MQTT-3.1.2-22]: not even by the
+// listener's CONNECT timeout (1 s here), which its CONNECT ends.
 func TestKeepAliveDisconnect(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, nil)
+	g := startGateway(t, func(c *gateway.Config) { c.MQTT.ConnectTimeout = time.Second })
 	const keepAlive = time.Second
-	connect := func(id string) *rawClient {
+	connectKA := func(id string, ka uint16) *rawClient {
 		c := dialRaw(t, g.addr, 4)
 		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
 			Connect: packets.ConnectParams{ProtocolName: protocolName(4), ClientIdentifier: id, Clean: true,
-				Keepalive: uint16(keepAlive / time.Second)}})
+				Keepalive: ka}})
 		if ca := c.expect(packets.Connack); ca.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK %#x", id, ca.ReasonCode)
 		}
 		return c
 	}
+	connect := func(id string) *rawClient { return connectKA(id, uint16(keepAlive/time.Second)) }
+	forever := connectKA("forever", 0)
 	// silentFor waits for the server to close c and returns how long after
 	// since that was.
 	silentFor := func(c *rawClient, since time.Time) time.Duration {
@@ -56,5 +62,8 @@ func TestKeepAliveDisconnect(t *testing.T) {
 	}
 	if d := silentFor(pinger, last); d < keepAlive*3/2 || d > limit+time.Second {
 		t.Errorf("pinger closed %v after its last PINGREQ, want 1.5 s to %v", d, limit)
+	}
+	if got := forever.ping(); len(got) != 0 { // fails if the connection was closed
+		t.Fatalf("keep alive 0: packets before PINGRESP: %+v", got)
 	}
 }

@@ -413,8 +413,9 @@ type guardConn struct {
 
 	refusePending bool // err set, DISCONNECT not yet sent
 
-	deadline time.Time     // the deadline last set on Conn by SetDeadline; zero: none or unknown
-	slack    time.Duration // how much later than asked deadline is
+	deadline    time.Time     // the deadline last set on Conn by SetDeadline; zero: none
+	deadlineSet bool          // SetDeadline has set deadline (before, the listener's CONNECT timeout holds)
+	slack       time.Duration // how much later than asked deadline is
 }
 
 // maxDeadlineSlack bounds how late guardConn.SetDeadline lets a keep-alive
@@ -428,8 +429,8 @@ const maxDeadlineSlack = time.Second
 // deadline is set to t plus a slack of 1/16 of the time left, at most 1 s, and
 // the requests that follow within that slack change nothing. A silent client
 // is therefore disconnected at most 1 s (1/16 of the period, for short keep
-// alives) after 1.5 × its keep alive. A zero t (keep alive 0: no deadline) and
-// a t before the current deadline's slack are set as asked. Only the
+// alives) after 1.5 × its keep alive. A zero t (keep alive 0: no deadline) is
+// set once; a t before the current deadline's slack is set as asked. Only the
 // connection's reading goroutine (mochi's reader) calls it.
 //
 // mochi computes 1.5 × keep alive in whole seconds (keepalive + keepalive/2),
@@ -440,8 +441,13 @@ func (g *guardConn) SetDeadline(t time.Time) error {
 	if cl := g.cl.Load(); cl != nil && !t.IsZero() && cl.State.Keepalive%2 == 1 {
 		t = t.Add(time.Second / 2)
 	}
-	if !t.IsZero() && !g.deadline.IsZero() && !t.After(g.deadline) && !t.Before(g.deadline.Add(-g.slack)) {
-		return nil
+	if g.deadlineSet {
+		if t.IsZero() && g.deadline.IsZero() {
+			return nil // keep alive 0: still no deadline
+		}
+		if !t.IsZero() && !g.deadline.IsZero() && !t.After(g.deadline) && !t.Before(g.deadline.Add(-g.slack)) {
+			return nil
+		}
 	}
 	g.deadline, g.slack = t, 0
 	if !t.IsZero() {
@@ -449,9 +455,7 @@ func (g *guardConn) SetDeadline(t time.Time) error {
 		g.deadline = t.Add(g.slack)
 	}
 	err := g.Conn.SetDeadline(g.deadline)
-	if err != nil {
-		g.deadline = time.Time{}
-	}
+	g.deadlineSet = err == nil
 	return err
 }
 

@@ -15,6 +15,11 @@ const sharePrefix = "$share/"
 
 func isShared(filter string) bool { return strings.HasPrefix(filter, sharePrefix) }
 
+// errRouted is packets.CodeSuccessIgnore as an error value made once: converting
+// the packets.Code struct to an error allocates, and PacketPublish returns it
+// for every message.
+var errRouted error = packets.CodeSuccessIgnore
+
 // PacketPublish (run last by gateway's packetChain for mochi's OnPublish) routes an
 // inbound PUBLISH to the queues of every matching session and
 // stores it if retained, then tells mochi to acknowledge it without routing it
@@ -60,7 +65,7 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 			}
 		}
 	}
-	return packets.CodeSuccessIgnore
+	return errRouted
 }
 
 // refusePublish answers a QoS 1/2 PUBLISH that cannot be stored: v5 gets PUBACK
