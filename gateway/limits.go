@@ -138,7 +138,7 @@ func (h *limitsHook) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 		return packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Qos > 0 && isSysTopic(pk.TopicName) {
-		*pk = denySysPublish(cl, *pk)
+		denySysPublish(cl, pk)
 		return nil
 	}
 	return nil
@@ -155,7 +155,12 @@ func isSysTopic(topic string) bool {
 // client write $SYS: v5 gets PUBACK/PUBREC 0x87 Not authorized, v3.1.1 (which
 // has no refusal code) a plain PUBACK/PUBREC, and the message is dropped. The
 // packet goes on as QoS 0 without a packet id, which mochi drops silently.
-func denySysPublish(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+//
+// Not inlined: its acknowledgement packet would enlarge PacketRead's stack
+// frame, on every reader goroutine, for a rare case.
+//
+//go:noinline
+func denySysPublish(cl *mqtt.Client, pk *packets.Packet) {
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
 	if pk.FixedHeader.Qos == 2 {
 		ack.FixedHeader.Type = packets.Pubrec
@@ -165,7 +170,6 @@ func denySysPublish(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	}
 	_ = cl.WritePacket(ack)
 	pk.FixedHeader.Qos, pk.PacketID = 0, 0
-	return pk
 }
 
 // unreleased counts the client's inbound QoS 2 messages waiting for PUBREL,

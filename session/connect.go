@@ -20,9 +20,9 @@ const MaxClientIDLength = 256
 func (e *Engine) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
-		*pk = e.readConnect(cl, *pk)
+		e.readConnect(cl, pk)
 	case packets.Disconnect:
-		*pk = e.readDisconnect(cl, *pk)
+		e.readDisconnect(cl, pk)
 	}
 	return nil
 }
@@ -30,9 +30,9 @@ func (e *Engine) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 // readConnect decides the session for a CONNECT, remembers the decision and the
 // will, and rewrites the packet so that mochi treats the connection as a clean
 // session with no expiry: the engine owns everything that outlives it.
-func (e *Engine) readConnect(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+func (e *Engine) readConnect(cl *mqtt.Client, pk *packets.Packet) {
 	if e.conn(cl) != nil {
-		return pk // a second CONNECT: mochi closes the connection [MQTT-3.1.0-2]; the first will stands
+		return // a second CONNECT: mochi closes the connection [MQTT-3.1.0-2]; the first will stands
 	}
 	c := &conn{version: pk.ProtocolVersion}
 	var requested *time.Duration
@@ -72,32 +72,31 @@ func (e *Engine) readConnect(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 	pk.Connect.Clean = true
 	pk.Properties.SessionExpiryInterval = 0
 	pk.Properties.SessionExpiryIntervalFlag = false
-	return pk
 }
 
 // readDisconnect caps the expiry a v5 DISCONNECT asks for at the session's cap
 // and hides it from mochi. Raising it from 0 is left to mochi, which answers
 // with 0x82 Protocol Error [MQTT-3.14.2-2].
-func (e *Engine) readDisconnect(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+func (e *Engine) readDisconnect(cl *mqtt.Client, pk *packets.Packet) {
 	if !pk.Properties.SessionExpiryIntervalFlag {
-		return pk
+		return
 	}
 	c := e.conn(cl)
 	if c == nil {
-		return pk
+		return
 	}
 	req := time.Duration(pk.Properties.SessionExpiryInterval) * time.Second
 	if c.decision.Expiry == 0 && req > 0 {
-		return pk
+		return
 	}
 	granted := min(req, c.decision.Cap)
 	c.discExpiry = &granted
 	pk.Properties.SessionExpiryIntervalFlag = false
 	pk.Properties.SessionExpiryInterval = 0
-	return pk
 }
 
-// PacketEncode (run by gateway's packetChain for mochi's OnPacketEncode) writes the engine's session-present flag and, for v5, the granted
+// PacketEncode (run by gateway's packetChain for mochi's OnPacketEncode) writes
+// the engine's session-present flag and, for v5, the granted
 // Session Expiry Interval into a successful CONNACK [MQTT-3.2.2-2] [MQTT-3.2.2-3].
 func (e *Engine) PacketEncode(cl *mqtt.Client, pk *packets.Packet) {
 	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
