@@ -220,8 +220,11 @@ func (g *Gateway) Start() error {
 	}
 	g.bridges.start()
 	g.startMeters()
-	applyMemory(g.cfg.Memory, os.LookupEnv, g.log.With(slog.String("component", "memory")))
+	tuner := applyMemory(g.cfg.Memory, os.LookupEnv, g.log.With(slog.String("component", "memory")))
 	g.trimStop = make(chan struct{})
+	if tuner != nil {
+		go tuner.run(g.trimStop)
+	}
 	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
 	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
 	go trim.run(g.trimStop)

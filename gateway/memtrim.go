@@ -37,14 +37,7 @@ type memTrimmer struct {
 }
 
 func newMemTrimmer(log *slog.Logger) *memTrimmer {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	allocs := func() uint64 {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
-		return sample[0].Value.Uint64()
-	}
+	allocs := runtimeMetric("/gc/heap/allocs:bytes")
 	t := &memTrimmer{allocs: allocs, free: debug.FreeOSMemory, log: log}
 	t.last = allocs()
 	t.lastTrim = t.last
@@ -69,15 +62,31 @@ func (t *memTrimmer) tick() bool {
 }
 
 // run ticks every trimInterval until stop is closed.
-func (t *memTrimmer) run(stop <-chan struct{}) {
-	tk := time.NewTicker(trimInterval)
+func (t *memTrimmer) run(stop <-chan struct{}) { tickEvery(trimInterval, stop, func() { t.tick() }) }
+
+// tickEvery calls f every interval until stop is closed.
+func tickEvery(interval time.Duration, stop <-chan struct{}, f func()) {
+	tk := time.NewTicker(interval)
 	defer tk.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-tk.C:
-			t.tick()
+			f()
 		}
+	}
+}
+
+// runtimeMetric returns a reader of one uint64 runtime metric (0 if the
+// runtime does not have it). Each read costs about a microsecond.
+func runtimeMetric(name string) func() uint64 {
+	sample := []metrics.Sample{{Name: name}}
+	return func() uint64 {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return sample[0].Value.Uint64()
 	}
 }
