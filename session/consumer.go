@@ -113,7 +113,7 @@ func (e *Engine) routeConsumers(pk packets.Packet) {
 		ok, lost := e.makeRoomBytes(c, Size(out))
 		if ok {
 			var lostHere bool
-			ok, lostHere = e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), Message{Packet: out}, c.MaxQueued, c.Overflow)
+			ok, lostHere = e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), &Message{Packet: out}, c.MaxQueued, c.Overflow)
 			lost = lost || lostHere
 		}
 		if lost {

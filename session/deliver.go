@@ -333,8 +333,8 @@ func (e *Engine) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, m := range msgs {
-		if !e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), m) {
+	for i := range msgs {
+		if !e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), &msgs[i]) {
 			break
 		}
 	}

@@ -88,6 +88,30 @@ func (q *MemQueue) Append(m Message) (uint64, error) {
 	return m.Seq, nil
 }
 
+// appendPtr is Append for a message the caller hands over: the queue keeps m
+// itself, without the copy Append makes (a Message is about 900 bytes), and
+// sets its Seq. The caller must not use m afterwards.
+func (q *MemQueue) appendPtr(m *Message) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m.Seq = q.nextSeq
+	q.nextSeq++
+	q.items = append(q.items, memSlot{seq: m.Seq, m: m})
+	q.live++
+}
+
+// appendMessage appends *m to q: handed over to an in-memory queue
+// (MemQueue.appendPtr), copied into any other. The caller must not use m
+// afterwards.
+func appendMessage(q Queue, m *Message) error {
+	if mq, ok := q.(*MemQueue); ok {
+		mq.appendPtr(m)
+		return nil
+	}
+	_, err := q.Append(*m)
+	return err
+}
+
 // search returns the index of the first slot at or after the head with seq >=
 // seq. Caller holds q.mu.
 func (q *MemQueue) search(seq uint64) int {

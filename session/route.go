@@ -133,7 +133,7 @@ func (e *Engine) route(pk packets.Packet, busy *[]*Session) {
 		if sub.NoLocal && pk.Origin == id { // [MQTT-3.8.3-3]
 			continue
 		}
-		if s := e.session(id); s != nil && e.deliver(s, sub, pk, "", false) && busy != nil {
+		if s := e.session(id); s != nil && e.deliver(s, sub, &pk, "", false) && busy != nil {
 			*busy = append(*busy, s)
 		}
 	}
@@ -162,7 +162,7 @@ func (e *Engine) routeToGroupLocked(g *group, m Message) {
 		s.mu.Unlock()
 		if on && ok {
 			g.next = (g.next + i + 1) % len(ids)
-			e.deliver(s, sub, m.Packet, g.filter, false)
+			e.deliver(s, sub, &m.Packet, g.filter, false)
 			return
 		}
 	}
@@ -170,7 +170,7 @@ func (e *Engine) routeToGroupLocked(g *group, m Message) {
 		e.stats.QoS0Dropped.Add(1)
 		return
 	}
-	e.enqueue(g.filter, g.queue, &g.overflow, 0, Message{Group: g.filter, Packet: m.Packet})
+	e.enqueue(g.filter, g.queue, &g.overflow, 0, &Message{Group: g.filter, Packet: m.Packet})
 }
 
 // drainGroup moves the messages waiting in the group of filter to s, oldest
@@ -198,7 +198,7 @@ func (e *Engine) drainGroup(filter string, s *Session) {
 			return
 		}
 		for _, m := range msgs {
-			e.deliver(s, sub, m.Packet, filter, false)
+			e.deliver(s, sub, &m.Packet, filter, false)
 			_ = g.queue.Remove(m.Seq)
 		}
 	}
@@ -208,15 +208,16 @@ func (e *Engine) drainGroup(filter string, s *Session) {
 // deliver queues the copy of pk that subscription sub of session s receives. It
 // reports whether s is online with more than flowHigh messages waiting to be
 // sent (see waitRoom).
-func (e *Engine) deliver(s *Session, sub packets.Subscription, pk packets.Packet, groupFilter string, retained bool) (busy bool) {
+func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packet, groupFilter string, retained bool) (busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := outgoing(sub, pk, s.version, retained)
-	if !s.online() && out.FixedHeader.Qos == 0 && !e.opts.QueueQoS0 {
+	if !s.online() && min(pk.FixedHeader.Qos, sub.Qos) == 0 && !e.opts.QueueQoS0 {
 		e.stats.QoS0Dropped.Add(1)
 		return false
 	}
-	if e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), Message{Group: groupFilter, Packet: out}) && s.bind != nil {
+	m := &Message{Group: groupFilter, Packet: *pk} // the one copy, kept by the queue
+	setOutgoing(&m.Packet, sub, s.version, retained)
+	if e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), m) && s.bind != nil {
 		s.bind.signal()
 	}
 	return s.busyLocked()
@@ -227,7 +228,13 @@ func (e *Engine) deliver(s *Session, sub packets.Subscription, pk packets.Packet
 // retained message sent on subscribe [MQTT-3.3.1-9] [MQTT-3.3.1-12] [MQTT-3.3.1-13],
 // its subscription identifiers [MQTT-3.3.4-3]. The payload is shared, not copied.
 func outgoing(sub packets.Subscription, pk packets.Packet, version byte, retained bool) packets.Packet {
-	out := pk
+	setOutgoing(&pk, sub, version, retained)
+	return pk
+}
+
+// setOutgoing turns *out, a copy of the routed PUBLISH, into the one the
+// subscriber receives (see outgoing).
+func setOutgoing(out *packets.Packet, sub packets.Subscription, version byte, retained bool) {
 	out.PacketID = 0
 	out.FixedHeader.Dup = false
 	if !retained && (version < 5 || !sub.RetainAsPublished) {
@@ -248,7 +255,6 @@ func outgoing(sub packets.Subscription, pk packets.Packet, version byte, retaine
 		out.Properties.SubscriptionIdentifier = []int{sub.Identifier}
 	}
 	out.Properties.TopicAlias, out.Properties.TopicAliasFlag = 0, false
-	return out
 }
 
 // OnSubscribe remembers the filters as the client sent them and tells mochi to

@@ -86,7 +86,7 @@ type overflowState struct {
 
 // enqueue appends m to q under the session overflow policy (MaxQueued,
 // Overflow); see enqueueLimit.
-func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m Message) bool {
+func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m *Message) bool {
 	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opts.MaxQueued, e.opts.Overflow)
 	return queued
 }
@@ -96,7 +96,7 @@ func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int,
 // oldest unsent one dropped). The caller holds the lock that guards ov and q's
 // owner; inFlight is the number of q's messages that hold a packet id and must
 // not be dropped.
-func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m Message, limit int, policy Overflow) (queued, lost bool) {
+func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m *Message, limit int, policy Overflow) (queued, lost bool) {
 	if q.Len() >= limit {
 		if !ov.active {
 			ov.active = true
@@ -114,7 +114,7 @@ func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight
 		}
 		lost = true
 	}
-	if _, err := q.Append(m); err != nil {
+	if err := appendMessage(q, m); err != nil {
 		e.log.Error("queue append failed", slog.String("queue", owner), slog.Any("error", err))
 		e.stats.QueueRefused.Add(1)
 		return false, true
