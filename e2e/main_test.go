@@ -20,6 +20,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
+
+	"edgegw/internal/testmqtt"
 )
 
 // gwBinary is the edgegw binary built by TestMain.
@@ -374,40 +376,12 @@ func (p *gwProc) checkRaces() {
 // dialV5 connects a paho.golang (MQTT v5) client. onMsg, if not nil, is called for
 // every received PUBLISH (which the client then acknowledges).
 func dialV5(addr string, cp *paho.Connect, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack, error) {
-	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
-	if err != nil {
-		return nil, nil, err
-	}
-	cc := paho.ClientConfig{Conn: conn, PacketTimeout: waitTimeout, OnClientError: func(error) {}}
-	if onMsg != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			onMsg(pr.Packet)
-			return true, nil
-		}}
-	}
-	c := paho.NewClient(cc)
-	if cp.KeepAlive == 0 {
-		cp.KeepAlive = 30
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	ca, err := c.Connect(ctx, cp)
-	if err != nil {
-		_ = conn.Close()
-		return nil, ca, err
-	}
-	return c, ca, nil
+	return testmqtt.DialV5(addr, cp, onMsg, waitTimeout)
 }
 
 // closeV5 sends DISCONNECT if the connection is still up and waits for the
 // client's goroutines to finish.
-func closeV5(c *paho.Client) {
-	_ = c.Disconnect(&paho.Disconnect{})
-	select {
-	case <-c.Done():
-	case <-time.After(waitTimeout):
-	}
-}
+func closeV5(c *paho.Client) { testmqtt.Close(c, waitTimeout) }
 
 // publishV5 publishes one message and returns the PUBACK reason code (0 for QoS 0)
 // or the error that left it unacknowledged. It returns as soon as the connection

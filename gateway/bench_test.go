@@ -45,7 +45,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,6 +56,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/internal/testmqtt"
 	"golang.org/x/sys/unix"
 
 	"edgegw/gateway"
@@ -308,23 +309,9 @@ func (w benchWriter) Write(p []byte) (int, error) {
 // every PUBLISH (paho acknowledges it when onPublish returns).
 func dialBench(b *testing.B, addr string, cp *paho.Connect, onPublish func(*paho.Publish)) *paho.Client {
 	b.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatalf("dial: %v", err)
-	}
-	cc := paho.ClientConfig{Conn: conn, PacketTimeout: benchTimeout}
-	if onPublish != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			onPublish(pr.Packet)
-			return true, nil
-		}}
-	}
-	c := paho.NewClient(cc)
 	cp.KeepAlive = 60
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if ca, err := c.Connect(ctx, cp); err != nil {
-		_ = conn.Close()
+	c, ca, err := testmqtt.DialV5(addr, cp, onPublish, benchTimeout)
+	if err != nil {
 		b.Fatalf("connect %s: %v (connack %+v)", cp.ClientID, err, ca)
 	}
 	b.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/internal/testmqtt"
 )
 
 // The graceful-stop test runs the binary built by TestMain, or the one named by
@@ -264,37 +266,16 @@ func freeLoopbackAddr(t *testing.T) string {
 // seconds; onMsg, if set, receives every PUBLISH (then acknowledged).
 func connectV5(t *testing.T, addr, id string, clean bool, expiry uint32, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, stopWait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := paho.ClientConfig{Conn: conn, PacketTimeout: stopWait, OnClientError: func(error) {}}
-	if onMsg != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			onMsg(pr.Packet)
-			return true, nil
-		}}
-	}
-	c := paho.NewClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
-	defer cancel()
 	cp := &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 30}
 	if expiry > 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
 	}
-	ca, err := c.Connect(ctx, cp)
+	c, ca, err := testmqtt.DialV5(addr, cp, onMsg, stopWait)
 	if err != nil {
-		_ = conn.Close()
 		t.Fatalf("connect %s: %v", id, err)
 	}
 	t.Cleanup(func() { disconnectV5(c) })
 	return c, ca
 }
 
-func disconnectV5(c *paho.Client) {
-	_ = c.Disconnect(&paho.Disconnect{})
-	select {
-	case <-c.Done():
-	case <-time.After(stopWait):
-	}
-}
+func disconnectV5(c *paho.Client) { testmqtt.Close(c, stopWait) }

@@ -56,6 +56,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"golang.org/x/sys/unix"
+
+	"edgegw/internal/testmqtt"
 )
 
 var (
@@ -520,27 +522,12 @@ func u32(v uint32) *uint32 { return &v }
 // dial connects a v5 client; handler, if not nil, gets every PUBLISH (paho
 // acknowledges it when handler returns).
 func dial(addr, id string, clean bool, expiry uint32, handler func(*paho.Publish)) (*paho.Client, *paho.Connack, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	cc := paho.ClientConfig{Conn: conn, PacketTimeout: time.Minute}
-	if handler != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			handler(pr.Packet)
-			return true, nil
-		}}
-	}
-	c := paho.NewClient(cc)
 	cp := &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 60}
 	if expiry > 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: u32(expiry)}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, cp)
+	c, ca, err := testmqtt.DialV5(addr, cp, handler, time.Minute)
 	if err != nil {
-		conn.Close()
 		return nil, ca, fmt.Errorf("connect %s: %w", id, err)
 	}
 	return c, ca, nil
