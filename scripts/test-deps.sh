@@ -18,7 +18,17 @@ DEPS=(
 	lintian:lintian                  # make lint-packages
 	qemu-arm-static:qemu-user-static # make test-arm (ARMv6)
 	qemu-aarch64-static:qemu-user-static
-	chromium:chromium                # the status page test (headless, DevTools protocol)
+	chromium:chromium                # the status page and browser dashboard tests (DevTools protocol)
+	mosquitto_pub:mosquitto-clients  # interop tests with mosquitto_pub/sub
+	node:nodejs                      # MQTT.js and aedes (scripts/node)
+	npm:npm
+	faketime:faketime                # the wall-clock jump test of the real binary
+)
+
+# PYDEPS are Python modules the tests import with Debian's /usr/bin/python3 (not a
+# python3 earlier on PATH, such as pyenv's): "module:debian-package" pairs.
+PYDEPS=(
+	paho.mqtt.client:python3-paho-mqtt # interop tests with paho-mqtt for Python
 )
 
 if ! command -v go >/dev/null 2>&1; then
@@ -38,7 +48,29 @@ for dep in ${DEPS[@]+"${DEPS[@]}"}; do
 	fi
 done
 
+for dep in ${PYDEPS[@]+"${PYDEPS[@]}"}; do
+	mod=${dep%%:*}
+	pkg=${dep#*:}
+	if ! /usr/bin/python3 -c "import $mod" >/dev/null 2>&1; then
+		missing+=("$pkg")
+	fi
+done
+
+# npm_ci installs scripts/node's packages (MQTT.js, aedes) exactly as its lock file
+# pins them, again only when the lock file changed since the last install.
+npm_ci() {
+	local dir stamp
+	dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/node" && pwd)
+	stamp=$dir/node_modules/.package-lock.json
+	if [[ -f $stamp && ! $dir/package-lock.json -nt $stamp ]]; then
+		return 0
+	fi
+	echo "test-deps: npm ci in $dir" >&2
+	npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
+}
+
 if ((${#missing[@]} == 0)); then
+	npm_ci
 	exit 0
 fi
 
@@ -52,3 +84,4 @@ echo "test-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+npm_ci
