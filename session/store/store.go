@@ -6,7 +6,7 @@
 //
 // Layout (bucket: key -> value):
 //
-//	meta:     "next_qid" -> uint32
+//	meta:     "next_qid" -> uint32, "version" -> uint32 (FormatVersion; absent = 1)
 //	qnames:   queue name -> uint32 queue id
 //	q:        queue id (4 bytes) + Seq (8 bytes), big-endian -> session.EncodeMessage
 //	sessions: client id -> session.SessionRecord (JSON)
@@ -132,8 +132,8 @@ func Open(path string, opts Options, log *slog.Logger) (*Store, string, error) {
 	if err == nil {
 		return s, "", nil
 	}
-	if errors.Is(err, errLocked) {
-		return nil, "", err
+	if errors.Is(err, errLocked) || errors.Is(err, ErrNewerFormat) || errors.Is(err, errMigrate) {
+		return nil, "", err // readable, or not ours to judge: never moved aside
 	}
 	aside := MoveAsideName(path)
 	if rerr := os.Rename(path, aside); rerr != nil {
@@ -168,6 +168,10 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 			return nil, fmt.Errorf("open %s: %w", path, errLocked)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := migrate(db, path, log); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	s = &Store{db: db, path: path, log: log, opts: opts,
 		queues: map[string]*Queue{}, dirty: map[*Queue]struct{}{},

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// FormatVersion is the store format this build writes, kept in the meta bucket
+// under "version" (4 bytes, big-endian). A file without the key is version 1,
+// the format of every release before versions were kept.
+//
+// Every change to the layout that an older build would misread bumps it and
+// adds the step from the previous version to migrations. Adding a field that
+// older builds ignore when decoding (a JSON field, a trailing byte the codec
+// skips) is no format change.
+const FormatVersion = 1
+
+var keyVersion = []byte("version")
+
+// migrations[v-1] turns a version v store into version v+1 inside the
+// transaction it is given. Steps never lose data: what a step cannot convert it
+// keeps as it was, logged.
+var migrations = []func(tx *bolt.Tx, log *slog.Logger) error{}
+
+// ErrNewerFormat is returned by Open for a store written by a newer edgegw (a
+// downgrade): this build cannot know what the newer format means, so it refuses
+// to start rather than misread or damage the file. The file is left as it is.
+var ErrNewerFormat = errors.New("store written by a newer edgegw")
+
+// errMigrate marks a failure to migrate a readable store (disk full, I/O
+// error): the file is left as it is, never moved aside.
+var errMigrate = errors.New("store migration failed")
+
+// migrate brings the store to FormatVersion, all steps in one transaction: a
+// crash or failure leaves the file as the older version, which the next open
+// migrates again. A new file is stamped with FormatVersion. A store newer than this build is refused (ErrNewerFormat).
+// Cost when the store is current: one read transaction.
+func migrate(db *bolt.DB, path string, log *slog.Logger) error {
+	var from uint32
+	fresh := false
+	if err := db.View(func(tx *bolt.Tx) (err error) {
+		fresh = tx.Bucket(bucketMeta) == nil // a new file: nothing to migrate
+		from, err = storedVersion(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if fresh {
+		from = FormatVersion
+	}
+	if from > FormatVersion {
+		return fmt.Errorf("%w: %s has store format version %d, this edgegw (format version %d) cannot read it; run the newer edgegw again, or move the file away to start empty",
+			ErrNewerFormat, path, from, FormatVersion)
+	}
+	if from == FormatVersion && !fresh {
+		return nil
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		for v := from; v < FormatVersion; v++ {
+			if err := migrations[v-1](tx, log); err != nil {
+				return fmt.Errorf("from version %d to %d: %w", v, v+1, err)
+			}
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return meta.Put(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion))
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", errMigrate, path, err)
+	}
+	if fresh {
+		return nil
+	}
+	log.Info("store migrated", slog.String("path", path), slog.Int("from_version", int(from)), slog.Int("to_version", FormatVersion))
+	return nil
+}
+
+// storedVersion is the format version of the store in tx: 1 when the meta
+// bucket or its version key is absent (a file of an earlier release).
+func storedVersion(tx *bolt.Tx) (uint32, error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 1, nil
+	}
+	v := meta.Get(keyVersion)
+	switch {
+	case v == nil:
+		return 1, nil
+	case len(v) != 4 || binary.BigEndian.Uint32(v) == 0:
+		return 0, fmt.Errorf("meta bucket: bad version %x", v)
+	}
+	return binary.BigEndian.Uint32(v), nil
+}

@@ -1,0 +1,226 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"edgegw/session"
+)
+
+// copyTestdata copies testdata/name into a temporary directory: the original
+// is never opened read-write.
+func copyTestdata(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "edgegw.db")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// v1Contents is what testdata/store-v1.db holds (testdata/README.md).
+var v1Contents = struct {
+	sessions map[string][]string // client id -> "filter qos" of its subscriptions, sorted
+	queues   map[string][]string // queue name -> payloads in order
+	retained []string            // payloads, sorted
+}{
+	sessions: map[string][]string{
+		"v311-persist": {"alarm/# 2", "fleet/+/temp 1"},
+		"v5-persist":   {"$share/workers/jobs/# 1", "fleet/+/temp 2"},
+		"v5-idle":      nil,
+		"v311-qos2":    nil,
+	},
+	queues: map[string][]string{
+		"s/v311-persist":          {"21.5", "22.0", "open"},
+		"s/v5-persist":            {"21.5", "22.0"},
+		"s/v5-idle":               nil,
+		"s/v311-qos2":             nil,
+		"g/$share/workers/jobs/#": {"job one", "job two"},
+		"o/cloud":                 {"uplink 1", "uplink 2"},
+	},
+	retained: []string{"ok", "online"},
+}
+
+// checkV1Contents asserts that s holds every session, subscription, queued
+// message and retained message of testdata/store-v1.db.
+func checkV1Contents(t *testing.T, s *Store) {
+	t.Helper()
+	records, err := s.Sessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(records) != len(v1Contents.sessions) {
+		t.Errorf("%d sessions, want %d", len(records), len(v1Contents.sessions))
+	}
+	for id, want := range v1Contents.sessions {
+		b, ok := records[id]
+		if !ok {
+			t.Errorf("session %s missing", id)
+			continue
+		}
+		var r session.SessionRecord
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Errorf("session %s: %v", id, err)
+			continue
+		}
+		var got []string
+		for _, sub := range r.Subscriptions {
+			got = append(got, sub.Filter+" "+string('0'+rune(sub.Qos)))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("session %s subscriptions %q, want %q", id, got, want)
+		}
+		switch id {
+		case "v5-persist":
+			for _, sub := range r.Subscriptions {
+				if sub.Filter == "fleet/+/temp" && !(sub.NoLocal && sub.RetainAsPublished && sub.RetainHandling == 1) {
+					t.Errorf("v5-persist fleet/+/temp options lost: %+v", sub)
+				}
+				if sub.Filter == "$share/workers/jobs/#" && sub.Identifier != 7 {
+					t.Errorf("v5-persist shared subscription identifier %d, want 7", sub.Identifier)
+				}
+			}
+			if r.Version != 5 || r.ExpirySeconds != 0xFFFFFFFF {
+				t.Errorf("v5-persist version %d expiry %d", r.Version, r.ExpirySeconds)
+			}
+		case "v311-qos2":
+			if !slices.Equal(r.InboundQoS2, []uint16{4242}) {
+				t.Errorf("v311-qos2 inbound QoS 2 ids %v, want [4242] [MQTT-4.3.3-9]", r.InboundQoS2)
+			}
+		}
+	}
+	names := s.QueueNames()
+	slices.Sort(names)
+	var wantNames []string
+	for n := range v1Contents.queues {
+		wantNames = append(wantNames, n)
+	}
+	slices.Sort(wantNames)
+	if !slices.Equal(names, wantNames) {
+		t.Errorf("queues %q, want %q", names, wantNames)
+	}
+	for name, want := range v1Contents.queues {
+		q, _ := s.Queue(name)
+		if got := payloads(t, q); !slices.Equal(got, want) {
+			t.Errorf("queue %s holds %q, want %q", name, got, want)
+		}
+	}
+	ret, err := s.Retained()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range ret {
+		m, err := session.DecodeMessage(0, b)
+		if err != nil {
+			t.Fatalf("retained: %v", err)
+		}
+		if !strings.HasPrefix(m.Packet.TopicName, "edgegw/bridge/") {
+			got = append(got, string(m.Packet.Payload))
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, v1Contents.retained) {
+		t.Errorf("retained %q, want %q", got, v1Contents.retained)
+	}
+}
+
+func fileVersion(t *testing.T, path string) uint32 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v uint32
+	if err := db.View(func(tx *bolt.Tx) (err error) { v, err = storedVersion(tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// A store written by the release before format versions (7654253) opens with
+// every session, subscription, queued message and retained message intact,
+// and opens again once migrated.
+func TestUpgradeFromV1(t *testing.T) {
+	path := copyTestdata(t, "store-v1.db")
+	if v := fileVersion(t, path); v != 1 {
+		t.Fatalf("testdata version %d, want 1", v)
+	}
+	for _, pass := range []string{"first open (migrates)", "second open (already migrated)"} {
+		t.Run(pass, func(t *testing.T) {
+			s := openTest(t, path, Options{Durability: Strict})
+			checkV1Contents(t, s)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if v := fileVersion(t, path); v != FormatVersion {
+				t.Fatalf("version after open %d, want %d", v, FormatVersion)
+			}
+		})
+	}
+}
+
+// A new file is stamped with the current version.
+func TestNewStoreStamped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Batch})
+	_ = s.Close()
+	if v := fileVersion(t, path); v != FormatVersion {
+		t.Fatalf("new store version %d, want %d", v, FormatVersion)
+	}
+}
+
+// A store written by a newer edgegw (a downgrade) is refused with an error
+// naming both versions, and left untouched: not moved aside, not rewritten.
+func TestNewerFormatRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Batch})
+	q, _ := s.Queue("s/a")
+	_, _ = q.Append(msg(1))
+	_ = s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion+1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	before, _ := os.ReadFile(path)
+
+	_, note, err := Open(path, Options{Durability: Batch}, nil)
+	if !errors.Is(err, ErrNewerFormat) {
+		t.Fatalf("open: %v, want ErrNewerFormat", err)
+	}
+	for _, want := range []string{fmt.Sprintf("version %d,", FormatVersion+1), fmt.Sprintf("format version %d)", FormatVersion)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if note != "" {
+		t.Errorf("note %q", note)
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+		t.Fatal("a newer store was moved aside")
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("a newer store was modified")
+	}
+}
