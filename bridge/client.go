@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -102,8 +104,20 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 		return nil, false, fmt.Errorf("send CONNECT to %s: %w", c.Address, err)
 	}
 	ack, err := cn.read()
+	if c.Version == 5 && ack.FixedHeader.Type == packets.Connack && ack.FixedHeader.Remaining == 2 {
+		// A CONNACK without properties is MQTT 3.1.1 framing: the upstream does
+		// not speak MQTT 5 and answers return code 1, unacceptable protocol
+		// version [MQTT-3.1.2-2]. Decoded as v5 it would read as a malformed
+		// packet, which hides the cause.
+		nc.Close()
+		return nil, false, &ConnectError{Code: ack.ReasonCode, Version: 4, Reason: v3Reasons[ack.ReasonCode] + "; " + needV311(c)}
+	}
 	if err != nil {
 		nc.Close()
+		if c.Version == 5 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			// Some 3.1.1-only brokers close the connection without a CONNACK.
+			return nil, false, fmt.Errorf("read CONNACK from %s: %w (if the upstream only speaks MQTT 3.1.1: %s)", c.Address, err, needV311(c))
+		}
 		return nil, false, fmt.Errorf("read CONNACK from %s: %w", c.Address, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -116,6 +130,8 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 		reason := v5Reasons[ack.ReasonCode]
 		if c.Version < 5 {
 			reason = v3Reasons[ack.ReasonCode]
+		} else if ack.ReasonCode == 0x84 {
+			reason += "; " + needV311(c)
 		}
 		if rs := ack.Properties.ReasonString; rs != "" {
 			reason += ": " + rs
@@ -123,6 +139,12 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 		return nil, false, &ConnectError{Code: ack.ReasonCode, Version: c.Version, Reason: reason}
 	}
 	return cn, ack.SessionPresent, nil
+}
+
+// needV311 names the setting to change when the upstream does not understand
+// MQTT 5.
+func needV311(c *Config) string {
+	return fmt.Sprintf("the upstream does not speak MQTT 5: set bridges[].version: \"3.1.1\" for bridge %q", c.Name)
 }
 
 // write encodes and sends one packet.

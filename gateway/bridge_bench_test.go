@@ -106,15 +106,7 @@ func (m *benchMosquitto) stop() {
 	if m.cmd == nil {
 		return
 	}
-	_ = m.cmd.Process.Signal(os.Interrupt) // it saves its persistence file
-	done := make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-done
-	}
+	stopProcess(m.cmd) // SIGINT: it saves its persistence file
 	m.cmd = nil
 }
 

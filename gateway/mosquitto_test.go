@@ -82,16 +82,21 @@ func (m *mosquittoBroker) stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
-	_ = m.cmd.Process.Signal(os.Interrupt)
+	stopProcess(m.cmd)
+	m.cmd = nil
+}
+
+// stopProcess asks cmd to end (SIGINT) and waits for it; after 5 s it kills it.
+func stopProcess(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		_ = m.cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		<-done
 	}
-	m.cmd = nil
 }
 
 func (m *mosquittoBroker) log() string {
