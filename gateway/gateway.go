@@ -292,7 +292,7 @@ func (g *Gateway) Close() error {
 	}
 	st := g.store.Stats()
 	attrs := []any{slog.Int64("commits", st.Commits.Load()), slog.Int64("messages_written", st.MessagesWritten.Load()),
-		slog.Int64("messages_never_written", st.MessagesSkipped.Load())}
+		slog.Int64("messages_never_written", st.MessagesSkipped.Load()), slog.Int64("bytes_written", st.BytesWritten.Load())}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		attrs = append(attrs, slog.Int64("process_write_bytes", wb))
 		if n := st.MessagesWritten.Load(); n > 0 {
@@ -413,6 +413,7 @@ func storeSys(st *store.Store) map[string]int64 {
 		"store/messages_written":       s.MessagesWritten.Load(),
 		"store/messages_never_written": s.MessagesSkipped.Load(),
 		"store/messages_dropped":       s.MessagesShed.Load(),
+		"store/bytes_written":          s.BytesWritten.Load(),
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		m["store/process_write_bytes"] = wb

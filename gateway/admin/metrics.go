@@ -199,6 +199,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.family("edgegw_store_commit_seconds_total", "counter", "Time spent committing.", sample{value: s.CommitSeconds})
 	m.counter("edgegw_store_messages_written_total", "Queued messages that reached the disk.", s.MessagesWritten)
 	m.counter("edgegw_store_messages_never_written_total", "Queued messages delivered before their commit: never written.", s.MessagesNeverWritten)
+	m.counter("edgegw_store_bytes_written_total", "Bytes the store's commits wrote (pages x page size).", s.BytesWritten)
 	m.counter("edgegw_store_messages_dropped_total", "Queued messages dropped by store.overflow drop_oldest above store.max_bytes.", s.MessagesDropped)
 	if s.ProcessWriteBytes >= 0 {
 		m.counter("edgegw_process_write_bytes_total", "Bytes the process caused to be written to storage (/proc/self/io write_bytes).", s.ProcessWriteBytes)

@@ -156,6 +156,8 @@ type Store struct {
 	// MessagesDropped are queue entries dropped by store.overflow drop_oldest
 	// above store.max_bytes.
 	MessagesDropped int64 `json:"messages_dropped"`
+	// BytesWritten is what the store's commits wrote: pages x page size.
+	BytesWritten int64 `json:"bytes_written"`
 	// ProcessWriteBytes is the process's write_bytes from /proc/self/io (what
 	// reached the block device); -1 when unavailable.
 	ProcessWriteBytes int64 `json:"process_write_bytes"`
@@ -312,7 +314,7 @@ func (p *Parts) store() Store {
 		Commits: s.Commits.Load(), CommitsFailed: s.FailedCommits.Load(),
 		CommitSeconds:   time.Duration(s.CommitNanos.Load()).Seconds(),
 		MessagesWritten: s.MessagesWritten.Load(), MessagesNeverWritten: s.MessagesSkipped.Load(),
-		MessagesDropped:   s.MessagesShed.Load(),
+		MessagesDropped: s.MessagesShed.Load(), BytesWritten: s.BytesWritten.Load(),
 		ProcessWriteBytes: -1, Healthy: in.Err == nil}
 	if in.Err != nil {
 		out.Error = in.Err.Error()

@@ -74,11 +74,15 @@ type Options struct {
 
 // Stats are cumulative counters; read them with Load.
 type Stats struct {
-	Commits          atomic.Int64 // successful commits (one fsync each)
-	FailedCommits    atomic.Int64
-	MessagesWritten  atomic.Int64 // queue entries that reached the disk
-	MessagesSkipped  atomic.Int64 // queue entries removed before their commit: never written
-	MessagesShed     atomic.Int64 // queue entries dropped by Overflow drop_oldest above MaxBytes
+	Commits         atomic.Int64 // successful commits (one fsync each)
+	FailedCommits   atomic.Int64
+	MessagesWritten atomic.Int64 // queue entries that reached the disk
+	MessagesSkipped atomic.Int64 // queue entries removed before their commit: never written
+	MessagesShed    atomic.Int64 // queue entries dropped by Overflow drop_oldest above MaxBytes
+	// BytesWritten is what the commits wrote to the file: the pages each one
+	// allocated (bbolt writes every changed page to a new one) plus its meta
+	// page, times the page size. The file system's own writes are not counted.
+	BytesWritten     atomic.Int64
 	CommitNanos      atomic.Int64 // time spent in commits
 	LastCommitUnixNs atomic.Int64
 }
@@ -370,6 +374,7 @@ func (s *Store) commit() error {
 	}
 	started := time.Now()
 	written := 0
+	allocBefore := s.pageAlloc()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(keyNextQID, binary.BigEndian.AppendUint32(nil, nextQID)); err != nil {
 			return err
@@ -468,9 +473,17 @@ func (s *Store) commit() error {
 	s.done = target
 	s.stats.Commits.Add(1)
 	s.stats.MessagesWritten.Add(int64(written))
+	s.stats.BytesWritten.Add(s.pageAlloc() - allocBefore + int64(s.db.Info().PageSize))
 	s.stats.LastCommitUnixNs.Store(time.Now().UnixNano())
 	s.cond.Broadcast()
 	return nil
+}
+
+// pageAlloc is the bytes of the pages allocated by every finished transaction;
+// only commits allocate (one at a time, under commitMu).
+func (s *Store) pageAlloc() int64 {
+	st := s.db.Stats()
+	return st.TxStats.GetPageAlloc()
 }
 
 func applyMap(b *bolt.Bucket, m map[string][]byte) error {
