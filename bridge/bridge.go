@@ -249,6 +249,8 @@ type Bridge struct {
 	out      map[uint16]struct{} // of pids, those written on the current connection
 	cursor   uint64              // next outbox Seq to look at on this connection
 	nextPID  uint16
+	leavePID uint16        // packet id of the "offline" PUBLISH while leaving; 0 = none
+	leaveAck chan struct{} // closed when its PUBACK arrives
 	status   Status
 	lastSent Status
 }
@@ -444,7 +446,7 @@ func (b *Bridge) connectAndServe(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			_ = cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+			b.leave(cn, readErr)
 			return ctx.Err()
 		case err := <-readErr:
 			return err
@@ -458,6 +460,42 @@ func (b *Bridge) connectAndServe(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// leaveTimeout bounds how long a graceful stop waits for the upstream broker to
+// acknowledge the "offline" message.
+const leaveTimeout = 5 * time.Second
+
+// leave ends the connection cn gracefully. A DISCONNECT makes the upstream
+// broker discard the will [MQTT-3.1.2-10], [MQTT-3.14.4-3], so with a will topic
+// the bridge first publishes "offline" itself, QoS 1 and retained like the will,
+// and waits (at most min(connect_timeout, leaveTimeout), or until the connection
+// fails) for its PUBACK: a planned stop leaves the cloud seeing "offline", as a
+// crash does. readErr is the connection's read loop result.
+func (b *Bridge) leave(cn *conn, readErr <-chan error) {
+	if b.cfg.WillTopic != "" {
+		b.mu.Lock()
+		b.leavePID = b.allocPID()
+		b.leaveAck = make(chan struct{})
+		pk := *b.will()
+		pk.PacketID = b.leavePID
+		acked := b.leaveAck
+		b.mu.Unlock()
+		if err := cn.write(pk); err == nil {
+			wait := time.NewTimer(min(b.cfg.ConnectTimeout, leaveTimeout))
+			select {
+			case <-acked:
+			case <-readErr:
+			case <-wait.C:
+				b.log.Warn("upstream did not acknowledge the offline message before the stop", slog.String("topic", b.cfg.WillTopic))
+			}
+			wait.Stop()
+		}
+		b.mu.Lock()
+		b.leavePID, b.leaveAck = 0, nil
+		b.mu.Unlock()
+	}
+	_ = cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
 }
 
 // pump sends outbox messages in order while the window has room.
@@ -591,6 +629,12 @@ func (b *Bridge) readLoop(cn *conn) error {
 // acked completes an uplink message: it leaves the outbox only now.
 func (b *Bridge) acked(pid uint16, reason byte) {
 	b.mu.Lock()
+	if pid != 0 && pid == b.leavePID {
+		close(b.leaveAck)
+		b.leavePID = 0
+		b.mu.Unlock()
+		return
+	}
 	seq, ok := b.pids[pid]
 	if ok {
 		delete(b.pids, pid)

@@ -4,7 +4,11 @@ package gateway_test
 // path: a broker that only speaks MQTT 3.1.1 (aedes).
 
 import (
+	"fmt"
 	"github.com/eclipse/paho.golang/paho"
+	"os"
+	"path/filepath"
+	"syscall"
 
 	"strings"
 	"testing"
@@ -56,5 +60,69 @@ func TestBridgeV5ToV311OnlyBroker(t *testing.T) {
 	local.publish(t, "meters/m1/reading", 1, "42")
 	if m := watcher.next(t); m.Topic() != "site/s1/meters/m1/reading" || string(m.Payload()) != "42" {
 		t.Fatalf("aedes subscriber got %s %q", m.Topic(), m.Payload())
+	}
+}
+
+// A planned stop (SIGTERM, as `systemctl stop` or an upgrade sends it) of the
+// edgegw binary leaves the cloud seeing "offline" on will_topic, retained, as a
+// crash does (TestBridgeBirthAndWill). The bridge's DISCONNECT makes the broker
+// discard the will [MQTT-3.1.2-10], [MQTT-3.14.4-3], so the bridge publishes
+// "offline" itself first and waits for its PUBACK. Against mosquitto (v5 and
+// 3.1.1) and aedes (3.1.1).
+func TestBridgeGracefulStopPublishesOffline(t *testing.T) {
+	bin := buildEdgegw(t)
+	for _, tc := range []struct {
+		name, version string
+		start         func(t *testing.T) (addr, url string)
+	}{
+		{"mosquitto v5", "5", func(t *testing.T) (string, string) { m := startCloud(t, ""); return m.addr(), m.url() }},
+		{"mosquitto 3.1.1", "3.1.1", func(t *testing.T) (string, string) { m := startCloud(t, ""); return m.addr(), m.url() }},
+		{"aedes 3.1.1", "3.1.1", func(t *testing.T) (string, string) { a := startAedes(t); return a.addr(), a.url() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, url := tc.start(t)
+			config := filepath.Join(t.TempDir(), "edgegw.yaml")
+			text := fmt.Sprintf(`data_dir: %q
+listeners:
+  - name: local
+    address: 127.0.0.1:0
+site_id: s1
+bridges:
+  - name: cloud
+    address: %s
+    version: %q
+    client_id: edgegw-{site_id}
+    will_topic: site/{site_id}/gateway
+    forward:
+      - local: meters/#
+        remote: site/{site_id}/meters/#
+`, filepath.Join(t.TempDir(), "data"), url, tc.version)
+			if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			gw := startGWProcess(t, bin, config)
+			gw.waitLine(t, `msg="bridge connected"`, 1)
+			watcher, _, _ := connectV3(t, addr, "cloud-watch", true)
+			watcher.subscribe(t, "site/s1/gateway", 1)
+			if m := watcher.next(t); string(m.Payload()) != "online" {
+				t.Fatalf("birth: %q, want \"online\"", m.Payload())
+			}
+
+			if err := gw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			<-gw.done
+			if err := gw.cmd.Wait(); err != nil {
+				t.Fatalf("edgegw after SIGTERM: %v", err)
+			}
+			if m := watcher.next(t); string(m.Payload()) != "offline" {
+				t.Fatalf("after SIGTERM: %q, want \"offline\"", m.Payload())
+			}
+			late, _, _ := connectV3(t, addr, "cloud-late", true)
+			late.subscribe(t, "site/s1/gateway", 1)
+			if m := late.next(t); string(m.Payload()) != "offline" || !m.Retained() {
+				t.Fatalf("for a later subscriber: %q retained=%v, want retained \"offline\"", m.Payload(), m.Retained())
+			}
+		})
 	}
 }
