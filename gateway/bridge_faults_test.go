@@ -830,13 +830,11 @@ func TestBridgeBadCredentials(t *testing.T) {
 	}
 }
 
-// Birth and will upstream: once connected the bridge publishes "online"
-// (retained) on will_topic; when the gateway dies (SIGKILL, no DISCONNECT) the
-// upstream broker publishes its will "offline" (retained), so the cloud sees the
-// gateway go offline.
-func TestBridgeBirthAndWill(t *testing.T) {
-	bin := buildEdgegw(t)
-	cloud := startCloud(t, "")
+// startWillGateway runs the edgegw binary with a bridge "cloud" to url (MQTT
+// version "5" or "3.1.1") whose will_topic is site/s1/gateway, and waits until
+// the bridge is connected.
+func startWillGateway(t *testing.T, bin, url, version string) *gwProcess {
+	t.Helper()
 	config := filepath.Join(t.TempDir(), "edgegw.yaml")
 	text := fmt.Sprintf(`data_dir: %q
 listeners:
@@ -846,17 +844,29 @@ site_id: s1
 bridges:
   - name: cloud
     address: %s
+    version: %q
     client_id: edgegw-{site_id}
     will_topic: site/{site_id}/gateway
     forward:
       - local: meters/#
         remote: site/{site_id}/meters/#
-`, filepath.Join(t.TempDir(), "data"), cloud.url())
+`, filepath.Join(t.TempDir(), "data"), url, version)
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	gw := startGWProcess(t, bin, config)
 	gw.waitLine(t, `msg="bridge connected"`, 1)
+	return gw
+}
+
+// Birth and will upstream: once connected the bridge publishes "online"
+// (retained) on will_topic; when the gateway dies (SIGKILL, no DISCONNECT) the
+// upstream broker publishes its will "offline" (retained), so the cloud sees the
+// gateway go offline.
+func TestBridgeBirthAndWill(t *testing.T) {
+	bin := buildEdgegw(t)
+	cloud := startCloud(t, "")
+	gw := startWillGateway(t, bin, cloud.url(), "5")
 
 	watcher, _ := connectV5(t, cloud.addr(), &paho.Connect{ClientID: "cloud-watch", CleanStart: true})
 	watcher.subscribe(t, paho.SubscribeOptions{Topic: "site/s1/gateway", QoS: 1})

@@ -1,17 +1,14 @@
 package gateway_test
 
-// The bridge's manners towards upstream brokers other than the happy mosquitto
-// path: a broker that only speaks MQTT 3.1.1 (aedes).
+// The bridge's manners towards upstream brokers: a graceful stop, a broker that
+// only speaks MQTT 3.1.1 (aedes), fail-over across several upstream brokers.
 
 import (
-	"fmt"
-	"github.com/eclipse/paho.golang/paho"
-	"os"
-	"path/filepath"
-	"syscall"
-
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/bridge"
 	"edgegw/gateway/admin"
@@ -81,27 +78,7 @@ func TestBridgeGracefulStopPublishesOffline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, url := tc.start(t)
-			config := filepath.Join(t.TempDir(), "edgegw.yaml")
-			text := fmt.Sprintf(`data_dir: %q
-listeners:
-  - name: local
-    address: 127.0.0.1:0
-site_id: s1
-bridges:
-  - name: cloud
-    address: %s
-    version: %q
-    client_id: edgegw-{site_id}
-    will_topic: site/{site_id}/gateway
-    forward:
-      - local: meters/#
-        remote: site/{site_id}/meters/#
-`, filepath.Join(t.TempDir(), "data"), url, tc.version)
-			if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			gw := startGWProcess(t, bin, config)
-			gw.waitLine(t, `msg="bridge connected"`, 1)
+			gw := startWillGateway(t, bin, url, tc.version)
 			watcher, _, _ := connectV3(t, addr, "cloud-watch", true)
 			watcher.subscribe(t, "site/s1/gateway", 1)
 			if m := watcher.next(t); string(m.Payload()) != "online" {
