@@ -192,6 +192,11 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	// [MQTT-3.2.2-17]); limitsHook advertises it. 10 as mosquitto's
 	// max_topic_alias: a bounded table per connection (10 topic strings).
 	caps.TopicAliasMaximum = topicAliasMaximum
+	// mochi copies the properties of the packet it acknowledges (a PUBLISH's
+	// user properties, say) into PUBACK, PUBREC, PUBREL and PUBCOMP unless told
+	// not to; with its QoS-code reason that made a malformed PUBACK (see
+	// acks.go). An acknowledgement carries only what the server has to say.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   log.With(slog.String("component", "mqtt")),

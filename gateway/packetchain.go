@@ -51,6 +51,7 @@ func (c *packetChain) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 }
 
 func (c *packetChain) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	cleanAck(&pk)
 	c.limits.PacketEncode(cl, &pk)
 	c.engine.PacketEncode(cl, &pk)
 	return pk

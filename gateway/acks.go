@@ -1,0 +1,34 @@
+package gateway
+
+import "github.com/mochi-mqtt/server/v2/packets"
+
+// cleanAck keeps every acknowledgement edgegw sends to what the server has to
+// say, as the v5 spec defines it for each packet type (run by packetChain on
+// every packet mochi encodes):
+//
+//   - PUBACK and PUBREC carry 0x00 Success (or an error code >= 0x80; 0x10 No
+//     matching subscribers is never sent: a message nobody subscribed to may
+//     still be queued for an offline session or a bridge). mochi acknowledges an
+//     accepted PUBLISH with the granted QoS as reason code, 0x01 or 0x02, which
+//     are SUBACK codes, not PUBACK ones [MQTT-3.4.2-1] [MQTT-3.5.2-1]; it is
+//     encoded only when the ack has properties, which it had when mochi copied
+//     the PUBLISH's into it (NewServer turns that off), and MQTT.js, paho-mqtt
+//     and mosquitto_pub then failed the publish.
+//   - SUBACK and UNSUBACK carry no user properties: mochi echoes the
+//     SUBSCRIBE's and UNSUBSCRIBE's, which are the client's own data, not the
+//     server's, and which can push the ack over the client's Maximum Packet
+//     Size [MQTT-3.9.2-2] [MQTT-3.11.2-2], after which mochi sends no ack at all.
+//
+// With neither properties nor an error, mochi writes the short form of
+// PUBACK, PUBREC, PUBREL and PUBCOMP: packet id only, reason 0x00 implied
+// (v5 3.4.2.1), e.g. 40 02 00 07.
+func cleanAck(pk *packets.Packet) {
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec:
+		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			pk.ReasonCode = packets.CodeSuccess.Code
+		}
+	case packets.Suback, packets.Unsuback:
+		pk.Properties.User = nil
+	}
+}
