@@ -208,3 +208,40 @@ func varint(b []byte) (n, used int, err error) {
 	}
 	return 0, 0, errors.New("malformed variable byte integer")
 }
+
+// Subscription encoding, the value of a stored subscription (its filter is
+// part of the key):
+//
+//	byte    format (1)
+//	byte    granted QoS
+//	byte    flags: bit 0 No Local, bit 1 Retain As Published, bits 2-3 Retain Handling
+//	uvarint Subscription Identifier (0 = none)
+//
+// Decoders ignore bytes after these, so a later field can be appended without
+// a store format change.
+const subFormat = 1
+
+// EncodeSubscription returns the stored form of sub's options (4 bytes or so).
+func EncodeSubscription(sub packets.Subscription) []byte {
+	flags := sub.RetainHandling & 3 << 2
+	if sub.NoLocal {
+		flags |= 1
+	}
+	if sub.RetainAsPublished {
+		flags |= 2
+	}
+	return binary.AppendUvarint([]byte{subFormat, sub.Qos, flags}, uint64(max(sub.Identifier, 0)))
+}
+
+// DecodeSubscription rebuilds the subscription to filter from its stored form.
+func DecodeSubscription(filter string, b []byte) (packets.Subscription, error) {
+	if len(b) < 4 || b[0] != subFormat {
+		return packets.Subscription{}, fmt.Errorf("subscription %q: bad encoding %x", filter, b)
+	}
+	id, n := binary.Uvarint(b[3:])
+	if n <= 0 || id > 268435455 {
+		return packets.Subscription{}, fmt.Errorf("subscription %q: bad identifier %x", filter, b[3:])
+	}
+	return packets.Subscription{Filter: filter, Qos: b[1], NoLocal: b[2]&1 != 0, RetainAsPublished: b[2]&2 != 0,
+		RetainHandling: b[2] >> 2 & 3, Identifier: int(id)}, nil
+}

@@ -65,3 +65,27 @@ func TestSetStateRoundTrip(t *testing.T) {
 		t.Fatal("SetState on 3 bytes: no error")
 	}
 }
+
+// A stored subscription keeps every v5 option [MQTT-3.8.3-1] and its
+// identifier [MQTT-3.8.2.1.2], and trailing bytes of a later version are
+// ignored.
+func TestSubscriptionCodec(t *testing.T) {
+	for _, sub := range []packets.Subscription{
+		{Filter: "a/#", Qos: 0},
+		{Filter: "$share/g/t/+", Qos: 1, Identifier: 7},
+		{Filter: "x", Qos: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2, Identifier: 268435455},
+		{Filter: "y", Qos: 1, RetainHandling: 1},
+	} {
+		b := EncodeSubscription(sub)
+		got, err := DecodeSubscription(sub.Filter, append(b, 0xAA))
+		if err != nil || got.Filter != sub.Filter || got.Qos != sub.Qos || got.NoLocal != sub.NoLocal ||
+			got.RetainAsPublished != sub.RetainAsPublished || got.RetainHandling != sub.RetainHandling || got.Identifier != sub.Identifier {
+			t.Errorf("%+v -> %x -> %+v, %v", sub, b, got, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, {1, 1}, {2, 1, 0, 0}, {1, 1, 0, 0xff}} {
+		if _, err := DecodeSubscription("f", bad); err == nil {
+			t.Errorf("%x decoded", bad)
+		}
+	}
+}

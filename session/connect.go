@@ -345,6 +345,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 		s.bind = nil
 	}
 	s.flowLocked()
+	e.unstoreLocked(s)
 	subs := s.subs
 	s.subs = map[string]packets.Subscription{}
 	var back []Message
@@ -358,10 +359,6 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 	}
 	if err := s.queue.Release(); err != nil {
 		e.log.Error("release session queue failed", slog.String("client", s.id), slog.Any("error", err))
-	}
-	if s.stored {
-		e.store.DeleteSession(s.id)
-		s.stored = false
 	}
 	s.mu.Unlock()
 

@@ -296,8 +296,10 @@ func (e *Engine) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error
 	}
 	s.mu.Lock()
 	if pk.FixedHeader.Type == packets.Pubrel {
-		delete(s.inboundQoS2, pk.PacketID)
-		e.persistLocked(s)
+		if _, awaiting := s.inboundQoS2[pk.PacketID]; awaiting {
+			delete(s.inboundQoS2, pk.PacketID)
+			e.persistQoS2Locked(s, pk.PacketID, false)
+		}
 		s.mu.Unlock()
 		return
 	}

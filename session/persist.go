@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -18,38 +17,52 @@ type Store interface {
 	Queue(name string) (Queue, error)
 	SaveSession(id string, record []byte)
 	DeleteSession(id string)
+	// SaveSubscription stores one subscription of session id
+	// (EncodeSubscription); nil deletes it.
+	SaveSubscription(id, filter string, opts []byte)
+	// SaveInboundQoS2 records (awaiting) or forgets a QoS 2 packet id of
+	// session id that awaits its PUBREL.
+	SaveInboundQoS2(id string, pid uint16, awaiting bool)
 	SaveRetained(topic string, msg []byte) // nil deletes
 	Sync() error
 	Healthy() error
 }
 
-// SessionRecord is the stored form of a persistent session (queued messages live
-// in its queue "s/<id>"). DisconnectedAt 0 means the session was online when the
-// record was written.
-type SessionRecord struct {
-	ID             string                 `json:"id"`
-	Version        byte                   `json:"v"`
-	Profile        string                 `json:"profile,omitempty"`
-	User           *string                `json:"user,omitempty"` // owner's username; nil in records written before it was kept
-	ExpirySeconds  uint32                 `json:"expiry"`
-	DisconnectedAt int64                  `json:"disconnected_at,omitempty"` // unix seconds
-	Subscriptions  []packets.Subscription `json:"subs,omitempty"`
-	InboundQoS2    []uint16               `json:"inbound_qos2,omitempty"`
-	Will           []byte                 `json:"will,omitempty"` // EncodeMessage
-	WillAt         int64                  `json:"will_at,omitempty"`
+// StoredSession is what the store holds of one persistent session.
+type StoredSession struct {
+	Record        []byte            // SessionRecord, JSON
+	Subscriptions map[string][]byte // filter -> EncodeSubscription
+	InboundQoS2   []uint16          // packet ids awaiting PUBREL [MQTT-4.3.3-9]
 }
 
-// persistLocked writes s's record (or deletes it for a non-persistent session).
-// Caller holds s.mu. Cost: one JSON encoding; the write itself is batched.
+// SessionRecord is the stored form of a persistent session's own fields: its
+// subscriptions and inbound QoS 2 ids are stored as keys of their own (see
+// StoredSession), queued messages in its queue "s/<id>". DisconnectedAt 0 means
+// the session was online when the record was written. It is rewritten only when
+// one of its fields changes (connect, disconnect, will), never per SUBSCRIBE or
+// per message.
+type SessionRecord struct {
+	ID             string  `json:"id"`
+	Version        byte    `json:"v"`
+	Profile        string  `json:"profile,omitempty"`
+	User           *string `json:"user,omitempty"` // owner's username; nil in records written before it was kept
+	ExpirySeconds  uint32  `json:"expiry"`
+	DisconnectedAt int64   `json:"disconnected_at,omitempty"` // unix seconds
+	Will           []byte  `json:"will,omitempty"`            // EncodeMessage
+	WillAt         int64   `json:"will_at,omitempty"`
+}
+
+// persistLocked writes s's record (or deletes it, with its subscriptions and
+// inbound QoS 2 ids, for a non-persistent session). A session that becomes
+// persistent gets its subscriptions and ids written too. Caller holds s.mu.
+// Cost: one JSON encoding of the record (no subscriptions); the write itself is
+// batched.
 func (e *Engine) persistLocked(s *Session) {
 	if e.store == nil {
 		return
 	}
 	if s.expiry == 0 {
-		if s.stored {
-			e.store.DeleteSession(s.id)
-			s.stored = false
-		}
+		e.unstoreLocked(s)
 		return
 	}
 	r := SessionRecord{ID: s.id, Version: s.version, Profile: s.profile,
@@ -59,17 +72,6 @@ func (e *Engine) persistLocked(s *Session) {
 	}
 	if s.cl == nil && !s.disconnectedAt.IsZero() {
 		r.DisconnectedAt = s.disconnectedAt.Unix()
-	}
-	filters := make([]string, 0, len(s.subs))
-	for f := range s.subs {
-		filters = append(filters, f)
-	}
-	sort.Strings(filters)
-	for _, f := range filters {
-		r.Subscriptions = append(r.Subscriptions, s.subs[f])
-	}
-	for pid := range s.inboundQoS2 {
-		r.InboundQoS2 = append(r.InboundQoS2, pid)
 	}
 	if s.will != nil {
 		if b, err := EncodeMessage(Message{Packet: *s.will}); err == nil {
@@ -82,7 +84,54 @@ func (e *Engine) persistLocked(s *Session) {
 		return
 	}
 	e.store.SaveSession(s.id, b)
-	s.stored = true
+	if !s.stored {
+		s.stored = true
+		for f, sub := range s.subs {
+			e.store.SaveSubscription(s.id, f, EncodeSubscription(sub))
+		}
+		for pid := range s.inboundQoS2 {
+			e.store.SaveInboundQoS2(s.id, pid, true)
+		}
+	}
+}
+
+// unstoreLocked deletes s's record, subscriptions and inbound QoS 2 ids from
+// the store, if it is stored. Caller holds s.mu.
+func (e *Engine) unstoreLocked(s *Session) {
+	if e.store == nil || !s.stored {
+		return
+	}
+	e.store.DeleteSession(s.id)
+	for f := range s.subs {
+		e.store.SaveSubscription(s.id, f, nil)
+	}
+	for pid := range s.inboundQoS2 {
+		e.store.SaveInboundQoS2(s.id, pid, false)
+	}
+	s.stored = false
+}
+
+// persistSubLocked stores (held) or deletes the subscription of s to filter,
+// if s is stored. Caller holds s.mu. Cost: one key; the record is not written.
+func (e *Engine) persistSubLocked(s *Session, filter string, held bool) {
+	if e.store == nil || !s.stored {
+		return
+	}
+	var opts []byte
+	if held {
+		opts = EncodeSubscription(s.subs[filter])
+	}
+	e.store.SaveSubscription(s.id, filter, opts)
+}
+
+// persistQoS2Locked records that s awaits (or no longer awaits) the PUBREL of
+// inbound QoS 2 id pid, if s is stored, so that exactly-once holds across a
+// restart [MQTT-4.3.3-9]. Caller holds s.mu. Cost: one key.
+func (e *Engine) persistQoS2Locked(s *Session, pid uint16, awaiting bool) {
+	if e.store == nil || !s.stored {
+		return
+	}
+	e.store.SaveInboundQoS2(s.id, pid, awaiting)
 }
 
 // persistRetained stores (or, for an empty payload, deletes) a retained message.
@@ -107,7 +156,7 @@ func (e *Engine) persistRetained(pk packets.Packet) {
 // online when the records were written (the process stopped without their
 // disconnect) count as disconnected at start-up. Sessions whose expiry has
 // passed are reclaimed by the Sweep that Restore runs at the end.
-func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
+func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) error {
 	now := e.now()
 	for _, b := range retained {
 		m, err := DecodeMessage(0, b)
@@ -121,9 +170,9 @@ func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
 	atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
 
 	e.mu.Lock()
-	for id, b := range records {
+	for id, st := range records {
 		var r SessionRecord
-		if err := json.Unmarshal(b, &r); err != nil {
+		if err := json.Unmarshal(st.Record, &r); err != nil {
 			e.log.Error("skipping unreadable session record", slog.String("client", id), slog.Any("error", err))
 			continue
 		}
@@ -142,7 +191,7 @@ func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
 		if r.DisconnectedAt > 0 {
 			s.disconnectedAt = time.Unix(r.DisconnectedAt, 0)
 		}
-		for _, pid := range r.InboundQoS2 {
+		for _, pid := range st.InboundQoS2 {
 			s.inboundQoS2[pid] = struct{}{}
 		}
 		if len(r.Will) > 0 {
@@ -153,7 +202,12 @@ func (e *Engine) Restore(records map[string][]byte, retained [][]byte) error {
 		if err := s.rebuildPIDs(); err != nil {
 			e.log.Error("restore in-flight ids", slog.String("client", r.ID), slog.Any("error", err))
 		}
-		for _, sub := range r.Subscriptions {
+		for filter, b := range st.Subscriptions {
+			sub, err := DecodeSubscription(filter, b)
+			if err != nil {
+				e.log.Error("skipping unreadable stored subscription", slog.String("client", r.ID), slog.Any("error", err))
+				continue
+			}
 			s.subs[sub.Filter] = sub
 			indexed := sub
 			indexed.RetainHandling = 2

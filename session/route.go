@@ -31,7 +31,7 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 		if s := e.session(cl.ID); s != nil {
 			s.mu.Lock()
 			s.inboundQoS2[pk.PacketID] = struct{}{}
-			e.persistLocked(s)
+			e.persistQoS2Locked(s, pk.PacketID, true)
 			s.mu.Unlock()
 		}
 	}
@@ -333,7 +333,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 		s.mu.Lock()
 		_, existed := s.subs[f.Filter]
 		s.subs[f.Filter] = orig
-		e.persistLocked(s)
+		e.persistSubLocked(s, f.Filter, true)
 		s.mu.Unlock()
 		if isShared(f.Filter) {
 			joined = append(joined, f.Filter)
@@ -384,8 +384,10 @@ func (e *Engine) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	defer e.mu.Unlock()
 	for _, f := range pk.Filters {
 		s.mu.Lock()
-		delete(s.subs, f.Filter)
-		e.persistLocked(s)
+		if _, held := s.subs[f.Filter]; held {
+			delete(s.subs, f.Filter)
+			e.persistSubLocked(s, f.Filter, false)
+		}
 		s.mu.Unlock()
 		if isShared(f.Filter) {
 			e.leaveGroupLocked(f.Filter, s.id)
@@ -408,7 +410,7 @@ func (e *Engine) Unsubscribe(id string, filters []string) {
 		_, held := s.subs[f]
 		if held {
 			delete(s.subs, f)
-			e.persistLocked(s)
+			e.persistSubLocked(s, f, false)
 		}
 		s.mu.Unlock()
 		if !held {

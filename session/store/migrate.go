@@ -2,11 +2,15 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	bolt "go.etcd.io/bbolt"
+
+	"edgegw/session"
 )
 
 // FormatVersion is the store format this build writes, kept in the meta bucket
@@ -17,14 +21,87 @@ import (
 // adds the step from the previous version to migrations. Adding a field that
 // older builds ignore when decoding (a JSON field, a trailing byte the codec
 // skips) is no format change.
-const FormatVersion = 1
+//
+// Versions:
+//
+//	1  every release up to 7654253: a session's subscriptions and inbound QoS 2
+//	   ids are fields ("subs", "inbound_qos2") of its JSON record
+//	2  they are keys of their own (buckets subs and qos2): v1to2
+const FormatVersion = 2
 
 var keyVersion = []byte("version")
 
 // migrations[v-1] turns a version v store into version v+1 inside the
 // transaction it is given. Steps never lose data: what a step cannot convert it
 // keeps as it was, logged.
-var migrations = []func(tx *bolt.Tx, log *slog.Logger) error{}
+var migrations = []func(tx *bolt.Tx, log *slog.Logger) error{v1to2}
+
+// v1to2 moves each session record's "subs" and "inbound_qos2" fields to keys of
+// their own in the subs and qos2 buckets, and rewrites the record without them
+// (its other fields, known to this build or not, are kept as they are). A
+// record that cannot be decoded stays as it is (Restore skips and logs it, as
+// version 1 did). Cost: one pass over the sessions bucket.
+func v1to2(tx *bolt.Tx, log *slog.Logger) error {
+	sessions, err := tx.CreateBucketIfNotExists(bucketSessions)
+	if err != nil {
+		return err
+	}
+	subs, err := tx.CreateBucketIfNotExists(bucketSubs)
+	if err != nil {
+		return err
+	}
+	qos2, err := tx.CreateBucketIfNotExists(bucketQoS2)
+	if err != nil {
+		return err
+	}
+	type v1Session struct {
+		fields map[string]json.RawMessage
+		subs   []packets.Subscription
+		qos2   []uint16
+	}
+	converted := map[string]v1Session{}
+	err = sessions.ForEach(func(k, v []byte) error {
+		var r v1Session
+		err := json.Unmarshal(v, &r.fields)
+		if err == nil && r.fields["subs"] != nil {
+			err = json.Unmarshal(r.fields["subs"], &r.subs)
+		}
+		if err == nil && r.fields["inbound_qos2"] != nil {
+			err = json.Unmarshal(r.fields["inbound_qos2"], &r.qos2)
+		}
+		if err != nil {
+			log.Error("store migration: session record left as it is", slog.String("client", string(k)), slog.Any("error", err))
+			return nil
+		}
+		converted[string(k)] = r // the bucket must not change during ForEach
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, r := range converted {
+		for _, sub := range r.subs {
+			if err := subs.Put(append(sessionKey(id, len(sub.Filter)), sub.Filter...), session.EncodeSubscription(sub)); err != nil {
+				return err
+			}
+		}
+		for _, pid := range r.qos2 {
+			if err := qos2.Put(binary.BigEndian.AppendUint16(sessionKey(id, 2), pid), []byte{}); err != nil {
+				return err
+			}
+		}
+		delete(r.fields, "subs")
+		delete(r.fields, "inbound_qos2")
+		b, err := json.Marshal(r.fields)
+		if err != nil {
+			return err
+		}
+		if err := sessions.Put([]byte(id), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // ErrNewerFormat is returned by Open for a store written by a newer edgegw (a
 // downgrade): this build cannot know what the newer format means, so it refuses

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	bolt "go.etcd.io/bbolt"
 
 	"edgegw/session"
@@ -66,18 +67,32 @@ func checkV1Contents(t *testing.T, s *Store) {
 		t.Errorf("%d sessions, want %d", len(records), len(v1Contents.sessions))
 	}
 	for id, want := range v1Contents.sessions {
-		b, ok := records[id]
+		st, ok := records[id]
 		if !ok {
 			t.Errorf("session %s missing", id)
 			continue
 		}
 		var r session.SessionRecord
-		if err := json.Unmarshal(b, &r); err != nil {
+		if err := json.Unmarshal(st.Record, &r); err != nil {
 			t.Errorf("session %s: %v", id, err)
 			continue
 		}
+		if r.ID != id || r.Profile != "default" || r.User == nil || r.DisconnectedAt != 1796588831 {
+			t.Errorf("session %s record fields lost: %s", id, st.Record)
+		}
+		if strings.Contains(string(st.Record), "subs") || strings.Contains(string(st.Record), "inbound_qos2") {
+			t.Errorf("session %s record still holds what moved to keys of their own: %s", id, st.Record)
+		}
+		var subs []packets.Subscription
+		for f, b := range st.Subscriptions {
+			sub, err := session.DecodeSubscription(f, b)
+			if err != nil {
+				t.Errorf("session %s: %v", id, err)
+			}
+			subs = append(subs, sub)
+		}
 		var got []string
-		for _, sub := range r.Subscriptions {
+		for _, sub := range subs {
 			got = append(got, sub.Filter+" "+string('0'+rune(sub.Qos)))
 		}
 		slices.Sort(got)
@@ -86,7 +101,7 @@ func checkV1Contents(t *testing.T, s *Store) {
 		}
 		switch id {
 		case "v5-persist":
-			for _, sub := range r.Subscriptions {
+			for _, sub := range subs {
 				if sub.Filter == "fleet/+/temp" && !(sub.NoLocal && sub.RetainAsPublished && sub.RetainHandling == 1) {
 					t.Errorf("v5-persist fleet/+/temp options lost: %+v", sub)
 				}
@@ -98,8 +113,8 @@ func checkV1Contents(t *testing.T, s *Store) {
 				t.Errorf("v5-persist version %d expiry %d", r.Version, r.ExpirySeconds)
 			}
 		case "v311-qos2":
-			if !slices.Equal(r.InboundQoS2, []uint16{4242}) {
-				t.Errorf("v311-qos2 inbound QoS 2 ids %v, want [4242] [MQTT-4.3.3-9]", r.InboundQoS2)
+			if !slices.Equal(st.InboundQoS2, []uint16{4242}) {
+				t.Errorf("v311-qos2 inbound QoS 2 ids %v, want [4242] [MQTT-4.3.3-9]", st.InboundQoS2)
 			}
 		}
 	}

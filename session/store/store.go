@@ -10,7 +10,15 @@
 //	qnames:   queue name -> uint32 queue id
 //	q:        queue id (4 bytes) + Seq (8 bytes), big-endian -> session.EncodeMessage
 //	sessions: client id -> session.SessionRecord (JSON)
+//	subs:     sessionKey(client id) + filter -> session.EncodeSubscription
+//	qos2:     sessionKey(client id) + packet id (uint16) -> empty: inbound QoS 2
+//	          PUBLISHes of a session awaiting PUBREL
 //	retained: topic -> session.EncodeMessage
+//
+// A subscription and an inbound QoS 2 id are keys of their own, so a SUBSCRIBE,
+// UNSUBSCRIBE, QoS 2 PUBLISH or PUBREL writes only the keys it changes, never
+// the session record. sessionKey is the id's length (uint16) and the id, so one
+// session's keys are contiguous and no id is a prefix of another's keys.
 //
 // Durability modes: Strict callers wait in Sync for the commit that covers their
 // changes (concurrent callers share it); Batch commits at least every interval, so
@@ -42,6 +50,8 @@ var (
 	bucketQ        = []byte("q")
 	bucketSessions = []byte("sessions")
 	bucketRetained = []byte("retained")
+	bucketSubs     = []byte("subs")
+	bucketQoS2     = []byte("qos2")
 	keyNextQID     = []byte("next_qid")
 )
 
@@ -99,6 +109,8 @@ type Store struct {
 	dirty    map[*Queue]struct{}
 	sessions map[string][]byte // pending: nil value deletes
 	retained map[string][]byte // pending: nil value deletes
+	subs     map[string][]byte // pending, by subs key: nil value deletes
+	qos2     map[string][]byte // pending, by qos2 key: nil value deletes
 	names    map[string]uint32 // pending qnames: 0 deletes
 	nextQID  uint32
 	pending  int    // changes waiting
@@ -180,6 +192,7 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 	s = &Store{db: db, path: path, log: log, opts: opts,
 		queues: map[string]*Queue{}, dirty: map[*Queue]struct{}{},
 		sessions: map[string][]byte{}, retained: map[string][]byte{}, names: map[string]uint32{},
+		subs: map[string][]byte{}, qos2: map[string][]byte{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
@@ -195,7 +208,7 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 // load creates the buckets and the Queue objects of the stored queues.
 func (s *Store) load() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketQNames, bucketQ, bucketSessions, bucketRetained} {
+		for _, b := range [][]byte{bucketMeta, bucketQNames, bucketQ, bucketSessions, bucketRetained, bucketSubs, bucketQoS2} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -358,8 +371,9 @@ func (s *Store) commit() error {
 		return nil
 	}
 	target := s.gen
-	sessions, retained, names := s.sessions, s.retained, s.names
+	sessions, retained, names, subs, qos2 := s.sessions, s.retained, s.names, s.subs, s.qos2
 	s.sessions, s.retained, s.names = map[string][]byte{}, map[string][]byte{}, map[string]uint32{}
+	s.subs, s.qos2 = map[string][]byte{}, map[string][]byte{}
 	dirty := make([]*Queue, 0, len(s.dirty))
 	for q := range s.dirty {
 		dirty = append(dirty, q)
@@ -383,6 +397,12 @@ func (s *Store) commit() error {
 			return err
 		}
 		if err := applyMap(tx.Bucket(bucketRetained), retained); err != nil {
+			return err
+		}
+		if err := applyMap(tx.Bucket(bucketSubs), subs); err != nil {
+			return err
+		}
+		if err := applyMap(tx.Bucket(bucketQoS2), qos2); err != nil {
 			return err
 		}
 		qn := tx.Bucket(bucketQNames)
@@ -420,16 +440,10 @@ func (s *Store) commit() error {
 	s.attempt++
 	if err != nil {
 		// Keep everything for the next attempt; newer changes win over older ones.
-		for k, v := range sessions {
-			if _, newer := s.sessions[k]; !newer {
-				s.sessions[k] = v
-			}
-		}
-		for k, v := range retained {
-			if _, newer := s.retained[k]; !newer {
-				s.retained[k] = v
-			}
-		}
+		keepOlder(s.sessions, sessions)
+		keepOlder(s.retained, retained)
+		keepOlder(s.subs, subs)
+		keepOlder(s.qos2, qos2)
 		for k, v := range names {
 			if _, newer := s.names[k]; !newer {
 				s.names[k] = v
@@ -479,6 +493,15 @@ func (s *Store) commit() error {
 	return nil
 }
 
+// keepOlder puts the changes of a failed commit back under the newer ones.
+func keepOlder(newer, older map[string][]byte) {
+	for k, v := range older {
+		if _, ok := newer[k]; !ok {
+			newer[k] = v
+		}
+	}
+}
+
 // pageAlloc is the bytes of the pages allocated by every finished transaction;
 // only commits allocate (one at a time, under commitMu).
 func (s *Store) pageAlloc() int64 {
@@ -517,6 +540,46 @@ func (s *Store) DeleteSession(id string) {
 	s.mu.Unlock()
 }
 
+// SaveSubscription stores one subscription of session id (its options as
+// session.EncodeSubscription); nil deletes it. Cost: one key in the next commit.
+func (s *Store) SaveSubscription(id, filter string, opts []byte) {
+	k := string(sessionKey(id, len(filter))) + filter
+	s.mu.Lock()
+	s.subs[k] = opts
+	s.changed()
+	s.mu.Unlock()
+}
+
+// SaveInboundQoS2 records that session id received QoS 2 PUBLISH pid and
+// awaits its PUBREL (awaiting), or forgets it. Cost: one key in the next
+// commit; a PUBLISH and PUBREL in the same commit write nothing.
+func (s *Store) SaveInboundQoS2(id string, pid uint16, awaiting bool) {
+	k := string(binary.BigEndian.AppendUint16(sessionKey(id, 2), pid))
+	var v []byte
+	if awaiting {
+		v = []byte{}
+	}
+	s.mu.Lock()
+	s.qos2[k] = v
+	s.changed()
+	s.mu.Unlock()
+}
+
+// sessionKey returns the prefix of session id's keys in the subs and qos2
+// buckets (length, then id), with room for extra more bytes.
+func sessionKey(id string, extra int) []byte {
+	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(id)+extra), uint16(len(id))), id...)
+}
+
+// splitSessionKey returns the session id of a subs or qos2 key and the rest.
+func splitSessionKey(k []byte) (id string, rest []byte, ok bool) {
+	if len(k) < 2 || len(k) < 2+int(binary.BigEndian.Uint16(k)) {
+		return "", nil, false
+	}
+	n := 2 + int(binary.BigEndian.Uint16(k))
+	return string(k[2:n]), k[n:], true
+}
+
 // SaveRetained stores the retained message of a topic; nil deletes it.
 func (s *Store) SaveRetained(topic string, msg []byte) {
 	s.mu.Lock()
@@ -525,12 +588,43 @@ func (s *Store) SaveRetained(topic string, msg []byte) {
 	s.mu.Unlock()
 }
 
-// Sessions returns the stored session records, as of the last commit.
-func (s *Store) Sessions() (map[string][]byte, error) {
-	out := map[string][]byte{}
+// Sessions returns the stored sessions with their subscriptions and inbound
+// QoS 2 ids, as of the last commit. Keys of a session without a record (none
+// are written) are skipped.
+func (s *Store) Sessions() (map[string]session.StoredSession, error) {
+	out := map[string]session.StoredSession{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
-			out[string(k)] = append([]byte(nil), v...)
+		err := tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			out[string(k)] = session.StoredSession{Record: bytes.Clone(v)}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketSubs).ForEach(func(k, v []byte) error {
+			id, filter, ok := splitSessionKey(k)
+			st, found := out[id]
+			if !ok || !found {
+				return nil
+			}
+			if st.Subscriptions == nil {
+				st.Subscriptions = map[string][]byte{}
+			}
+			st.Subscriptions[string(filter)] = bytes.Clone(v)
+			out[id] = st
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketQoS2).ForEach(func(k, _ []byte) error {
+			id, pid, ok := splitSessionKey(k)
+			st, found := out[id]
+			if !ok || !found || len(pid) != 2 {
+				return nil
+			}
+			st.InboundQoS2 = append(st.InboundQoS2, binary.BigEndian.Uint16(pid))
+			out[id] = st
 			return nil
 		})
 	})
