@@ -21,7 +21,8 @@ import "github.com/mochi-mqtt/server/v2/packets"
 //
 // With neither properties nor an error, mochi writes the short form of
 // PUBACK, PUBREC, PUBREL and PUBCOMP: packet id only, reason 0x00 implied
-// (v5 3.4.2.1), e.g. 40 02 00 07.
+// (v5 3.4.2.1), e.g. 40 02 00 07. A CONNACK refusing an unknown protocol
+// level gets the code the client can read (unsupportedVersion).
 func cleanAck(pk *packets.Packet) {
 	switch pk.FixedHeader.Type {
 	case packets.Puback, packets.Pubrec:
@@ -30,5 +31,7 @@ func cleanAck(pk *packets.Packet) {
 		}
 	case packets.Suback, packets.Unsuback:
 		pk.Properties.User = nil
+	case packets.Connack:
+		unsupportedVersion(pk)
 	}
 }

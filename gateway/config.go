@@ -129,6 +129,9 @@ type MQTTConfig struct {
 	MaxInflight int
 	// ConnectionRate limits new connections per source address.
 	ConnectionRate RateConfig
+	// MaxKeepalive is the longest Keep Alive a client may have, whole seconds,
+	// 0 (no limit) or 1s-65535s; see capKeepalive.
+	MaxKeepalive time.Duration
 }
 
 // SessionsConfig is the sessions section as written in the file. The fields mirror
@@ -400,6 +403,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				"max_topic_length": d.count(&m.MaxTopicLength, 1, 65535),
 				"max_topic_levels": d.count(&m.MaxTopicLevels, 1, 65535),
 				"max_inflight":     d.count(&m.MaxInflight, 1, 65535),
+				"max_keepalive":    d.duration(&m.MaxKeepalive, 0, math.MaxUint16*time.Second, true),
 				"connection_rate":  func(n *yaml.Node, key string) { d.rate(n, key, &m.ConnectionRate) },
 			})
 		},

@@ -23,7 +23,7 @@ func TestDefaultConfig(t *testing.T) {
 		Log:       LogConfig{Level: "info", Format: "text"},
 		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883", Type: "tcp"}},
 		MQTT: MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second,
-			MaxTopicLength: 1024, MaxTopicLevels: 32, MaxInflight: 64,
+			MaxTopicLength: 1024, MaxTopicLevels: 32, MaxInflight: 64, MaxKeepalive: 65535 * time.Second,
 			ConnectionRate: RateConfig{PerSecond: 10, Burst: 50,
 				Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}},
 		Store:   StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew},

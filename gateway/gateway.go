@@ -86,7 +86,8 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	// Before the engine: see limitsHook.
 	lim := &limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
-		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight, rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
+		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight,
+		maxKeepalive: uint16(cfg.MQTT.MaxKeepalive / time.Second), rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
 		stats: limits, log: log.With(slog.String("component", "limits"))}
 	if err := srv.AddHook(lim, nil); err != nil {
 		_ = st.Close()

@@ -51,6 +51,7 @@ type limitsHook struct {
 	maxTopicLen   int          // 0: no limit (a Config built by hand)
 	maxLevels     int          // 0: no limit
 	maxInflight   int          // 0: no limit
+	maxKeepalive  uint16       // seconds; 0: no limit (capKeepalive)
 	rate          *rateLimiter // nil: no connection rate limit
 	stats         *LimitStats
 	log           *slog.Logger
@@ -64,8 +65,8 @@ func (h *limitsHook) Provides(b byte) bool { return limitsPoints.Has(b) }
 var limitsPoints = hookset.Of(mqtt.OnConnect, mqtt.OnSubscribe)
 
 // OnConnect refuses a CONNECT over its source's connection rate and one whose
-// will topic breaks the topic limits, and arms the packet size guard's v5
-// DISCONNECT. It runs before authentication, so a flood costs no password check.
+// will topic breaks the topic limits, holds the client to mqtt.max_keepalive
+// (capKeepalive), and arms the packet size guard's v5 DISCONNECT. It runs before authentication, so a flood costs no password check.
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	v5 := cl.Properties.ProtocolVersion == 5
 	if h.rate != nil && !h.rate.allow(cl.Net.Remote) {
@@ -86,6 +87,9 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			_ = h.srv.SendConnack(cl, packets.ErrTopicNameInvalid, false, nil)
 		}
 		return packets.ErrTopicNameInvalid
+	}
+	if err := capKeepalive(h.srv, cl, h.maxKeepalive, h.log); err != nil {
+		return err
 	}
 	c := cl.Net.Conn
 	if b, ok := c.(*batchconn.Conn); ok {

@@ -41,6 +41,7 @@ mqtt:
   max_topic_length: 200
   max_topic_levels: 8
   max_inflight: 16
+  max_keepalive: 300s
   connection_rate:
     per_second: 2
     burst: 5
@@ -66,7 +67,7 @@ mqtt:
 	m := c.MQTT
 	wantRate := RateConfig{PerSecond: 2, Burst: 5,
 		Exempt: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}}
-	if m.MaxTopicLength != 200 || m.MaxTopicLevels != 8 || m.MaxInflight != 16 || !reflect.DeepEqual(m.ConnectionRate, wantRate) {
+	if m.MaxTopicLength != 200 || m.MaxTopicLevels != 8 || m.MaxInflight != 16 || m.MaxKeepalive != 300*time.Second || !reflect.DeepEqual(m.ConnectionRate, wantRate) {
 		t.Errorf("mqtt %+v", m)
 	}
 	if ids, err := cipherSuites(want[1].TLS.Ciphers); err != nil || len(ids) != len(modernSuites) {
@@ -110,6 +111,12 @@ func TestParseListenerAndLimitErrors(t *testing.T) {
 			`edgegw.yaml:2: mqtt.max_topic_levels: must be between 1 and 65535, got 70000`},
 		{"max_inflight zero", "mqtt:\n  max_inflight: 0\n",
 			`edgegw.yaml:2: mqtt.max_inflight: must be between 1 and 65535, got 0`},
+		{"max_keepalive big", "mqtt:\n  max_keepalive: 70000s\n",
+			`edgegw.yaml:2: mqtt.max_keepalive: must be between 0s and 65535s, got 70000s`},
+		{"max_keepalive fraction", "mqtt:\n  max_keepalive: 1500ms\n",
+			`edgegw.yaml:2: mqtt.max_keepalive: must be whole seconds, got 1500ms`},
+		{"max_keepalive bare number", "mqtt:\n  max_keepalive: 60\n",
+			`edgegw.yaml:2: mqtt.max_keepalive: must be a duration such as "10s" or "24h" (a number needs a unit), got "60"`},
 		{"rate negative", "mqtt:\n  connection_rate:\n    per_second: -1\n",
 			`edgegw.yaml:3: mqtt.connection_rate.per_second: must be between 0 and 1000000, got -1`},
 		{"burst zero", "mqtt:\n  connection_rate:\n    burst: 0\n",
