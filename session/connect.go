@@ -374,7 +374,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 	}
 	for _, m := range back {
 		if g := e.groups[m.Group]; g != nil {
-			e.routeToGroupLocked(g, m)
+			e.routeToGroupLocked(g, m, false) // a move: no admission
 		}
 	}
 	e.log.Debug("session ended", slog.String("client", s.id), slog.String("why", why))

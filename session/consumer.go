@@ -88,20 +88,26 @@ func (e *Engine) AddConsumer(c *Consumer) error {
 	return nil
 }
 
-// routeConsumers queues pk for every consumer with a matching filter.
-func (e *Engine) routeConsumers(pk packets.Packet) {
+// matchConsumers returns the consumers with a filter matching topic (nil when
+// there are none).
+func (e *Engine) matchConsumers(topic string) []*Consumer {
 	e.cons.mu.RLock()
+	defer e.cons.mu.RUnlock()
 	if e.cons.index == nil {
-		e.cons.mu.RUnlock()
-		return
+		return nil
 	}
 	var hit []*Consumer
-	for id := range e.cons.index.Subscribers(pk.TopicName).Subscriptions {
+	for id := range e.cons.index.Subscribers(topic).Subscriptions {
 		if c := e.cons.byID[id]; c != nil {
 			hit = append(hit, c)
 		}
 	}
-	e.cons.mu.RUnlock()
+	return hit
+}
+
+// routeConsumers queues pk for the consumers hit (matchConsumers); with noStore
+// (the store refused the message) durable consumer queues do not get it.
+func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, noStore bool) {
 	for _, c := range hit {
 		if c.Skip != nil && c.Skip(pk) {
 			continue
@@ -109,6 +115,12 @@ func (e *Engine) routeConsumers(pk packets.Packet) {
 		out := pk
 		out.PacketID, out.FixedHeader.Dup = 0, false
 		c.mu.Lock()
+		if noStore && isDurable(c.Queue) {
+			e.stats.QueueRefused.Add(1)
+			c.dropped++
+			c.mu.Unlock()
+			continue
+		}
 		e.consumerOverflowEnds(c)
 		ok, lost := e.makeRoomBytes(c, Size(out))
 		if ok {
@@ -129,7 +141,9 @@ func (e *Engine) routeConsumers(pk packets.Packet) {
 // PublishLocal publishes a message that arrived from outside the MQTT listeners
 // (a bridge downlink, a meter) as if a client had published it: retained handling,
 // routing to sessions and consumers. origin names the source; consumers use it to
-// avoid loops. In strict mode it returns once QoS 1/2 effects are on disk.
+// avoid loops. A QoS 1/2 message the store cannot take is refused whole (the
+// store's error, nothing queued). In strict mode it returns once QoS 1/2 effects
+// are on disk.
 func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	pk.FixedHeader.Type = packets.Publish
 	pk.Origin = origin
@@ -139,14 +153,14 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	if pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}
-	durable := e.store != nil && pk.FixedHeader.Qos > 0
-	if durable {
-		if err := e.store.Healthy(); err != nil {
-			return err
-		}
+	// A QoS 1/2 message is admitted all or nothing, as from a network client
+	// (publishTo); the caller keeps it (the bridge does not acknowledge it
+	// upstream) when it is refused.
+	stored, err := e.publishTo(pk, &delivery{}, pk.FixedHeader.Qos > 0)
+	if err != nil {
+		return err
 	}
-	e.publish(pk)
-	if durable && e.strict {
+	if e.strict && pk.FixedHeader.Qos > 0 && stored > 0 {
 		return e.store.Sync()
 	}
 	return nil

@@ -333,6 +333,17 @@ func (e *Engine) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 	if s == nil {
 		return
 	}
+	if s.durable && e.store != nil {
+		var size int64
+		for i := range msgs {
+			size += Size(msgs[i].Packet)
+		}
+		if err := e.store.Reserve(len(msgs), size); err != nil {
+			e.stats.QueueRefused.Add(int64(len(msgs)))
+			return // all or none, as for a routed message
+		}
+		defer e.store.Unreserve(len(msgs), size)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range msgs {

@@ -26,6 +26,14 @@ type Store interface {
 	SaveRetained(topic string, msg []byte) // nil deletes
 	Sync() error
 	Healthy() error
+	// Reserve admits new durable work of entries queue entries whose Size adds
+	// up to size, or refuses all of it (the store is failing or would pass its
+	// cap). Queue.Append of a store queue never refuses for room: the engine
+	// reserves a message's whole fan-out before its first append, so that an
+	// admitted message is in every queue it goes to and a refused one in none.
+	// Unreserve ends the reservation once the appends are made.
+	Reserve(entries int, size int64) error
+	Unreserve(entries int, size int64)
 }
 
 // StoredSession is what the store holds of one persistent session.

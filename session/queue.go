@@ -100,6 +100,12 @@ func (q *MemQueue) appendPtr(m *Message) {
 	q.live++
 }
 
+// isDurable reports whether q is on the store: any Queue but a MemQueue.
+func isDurable(q Queue) bool {
+	_, mem := q.(*MemQueue)
+	return !mem
+}
+
 // appendMessage appends *m to q: handed over to an in-memory queue
 // (MemQueue.appendPtr), copied into any other. The caller must not use m
 // afterwards.

@@ -21,11 +21,15 @@ func isShared(filter string) bool { return strings.HasPrefix(filter, sharePrefix
 var errRouted error = packets.CodeSuccessIgnore
 
 // PacketPublish (run last by gateway's packetChain for mochi's OnPublish) routes an
-// inbound PUBLISH to the queues of every matching session and
+// inbound PUBLISH to the queues of every matching session and consumer and
 // stores it if retained, then tells mochi to acknowledge it without routing it
 // itself (packets.CodeSuccessIgnore). It runs in the publisher's read goroutine
 // before the PUBACK/PUBREC is written, so a durable queue can make the
 // acknowledgement wait for its commit.
+//
+// Admission of a QoS 1/2 message is all or nothing (publishTo): the store
+// reserves room for every durable queue it goes to before the first append, or
+// the whole message is refused and appended nowhere.
 func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 {
 		if s := e.session(cl.ID); s != nil {
@@ -35,31 +39,31 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 			s.mu.Unlock()
 		}
 	}
-	durable := e.store != nil && pk.FixedHeader.Qos > 0
-	if durable {
-		if err := e.store.Healthy(); err != nil {
-			return e.refusePublish(cl, *pk, err)
-		}
-	}
 	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}
-	var busy []*Session
-	e.publishTo(*pk, &busy)
-	if (durable && e.strict) || len(busy) > 0 {
+	d := delivery{collect: !cl.Net.Inline}
+	stored, err := e.publishTo(*pk, &d, pk.FixedHeader.Qos > 0)
+	if err != nil {
+		return e.refusePublish(cl, *pk, err)
+	}
+	// Strict: the acknowledgement waits for the commit of what the message
+	// stored, and of the QoS 2 state recorded above.
+	sync := e.strict && pk.FixedHeader.Qos > 0 && (stored > 0 || pk.FixedHeader.Qos == 2)
+	if sync || len(d.busy) > 0 {
 		// The reader is about to wait for a commit or another session: what
 		// this connection gathered (PUBACKs of earlier packets) goes out first.
 		if g, ok := cl.Net.Conn.(gatherer); ok {
 			_ = g.Flush()
 		}
 	}
-	if durable && e.strict {
+	if sync {
 		if err := e.store.Sync(); err != nil {
 			return e.refusePublish(cl, *pk, err)
 		}
 	}
 	if !cl.Net.Inline {
-		for _, s := range busy {
+		for _, s := range d.busy {
 			if s.id != cl.ID { // a client's own queue drains only as it reads: never wait for it
 				e.waitRoom(s)
 			}
@@ -72,6 +76,16 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 // 0x97 Quota exceeded; v3.1.1 has no negative PUBACK, so it gets none and the
 // client re-sends after reconnecting [MQTT-4.4.0-1].
 func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) error {
+	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 { // the flow ends here: no PUBREL will come
+		if s := e.session(cl.ID); s != nil {
+			s.mu.Lock()
+			if _, awaiting := s.inboundQoS2[pk.PacketID]; awaiting {
+				delete(s.inboundQoS2, pk.PacketID)
+				e.persistQoS2Locked(s, pk.PacketID, false)
+			}
+			s.mu.Unlock()
+		}
+	}
 	e.stats.PublishesRefused.Add(1)
 	e.log.Warn("publish refused: store unavailable", slog.String("client", cl.ID),
 		slog.String("topic", pk.TopicName), slog.Any("error", err))
@@ -81,7 +95,9 @@ func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) er
 	return packets.ErrRejectPacket
 }
 
-// publishAll publishes packets built by the engine (wills, $SYS).
+// publishAll publishes packets built by the engine (wills, $SYS). Nobody
+// acknowledges them: when the store refuses, they still reach the sessions
+// whose queues are in RAM.
 func (e *Engine) publishAll(pks []packets.Packet) {
 	for _, pk := range pks {
 		if pk.Created == 0 {
@@ -97,34 +113,94 @@ func (e *Engine) publishAll(pks []packets.Packet) {
 	}
 }
 
-// publish stores a retained message and routes the packet.
-func (e *Engine) publish(pk packets.Packet) { e.publishTo(pk, nil) }
+// publish stores a retained message and routes the packet; if the store
+// refuses, durable queues do not get it (see publishTo).
+func (e *Engine) publish(pk packets.Packet) { _, _ = e.publishTo(pk, &delivery{}, false) }
 
-// publishTo is publish; when busy is not nil, it also collects the online
-// sessions whose queues are above flowHigh after this packet (see waitRoom).
-func (e *Engine) publishTo(pk packets.Packet, busy *[]*Session) {
-	if pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0 {
+// delivery is the routing of one message: whether the store admitted it, and
+// what PacketPublish needs back.
+type delivery struct {
+	noStore bool       // the store refused: durable queues skip the message (counted)
+	collect bool       // collect busy
+	busy    []*Session // online sessions above flowHigh after this message (see waitRoom)
+}
+
+// publishTo admits pk, stores it if retained and routes it. Admission is all or
+// nothing: the store reserves room for every durable queue the message may go
+// to (persistent sessions, shared groups, durable consumers such as the bridge
+// outbox and meter command queues) and for its retained copy, before anything
+// is appended, so a message is either in every queue it matched or in none,
+// however commits in between find the store. When the store refuses, publishTo
+// returns its error and does nothing if refuse is set; otherwise the message
+// goes only to the queues in RAM (d.noStore). It returns the number of store
+// entries reserved (0: the message has no durable effect).
+//
+// Cost: a second look-up of each matching session (e.mu read lock) and one
+// Reserve/Unreserve pair when a store is configured and a durable queue matches.
+func (e *Engine) publishTo(pk packets.Packet, d *delivery, refuse bool) (int, error) {
+	subs := e.subscribers(pk.TopicName)
+	cons := e.matchConsumers(pk.TopicName)
+	retain := pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0
+	stored := retain && !strings.HasPrefix(pk.TopicName, "$SYS/") // statistics are not stored
+	n := 0
+	if e.store != nil {
+		n = e.durableTargets(subs, cons)
+		if stored {
+			n++
+		}
+	}
+	if n > 0 {
+		size := int64(n) * Size(pk)
+		if err := e.store.Reserve(n, size); err != nil {
+			if refuse {
+				return 0, err
+			}
+			d.noStore, n = true, 0
+		} else {
+			defer e.store.Unreserve(n, size)
+		}
+	}
+	if retain {
 		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
-		if !strings.HasPrefix(pk.TopicName, "$SYS/") { // statistics are not stored
+		if stored {
 			e.persistRetained(pk)
 		}
 	}
-	e.route(pk, busy)
+	e.route(pk, subs, cons, d)
+	return n, nil
+}
+
+// durableTargets counts the store queues a message matching subs and cons may
+// be appended to: persistent sessions' queues, one per shared group (its queue
+// or its member's), durable consumers' queues. An upper bound: a No Local or
+// offline QoS 0 copy is counted though it is not queued.
+func (e *Engine) durableTargets(subs *mqtt.Subscribers, cons []*Consumer) int {
+	n := len(subs.Shared)
+	for id := range subs.Subscriptions {
+		if s := e.session(id); s != nil && s.durable {
+			n++
+		}
+	}
+	for _, c := range cons {
+		if isDurable(c.Queue) {
+			n++
+		}
+	}
+	return n
 }
 
 // route delivers pk to every matching subscription. Overlapping subscriptions of
 // one client give it one copy (mochi merges them with all their identifiers and
 // the highest QoS); a shared subscription gives one copy to one member of each
 // group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
-func (e *Engine) route(pk packets.Packet, busy *[]*Session) {
-	e.routeConsumers(pk)
-	subs := e.subscribers(pk.TopicName)
+func (e *Engine) route(pk packets.Packet, subs *mqtt.Subscribers, cons []*Consumer, d *delivery) {
+	e.routeConsumers(pk, cons, d.noStore)
 	if len(subs.Shared) > 0 {
 		e.mu.RLock()
 		for filter := range subs.Shared {
 			if g := e.groups[filter]; g != nil {
-				e.routeToGroupLocked(g, Message{Group: filter, Packet: pk})
+				e.routeToGroupLocked(g, Message{Group: filter, Packet: pk}, d.noStore)
 			}
 		}
 		e.mu.RUnlock()
@@ -133,16 +209,17 @@ func (e *Engine) route(pk packets.Packet, busy *[]*Session) {
 		if sub.NoLocal && pk.Origin == id { // [MQTT-3.8.3-3]
 			continue
 		}
-		if s := e.session(id); s != nil && e.deliver(s, sub, &pk, "", false) && busy != nil {
-			*busy = append(*busy, s)
+		if s := e.session(id); s != nil && e.deliver(s, sub, &pk, "", false, d.noStore) && d.collect {
+			d.busy = append(d.busy, s)
 		}
 	}
 }
 
 // routeToGroupLocked gives m to one online member of g, round robin over the
-// members sorted by id, or queues it for the group when none is online. Caller
+// members sorted by id, or queues it for the group when none is online. With
+// noStore (the store refused the message) durable queues do not get it. Caller
 // holds e.mu (read or write) and neither g.mu nor any session lock.
-func (e *Engine) routeToGroupLocked(g *group, m Message) {
+func (e *Engine) routeToGroupLocked(g *group, m Message, noStore bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ids := make([]string, 0, len(g.members))
@@ -162,7 +239,7 @@ func (e *Engine) routeToGroupLocked(g *group, m Message) {
 		s.mu.Unlock()
 		if on && ok {
 			g.next = (g.next + i + 1) % len(ids)
-			e.deliver(s, sub, &m.Packet, g.filter, false)
+			e.deliver(s, sub, &m.Packet, g.filter, false, noStore)
 			return
 		}
 	}
@@ -170,11 +247,16 @@ func (e *Engine) routeToGroupLocked(g *group, m Message) {
 		e.stats.QoS0Dropped.Add(1)
 		return
 	}
+	if noStore && isDurable(g.queue) {
+		e.stats.QueueRefused.Add(1)
+		return
+	}
 	e.enqueue(g.filter, g.queue, &g.overflow, 0, &Message{Group: g.filter, Packet: m.Packet})
 }
 
 // drainGroup moves the messages waiting in the group of filter to s, oldest
-// first. Called when s comes online or joins the group.
+// first. Called when s comes online or joins the group. A move needs no
+// admission: it frees what it takes.
 func (e *Engine) drainGroup(filter string, s *Session) {
 	e.mu.RLock()
 	g := e.groups[filter]
@@ -198,21 +280,26 @@ func (e *Engine) drainGroup(filter string, s *Session) {
 			return
 		}
 		for _, m := range msgs {
-			e.deliver(s, sub, &m.Packet, filter, false)
+			e.deliver(s, sub, &m.Packet, filter, false, false)
 			_ = g.queue.Remove(m.Seq)
 		}
 	}
 	g.overflow = overflowState{}
 }
 
-// deliver queues the copy of pk that subscription sub of session s receives. It
-// reports whether s is online with more than flowHigh messages waiting to be
-// sent (see waitRoom).
-func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packet, groupFilter string, retained bool) (busy bool) {
+// deliver queues the copy of pk that subscription sub of session s receives;
+// with noStore (the store refused the message) a session whose queue is on the
+// store does not get it (counted as refused). It reports whether s is online
+// with more than flowHigh messages waiting to be sent (see waitRoom).
+func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packet, groupFilter string, retained, noStore bool) (busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.online() && min(pk.FixedHeader.Qos, sub.Qos) == 0 && !e.opts.QueueQoS0 {
 		e.stats.QoS0Dropped.Add(1)
+		return false
+	}
+	if noStore && s.durable {
+		e.stats.QueueRefused.Add(1)
 		return false
 	}
 	m := &Message{Group: groupFilter, Packet: *pk} // the one copy, kept by the queue

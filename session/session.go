@@ -17,8 +17,9 @@ import (
 // shared-group move appended behind them; cl is the current connection (nil when
 // offline) and bind its sender once CONNACK is out.
 type Session struct {
-	id    string
-	queue Queue
+	id      string
+	queue   Queue
+	durable bool // queue is on the store (not a *MemQueue); fixed, like queue
 
 	mu             sync.Mutex
 	version        byte
@@ -48,7 +49,7 @@ type Session struct {
 }
 
 func newSession(id string, q Queue) *Session {
-	return &Session{id: id, queue: q, subs: map[string]packets.Subscription{},
+	return &Session{id: id, queue: q, durable: isDurable(q), subs: map[string]packets.Subscription{},
 		pids: map[uint16]uint64{}, inboundQoS2: map[uint16]struct{}{}}
 }
 

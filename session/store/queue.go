@@ -76,11 +76,11 @@ func (q *Queue) mark() {
 	q.s.mu.Unlock()
 }
 
-// Append implements session.Queue. It fails with ErrFull while commits fail.
+// Append implements session.Queue. It never refuses for room: admission is the
+// caller's, for a whole message at once (Store.Reserve), so that a message
+// admitted is in every queue it goes to even when a commit in between finds
+// the store above its cap. It fails only for a released queue.
 func (q *Queue) Append(m session.Message) (uint64, error) {
-	if err := q.s.Healthy(); err != nil {
-		return 0, err
-	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.released {
@@ -88,8 +88,10 @@ func (q *Queue) Append(m session.Message) (uint64, error) {
 	}
 	m.Seq = q.nextSeq
 	q.nextSeq++
+	size := session.Size(m.Packet)
 	q.count++
-	q.bytes += session.Size(m.Packet)
+	q.bytes += size
+	q.s.pendBytes.Add(size + entryOverhead)
 	q.pend.appends = append(q.pend.appends, m)
 	q.mark()
 	return m.Seq, nil
@@ -159,6 +161,7 @@ func (q *Queue) remove(seq uint64) (int64, bool) {
 		q.pend.appends = append(q.pend.appends[:i], q.pend.appends[i+1:]...)
 		q.count--
 		q.bytes -= size
+		q.s.pendBytes.Add(-(size + entryOverhead))
 		q.s.stats.MessagesSkipped.Add(1)
 		return size, true
 	}

@@ -124,6 +124,16 @@ type Store struct {
 	shedLog  shedLog
 	cond     *sync.Cond
 
+	// Admission (Reserve): usedBytes is the pages in use measured by the last
+	// successful commit; pendBytes estimates the queue entries appended since
+	// (entryOverhead plus session.Size each, less those removed before their
+	// commit); flushBytes is pendBytes as the running commit took it;
+	// reserved is what admitted messages are about to append.
+	usedBytes  int64 // guarded by mu
+	flushBytes int64 // guarded by mu
+	pendBytes  atomic.Int64
+	reserved   atomic.Int64
+
 	commitMu sync.Mutex // one commit at a time
 	kick     chan struct{}
 	stop     chan struct{}
@@ -285,6 +295,45 @@ func (s *Store) Stats() *Stats { return &s.stats }
 func (s *Store) Healthy() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.healthyLocked()
+}
+
+// Reserve admits new durable work of entries queue entries whose session.Size
+// adds up to size, or refuses all of it: it returns Healthy's error, or, under
+// RefuseNew with a MaxBytes, ErrFull when the pages in use at the last commit
+// plus the entries appended or reserved since (each estimated as entryOverhead
+// plus its size) would pass MaxBytes. Queue.Append never refuses for room, so
+// a caller that reserved the whole fan-out of a message before appending it
+// puts it in every queue or in none. The caller calls Unreserve with the same
+// numbers once its appends are made (they are then counted as appended).
+//
+// Cost: one lock of the store's mutex and two atomic adds.
+func (s *Store) Reserve(entries int, size int64) error {
+	need := size + int64(entries)*entryOverhead
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.healthyLocked(); err != nil {
+		return err
+	}
+	if s.opts.MaxBytes > 0 && s.opts.Overflow != session.DropOldest {
+		projected := s.usedBytes + s.flushBytes + max(s.pendBytes.Load(), 0) + s.reserved.Load() + need
+		if projected > s.opts.MaxBytes {
+			s.signal() // a commit measures again, with the removals made since
+			return fmt.Errorf("%w: %s would pass store.max_bytes (%d bytes); durable work is refused until queues drain",
+				ErrFull, s.path, s.opts.MaxBytes)
+		}
+	}
+	s.reserved.Add(need)
+	return nil
+}
+
+// Unreserve ends a reservation made by Reserve(entries, size).
+func (s *Store) Unreserve(entries int, size int64) {
+	s.reserved.Add(-(size + int64(entries)*entryOverhead))
+}
+
+// healthyLocked is Healthy; caller holds s.mu.
+func (s *Store) healthyLocked() error {
 	if s.failErr != nil {
 		return s.failErr
 	}
@@ -381,6 +430,7 @@ func (s *Store) commit() error {
 	s.dirty = map[*Queue]struct{}{}
 	s.pending = 0
 	nextQID := s.nextQID
+	s.flushBytes += s.pendBytes.Swap(0) // after a failed commit it still holds that batch
 	s.mu.Unlock()
 
 	for _, q := range dirty {
@@ -466,8 +516,11 @@ func (s *Store) commit() error {
 	wasBlocked := s.failErr != nil || (s.full && (!dropping || s.stuck))
 	s.failErr = nil
 	s.full, s.excess = false, 0
+	s.flushBytes = 0
 	if s.opts.MaxBytes > 0 {
-		if used := s.used(); used > s.opts.MaxBytes {
+		used := s.used()
+		s.usedBytes = used
+		if used > s.opts.MaxBytes {
 			s.full = true
 			if dropping {
 				s.excess = used - s.opts.MaxBytes*9/10

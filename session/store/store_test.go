@@ -286,10 +286,14 @@ func TestFullStoreRefusesAndRecovers(t *testing.T) {
 	for i := range 1000 {
 		m := msg(i)
 		m.Packet.Payload = make([]byte, 1024)
-		seq, err := q.Append(m)
-		if err != nil {
+		if err := s.Reserve(1, session.Size(m.Packet)); err != nil {
 			refused = err
 			break
+		}
+		seq, err := q.Append(m)
+		s.Unreserve(1, session.Size(m.Packet))
+		if err != nil {
+			t.Fatalf("append %d after Reserve: %v", i, err)
 		}
 		seqs = append(seqs, seq)
 		if err := s.Sync(); err != nil {
@@ -314,8 +318,8 @@ func TestFullStoreRefusesAndRecovers(t *testing.T) {
 	if err := s.Healthy(); err != nil {
 		t.Fatalf("after the queue drained: %v", err)
 	}
-	if _, err := q.Append(msg(1)); err != nil {
-		t.Fatalf("append after the drain: %v", err)
+	if err := s.Reserve(1, 1024); err != nil {
+		t.Fatalf("reserve after the drain: %v", err)
 	}
 }
 
@@ -595,5 +599,55 @@ func TestBytesWritten(t *testing.T) {
 	_ = s.commit()
 	if after := s.Stats().BytesWritten.Load(); after != before {
 		t.Fatalf("idle commit wrote %d bytes", after-before)
+	}
+}
+
+// A message admitted with Reserve for its whole fan-out goes into every queue,
+// even when a commit between two of its appends finds the store above
+// max_bytes (issue 13.2): admission is per message, never per queue; the next
+// Reserve refuses it all.
+func TestReserveAdmitsWholeFanOut(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, MaxBytes: 256 << 10})
+	const fan = 10
+	var qs []session.Queue
+	for i := range fan {
+		q, _ := s.Queue(fmt.Sprintf("s/%d", i))
+		qs = append(qs, q)
+	}
+	admitted := 0
+	var refused error
+	for i := range 1000 {
+		m := msg(i)
+		m.Packet.Payload = make([]byte, 1024)
+		size := int64(fan) * session.Size(m.Packet)
+		if refused = s.Reserve(fan, size); refused != nil {
+			break
+		}
+		for j, q := range qs {
+			if _, err := q.Append(m); err != nil {
+				t.Fatalf("message %d, queue %d: append after Reserve: %v", i, j, err)
+			}
+			if j == fan/2 {
+				if err := s.commit(); err != nil { // may find the store full
+					t.Fatal(err)
+				}
+			}
+		}
+		s.Unreserve(fan, size)
+		admitted++
+	}
+	if !errors.Is(refused, ErrFull) || !strings.Contains(refused.Error(), "store.max_bytes") {
+		t.Fatalf("reserve over the cap: %v, want ErrFull naming store.max_bytes", refused)
+	}
+	if admitted < 10 {
+		t.Fatalf("only %d messages admitted under a 256 KiB cap", admitted)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for j, q := range qs {
+		if q.Len() != admitted || len(payloads(t, q.(*Queue))) != admitted {
+			t.Fatalf("queue %d holds %d, want every admitted message (%d)", j, q.Len(), admitted)
+		}
 	}
 }
