@@ -328,7 +328,7 @@ func (b *Bridge) Status() Status {
 	st.OutboxDepth = b.outbox.Len()
 	st.OutboxBytes = b.outbox.Bytes()
 	if m, err := b.outbox.Peek(0, 1); err == nil && len(m) > 0 && m[0].Packet.Created > 0 {
-		st.OutboxOldestAge = time.Since(time.Unix(m[0].Packet.Created, 0)).Seconds()
+		st.OutboxOldestAge = b.engine.Now().Sub(time.Unix(m[0].Packet.Created, 0)).Seconds() // Created: steady time
 	}
 	if b.consumer != nil {
 		st.OutboxDropped = b.consumer.Dropped()
@@ -527,7 +527,7 @@ func (b *Bridge) pump(cn *conn) error {
 			pk.Properties.SubscriptionIdentifier = nil
 			pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 			if pk.Expiry > 0 {
-				left := pk.Expiry - time.Now().Unix()
+				left := pk.Expiry - b.engine.Now().Unix() // Expiry is in the engine's steady time
 				if left <= 0 {
 					_ = b.outbox.Remove(m.Seq) // expired while waiting
 					b.cursor = m.Seq + 1

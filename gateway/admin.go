@@ -21,7 +21,7 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 	parts := &admin.Parts{
 		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
 		Bridges: g.bridges.list, Meters: g.meters, MaxSessions: g.cfg.Sessions.MaxSessions,
-		Counters: g.counters,
+		Counters: g.counters, Clock: g.clock,
 	}
 	if parts.Version == "" {
 		parts.Version = "dev"

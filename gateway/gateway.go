@@ -21,6 +21,7 @@ import (
 	"edgegw/gateway/admin"
 	"edgegw/gateway/auth"
 	"edgegw/hardware"
+	"edgegw/internal/clock"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -38,13 +39,27 @@ type Gateway struct {
 	auth      *auth.Hook
 	listeners map[string]*listener
 	limits    *LimitStats
-	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go)
+	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go) and runClock
+	clock     *clock.Clock
 	admin     *admin.Server // nil when turned off (admin.go)
 }
 
-// New builds a gateway from a checked configuration. deps lets tests inject a
-// clock; production passes session.Deps{}.
+// New builds a gateway from a checked configuration on the system clock.
+// Production passes session.Deps{}; a test's deps.Now is taken as a clock
+// source that only moves as elapsed time (clock.Func; NewClocked for jumps).
 func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
+	var src clock.Source = clock.NewSystem(0)
+	if deps.Now != nil {
+		src = clock.Func(deps.Now)
+	}
+	return NewClocked(cfg, log, deps, src)
+}
+
+// NewClocked builds a gateway whose clock reads src. The engine, the meters,
+// the bridges and the rate limits count elapsed time in the steady time built
+// on it (internal/clock), continued from the store's checkpoint; deps.Now is
+// ignored.
+func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Source) (*Gateway, error) {
 	started := time.Now()
 	if err := makeDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
@@ -53,12 +68,10 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	authOpts.Now = deps.Now // the log rate limit's clock; nil is time.Now
 	var engine *session.Engine
 	authOpts.SessionOwner = func(id string) (string, bool) { return engine.SessionUser(id) } // set below, before serving
 	authOpts.Subscriptions = func(id string) []string { d, _ := engine.SessionDetail(id); return d.Subscriptions }
 	authOpts.Unsubscribe = func(id string, filters []string) { engine.Unsubscribe(id, filters) }
-	authHook := auth.NewHook(authOpts)
 	if deps.Log == nil {
 		deps.Log = log.With(slog.String("component", "sessions"))
 	}
@@ -66,6 +79,10 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	clk := startClock(st, src, cfg.Sessions.MaxExpiry, log.With(slog.String("component", "clock")))
+	deps.Now = clk.Now
+	authOpts.Now = clk.Now // the log rate limit's clock
+	authHook := auth.NewHook(authOpts)
 	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
 	var hub atomic.Pointer[hardware.Hub]
 	limits := new(LimitStats)
@@ -81,9 +98,6 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	srv := NewServer(cfg, log)
 	now := deps.Now
-	if now == nil {
-		now = time.Now
-	}
 	// Before the engine: see limitsHook.
 	lim := &limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
 		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight,
@@ -116,7 +130,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	meters, err := newMeters(cfg, engine, st, log, deps.Now)
+	meters, err := newMeters(cfg, engine, st, log, clk)
 	if err != nil {
 		_ = engine.Stop()
 		_ = st.Close()
@@ -131,7 +145,7 @@ func New(cfg Config, log *slog.Logger, deps session.Deps) (*Gateway, error) {
 	}
 	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, auth: authHook,
-		listeners: map[string]*listener{}, limits: limits}
+		listeners: map[string]*listener{}, limits: limits, clock: clk}
 	for _, lc := range cfg.Listeners {
 		var ts *tlsSource
 		if lc.TLS != nil {
@@ -231,6 +245,7 @@ func (g *Gateway) Start() error {
 	if tuner != nil {
 		go tuner.run(g.trimStop)
 	}
+	go g.runClock(g.trimStop)
 	trim := newMemTrimmer(g.log.With(slog.String("component", "memory")))
 	trim.free = func() { debug.FreeOSMemory(); g.store.ReleaseMapped() }
 	go trim.run(g.trimStop)
@@ -293,6 +308,7 @@ func (g *Gateway) Close() error {
 	g.drainClients()
 	err := g.srv.Close()
 	_ = g.engine.Stop()
+	writeCheckpoint(g.store, g.clock, g.log.With(slog.String("component", "clock")))
 	if cerr := g.store.Close(); err == nil {
 		err = cerr
 	}
@@ -348,8 +364,17 @@ func restore(engine *session.Engine, st *store.Store) error {
 
 // Run starts a gateway and serves until ctx is done. Each value received on
 // reload (SIGHUP in edgegw run) calls Reload; reload may be nil.
+//
+// FAKETIME (the variable Debian's faketime(1) sets) moves the wall clock by
+// its relative offset: a test hook, see clock.FakeTimeOffset.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, reload <-chan os.Signal) error {
-	g, err := New(cfg, log, session.Deps{})
+	offset, err := clock.FakeTimeOffset(os.Getenv("FAKETIME"))
+	if err != nil {
+		log.Warn("FAKETIME ignored", slog.Any("error", err))
+	} else if offset != 0 {
+		log.Warn("test hook: the wall clock is moved by FAKETIME", slog.Duration("offset", offset))
+	}
+	g, err := NewClocked(cfg, log, session.Deps{}, clock.NewSystem(offset))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"edgegw/hardware"
 	"edgegw/hardware/line"
 	"edgegw/hardware/modbus"
+	"edgegw/internal/clock"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -43,7 +44,7 @@ func (c Config) commandExpiry() time.Duration {
 
 // newMeters builds the hub with every configured port, protocol and meter. It
 // returns nil when no port is configured.
-func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Logger, now func() time.Time) (*hardware.Hub, error) {
+func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Logger, clk *clock.Clock) (*hardware.Hub, error) {
 	mc := cfg.Meters
 	if len(mc.Ports) == 0 {
 		return nil, nil
@@ -57,7 +58,9 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 		CommandExpiry: cfg.commandExpiry(),
 		MaxQueued:     cfg.Sessions.MaxQueued,
 		Overflow:      cfg.Sessions.QueueOverflow,
-		Now:           now,
+		Now:           clk.Now,
+		Wall:          clk.Wall,
+		Unsynced:      clk.Unsynced,
 		Log:           log.With(slog.String("component", "meters")),
 	})
 	types := map[string]MeterTypeConfig{}

@@ -47,9 +47,17 @@ type Options struct {
 	// MaxQueued and Overflow bound each meter's command queue.
 	MaxQueued int
 	Overflow  session.Overflow
-	// Now is the clock of timestamps, silence and expiry (the engine's clock).
+	// Now is the clock of silence and command expiry: the engine's steady
+	// time (internal/clock), which wall-clock jumps do not move.
 	Now func() time.Time
-	Log *slog.Logger
+	// Wall is the clock of reading timestamps and meter status times
+	// (nil: Now).
+	Wall func() time.Time
+	// Unsynced, if set, reports whether the kernel says the wall clock is not
+	// synchronised; readings taken meanwhile carry the quality flag
+	// "clock_unsynced".
+	Unsynced func() bool
+	Log      *slog.Logger
 	// CheckInterval is how often silence and command expiry are checked; 0: 1s.
 	CheckInterval time.Duration
 }
@@ -74,6 +82,9 @@ func New(engine Engine, opts Options) *Hub {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Wall == nil {
+		opts.Wall = opts.Now
+	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -92,7 +103,11 @@ func New(engine Engine, opts Options) *Hub {
 	return &Hub{engine: engine, opts: opts, log: opts.Log, origin: "$hardware", meters: map[string]*Meter{}}
 }
 
-func (h *Hub) now() time.Time { return h.opts.Now() }
+func (h *Hub) now() time.Time  { return h.opts.Now() }
+func (h *Hub) wall() time.Time { return h.opts.Wall() }
+
+// unsynced reports whether readings are to carry "clock_unsynced".
+func (h *Hub) unsynced() bool { return h.opts.Unsynced != nil && h.opts.Unsynced() }
 
 // validID is the form of a meter id: it becomes a topic level and part of the
 // client id "meter-<id>".

@@ -33,7 +33,8 @@ type Reading struct {
 	Values []Value
 	// Text holds non-numeric fields (line meters: firmware version, ...).
 	Text map[string]string
-	// Quality flags; empty means ["ok"]. See docs/meters.md.
+	// Quality flags; empty means ["ok"]. See docs/meters.md. Publish adds
+	// QualityClockUnsynced while the wall clock is not synchronised.
 	Quality []string
 }
 
@@ -73,8 +74,8 @@ type Meter struct {
 	mu          sync.Mutex
 	state       string
 	since       time.Time
-	lastSeen    time.Time // last contact (zero: none since start-up)
-	lastContact time.Time // last contact or start-up: silence counts from here
+	lastSeen    time.Time // last contact, wall clock (zero: none since start-up)
+	lastContact time.Time // last contact or start-up, steady time: silence counts from here
 	missed      int
 	reason      string
 	wake        func()
@@ -163,10 +164,29 @@ func EncodeReading(id string, ts time.Time, r Reading) []byte {
 	return b
 }
 
-// Publish publishes a reading as the meter and marks it seen.
+// QualityClockUnsynced flags a reading taken while the kernel reported the wall
+// clock unsynchronised (adjtimex STA_UNSYNC): its "ts" may be far off.
+const QualityClockUnsynced = "clock_unsynced"
+
+// withFlag returns the quality flags q plus flag, without "ok".
+func withFlag(q []string, flag string) []string {
+	out := make([]string, 0, len(q)+1)
+	for _, f := range q {
+		if f != "ok" {
+			out = append(out, f)
+		}
+	}
+	return append(out, flag)
+}
+
+// Publish publishes a reading as the meter and marks it seen. Its "ts" is the
+// wall clock.
 func (m *Meter) Publish(r Reading) {
 	m.Seen()
-	now := m.hub.now()
+	now := m.hub.wall()
+	if m.hub.unsynced() {
+		r.Quality = withFlag(r.Quality, QualityClockUnsynced)
+	}
 	m.readings.Add(1)
 	if m.port != nil {
 		m.port.counters.Readings.Add(1)
@@ -184,10 +204,10 @@ func (m *Meter) Publish(r Reading) {
 
 // Seen records contact with the meter: it is online.
 func (m *Meter) Seen() {
-	now := m.hub.now()
+	now, wall := m.hub.now(), m.hub.wall()
 	m.mu.Lock()
-	m.lastSeen, m.lastContact, m.missed = now, now, 0
-	changed := m.setStateLocked(StateOnline, "", now)
+	m.lastSeen, m.lastContact, m.missed = wall, now, 0
+	changed := m.setStateLocked(StateOnline, "", wall)
 	m.mu.Unlock()
 	if changed {
 		m.publishStatus()
@@ -197,12 +217,12 @@ func (m *Meter) Seen() {
 // Missed records a poll the meter did not answer; after MeterConfig.OfflineAfter
 // consecutive ones it is offline.
 func (m *Meter) Missed() {
-	now := m.hub.now()
+	wall := m.hub.wall()
 	m.mu.Lock()
 	m.missed++
 	changed := false
 	if m.cfg.OfflineAfter > 0 && m.missed >= m.cfg.OfflineAfter {
-		changed = m.setStateLocked(StateOffline, "missed_polls", now)
+		changed = m.setStateLocked(StateOffline, "missed_polls", wall)
 	}
 	m.mu.Unlock()
 	if changed {
@@ -218,7 +238,7 @@ func (m *Meter) checkSilence(now time.Time) {
 	m.mu.Lock()
 	changed := false
 	if now.Sub(m.lastContact) >= m.cfg.Silence {
-		changed = m.setStateLocked(StateOffline, "silence", now)
+		changed = m.setStateLocked(StateOffline, "silence", m.hub.wall())
 	}
 	m.mu.Unlock()
 	if changed {
@@ -226,7 +246,8 @@ func (m *Meter) checkSilence(now time.Time) {
 	}
 }
 
-// setStateLocked changes the state; caller holds m.mu. It reports a change.
+// setStateLocked changes the state at wall-clock time now; caller holds m.mu.
+// It reports a change.
 func (m *Meter) setStateLocked(state, reason string, now time.Time) bool {
 	if m.state == state {
 		return false
@@ -397,7 +418,7 @@ func (m *Meter) publishResult(cmd packets.Packet, seq uint64, res Result) {
 		topic = rt
 	}
 	props.CorrelationData = cmd.Properties.CorrelationData
-	payload, _ := json.Marshal(resultJSON{Result: res, TS: m.hub.now().UTC().Format(time.RFC3339Nano), Meter: m.id})
+	payload, _ := json.Marshal(resultJSON{Result: res, TS: m.hub.wall().UTC().Format(time.RFC3339Nano), Meter: m.id})
 	err := m.hub.engine.PublishLocal(m.origin, packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   topic, Payload: payload, Properties: props, ProtocolVersion: 5,

@@ -238,7 +238,7 @@ func (p *Port) setState(open bool, err error) {
 		return
 	}
 	if changed {
-		p.status.Since = p.hub.now()
+		p.status.Since = p.hub.wall()
 	}
 	p.status.Open = open
 	p.status.LastError = msg

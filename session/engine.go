@@ -272,3 +272,24 @@ func (e *Engine) openQueue(name string, durable bool) Queue {
 	}
 	return q
 }
+
+// Now returns the engine's clock: the steady time of expiry and message
+// timestamps (Deps.Now), for parts that compare with what the engine stamped
+// (Packet.Created, Packet.Expiry).
+func (e *Engine) Now() time.Time { return e.now() }
+
+// OfflineSessions returns the number of persistent sessions without a
+// connection. Cost: a pass over the sessions, each locked briefly.
+func (e *Engine) OfflineSessions() int {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	n := 0
+	for _, s := range e.sessions {
+		s.mu.Lock()
+		if s.cl == nil {
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}

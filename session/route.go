@@ -39,6 +39,7 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 			s.mu.Unlock()
 		}
 	}
+	pk.Created = e.now().Unix() // mochi stamped the wall clock; expiry counts in steady time
 	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}

@@ -395,7 +395,26 @@ func printStatus(p *printer, st admin.Status) {
 		drops = []string{"none"}
 	}
 	p.row("drops", strings.Join(drops, ", "))
+	p.row("clock", clockText(st.Clock))
 	p.flushTable()
+}
+
+// clockText is the clock row of status: the sync state, the last wall-clock
+// jump, and how the down time was counted at start-up.
+func clockText(c admin.Clock) string {
+	out := c.State
+	if c.State != "synced" {
+		out += " (readings flagged clock_unsynced)"
+	}
+	if j := c.LastJump; j != nil {
+		out += fmt.Sprintf(", last jump %+.0fs at %s", j.BySeconds, j.At.Local().Format(time.DateTime))
+	} else {
+		out += ", no jump seen"
+	}
+	if c.ResumeRule != "" {
+		out += fmt.Sprintf(", down time counted %s (%s)", fmtSeconds(int64(c.ResumeDownSeconds)), c.ResumeRule)
+	}
+	return out
 }
 
 // printMeters prints a row per meter; ports adds the ports with their error

@@ -104,6 +104,14 @@ func WriteMetrics(w io.Writer, st Status) error {
 		sample{labels: []label{{"version", st.Version.Version}, {"goversion", st.Version.Go}, {"arch", st.Version.Arch}}, value: 1})
 	m.gauge("edgegw_start_time_seconds", "When the gateway started, unix seconds.", float64(st.Uptime.Started.UnixNano())/1e9)
 	m.gauge("edgegw_healthy", "1 when the health check finds no problem (store, bridges, ports), else 0.", b2f(st.Health.Status == "ok"))
+	m.gauge("edgegw_clock_synced", "1 when the kernel reports the wall clock synchronised (adjtimex), else 0; readings taken at 0 carry clock_unsynced.", b2f(st.Clock.State == "synced"))
+	m.gauge("edgegw_clock_offset_seconds", "Wall clock minus the steady time expiry counts in: the wall-clock jumps expiry ignored.", st.Clock.OffsetSeconds)
+	var jumpAt, jumpBy float64
+	if j := st.Clock.LastJump; j != nil {
+		jumpAt, jumpBy = float64(j.At.UnixNano())/1e9, j.BySeconds
+	}
+	m.gauge("edgegw_clock_last_jump_seconds", "Size of the last wall-clock jump seen while running (negative: back; 0: none).", jumpBy)
+	m.gauge("edgegw_clock_last_jump_time_seconds", "When the last wall-clock jump was seen, unix seconds after it (0: none).", jumpAt)
 
 	// Sessions and groups.
 	m.family("edgegw_sessions", "gauge", "Sessions by state; online and offline ones count against edgegw_sessions_max.",

@@ -327,13 +327,14 @@ func (s *Server) routes() http.Handler {
 	get("/api/v1/meters", func() any { m, _ := s.parts.meters(); return m })
 	get("/api/v1/ports", func() any { _, p := s.parts.meters(); return p })
 	get("/api/v1/store", func() any { return s.parts.store() })
+	get("/api/v1/clock", func() any { return s.parts.clock() })
 	mux.HandleFunc("GET /api/v1/sessions/{id}", s.read(func(w http.ResponseWriter, r *http.Request) {
 		d, ok := s.parts.Engine.SessionDetail(r.PathValue("id"))
 		if !ok {
 			writeError(w, http.StatusNotFound, "no session %q", r.PathValue("id"))
 			return
 		}
-		writeJSON(w, http.StatusOK, sessionOf(d))
+		writeJSON(w, http.StatusOK, s.parts.sessionOf(d))
 	}))
 	mux.HandleFunc("POST /api/v1/sessions/{id}/kick", s.write(func(w http.ResponseWriter, r *http.Request) {
 		s.change(w, r, "kicked", s.parts.Engine.Kick)

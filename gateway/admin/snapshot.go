@@ -16,6 +16,7 @@ import (
 
 	"edgegw/bridge"
 	"edgegw/hardware"
+	"edgegw/internal/clock"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -30,6 +31,10 @@ type Parts struct {
 	Bridges     []*bridge.Bridge
 	Meters      *hardware.Hub // nil without meter ports
 	MaxSessions int
+	// Clock is the gateway's clock: its state is shown, and the engine's
+	// steady times are shown as wall-clock times through it (nil: shown as
+	// they are).
+	Clock *clock.Clock
 	// Counters, if set, returns the gateway's own drop and refusal counters
 	// (packets over max_packet_size, crashed connection handlers...).
 	Counters func() []Counter
@@ -57,7 +62,33 @@ type Status struct {
 	Store    Store           `json:"store"`
 	MQTT     MQTT            `json:"mqtt"`
 	Counters []Counter       `json:"counters"`
+	Clock    Clock           `json:"clock"`
 	Time     time.Time       `json:"time"`
+}
+
+// Clock is the state of the gateway's clock (internal/clock). Expiry counts
+// elapsed (steady) time; the wall clock only stamps what people read.
+type Clock struct {
+	// State is "synced" or "unsynced": whether the kernel reports the wall
+	// clock synchronised (adjtimex STA_UNSYNC); readings taken while unsynced
+	// carry the quality flag clock_unsynced.
+	State string `json:"state"`
+	// OffsetSeconds is the wall clock minus steady time: the sum of the wall
+	// clock's jumps that expiry ignored (0 while the clock never jumped).
+	OffsetSeconds float64 `json:"offset_seconds"`
+	// LastJump is the last wall-clock jump seen while running (null: none).
+	LastJump *ClockJump `json:"last_jump"`
+	// Resumed says how the time the gateway was down was counted at start-up:
+	// rule first_start, same_boot, wall_clock, wall_backwards or wall_capped
+	// (docs/sessions.md, "Time").
+	ResumeRule        string  `json:"resume_rule"`
+	ResumeDownSeconds float64 `json:"resume_down_seconds"`
+}
+
+// ClockJump is one wall-clock jump.
+type ClockJump struct {
+	At        time.Time `json:"at"`         // wall clock just after it
+	BySeconds float64   `json:"by_seconds"` // positive: forward
 }
 
 // Health is "ok" or "degraded" with the problems found. The API answers 503
@@ -212,6 +243,7 @@ func (p *Parts) Collect() Status {
 	st.Store = p.store()
 	st.MQTT = p.mqtt()
 	st.Counters = p.counters()
+	st.Clock = p.clock()
 	st.Health = health(st)
 	return st
 }
@@ -250,12 +282,20 @@ func (p *Parts) Sessions() []Session {
 	list := p.Engine.SessionDetails()
 	out := make([]Session, 0, len(list))
 	for _, d := range list {
-		out = append(out, sessionOf(d))
+		out = append(out, p.sessionOf(d))
 	}
 	return out
 }
 
-func sessionOf(d session.SessionDetail) Session {
+// sessionOf converts an engine detail; its times are steady time, shown as
+// the wall clock reads now.
+func (p *Parts) sessionOf(d session.SessionDetail) Session {
+	wall := func(t time.Time) time.Time {
+		if p.Clock != nil {
+			t = p.Clock.WallOf(t)
+		}
+		return t.UTC()
+	}
 	s := Session{ID: d.ID, Online: d.Online, Profile: d.Profile, Version: int(d.Version),
 		ExpirySeconds: int64(d.Expiry / time.Second), Queued: d.Queued, InFlight: d.InFlight,
 		Subscriptions: d.Subscriptions, Remote: d.Remote, Listener: d.Listener, Username: d.Username}
@@ -265,14 +305,30 @@ func sessionOf(d session.SessionDetail) Session {
 	if !d.Online {
 		left := int64(d.ExpiresIn / time.Second)
 		s.ExpiresIn = &left
-		t := d.DisconnectedAt.UTC()
+		t := wall(d.DisconnectedAt)
 		s.Disconnected = &t
 	}
 	if !d.WillAt.IsZero() {
-		t := d.WillAt.UTC()
+		t := wall(d.WillAt)
 		s.WillAt = &t
 	}
 	return s
+}
+
+func (p *Parts) clock() Clock {
+	if p.Clock == nil {
+		return Clock{State: "synced"}
+	}
+	cs := p.Clock.Status()
+	out := Clock{State: "synced", OffsetSeconds: cs.Offset.Seconds(), ResumeRule: cs.Resume.Rule,
+		ResumeDownSeconds: cs.Resume.Down.Seconds()}
+	if !cs.Synced {
+		out.State = "unsynced"
+	}
+	if j := cs.LastJump; j != nil {
+		out.LastJump = &ClockJump{At: j.At.UTC(), BySeconds: j.By.Seconds()}
+	}
+	return out
 }
 
 func (p *Parts) groups() []Group {

@@ -6,7 +6,8 @@
 //
 // Layout (bucket: key -> value):
 //
-//	meta:     "next_qid" -> uint32, "version" -> uint32 (FormatVersion; absent = 1)
+//	meta:     "next_qid" -> uint32, "version" -> uint32 (FormatVersion; absent = 1),
+//	          "clock" -> internal/clock.Checkpoint (JSON; PutMeta)
 //	qnames:   queue name -> uint32 queue id
 //	q:        queue id (4 bytes) + Seq (8 bytes), big-endian -> session.EncodeMessage
 //	sessions: client id -> session.SessionRecord (JSON)
@@ -639,6 +640,26 @@ func (s *Store) SaveRetained(topic string, msg []byte) {
 	s.retained[topic] = msg
 	s.changed()
 	s.mu.Unlock()
+}
+
+// Meta returns the value of a key of the meta bucket (nil if absent).
+func (s *Store) Meta(key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		out = append([]byte(nil), tx.Bucket(bucketMeta).Get([]byte(key))...)
+		return nil
+	})
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, err
+}
+
+// PutMeta writes a key of the meta bucket in a transaction of its own (one
+// fsync), outside the batched commits: for the rare writes (clock
+// checkpoints) that must not wait for, or make, a batch.
+func (s *Store) PutMeta(key string, v []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte(key), v) })
 }
 
 // Sessions returns the stored sessions with their subscriptions and inbound
