@@ -4,9 +4,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"bytes"
+	"context"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -145,9 +150,9 @@ func testCorruptStore(t *testing.T, corrupt func(t *testing.T, path string)) {
 		t.Fatalf("edgegw exited (%v) before listening; log:\n%s", gw.waitEr, gw.log)
 	default:
 	}
-	line, ok := gw.waitLog("was unreadable")
+	line, ok := gw.waitLog("is damaged")
 	if !ok {
-		t.Fatalf("no log line saying the store was unreadable")
+		t.Fatalf("no log line saying the store is damaged")
 	}
 	if !strings.Contains(line, "level=ERROR") || !strings.Contains(line, dbPath) {
 		t.Errorf("log line %q: want level ERROR naming %s", line, dbPath)
@@ -170,6 +175,7 @@ func testCorruptStore(t *testing.T, corrupt func(t *testing.T, path string)) {
 	if _, err := os.Stat(dbPath); err != nil {
 		t.Errorf("no new store file: %v", err)
 	}
+	movedAsideShown(t, cfg, dataDir, aside)
 
 	// The old session is gone; pub/sub works on the new store.
 	sub, present, msgs := connectSub(false)
@@ -204,8 +210,8 @@ func testCorruptStore(t *testing.T, corrupt func(t *testing.T, path string)) {
 
 	// The new store is sound: the next start reads it and resumes the session.
 	gw = startGW(t, cfg, addr)
-	if lines := gw.grep("unreadable"); len(lines) > 0 {
-		t.Errorf("the new store was unreadable at the next start: %s", lines)
+	if lines := gw.grep("is damaged"); len(lines) > 0 {
+		t.Errorf("the new store was damaged at the next start: %s", lines)
 	}
 	sub, present, _ = connectSub(false)
 	if !present {
@@ -287,5 +293,37 @@ func compactInPlace(t *testing.T, path string) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// movedAsideShown checks that the moved-aside file is in `edgegw status` (text
+// and JSON, with the health degraded) and in /metrics, read over the admin
+// socket as a scraper or the CLI does.
+func movedAsideShown(t *testing.T, cfg, dataDir, aside string) {
+	t.Helper()
+	st := gwStatus(t, cfg)
+	if m := st.Store.MovedAside; len(m) != 1 || m[0].Path != aside || m[0].Bytes == 0 {
+		t.Errorf("status store.moved_aside = %+v, want [%s]", m, aside)
+	}
+	if st.Health.Status != "degraded" || !strings.Contains(strings.Join(st.Health.Problems, "; "), "moved aside, newest "+aside) {
+		t.Errorf("health %+v: want degraded, naming %s", st.Health, aside)
+	}
+	cmd := exec.Command(gwBinary, "status", "-c", cfg)
+	cmd.Env = gwEnv()
+	text, err := cmd.Output()
+	if err != nil || !regexp.MustCompile(`(?m)^moved aside +`+regexp.QuoteMeta(aside)).Match(text) {
+		t.Errorf("edgegw status (%v) does not list %s:\n%s", err, aside, text)
+	}
+	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(dataDir, "admin.sock"))
+	}}, Timeout: waitTimeout}
+	resp, err := hc.Get("http://edgegw/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "\nedgegw_store_moved_aside_files 1\n") {
+		t.Errorf("/metrics lacks edgegw_store_moved_aside_files 1:\n%s", body)
 	}
 }

@@ -1,7 +1,10 @@
 // Package e2e holds end-to-end tests that build the real edgegw binary and run it
 // as a separate process: kill -9 at random moments in strict durability
-// (kill_test.go), a corrupt store file at start-up (corrupt_test.go) and a full
-// disk (fulldisk_test.go).
+// (kill_test.go), a corrupt store file at start-up (corrupt_test.go), a full
+// disk (fulldisk_test.go), and start-up faults that are not corruption: a
+// second process on the data_dir, signals during the store check, permission
+// denied, a read-only data_dir, a store locked or owned by root (startup_test.go;
+// some subtests need root and unshare, and skip without them).
 //
 // `go test ./e2e/` (and so `make test`) runs the short forms; `make killtest` or
 // scripts/killtest.sh runs the kill -9 test with many more rounds. Environment:

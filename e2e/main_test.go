@@ -42,6 +42,10 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // startup_test.go runs it as another user too
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	gwBinary = filepath.Join(dir, "edgegw")
 	args := []string{"build", "-o", gwBinary}
 	if raceEnabled {
@@ -215,10 +219,28 @@ func startGW(t *testing.T, cfg, addr string) *gwProc {
 // listens or has exited (check p.done).
 func launchGW(t *testing.T, cfg, addr string) *gwProc {
 	t.Helper()
+	p := spawnGW(t, nil, gwBinary, "run", "-c", cfg)
+	want := "msg=listening listener=e2e address=" + addr
+	if _, ok := p.waitLog(want); !ok {
+		select {
+		case <-p.done:
+		default:
+			t.Fatalf("edgegw did not log %q within %v; log:\n%s", want, waitTimeout, p.log)
+		}
+	}
+	return p
+}
+
+// spawnGW starts argv (gwBinary and its arguments, or a wrapper that execs it)
+// with attr (nil: none) and returns at once. A cleanup kills the process if the
+// test leaves it running.
+func spawnGW(t *testing.T, attr *syscall.SysProcAttr, argv ...string) *gwProc {
+	t.Helper()
 	p := &gwProc{t: t, log: newLogBuf(), done: make(chan struct{})}
-	p.cmd = exec.Command(gwBinary, "run", "-c", cfg)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stderr = p.log
 	p.cmd.Env = gwEnv()
+	p.cmd.SysProcAttr = attr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start edgegw: %v", err)
 	}
@@ -237,14 +259,6 @@ func launchGW(t *testing.T, cfg, addr string) *gwProc {
 			t.Logf("edgegw pid %d log:\n%s", p.cmd.Process.Pid, p.log)
 		}
 	})
-	want := "msg=listening listener=e2e address=" + addr
-	if _, ok := p.waitLog(want); !ok {
-		select {
-		case <-p.done:
-		default:
-			t.Fatalf("edgegw did not log %q within %v; log:\n%s", want, waitTimeout, p.log)
-		}
-	}
 	return p
 }
 

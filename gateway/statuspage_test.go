@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"image/png"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	if s := p.text("#health"); s != "ok" {
 		t.Errorf("health %q", s)
 	}
+	if s := p.text("#store-aside"); s != "none" {
+		t.Errorf("moved-aside store files %q, want none", s)
+	}
 	// Offline: no request may leave the gateway (no CDN): every resource the
 	// page loaded came from the gateway's own listener.
 	var foreign []string
@@ -64,6 +68,16 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("health %q, want degraded", s)
 	}
 	if s := p.text("#problems"); !strings.Contains(s, "bridge cloud: disconnected") {
+		t.Errorf("problems %q", s)
+	}
+	// A damaged store file moved aside (as edgegw run does at start-up) shows
+	// up with the next poll, and is a problem for a technician.
+	aside := g.Store().Path() + ".corrupt-20260101T000000.000000000Z"
+	if err := os.WriteFile(aside, []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.await("moved-aside file shown", func() bool { return strings.Contains(p.text("#store-aside"), aside+" (7 B)") })
+	if s := p.text("#problems"); !strings.Contains(s, "1 damaged store file(s) moved aside, newest "+aside) {
 		t.Errorf("problems %q", s)
 	}
 	shot = p.screenshot()

@@ -343,6 +343,9 @@ func printStatus(p *printer, st admin.Status) {
 	for _, m := range st.Meters {
 		p.label = max(p.label, len("meter "+m.Meter))
 	}
+	if len(st.Store.MovedAside) > 0 {
+		p.label = max(p.label, len("moved aside"))
+	}
 	p.line(fmt.Sprintf("%s %s, up %s, %s", p.paint(bold, "edgegw"), st.Version.Version,
 		fmtSeconds(st.Uptime.Seconds), p.stateColor(st.Health.Status)))
 	for _, pr := range st.Health.Problems {
@@ -382,6 +385,9 @@ func printStatus(p *printer, st admin.Status) {
 	}
 	p.row("store", "in use "+fmtBytes(s.UsedBytes), capacity, "file "+fmtBytes(s.FileBytes),
 		fmt.Sprintf("%d free pages", s.FreePages), fmt.Sprintf("%d commits", s.Commits), wpm+" written/message")
+	for _, f := range s.MovedAside { // damaged files moved aside: a technician decides
+		p.row("moved aside", p.paint(red, f.Path), fmtBytes(f.Bytes), f.Time.Local().Format("2006-01-02 15:04:05"))
+	}
 	var drops []string
 	if s.MessagesDropped != 0 {
 		drops = append(drops, fmt.Sprintf("store_messages_dropped %d", s.MessagesDropped))

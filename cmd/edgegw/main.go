@@ -28,6 +28,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"edgegw/gateway"
 )
@@ -106,9 +107,25 @@ func usageError(stderr io.Writer, msg string) int {
 	return exitUsage
 }
 
-// runCmd runs the gateway until SIGINT or SIGTERM. A second signal during shutdown
-// kills the process the default way.
+// runCmd runs the gateway until SIGINT or SIGTERM. Signals are handled from its
+// first instruction: SIGINT or SIGTERM during start-up stops it cleanly (exit
+// 0, the store untouched); SIGHUP never kills it (one that comes while it
+// starts reloads the certificates once it serves). A second SIGINT/SIGTERM,
+// once shutdown started, kills the process the default way.
+//
+// Start-up order: configuration, the data_dir lock (a second process exits
+// here, status 1, with one line naming the holder), the store check, then
+// the gateway.
 func runCmd(args []string, stderr io.Writer) int {
+	started := time.Now()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop) // restore default signal handling once shutdown starts
+	// SIGHUP reloads the TLS listeners' certificates, keys and client CAs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs := flag.NewFlagSet("edgegw run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, "usage: edgegw run [-c FILE]\n") }
@@ -133,22 +150,26 @@ func runCmd(args []string, stderr io.Writer) int {
 		}
 	}
 	cfg.Version = version
+	lock, err := lockDataDir(cfg.DataDir, started)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: %v\n", err)
+		return exitRuntime
+	}
+	defer lock.Close()
 	log := cfg.Logger(stderr)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	context.AfterFunc(ctx, stop) // restore default signal handling once shutdown starts
 
 	configName := path
 	if configName == "" {
 		configName = "(default)"
 	}
-	log.Info("edgegw starting", "version", version, "config", configName)
-	checkStore(cfg, log)
-	// SIGHUP reloads the TLS listeners' certificates, keys and client CAs.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	log.Info("edgegw starting", "version", version, "config", configName, "pid", os.Getpid())
+	if err := checkStore(ctx, cfg, log); errors.Is(err, errInterrupted) {
+		log.Info("edgegw stopped while checking the store; the store was not touched")
+		return exitOK
+	} else if err != nil {
+		log.Error("edgegw cannot start: " + err.Error())
+		return exitRuntime
+	}
 	if err := gateway.Run(ctx, cfg, log, hup); err != nil {
 		log.Error("edgegw failed", "err", err)
 		return exitRuntime

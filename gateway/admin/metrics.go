@@ -201,6 +201,8 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.gauge("edgegw_store_max_bytes", "store.max_bytes; 0 = no cap.", float64(s.MaxBytes))
 	m.gauge("edgegw_store_free_pages", "Free pages in the store file, reused before it grows.", float64(s.FreePages+s.PendingPages))
 	m.gauge("edgegw_store_page_size_bytes", "The store's page size.", float64(s.PageSize))
+	m.gauge("edgegw_store_moved_aside_files", "Damaged store files moved aside (edgegw.db.corrupt-<time>) still in the data_dir; at most 3 are kept.",
+		float64(len(s.MovedAside)))
 	m.gauge("edgegw_store_healthy", "1 while the store takes durable work; 0 when full or failing (QoS 1/2 refused).", b2f(s.Healthy))
 	m.counter("edgegw_store_commits_total", "Store commits (one fsync each).", s.Commits)
 	m.counter("edgegw_store_commits_failed_total", "Store commits that failed.", s.CommitsFailed)

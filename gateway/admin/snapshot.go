@@ -9,6 +9,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"time"
 
@@ -197,6 +198,9 @@ type Store struct {
 	WriteBytesPerMessage int64  `json:"write_bytes_per_message"`
 	Healthy              bool   `json:"healthy"`
 	Error                string `json:"error,omitempty"`
+	// MovedAside are the damaged store files moved aside and still in the
+	// data_dir (at most store.KeepMovedAside), oldest first.
+	MovedAside []store.MovedFile `json:"moved_aside"`
 }
 
 // MQTT holds the broker's own traffic counters (mochi's $SYS/broker values).
@@ -248,12 +252,17 @@ func (p *Parts) Collect() Status {
 	return st
 }
 
-// health lists what needs a technician: the store refusing durable work, a
-// bridge down, a serial port that does not open.
+// health lists what needs a technician: the store refusing durable work or
+// damaged store files moved aside, a bridge down, a serial port that does not
+// open.
 func health(st Status) Health {
 	h := Health{Status: "ok", Problems: []string{}}
 	if !st.Store.Healthy {
 		h.Problems = append(h.Problems, "store: "+st.Store.Error)
+	}
+	if n := len(st.Store.MovedAside); n > 0 {
+		h.Problems = append(h.Problems, fmt.Sprintf("store: %d damaged store file(s) moved aside, newest %s: inspect, then delete",
+			n, st.Store.MovedAside[n-1].Path))
 	}
 	problem := func(what, state, lastErr string) {
 		if lastErr != "" {
@@ -371,7 +380,7 @@ func (p *Parts) store() Store {
 		CommitSeconds:   time.Duration(s.CommitNanos.Load()).Seconds(),
 		MessagesWritten: s.MessagesWritten.Load(), MessagesNeverWritten: s.MessagesSkipped.Load(),
 		MessagesDropped: s.MessagesShed.Load(), BytesWritten: s.BytesWritten.Load(),
-		ProcessWriteBytes: -1, Healthy: in.Err == nil}
+		ProcessWriteBytes: -1, Healthy: in.Err == nil, MovedAside: store.MovedAside(in.Path)}
 	if in.Err != nil {
 		out.Error = in.Err.Error()
 	}

@@ -142,9 +142,11 @@ type Store struct {
 	stats    Stats
 }
 
-// Open opens (or creates) the store file. A file that bbolt cannot open or whose
-// contents cannot be read is moved aside as "<path>.corrupt-<timestamp>" and an
-// empty store is created; the returned note says so (empty when nothing happened).
+// Open opens (or creates) the store file. A file proven damaged (ErrDamaged,
+// and Readable succeeds) is moved aside as "<path>.corrupt-<timestamp>" (see
+// MoveAside) and an empty store is created; the returned note says so (empty
+// when nothing happened). Any other failure (locked, permission, read-only or
+// full disk, I/O error) is returned and the file is left as it is.
 func Open(path string, opts Options, log *slog.Logger) (*Store, string, error) {
 	if opts.CommitInterval <= 0 {
 		opts.CommitInterval = 100 * time.Millisecond
@@ -159,14 +161,17 @@ func Open(path string, opts Options, log *slog.Logger) (*Store, string, error) {
 	if err == nil {
 		return s, "", nil
 	}
-	if errors.Is(err, errLocked) || errors.Is(err, ErrNewerFormat) || errors.Is(err, errMigrate) {
-		return nil, "", err // readable, or not ours to judge: never moved aside
+	if !errors.Is(err, ErrDamaged) { // locked, permission, I/O, a newer format, a failed migration: not ours to judge
+		return nil, "", err
 	}
-	aside := MoveAsideName(path)
-	if rerr := os.Rename(path, aside); rerr != nil {
-		return nil, "", fmt.Errorf("store %s unreadable (%v) and cannot be moved aside: %w", path, err, rerr)
+	if _, rerr := Readable(path); rerr != nil { // not proven: bbolt reports unreadable meta pages as invalid
+		return nil, "", fmt.Errorf("%v, and the file cannot be read: %w", err, rerr)
 	}
-	note := fmt.Sprintf("store %s was unreadable (%v); moved it to %s and started with an empty store", path, err, aside)
+	aside, rerr := MoveAside(path, log)
+	if rerr != nil {
+		return nil, "", fmt.Errorf("store %s is damaged (%v) and cannot be moved aside: %w", path, err, rerr)
+	}
+	note := fmt.Sprintf("store %s is damaged (%v); moved it to %s and started with an empty store", path, err, aside)
 	s, err = open(path, opts, log)
 	if err != nil {
 		return nil, note, err
@@ -177,9 +182,9 @@ func Open(path string, opts Options, log *slog.Logger) (*Store, string, error) {
 var errLocked = errors.New("store is locked by another process")
 
 func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
-	defer func() { // bbolt panics on some corrupt pages; treat that as unreadable
+	defer func() { // bbolt panics on some damaged pages (Open confirms the file is readable)
 		if r := recover(); r != nil {
-			err = fmt.Errorf("read %s: %v", path, r)
+			err = damaged(fmt.Errorf("read %s: %v", path, r))
 		}
 	}()
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
@@ -191,10 +196,7 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: %w", path, errLocked)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, openError(path, err)
 	}
 	if err := migrate(db, path, log); err != nil {
 		_ = db.Close()
@@ -229,7 +231,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("init %s: %w", s.path, err)
 	}
-	return s.db.View(func(tx *bolt.Tx) error {
+	return damaged(s.db.View(func(tx *bolt.Tx) error { // a read transaction: its errors are about content
 		if v := tx.Bucket(bucketMeta).Get(keyNextQID); len(v) == 4 {
 			s.nextQID = binary.BigEndian.Uint32(v)
 		}
@@ -264,7 +266,20 @@ func (s *Store) load() error {
 			q.nextSeq = binary.BigEndian.Uint64(k[4:]) + 1
 			return nil
 		})
-	})
+	}))
+}
+
+// openError wraps an error of bolt.Open: ErrDamaged for invalid meta pages,
+// errLocked for the lock timeout, else the operating system's error as it is.
+func openError(path string, err error) error {
+	switch {
+	case openDamaged(err):
+		return damaged(fmt.Errorf("open %s: %w", path, err))
+	case errors.Is(err, bolt.ErrTimeout):
+		return fmt.Errorf("open %s: %w", path, errLocked)
+	default:
+		return fmt.Errorf("open %s: %w", path, err)
+	}
 }
 
 // Close commits what is pending and closes the file.
@@ -757,7 +772,9 @@ func (s *Store) release(q *Queue) {
 
 // Compact rewrites the file when free pages make up more than half of it, so
 // that the space of drained queues returns to the filesystem. Call it before
-// serving (it needs the file to itself); it reports whether it compacted.
+// serving (it needs the file to itself); it reports whether it compacted. The
+// rewritten file keeps the owner, group and mode of the original; when they
+// cannot be kept (not root, the file another user's) it does not compact.
 func Compact(path string, log *slog.Logger) (bool, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -777,6 +794,7 @@ func Compact(path string, log *slog.Logger) (bool, error) {
 		return false, db.Close()
 	}
 	tmp := path + ".compact"
+	_ = os.Remove(tmp) // left by a compaction that was cut short: bolt would open it as it is
 	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
 	if err != nil {
 		_ = db.Close()
@@ -786,6 +804,9 @@ func Compact(path string, log *slog.Logger) (bool, error) {
 	_ = db.Close()
 	if cerr := dst.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = keepOwner(tmp, st)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
@@ -815,23 +836,23 @@ func ProcWriteBytes() (int64, bool) {
 	return 0, false
 }
 
-// MoveAsideName is where an unreadable store file is moved: the path with
-// ".corrupt-<UTC time to the nanosecond>".
-func MoveAsideName(path string) string {
-	return fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-}
-
-// Check opens the store file read-write, walks every page and reads every
-// entry. It returns an error, or panics, if the file is damaged: bbolt panics on
-// some damaged pages, in a goroutine of its own that no recover can reach, so
-// callers run Check in a child process (`edgegw store check FILE`).
+// Check reads the whole store file (Readable), then opens it read-write as
+// Open does, walks every page and reads every entry. An error that proves the
+// file damaged matches ErrDamaged; any other (permission, read-only file
+// system, I/O error, lock held) says nothing about the content. bbolt also
+// panics on some damaged pages, in a goroutine of its own that no recover can
+// reach, so callers run Check in a child process (`edgegw store check FILE`)
+// and count its crash as damage only if the file is readable.
 func Check(path string) error {
+	if _, err := Readable(path); err != nil {
+		return err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return openError(path, err)
 	}
 	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
+	return damaged(db.View(func(tx *bolt.Tx) error {
 		var first error
 		for err := range tx.Check() { // drain: the check runs in its own goroutine
 			if first == nil {
@@ -860,5 +881,5 @@ func Check(path string) error {
 				return nil
 			})
 		})
-	})
+	}))
 }

@@ -103,6 +103,7 @@ function render(s) {
   $("store-file").textContent = bytes(st.file_bytes) + ", " + st.free_pages + " free pages";
   $("store-wpm").textContent = st.messages_written ? bytes(st.write_bytes_per_message) : "—";
   $("store-commits").textContent = st.commits + (st.commits_failed ? " (" + st.commits_failed + " failed)" : "");
+  $("store-aside").textContent = st.moved_aside.length ? st.moved_aside.map((f) => f.path + " (" + bytes(f.bytes) + ")").join(", ") : "none";
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   document.body.classList.remove("stale");
   document.body.dataset.updates = String((+document.body.dataset.updates || 0) + 1);
