@@ -49,12 +49,14 @@ type Rule struct {
 // Config is one bridge.
 type Config struct {
 	Name           string
-	Address        string // mqtt://host[:1883] or mqtts://host[:8883]
-	Version        byte   // 4 (MQTT 3.1.1) or 5
+	Address        string        // the primary upstream: mqtt://host[:1883] or mqtts://host[:8883]
+	Fallbacks      []string      // further upstreams, same forms, tried in order after Address
+	PrimaryRetry   time.Duration // while on a fall-back, the wait between attempts to return to Address
+	Version        byte          // 4 (MQTT 3.1.1) or 5
 	ClientID       string
 	Username       string
 	Password       string
-	TLS            *tls.Config // set for mqtts://
+	TLS            *tls.Config // for mqtts:// addresses; ServerName defaults to each address's host
 	Keepalive      time.Duration
 	SessionExpiry  time.Duration // upstream session (v5); v3.1.1 uses clean-session 0
 	ConnectTimeout time.Duration
@@ -67,55 +69,98 @@ type Config struct {
 	StatusTopic    string // local retained status JSON
 	WillTopic      string // upstream retained "online"/"offline"; "" = none
 
-	hostPort string
+	targets []target // Address, then Fallbacks
 }
 
-// Check validates c and fills defaults; errors name the field.
-func (c *Config) Check() error {
-	u, err := url.Parse(c.Address)
+// target is one upstream broker address, parsed.
+type target struct {
+	address  string
+	hostPort string
+	tls      *tls.Config // nil for mqtt://
+}
+
+// Defaults are the values Check gives to unset fields. They are the one place
+// the bridge defaults are defined: gateway's configuration decoder starts from
+// them, and gateway/default.yaml documents them.
+func Defaults() Config {
+	return Config{Version: 5, Keepalive: 30 * time.Second, SessionExpiry: 24 * time.Hour,
+		ConnectTimeout: 10 * time.Second, BackoffMin: time.Second, BackoffMax: 2 * time.Minute,
+		RefusedBackoff: 5 * time.Minute, PrimaryRetry: 5 * time.Minute, Window: 32}
+}
+
+// parseTarget parses one upstream address; base is the TLS configuration for
+// mqtts:// (nil: verify with the system roots).
+func parseTarget(address string, base *tls.Config) (target, error) {
+	u, err := url.Parse(address)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("address: %q is not mqtt://host:port or mqtts://host:port", c.Address)
+		return target{}, fmt.Errorf("%q is not mqtt://host:port or mqtts://host:port", address)
 	}
+	t := target{address: address}
 	port := u.Port()
 	switch u.Scheme {
 	case "mqtt", "tcp":
 		if port == "" {
 			port = "1883"
 		}
-		c.TLS = nil
 	case "mqtts", "ssl", "tls":
 		if port == "" {
 			port = "8883"
 		}
-		if c.TLS == nil {
-			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if base != nil {
+			t.tls = base.Clone()
+		} else {
+			t.tls = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
-		if c.TLS.ServerName == "" {
-			c.TLS.ServerName = u.Hostname()
+		if t.tls.ServerName == "" {
+			t.tls.ServerName = u.Hostname()
 		}
 	default:
-		return fmt.Errorf("address: scheme %q is not mqtt or mqtts", u.Scheme)
+		return target{}, fmt.Errorf("scheme %q is not mqtt or mqtts", u.Scheme)
 	}
-	c.hostPort = net.JoinHostPort(u.Hostname(), port)
+	t.hostPort = net.JoinHostPort(u.Hostname(), port)
+	return t, nil
+}
+
+// Check validates c and fills defaults; errors name the field ("address" for a
+// single address, "address[i]" in a list of several).
+func (c *Config) Check() error {
+	c.targets = nil
+	for i, a := range append([]string{c.Address}, c.Fallbacks...) {
+		t, err := parseTarget(a, c.TLS)
+		if err != nil {
+			if len(c.Fallbacks) == 0 {
+				return fmt.Errorf("address: %w", err)
+			}
+			return fmt.Errorf("address[%d]: %w", i, err)
+		}
+		for j, u := range c.targets {
+			if u.address == t.address {
+				return fmt.Errorf("address[%d]: %q is already address[%d]", i, a, j)
+			}
+		}
+		c.targets = append(c.targets, t)
+	}
 	if c.Version != 4 && c.Version != 5 {
 		return fmt.Errorf("version: must be 5 or 3.1.1")
 	}
 	if c.ClientID == "" {
 		return fmt.Errorf("client_id: must not be empty (the upstream session is persistent)")
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+	d := Defaults()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v <= 0 {
+			*v = dv
 		}
 	}
-	def(&c.Keepalive, 30*time.Second)
-	def(&c.SessionExpiry, 24*time.Hour)
-	def(&c.ConnectTimeout, 10*time.Second)
-	def(&c.BackoffMin, time.Second)
-	def(&c.BackoffMax, 2*time.Minute)
-	def(&c.RefusedBackoff, max(c.BackoffMax, time.Minute))
+	def(&c.Keepalive, d.Keepalive)
+	def(&c.SessionExpiry, d.SessionExpiry)
+	def(&c.ConnectTimeout, d.ConnectTimeout)
+	def(&c.BackoffMin, d.BackoffMin)
+	def(&c.BackoffMax, d.BackoffMax)
+	def(&c.RefusedBackoff, d.RefusedBackoff)
+	def(&c.PrimaryRetry, d.PrimaryRetry)
 	if c.Window <= 0 {
-		c.Window = 32
+		c.Window = d.Window
 	}
 	if len(c.Forward) == 0 && len(c.Downlink) == 0 {
 		return fmt.Errorf("forward, downlink: at least one rule is needed")
@@ -225,6 +270,8 @@ type Status struct {
 	Bridge          string    `json:"bridge"`
 	Connected       bool      `json:"connected"`
 	Since           time.Time `json:"since"`
+	Address         string    `json:"address"`  // upstream in use; while disconnected the one last tried
+	Fallback        bool      `json:"fallback"` // Address is a fall-back, not the primary (address[0])
 	LastError       string    `json:"last_error,omitempty"`
 	OutboxDepth     int       `json:"outbox_depth"`
 	OutboxBytes     int64     `json:"outbox_bytes"` // topic plus payload bytes waiting
@@ -249,6 +296,7 @@ type Bridge struct {
 	out      map[uint16]struct{} // of pids, those written on the current connection
 	cursor   uint64              // next outbox Seq to look at on this connection
 	nextPID  uint16
+	lastAddr string        // upstream the ids in pids were sent to; "" = unknown
 	leavePID uint16        // packet id of the "offline" PUBLISH while leaving; 0 = none
 	leaveAck chan struct{} // closed when its PUBACK arrives
 	status   Status
@@ -271,7 +319,11 @@ func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits O
 	}
 	b := &Bridge{cfg: cfg, log: log.With(slog.String("bridge", cfg.Name)), engine: engine, outbox: outbox,
 		wake: make(chan struct{}, 1), pids: map[uint16]uint64{}}
-	b.status = Status{Bridge: cfg.Name, Since: time.Now()}
+	b.status = Status{Bridge: cfg.Name, Since: time.Now(), Address: cfg.Address}
+	if len(cfg.targets) == 1 {
+		// After a restart the ids in the outbox were sent to this upstream.
+		b.lastAddr = cfg.Address
+	}
 	if len(cfg.Forward) > 0 {
 		filters := make([]string, len(cfg.Forward))
 		for i, r := range cfg.Forward {
@@ -337,6 +389,13 @@ func (b *Bridge) Status() Status {
 }
 
 // Run keeps the link up until ctx is done: connect, serve, back off, again.
+//
+// With fall-back addresses, each round tries the addresses in order, the next
+// one right after a failed attempt, and waits the backoff (refused_backoff if
+// an upstream refused the CONNECT) only after the last. A lost connection
+// starts a new round at the primary after the backoff. While connected to a
+// fall-back, the bridge tries the primary every PrimaryRetry and moves there
+// when it answers (see serve).
 func (b *Bridge) Run(ctx context.Context) {
 	backoff := b.cfg.BackoffMin
 	statusTick := time.NewTicker(5 * time.Second)
@@ -351,21 +410,62 @@ func (b *Bridge) Run(ctx context.Context) {
 			}
 		}
 	}()
+	idx := 0         // address to try next
+	refused := false // an upstream refused the CONNECT in this round
+	var next *dialed // a connection serve already made (to the primary)
 	for ctx.Err() == nil {
+		var err error
+		cur := next
+		next = nil
+		if cur == nil {
+			t := b.cfg.targets[idx]
+			b.mu.Lock()
+			b.status.Address, b.status.Fallback = t.address, idx > 0
+			b.mu.Unlock()
+			cur = &dialed{idx: idx}
+			cur.cn, cur.present, err = dial(ctx, &b.cfg, t, b.will())
+		}
 		start := time.Now()
-		err := b.connectAndServe(ctx)
+		up := err == nil
+		if up {
+			idx = cur.idx
+			next, err = b.serve(ctx, cur)
+		}
 		if ctx.Err() != nil {
 			break
 		}
+		if next != nil { // moved to the primary
+			b.setState(false, err)
+			backoff, refused = b.cfg.BackoffMin, false
+			continue
+		}
 		b.setState(false, err)
+		var ce *ConnectError
+		if errors.As(err, &ce) {
+			refused = true
+		}
+		if !up && idx+1 < len(b.cfg.targets) {
+			msg := "bridge could not connect; trying the next address"
+			if ce != nil {
+				msg = "upstream refused the bridge; trying the next address"
+			}
+			idx++
+			b.log.Warn(msg, slog.Any("error", err), slog.String("next", b.cfg.targets[idx].address))
+			continue
+		}
+		idx = 0
 		wait := backoff
-		var refused *ConnectError
-		if errors.As(err, &refused) {
+		if refused {
 			wait = b.cfg.RefusedBackoff
-			b.log.Error("upstream refused the bridge; retrying slowly", slog.Int("reason_code", int(refused.Code)),
-				slog.String("reason", refused.Reason), slog.Duration("retry_in", wait))
+			if ce != nil {
+				b.log.Error("upstream refused the bridge; retrying slowly", slog.Int("reason_code", int(ce.Code)),
+					slog.String("reason", ce.Reason), slog.Duration("retry_in", wait))
+			} else {
+				b.log.Warn("bridge disconnected; an upstream refused it in this round, retrying slowly",
+					slog.Any("error", err), slog.Duration("retry_in", wait))
+			}
 		} else {
-			if time.Since(start) > 30*time.Second {
+			if up && time.Since(start) > 30*time.Second {
 				backoff = b.cfg.BackoffMin // it was up for a while: start over
 				wait = backoff
 			}
@@ -373,12 +473,20 @@ func (b *Bridge) Run(ctx context.Context) {
 			wait = wait/2 + rand.N(wait/2+1) // jitter: [wait/2, wait]
 			b.log.Warn("bridge disconnected", slog.Any("error", err), slog.Duration("retry_in", wait))
 		}
+		refused = false
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
 		}
 	}
 	b.setState(false, errClosed)
+}
+
+// dialed is an established upstream connection to address idx.
+type dialed struct {
+	cn      *conn
+	present bool // the upstream resumed our session
+	idx     int
 }
 
 func (b *Bridge) will() *packets.Packet {
@@ -389,26 +497,37 @@ func (b *Bridge) will() *packets.Packet {
 		TopicName: b.cfg.WillTopic, Payload: []byte("offline")}
 }
 
-// connectAndServe runs one upstream connection until it fails or ctx ends.
-func (b *Bridge) connectAndServe(ctx context.Context) error {
-	cn, present, err := dial(ctx, &b.cfg, b.will())
-	if err != nil {
-		return err
-	}
-	defer cn.close()
-	b.log.Info("bridge connected", slog.String("address", b.cfg.Address), slog.Bool("session_present", present))
+// serve runs the connection d until it fails or ctx ends. While d is a
+// fall-back it tries the primary every PrimaryRetry; when that succeeds it
+// leaves d gracefully (as on a stop: "offline" on the will topic, DISCONNECT)
+// and returns the primary's connection as next for Run to serve. When serve
+// returns, d's read loop has ended: no acknowledgement of d is processed later.
+func (b *Bridge) serve(ctx context.Context, d *dialed) (next *dialed, err error) {
+	cn, t := d.cn, b.cfg.targets[d.idx]
+	b.log.Info("bridge connected", slog.String("address", t.address), slog.Bool("fallback", d.idx > 0),
+		slog.Bool("session_present", d.present))
 
 	b.mu.Lock()
 	b.cn, b.cursor, b.out = cn, 0, map[uint16]struct{}{}
-	if !present {
-		// The upstream session is new: unacknowledged messages are sent as new ones.
+	if !d.present || t.address != b.lastAddr {
+		// A new upstream session, or another upstream than the one the
+		// unacknowledged messages were sent to: they are sent again as new
+		// messages (new ids, DUP 0). The other upstream may have received some
+		// of them: at least once, duplicates possible.
 		for pid, seq := range b.pids {
 			_ = b.outbox.Update(session.Message{Seq: seq})
 			delete(b.pids, pid)
 		}
 	}
+	b.lastAddr = t.address
+	b.status.Address, b.status.Fallback = t.address, d.idx > 0
 	b.mu.Unlock()
+	readErr := make(chan error, 1)
+	readDone := make(chan struct{})
+	go func() { readErr <- b.readLoop(cn); close(readDone) }()
 	defer func() {
+		cn.close()
+		<-readDone
 		b.mu.Lock()
 		b.cn = nil
 		b.mu.Unlock()
@@ -427,39 +546,78 @@ func (b *Bridge) connectAndServe(ctx context.Context) error {
 				NoLocal: b.cfg.Version == 5})
 		}
 		if err := cn.write(sub); err != nil {
-			return fmt.Errorf("subscribe: %w", err)
+			return nil, fmt.Errorf("subscribe: %w", err)
 		}
 	}
 	if b.cfg.WillTopic != "" {
 		birth := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
 			TopicName: b.cfg.WillTopic, Payload: []byte("online")}
 		if err := cn.write(birth); err != nil {
-			return fmt.Errorf("birth message: %w", err)
+			return nil, fmt.Errorf("birth message: %w", err)
 		}
 	}
 
-	readErr := make(chan error, 1)
-	go func() { readErr <- b.readLoop(cn) }()
 	ping := time.NewTicker(b.cfg.Keepalive * 3 / 4)
 	defer ping.Stop()
+	// Return to the primary: one attempt at a time, every PrimaryRetry.
+	var retry <-chan time.Time
+	var probe chan probeResult
+	if d.idx > 0 {
+		retry = time.After(b.cfg.PrimaryRetry)
+		defer func() {
+			if probe != nil && next == nil { // an attempt still running: close what it makes
+				go func() {
+					if r := <-probe; r.err == nil {
+						r.cn.close()
+					}
+				}()
+			}
+		}()
+	}
 	b.signal()
 	for {
 		select {
 		case <-ctx.Done():
-			b.leave(cn, readErr)
-			return ctx.Err()
+			b.leave(cn, readDone)
+			return nil, ctx.Err()
 		case err := <-readErr:
-			return err
+			return nil, err
 		case <-ping.C:
 			if err := cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}); err != nil {
-				return fmt.Errorf("ping: %w", err)
+				return nil, fmt.Errorf("ping: %w", err)
 			}
 		case <-b.wake:
 			if err := b.pump(cn); err != nil {
-				return err
+				return nil, err
 			}
+		case <-retry:
+			retry = nil
+			probe = make(chan probeResult, 1)
+			go func() {
+				var r probeResult
+				r.cn, r.present, r.err = dial(ctx, &b.cfg, b.cfg.targets[0], b.will())
+				probe <- r
+			}()
+		case r := <-probe:
+			probe = nil
+			if r.err != nil {
+				b.log.Info("primary upstream still unavailable; staying on the fall-back", slog.Any("error", r.err),
+					slog.Duration("retry_in", b.cfg.PrimaryRetry))
+				retry = time.After(b.cfg.PrimaryRetry)
+				continue
+			}
+			b.log.Info("primary upstream is back; leaving the fall-back", slog.String("fallback", t.address))
+			b.leave(cn, readDone)
+			return &dialed{cn: r.cn, present: r.present, idx: 0}, fmt.Errorf("left fall-back %s for the primary", t.address)
 		}
 	}
+}
+
+// probeResult is the outcome of an attempt to reach the primary.
+type probeResult struct {
+	cn      *conn
+	present bool
+	err     error
 }
 
 // leaveTimeout bounds how long a graceful stop waits for the upstream broker to
@@ -471,8 +629,8 @@ const leaveTimeout = 5 * time.Second
 // the bridge first publishes "offline" itself, QoS 1 and retained like the will,
 // and waits (at most min(connect_timeout, leaveTimeout), or until the connection
 // fails) for its PUBACK: a planned stop leaves the cloud seeing "offline", as a
-// crash does. readErr is the connection's read loop result.
-func (b *Bridge) leave(cn *conn, readErr <-chan error) {
+// crash does. readDone is closed when the connection's read loop ends.
+func (b *Bridge) leave(cn *conn, readDone <-chan struct{}) {
 	if b.cfg.WillTopic != "" {
 		b.mu.Lock()
 		b.leavePID = b.allocPID()
@@ -485,7 +643,7 @@ func (b *Bridge) leave(cn *conn, readErr <-chan error) {
 			wait := time.NewTimer(min(b.cfg.ConnectTimeout, leaveTimeout))
 			select {
 			case <-acked:
-			case <-readErr:
+			case <-readDone:
 			case <-wait.C:
 				b.log.Warn("upstream did not acknowledge the offline message before the stop", slog.String("topic", b.cfg.WillTopic))
 			}

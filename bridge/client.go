@@ -32,13 +32,14 @@ type conn struct {
 
 // ConnectError is a CONNACK that refused the connection.
 type ConnectError struct {
+	Address string
 	Code    byte
 	Version byte
 	Reason  string
 }
 
 func (e *ConnectError) Error() string {
-	return fmt.Sprintf("upstream refused the connection: CONNACK reason 0x%02x (%s)", e.Code, e.Reason)
+	return fmt.Sprintf("upstream %s refused the connection: CONNACK reason 0x%02x (%s)", e.Address, e.Code, e.Reason)
 }
 
 // v3Reasons names the MQTT 3.1.1 CONNACK return codes.
@@ -59,19 +60,19 @@ var v5Reasons = map[byte]string{
 	0x9C: "use another server", 0x9D: "server moved", 0x9F: "connection rate exceeded",
 }
 
-// dial connects, sends CONNECT and waits for CONNACK. It returns the connection
-// and whether the upstream broker resumed our session.
-func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, error) {
+// dial connects to t, sends CONNECT and waits for CONNACK. It returns the
+// connection and whether the upstream broker resumed our session.
+func dial(ctx context.Context, c *Config, t target, will *packets.Packet) (*conn, bool, error) {
 	d := net.Dialer{Timeout: c.ConnectTimeout}
 	var nc net.Conn
 	var err error
-	if c.TLS != nil {
-		nc, err = (&tls.Dialer{NetDialer: &d, Config: c.TLS}).DialContext(ctx, "tcp", c.hostPort)
+	if t.tls != nil {
+		nc, err = (&tls.Dialer{NetDialer: &d, Config: t.tls}).DialContext(ctx, "tcp", t.hostPort)
 	} else {
-		nc, err = d.DialContext(ctx, "tcp", c.hostPort)
+		nc, err = d.DialContext(ctx, "tcp", t.hostPort)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("dial %s: %w", c.Address, err)
+		return nil, false, fmt.Errorf("dial %s: %w", t.address, err)
 	}
 	cn := &conn{nc: nc, r: bufio.NewReaderSize(nc, 16<<10), version: c.Version}
 	pk := packets.Packet{
@@ -101,7 +102,7 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 	_ = nc.SetDeadline(time.Now().Add(c.ConnectTimeout))
 	if err := cn.write(pk); err != nil {
 		nc.Close()
-		return nil, false, fmt.Errorf("send CONNECT to %s: %w", c.Address, err)
+		return nil, false, fmt.Errorf("send CONNECT to %s: %w", t.address, err)
 	}
 	ack, err := cn.read()
 	if c.Version == 5 && ack.FixedHeader.Type == packets.Connack && ack.FixedHeader.Remaining == 2 {
@@ -110,20 +111,20 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 		// version [MQTT-3.1.2-2]. Decoded as v5 it would read as a malformed
 		// packet, which hides the cause.
 		nc.Close()
-		return nil, false, &ConnectError{Code: ack.ReasonCode, Version: 4, Reason: v3Reasons[ack.ReasonCode] + "; " + needV311(c)}
+		return nil, false, &ConnectError{Address: t.address, Code: ack.ReasonCode, Version: 4, Reason: v3Reasons[ack.ReasonCode] + "; " + needV311(c)}
 	}
 	if err != nil {
 		nc.Close()
 		if c.Version == 5 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
 			// Some 3.1.1-only brokers close the connection without a CONNACK.
-			return nil, false, fmt.Errorf("read CONNACK from %s: %w (if the upstream only speaks MQTT 3.1.1: %s)", c.Address, err, needV311(c))
+			return nil, false, fmt.Errorf("read CONNACK from %s: %w (if the upstream only speaks MQTT 3.1.1: %s)", t.address, err, needV311(c))
 		}
-		return nil, false, fmt.Errorf("read CONNACK from %s: %w", c.Address, err)
+		return nil, false, fmt.Errorf("read CONNACK from %s: %w", t.address, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	if ack.FixedHeader.Type != packets.Connack {
 		nc.Close()
-		return nil, false, fmt.Errorf("%s answered CONNECT with packet type %d", c.Address, ack.FixedHeader.Type)
+		return nil, false, fmt.Errorf("%s answered CONNECT with packet type %d", t.address, ack.FixedHeader.Type)
 	}
 	if ack.ReasonCode != 0 {
 		nc.Close()
@@ -136,7 +137,7 @@ func dial(ctx context.Context, c *Config, will *packets.Packet) (*conn, bool, er
 		if rs := ack.Properties.ReasonString; rs != "" {
 			reason += ": " + rs
 		}
-		return nil, false, &ConnectError{Code: ack.ReasonCode, Version: c.Version, Reason: reason}
+		return nil, false, &ConnectError{Address: t.address, Code: ack.ReasonCode, Version: c.Version, Reason: reason}
 	}
 	return cn, ack.SessionPresent, nil
 }

@@ -303,6 +303,7 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_store_commits_failed_total`:                        0,
 		`edgegw_build_info{version="dev",goversion="` + goVer() + `",arch="` + goArch() + `"}`: 1,
 	}
+	want[`edgegw_bridge_upstream_info{bridge="cloud",address="`+g.cloud.url()+`",role="primary"}`] = 1
 	for series, v := range want {
 		got, ok := fams.samples[series]
 		if !ok {

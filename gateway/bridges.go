@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +21,9 @@ import (
 // contain {site_id}, replaced by the top-level site_id.
 type BridgeConfig struct {
 	Name           string
-	Address        string // mqtt://host:port or mqtts://host:port
+	Address        string   // the primary upstream: mqtt://host:port or mqtts://host:port
+	Fallbacks      []string // `address: [primary, fall-back...]`: the list after the primary
+	PrimaryRetry   time.Duration
 	Version        string // "5" or "3.1.1"
 	ClientID       string
 	Username       string
@@ -64,7 +67,7 @@ func (c Config) bridgeConfig(i int, bc BridgeConfig) (bridge.Config, error) {
 	key := fmt.Sprintf("bridges[%d]", i)
 	sub := func(s string) string { return strings.ReplaceAll(s, "{site_id}", c.SiteID) }
 	out := bridge.Config{
-		Name: bc.Name, Address: sub(bc.Address), ClientID: sub(bc.ClientID),
+		Name: bc.Name, Address: sub(bc.Address), PrimaryRetry: bc.PrimaryRetry, ClientID: sub(bc.ClientID),
 		Username: sub(bc.Username), Password: bc.Password,
 		Keepalive: bc.Keepalive, SessionExpiry: bc.SessionExpiry, ConnectTimeout: bc.ConnectTimeout,
 		BackoffMin: bc.BackoffMin, BackoffMax: bc.BackoffMax, RefusedBackoff: bc.RefusedBackoff,
@@ -84,7 +87,10 @@ func (c Config) bridgeConfig(i int, bc BridgeConfig) (bridge.Config, error) {
 	for _, r := range bc.Downlink {
 		out.Downlink = append(out.Downlink, bridge.Rule{Local: sub(r.Local), Remote: sub(r.Remote), QoS: byte(r.QoS)})
 	}
-	if strings.HasPrefix(out.Address, "mqtts://") {
+	for _, a := range bc.Fallbacks {
+		out.Fallbacks = append(out.Fallbacks, sub(a))
+	}
+	if slices.ContainsFunc(append([]string{out.Address}, out.Fallbacks...), func(a string) bool { return strings.HasPrefix(a, "mqtts://") }) {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bc.TLS.ServerName,
 			InsecureSkipVerify: bc.TLS.InsecureSkipVerify}
 		if bc.TLS.CAFile != "" {

@@ -20,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"edgegw/bridge"
 	"edgegw/session"
 )
 
@@ -464,9 +465,10 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 // bridge decodes one entry of bridges; omitted keys get the defaults documented
 // in default.yaml.
 func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
-	b := BridgeConfig{Version: "5", ClientID: "edgegw-{site_id}", Keepalive: 30 * time.Second,
-		SessionExpiry: 24 * time.Hour, ConnectTimeout: 10 * time.Second, BackoffMin: time.Second,
-		BackoffMax: 2 * time.Minute, RefusedBackoff: 5 * time.Minute, Window: 32,
+	def := bridge.Defaults()
+	b := BridgeConfig{Version: "5", ClientID: "edgegw-{site_id}", Keepalive: def.Keepalive,
+		SessionExpiry: def.SessionExpiry, ConnectTimeout: def.ConnectTimeout, BackoffMin: def.BackoffMin,
+		BackoffMax: def.BackoffMax, RefusedBackoff: def.RefusedBackoff, PrimaryRetry: def.PrimaryRetry, Window: def.Window,
 		OutboxMax: 100000, OutboxOverflow: session.RefuseNew}
 	rules := func(dst *[]BridgeRuleConfig) setter {
 		return func(n *yaml.Node, key string) {
@@ -485,8 +487,26 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 		}
 	}
 	d.mapping(n, key, map[string]setter{
-		"name":            d.str(&b.Name),
-		"address":         d.str(&b.Address),
+		"name": d.str(&b.Name),
+		"address": func(n *yaml.Node, key string) {
+			// One address, or a list: the primary, then fall-backs in order.
+			if n.Kind != yaml.SequenceNode {
+				d.str(&b.Address)(n, key)
+				return
+			}
+			var list []string
+			d.list(n, key, func(n *yaml.Node, key string) {
+				var a string
+				d.str(&a)(n, key)
+				list = append(list, a)
+			})
+			if len(list) == 0 {
+				d.fail(n, key, "must name at least one upstream broker")
+				return
+			}
+			b.Address, b.Fallbacks = list[0], list[1:]
+		},
+		"primary_retry":   d.duration(&b.PrimaryRetry, time.Millisecond, 24*time.Hour, false),
 		"version":         d.enum(&b.Version, "5", "3.1.1"),
 		"client_id":       d.str(&b.ClientID),
 		"username":        d.str(&b.Username),
@@ -591,12 +611,13 @@ func (d *decoder) check(c *Config) {
 			d.failKey(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
 		}
 		names[b.Name] = i
-		if strings.Contains(b.ClientID+b.Address+b.StatusTopic+b.WillTopic, "{site_id}") && c.SiteID == "" {
+		if strings.Contains(b.ClientID+b.Address+strings.Join(b.Fallbacks, "")+b.StatusTopic+b.WillTopic, "{site_id}") && c.SiteID == "" {
 			d.failKey("site_id", "must be set: bridges[%d] uses {site_id}", i)
 		}
 		if _, err := c.bridgeConfig(i, b); err != nil {
-			k, msg := splitKey(err.Error())
-			d.failKey(k, "%s", msg)
+			if k, msg := splitKey(err.Error()); !d.failed(k) {
+				d.failKey(k, "%s", msg)
+			}
 		}
 	}
 	d.checkMeters(&c.Meters)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"edgegw/bridge"
 	"edgegw/session"
 )
 
@@ -138,6 +139,18 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
 			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
+		{"bridge addresses", "site_id: s\nbridges:\n  - name: c\n    address: mqtt://a\n    forward: [{local: a/#, remote: b/#}]\n" +
+			"  - name: d\n    address: [mqtt://a, 'mqtts://b:8884']\n    primary_retry: 1m\n    forward: [{local: a/#, remote: b/#}]\n", func(c *Config) {
+			c.SiteID = "s"
+			d := bridge.Defaults()
+			one := BridgeConfig{Name: "c", Address: "mqtt://a", Version: "5", ClientID: "edgegw-{site_id}", Keepalive: d.Keepalive,
+				SessionExpiry: d.SessionExpiry, ConnectTimeout: d.ConnectTimeout, BackoffMin: d.BackoffMin, BackoffMax: d.BackoffMax,
+				RefusedBackoff: d.RefusedBackoff, PrimaryRetry: d.PrimaryRetry, Window: d.Window, OutboxMax: 100000,
+				OutboxOverflow: session.RefuseNew, Forward: []BridgeRuleConfig{{Local: "a/#", Remote: "b/#", QoS: 1}}}
+			two := one
+			two.Name, two.Fallbacks, two.PrimaryRetry = "d", []string{"mqtts://b:8884"}, time.Minute
+			c.Bridges = []BridgeConfig{one, two}
+		}},
 		{"zero without unit", "sessions:\n  max_expiry: 0\n", func(c *Config) { c.Sessions.MaxExpiry = 0 }},
 		{"limits", "mqtt:\n  max_packet_size: 268435455\nsessions:\n  max_expiry: 4294967295s\n  inflight_window: 65535\n", func(c *Config) {
 			c.MQTT.MaxPacketSize = 268435455
@@ -250,6 +263,16 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:3: listeners[0].address: port must be a number from 0 to 65535, got "99999"`}},
 		{"address port by name", "listeners:\n  - name: a\n    address: 'localhost:mqtt'\n",
 			[]string{`edgegw.yaml:3: listeners[0].address: port must be a number from 0 to 65535, got "mqtt"`}},
+		{"bridge fall-back address", "site_id: s\nbridges:\n  - name: c\n    address:\n      - mqtt://a:1883\n      - ftp://b\n    forward: [{local: a/#, remote: b/#}]\n",
+			[]string{`edgegw.yaml:6: bridges[0].address[1]: scheme "ftp" is not mqtt or mqtts`}},
+		{"bridge address repeated", "site_id: s\nbridges:\n  - name: c\n    address: [mqtt://a, mqtt://b, mqtt://a]\n    forward: [{local: a/#, remote: b/#}]\n",
+			[]string{`edgegw.yaml:4: bridges[0].address[2]: "mqtt://a" is already address[0]`}},
+		{"bridge address empty list", "site_id: s\nbridges:\n  - name: c\n    address: []\n    forward: [{local: a/#, remote: b/#}]\n",
+			[]string{`edgegw.yaml:4: bridges[0].address: must name at least one upstream broker`}},
+		{"bridge single address", "site_id: s\nbridges:\n  - name: c\n    address: a:1883\n    forward: [{local: a/#, remote: b/#}]\n",
+			[]string{`edgegw.yaml:4: bridges[0].address: "a:1883" is not mqtt://host:port or mqtts://host:port`}},
+		{"bridge primary_retry zero", "site_id: s\nbridges:\n  - name: c\n    address: [mqtt://a, mqtt://b]\n    primary_retry: 0s\n    forward: [{local: a/#, remote: b/#}]\n",
+			[]string{`edgegw.yaml:5: bridges[0].primary_retry: must be between 1ms and 86400s, got 0s`}},
 		{"every error is reported", "sessions:\n  max_sessions: -1\n  max_queued: lots\nlog:\n  format: xml\n",
 			[]string{
 				"edgegw.yaml:2: sessions.max_sessions: must be between",

@@ -141,7 +141,8 @@ func TestOpsCLI(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %q\n", filepath.Dir(g.socket))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r = cli("bridge", "-c", cfg); r.code != 0 || !strings.Contains(r.stdout, "bridge cloud: connected") {
+	if r = cli("bridge", "-c", cfg); r.code != 0 || !strings.Contains(r.stdout, "bridge cloud: connected") ||
+		!strings.Contains(r.stdout, g.cloud.url()+" (primary)") {
 		t.Errorf("bridge -c: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 

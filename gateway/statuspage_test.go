@@ -26,6 +26,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	bridgeState := `[data-bridge="cloud"] .state`
 	p.await("bridge connected", func() bool { return p.text(bridgeState) == "connected" })
 	p.await("meter reading", func() bool { return strings.Contains(p.text(`[data-meter="w1"] .values`), "volume 123.456 m3") })
+	if s := p.text(`[data-bridge="cloud"] .address`); s != "via "+g.cloud.url() {
+		t.Errorf("bridge address %q, want %q", s, "via "+g.cloud.url())
+	}
 	if s := p.text(`[data-meter="w1"] .state`); s != "online" {
 		t.Errorf("meter state %q", s)
 	}

@@ -364,6 +364,9 @@ func printStatus(p *printer, st admin.Status) {
 		if b.OutboxDepth > 0 {
 			oldest = fmtSeconds(int64(b.OutboxOldestAge))
 		}
+		if b.Connected && b.Fallback {
+			state += " (fall-back)"
+		}
 		p.row("bridge "+b.Bridge, state, "since "+b.Since.Local().Format("15:04:05"),
 			fmt.Sprintf("outbox %d (%s)", b.OutboxDepth, fmtBytes(b.OutboxBytes)), "oldest "+oldest, fmt.Sprintf("dropped %d", b.OutboxDropped))
 	}
@@ -497,6 +500,14 @@ func readingText(raw json.RawMessage) string {
 	return strings.Join(parts, "  ")
 }
 
+// upstreamRole says whether the bridge uses its primary upstream or a fall-back.
+func upstreamRole(b bridge.Status) string {
+	if b.Fallback {
+		return "fall-back"
+	}
+	return "primary"
+}
+
 func printBridgeDetail(p *printer, b bridge.Status) {
 	state := "connected"
 	if !b.Connected {
@@ -507,6 +518,7 @@ func printBridgeDetail(p *printer, b bridge.Status) {
 	if b.OutboxDepth > 0 {
 		oldest = fmtSeconds(int64(b.OutboxOldestAge))
 	}
+	p.row("  address", b.Address+" ("+upstreamRole(b)+")")
 	p.row("  outbox", fmt.Sprintf("%d messages, %s", b.OutboxDepth, fmtBytes(b.OutboxBytes)))
 	p.row("  oldest", oldest)
 	p.row("  dropped", fmt.Sprintf("%d", b.OutboxDropped))

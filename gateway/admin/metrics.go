@@ -144,6 +144,16 @@ func WriteMetrics(w io.Writer, st Status) error {
 	bs := st.Bridges
 	m.family("edgegw_bridge_connected", "gauge", "1 while the bridge's upstream connection is up.",
 		per(bs, "bridge", bName, func(b bStatus) float64 { return b2f(b.Connected) })...)
+	var upstream []sample
+	for _, b := range bs {
+		role := "primary"
+		if b.Fallback {
+			role = "fallback"
+		}
+		upstream = append(upstream, sample{labels: []label{{"bridge", b.Bridge}, {"address", b.Address}, {"role", role}}, value: 1})
+	}
+	m.family("edgegw_bridge_upstream_info", "gauge",
+		"Always 1: the upstream broker address the bridge uses (while disconnected, the one last tried); role primary or fallback.", upstream...)
 	m.family("edgegw_bridge_outbox_messages", "gauge", "Messages waiting in the bridge's outbox (in flight included).",
 		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxDepth) })...)
 	m.family("edgegw_bridge_outbox_bytes", "gauge", "Topic and payload bytes waiting in the outbox.",

@@ -55,7 +55,8 @@ function renderBridges(list) {
     const state = b.connected ? "connected" : "disconnected";
     row.append(el("span", "name", b.bridge), el("span", "state " + state, state),
       el("span", "outbox", "outbox " + b.outbox_depth + (b.outbox_depth ? " (" + bytes(b.outbox_bytes) + ")" : "") + (b.outbox_depth ? " · oldest " + duration(Math.round(b.outbox_oldest_age_seconds)) : "")),
-      el("span", "detail", "since " + new Date(b.since).toLocaleTimeString()));
+      el("span", "detail", "since " + new Date(b.since).toLocaleTimeString()),
+      el("span", "detail address", "via " + b.address + (b.fallback ? " (fall-back)" : "")));
     if (b.outbox_dropped) row.append(el("span", "detail", "dropped " + b.outbox_dropped));
     if (!b.connected && b.last_error) row.append(el("span", "detail error", b.last_error));
     box.append(row);
