@@ -138,13 +138,15 @@ type MQTTConfig struct {
 // SessionsConfig is the sessions section as written in the file. The fields mirror
 // session.Options; see default.yaml for their meaning.
 type SessionsConfig struct {
-	MaxExpiry      time.Duration // whole seconds, 0s-4294967295s
-	MaxSessions    int           // 1-2147483647
-	MaxQueued      int           // 1-2147483647
-	QueueOverflow  session.Overflow
-	QueueQoS0      bool
-	InflightWindow int           // 1-65535
-	SweepInterval  time.Duration // > 0
+	MaxExpiry   time.Duration // whole seconds, 0s-4294967295s
+	MaxSessions int           // 1-2147483647
+	MaxQueued   int           // 1-2147483647
+	// MaxSubscriptions bounds one session's subscriptions; 0-2147483647, 0 = none.
+	MaxSubscriptions int
+	QueueOverflow    session.Overflow
+	QueueQoS0        bool
+	InflightWindow   int           // 1-65535
+	SweepInterval    time.Duration // > 0
 	// Profiles are tried in order. A file without a profiles key keeps the shipped
 	// profiles; a file with one (even an empty list) replaces them.
 	Profiles []ProfileConfig
@@ -213,14 +215,15 @@ func CheckConfig(path string) (warnings []string, err error) {
 func (c Config) SessionOptions() session.Options {
 	s := c.Sessions
 	o := session.Options{
-		MaxExpiry:      s.MaxExpiry,
-		MaxSessions:    s.MaxSessions,
-		MaxQueued:      s.MaxQueued,
-		Overflow:       s.QueueOverflow,
-		QueueQoS0:      s.QueueQoS0,
-		InflightWindow: s.InflightWindow,
-		SweepInterval:  s.SweepInterval,
-		Profiles:       make([]session.Profile, 0, len(s.Profiles)),
+		MaxExpiry:        s.MaxExpiry,
+		MaxSessions:      s.MaxSessions,
+		MaxQueued:        s.MaxQueued,
+		MaxSubscriptions: s.MaxSubscriptions,
+		Overflow:         s.QueueOverflow,
+		QueueQoS0:        s.QueueQoS0,
+		InflightWindow:   s.InflightWindow,
+		SweepInterval:    s.SweepInterval,
+		Profiles:         make([]session.Profile, 0, len(s.Profiles)),
 	}
 	for _, p := range s.Profiles {
 		sp := session.Profile{
@@ -444,13 +447,14 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.mapping(n, key, map[string]setter{
-				"max_expiry":      d.duration(&s.MaxExpiry, 0, maxExpiryLimit, true),
-				"max_sessions":    d.count(&s.MaxSessions, 1, maxCount),
-				"max_queued":      d.count(&s.MaxQueued, 1, maxCount),
-				"queue_overflow":  d.enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
-				"queue_qos0":      d.boolean(&s.QueueQoS0),
-				"inflight_window": d.count(&s.InflightWindow, 1, 65535),
-				"sweep_interval":  d.duration(&s.SweepInterval, 1, math.MaxInt64, false),
+				"max_expiry":        d.duration(&s.MaxExpiry, 0, maxExpiryLimit, true),
+				"max_sessions":      d.count(&s.MaxSessions, 1, maxCount),
+				"max_queued":        d.count(&s.MaxQueued, 1, maxCount),
+				"max_subscriptions": d.count(&s.MaxSubscriptions, 0, maxCount),
+				"queue_overflow":    d.enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
+				"queue_qos0":        d.boolean(&s.QueueQoS0),
+				"inflight_window":   d.count(&s.InflightWindow, 1, 65535),
+				"sweep_interval":    d.duration(&s.SweepInterval, 1, math.MaxInt64, false),
 				"profiles": func(n *yaml.Node, key string) {
 					ps := []ProfileConfig{}
 					if d.list(n, key, func(n *yaml.Node, key string) { ps = append(ps, d.profile(n, key)) }) {

@@ -99,6 +99,10 @@ func (e *Engine) readDisconnect(cl *mqtt.Client, pk *packets.Packet) {
 // the engine's session-present flag and, for v5, the granted
 // Session Expiry Interval into a successful CONNACK [MQTT-3.2.2-2] [MQTT-3.2.2-3].
 func (e *Engine) PacketEncode(cl *mqtt.Client, pk *packets.Packet) {
+	if pk.FixedHeader.Type == packets.Suback {
+		e.encodeSuback(cl, pk)
+		return
+	}
 	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
 		return
 	}
@@ -111,6 +115,27 @@ func (e *Engine) PacketEncode(cl *mqtt.Client, pk *packets.Packet) {
 		pk.Properties.SessionExpiryInterval = uint32(c.decision.Expiry / time.Second)
 		pk.Properties.SessionExpiryIntervalFlag = true
 	}
+}
+
+// encodeSuback sets the reason code of the filters OnSubscribe refused for
+// MaxSubscriptions: v5 0x97 Quota exceeded; v3.1.1 has only 0x80 Failure
+// [MQTT-3.9.3-1]. mochi writes the SUBACK from the goroutine that processed
+// the SUBSCRIBE, so the conn's overQuota belongs to this SUBACK.
+func (e *Engine) encodeSuback(cl *mqtt.Client, pk *packets.Packet) {
+	c := e.conn(cl)
+	if c == nil || len(c.overQuota) == 0 {
+		return
+	}
+	code := packets.ErrQuotaExceeded.Code
+	if c.version < 5 {
+		code = packets.ErrUnspecifiedError.Code
+	}
+	for _, i := range c.overQuota {
+		if i < len(pk.ReasonCodes) {
+			pk.ReasonCodes[i] = code
+		}
+	}
+	c.overQuota = nil
 }
 
 // OnConnect refuses invalid client ids and enforces the session quota: online

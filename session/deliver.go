@@ -383,6 +383,7 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		{"offline", int64(total - online)},
 		{"max", int64(e.opts.MaxSessions)},
 		{"refused", e.stats.SessionsRefused.Load()},
+		{"subscriptions_refused", e.stats.SubscriptionsRefused.Load()},
 		{"expired", e.stats.SessionsExpired.Load()},
 		{"groups", int64(groups)},
 		{"queued", int64(queued)},

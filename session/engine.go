@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"edgegw/internal/ratelog"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/hookset"
@@ -37,6 +39,7 @@ type Engine struct {
 	mqtt.HookBase
 	opts     Options
 	log      *slog.Logger
+	rlog     *ratelog.Logger // lines caused by remote input, rate-limited per kind
 	now      func() time.Time
 	store    Store
 	strict   bool
@@ -73,7 +76,10 @@ type Stats struct {
 	WillsPublished   atomic.Int64
 	TooLargeDropped  atomic.Int64 // messages above the client's Maximum Packet Size, discarded [MQTT-3.1.2-25]
 	PublishesRefused atomic.Int64 // QoS 1/2 PUBLISHes refused because the store could not take them
-	OverflowEpisodes atomic.Int64
+	// SubscriptionsRefused counts filters refused because their session
+	// held MaxSubscriptions.
+	SubscriptionsRefused atomic.Int64
+	OverflowEpisodes     atomic.Int64
 }
 
 // conn is the engine's state for one network connection, from CONNECT to disconnect.
@@ -89,6 +95,7 @@ type conn struct {
 	admitted bool // the engine's OnConnect ran: a disconnect hook will come
 
 	subFilters []packets.Subscription // filters of the SUBSCRIBE being processed, as sent
+	overQuota  []int                  // indexes of its filters refused by MaxSubscriptions
 	retained   map[uint16][]Message   // retained messages to queue once SUBACK(id) is out
 }
 
@@ -106,6 +113,7 @@ func New(opts Options, deps Deps) (*Engine, error) {
 	return &Engine{
 		opts:     opts,
 		log:      deps.Log,
+		rlog:     ratelog.NewLogger(deps.Log, 0, 0, deps.Now),
 		now:      deps.Now,
 		store:    deps.Store,
 		strict:   deps.Strict && deps.Store != nil,

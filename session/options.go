@@ -103,6 +103,10 @@ type Options struct {
 	MaxQueued int
 	// Overflow is the policy when MaxQueued is reached.
 	Overflow Overflow
+	// MaxSubscriptions bounds the subscriptions one session holds (0 = no
+	// limit). A SUBSCRIBE's filters beyond it are refused in the SUBACK: v5
+	// 0x97 Quota exceeded, v3.1.1 0x80 Failure [MQTT-3.9.3-1].
+	MaxSubscriptions int
 	// QueueQoS0 queues QoS 0 messages for offline persistent sessions
 	// (Mosquitto's queue_qos0_messages). Online sessions always get QoS 0 through
 	// their queue.
@@ -116,6 +120,12 @@ type Options struct {
 	// capped at MaxExpiry.
 	Profiles []Profile
 }
+
+// DefaultMaxSubscriptions is the default of Options.MaxSubscriptions: a
+// dashboard with one subscription per meter of a large site fits, and one
+// client cannot grow the topic index and its session without bound (a
+// subscription costs about 0.5 KB of RAM and 40 bytes of store).
+const DefaultMaxSubscriptions = 10000
 
 // DefaultProfiles are the shipped profiles of DESIGN.md §1.
 func DefaultProfiles() []Profile {
@@ -131,14 +141,15 @@ func DefaultProfiles() []Profile {
 // DefaultOptions returns the documented defaults.
 func DefaultOptions() Options {
 	return Options{
-		MaxExpiry:      72 * time.Hour,
-		MaxSessions:    10000,
-		MaxQueued:      100000,
-		Overflow:       RefuseNew,
-		QueueQoS0:      false,
-		InflightWindow: 64,
-		SweepInterval:  time.Second,
-		Profiles:       DefaultProfiles(),
+		MaxExpiry:        72 * time.Hour,
+		MaxSessions:      10000,
+		MaxQueued:        100000,
+		Overflow:         RefuseNew,
+		MaxSubscriptions: DefaultMaxSubscriptions,
+		QueueQoS0:        false,
+		InflightWindow:   64,
+		SweepInterval:    time.Second,
+		Profiles:         DefaultProfiles(),
 	}
 }
 
@@ -151,6 +162,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("sessions.max_sessions: must be at least 1")
 	case o.MaxQueued < 1:
 		return fmt.Errorf("sessions.max_queued: must be at least 1")
+	case o.MaxSubscriptions < 0:
+		return fmt.Errorf("sessions.max_subscriptions: must be at least 0")
 	case o.InflightWindow < 1 || o.InflightWindow > 65535:
 		return fmt.Errorf("sessions.inflight_window: must be between 1 and 65535")
 	case o.SweepInterval <= 0:

@@ -2,6 +2,7 @@ package session
 
 import (
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -354,6 +355,7 @@ func (e *Engine) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 		return pk
 	}
 	c.subFilters = append([]packets.Subscription(nil), pk.Filters...)
+	c.overQuota = e.overQuota(cl, pk.Filters)
 	filters := make([]packets.Subscription, len(pk.Filters))
 	for i, f := range pk.Filters {
 		if cl.Properties.ProtocolVersion == 5 && f.NoLocal && isShared(f.Filter) {
@@ -364,12 +366,57 @@ func (e *Engine) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 		}
 		if !wildcardsValid(f.Filter) {
 			f.Filter = invalidFilter // mochi answers 0x8F (v3.1.1: 0x80) for it
+		} else if slices.Contains(c.overQuota, i) {
+			f.Filter = invalidFilter // mochi refuses it; PacketEncode makes the code 0x97
 		}
 		f.RetainHandling = 2
 		filters[i] = f
 	}
 	pk.Filters = filters
 	return pk
+}
+
+// overQuota returns the indexes of the filters of a SUBSCRIBE from cl that
+// would take it beyond MaxSubscriptions, in packet order: a filter the
+// session holds replaces its subscription and takes no room [MQTT-3.8.4-3], as
+// does a repeat within the packet; an invalid one takes none. A session above
+// the limit (restored after it was lowered) keeps what it has and takes no
+// more. Cost: a map lookup per filter, under the session's lock.
+func (e *Engine) overQuota(cl *mqtt.Client, filters []packets.Subscription) []int {
+	limit := e.opts.MaxSubscriptions
+	s := e.session(cl.ID)
+	if limit <= 0 || s == nil {
+		return nil
+	}
+	var out []int
+	var added map[string]struct{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	free := limit - len(s.subs)
+	for i, f := range filters {
+		if _, held := s.subs[f.Filter]; held || !wildcardsValid(f.Filter) {
+			continue
+		}
+		if _, dup := added[f.Filter]; dup {
+			continue
+		}
+		if free <= 0 {
+			out = append(out, i)
+			continue
+		}
+		free--
+		if added == nil {
+			added = map[string]struct{}{}
+		}
+		added[f.Filter] = struct{}{}
+	}
+	if len(out) > 0 {
+		e.stats.SubscriptionsRefused.Add(int64(len(out)))
+		e.rlog.Warn("subscription quota", "SUBSCRIBE filters refused: the session holds sessions.max_subscriptions",
+			slog.String("client", cl.ID), slog.String("remote", cl.Net.Remote),
+			slog.Int("refused", len(out)), slog.Int("max_subscriptions", limit))
+	}
+	return out
 }
 
 // invalidFilter is a filter mochi's validation refuses.

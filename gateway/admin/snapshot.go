@@ -412,6 +412,7 @@ func (p *Parts) counters() []Counter {
 	out := []Counter{
 		{"sessions_refused", "CONNECTs refused by the session quota (sessions.max_sessions).", s.SessionsRefused.Load()},
 		{"sessions_expired", "Persistent sessions reclaimed after their expiry.", s.SessionsExpired.Load()},
+		{"subscriptions_refused", "SUBSCRIBE filters refused by the per-session limit (sessions.max_subscriptions).", s.SubscriptionsRefused.Load()},
 		{"queue_refused", "Messages not queued for a session or group: queue full under refuse_new, or a store error.", s.QueueRefused.Load()},
 		{"queue_dropped_oldest", "Queued messages dropped to make room under drop_oldest.", s.QueueDroppedOld.Load()},
 		{"queue_overflow_episodes", "Times a queue reached its limit (sessions.max_queued or an outbox limit).", s.OverflowEpisodes.Load()},

@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+)
+
+// writeConfig writes an edgegw configuration for dataDir and addr with extra
+// YAML appended, checks it with `edgegw config check` and returns its path.
+func writeConfig(t *testing.T, dataDir, addr, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "edgegw.yaml")
+	text := fmt.Sprintf("data_dir: %q\nlog:\n  level: info\nlisteners:\n  - name: e2e\n    address: %q\n%s", dataDir, addr, extra)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// inbox collects the payloads a client receives.
+type inbox struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (b *inbox) add(p string) {
+	b.mu.Lock()
+	b.got = append(b.got, p)
+	b.mu.Unlock()
+}
+
+// waitFor waits until the inbox holds n payloads and returns them.
+func (b *inbox) waitFor(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		b.mu.Lock()
+		got := slices.Clone(b.got)
+		b.mu.Unlock()
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sessions.max_subscriptions with real clients: the filters of a SUBSCRIBE
+// beyond the limit are refused, v5 with 0x97 Quota exceeded, v3.1.1 with 0x80
+// Failure, the others granted [MQTT-3.9.3-1]; re-subscribing to a held filter
+// is granted at the limit [MQTT-3.8.4-3]; a refused filter gets no messages.
+func TestSubscriptionLimit(t *testing.T) {
+	addr := freeAddr(t)
+	cfg := writeConfig(t, t.TempDir(), addr, "sessions:\n  max_subscriptions: 3\n")
+	gw := startGW(t, cfg, addr)
+
+	var v5box inbox
+	c5, _, err := dialV5(addr, &paho.Connect{ClientID: "limit-v5", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}}, func(p *paho.Publish) { v5box.add(string(p.Payload)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeV5(c5)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	sa, err := c5.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "a", QoS: 1}, {Topic: "b", QoS: 1}}})
+	if err != nil || !slices.Equal(sa.Reasons, []byte{1, 1}) {
+		t.Fatalf("first SUBSCRIBE: %v %v", sa, err)
+	}
+	// a (held: replaced), c (the third), d and $share/g/e (beyond the limit)
+	sa, _ = c5.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "a", QoS: 2}, {Topic: "c", QoS: 1}, {Topic: "d", QoS: 1}, {Topic: "$share/g/e", QoS: 1}}})
+	if sa == nil || !slices.Equal(sa.Reasons, []byte{2, 1, 0x97, 0x97}) {
+		t.Fatalf("SUBSCRIBE at the limit: SUBACK %v, want [2 1 0x97 0x97]", sa)
+	}
+	for _, topic := range []string{"d", "e", "c"} {
+		if rc, err := publishV5(c5, topic, 1, []byte(topic)); err != nil || rc >= 0x80 {
+			t.Fatalf("publish %s: %d %v", topic, rc, err)
+		}
+	}
+	if got := v5box.waitFor(t, 1); !slices.Equal(got, []string{"c"}) {
+		t.Fatalf("v5 client got %q, want only c", got)
+	}
+
+	var v3box inbox
+	c3, _, err := dialV3(addr, "limit-v3", false, func(m paho3.Message) { v3box.add(string(m.Payload())) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Disconnect(100)
+	tok := c3.SubscribeMultiple(map[string]byte{"w": 1, "x": 1, "y": 1, "z": 1}, nil)
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("v3 subscribe: %v", tok.Error())
+	}
+	res := tok.(*paho3.SubscribeToken).Result()
+	granted, refused := 0, 0
+	for f, rc := range res {
+		switch rc {
+		case 1:
+			granted++
+		case 0x80:
+			refused++
+		default:
+			t.Errorf("v3 filter %s: return code 0x%02x", f, rc)
+		}
+	}
+	if granted != 3 || refused != 1 {
+		t.Fatalf("v3.1.1 SUBACK %v: want 3 granted, 1 refused with 0x80", res)
+	}
+	if l, ok := gw.waitLog("SUBSCRIBE filters refused"); !ok || !containsAll(l, "client=limit-v5", "max_subscriptions=3") {
+		t.Fatalf("no refusal log line naming the client and the limit: %q", l)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// The binary opens a store written by 7654253 (format 1,
+// session/store/testdata/store-v1.db), migrates it, and serves what it held:
+// persistent v3.1.1 and v5 sessions resume with session present and get their
+// queued messages in order, the shared group's queue goes to its member, and
+// retained messages are there. After a graceful stop it starts again on the
+// migrated file with the same sessions.
+func TestUpgradeFromV1Store(t *testing.T) {
+	b, err := os.ReadFile("../session/store/testdata/store-v1.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "edgegw.db"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cfg := writeConfig(t, dir, addr, "sessions:\n  max_expiry: 4294967295s\n")
+	gw := startGW(t, cfg, addr)
+	if _, ok := gw.waitLog("store migrated"); !ok {
+		t.Fatal("no migration logged")
+	}
+
+	var v3box inbox
+	c3, present, err := dialV3(addr, "v311-persist", false, func(m paho3.Message) { v3box.add(string(m.Payload())) })
+	if err != nil || !present {
+		t.Fatalf("v311-persist: present=%v %v", present, err)
+	}
+	if got := v3box.waitFor(t, 3); !slices.Equal(got, []string{"21.5", "22.0", "open"}) {
+		t.Fatalf("v311-persist got %q", got)
+	}
+	c3.Disconnect(100)
+
+	var v5box inbox
+	c5, ca, err := dialV5(addr, &paho.Connect{ClientID: "v5-persist", CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(0xFFFFFFFF)}}, func(p *paho.Publish) { v5box.add(string(p.Payload)) })
+	if err != nil || !ca.SessionPresent {
+		t.Fatalf("v5-persist: %+v %v", ca, err)
+	}
+	got := v5box.waitFor(t, 4)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"21.5", "22.0", "job one", "job two"}) {
+		t.Fatalf("v5-persist got %q (own queue and the shared group's)", got)
+	}
+	// its subscription to fleet/+/temp survived with No Local: its own message
+	// does not come back, another client's does
+	if rc, err := publishV5(c5, "fleet/own/temp", 1, []byte("own")); err != nil || rc != 0 {
+		t.Fatalf("publish: %d %v", rc, err)
+	}
+	closeV5(c5)
+
+	var retained inbox
+	r, _, err := dialV5(addr, &paho.Connect{ClientID: "reader", CleanStart: true}, func(p *paho.Publish) { retained.add(string(p.Payload)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := subscribeV5(r, "status/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	got = retained.waitFor(t, 2)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"ok", "online"}) {
+		t.Fatalf("retained %q", got)
+	}
+	closeV5(r)
+	if code := gw.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+
+	gw2 := startGW(t, cfg, addr)
+	if lines := gw2.grep("store migrated"); len(lines) != 0 {
+		t.Fatalf("migrated twice: %q", lines)
+	}
+	var again inbox
+	c5, ca, err = dialV5(addr, &paho.Connect{ClientID: "v5-persist", CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(0xFFFFFFFF)}}, func(p *paho.Publish) { again.add(string(p.Payload)) })
+	if err != nil || !ca.SessionPresent {
+		t.Fatalf("v5-persist after second start: %+v %v", ca, err)
+	}
+	defer closeV5(c5)
+	pub, _, err := dialV5(addr, &paho.Connect{ClientID: "pub2", CleanStart: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeV5(pub)
+	if rc, err := publishV5(pub, "fleet/z/temp", 1, []byte("after")); err != nil || rc != 0 {
+		t.Fatalf("publish: %d %v", rc, err)
+	}
+	if got := again.waitFor(t, 1); !slices.Equal(got, []string{"after"}) {
+		t.Fatalf("after the second start v5-persist got %q, want only [after] (No Local kept its own message out)", got)
+	}
+}
