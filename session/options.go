@@ -123,8 +123,8 @@ type Options struct {
 
 // DefaultMaxSubscriptions is the default of Options.MaxSubscriptions: a
 // dashboard with one subscription per meter of a large site fits, and one
-// client cannot grow the topic index and its session without bound (a
-// subscription costs about 0.5 KB of RAM and 40 bytes of store).
+// client cannot grow the topic index and its session without bound
+// (docs/sessions.md, "Subscriptions per session").
 const DefaultMaxSubscriptions = 10000
 
 // DefaultProfiles are the shipped profiles of DESIGN.md §1.
