@@ -436,12 +436,12 @@ func TestStartupRefusals(t *testing.T) {
 			return []string{gwBinary, "run", "-c", f.cfg}, attr, func() {}
 		}, "permission denied"},
 		{"read-only data_dir", func(t *testing.T, f *storeFixture) ([]string, *syscall.SysProcAttr, func()) {
-			if _, err := exec.LookPath("unshare"); err != nil {
-				t.Skip("unshare not installed")
+			if out, err := exec.Command("unshare", "--mount", "--propagation", "private", "true").CombinedOutput(); err != nil {
+				t.Skipf("cannot create a mount namespace for a read-only bind mount (unshare --mount: %v: %s)", err, out)
 			}
 			script := fmt.Sprintf("mount --bind %[1]q %[1]q && mount -o remount,ro,bind %[1]q %[1]q && exec %[2]q run -c %[3]q",
 				f.data, gwBinary, f.cfg)
-			return []string{"unshare", "-m", "sh", "-c", script}, nil, func() {}
+			return []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", script}, nil, func() {}
 		}, "read-only file system"},
 		{"store locked by another process", func(t *testing.T, f *storeFixture) ([]string, *syscall.SysProcAttr, func()) {
 			fh, err := os.Open(f.db)
@@ -465,6 +465,8 @@ func TestStartupRefusals(t *testing.T) {
 			}
 			if lines := gw.grep(tt.want); len(lines) != 1 {
 				t.Errorf("want one line naming %q; log:\n%s", tt.want, gw.log)
+			} else {
+				t.Logf("refused: %s", lines[0])
 			}
 			if lines := gw.grep("listening"); len(lines) != 0 {
 				t.Errorf("it served: %s", lines)
