@@ -305,8 +305,8 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
 	gw = startGW(t, cfg, addr)
-	if lines := gw.grep("unreadable"); len(lines) > 0 {
-		t.Fatalf("store unreadable after the full disk: %s", lines)
+	if lines := gw.grep("is damaged"); len(lines) > 0 {
+		t.Fatalf("store damaged after the full disk: %s", lines)
 	}
 	sub, present, msgs := connectSub(false)
 	if !present {

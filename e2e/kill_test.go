@@ -120,7 +120,7 @@ func TestKill(t *testing.T) {
 			t.Logf("round %d: killed after %v; %d subscriber(s) online; acked so far %s", r, delay, len(online), strings.Join(acked, " "))
 		}
 		gw = startGW(t, cfg, addr)
-		if lines := gw.grep("unreadable"); len(lines) > 0 {
+		if lines := gw.grep("is damaged"); len(lines) > 0 {
 			t.Fatalf("round %d: the store did not survive kill -9: %s", r, lines)
 		}
 	}

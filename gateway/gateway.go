@@ -325,8 +325,9 @@ func (g *Gateway) Close() error {
 	return err
 }
 
-// openStore compacts the store file if free pages dominate it and opens it; an
-// unreadable file is moved aside and the gateway starts with an empty store.
+// openStore compacts the store file if free pages dominate it and opens it; a
+// file proven damaged is moved aside and the gateway starts with an empty
+// store; any other failure to open it is returned (store.Open).
 func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 	path := filepath.Join(cfg.DataDir, "edgegw.db")
 	storeLog := log.With(slog.String("component", "store"))

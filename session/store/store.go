@@ -785,7 +785,7 @@ func Compact(path string, log *slog.Logger) (bool, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
 	if err != nil {
-		return false, err // Open reports it and moves the file aside if it is unreadable
+		return false, err // Open reports it (and moves the file aside if it is proven damaged)
 	}
 	stats := db.Stats()
 	total := int(st.Size()) / db.Info().PageSize
