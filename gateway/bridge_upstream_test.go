@@ -172,6 +172,13 @@ func TestBridgeFailover(t *testing.T) {
 	status.await(t, "connected to the fall-back", func(st bridge.Status) bool {
 		return st.Connected && st.Address == fallback.url() && st.Fallback
 	})
+	var api []bridge.Status // what `edgegw bridge` prints
+	if err := admin.NewClient(g.Admin().SocketPath(), "").Get("/api/v1/bridges", &api); err != nil {
+		t.Fatalf("GET /api/v1/bridges: %v", err)
+	}
+	if len(api) != 1 || api[0].Address != fallback.url() || !api[0].Fallback {
+		t.Errorf("admin API while on the fall-back: %+v, want address %s, fallback true", api, fallback.url())
+	}
 	awaitMore(subF, 200)
 	primary.start()
 	subP.connect(false)
