@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -115,7 +114,7 @@ func dial(ctx context.Context, c *Config, t target, will *packets.Packet) (*conn
 	}
 	if err != nil {
 		nc.Close()
-		if c.Version == 5 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		if c.Version == 5 && errors.Is(err, io.EOF) {
 			// Some 3.1.1-only brokers close the connection without a CONNACK.
 			return nil, false, fmt.Errorf("read CONNACK from %s: %w (if the upstream only speaks MQTT 3.1.1: %s)", t.address, err, needV311(c))
 		}
