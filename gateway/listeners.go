@@ -34,6 +34,8 @@ import (
 //     mochi-mqtt/server#501); the connection is closed, its session cleaned up,
 //     and the process keeps serving;
 //   - membership in the set of open connections, so that shutdown can close them;
+//   - a lingering close, so that the client reads the server's last packet
+//     (DISCONNECT, refusing CONNACK) even while it is still sending (linger.go);
 //   - gathered writes (internal/batchconn) for the session engine and mochi.
 type listener struct {
 	id, kind, address string
@@ -43,6 +45,7 @@ type listener struct {
 	log               *slog.Logger
 	stats             *LimitStats
 	lost              func(net.Conn) // cleans up after a connection whose goroutine panicked
+	lingering         int            // connections in their lingering close (linger.go); guarded by mu
 
 	ln        net.Listener
 	http      *http.Server  // websocket only
@@ -292,23 +295,7 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	}
 	closeClients(l.id)
 	l.closeConns()
-}
-
-// trackedConn removes the raw connection from its listener's set when closed,
-// by whoever closes it (mochi, the HTTP server, a failed handshake).
-type trackedConn struct {
-	net.Conn
-	l    *listener
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c.Conn)
-		c.l.mu.Unlock()
-	})
-	return c.Conn.Close()
+	l.waitLingering()
 }
 
 // chanListener is a net.Listener fed with connections the listener accepted
