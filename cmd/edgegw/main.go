@@ -170,6 +170,10 @@ func runCmd(args []string, stderr io.Writer) int {
 		log.Error("edgegw cannot start: " + err.Error())
 		return exitRuntime
 	}
+	if ctx.Err() != nil { // stopped before the store was opened
+		log.Info("edgegw stopped during start-up; the store was not touched")
+		return exitOK
+	}
 	if err := gateway.Run(ctx, cfg, log, hup); err != nil {
 		log.Error("edgegw failed", "err", err)
 		return exitRuntime

@@ -62,6 +62,9 @@ const checkTimeout = 10 * time.Minute
 // whole file, and bbolt's walk of its pages, at start-up.
 func checkStore(ctx context.Context, cfg gateway.Config, log *slog.Logger) error {
 	path := filepath.Join(cfg.DataDir, "edgegw.db")
+	if ctx.Err() != nil {
+		return errInterrupted
+	}
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		return nil // no store yet
 	} else if err != nil {
