@@ -57,6 +57,14 @@ bench-bridge:
 bench-store:
 	scripts/bench-store.sh
 
+# bench-window measures the batch window on a slow disk: the real binary with
+# every commit slowed by 300 ms (EDGEGW_TEST_COMMIT_DELAY) and without, under
+# QoS 1 load from 8 connections x 16 in flight for 10 s each; prints throughput,
+# commit durations and the worst acknowledged-unsynced age (docs/benchmarks.md).
+.PHONY: bench-window
+bench-window:
+	EDGEGW_BENCH_WINDOW=1 go test -v -count=1 -run '^TestBatchWindowBench$$' -timeout 10m ./e2e/ | grep -E '^(bench-window|---|FAIL)'
+
 # rss measures RSS with 100k messages queued for 200 offline sessions,
 # restart-to-serving time and drain time, with the binary `make build` builds.
 rss: build

@@ -335,11 +335,19 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 	if _, err := store.Compact(path, storeLog); err != nil {
 		storeLog.Warn("compaction skipped", slog.Any("error", err))
 	}
+	delay, err := testCommitDelay()
+	if err != nil {
+		return nil, err
+	}
+	if delay > 0 {
+		storeLog.Warn("test hook: every store commit is slowed down", slog.String(testCommitDelayEnv, delay.String()))
+	}
 	st, note, err := store.Open(path, store.Options{
 		Durability:     store.Durability(cfg.Store.Durability),
 		CommitInterval: cfg.Store.CommitInterval,
 		MaxBytes:       cfg.Store.MaxBytes,
 		Overflow:       cfg.Store.Overflow,
+		CommitDelay:    delay,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)
@@ -348,6 +356,23 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		return nil, fmt.Errorf("session store: %w", err)
 	}
 	return st, nil
+}
+
+// testCommitDelayEnv names the test hook that slows every store commit down by
+// a duration (a sleep inside the write transaction, before its fsync), to stand
+// for slow flash in tests and `make bench-window`. Never set it in production.
+const testCommitDelayEnv = "EDGEGW_TEST_COMMIT_DELAY"
+
+func testCommitDelay() (time.Duration, error) {
+	v := os.Getenv(testCommitDelayEnv)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 300ms", testCommitDelayEnv, v)
+	}
+	return d, nil
 }
 
 // restore loads the stored sessions and retained messages into the engine.

@@ -44,6 +44,8 @@ func (s *admitStore) SaveSubscription(string, string, []byte) {}
 func (s *admitStore) SaveInboundQoS2(string, uint16, bool)    {}
 func (s *admitStore) Sync() error                             { return nil }
 func (s *admitStore) Healthy() error                          { return nil }
+func (s *admitStore) Pace() error                             { return nil }
+func (s *admitStore) Committing() bool                        { return false }
 func (s *admitStore) Unreserve(entries int, _ int64)          {}
 
 var errNoRoom = errors.New("store full")

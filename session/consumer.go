@@ -143,7 +143,8 @@ func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, noStore bool
 // routing to sessions and consumers. origin names the source; consumers use it to
 // avoid loops. A QoS 1/2 message the store cannot take is refused whole (the
 // store's error, nothing queued). In strict mode it returns once QoS 1/2 effects
-// are on disk.
+// are on disk; in batch mode it waits while a commit runs (Store.Pace), as a
+// client's PUBACK does.
 func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	pk.FixedHeader.Type = packets.Publish
 	pk.Origin = origin
@@ -162,6 +163,9 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	}
 	if e.strict && pk.FixedHeader.Qos > 0 && stored > 0 {
 		return e.store.Sync()
+	}
+	if pk.FixedHeader.Qos > 0 && stored > 0 {
+		return e.store.Pace() // the batch window, as for PacketPublish
 	}
 	return nil
 }

@@ -34,6 +34,11 @@ type Store interface {
 	// Unreserve ends the reservation once the appends are made.
 	Reserve(entries int, size int64) error
 	Unreserve(entries int, size int64)
+	// Pace holds a batch-mode acknowledgement while a commit runs, so that the
+	// acknowledged change's own commit starts within the commit interval; an
+	// error means the commit failed and the change must not be acknowledged.
+	Pace() error
+	Committing() bool // a commit runs: Pace would wait
 }
 
 // StoredSession is what the store holds of one persistent session.

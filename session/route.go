@@ -63,6 +63,17 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 		if err := e.store.Sync(); err != nil {
 			return e.refusePublish(cl, *pk, err)
 		}
+	} else if e.store != nil && pk.FixedHeader.Qos > 0 && (stored > 0 || pk.FixedHeader.Qos == 2) {
+		// Batch: the PUBACK waits while a commit runs (docs/sessions.md, the
+		// batch window); what this connection gathered goes out first.
+		if e.store.Committing() && len(d.busy) == 0 {
+			if g, ok := cl.Net.Conn.(gatherer); ok {
+				_ = g.Flush()
+			}
+		}
+		if err := e.store.Pace(); err != nil {
+			return e.refusePublish(cl, *pk, err)
+		}
 	}
 	if !cl.Net.Inline {
 		for _, s := range d.busy {

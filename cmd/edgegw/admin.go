@@ -391,6 +391,9 @@ func printStatus(p *printer, st admin.Status) {
 	for _, f := range s.MovedAside { // damaged files moved aside: a technician decides
 		p.row("moved aside", p.paint(red, f.Path), fmtBytes(f.Bytes), f.Time.Local().Format("2006-01-02 15:04:05"))
 	}
+	p.row("commits", fmt.Sprintf("p50 %s", fmtDuration(s.CommitP50Seconds)), fmt.Sprintf("p99 %s", fmtDuration(s.CommitP99Seconds)),
+		fmt.Sprintf("max %s", fmtDuration(s.CommitMaxSeconds)), fmt.Sprintf("unsynced max %s", fmtDuration(s.UnsyncedMaxSeconds)),
+		fmt.Sprintf("%d acks held %s", s.AckWaits, fmtDuration(s.AckWaitSeconds)))
 	var drops []string
 	if s.MessagesDropped != 0 {
 		drops = append(drops, fmt.Sprintf("store_messages_dropped %d", s.MessagesDropped))
@@ -614,4 +617,9 @@ func fmtBytes(n int64) string {
 	default:
 		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
 	}
+}
+
+// fmtDuration prints a duration given in seconds, to 0.1 ms.
+func fmtDuration(sec float64) string {
+	return time.Duration(sec * float64(time.Second)).Round(time.Millisecond / 10).String()
 }

@@ -217,6 +217,14 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.counter("edgegw_store_commits_total", "Store commits (one fsync each).", s.Commits)
 	m.counter("edgegw_store_commits_failed_total", "Store commits that failed.", s.CommitsFailed)
 	m.family("edgegw_store_commit_seconds_total", "counter", "Time spent committing.", sample{value: s.CommitSeconds})
+	m.family("edgegw_store_commit_duration_seconds", "gauge",
+		"Commit duration: quantile 0.5 and 0.99 over the last 1024 commits, 1 = the longest since start-up.",
+		sample{labels: []label{{"quantile", "0.5"}}, value: s.CommitP50Seconds},
+		sample{labels: []label{{"quantile", "0.99"}}, value: s.CommitP99Seconds},
+		sample{labels: []label{{"quantile", "1"}}, value: s.CommitMaxSeconds})
+	m.gauge("edgegw_store_unsynced_max_seconds", "Longest an acknowledged change waited for the end of its commit, since start-up.", s.UnsyncedMaxSeconds)
+	m.counter("edgegw_store_ack_waits_total", "PUBACKs held while a commit ran (batch back-pressure on slow storage).", s.AckWaits)
+	m.family("edgegw_store_ack_wait_seconds_total", "counter", "Time PUBACKs were held while commits ran.", sample{value: s.AckWaitSeconds})
 	m.counter("edgegw_store_messages_written_total", "Queued messages that reached the disk.", s.MessagesWritten)
 	m.counter("edgegw_store_messages_never_written_total", "Queued messages delivered before their commit: never written.", s.MessagesNeverWritten)
 	m.counter("edgegw_store_bytes_written_total", "Bytes the store's commits wrote (pages x page size).", s.BytesWritten)

@@ -22,8 +22,12 @@
 // session's keys are contiguous and no id is a prefix of another's keys.
 //
 // Durability modes: Strict callers wait in Sync for the commit that covers their
-// changes (concurrent callers share it); Batch commits at least every interval, so
-// a crash loses at most that window of acknowledged messages.
+// changes (concurrent callers share it). Batch starts a commit at most
+// CommitInterval after the oldest change it has not yet started committing, and
+// callers that acknowledge a change call Pace first, which holds them while a
+// commit is running: so an acknowledged change is on disk at most CommitInterval
+// plus the duration of the one commit that holds it after its acknowledgement
+// (see Pace). A crash loses at most that window of acknowledged messages.
 package store
 
 import (
@@ -34,6 +38,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +86,19 @@ type Options struct {
 	Overflow session.Overflow
 	// MaxPending starts a commit early when this many changes wait (bounds RAM).
 	MaxPending int
+	// CommitDelay is a test hook that makes every commit that long slower (a
+	// sleep inside the write transaction, before bbolt's fsync), to stand for
+	// slow flash. gateway sets it from EDGEGW_TEST_COMMIT_DELAY. 0 in production.
+	CommitDelay time.Duration
+
+	hooks *testHooks // nil outside this package's tests
+}
+
+// testHooks replace the clock and slow commits down in this package's tests.
+type testHooks struct {
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
+	slow  func() error // called inside each write transaction; an error fails it
 }
 
 // Stats are cumulative counters; read them with Load.
@@ -96,6 +114,17 @@ type Stats struct {
 	BytesWritten     atomic.Int64
 	CommitNanos      atomic.Int64 // time spent in commits
 	LastCommitUnixNs atomic.Int64
+	// AckWaits counts acknowledgements Pace held because a commit was running
+	// (batch back-pressure on slow storage); AckWaitNanos is their total wait.
+	AckWaits     atomic.Int64
+	AckWaitNanos atomic.Int64
+	// UnsyncedMaxNanos is the longest time an acknowledged change was on no
+	// disk: over every successful commit, its end minus the acknowledgement
+	// time of the oldest change it carried (a change made while a commit ran
+	// counts from that commit's end, when Pace lets its acknowledgement go).
+	UnsyncedMaxNanos atomic.Int64
+
+	commitMax atomic.Int64 // longest commit (ns); read with CommitTimes
 }
 
 // Store is the bbolt-backed state. Methods are safe for concurrent use.
@@ -124,6 +153,16 @@ type Store struct {
 	stuck    bool   // drop_oldest found nothing to drop: refuse like refuse_new
 	shedLog  shedLog
 	cond     *sync.Cond
+	// since is when the oldest change not yet taken by a commit was made (or,
+	// for a change made while the commit goroutine was busy, when it stopped
+	// being busy); zero when no change waits. The next commit is due at
+	// since+CommitInterval (retryAt after a failed commit, if later).
+	since   time.Time
+	retryAt time.Time
+	busy    bool    // the commit goroutine is committing or shedding: Pace holds
+	durs    []int64 // the last commitWindow commit durations (ns), a ring
+	dursAt  int     // next slot of durs
+	hooks   testHooks
 
 	// Admission (Reserve): usedBytes is the pages in use measured by the last
 	// successful commit; pendBytes estimates the queue entries appended since
@@ -137,6 +176,7 @@ type Store struct {
 
 	commitMu sync.Mutex // one commit at a time
 	kick     chan struct{}
+	arm      chan struct{} // the first change after an idle spell: set the timer
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stats    Stats
@@ -206,8 +246,21 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 		queues: map[string]*Queue{}, dirty: map[*Queue]struct{}{},
 		sessions: map[string][]byte{}, retained: map[string][]byte{}, names: map[string]uint32{},
 		subs: map[string][]byte{}, qos2: map[string][]byte{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		kick: make(chan struct{}, 1), arm: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
+	s.hooks = testHooks{now: time.Now, after: time.After}
+	if h := opts.hooks; h != nil {
+		if h.now != nil {
+			s.hooks.now = h.now
+		}
+		if h.after != nil {
+			s.hooks.after = h.after
+		}
+		s.hooks.slow = h.slow
+	}
+	if d := opts.CommitDelay; d > 0 && s.hooks.slow == nil {
+		s.hooks.slow = func() error { time.Sleep(d); return nil }
+	}
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -292,6 +345,13 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.wg.Wait()
 	err := s.commit()
+	if err != nil {
+		s.mu.Lock()
+		n := s.pending
+		s.mu.Unlock()
+		s.log.Error("store closed with changes it could not write; acknowledged messages among them are lost",
+			slog.String("path", s.path), slog.Int("changes", n), slog.Any("error", err))
+	}
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
@@ -376,9 +436,77 @@ func (s *Store) used() int64 {
 func (s *Store) changed() {
 	s.gen++
 	s.pending++
+	if s.since.IsZero() {
+		s.since = s.hooks.now()
+		select { // the loop sets its timer to since+CommitInterval
+		case s.arm <- struct{}{}:
+		default:
+		}
+	}
 	if s.pending >= s.opts.MaxPending {
 		s.signal()
 	}
+}
+
+// Pace is called by a caller about to acknowledge changes it made (batch
+// mode: the PUBACK of a stored PUBLISH). While the commit goroutine is busy it
+// waits until it is not, counted in Stats.AckWaits: a change made during a
+// running commit is not in it, and acknowledging it at once would let it wait
+// behind the whole of that commit (unbounded on slow flash) before its own
+// starts. With Pace, every acknowledged change is in a commit that starts at
+// most CommitInterval after the acknowledgement, so it is on disk at most
+// CommitInterval plus that commit's duration after it (while commits succeed).
+// It returns the error of the commit it waited for if that failed: the caller
+// must then refuse, not acknowledge (the change stays pending and retried).
+// Cost: one lock when no commit runs.
+func (s *Store) Pace() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.busy {
+		return nil
+	}
+	s.stats.AckWaits.Add(1)
+	start := s.hooks.now()
+	for s.busy {
+		s.cond.Wait()
+	}
+	s.stats.AckWaitNanos.Add(int64(s.hooks.now().Sub(start)))
+	return s.failErr
+}
+
+// Committing reports whether a commit is running (Pace would wait).
+func (s *Store) Committing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy
+}
+
+// setBusy marks the commit goroutine busy or idle. Changes made while it was
+// busy count as made when it becomes idle: their acknowledgements were held
+// until then (Pace), and their commit is due CommitInterval later.
+func (s *Store) setBusy(busy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = busy
+	if !busy {
+		if now := s.hooks.now(); !s.since.IsZero() && s.since.Before(now) {
+			s.since = now
+		}
+		s.cond.Broadcast()
+	}
+}
+
+// due is when the next commit must start; zero when nothing waits. Caller
+// holds s.mu.
+func (s *Store) due() time.Time {
+	if s.since.IsZero() {
+		return time.Time{}
+	}
+	d := s.since.Add(s.opts.CommitInterval)
+	if d.Before(s.retryAt) {
+		d = s.retryAt
+	}
+	return d
 }
 
 func (s *Store) signal() {
@@ -404,24 +532,74 @@ func (s *Store) Sync() error {
 	return nil
 }
 
-// loop commits on demand (strict callers, MaxPending) and at least every
-// CommitInterval while changes wait; a failed commit is retried on the interval.
+// loop commits on demand (strict callers, MaxPending) and at the latest
+// CommitInterval after the oldest waiting change (see due); a failed commit is
+// retried CommitInterval after it ended. While it commits or sheds it is busy,
+// and Pace holds acknowledgements.
 func (s *Store) loop() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.opts.CommitInterval)
-	defer t.Stop()
 	for {
+		s.mu.Lock()
+		due := s.due()
+		s.mu.Unlock()
+		var timer <-chan time.Time
+		if !due.IsZero() {
+			timer = s.hooks.after(due.Sub(s.hooks.now()))
+		}
 		select {
 		case <-s.stop:
 			return
+		case <-s.arm:
+			continue
 		case <-s.kick:
-		case <-t.C:
+		case <-timer:
 		}
+		s.setBusy(true)
 		if err := s.commit(); err != nil {
 			s.log.Error("store commit failed; durable work is refused until it succeeds",
 				slog.String("path", s.path), slog.Any("error", err))
 		}
 		s.shedIfOver()
+		s.setBusy(false)
+	}
+}
+
+// commitWindow is how many recent commit durations CommitTimes summarises.
+const commitWindow = 1024
+
+// CommitTimes summarises commit durations: P50 and P99 over the last
+// commitWindow commits (successful or not), Max since Open.
+type CommitTimes struct {
+	P50, P99, Max time.Duration
+	N             int // commits in the window
+}
+
+// CommitTimes returns the commit duration summary. Cost: a copy and a sort of
+// at most commitWindow numbers.
+func (s *Store) CommitTimes() CommitTimes {
+	s.mu.Lock()
+	d := slices.Clone(s.durs)
+	s.mu.Unlock()
+	out := CommitTimes{N: len(d), Max: time.Duration(s.stats.commitMax.Load())}
+	if len(d) == 0 {
+		return out
+	}
+	slices.Sort(d)
+	q := func(p int) time.Duration { return time.Duration(d[(len(d)-1)*p/100]) }
+	out.P50, out.P99 = q(50), q(99)
+	return out
+}
+
+// recordCommit adds one commit duration; caller holds s.mu.
+func (s *Store) recordCommit(d time.Duration) {
+	if len(s.durs) < commitWindow {
+		s.durs = append(s.durs, int64(d))
+	} else {
+		s.durs[s.dursAt] = int64(d)
+	}
+	s.dursAt = (s.dursAt + 1) % commitWindow
+	if int64(d) > s.stats.commitMax.Load() {
+		s.stats.commitMax.Store(int64(d))
 	}
 }
 
@@ -436,6 +614,8 @@ func (s *Store) commit() error {
 		return nil
 	}
 	target := s.gen
+	since, pending := s.since, s.pending
+	s.since = time.Time{}
 	sessions, retained, names, subs, qos2 := s.sessions, s.retained, s.names, s.subs, s.qos2
 	s.sessions, s.retained, s.names = map[string][]byte{}, map[string][]byte{}, map[string]uint32{}
 	s.subs, s.qos2 = map[string][]byte{}, map[string][]byte{}
@@ -452,7 +632,7 @@ func (s *Store) commit() error {
 	for _, q := range dirty {
 		q.beginFlush()
 	}
-	started := time.Now()
+	started := s.hooks.now()
 	written := 0
 	allocBefore := s.pageAlloc()
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -491,9 +671,14 @@ func (s *Store) commit() error {
 			}
 			written += n
 		}
+		if s.hooks.slow != nil {
+			return s.hooks.slow()
+		}
 		return nil
 	})
-	s.stats.CommitNanos.Add(int64(time.Since(started)))
+	ended := s.hooks.now()
+	took := ended.Sub(started)
+	s.stats.CommitNanos.Add(int64(took))
 	if err == nil {
 		// Before taking s.mu: lock order is q.mu, then s.mu (see Queue.mark).
 		for _, q := range dirty {
@@ -504,7 +689,14 @@ func (s *Store) commit() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.attempt++
+	s.recordCommit(took)
 	if err != nil {
+		// The batch waits again, as old as it was; retried CommitInterval on.
+		if s.since.IsZero() || since.Before(s.since) {
+			s.since = since
+		}
+		s.pending += pending
+		s.retryAt = ended.Add(s.opts.CommitInterval)
 		// Keep everything for the next attempt; newer changes win over older ones.
 		keepOlder(s.sessions, sessions)
 		keepOlder(s.retained, retained)
@@ -530,7 +722,7 @@ func (s *Store) commit() error {
 	// Blocked: durable work was refused. drop_oldest is not blocked while it can
 	// drop; its drops are logged by shedIfOver at a bounded rate.
 	wasBlocked := s.failErr != nil || (s.full && (!dropping || s.stuck))
-	s.failErr = nil
+	s.failErr, s.retryAt = nil, time.Time{}
 	s.full, s.excess = false, 0
 	s.flushBytes = 0
 	if s.opts.MaxBytes > 0 {
@@ -554,6 +746,9 @@ func (s *Store) commit() error {
 		s.stuck = false
 	}
 	s.done = target
+	if !since.IsZero() && int64(ended.Sub(since)) > s.stats.UnsyncedMaxNanos.Load() {
+		s.stats.UnsyncedMaxNanos.Store(int64(ended.Sub(since)))
+	}
 	s.stats.Commits.Add(1)
 	s.stats.MessagesWritten.Add(int64(written))
 	s.stats.BytesWritten.Add(s.pageAlloc() - allocBefore + int64(s.db.Info().PageSize))

@@ -105,6 +105,10 @@ function render(s) {
   $("store-wpm").textContent = st.messages_written ? bytes(st.write_bytes_per_message) : "—";
   $("store-commits").textContent = st.commits + (st.commits_failed ? " (" + st.commits_failed + " failed)" : "");
   $("store-aside").textContent = st.moved_aside.length ? st.moved_aside.map((f) => f.path + " (" + bytes(f.bytes) + ")").join(", ") : "none";
+  const ms = (sec) => (sec * 1000).toFixed(1) + " ms";
+  $("store-commit-times").textContent = "p50 " + ms(st.commit_p50_seconds) + ", p99 " + ms(st.commit_p99_seconds) +
+    ", max " + ms(st.commit_max_seconds) + "; acknowledged-unsynced max " + ms(st.unsynced_max_seconds) +
+    (st.ack_waits ? "; " + st.ack_waits + " PUBACKs held for a commit" : "");
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   document.body.classList.remove("stale");
   document.body.dataset.updates = String((+document.body.dataset.updates || 0) + 1);

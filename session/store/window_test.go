@@ -1,0 +1,207 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeClock is a clock that moves only when told, with timers for the loop.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	c  chan time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, fakeTimer{c.now.Add(d), ch})
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		if t.at.After(c.now) {
+			kept = append(kept, t)
+		} else {
+			t.c <- c.now
+		}
+	}
+	c.timers = kept
+}
+
+// armed reports whether a timer waits for exactly at.
+func (c *fakeClock) armed(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.timers {
+		if t.at.Equal(at) {
+			return true
+		}
+	}
+	return false
+}
+
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// slowDisk is a commit hook: each commit blocks inside its write transaction
+// until the test lets it go, with the error the test chooses.
+type slowDisk struct {
+	entered chan struct{}
+	release chan error
+}
+
+func newSlowDisk() *slowDisk {
+	return &slowDisk{entered: make(chan struct{}, 1), release: make(chan error)}
+}
+
+func (d *slowDisk) commit() error {
+	d.entered <- struct{}{}
+	return <-d.release
+}
+
+// The batch window: an acknowledged change is on disk at most CommitInterval
+// plus the duration of the one commit that holds it after its acknowledgement.
+// A change made while a slow commit runs does not wait behind it
+// unacknowledged-but-counted: its acknowledgement (Pace) is held until that
+// commit ends, counted, and its own commit starts CommitInterval after that.
+// Clock and commit durations are injected: the figures are exact.
+func TestBatchWindowBound(t *testing.T) {
+	const interval, slow = 100 * time.Millisecond, 300 * time.Millisecond
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	disk := newSlowDisk()
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: interval,
+		hooks: &testHooks{now: clock.Now, after: clock.After, slow: disk.commit}})
+	t.Cleanup(func() { close(disk.release) }) // Close's commit, if any
+
+	t0 := clock.Now()
+	q, _ := s.Queue("s/a")
+	if _, err := q.Append(msg(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pace(); err != nil { // no commit runs: acknowledged at once
+		t.Fatal(err)
+	}
+	await(t, "the commit timer at t0+interval", func() bool { return clock.armed(t0.Add(interval)) })
+	clock.Advance(interval)
+	<-disk.entered // commit 1 (the queue name and message 1) runs
+
+	if _, err := q.Append(msg(2)); err != nil {
+		t.Fatal(err)
+	}
+	acked := make(chan error, 1)
+	go func() { acked <- s.Pace() }()
+	await(t, "the acknowledgement held", func() bool { return s.Stats().AckWaits.Load() == 1 })
+	select {
+	case err := <-acked:
+		t.Fatalf("acknowledged while the commit before it ran: %v", err)
+	default:
+	}
+	clock.Advance(slow)
+	disk.release <- nil // commit 1 ends at t0+interval+slow
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	ack2 := clock.Now()
+	if got := time.Duration(s.Stats().AckWaitNanos.Load()); got != slow {
+		t.Fatalf("acknowledgement held %v, want %v (the running commit)", got, slow)
+	}
+	// Message 2's commit is due one interval after its acknowledgement, not
+	// at once (behind commit 1) and not later.
+	await(t, "the commit timer at ack+interval", func() bool { return clock.armed(ack2.Add(interval)) })
+	clock.Advance(interval)
+	<-disk.entered
+	clock.Advance(slow)
+	disk.release <- nil
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	worst := time.Duration(s.Stats().UnsyncedMaxNanos.Load())
+	if worst != interval+slow {
+		t.Fatalf("worst acknowledged-unsynced age %v, want interval+commit = %v", worst, interval+slow)
+	}
+	ct := s.CommitTimes()
+	if ct.N != 2 || ct.Max != slow || ct.P50 != slow || ct.P99 != slow {
+		t.Fatalf("commit times %+v, want 2 commits of %v", ct, slow)
+	}
+}
+
+// A change made while a commit that then fails (disk full) was running is not
+// acknowledged: Pace returns the error (the publisher is refused). The failed
+// batch stays pending and is retried one interval later, and a Close that
+// cannot write it says so, with the count, instead of losing it silently.
+func TestBatchFailedCommitRefusesHeldAcks(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	disk := newSlowDisk()
+	var logs bytes.Buffer
+	s, _, err := Open(filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: interval,
+		hooks: &testHooks{now: clock.Now, after: clock.After, slow: disk.commit}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := s.Queue("s/a")
+	_, _ = q.Append(msg(1))
+	await(t, "the commit timer", func() bool { return clock.armed(clock.Now().Add(interval)) })
+	clock.Advance(interval)
+	<-disk.entered
+	_, _ = q.Append(msg(2))
+	acked := make(chan error, 1)
+	go func() { acked <- s.Pace() }()
+	await(t, "the acknowledgement held", func() bool { return s.Stats().AckWaits.Load() == 1 })
+	disk.release <- syscall.ENOSPC
+	if err := <-acked; !errors.Is(err, ErrFull) {
+		t.Fatalf("held acknowledgement after a failed commit: %v, want ErrFull", err)
+	}
+	if err := s.Reserve(1, 10); !errors.Is(err, ErrFull) {
+		t.Fatalf("admission after a failed commit: %v, want ErrFull", err)
+	}
+	// Retried one interval after the failure, with both messages.
+	await(t, "the retry timer", func() bool { return clock.armed(clock.Now().Add(interval)) })
+	clock.Advance(interval)
+	<-disk.entered
+	disk.release <- syscall.ENOSPC
+	await(t, "the second failure", func() bool { return s.Stats().FailedCommits.Load() == 2 })
+	go func() { <-disk.entered; disk.release <- syscall.ENOSPC }() // Close's commit
+	if err := s.Close(); !errors.Is(err, ErrFull) {
+		t.Fatalf("close: %v, want the commit error", err)
+	}
+	if !bytes.Contains(logs.Bytes(), []byte("could not write")) || !bytes.Contains(logs.Bytes(), []byte("changes=3")) {
+		t.Fatalf("close lost the failed batch without saying so; log:\n%s", logs.String())
+	}
+}
