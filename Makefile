@@ -115,3 +115,9 @@ fuzz-meters:
 	go test -run '^$$' -fuzz '^FuzzModbusFrame$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
 	go test -run '^$$' -fuzz '^FuzzModbusCommand$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
 	go test -run '^$$' -fuzz '^FuzzLineFrame$$' -fuzztime $(FUZZTIME) ./hardware/line/
+
+# fuzz-mqtt fuzzes mochi's packet decoders behind the listener's pre-check
+# (internal/mqttcheck) for FUZZTIME; its seed corpus runs with every `make test`.
+.PHONY: fuzz-mqtt
+fuzz-mqtt:
+	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/mqttcheck/

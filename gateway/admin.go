@@ -33,26 +33,15 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 // counters are the gateway's own drop and refusal counters for the admin API:
 // the abuse limits, contained panics, and the authentication and ACL denials.
 func (g *Gateway) counters() []admin.Counter {
-	var panics int64
-	for _, l := range g.listeners {
-		panics += l.panics.Load()
-	}
 	a := g.auth.Stats()
-	return []admin.Counter{
-		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: g.limits.PacketsTooLarge.Load()},
-		{Name: "topics_too_long", Help: "Topic names and filters over mqtt.max_topic_length, refused.", Value: g.limits.TopicsTooLong.Load()},
-		{Name: "topics_too_deep", Help: "Topic names and filters over mqtt.max_topic_levels, refused.", Value: g.limits.TopicsTooDeep.Load()},
-		{Name: "connections_rate_limited", Help: "CONNECTs refused by mqtt.connection_rate.", Value: g.limits.ConnectionsLimited.Load()},
-		{Name: "inflight_exceeded", Help: "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", Value: g.limits.InflightExceeded.Load()},
-		{Name: "tls_handshakes_failed", Help: "TLS handshakes that failed on TLS listeners.", Value: g.limits.TLSHandshakeFailed.Load()},
-		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: panics},
-		{Name: "auth_bad_credentials", Help: "CONNECTs refused for an unknown user or a wrong password.", Value: a.BadCredentials.Load()},
-		{Name: "auth_anonymous_refused", Help: "Anonymous CONNECTs refused on listeners without allow_anonymous.", Value: a.AnonymousRefused.Load()},
-		{Name: "auth_will_denied", Help: "CONNECTs refused for a will topic the client may not publish to.", Value: a.WillDenied.Load()},
-		{Name: "auth_publish_denied", Help: "PUBLISHes denied by the ACL (not routed).", Value: a.PublishDenied.Load()},
-		{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
-		{Name: "auth_takeover_denied", Help: "CONNECTs refused for the client id of another user's session.", Value: a.TakeoverDenied.Load()},
-	}
+	return append(g.limits.counters(),
+		admin.Counter{Name: "auth_bad_credentials", Help: "CONNECTs refused for an unknown user or a wrong password.", Value: a.BadCredentials.Load()},
+		admin.Counter{Name: "auth_anonymous_refused", Help: "Anonymous CONNECTs refused on listeners without allow_anonymous.", Value: a.AnonymousRefused.Load()},
+		admin.Counter{Name: "auth_will_denied", Help: "CONNECTs refused for a will topic the client may not publish to.", Value: a.WillDenied.Load()},
+		admin.Counter{Name: "auth_publish_denied", Help: "PUBLISHes denied by the ACL (not routed).", Value: a.PublishDenied.Load()},
+		admin.Counter{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
+		admin.Counter{Name: "auth_takeover_denied", Help: "CONNECTs refused for the client id of another user's session.", Value: a.TakeoverDenied.Load()},
+	)
 }
 
 // Admin returns the admin server, or nil when it is turned off.

@@ -214,18 +214,34 @@ func TestFirstPacketNotConnectClosesConnection(t *testing.T) {
 }
 
 // A v5 SUBSCRIBE whose last topic filter lacks its Subscription Options byte is
-// a Malformed Packet: the connection is closed and the gateway goes on.
+// a Malformed Packet: the server sends DISCONNECT 0x81 and closes the
+// connection [MQTT-4.13.1-1], and the gateway goes on. mochi's decoder panics
+// on it (mochi-mqtt/server#501): the listener's pre-check (checkConn) refuses
+// it before mochi reads it, so nothing panics. The same bytes in a v3.1.1
+// SUBSCRIBE are a well-formed body that mochi refuses itself (QoS 3 is not a
+// QoS): the connection is closed [MQTT-3.8.3-4].
 func TestTruncatedV5SubscribeClosesConnection(t *testing.T) {
-	// mochi's decoder panics on this (mochi-mqtt/server#501); the gateway's
-	// listener recovers it, closes the connection and keeps serving.
 	g := startSettledGateway(t, nil)
 	b := newBystander(t, g)
-	c := rawConnected(t, g, 5, "truncated-sub")
-	// SUBSCRIBE, remaining 6: packet id 1, no properties, filter "a", no options byte.
-	c.write([]byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a'})
-	closedWith(t, c, packets.ErrMalformedPacket.Code, false)
-	// Its clean session ended although mochi's disconnect path never ran.
-	waitFor(t, "crashed session ended", func() bool { _, ok := g.sessionInfo("truncated-sub"); return !ok })
+	for i, bad := range [][]byte{
+		{0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a'},           // packet id 1, no properties, filter "a", no options byte
+		{0x82, 0x08, 0x00, 0x03, 0x00, 0x00, 0x03, 'a', '/', 'b'}, // the bytes of issue 14: filter "a/b"
+	} {
+		c := rawConnected(t, g, 5, "truncated-sub")
+		c.write(bad)
+		closedWith(t, c, packets.ErrMalformedPacket.Code, true)
+		waitFor(t, "session ended", func() bool { _, ok := g.sessionInfo("truncated-sub"); return !ok })
+		if m, p := g.Limits().PacketsMalformed.Load(), g.Limits().ConnectionPanics.Load(); m != int64(i+1) || p != 0 {
+			t.Fatalf("packets_malformed %d, connection_panics %d; want %d, 0", m, p, i+1)
+		}
+		b.check(t, g)
+	}
+	c := rawConnected(t, g, 4, "truncated-sub-311")
+	c.write([]byte{0x82, 0x08, 0x00, 0x03, 0x00, 0x00, 0x03, 'a', '/', 'b'})
+	closedWith(t, c, 0, false)
+	if p := g.Limits().ConnectionPanics.Load(); p != 0 {
+		t.Fatalf("connection_panics %d, want 0", p)
+	}
 	b.check(t, g)
 }
 

@@ -214,7 +214,7 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	return mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
-		Logger:                   log.With(slog.String("component", "mqtt")),
+		Logger:                   mochiLogger(log.With(slog.String("component", "mqtt")), nil),
 		SysTopicResendInterval:   int64(cfg.MQTT.SysInterval / time.Second),
 		ClientNetReadBufferSize:  1024,
 		ClientNetWriteBufferSize: 2048,

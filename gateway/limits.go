@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/gateway/admin"
 	"edgegw/internal/batchconn"
 	"edgegw/internal/hookset"
 )
@@ -25,18 +26,32 @@ type LimitStats struct {
 	ConnectionsLimited atomic.Int64 // CONNECTs refused by mqtt.connection_rate
 	InflightExceeded   atomic.Int64 // clients closed for sending more than mqtt.max_inflight QoS 2 PUBLISHes
 	TLSHandshakeFailed atomic.Int64 // TLS handshakes that failed (wrong CA, expired, no certificate, old version...)
+	PacketsMalformed   atomic.Int64 // packets refused by the pre-check (checkConn; connection closed)
+	ConnectionPanics   atomic.Int64 // connection handlers that panicked, contained by the listener
 }
 
-// sys returns the counters for $SYS.
-func (s *LimitStats) sys() map[string]int64 {
-	return map[string]int64{
-		"limits/packets_too_large":        s.PacketsTooLarge.Load(),
-		"limits/topics_too_long":          s.TopicsTooLong.Load(),
-		"limits/topics_too_deep":          s.TopicsTooDeep.Load(),
-		"limits/connections_rate_limited": s.ConnectionsLimited.Load(),
-		"limits/inflight_exceeded":        s.InflightExceeded.Load(),
-		"limits/tls_handshakes_failed":    s.TLSHandshakeFailed.Load(),
+// counters names each counter once, for $SYS (sys), the admin API and
+// /metrics (Gateway.counters).
+func (s *LimitStats) counters() []admin.Counter {
+	return []admin.Counter{
+		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: s.PacketsTooLarge.Load()},
+		{Name: "topics_too_long", Help: "Topic names and filters over mqtt.max_topic_length, refused.", Value: s.TopicsTooLong.Load()},
+		{Name: "topics_too_deep", Help: "Topic names and filters over mqtt.max_topic_levels, refused.", Value: s.TopicsTooDeep.Load()},
+		{Name: "connections_rate_limited", Help: "CONNECTs refused by mqtt.connection_rate.", Value: s.ConnectionsLimited.Load()},
+		{Name: "inflight_exceeded", Help: "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", Value: s.InflightExceeded.Load()},
+		{Name: "tls_handshakes_failed", Help: "TLS handshakes that failed on TLS listeners.", Value: s.TLSHandshakeFailed.Load()},
+		{Name: "packets_malformed", Help: "Malformed packets refused before mochi decoded them; each closed its connection (v5: DISCONNECT 0x81).", Value: s.PacketsMalformed.Load()},
+		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: s.ConnectionPanics.Load()},
 	}
+}
+
+// sys returns the counters for $SYS (limits/<name>).
+func (s *LimitStats) sys() map[string]int64 {
+	m := map[string]int64{}
+	for _, c := range s.counters() {
+		m["limits/"+c.Name] = c.Value
+	}
+	return m
 }
 
 // limitsHook enforces the protocol limits that mochi does not, or not exactly,

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/batchconn"
+	"edgegw/internal/ratelog"
 )
 
 // listener is an MQTT listener (mochi's listeners.Listener) for TCP or
@@ -29,10 +31,12 @@ import (
 //     deadline with the keepalive after CONNECT);
 //   - the exact packet size limit, checked on the byte stream before mochi
 //     allocates the packet (guardConn);
-//   - containment of panics in its goroutine: mochi's decoders panic on some
-//     malformed packets (a v5 SUBSCRIBE missing its options byte,
-//     mochi-mqtt/server#501); the connection is closed, its session cleaned up,
-//     and the process keeps serving;
+//   - the packets mochi's decoders panic on (a v5 SUBSCRIBE missing its
+//     options byte, mochi-mqtt/server#501) refused before mochi reads them
+//     (checkConn, internal/mqttcheck);
+//   - containment of any other panic in its goroutine: the connection is
+//     closed, its session cleaned up, the stack logged (rate-limited) and
+//     counted (connection_panics), and the process keeps serving;
 //   - membership in the set of open connections, so that shutdown can close them;
 //   - a lingering close, so that the client reads the server's last packet
 //     (DISCONNECT, refusing CONNACK) even while it is still sending (linger.go);
@@ -52,12 +56,12 @@ type listener struct {
 	wsConns   chan net.Conn // websocket only: accepted and handshaken, for http
 	establish listeners.EstablishFn
 
+	rlog     *ratelog.Logger // lines caused by remote input, limited per kind
+	panicLog *ratelog.Logger // recovered panics with their stack: one a minute
+
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{} // raw accepted connections still open
 	closing bool
-	panics  atomic.Int64
-	lastLog time.Time
-	logged  map[string]time.Time // last log time per message, for rate limiting
 }
 
 func newListener(lc ListenerConfig, cfg Config, ts *tlsSource, stats *LimitStats, log *slog.Logger) *listener {
@@ -67,7 +71,9 @@ func newListener(lc ListenerConfig, cfg Config, ts *tlsSource, stats *LimitStats
 	}
 	return &listener{id: lc.Name, kind: kind, address: lc.Address, tls: ts, timeout: cfg.MQTT.ConnectTimeout,
 		maxPacket: cfg.MQTT.MaxPacketSize, log: log, stats: stats,
-		conns: map[net.Conn]struct{}{}, logged: map[string]time.Time{}}
+		rlog:     ratelog.NewLogger(log.With(slog.String("listener", lc.Name)), 0, 0, nil),
+		panicLog: ratelog.NewLogger(log.With(slog.String("listener", lc.Name)), time.Minute, 1, nil),
+		conns:    map[net.Conn]struct{}{}}
 }
 
 // ID implements listeners.Listener.
@@ -147,7 +153,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				continue
 			}
 			// Out of file descriptors and the like: wait instead of spinning.
-			l.logLimited("accept", "accept failed", slog.Any("error", err))
+			l.rlog.Warn("accept", "accept failed", slog.Any("error", err))
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -176,7 +182,7 @@ func (l *listener) accept(raw net.Conn) {
 		t := tls.Server(tc, l.tls.serverConfig())
 		if err := t.Handshake(); err != nil {
 			l.stats.TLSHandshakeFailed.Add(1)
-			l.logLimited("tls", "tls handshake failed", slog.String("remote", raw.RemoteAddr().String()), slog.Any("error", err))
+			l.rlog.Warn("tls", "tls handshake failed", slog.String("remote", raw.RemoteAddr().String()), slog.Any("error", err))
 			_ = t.Close()
 			return
 		}
@@ -202,7 +208,7 @@ func (l *listener) accept(raw net.Conn) {
 func (l *listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *http.Request) {
 	ws, err := up.Upgrade(w, r, nil) // writes the HTTP error itself
 	if err != nil {
-		l.logLimited("ws", "websocket upgrade refused", slog.String("remote", r.RemoteAddr), slog.Any("error", err))
+		l.rlog.Warn("ws", "websocket upgrade refused", slog.String("remote", r.RemoteAddr), slog.Any("error", err))
 		return
 	}
 	c := ws.UnderlyingConn()
@@ -215,51 +221,27 @@ func (l *listener) upgrade(up *websocket.Upgrader, w http.ResponseWriter, r *htt
 // serve runs mochi's connection handler on c, recovering a panic. raw is the
 // connection to close (the transport under c).
 func (l *listener) serve(c net.Conn, raw net.Conn) {
-	g := &guardConn{Conn: c, max: l.maxPacket, stats: l.stats}
+	ck := &checkConn{Conn: c, max: l.maxPacket, stats: l.stats, log: l.rlog}
+	g := &guardConn{Conn: ck, max: l.maxPacket, stats: l.stats}
+	ck.cl = &g.cl
 	// mochi gets the connection through batchconn, which gathers the packets
 	// written while one read's packets are handled, and the session engine's
 	// delivery passes, into one write (internal/batchconn).
 	b := batchconn.New(g)
 	defer func() {
 		if r := recover(); r != nil {
+			stack := debug.Stack()
 			_ = b.Close()
 			_ = raw.Close()
-			l.panics.Add(1)
-			l.logPanic(c, r)
+			l.stats.ConnectionPanics.Add(1)
+			l.panicLog.Error("panic", "malformed input crashed a connection handler; connection closed, gateway serving",
+				slog.String("remote", c.RemoteAddr().String()), slog.Any("panic", r), ratelog.Whole("stack", string(stack)))
 			l.lost(b)
 		}
 	}()
 	if err := l.establish(l.id, b); err != nil {
 		l.log.Debug("connection ended", slog.String("listener", l.id),
 			slog.String("remote", c.RemoteAddr().String()), slog.Any("error", err))
-	}
-}
-
-// logPanic logs a recovered panic, at most once a second.
-func (l *listener) logPanic(c net.Conn, r any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if time.Since(l.lastLog) < time.Second {
-		return
-	}
-	l.lastLog = time.Now()
-	l.log.Error("malformed input crashed a connection handler; connection closed, gateway serving",
-		slog.String("remote", c.RemoteAddr().String()), slog.Any("panic", r), slog.Int64("total", l.panics.Load()))
-}
-
-// logLimited logs at warn level, at most once a second per kind: a flood of bad
-// handshakes must not flood the log.
-func (l *listener) logLimited(kind, msg string, attrs ...any) {
-	l.mu.Lock()
-	last := l.logged[kind]
-	now := time.Now()
-	ok := now.Sub(last) >= time.Second
-	if ok {
-		l.logged[kind] = now
-	}
-	l.mu.Unlock()
-	if ok {
-		l.log.Warn(msg, append([]any{slog.String("listener", l.id)}, attrs...)...)
 	}
 }
 
@@ -518,6 +500,8 @@ func TLSState(cl *mqtt.Client) *tls.ConnectionState {
 		case *batchconn.Conn:
 			c = t.Conn
 		case *guardConn:
+			c = t.Conn
+		case *checkConn:
 			c = t.Conn
 		case *wsConn:
 			c = t.Conn

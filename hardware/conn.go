@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"edgegw/internal/ratelog"
 )
 
 // ErrHangup is the error of a Conn whose device keeps reporting end of file
@@ -60,7 +62,7 @@ type Conn struct {
 	readTimeout time.Duration
 
 	counters *Counters
-	limited  *LimitedLog
+	limited  *ratelog.Logger
 
 	chunks chan []byte
 	done   chan struct{}
@@ -76,7 +78,7 @@ type Conn struct {
 // which means the device hung up. With readTimeout 0 an end of file ends the
 // Conn.
 func NewConn(rw io.ReadWriteCloser, line Line, readTimeout time.Duration) *Conn {
-	c := &Conn{rw: rw, line: line, readTimeout: readTimeout, counters: new(Counters), limited: new(LimitedLog),
+	c := &Conn{rw: rw, line: line, readTimeout: readTimeout, counters: new(Counters), limited: ratelog.NewLogger(nil, 0, 0, nil),
 		chunks: make(chan []byte, chunkQueue), done: make(chan struct{})}
 	go c.readLoop()
 	return c
@@ -131,7 +133,7 @@ func (c *Conn) fail(err error) {
 func (c *Conn) Counters() *Counters { return c.counters }
 
 // Log returns the port's rate-limited logger for bad input.
-func (c *Conn) Log() *LimitedLog { return c.limited }
+func (c *Conn) Log() *ratelog.Logger { return c.limited }
 
 // Line returns the character framing of the port.
 func (c *Conn) Line() Line { return c.line }

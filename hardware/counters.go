@@ -1,8 +1,6 @@
 package hardware
 
 import (
-	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,45 +55,4 @@ func (c *Counters) Map() map[string]int64 {
 		"unknown_meter": c.UnknownMeter.Load(),
 		"reopens":       c.Reopens.Load(),
 	}
-}
-
-// LimitedLog logs problems of one kind at most once per interval, then reports
-// how many were suppressed: bad input can arrive thousands of times a second and
-// must not flood the journal.
-type LimitedLog struct {
-	Log      *slog.Logger
-	Interval time.Duration // 0: 10s
-
-	mu   sync.Mutex
-	last map[string]time.Time
-	supp map[string]int
-}
-
-// Warn logs msg for kind unless kind was logged less than Interval ago.
-func (l *LimitedLog) Warn(kind, msg string, attrs ...any) {
-	if l == nil || l.Log == nil {
-		return
-	}
-	iv := l.Interval
-	if iv <= 0 {
-		iv = 10 * time.Second
-	}
-	l.mu.Lock()
-	if l.last == nil {
-		l.last, l.supp = map[string]time.Time{}, map[string]int{}
-	}
-	now := time.Now()
-	if t, ok := l.last[kind]; ok && now.Sub(t) < iv {
-		l.supp[kind]++
-		l.mu.Unlock()
-		return
-	}
-	l.last[kind] = now
-	n := l.supp[kind]
-	l.supp[kind] = 0
-	l.mu.Unlock()
-	if n > 0 {
-		attrs = append(attrs, slog.Int("suppressed_since_last", n))
-	}
-	l.Log.Warn(msg, attrs...)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,17 +138,5 @@ func TestCommandAttempts(t *testing.T) {
 	if err := json.Unmarshal(pk.Payload, &res); err != nil || res.Status != "timeout" || res.Attempts != 3 ||
 		string(pk.Properties.CorrelationData) != "c" || pk.Origin != "meter-m1" {
 		t.Errorf("result %s %+v", pk.Payload, pk.Properties)
-	}
-}
-
-func TestLimitedLog(t *testing.T) {
-	var buf bytes.Buffer
-	l := &hardware.LimitedLog{Log: slog.New(slog.NewTextHandler(&buf, nil)), Interval: time.Hour}
-	for range 1000 {
-		l.Warn("crc", "bad crc")
-	}
-	l.Warn("garbage", "garbage")
-	if n := strings.Count(buf.String(), "\n"); n != 2 {
-		t.Errorf("%d records for 1001 problems of 2 kinds:\n%s", n, buf.String())
 	}
 }

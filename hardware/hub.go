@@ -11,6 +11,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/ratelog"
 	"edgegw/session"
 )
 
@@ -192,7 +193,7 @@ func (h *Hub) AddPort(cfg PortConfig, proto Protocol, meters []*Meter) (*Port, e
 	}
 	log := h.log.With(slog.String("port", cfg.Name))
 	p := &Port{cfg: cfg, proto: proto, meters: meters, hub: h, log: log,
-		Limited: &LimitedLog{Log: log}, opened: make(chan struct{})}
+		Limited: ratelog.NewLogger(log, ratelog.DefaultEvery, 1, h.opts.Now), opened: make(chan struct{})}
 	p.status = PortStatus{Port: cfg.Name, Device: cfg.Serial.Device, Protocol: proto.Name(), Meters: []string{}}
 	for _, m := range meters {
 		p.status.Meters = append(p.status.Meters, m.id)

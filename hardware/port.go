@@ -14,6 +14,8 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/tarm/serial"
+
+	"edgegw/internal/ratelog"
 )
 
 // SerialConfig is how a serial device is opened.
@@ -125,7 +127,7 @@ type Port struct {
 	log      *slog.Logger
 	counters Counters
 	// Limited is the port's rate-limited logger for bad input; protocols use it.
-	Limited *LimitedLog
+	Limited *ratelog.Logger
 
 	mu     sync.Mutex
 	status PortStatus

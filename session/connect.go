@@ -171,8 +171,8 @@ func (e *Engine) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return nil
 	}
 	e.stats.SessionsRefused.Add(1)
-	e.log.Warn("session quota reached, connection refused", slog.String("client", cl.ID),
-		slog.Int("max_sessions", e.opts.MaxSessions))
+	e.rlog.Warn("session quota", "session quota reached, connection refused", slog.String("client", cl.ID),
+		slog.String("remote", cl.Net.Remote), slog.Int("max_sessions", e.opts.MaxSessions))
 	code := packets.ErrQuotaExceeded // 0x97
 	if c.version < 5 {
 		code = packets.ErrServerUnavailable // v3.1.1 CONNACK 0x03

@@ -8,11 +8,10 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-
-	"edgegw/internal/ratelog"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/hookset"
+	"edgegw/internal/ratelog"
 )
 
 // Deps are the engine's collaborators. Zero fields get defaults: slog.Default,

@@ -100,8 +100,8 @@ func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) er
 		}
 	}
 	e.stats.PublishesRefused.Add(1)
-	e.log.Warn("publish refused: store unavailable", slog.String("client", cl.ID),
-		slog.String("topic", pk.TopicName), slog.Any("error", err))
+	e.rlog.Warn("publish refused", "publish refused: store unavailable", slog.String("client", cl.ID),
+		slog.String("remote", cl.Net.Remote), slog.Any("error", err))
 	if cl.Properties.ProtocolVersion == 5 {
 		return packets.ErrQuotaExceeded
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/hookset"
+	"edgegw/internal/ratelog"
 )
 
 // CertUsername says where a TLS listener takes a client's username from.
@@ -82,16 +83,16 @@ type Stats struct {
 // engine's profiles see, and a denied 3.1.1 PUBLISH never reaches the engine's
 // routing.
 //
-// Denials are logged at most LogBurst lines at once and LogPerSecond lines per
-// second on average per kind (bad credentials, anonymous, will, publish,
-// subscribe, takeover); lines left out are counted and reported in the next line of
-// that kind as "suppressed".
+// Denials are logged at most LogBurst lines per LogEvery per kind (bad
+// credentials, anonymous, will, publish, subscribe, takeover; internal/ratelog);
+// lines left out are counted and reported in the next line of that kind as
+// "(suppressed N similar in the last 10s)".
 type Hook struct {
 	mqtt.HookBase
 	opts  Options
 	log   *slog.Logger
+	rlog  *ratelog.Logger // denials, limited per kind
 	stats Stats
-	lim   [6]limiter
 
 	mu      sync.Mutex
 	pending map[*mqtt.Client]credentials // from the CONNECT's OnPacketRead to OnConnect
@@ -124,19 +125,20 @@ type credentials struct {
 	byCert   bool // the username comes from a verified client certificate
 }
 
-// Log rate limit of denials, per kind.
+// Log rate limit of denials, per kind: LogBurst lines per LogEvery.
 const (
-	LogBurst     = 10
-	LogPerSecond = 1
+	LogBurst = 10
+	LogEvery = 10 * time.Second
 )
 
+// Kinds of denial lines (ratelog kinds).
 const (
-	kindCredentials = iota
-	kindAnonymous
-	kindWill
-	kindPublish
-	kindSubscribe
-	kindTakeover
+	kindCredentials = "credentials"
+	kindAnonymous   = "anonymous"
+	kindWill        = "will"
+	kindPublish     = "publish"
+	kindSubscribe   = "subscribe"
+	kindTakeover    = "takeover"
 )
 
 // NewHook returns a hook for opts.
@@ -159,7 +161,8 @@ func NewHook(opts Options) *Hook {
 	if opts.Profile == nil {
 		opts.Profile = func(string, string, string) string { return "default" }
 	}
-	return &Hook{opts: opts, log: opts.Log, pending: map[*mqtt.Client]credentials{}}
+	return &Hook{opts: opts, log: opts.Log, rlog: ratelog.NewLogger(opts.Log, LogEvery, LogBurst, opts.Now),
+		pending: map[*mqtt.Client]credentials{}}
 }
 
 // Stats returns the hook's counters.
@@ -436,42 +439,6 @@ func (h *Hook) deniedPublish(cl *mqtt.Client, id Identity, topic string) {
 		slog.String("user", id.Username), slog.String("topic", topic))
 }
 
-func (h *Hook) logDenied(kind int, msg string, attrs ...any) {
-	ok, suppressed := h.lim[kind].allow(h.opts.Now())
-	if !ok {
-		return
-	}
-	if suppressed > 0 {
-		attrs = append(attrs, slog.Int64("suppressed", suppressed))
-	}
-	h.log.Warn(msg, attrs...)
-}
-
-// limiter is a token bucket of LogBurst tokens refilled at LogPerSecond.
-type limiter struct {
-	mu         sync.Mutex
-	tokens     float64
-	last       time.Time
-	suppressed int64
-}
-
-// allow takes a token if there is one; it returns how many calls were refused
-// since the last allowed one.
-func (l *limiter) allow(now time.Time) (bool, int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last.IsZero() {
-		l.tokens = LogBurst
-	} else {
-		l.tokens = min(LogBurst, l.tokens+now.Sub(l.last).Seconds()*LogPerSecond)
-	}
-	l.last = now
-	if l.tokens < 1 {
-		l.suppressed++
-		return false, 0
-	}
-	l.tokens--
-	n := l.suppressed
-	l.suppressed = 0
-	return true, n
+func (h *Hook) logDenied(kind, msg string, attrs ...any) {
+	h.rlog.Warn(kind, msg, attrs...)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"edgegw/hardware"
+	"edgegw/internal/ratelog"
 )
 
 var (
@@ -73,7 +74,7 @@ type Master struct {
 	timeout  time.Duration
 	t35      time.Duration
 	counters *hardware.Counters
-	log      *hardware.LimitedLog
+	log      *ratelog.Logger
 
 	lastBus time.Time // when the bus was last busy: end of the last frame sent or byte seen
 	buf     []byte

@@ -52,6 +52,8 @@ func Read(r *bufio.Reader, version byte) (packets.Packet, error) {
 		err = pk.SubscribeDecode(body)
 	case packets.Suback:
 		err = pk.SubackDecode(body)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeDecode(body)
 	case packets.Unsuback:
 		err = pk.UnsubackDecode(body)
 	case packets.Disconnect:

@@ -29,6 +29,8 @@ const (
 	DefaultBurst = 5
 	// MaxKinds bounds the table of kinds (about 100 bytes each).
 	MaxKinds = 256
+	// MaxValue bounds a string or error value in a Logger's line (Cut).
+	MaxValue = 200
 )
 
 // overflowKind is the slot shared by kinds beyond MaxKinds.
@@ -115,7 +117,26 @@ func Note(msg string, suppressed int64, over time.Duration) string {
 		max(over.Round(time.Second), time.Second))
 }
 
-// Logger is a *slog.Logger whose lines pass a Limiter, by kind.
+// Cut returns s cut to MaxValue bytes, marked when cut: a value remote input
+// chooses (a client id may be 64 KB) must not make a line long.
+func Cut(s string) string {
+	if len(s) <= MaxValue {
+		return s
+	}
+	return s[:MaxValue] + "...(cut)"
+}
+
+// Whole returns an attribute whose string value a Logger writes uncut: for text
+// the program itself produces (a stack trace), never for remote input.
+func Whole(key, s string) slog.Attr { return slog.Any(key, whole(s)) }
+
+type whole string
+
+func (w whole) LogValue() slog.Value { return slog.StringValue(string(w)) }
+
+// Logger is a *slog.Logger whose lines pass a Limiter, by kind. Its string and
+// error values are cut to MaxValue bytes (Cut), given as slog.Attr or as the
+// values of key-value pairs.
 type Logger struct {
 	log *slog.Logger
 	lim *Limiter
@@ -154,5 +175,27 @@ func (l *Logger) Log(level slog.Level, kind, msg string, attrs ...any) {
 	if !ok {
 		return
 	}
+	for i, a := range attrs {
+		attrs[i] = cutArg(a)
+	}
 	l.log.Log(context.Background(), level, Note(msg, n, over), attrs...)
+}
+
+func cutArg(a any) any {
+	switch a := a.(type) {
+	case string:
+		return Cut(a)
+	case error:
+		return Cut(a.Error())
+	case slog.Attr: // not resolved: a Whole value stays whole
+		switch v := a.Value; {
+		case v.Kind() == slog.KindString:
+			return slog.String(a.Key, Cut(v.String()))
+		case v.Kind() == slog.KindAny:
+			if err, ok := v.Any().(error); ok {
+				return slog.String(a.Key, Cut(err.Error()))
+			}
+		}
+	}
+	return a
 }

@@ -124,3 +124,21 @@ func TestLoggerBelowLevelCostsNoLimit(t *testing.T) {
 	nilLog.Warn("k", "no panic on a nil Logger")
 	NewLogger(nil, 0, 0, nil).Error("k", "no panic on a nil slog.Logger")
 }
+
+func TestLoggerCutsLongValues(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewLogger(slog.New(slog.NewTextHandler(&buf, nil)), 0, 0, nil)
+	long := strings.Repeat("x", 70_000) // a client id may be 65,535 bytes
+	l.Warn("k", "refused", slog.String("client", long), "remote", long, slog.Any("error", fmt.Errorf("bad %s", long)),
+		slog.Int("n", 1))
+	if n := buf.Len(); n > 1000 {
+		t.Fatalf("line of %d bytes for three 70 KB values, want under 1000", n)
+	}
+	l.Warn("k2", "stack", Whole("stack", long))
+	if !strings.Contains(buf.String(), long) {
+		t.Fatal("a Whole value was cut")
+	}
+	if got := strings.Count(buf.String(), "...(cut)"); got != 3 {
+		t.Fatalf("%d values marked cut, want 3: %s", got, buf.String())
+	}
+}

@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/mqttwire"
+)
+
+// marker is in every payload the hostile clients below send: it must never
+// reach the log.
+const marker = "password=hunter2"
+
+// wire is a raw MQTT connection for pipelined and malformed packets.
+type wire struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	version byte
+}
+
+func dialWire(addr string, version byte, id string) (*wire, error) {
+	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
+	if err != nil {
+		return nil, err
+	}
+	w := &wire{conn: conn, r: bufio.NewReader(conn), version: version}
+	_ = conn.SetDeadline(time.Now().Add(waitTimeout))
+	if err := w.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: id}}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	ca, err := w.read()
+	if err != nil || ca.FixedHeader.Type != packets.Connack || ca.ReasonCode != 0 {
+		conn.Close()
+		return nil, fmt.Errorf("connect %s: %+v, %v", id, ca.FixedHeader, err)
+	}
+	return w, nil
+}
+
+func (w *wire) send(pks ...packets.Packet) error {
+	var b bytes.Buffer
+	for _, pk := range pks {
+		pk.ProtocolVersion = w.version
+		if err := mqttwire.Encode(&b, pk); err != nil {
+			return err
+		}
+	}
+	_, err := w.conn.Write(b.Bytes())
+	return err
+}
+
+func (w *wire) read() (packets.Packet, error) { return mqttwire.Read(w.r, w.version) }
+
+// closed reads until the server closes the connection and returns the packets
+// it sent before.
+func (w *wire) closed() ([]packets.Packet, error) {
+	var got []packets.Packet
+	for {
+		pk, err := w.read()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return got, fmt.Errorf("connection still open after %v", waitTimeout)
+			}
+			return got, nil
+		}
+		got = append(got, pk)
+	}
+}
+
+// TestLogBoundedUnderRefusalsAndMalformedInput drives the real binary with
+// 10,000 QoS 1 PUBLISHes refused at store.max_bytes (v5 PUBACK 0x97) and 10,000
+// malformed packets of four kinds, each payload carrying a marker. The log
+// stays small (each kind of line is rate-limited, with the count of those left
+// out), never holds a payload or a packet dump, and the gateway serves
+// throughout (issue 14.4, 14.5).
+func TestLogBoundedUnderRefusalsAndMalformedInput(t *testing.T) {
+	const refusals, malformed = 10_000, 10_000
+	addr := freeAddr(t)
+	cfg := gwConfig{DataDir: t.TempDir(), Addr: addr, Durability: "batch", CommitInterval: "10ms", MaxBytes: capBytes}.write(t)
+	gw := startGW(t, cfg, addr)
+	startup := len(gw.log.String())
+
+	// An offline persistent subscriber makes every QoS 1 message durable work.
+	sub, _, err := dialV5(addr, &paho.Connect{ClientID: "flood-sub", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := subscribeV5(sub, "flood/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	closeV5(sub)
+
+	// Refused publishes, pipelined 32 at a time (below the Receive Maximum).
+	pub, err := dialWire(addr, 5, "flood-pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.conn.Close()
+	payload := []byte(marker + strings.Repeat("x", 1024-len(marker)))
+	refused, accepted := 0, 0
+	for pid := uint16(1); refused < refusals; pid = pid%1000 + 1 {
+		if accepted > 5000 {
+			t.Fatalf("%d publishes accepted under a %d-byte store cap: the cap does not refuse", accepted, capBytes)
+		}
+		_ = pub.conn.SetDeadline(time.Now().Add(waitTimeout))
+		batch := make([]packets.Packet, 32)
+		for i := range batch {
+			batch[i] = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: pid + uint16(i)*1000,
+				TopicName: "flood/data", Payload: payload}
+		}
+		if err := pub.send(batch...); err != nil {
+			t.Fatal(err)
+		}
+		for range batch {
+			ack, err := pub.read()
+			if err != nil || ack.FixedHeader.Type != packets.Puback {
+				t.Fatalf("after %d refused: %+v, %v; want PUBACK", refused, ack.FixedHeader, err)
+			}
+			switch ack.ReasonCode {
+			case 0:
+				accepted++
+			case packets.ErrQuotaExceeded.Code:
+				refused++
+			default:
+				t.Fatalf("PUBACK reason %#x, want 0 or 0x97", ack.ReasonCode)
+			}
+		}
+	}
+
+	// Malformed packets, each on its own connection (each ends it), 8 at a time.
+	bad := []func(id string) error{
+		// A v5 SUBSCRIBE missing its last options byte: DISCONNECT 0x81.
+		func(id string) error {
+			w, err := dialWire(addr, 5, id)
+			if err != nil {
+				return err
+			}
+			defer w.conn.Close()
+			if _, err := w.conn.Write([]byte{0x82, 0x08, 0x00, 0x03, 0x00, 0x00, 0x03, 'a', '/', 'b'}); err != nil {
+				return err
+			}
+			got, err := w.closed()
+			if err == nil && (len(got) != 1 || got[0].FixedHeader.Type != packets.Disconnect || got[0].ReasonCode != 0x81) {
+				err = fmt.Errorf("bad SUBSCRIBE: got %+v before the close, want DISCONNECT 0x81", got)
+			}
+			return err
+		},
+		// A v5 QoS 1 PUBLISH without a packet id [MQTT-2.2.1-3] (mochi logs
+		// "error processing packet" with the packet).
+		func(id string) error {
+			w, err := dialWire(addr, 5, id)
+			if err != nil {
+				return err
+			}
+			defer w.conn.Close()
+			body := append([]byte{0, 7, 'f', 'l', 'o', 'o', 'd', '/', 'x', 0, 0, 0}, payload...) // packet id 0, no properties
+			if _, err := w.conn.Write(append([]byte{0x32, byte(len(body)&0x7f | 0x80), byte(len(body) >> 7)}, body...)); err != nil {
+				return err
+			}
+			_, err = w.closed()
+			return err
+		},
+		// A v3.1.1 SUBSCRIBE without a filter [MQTT-3.8.3-3].
+		func(id string) error {
+			w, err := dialWire(addr, 4, id)
+			if err != nil {
+				return err
+			}
+			defer w.conn.Close()
+			if _, err := w.conn.Write([]byte{0x82, 0x02, 0x00, 0x01}); err != nil {
+				return err
+			}
+			_, err = w.closed()
+			return err
+		},
+		// A PUBLISH instead of CONNECT [MQTT-3.1.0-1].
+		func(string) error {
+			conn, err := net.DialTimeout("tcp", addr, waitTimeout)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			w := &wire{conn: conn, r: bufio.NewReader(conn), version: 4}
+			_ = conn.SetDeadline(time.Now().Add(waitTimeout))
+			if err := w.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "x", Payload: payload}); err != nil {
+				return err
+			}
+			_, err = w.closed()
+			return err
+		},
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= malformed; i = next.Add(1) {
+				if err := bad[i%int64(len(bad))](fmt.Sprint("bad-", i)); err != nil {
+					errs <- fmt.Errorf("malformed packet %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Still serving: a subscriber gets a message.
+	got := make(chan string, 1)
+	c, _, err := dialV5(addr, &paho.Connect{ClientID: "after", CleanStart: true}, func(m *paho.Publish) { got <- string(m.Payload) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeV5(c)
+	if err := subscribeV5(c, "after/#", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publishV5(c, "after/x", 0, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-timeout():
+		t.Fatal("the gateway stopped serving")
+	}
+
+	log := gw.log.String()
+	flood := len(log) - startup
+	t.Logf("%d refused publishes (%d accepted before the cap), %d malformed packets: %d bytes of log", refused, accepted, malformed, flood)
+	if strings.Contains(log, "hunter2") || strings.Contains(log, "Payload") || strings.Contains(log, "FixedHeader") {
+		t.Fatalf("a payload or a packet dump reached the log:\n%s", log)
+	}
+	if strings.Contains(log, "crashed a connection handler") {
+		t.Fatalf("a connection handler panicked:\n%s", log)
+	}
+	if flood > 20<<10 {
+		t.Fatalf("%d bytes of log for %d refusals and %d malformed packets, want under 20 KiB:\n%s", flood, refusals, malformed, log)
+	}
+	for _, want := range []string{"publish refused", "malformed packet, connection closed"} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("no %q line in the log:\n%s", want, log)
+		}
+	}
+}
