@@ -5,6 +5,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/ratelog"
 )
 
 // capKeepalive holds a connecting client to mqtt.max_keepalive (max seconds;
@@ -16,7 +18,8 @@ import (
 //     deadline from cl.State.Keepalive) [MQTT-3.1.2-22];
 //   - v3.1.1 and 3.1, Keep Alive over max: refused with CONNACK 0x02
 //     Identifier rejected, as mosquitto 2.0.12 and later refuse it (3.1.1 has
-//     no Server Keep Alive and no better code), and logged naming the setting;
+//     no Server Keep Alive and no better code), and logged naming the setting
+//     (rate-limited per ratelog's defaults);
 //   - v3.1.1 and 3.1, Keep Alive 0: admitted and disconnected after 1.5 × max
 //     of silence, which 3.1.1 allows a server at any time (3.1.2.10).
 //     mosquitto refuses such a client, and that broke clients that always
@@ -24,7 +27,7 @@ import (
 //
 // It runs in limitsHook.OnConnect; a non-nil result refuses the CONNECT (the
 // CONNACK is sent).
-func capKeepalive(srv *mqtt.Server, cl *mqtt.Client, max uint16, log *slog.Logger) error {
+func capKeepalive(srv *mqtt.Server, cl *mqtt.Client, max uint16, log *ratelog.Logger) error {
 	ka := cl.State.Keepalive
 	if max == 0 || (ka != 0 && ka <= max) {
 		return nil
@@ -37,8 +40,8 @@ func capKeepalive(srv *mqtt.Server, cl *mqtt.Client, max uint16, log *slog.Logge
 		cl.State.Keepalive = max
 		return nil
 	}
-	log.Warn("keep alive over mqtt.max_keepalive, CONNECT refused (v3.1.1 CONNACK 0x02)",
-		slog.String("client", cl.ID), slog.String("remote", cl.Net.Remote),
+	log.Warn("keepalive", "keep alive over mqtt.max_keepalive, CONNECT refused (v3.1.1 CONNACK 0x02)",
+		slog.String("client", cl.ID[:min(len(cl.ID), 64)]), slog.String("remote", cl.Net.Remote),
 		slog.Int("keepalive", int(ka)), slog.Int("max_keepalive", int(max)))
 	code := packets.ErrClientIdentifierNotValid // sent to v3 clients as 0x02 Identifier rejected
 	_ = srv.SendConnack(cl, code, false, nil)

@@ -15,6 +15,7 @@ import (
 	"edgegw/gateway/admin"
 	"edgegw/internal/batchconn"
 	"edgegw/internal/hookset"
+	"edgegw/internal/ratelog"
 )
 
 // LimitStats count what the abuse limits refused. All fields are read with Load;
@@ -63,10 +64,11 @@ type limitsHook struct {
 	mqtt.HookBase
 	srv           *mqtt.Server
 	maxPacketSize uint32
-	maxTopicLen   int          // 0: no limit (a Config built by hand)
-	maxLevels     int          // 0: no limit
-	maxInflight   int          // 0: no limit
-	maxKeepalive  uint16       // seconds; 0: no limit (capKeepalive)
+	maxTopicLen   int    // 0: no limit (a Config built by hand)
+	maxLevels     int    // 0: no limit
+	maxInflight   int    // 0: no limit
+	maxKeepalive  uint16 // seconds; 0: no limit (capKeepalive)
+	keepaliveLog  *ratelog.Logger
 	rate          *rateLimiter // nil: no connection rate limit
 	stats         *LimitStats
 	log           *slog.Logger
@@ -103,7 +105,7 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		return packets.ErrTopicNameInvalid
 	}
-	if err := capKeepalive(h.srv, cl, h.maxKeepalive, h.log); err != nil {
+	if err := capKeepalive(h.srv, cl, h.maxKeepalive, h.keepaliveLog); err != nil {
 		return err
 	}
 	c := cl.Net.Conn
