@@ -193,7 +193,6 @@ func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 	if err := s.queue.Remove(seq); err != nil {
 		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
 	}
-	s.moved++
 	s.flowLocked()
 	if s.bind != nil {
 		s.bind.signal()
@@ -205,10 +204,7 @@ func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer func() {
-		s.moved += uint64(len(writes))
-		s.flowLocked()
-	}()
+	defer s.flowLocked()
 	if s.bind != b {
 		return nil, false
 	}

@@ -320,7 +320,7 @@ func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packe
 	if e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), m) && s.bind != nil {
 		s.bind.signal()
 	}
-	return s.busyLocked()
+	return s.busyLocked(flowHigh)
 }
 
 // outgoing builds the PUBLISH a subscriber receives: QoS reduced to the

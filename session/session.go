@@ -40,12 +40,10 @@ type Session struct {
 	stored         bool // a record of this session is in the store
 
 	// Flow control (waitRoom): roomWait is closed when the unsent part of the
-	// queue is back at flowLow or the session goes offline; moved counts
-	// messages written or completed, to tell a slow session from a stalled one.
+	// queue is back at flowLow or the session goes offline; slow is set when a
+	// publisher waited flowMaxWait in vain, until the backlog is at flowLow.
 	roomWait chan struct{}
-	moved    uint64
-	stalled  bool   // a publisher gave up waiting when moved was stallAt
-	stallAt  uint64 // (until the session moves again, nobody waits for it)
+	slow     bool
 }
 
 func newSession(id string, q Queue) *Session {
@@ -168,75 +166,74 @@ type group struct {
 	overflow overflowState
 }
 
-// Flow control towards online sessions. A network publisher whose PUBLISH
-// leaves an online session with more than flowHigh messages waiting to be sent
-// waits, before mochi acknowledges the PUBLISH and reads its next packet, until
-// that backlog is down to flowLow. The wait holds the publisher's read
-// goroutine, so TCP back-pressure slows the publishing client to what the
-// subscriber takes, instead of the queue growing in memory (and the garbage
-// collector scanning it) while the broker's CPU goes to accepting more.
+// Flow control towards online sessions: a publisher waits only for a
+// subscriber that drains at the gateway's pace, never for a slow one. A
+// network publisher whose PUBLISH leaves an online session with more than
+// flowHigh messages waiting to be sent waits, before mochi acknowledges the
+// PUBLISH and reads its next packet, until that backlog is down to flowLow:
+// TCP back-pressure then slows the publishers to what the gateway delivers,
+// instead of the queue growing in RAM while the CPU goes to accepting more.
 //
-// Waiting never drops anything, and it never waits for a session that is not
-// draining: when nothing was written to or acknowledged by the session for
-// flowStall, the publisher goes on and the queue grows up to max_queued, where
-// the overflow policy applies (counted, logged, in $SYS). So a stuck or very
-// slow subscriber delays each publisher by at most flowStall per message, a
+// If the backlog is not down to flowLow within flowMaxWait, the session is
+// slow (a subscriber that reads or acknowledges more slowly than the gateway
+// sends, or not at all): the waiting publishers go on at once and nobody waits
+// for it again until its backlog is back under flowLow. Its backlog is its own:
+// it is queued up to the session's limits (max_queued, max_queued_bytes, the
+// RAM budget), where its overflow policy applies to it alone. So a slow or
+// stuck subscriber delays a publisher by at most flowMaxWait per episode, a
 // client never waits for its own queue, and in-process publishers (bridge,
-// meters, wills, $SYS) never wait. Messages for offline sessions go to the
-// store's queue and never make a publisher wait.
+// meters, wills, $SYS) never wait.
 const (
-	flowHigh  = 1024
-	flowLow   = 512
-	flowStall = 100 * time.Millisecond
+	flowHigh    = 1024
+	flowLow     = 512
+	flowMaxWait = 50 * time.Millisecond
 )
 
-// waitRoom blocks while s is online, has more than flowLow unsent messages, and
-// keeps draining (see flowHigh).
+// waitRoom blocks while s is online, not slow, and has more than flowLow
+// unsent messages, for at most flowMaxWait (see flowHigh).
 func (e *Engine) waitRoom(s *Session) {
-	var timer *time.Timer
 	s.mu.Lock()
-	last := s.moved
-	for s.bind != nil && s.queue.Len()-len(s.pids) > flowLow && !(s.stalled && s.moved == s.stallAt) {
-		if s.roomWait == nil {
-			s.roomWait = make(chan struct{})
-		}
-		ch := s.roomWait
+	if !s.busyLocked(flowLow) {
 		s.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(flowStall)
-			defer timer.Stop()
-		}
-		select {
-		case <-ch:
-			s.mu.Lock()
-		case <-timer.C:
-			s.mu.Lock()
-			if s.moved == last { // stalled: queue instead of waiting, until it moves again
-				s.stalled, s.stallAt = true, s.moved
-				s.mu.Unlock()
-				return
-			}
-			last = s.moved
-			timer.Reset(flowStall)
-		case <-e.stop:
-			return
-		}
+		return
 	}
+	if s.roomWait == nil {
+		s.roomWait = make(chan struct{})
+	}
+	ch := s.roomWait
 	s.mu.Unlock()
+	timer := time.NewTimer(flowMaxWait)
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+		s.mu.Lock()
+		if s.busyLocked(flowLow) { // slow: its backlog is its own from now on
+			s.slow = true
+			close(s.roomWait)
+			s.roomWait = nil
+		}
+		s.mu.Unlock()
+	case <-e.stop:
+	}
 }
 
 // busyLocked reports whether a publisher should wait for s (waitRoom): it is
-// online, more than flowHigh messages wait to be sent, and it was not found
-// stalled without having moved since. Caller holds s.mu.
-func (s *Session) busyLocked() bool {
-	return s.bind != nil && s.queue.Len()-len(s.pids) > flowHigh && !(s.stalled && s.moved == s.stallAt)
+// online, not marked slow, and more than high messages wait to be sent. Caller
+// holds s.mu.
+func (s *Session) busyLocked(high int) bool {
+	return s.bind != nil && !s.slow && s.queue.Len()-len(s.pids) > high
 }
 
-// flowLocked wakes publishers waiting in waitRoom once the session's backlog is
-// down to flowLow or it has no sender. Caller holds s.mu.
+// flowLocked wakes publishers waiting in waitRoom, and ends the session's slow
+// mark, once its backlog is down to flowLow or it has no sender. Caller holds
+// s.mu.
 func (s *Session) flowLocked() {
-	if s.roomWait != nil && (s.bind == nil || s.queue.Len()-len(s.pids) <= flowLow) {
-		close(s.roomWait)
-		s.roomWait = nil
+	if s.bind == nil || s.queue.Len()-len(s.pids) <= flowLow {
+		s.slow = false
+		if s.roomWait != nil {
+			close(s.roomWait)
+			s.roomWait = nil
+		}
 	}
 }
