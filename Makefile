@@ -121,3 +121,13 @@ fuzz-meters:
 .PHONY: fuzz-mqtt
 fuzz-mqtt:
 	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/mqttcheck/
+
+# bench-subs measures large subscription sets against mosquitto: 10,000
+# SUBSCRIBEs on one persistent session, and QoS 2 publishing from a session
+# holding 2,000 and 10,000 subscriptions (docs/benchmarks.md, "Large
+# subscription sets"). About 2 minutes; BENCH_FLAGS adds flags, e.g.
+# "-brokers edgegw -duration 2s".
+.PHONY: bench-subs
+bench-subs: build
+	scripts/test-deps.sh
+	go run ./scripts/bench-subs -bin bin/edgegw $(BENCH_FLAGS)
