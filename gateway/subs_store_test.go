@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/gateway"
 )
 
 // subscribeMany subscribes c (packet ids from 1) to n filters "sub/<i>/v",
@@ -142,5 +144,42 @@ func TestInboundQoS2SurvivesRestart(t *testing.T) {
 	sub2.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: m.PacketID})
 	if extra := sub2.ping(); len(extra) != 0 {
 		t.Fatalf("message delivered more than once: %+v", extra)
+	}
+}
+
+// sessions.max_subscriptions counts what a session would hold: a filter
+// repeated in one SUBSCRIBE takes one place [MQTT-3.8.4-3], an invalid one none
+// (it gets 0x8F, not 0x97) [MQTT-3.9.3-1]. A session restored above a lowered
+// limit keeps every subscription, may re-subscribe to them, and takes no more.
+func TestSubscriptionLimitCounting(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	limit := func(n int) func(*gateway.Config) { return func(c *gateway.Config) { c.Sessions.MaxSubscriptions = n } }
+	g, stop := startGatewayIn(t, dir, clock, limit(3))
+	c := dialRaw(t, g.addr, 5)
+	c.connect("counted", false, packetsProps(3600))
+	ack := c.subscribe(1, subscription("a", 1), subscription("a", 1), subscription("b/#/c", 1),
+		subscription("b", 1), subscription("c", 1), subscription("d", 1))
+	if want := []byte{1, 1, 0x8F, 1, 1, 0x97}; string(ack.ReasonCodes) != string(want) {
+		t.Fatalf("SUBACK %x, want %x", ack.ReasonCodes, want)
+	}
+	c.close()
+	g.waitOffline(t, "counted")
+	stop()
+
+	g2, _ := startGatewayIn(t, dir, clock, limit(2))
+	if n := held(t, g2, "counted"); n != 3 {
+		t.Fatalf("%d subscriptions restored under a lower limit, want all 3", n)
+	}
+	c2 := dialRaw(t, g2.addr, 5)
+	if ca := c2.connect("counted", false, packetsProps(3600)); !ca.SessionPresent {
+		t.Fatal("not present")
+	}
+	ack = c2.subscribe(2, subscription("c", 2), subscription("e", 1))
+	if want := []byte{2, 0x97}; string(ack.ReasonCodes) != string(want) {
+		t.Fatalf("SUBACK above a lowered limit %x, want %x", ack.ReasonCodes, want)
+	}
+	if n := g2.Engine().Stats().SubscriptionsRefused.Load(); n != 1 {
+		t.Fatalf("subscriptions_refused %d, want 1", n)
 	}
 }
