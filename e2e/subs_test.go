@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +15,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
+
+	"edgegw/session/store"
 )
 
 // writeConfig writes an edgegw configuration for dataDir and addr with extra
@@ -219,5 +224,47 @@ func TestUpgradeFromV1Store(t *testing.T) {
 	}
 	if got := again.waitFor(t, 1); !slices.Equal(got, []string{"after"}) {
 		t.Fatalf("after the second start v5-persist got %q, want only [after] (No Local kept its own message out)", got)
+	}
+}
+
+// A store written by a newer edgegw (a downgrade) stops the binary at start-up
+// with an error naming both format versions; the file is left as it was, not
+// moved aside.
+func TestNewerStoreRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edgegw.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return meta.Put([]byte("version"), binary.BigEndian.AppendUint32(nil, store.FormatVersion+1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	addr := freeAddr(t)
+	p := launchGW(t, writeConfig(t, dir, addr, ""), addr)
+	p.wait()
+	p.ended = true
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Fatal("edgegw started on a newer store")
+	}
+	want := fmt.Sprintf("store format version %d, this edgegw (format version %d) cannot read it", store.FormatVersion+1, store.FormatVersion)
+	if !strings.Contains(p.log.String(), want) {
+		t.Fatalf("log does not say %q:\n%s", want, p.log)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+		t.Fatal("the newer store was modified")
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+		t.Fatalf("the newer store was moved aside: %v", aside)
 	}
 }
