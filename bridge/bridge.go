@@ -33,6 +33,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/ratelog"
 	"edgegw/session"
 )
 
@@ -285,6 +286,7 @@ type Status struct {
 type Bridge struct {
 	cfg      Config
 	log      *slog.Logger
+	rlog     *ratelog.Logger // lines per forwarded or downlink message, limited per kind
 	engine   *session.Engine
 	outbox   session.SizedQueue
 	consumer *session.Consumer
@@ -317,7 +319,8 @@ func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits O
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 	}
-	b := &Bridge{cfg: cfg, log: log.With(slog.String("bridge", cfg.Name)), engine: engine, outbox: outbox,
+	blog := log.With(slog.String("bridge", cfg.Name))
+	b := &Bridge{cfg: cfg, log: blog, rlog: ratelog.NewLogger(blog, 0, 0, nil), engine: engine, outbox: outbox,
 		wake: make(chan struct{}, 1), pids: map[uint16]uint64{}}
 	b.status = Status{Bridge: cfg.Name, Since: time.Now(), Address: cfg.Address}
 	if len(cfg.targets) == 1 {
@@ -798,7 +801,7 @@ func (b *Bridge) acked(pid uint16, reason byte) {
 		delete(b.pids, pid)
 		delete(b.out, pid)
 		if reason >= 0x80 {
-			b.log.Warn("upstream refused a forwarded message; dropped", slog.Int("reason_code", int(reason)))
+			b.rlog.Warn("refused", "upstream refused a forwarded message; dropped", slog.Int("reason_code", int(reason)))
 		}
 		_ = b.outbox.Remove(seq)
 	}
@@ -837,7 +840,7 @@ func (b *Bridge) downlink(cn *conn, pk packets.Packet) error {
 		b.status.Received++
 		b.mu.Unlock()
 	} else {
-		b.log.Warn("downlink message matches no rule; dropped", slog.String("topic", pk.TopicName))
+		b.rlog.Warn("no rule", "downlink message matches no rule; dropped", slog.String("topic", pk.TopicName))
 	}
 	if pk.FixedHeader.Qos > 0 {
 		return cn.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})

@@ -102,10 +102,8 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	// Before the engine: see limitsHook.
 	lim := &limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
 		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight,
-		maxKeepalive: uint16(cfg.MQTT.MaxKeepalive / time.Second),
-		keepaliveLog: ratelog.NewLogger(log.With(slog.String("component", "limits")), 0, 0, now),
-		rate:         newRateLimiter(cfg.MQTT.ConnectionRate, now),
-		stats:        limits, log: log.With(slog.String("component", "limits"))}
+		maxKeepalive: uint16(cfg.MQTT.MaxKeepalive / time.Second), rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
+		stats: limits, log: ratelog.NewLogger(log.With(slog.String("component", "limits")), 0, 0, now)}
 	if err := srv.AddHook(lim, nil); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("add limits hook: %w", err)

@@ -64,14 +64,13 @@ type limitsHook struct {
 	mqtt.HookBase
 	srv           *mqtt.Server
 	maxPacketSize uint32
-	maxTopicLen   int    // 0: no limit (a Config built by hand)
-	maxLevels     int    // 0: no limit
-	maxInflight   int    // 0: no limit
-	maxKeepalive  uint16 // seconds; 0: no limit (capKeepalive)
-	keepaliveLog  *ratelog.Logger
+	maxTopicLen   int          // 0: no limit (a Config built by hand)
+	maxLevels     int          // 0: no limit
+	maxInflight   int          // 0: no limit
+	maxKeepalive  uint16       // seconds; 0: no limit (capKeepalive)
 	rate          *rateLimiter // nil: no connection rate limit
 	stats         *LimitStats
-	log           *slog.Logger
+	log           *ratelog.Logger // every refusal is caused by a client: limited per kind
 }
 
 func (h *limitsHook) ID() string { return "edgegw-limits" }
@@ -88,7 +87,7 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	v5 := cl.Properties.ProtocolVersion == 5
 	if h.rate != nil && !h.rate.allow(cl.Net.Remote) {
 		h.stats.ConnectionsLimited.Add(1)
-		h.log.Warn("connection rate exceeded, CONNECT refused", slog.String("remote", cl.Net.Remote),
+		h.log.Warn("rate", "connection rate exceeded, CONNECT refused", slog.String("remote", cl.Net.Remote),
 			slog.String("client", cl.ID), slog.String("listener", cl.Net.Listener))
 		code := packets.ErrConnectionRateExceeded // 0x9F
 		if !v5 {
@@ -105,7 +104,7 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		return packets.ErrTopicNameInvalid
 	}
-	if err := capKeepalive(h.srv, cl, h.maxKeepalive, h.keepaliveLog); err != nil {
+	if err := capKeepalive(h.srv, cl, h.maxKeepalive, h.log); err != nil {
 		return err
 	}
 	c := cl.Net.Conn
@@ -211,7 +210,7 @@ func (h *limitsHook) unreleased(cl *mqtt.Client, pid uint16) int {
 // refuse logs and, for v5, sends DISCONNECT with code; the caller's
 // ErrRejectPacket then makes mochi close the connection.
 func (h *limitsHook) refuse(cl *mqtt.Client, code packets.Code, msg string, attrs ...any) {
-	h.log.Warn(msg+", connection closed", append([]any{slog.String("client", cl.ID),
+	h.log.Warn(msg, msg+", connection closed", append([]any{slog.String("client", cl.ID),
 		slog.String("remote", cl.Net.Remote)}, attrs...)...)
 	if cl.Properties.ProtocolVersion == 5 {
 		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},

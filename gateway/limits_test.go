@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
+	"edgegw/internal/ratelog"
 )
 
 // A v5 client whose packet is over max_packet_size gets DISCONNECT 0x95 Packet
@@ -451,5 +452,45 @@ func TestSysPublishRefused(t *testing.T) {
 			t.Fatalf("watcher got %s %q, want ok/after (nothing on $SYS/fake)", m.Topic, m.Payload)
 		}
 		c.close()
+	}
+}
+
+// Refusals a client causes are logged at most ratelog.DefaultBurst lines per
+// kind per window (issue 14.4): 50 CONNECTs over the connection rate write 5
+// lines; after the window (test clock) the next line says how many were left
+// out. The counter counts every one.
+func TestConnectionRateRefusalsLogBounded(t *testing.T) {
+	var logs syncBuffer
+	clock := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g, _ := startGatewayLogged(t, t.TempDir(), clock, &logs, func(c *gateway.Config) {
+		c.MQTT.ConnectionRate = gateway.RateConfig{PerSecond: 1, Burst: 1}
+	})
+	refused := func(n int) {
+		t.Helper()
+		for i := range n {
+			c := dialRaw(t, g.addr, 4)
+			if ca := c.connect(fmt.Sprint("rate-", i), true, packets.Properties{}); ca.ReasonCode != 0x03 {
+				t.Fatalf("CONNECT %d over the rate: CONNACK %#x, want 0x03", i, ca.ReasonCode)
+			}
+			c.expectClosed()
+		}
+	}
+	first := dialRaw(t, g.addr, 4)
+	if ca := first.connect("rate-first", true, packets.Properties{}); ca.ReasonCode != 0 {
+		t.Fatalf("first CONNECT refused: %#x", ca.ReasonCode)
+	}
+	refused(50)
+	if n := strings.Count(logs.String(), "connection rate exceeded"); n != ratelog.DefaultBurst {
+		t.Fatalf("%d log lines for 50 refusals in one window, want %d:\n%s", n, ratelog.DefaultBurst, logs.String())
+	}
+	clock.Advance(ratelog.DefaultEvery) // also refills the bucket: one more CONNECT passes
+	c := dialRaw(t, g.addr, 4)
+	c.connect("rate-again", true, packets.Properties{})
+	refused(1)
+	if !strings.Contains(logs.String(), "connection rate exceeded, CONNECT refused (suppressed 45 similar in the last 10s)") {
+		t.Fatalf("no suppression note in the log:\n%s", logs.String())
+	}
+	if n := g.Limits().ConnectionsLimited.Load(); n != 51 {
+		t.Fatalf("connections_rate_limited %d, want 51", n)
 	}
 }
