@@ -199,6 +199,7 @@ type gwProc struct {
 	done   chan struct{} // closed when the process has exited and its output is read
 	waitEr error
 	ended  bool // ended by kill or stop as the test meant (its log is not dumped on failure)
+	group  bool // run by a wrapper (startGWUnder) in a process group of its own: signals go to the group
 }
 
 // startGW starts `edgegw run -c cfg` and returns once it logs that it listens on
@@ -206,7 +207,14 @@ type gwProc struct {
 // waitTimeout. A cleanup kills the process if the test leaves it running.
 func startGW(t *testing.T, cfg, addr string) *gwProc {
 	t.Helper()
-	p := launchGW(t, cfg, addr)
+	return startGWUnder(t, cfg, addr)
+}
+
+// startGWUnder is startGW with the binary run by a wrapper command (wrap[0]
+// with its arguments, e.g. faketime -f +30d).
+func startGWUnder(t *testing.T, cfg, addr string, wrap ...string) *gwProc {
+	t.Helper()
+	p := launchGW(t, cfg, addr, wrap...)
 	select {
 	case <-p.done:
 		t.Fatalf("edgegw exited (%v) before listening; log:\n%s", p.waitEr, p.log)
@@ -216,10 +224,17 @@ func startGW(t *testing.T, cfg, addr string) *gwProc {
 }
 
 // launchGW is startGW for a start that may fail: it returns once the process
-// listens or has exited (check p.done).
-func launchGW(t *testing.T, cfg, addr string) *gwProc {
+// listens or has exited (check p.done). wrap, if given, is a command that runs
+// the binary (see startGWUnder).
+func launchGW(t *testing.T, cfg, addr string, wrap ...string) *gwProc {
 	t.Helper()
-	p := spawnGW(t, nil, gwBinary, "run", "-c", cfg)
+	var p *gwProc
+	if len(wrap) == 0 {
+		p = spawnGW(t, nil, gwBinary, "run", "-c", cfg)
+	} else { // faketime forks the binary and forwards no signal: signal the group
+		p = spawnGW(t, &syscall.SysProcAttr{Setpgid: true}, append(append([]string(nil), wrap...), gwBinary, "run", "-c", cfg)...)
+		p.group = true
+	}
 	want := "msg=listening listener=e2e address=" + addr
 	if _, ok := p.waitLog(want); !ok {
 		select {
@@ -252,7 +267,7 @@ func spawnGW(t *testing.T, attr *syscall.SysProcAttr, argv ...string) *gwProc {
 		select {
 		case <-p.done:
 		default:
-			_ = p.cmd.Process.Kill()
+			_ = p.signal(syscall.SIGKILL)
 			<-p.done
 		}
 		if t.Failed() && !p.ended { // running until now, or died by itself
@@ -307,7 +322,7 @@ func (p *gwProc) grep(substr string) []string {
 // the process had ended by itself before the signal (a crash; see crashed).
 func (p *gwProc) kill() bool {
 	p.t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := p.signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		p.t.Fatalf("kill: %v", err)
 	}
 	p.wait()
@@ -356,7 +371,7 @@ func (p *gwProc) crashed() string {
 // stop sends SIGTERM, waits for the exit and returns the exit status.
 func (p *gwProc) stop() int {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.signal(syscall.SIGTERM); err != nil {
 		p.t.Fatalf("SIGTERM: %v", err)
 	}
 	p.wait()
@@ -366,12 +381,21 @@ func (p *gwProc) stop() int {
 	return code
 }
 
+// signal sends sig to the process, or to its process group when a wrapper
+// runs it (launchGW).
+func (p *gwProc) signal(sig syscall.Signal) error {
+	if p.group {
+		return syscall.Kill(-p.cmd.Process.Pid, sig)
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
 func (p *gwProc) wait() {
 	p.t.Helper()
 	select {
 	case <-p.done:
 	case <-time.After(waitTimeout):
-		_ = p.cmd.Process.Kill()
+		_ = p.signal(syscall.SIGKILL)
 		<-p.done
 		p.t.Fatalf("edgegw did not exit within %v; log:\n%s", waitTimeout, p.log)
 	}

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// A persistent session offline with queued messages survives a restart of the
+// real binary under Debian's faketime with the wall clock moved +30 days, with
+// its queue (a command with a Message Expiry Interval included); moved -1 day,
+// it still expires after its Session Expiry Interval of elapsed time. Within one
+// boot the down time is the CLOCK_BOOTTIME difference (docs/sessions.md,
+// "Time") [MQTT-3.1.2-23] [MQTT-3.3.2-5].
+//
+// faketime's LD_PRELOAD cannot reach a Go binary's clock (the runtime reads it
+// through the vDSO, not libc): edgegw reads the FAKETIME variable faketime sets
+// and moves its own wall clock (the test hook of clock.FakeTimeOffset). The
+// test checks that the offset took effect (status offset_seconds).
+func TestClockJumpAcrossRestart(t *testing.T) {
+	if _, err := exec.LookPath("faketime"); err != nil {
+		t.Fatalf("faketime is not installed: run scripts/test-deps.sh (make test does): %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		offset string // faketime -f
+		jump   float64
+		expiry uint32 // Session Expiry Interval, s
+	}{
+		{"wall +30d", "+30d", 30 * 86400, 3600},
+		{"wall -1d", "-1d", -86400, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := freeAddr(t)
+			cfg := gwConfig{DataDir: t.TempDir(), Addr: addr, Durability: "strict"}.write(t)
+			gw := startGW(t, cfg, addr)
+			dev, _, err := dialV5(addr, &paho.Connect{ClientID: "dev-1", CleanStart: true,
+				Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(tc.expiry)}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := subscribeV5(dev, "dev/dev-1/in", 1); err != nil {
+				t.Fatal(err)
+			}
+			closeV5(dev)
+			disconnected := time.Now()
+			pub, _, err := dialV5(addr, &paho.Connect{ClientID: "tool", CleanStart: true}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, exp := range []uint32{0, 3600} { // the second one is a command that expires in an hour
+				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+				_, err := pub.Publish(ctx, &paho.Publish{Topic: "dev/dev-1/in", QoS: 1, Payload: []byte{'0' + byte(i)},
+					Properties: &paho.PublishProperties{MessageExpiry: &exp}})
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			closeV5(pub)
+			if code := gw.stop(); code != 0 {
+				t.Fatalf("stop: exit %d", code)
+			}
+
+			gw = startGWUnder(t, cfg, addr, "faketime", "-f", tc.offset)
+			if _, ok := gw.waitLog("test hook: the wall clock is moved by FAKETIME"); !ok {
+				t.Fatalf("no test hook log line:\n%s", gw.log)
+			}
+			if l, _ := gw.waitLog("clock resumed"); !strings.Contains(l, "rule=same_boot") {
+				t.Fatalf("clock resumed: %q, want rule=same_boot", l)
+			}
+			var st struct {
+				Clock struct {
+					OffsetSeconds float64 `json:"offset_seconds"`
+				} `json:"clock"`
+			}
+			adminJSON(t, cfg, &st, "status")
+			if d := st.Clock.OffsetSeconds - tc.jump; d < -60 || d > 60 {
+				t.Fatalf("clock offset %.0fs, want about %.0fs: the wall clock was not moved", st.Clock.OffsetSeconds, tc.jump)
+			}
+			var s struct {
+				Queued    int    `json:"queued"`
+				ExpiresIn *int64 `json:"expires_in_seconds"`
+			}
+			before := time.Since(disconnected)
+			if !adminJSON(t, cfg, &s, "sessions", "show", "dev-1") {
+				t.Fatalf("session gone after the restart (%v after its disconnect, expiry %ds)", before, tc.expiry)
+			}
+			after := time.Since(disconnected)
+			expiry := time.Duration(tc.expiry) * time.Second
+			// Whole seconds, rounded down; the stored disconnect time is whole
+			// seconds too: 2 s of slack below, 1 s above.
+			left := time.Duration(*s.ExpiresIn) * time.Second
+			if s.Queued != 2 || left < expiry-after-2*time.Second || left > expiry-before+time.Second {
+				t.Fatalf("queued %d, expires in %v; want 2 queued, expiry in %v to %v", s.Queued, left, expiry-after, expiry-before)
+			}
+
+			if tc.jump > 0 {
+				var mu sync.Mutex
+				var got []string
+				dev, ca, err := dialV5(addr, &paho.Connect{ClientID: "dev-1", CleanStart: false,
+					Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(tc.expiry)}}, func(p *paho.Publish) {
+					mu.Lock()
+					got = append(got, string(p.Payload))
+					mu.Unlock()
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer closeV5(dev)
+				if !ca.SessionPresent {
+					t.Fatal("session present 0 after the +30d restart")
+				}
+				deadline := time.Now().Add(waitTimeout)
+				for {
+					mu.Lock()
+					n := len(got)
+					mu.Unlock()
+					if n >= 2 || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if strings.Join(got, ",") != "0,1" {
+					t.Fatalf("received %q after the restart, want the 2 queued messages in order", got)
+				}
+				return
+			}
+			// -1d: reclaimed after its 5 s of elapsed time, not a day later.
+			deadline := disconnected.Add(expiry + waitTimeout)
+			for adminJSON(t, cfg, &s, "sessions", "show", "dev-1") {
+				if time.Now().After(deadline) {
+					t.Fatalf("session still there %v after its disconnect (expiry %ds)", time.Since(disconnected), tc.expiry)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if gone := time.Since(disconnected); gone < expiry {
+				t.Fatalf("session gone %v after its disconnect, before its expiry %ds", gone, tc.expiry)
+			}
+		})
+	}
+}
+
+// adminJSON runs `edgegw ARGS --json -c cfg` against the running gateway and
+// decodes its output into v; it reports false when the command exits 1 (the
+// session is unknown).
+func adminJSON(t *testing.T, cfg string, v any, args ...string) bool {
+	t.Helper()
+	cmd := exec.Command(gwBinary, append(args, "--json", "-c", cfg)...)
+	cmd.Env = gwEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 && strings.Contains(string(ee.Stderr), "no session") {
+			return false
+		}
+		t.Fatalf("edgegw %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("edgegw %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return true
+}
