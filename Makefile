@@ -116,6 +116,12 @@ fuzz-meters:
 	go test -run '^$$' -fuzz '^FuzzModbusCommand$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
 	go test -run '^$$' -fuzz '^FuzzLineFrame$$' -fuzztime $(FUZZTIME) ./hardware/line/
 
+# bench-logs: bytes of log that 10,000 malformed packets make edgegw and
+# mosquitto write (docs/benchmarks.md). A few seconds.
+.PHONY: bench-logs
+bench-logs:
+	go test -run '^$$' -bench '^BenchmarkLogVolumeMalformed$$' -benchtime 1x ./e2e/
+
 # fuzz-mqtt fuzzes mochi's packet decoders behind the listener's pre-check
 # (internal/mqttcheck) for FUZZTIME; its seed corpus runs with every `make test`.
 .PHONY: fuzz-mqtt

@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,7 +143,54 @@ func TestLogBoundedUnderRefusalsAndMalformedInput(t *testing.T) {
 		}
 	}
 
-	// Malformed packets, each on its own connection (each ends it), 8 at a time.
+	// Malformed packets, each on its own connection (each ends it).
+	if err := malformedFlood(addr, malformed, payload, true); err != nil {
+		t.Fatal(err)
+	}
+
+	// Still serving: a subscriber gets a message.
+	got := make(chan string, 1)
+	c, _, err := dialV5(addr, &paho.Connect{ClientID: "after", CleanStart: true}, func(m *paho.Publish) { got <- string(m.Payload) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeV5(c)
+	if err := subscribeV5(c, "after/#", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publishV5(c, "after/x", 0, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-timeout():
+		t.Fatal("the gateway stopped serving")
+	}
+
+	log := gw.log.String()
+	flood := len(log) - startup
+	t.Logf("%d refused publishes (%d accepted before the cap), %d malformed packets: %d bytes of log", refused, accepted, malformed, flood)
+	if strings.Contains(log, "hunter2") || strings.Contains(log, "Payload") || strings.Contains(log, "FixedHeader") {
+		t.Fatalf("a payload or a packet dump reached the log:\n%s", log)
+	}
+	if strings.Contains(log, "crashed a connection handler") {
+		t.Fatalf("a connection handler panicked:\n%s", log)
+	}
+	if flood > 20<<10 {
+		t.Fatalf("%d bytes of log for %d refusals and %d malformed packets, want under 20 KiB:\n%s", flood, refusals, malformed, log)
+	}
+	for _, want := range []string{"publish refused", "malformed packet, connection closed"} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("no %q line in the log:\n%s", want, log)
+		}
+	}
+}
+
+// malformedFlood sends n malformed packets to the broker at addr, each on its
+// own connection (each ends it), 8 connections at a time, in four kinds taken
+// in turn; payloads are payload. With edgegw set it also requires the v5
+// SUBSCRIBE that lacks its options byte to get DISCONNECT 0x81.
+func malformedFlood(addr string, n int, payload []byte, edgegw bool) error {
 	bad := []func(id string) error{
 		// A v5 SUBSCRIBE missing its last options byte: DISCONNECT 0x81.
 		func(id string) error {
@@ -152,7 +203,7 @@ func TestLogBoundedUnderRefusalsAndMalformedInput(t *testing.T) {
 				return err
 			}
 			got, err := w.closed()
-			if err == nil && (len(got) != 1 || got[0].FixedHeader.Type != packets.Disconnect || got[0].ReasonCode != 0x81) {
+			if err == nil && edgegw && (len(got) != 1 || got[0].FixedHeader.Type != packets.Disconnect || got[0].ReasonCode != 0x81) {
 				err = fmt.Errorf("bad SUBSCRIBE: got %+v before the close, want DISCONNECT 0x81", got)
 			}
 			return err
@@ -208,7 +259,7 @@ func TestLogBoundedUnderRefusalsAndMalformedInput(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := next.Add(1); i <= malformed; i = next.Add(1) {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 				if err := bad[i%int64(len(bad))](fmt.Sprint("bad-", i)); err != nil {
 					errs <- fmt.Errorf("malformed packet %d: %w", i, err)
 					return
@@ -218,44 +269,72 @@ func TestLogBoundedUnderRefusalsAndMalformedInput(t *testing.T) {
 	}
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	return <-errs // nil when closed empty
+}
 
-	// Still serving: a subscriber gets a message.
-	got := make(chan string, 1)
-	c, _, err := dialV5(addr, &paho.Connect{ClientID: "after", CleanStart: true}, func(m *paho.Publish) { got <- string(m.Payload) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeV5(c)
-	if err := subscribeV5(c, "after/#", 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := publishV5(c, "after/x", 0, []byte("ok")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-got:
-	case <-timeout():
-		t.Fatal("the gateway stopped serving")
-	}
-
-	log := gw.log.String()
-	flood := len(log) - startup
-	t.Logf("%d refused publishes (%d accepted before the cap), %d malformed packets: %d bytes of log", refused, accepted, malformed, flood)
-	if strings.Contains(log, "hunter2") || strings.Contains(log, "Payload") || strings.Contains(log, "FixedHeader") {
-		t.Fatalf("a payload or a packet dump reached the log:\n%s", log)
-	}
-	if strings.Contains(log, "crashed a connection handler") {
-		t.Fatalf("a connection handler panicked:\n%s", log)
-	}
-	if flood > 20<<10 {
-		t.Fatalf("%d bytes of log for %d refusals and %d malformed packets, want under 20 KiB:\n%s", flood, refusals, malformed, log)
-	}
-	for _, want := range []string{"publish refused", "malformed packet, connection closed"} {
-		if !strings.Contains(log, want) {
-			t.Fatalf("no %q line in the log:\n%s", want, log)
+// BenchmarkLogVolumeMalformed (make bench-logs) sends 10,000 malformed packets
+// (malformedFlood) to edgegw and to mosquitto, each with its default logging,
+// and reports the bytes each writes to its log meanwhile (docs/benchmarks.md).
+func BenchmarkLogVolumeMalformed(b *testing.B) {
+	const n = 10_000
+	payload := []byte(marker + strings.Repeat("x", 1024-len(marker)))
+	for range b.N {
+		// edgegw
+		dir := b.TempDir()
+		addr := freeAddr(b)
+		conf := filepath.Join(dir, "edgegw.yaml")
+		if err := os.WriteFile(conf, []byte(fmt.Sprintf("data_dir: %q\nlisteners:\n  - name: e2e\n    address: %q\n", filepath.Join(dir, "data"), addr)), 0o644); err != nil {
+			b.Fatal(err)
 		}
+		cmd := exec.Command(gwBinary, "run", "-c", conf)
+		cmd.Env = gwEnv()
+		edgegwBytes := logBytesDuring(b, cmd, "msg=listening", func() error { return malformedFlood(addr, n, payload, true) })
+
+		// mosquitto
+		if _, err := exec.LookPath("mosquitto"); err != nil {
+			b.Skip("mosquitto is not installed: run scripts/test-deps.sh")
+		}
+		maddr := freeAddr(b)
+		_, port, _ := net.SplitHostPort(maddr)
+		mconf := filepath.Join(dir, "mosquitto.conf")
+		if err := os.WriteFile(mconf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		mosqBytes := logBytesDuring(b, exec.Command("mosquitto", "-c", mconf), "running", func() error { return malformedFlood(maddr, n, payload, false) })
+
+		b.ReportMetric(float64(edgegwBytes), "edgegw-log-bytes")
+		b.ReportMetric(float64(mosqBytes), "mosquitto-log-bytes")
+		b.Logf("%d malformed packets: edgegw wrote %d bytes of log, mosquitto %d", n, edgegwBytes, mosqBytes)
 	}
 }
+
+// logBytesDuring starts cmd, waits for ready in its standard error, runs load
+// and returns how many bytes its standard error grew by meanwhile; then it
+// stops cmd.
+func logBytesDuring(b *testing.B, cmd *exec.Cmd, ready string, load func() error) int64 {
+	b.Helper()
+	log, n := newLogBuf(), new(countWriter)
+	cmd.Stderr = io.MultiWriter(log, n)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(log.String(), ready) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s did not log %q:\n%s", cmd.Path, ready, log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := n.Load()
+	if err := load(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the last lines
+	return n.Load() - before
+}
+
+// countWriter counts the bytes written to it.
+type countWriter struct{ atomic.Int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.Add(int64(len(p))); return len(p), nil }

@@ -79,7 +79,7 @@ const waitTimeout = 10 * time.Second
 // The port is taken below the kernel's ephemeral range when possible, so that
 // neither an outgoing connection nor another test's ":0" listener can take it
 // while the gateway is down between a kill and its restart.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	low := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
