@@ -285,6 +285,7 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_connections_rate_limited_total`:                    0,
 		`edgegw_inflight_exceeded_total`:                           0,
 		`edgegw_tls_handshakes_failed_total`:                       0,
+		`edgegw_packets_malformed_total`:                           0,
 		`edgegw_connection_panics_total`:                           0,
 		`edgegw_auth_publish_denied_total`:                         1,
 		`edgegw_auth_subscribe_denied_total`:                       0,
