@@ -265,9 +265,20 @@ func TestSecondProcessOnDataDir(t *testing.T) {
 // checkStarted starts `edgegw run` in a process group of its own (so that the
 // test can signal the group as a terminal's Ctrl-C does) and returns it with
 // the pid of its store check child, stopped (SIGSTOP) so that the check is
-// certain to be running when the test signals.
+// certain to be running when the test signals. Until the child is stopped the
+// test holds a shared flock on the store file, bbolt's lock: the check, which
+// takes 0.1-0.2 s on this store, then waits in bbolt's open for up to 1 s, time
+// enough for a test on a loaded machine to see the log line and stop it.
 func (f *storeFixture) checkStarted(t *testing.T) (*gwProc, int) {
 	t.Helper()
+	held, err := os.Open(f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := syscall.Flock(int(held.Fd()), syscall.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
 	gw := spawnGW(t, &syscall.SysProcAttr{Setpgid: true}, gwBinary, "run", "-c", f.cfg)
 	line, ok := gw.waitLog("msg=\"checking store\"")
 	if !ok {
@@ -282,27 +293,29 @@ func (f *storeFixture) checkStarted(t *testing.T) (*gwProc, int) {
 		t.Fatalf("SIGSTOP the check child: %v", err)
 	}
 	if state := procState(child); state != "T" {
-		t.Fatalf("check child %d in state %q, want stopped (T): the check finished before the test could "+
-			"stop it; make the fixture's store larger", child, state)
+		t.Fatalf("check child %d in state %q, want stopped (T): the check ended before the test could "+
+			"stop it; log:\n%s", child, state, gw.log)
 	}
 	return gw, child
 }
 
-// procState returns the state letter of /proc/pid/stat ("" if gone).
+// procState returns the state letter of /proc/pid/stat ("" if gone), waiting
+// up to waitTimeout for a stopped (T) or dead (Z) state: SIGSTOP takes effect
+// once every thread of the process is scheduled, which a loaded machine delays.
 func procState(pid int) string {
-	for range 100 { // SIGSTOP takes effect asynchronously
+	deadline := time.Now().Add(waitTimeout)
+	for {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			return ""
 		}
 		s := string(b)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 0 && (f[0] == "T" || f[0] == "Z") {
+		if len(f) > 0 && (f[0] == "T" || f[0] == "Z") || time.Now().After(deadline) {
 			return f[0]
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return "R"
 }
 
 // exitStatus waits for the process and returns its exit status.
