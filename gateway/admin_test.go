@@ -271,6 +271,8 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_sessions{state="online"}`:                          1,
 		`edgegw_sessions_max`:                                      10000,
 		`edgegw_healthy`:                                           1,
+		`edgegw_clock_synced`:                                      1,
+		`edgegw_clock_last_jump_seconds`:                           0,
 		`edgegw_store_healthy`:                                     1,
 		`edgegw_store_max_bytes`:                                   256 << 20,
 		`edgegw_mqtt_clients_connected`:                            1,

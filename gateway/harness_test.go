@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
+	iclock "edgegw/internal/clock"
 	"edgegw/internal/mqttwire"
 	"edgegw/session"
 )
@@ -50,6 +51,16 @@ type testGateway struct {
 // loopback port), changed by edit, with a clock that only moves when told.
 func startGateway(t *testing.T, edit func(*gateway.Config)) *testGateway {
 	t.Helper()
+	clock := &testClock{now: time.Now()}
+	g := startGatewayOn(t, iclock.Func(clock.Now), edit)
+	g.clock = clock
+	return g
+}
+
+// startGatewayOn is startGateway with the clock source src (an
+// iclock.Fake to jump the wall clock); the returned clock field is nil.
+func startGatewayOn(t *testing.T, src iclock.Source, edit func(*gateway.Config)) *testGateway {
+	t.Helper()
 	cfg := gateway.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listeners = []gateway.ListenerConfig{{Name: "local", Address: "127.0.0.1:0"}}
@@ -58,9 +69,8 @@ func startGateway(t *testing.T, edit func(*gateway.Config)) *testGateway {
 	if edit != nil {
 		edit(&cfg)
 	}
-	clock := &testClock{now: time.Now()}
 	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g, err := gateway.New(cfg, log, session.Deps{Now: clock.Now})
+	g, err := gateway.NewClocked(cfg, log, session.Deps{}, src)
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
 	}
@@ -68,7 +78,7 @@ func startGateway(t *testing.T, edit func(*gateway.Config)) *testGateway {
 		t.Fatalf("start gateway: %v", err)
 	}
 	t.Cleanup(func() { _ = g.Close() })
-	return &testGateway{Gateway: g, addr: g.Addr("local"), clock: clock}
+	return &testGateway{Gateway: g, addr: g.Addr("local")}
 }
 
 // expire moves the clock by d and runs the expiry sweep.

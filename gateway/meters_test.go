@@ -242,8 +242,8 @@ func TestMetersPortVanishesAndReappears(t *testing.T) {
 
 // A command that waits longer than the "ota" profile's expiry (24h), or than
 // its own Message Expiry Interval, is dropped with an "expired" result and
-// never written to the meter. (Publish times are real; the gateway's clock is
-// the test's.)
+// never written to the meter. (Publish times and expiry are in the gateway's
+// steady time, which the test's clock drives.)
 func TestMetersCommandExpiry(t *testing.T) {
 	pt := hwtest.NewPTY(t)
 	meter := hwtest.NewLineMeter(pt.Master())

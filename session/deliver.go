@@ -135,9 +135,22 @@ func (e *Engine) pump(s *Session, b *binding) error {
 }
 
 // writeAll writes one pass's packets; more is set when one was discarded.
+//
+// A message with an expiry is sent with the interval left in the engine's
+// steady time [MQTT-3.3.2-6] and Expiry cleared on the copy written: mochi
+// would count it against the wall clock.
 func (e *Engine) writeAll(s *Session, b *binding, writes []write, more *bool) error {
+	now := e.now().Unix()
 	for _, w := range writes {
-		err := b.cl.WritePacket(*w.pk)
+		var err error
+		if w.pk.Expiry > 0 {
+			pk := *w.pk
+			pk.Properties.MessageExpiryInterval = uint32(max(pk.Expiry-now, 1))
+			pk.Expiry = 0
+			err = b.cl.WritePacket(pk)
+		} else {
+			err = b.cl.WritePacket(*w.pk)
+		}
 		if errors.Is(err, packets.ErrPacketTooLarge) {
 			// Larger than the client's Maximum Packet Size: discard it as if
 			// delivered [MQTT-3.1.2-25] and go on with the next one.
