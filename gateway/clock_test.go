@@ -20,7 +20,7 @@ import (
 // delivered with the Message Expiry Interval it has left [MQTT-3.3.2-6]. The
 // jumps are shown in the status.
 func TestClockJumpWhileRunning(t *testing.T) {
-	src := iclock.NewFake(time.Now())
+	src := iclock.NewFake(time.Unix(1_800_000_000, 0)) // far from the real time mochi reads
 	g := startGatewayOn(t, src, nil)
 	mon, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "mon", CleanStart: true})
 	mon.subscribe(t, paho.SubscribeOptions{Topic: "dev/will", QoS: 1})
@@ -85,14 +85,16 @@ func TestClockJumpWhileRunning(t *testing.T) {
 }
 
 // Readings taken while the kernel reports the wall clock unsynchronised carry
-// the quality flag clock_unsynced, and the API and /metrics show the clock
-// state and the last jump.
+// the quality flag clock_unsynced, and the API shows the clock state and the
+// last jump. A command queued for the meter expires after its Message Expiry
+// Interval of elapsed time, not at a +30 days jump.
 func TestClockUnsyncedReadings(t *testing.T) {
-	src := iclock.NewFake(time.Now())
+	src := iclock.NewFake(time.Unix(1_800_000_000, 0)) // far from the real time mochi reads
 	src.SetUnsynced(true)
 	pt := hwtest.NewPTY(t)
 	meter := hwtest.NewLineMeter(pt.Master())
 	g := startGatewayOn(t, src, func(c *gateway.Config) {
+		grantCommands(c, "app")
 		c.Meters.Types = meterTypes
 		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1")}
 	})
@@ -120,4 +122,20 @@ func TestClockUnsyncedReadings(t *testing.T) {
 		var c admin.Clock
 		return api.Get("/api/v1/clock", &c) == nil && c.State == "synced" && c.LastJump != nil && c.LastJump.BySeconds == -7200
 	})
+
+	app.subscribe(t, paho.SubscribeOptions{Topic: "meters/w1/cmd/result", QoS: 1})
+	if _, err := app.Publish(t.Context(), &paho.Publish{Topic: "meters/w1/cmd", QoS: 1, Payload: []byte("reset"),
+		Properties: &paho.PublishProperties{MessageExpiry: u32(60)}}); err != nil {
+		t.Fatal(err)
+	}
+	src.Jump(30 * 24 * time.Hour)
+	g.Meters().Sweep()
+	if n := g.Meters().Meter("w1").Queue().Len(); n != 1 {
+		t.Fatalf("%d commands queued after a +30d jump, want 1", n)
+	}
+	src.Advance(time.Minute)
+	g.Meters().Sweep()
+	if res := nextOn(t, app, "meters/w1/cmd/result", nil); !strings.Contains(string(res.Payload), `"status":"expired"`) {
+		t.Fatalf("result after 60 s: %s", res.Payload)
+	}
 }

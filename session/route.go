@@ -40,8 +40,10 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 			s.mu.Unlock()
 		}
 	}
-	pk.Created = e.now().Unix() // mochi stamped the wall clock; expiry counts in steady time
-	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 && pk.Expiry == 0 {
+	// mochi stamped Created and Expiry with the wall clock; expiry counts in
+	// the engine's steady time.
+	pk.Created, pk.Expiry = e.now().Unix(), 0
+	if pk.ProtocolVersion == 5 && pk.Properties.MessageExpiryInterval > 0 {
 		pk.Expiry = pk.Created + int64(pk.Properties.MessageExpiryInterval)
 	}
 	d := delivery{collect: !cl.Net.Inline}
