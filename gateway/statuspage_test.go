@@ -44,6 +44,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	if s := p.text("#store-aside"); s != "none" {
 		t.Errorf("moved-aside store files %q, want none", s)
 	}
+	if s := p.text("#clock"); s != "synced, no jump seen" {
+		t.Errorf("clock %q, want synced, no jump seen", s)
+	}
 	// Offline: no request may leave the gateway (no CDN): every resource the
 	// page loaded came from the gateway's own listener.
 	var foreign []string

@@ -109,6 +109,9 @@ function render(s) {
   $("store-commit-times").textContent = "p50 " + ms(st.commit_p50_seconds) + ", p99 " + ms(st.commit_p99_seconds) +
     ", max " + ms(st.commit_max_seconds) + "; acknowledged-unsynced max " + ms(st.unsynced_max_seconds) +
     (st.ack_waits ? "; " + st.ack_waits + " PUBACKs held for a commit" : "");
+  const c = s.clock, j = c.last_jump;
+  $("clock").textContent = c.state + (c.state === "synced" ? "" : " (readings flagged clock_unsynced)") +
+    (j ? ", last jump " + (j.by_seconds > 0 ? "+" : "") + Math.round(j.by_seconds) + " s at " + new Date(j.at).toLocaleString() : ", no jump seen");
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   document.body.classList.remove("stale");
   document.body.dataset.updates = String((+document.body.dataset.updates || 0) + 1);
