@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,13 +84,7 @@ func (r *windowRun) run(t *testing.T) {
 	r.Acked = acked.Load()
 	r.Rate = float64(r.Acked) / r.Elapsed.Seconds()
 
-	out, err := exec.Command(gwBinary, "status", "--socket", filepath.Join(dataDir, "admin.sock"), "--json").Output()
-	if err != nil {
-		t.Fatalf("edgegw status: %v\n%s", err, out)
-	}
-	if err := json.Unmarshal(out, &r.Status); err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
-	}
+	r.Status = status(t, dataDir)
 	gw.stop()
 	if int64(r.Status.Sessions.Queued) != r.Acked {
 		t.Fatalf("%d messages queued, %d acknowledged: the measurement needs every message stored", r.Status.Sessions.Queued, r.Acked)

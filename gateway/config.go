@@ -82,6 +82,10 @@ type StoreConfig struct {
 	MaxBytes int64
 	// Overflow is applied above MaxBytes: refuse_new or drop_oldest.
 	Overflow session.Overflow
+	// MaxRetained and MaxRetainedBytes limit the retained messages (count; bytes
+	// of topic plus stored message, and never more than MaxBytes/4); 0 = none.
+	MaxRetained      int
+	MaxRetainedBytes int64
 }
 
 // LogConfig configures logging.
@@ -421,7 +425,13 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 						st.MaxBytes = v
 					}
 				},
-				"overflow": d.enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
+				"overflow":     d.enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
+				"max_retained": d.count(&st.MaxRetained, 0, maxCount),
+				"max_retained_bytes": func(n *yaml.Node, key string) {
+					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+						st.MaxRetainedBytes = v
+					}
+				},
 			})
 		},
 		"site_id": d.str(&c.SiteID),

@@ -344,11 +344,13 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 		storeLog.Warn("test hook: every store commit is slowed down", slog.String(testCommitDelayEnv, delay.String()))
 	}
 	st, note, err := store.Open(path, store.Options{
-		Durability:     store.Durability(cfg.Store.Durability),
-		CommitInterval: cfg.Store.CommitInterval,
-		MaxBytes:       cfg.Store.MaxBytes,
-		Overflow:       cfg.Store.Overflow,
-		CommitDelay:    delay,
+		Durability:       store.Durability(cfg.Store.Durability),
+		CommitInterval:   cfg.Store.CommitInterval,
+		MaxBytes:         cfg.Store.MaxBytes,
+		MaxRetained:      cfg.Store.MaxRetained,
+		MaxRetainedBytes: cfg.Store.MaxRetainedBytes,
+		Overflow:         cfg.Store.Overflow,
+		CommitDelay:      delay,
 	}, storeLog)
 	if note != "" {
 		storeLog.Error(note)

@@ -39,7 +39,7 @@ func (q admitQueue) Append(m Message) (uint64, error) {
 func (s *admitStore) Queue(string) (Queue, error)             { return admitQueue{NewMemQueue(), s}, nil }
 func (s *admitStore) SaveSession(string, []byte)              {}
 func (s *admitStore) DeleteSession(string)                    {}
-func (s *admitStore) SaveRetained(string, []byte)             {}
+func (s *admitStore) SaveRetained(string, []byte) error       { return nil }
 func (s *admitStore) SaveSubscription(string, string, []byte) {}
 func (s *admitStore) SaveInboundQoS2(string, uint16, bool)    {}
 func (s *admitStore) Sync() error                             { return nil }

@@ -420,7 +420,8 @@ func (s *Session) sharedFiltersLocked() []string {
 }
 
 // Sweep reclaims sessions whose expiry has passed since their disconnect and
-// publishes delayed wills that are due. The sweeper calls it every
+// publishes delayed wills that are due, and deletes expired retained messages
+// (sweepRetained). The sweeper calls it every
 // SweepInterval; tests call it after moving their clock.
 func (e *Engine) Sweep() {
 	now := e.now()
@@ -466,6 +467,7 @@ func (e *Engine) Sweep() {
 	}
 	e.connMu.Unlock()
 	e.publishAll(wills)
+	e.sweepRetained(now)
 }
 
 func (e *Engine) sweepLoop() {

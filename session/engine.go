@@ -75,6 +75,8 @@ type Stats struct {
 	WillsPublished   atomic.Int64
 	TooLargeDropped  atomic.Int64 // messages above the client's Maximum Packet Size, discarded [MQTT-3.1.2-25]
 	PublishesRefused atomic.Int64 // QoS 1/2 PUBLISHes refused because the store could not take them
+	RetainedRefused  atomic.Int64 // retained PUBLISHes refused: store.max_retained(_bytes) or store.max_bytes
+	RetainedExpired  atomic.Int64 // retained messages deleted when their Message Expiry Interval ran out
 	// SubscriptionsRefused counts filters refused because their session
 	// held MaxSubscriptions.
 	SubscriptionsRefused atomic.Int64
@@ -174,7 +176,7 @@ var provided = hookset.Of(
 	mqtt.OnPacketSent, mqtt.OnPacketProcessed,
 	mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 	mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
-	mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped,
+	mqtt.OnWill, mqtt.OnSysInfoTick, mqtt.OnStopped, mqtt.OnRetainedExpired,
 )
 
 // Stop ends the sweeper and every sender. Safe to call more than once.

@@ -23,7 +23,9 @@ type Store interface {
 	// SaveInboundQoS2 records (awaiting) or forgets a QoS 2 packet id of
 	// session id that awaits its PUBREL.
 	SaveInboundQoS2(id string, pid uint16, awaiting bool)
-	SaveRetained(topic string, msg []byte) // nil deletes
+	// SaveRetained stores a retained message, or refuses it (the store's
+	// retained limits); nil deletes, which always succeeds.
+	SaveRetained(topic string, msg []byte) error
 	Sync() error
 	Healthy() error
 	// Reserve admits new durable work of entries queue entries whose Size adds
@@ -148,20 +150,21 @@ func (e *Engine) persistQoS2Locked(s *Session, pid uint16, awaiting bool) {
 }
 
 // persistRetained stores (or, for an empty payload, deletes) a retained message.
-func (e *Engine) persistRetained(pk packets.Packet) {
+// Its absolute expiry (pk.Expiry, engine time) is stored with it, so a restart
+// honours the Message Expiry Interval (see retainedExpired). It returns the
+// store's refusal (retained limits).
+func (e *Engine) persistRetained(pk packets.Packet) error {
 	if e.store == nil {
-		return
+		return nil
 	}
 	if len(pk.Payload) == 0 {
-		e.store.SaveRetained(pk.TopicName, nil)
-		return
+		return e.store.SaveRetained(pk.TopicName, nil)
 	}
 	b, err := EncodeMessage(Message{Packet: pk})
 	if err != nil {
-		e.log.Error("encode retained message", slog.String("topic", pk.TopicName), slog.Any("error", err))
-		return
+		return fmt.Errorf("encode retained message %q: %w", pk.TopicName, err)
 	}
-	e.store.SaveRetained(pk.TopicName, b)
+	return e.store.SaveRetained(pk.TopicName, b)
 }
 
 // Restore rebuilds sessions, subscriptions, shared groups and retained messages
@@ -175,6 +178,11 @@ func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) er
 		m, err := DecodeMessage(0, b)
 		if err != nil {
 			e.log.Error("skipping unreadable retained message", slog.Any("error", err))
+			continue
+		}
+		if retainedExpired(m.Packet, now) { // expired while the gateway was down
+			_ = e.store.SaveRetained(m.Packet.TopicName, nil)
+			e.stats.RetainedExpired.Add(1)
 			continue
 		}
 		m.Packet.FixedHeader.Retain = true

@@ -49,6 +49,9 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 	d := delivery{collect: !cl.Net.Inline}
 	stored, err := e.publishTo(*pk, &d, pk.FixedHeader.Qos > 0)
 	if err != nil {
+		if pk.FixedHeader.Qos == 0 { // a retained QoS 0 message refused: dropped (counted), nothing to answer
+			return packets.ErrRejectPacket
+		}
 		return e.refusePublish(cl, *pk, err)
 	}
 	// Strict: the acknowledgement waits for the commit of what the message
@@ -146,8 +149,11 @@ type delivery struct {
 // outbox and meter command queues) and for its retained copy, before anything
 // is appended, so a message is either in every queue it matched or in none,
 // however commits in between find the store. When the store refuses, publishTo
-// returns its error and does nothing if refuse is set; otherwise the message
-// goes only to the queues in RAM (d.noStore). It returns the number of store
+// returns its error and does nothing if refuse is set or the message is a
+// retained one to store (retained messages never pass store.max_bytes, QoS 0
+// included); otherwise the message goes only to the queues in RAM (d.noStore).
+// A retained message the store's retained limits refuse (SaveRetained) is
+// refused whole too, counted in RetainedRefused. It returns the number of store
 // entries reserved (0: the message has no durable effect).
 //
 // Cost: a second look-up of each matching session (e.mu read lock) and one
@@ -160,14 +166,17 @@ func (e *Engine) publishTo(pk packets.Packet, d *delivery, refuse bool) (int, er
 	n := 0
 	if e.store != nil {
 		n = e.durableTargets(subs, cons)
-		if stored {
+		if stored && len(pk.Payload) > 0 { // a deletion needs no room
 			n++
 		}
 	}
 	if n > 0 {
 		size := int64(n) * Size(pk)
 		if err := e.store.Reserve(n, size); err != nil {
-			if refuse {
+			if refuse || (stored && len(pk.Payload) > 0) { // a retained message never passes the cap, QoS 0 neither
+				if stored {
+					e.stats.RetainedRefused.Add(1)
+				}
 				return 0, err
 			}
 			d.noStore, n = true, 0
@@ -176,11 +185,14 @@ func (e *Engine) publishTo(pk packets.Packet, d *delivery, refuse bool) (int, er
 		}
 	}
 	if retain {
+		if stored {
+			if err := e.persistRetained(pk); err != nil { // the retained limits: the whole message is refused
+				e.stats.RetainedRefused.Add(1)
+				return 0, err
+			}
+		}
 		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
-		if stored {
-			e.persistRetained(pk)
-		}
 	}
 	e.route(pk, subs, cons, d)
 	return n, nil
@@ -491,7 +503,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 			continue
 		}
 		for _, r := range e.srv.Topics.Messages(f.Filter) {
-			if r.Expiry > 0 && r.Expiry < e.now().Unix() {
+			if retainedExpired(r, e.now()) { // [MQTT-3.3.2-5]; the sweep deletes it
 				continue
 			}
 			retained = append(retained, Message{Packet: outgoing(orig, r, s.version, true)})
@@ -610,4 +622,37 @@ func (e *Engine) leaveGroupLocked(filter, id string) {
 // expired reports whether a message's expiry (absolute unix seconds) has passed.
 func expired(pk packets.Packet, now time.Time) bool {
 	return pk.Expiry > 0 && pk.Expiry <= now.Unix()
+}
+
+// retainedExpired reports whether a retained message's v5 Message Expiry
+// Interval has run out at now (engine time). The deadline is the plain
+// absolute pk.Expiry (pk.Created plus the interval), stored with the message
+// by persistRetained, so it holds across restarts as engine time does. Every
+// retained expiry decision goes through here: on subscribe, in the sweep and at
+// restore.
+func retainedExpired(pk packets.Packet, now time.Time) bool { return expired(pk, now) }
+
+// sweepRetained deletes the retained messages whose Message Expiry Interval has
+// run out, from the topic index and the store [MQTT-3.3.2-5]. Cost: one pass
+// over the retained messages (Sweep runs it every sweep interval).
+func (e *Engine) sweepRetained(now time.Time) {
+	for topic, pk := range e.srv.Topics.Retained.GetAll() {
+		if !retainedExpired(pk, now) {
+			continue
+		}
+		e.srv.Topics.Retained.Delete(topic)
+		if e.store != nil && !strings.HasPrefix(topic, "$SYS/") {
+			_ = e.store.SaveRetained(topic, nil)
+		}
+		e.stats.RetainedExpired.Add(1)
+	}
+	atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
+}
+
+// OnRetainedExpired is called by mochi when its own clean-up removes an
+// expired retained message; the store forgets it too.
+func (e *Engine) OnRetainedExpired(topic string) {
+	if e.store != nil && !strings.HasPrefix(topic, "$SYS/") {
+		_ = e.store.SaveRetained(topic, nil)
+	}
 }

@@ -394,6 +394,11 @@ func printStatus(p *printer, st admin.Status) {
 	p.row("commits", fmt.Sprintf("p50 %s", fmtDuration(s.CommitP50Seconds)), fmt.Sprintf("p99 %s", fmtDuration(s.CommitP99Seconds)),
 		fmt.Sprintf("max %s", fmtDuration(s.CommitMaxSeconds)), fmt.Sprintf("unsynced max %s", fmtDuration(s.UnsyncedMaxSeconds)),
 		fmt.Sprintf("%d acks held %s", s.AckWaits, fmtDuration(s.AckWaitSeconds)))
+	retained := fmt.Sprintf("%d retained, %s", s.RetainedMessages, fmtBytes(s.RetainedBytes))
+	if s.MaxRetainedBytes > 0 {
+		retained += " of " + fmtBytes(s.MaxRetainedBytes)
+	}
+	p.row("retained", retained, fmt.Sprintf("limit %d messages", s.MaxRetained))
 	var drops []string
 	if s.MessagesDropped != 0 {
 		drops = append(drops, fmt.Sprintf("store_messages_dropped %d", s.MessagesDropped))

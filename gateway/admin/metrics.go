@@ -222,6 +222,10 @@ func WriteMetrics(w io.Writer, st Status) error {
 		sample{labels: []label{{"quantile", "0.5"}}, value: s.CommitP50Seconds},
 		sample{labels: []label{{"quantile", "0.99"}}, value: s.CommitP99Seconds},
 		sample{labels: []label{{"quantile", "1"}}, value: s.CommitMaxSeconds})
+	m.gauge("edgegw_store_retained_messages", "Retained messages held.", float64(s.RetainedMessages))
+	m.gauge("edgegw_store_retained_bytes", "Bytes of the retained messages (topic plus stored message), compared with the retained byte limit.", float64(s.RetainedBytes))
+	m.gauge("edgegw_store_max_retained", "store.max_retained; 0 = no limit.", float64(s.MaxRetained))
+	m.gauge("edgegw_store_max_retained_bytes", "The retained byte limit in force: store.max_retained_bytes, at most store.max_bytes/4; 0 = no limit.", float64(s.MaxRetainedBytes))
 	m.gauge("edgegw_store_unsynced_max_seconds", "Longest an acknowledged change waited for the end of its commit, since start-up.", s.UnsyncedMaxSeconds)
 	m.counter("edgegw_store_ack_waits_total", "PUBACKs held while a commit ran (batch back-pressure on slow storage).", s.AckWaits)
 	m.family("edgegw_store_ack_wait_seconds_total", "counter", "Time PUBACKs were held while commits ran.", sample{value: s.AckWaitSeconds})

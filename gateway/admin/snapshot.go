@@ -195,10 +195,18 @@ type Store struct {
 	UnsyncedMaxSeconds float64 `json:"unsynced_max_seconds"`
 	// AckWaits counts PUBACKs held because a commit was running (batch mode
 	// back-pressure on slow storage); AckWaitSeconds is their total wait.
-	AckWaits             int64   `json:"ack_waits"`
-	AckWaitSeconds       float64 `json:"ack_wait_seconds"`
-	MessagesWritten      int64   `json:"messages_written"`
-	MessagesNeverWritten int64   `json:"messages_never_written"`
+	AckWaits       int64   `json:"ack_waits"`
+	AckWaitSeconds float64 `json:"ack_wait_seconds"`
+	// RetainedMessages and RetainedBytes (topic plus stored message) are the
+	// retained messages held, MaxRetained and MaxRetainedBytes the limits in
+	// force (store.max_retained, store.max_retained_bytes capped at
+	// store.max_bytes/4; 0 = none).
+	RetainedMessages     int   `json:"retained_messages"`
+	RetainedBytes        int64 `json:"retained_bytes"`
+	MaxRetained          int   `json:"max_retained"`
+	MaxRetainedBytes     int64 `json:"max_retained_bytes"`
+	MessagesWritten      int64 `json:"messages_written"`
+	MessagesNeverWritten int64 `json:"messages_never_written"`
 	// MessagesDropped are queue entries dropped by store.overflow drop_oldest
 	// above store.max_bytes.
 	MessagesDropped int64 `json:"messages_dropped"`
@@ -266,13 +274,32 @@ func (p *Parts) Collect() Status {
 	return st
 }
 
-// health lists what needs a technician: the store refusing durable work or
-// damaged store files moved aside, a bridge down, a serial port that does not
-// open.
+// retainedFull names the retained limit that refuses new retained messages:
+// the count at store.max_retained, or bytes so close to the byte limit that a
+// message of the average size no longer fits. "" when neither.
+func retainedFull(s Store) string {
+	switch {
+	case s.MaxRetained > 0 && s.RetainedMessages >= s.MaxRetained:
+		return fmt.Sprintf("retained messages at store.max_retained (%d): new retained topics are refused (v5 0x97, QoS 0 dropped); clear retained topics or raise the limit", s.MaxRetained)
+	case s.MaxRetainedBytes > 0 && s.RetainedMessages > 0 &&
+		s.RetainedBytes+s.RetainedBytes/int64(s.RetainedMessages) > s.MaxRetainedBytes:
+		return fmt.Sprintf("retained messages hold %d of %d bytes (store.max_retained_bytes, at most store.max_bytes/4): new retained messages are refused (v5 0x97, QoS 0 dropped); clear retained topics or raise the limit",
+			s.RetainedBytes, s.MaxRetainedBytes)
+	}
+	return ""
+}
+
+// health lists what needs a technician: the store refusing durable work (its
+// error names the cause: disk, queued or retained bytes), retained messages at
+// their limit, damaged store files moved aside, a bridge down, a serial port
+// that does not open.
 func health(st Status) Health {
 	h := Health{Status: "ok", Problems: []string{}}
 	if !st.Store.Healthy {
 		h.Problems = append(h.Problems, "store: "+st.Store.Error)
+	}
+	if r := retainedFull(st.Store); r != "" {
+		h.Problems = append(h.Problems, "store: "+r)
 	}
 	if n := len(st.Store.MovedAside); n > 0 {
 		h.Problems = append(h.Problems, fmt.Sprintf("store: %d damaged store file(s) moved aside, newest %s: inspect, then delete",
@@ -396,6 +423,8 @@ func (p *Parts) store() Store {
 		CommitP50Seconds: ct.P50.Seconds(), CommitP99Seconds: ct.P99.Seconds(), CommitMaxSeconds: ct.Max.Seconds(),
 		UnsyncedMaxSeconds: time.Duration(s.UnsyncedMaxNanos.Load()).Seconds(),
 		AckWaits:           s.AckWaits.Load(), AckWaitSeconds: time.Duration(s.AckWaitNanos.Load()).Seconds(),
+		RetainedMessages: in.RetainedMessages, RetainedBytes: in.RetainedBytes,
+		MaxRetained: in.MaxRetained, MaxRetainedBytes: in.MaxRetainedBytes,
 		MessagesWritten: s.MessagesWritten.Load(), MessagesNeverWritten: s.MessagesSkipped.Load(),
 		MessagesDropped: s.MessagesShed.Load(), BytesWritten: s.BytesWritten.Load(),
 		ProcessWriteBytes: -1, Healthy: in.Err == nil, MovedAside: store.MovedAside(in.Path)}
@@ -438,6 +467,8 @@ func (p *Parts) counters() []Counter {
 		{"messages_expired", "Queued messages discarded when their Message Expiry Interval passed.", s.MessagesExpired.Load()},
 		{"too_large_dropped", "Messages not sent because they exceed the client's Maximum Packet Size.", s.TooLargeDropped.Load()},
 		{"publishes_refused", "QoS 1/2 PUBLISHes refused because the store could not take them (full or failing).", s.PublishesRefused.Load()},
+		{"retained_refused", "Retained PUBLISHes refused (QoS 0: dropped): store.max_retained, store.max_retained_bytes or store.max_bytes.", s.RetainedRefused.Load()},
+		{"retained_expired", "Retained messages deleted when their Message Expiry Interval ran out.", s.RetainedExpired.Load()},
 		{"wills_published", "Will messages published.", s.WillsPublished.Load()},
 	}
 	if p.Counters != nil {

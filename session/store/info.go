@@ -19,11 +19,19 @@ type Info struct {
 	PendingPages int
 	// Err is why new durable work is refused (Healthy), nil when it is not.
 	Err error
+	// RetainedMessages and RetainedBytes (topic plus stored message) are the
+	// retained messages held; MaxRetained and MaxRetainedBytes the limits that
+	// apply (see SaveRetained; 0 = none).
+	RetainedMessages int
+	RetainedBytes    int64
+	MaxRetained      int
+	MaxRetainedBytes int64
 }
 
 // Info returns the store's sizes. Cost: one read transaction and a stat.
 func (s *Store) Info() Info {
 	in := Info{Path: s.path, MaxBytes: s.opts.MaxBytes, PageSize: s.db.Info().PageSize, Err: s.Healthy()}
+	in.RetainedMessages, in.RetainedBytes, in.MaxRetained, in.MaxRetainedBytes = s.RetainedUsage()
 	if fi, err := os.Stat(s.path); err == nil {
 		in.FileBytes = fi.Size()
 	}

@@ -86,6 +86,12 @@ type Options struct {
 	Overflow session.Overflow
 	// MaxPending starts a commit early when this many changes wait (bounds RAM).
 	MaxPending int
+	// MaxRetained and MaxRetainedBytes limit the retained messages (count, and
+	// bytes of topic plus stored message); 0 = no limit. With a MaxBytes, the
+	// bytes are at most MaxBytes/4 whatever MaxRetainedBytes says (see
+	// SaveRetained).
+	MaxRetained      int
+	MaxRetainedBytes int64
 	// CommitDelay is a test hook that makes every commit that long slower (a
 	// sleep inside the write transaction, before bbolt's fsync), to stand for
 	// slow flash. gateway sets it from EDGEGW_TEST_COMMIT_DELAY. 0 in production.
@@ -171,8 +177,13 @@ type Store struct {
 	// reserved is what admitted messages are about to append.
 	usedBytes  int64 // guarded by mu
 	flushBytes int64 // guarded by mu
-	pendBytes  atomic.Int64
-	reserved   atomic.Int64
+
+	// retainedSize is the stored size (topic plus message) of every retained
+	// message, committed or pending; retainedBytes is their sum. Guarded by mu.
+	retainedSize  map[string]int64
+	retainedBytes int64
+	pendBytes     atomic.Int64
+	reserved      atomic.Int64
 
 	commitMu sync.Mutex // one commit at a time
 	kick     chan struct{}
@@ -262,6 +273,10 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 		s.hooks.slow = func() error { time.Sleep(d); return nil }
 	}
 	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.loadRetained(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -414,8 +429,12 @@ func (s *Store) healthyLocked() error {
 		return s.failErr
 	}
 	if s.full && (s.opts.Overflow != session.DropOldest || s.stuck) {
-		return fmt.Errorf("%w: %s uses more than store.max_bytes (%d bytes); durable work is refused until queues drain",
-			ErrFull, s.path, s.opts.MaxBytes)
+		if s.retainedBytes*2 >= s.usedBytes {
+			return fmt.Errorf("%w: %s uses more than store.max_bytes (%d bytes), mostly for retained messages (%d, %d bytes); durable work is refused until retained topics are cleared (an empty retained PUBLISH deletes one) or queues drain",
+				ErrFull, s.path, s.opts.MaxBytes, len(s.retainedSize), s.retainedBytes)
+		}
+		return fmt.Errorf("%w: %s uses more than store.max_bytes (%d bytes) for queued messages (retained messages: %d bytes); durable work is refused until queues drain",
+			ErrFull, s.path, s.opts.MaxBytes, s.retainedBytes)
 	}
 	return nil
 }
@@ -711,7 +730,7 @@ func (s *Store) commit() error {
 			s.dirty[q] = struct{}{} // its flushing delta stays and is applied again
 		}
 		if !errors.Is(err, ErrFull) {
-			err = fmt.Errorf("%w: commit %s: %v", ErrFull, s.path, err)
+			err = fmt.Errorf("%w: the disk refused a commit of %s (disk full or failing): %v", ErrFull, s.path, err)
 		}
 		s.failErr = err
 		s.stats.FailedCommits.Add(1)
@@ -844,14 +863,6 @@ func splitSessionKey(k []byte) (id string, rest []byte, ok bool) {
 	return string(k[2:n]), k[n:], true
 }
 
-// SaveRetained stores the retained message of a topic; nil deletes it.
-func (s *Store) SaveRetained(topic string, msg []byte) {
-	s.mu.Lock()
-	s.retained[topic] = msg
-	s.changed()
-	s.mu.Unlock()
-}
-
 // Meta returns the value of a key of the meta bucket (nil if absent).
 func (s *Store) Meta(key string) ([]byte, error) {
 	var out []byte
@@ -909,18 +920,6 @@ func (s *Store) Sessions() (map[string]session.StoredSession, error) {
 			}
 			st.InboundQoS2 = append(st.InboundQoS2, binary.BigEndian.Uint16(pid))
 			out[id] = st
-			return nil
-		})
-	})
-	return out, err
-}
-
-// Retained returns the stored retained messages, as of the last commit.
-func (s *Store) Retained() ([][]byte, error) {
-	var out [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRetained).ForEach(func(_, v []byte) error {
-			out = append(out, append([]byte(nil), v...))
 			return nil
 		})
 	})
