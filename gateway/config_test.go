@@ -107,6 +107,7 @@ func TestDefaultYAMLDocumentsEveryKey(t *testing.T) {
 		"sessions", "max_expiry", "max_sessions", "max_queued", "queue_overflow",
 		"queue_qos0", "inflight_window", "sweep_interval", "profiles",
 		"client_id", "username", "listener", "clean_start", "expiry",
+		"max_retained", "max_retained_bytes",
 	}
 	for _, k := range keys {
 		documented := false
@@ -138,6 +139,8 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 		}},
 		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
 		{"store overflow", "store:\n  overflow: drop_oldest\n", func(c *Config) { c.Store.Overflow = session.DropOldest }},
+		{"store retained limits", "store:\n  max_retained: 0\n  max_retained_bytes: 1048576\n",
+			func(c *Config) { c.Store.MaxRetained, c.Store.MaxRetainedBytes = 0, 1 << 20 }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
 			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
@@ -241,6 +244,8 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:2: sessions.queue_overflow: must be one of refuse_new, drop_oldest, got "drop_newest"`}},
 		{"bad store overflow", "store:\n  overflow: drop\n",
 			[]string{`edgegw.yaml:2: store.overflow: must be one of refuse_new, drop_oldest, got "drop"`}},
+		{"bad store max_retained", "store:\n  max_retained: -1\n  max_retained_bytes: 2000000000\n",
+			[]string{"edgegw.yaml:2: store.max_retained:", "edgegw.yaml:3: store.max_retained_bytes:"}},
 		{"bad log level", "log:\n  level: verbose\n",
 			[]string{`edgegw.yaml:2: log.level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"bad clean_start", "sessions:\n  profiles:\n    - name: a\n      clean_start: force\n    - name: b\n      clean_start: sometimes\n",
