@@ -140,7 +140,7 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
 		{"store overflow", "store:\n  overflow: drop_oldest\n", func(c *Config) { c.Store.Overflow = session.DropOldest }},
 		{"store retained limits", "store:\n  max_retained: 0\n  max_retained_bytes: 1048576\n",
-			func(c *Config) { c.Store.MaxRetained, c.Store.MaxRetainedBytes = 0, 1 << 20 }},
+			func(c *Config) { c.Store.MaxRetained, c.Store.MaxRetainedBytes = 0, 1<<20 }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
 			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
