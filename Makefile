@@ -19,11 +19,13 @@ run: build
 test:
 	scripts/test-deps.sh
 	go vet ./...
+	go -C packaging/mkdeb vet ./...
 	@unformatted=$$(gofmt -l .); \
 	if [ -n "$$unformatted" ]; then \
 		echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; \
 	fi
 	go test -race -count=1 -timeout 15m ./...
+	go -C packaging/mkdeb test -race -count=1 -timeout 15m ./...
 
 # cross builds static binaries for the supported boards: Raspberry Pi Zero/1
 # (ARMv6), Pi 2/3 on 32-bit OS (ARMv7), 64-bit ARM, and x86-64.
@@ -80,14 +82,16 @@ killtest:
 # (the ARMv6 binary: every Raspberry Pi), arm64 and amd64 from the `make cross`
 # binaries, with nfpm as a library (packaging/mkdeb): no Docker, no dpkg-dev.
 # The Debian version comes from git describe; file times from the last commit.
+# mkdeb is its own Go module (packaging/mkdeb/go.mod) so that nfpm's dependencies
+# stay out of the root go.mod; `go -C` runs it there, hence the absolute paths.
 DEB_MAINTAINER ?= edgegw maintainers <edgegw@example.com>
 .PHONY: packages lint-packages test-arm
 packages: cross
 	rm -f bin/edgegw_*.deb
-	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) go run ./packaging/mkdeb \
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) go -C packaging/mkdeb run . \
 		-describe "$(VERSION)" -commits "$$(git rev-list --count HEAD 2>/dev/null || echo 0)" \
-		-maintainer "$(DEB_MAINTAINER)" -doc docs/install.md -out bin \
-		armhf=bin/edgegw-linux-armv6 arm64=bin/edgegw-linux-arm64 amd64=bin/edgegw-linux-amd64
+		-maintainer "$(DEB_MAINTAINER)" -doc $(CURDIR)/docs/install.md -out $(CURDIR)/bin \
+		armhf=$(CURDIR)/bin/edgegw-linux-armv6 arm64=$(CURDIR)/bin/edgegw-linux-arm64 amd64=$(CURDIR)/bin/edgegw-linux-amd64
 
 # lint-packages runs lintian on the packages; errors fail, warnings are shown.
 lint-packages: packages

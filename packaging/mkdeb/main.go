@@ -1,10 +1,16 @@
 // Command mkdeb builds the edgegw Debian packages from cross-built binaries with
 // nfpm (github.com/goreleaser/nfpm/v2) used as a library: no Docker, no dpkg-dev,
-// no network. `make packages` runs it as
+// no network. `make packages` runs it, from the repository root, as
 //
-//	go run ./packaging/mkdeb -describe "$(git describe --tags --always --dirty)" \
-//	    -commits "$(git rev-list --count HEAD)" -out bin \
-//	    armhf=bin/edgegw-linux-armv6 arm64=bin/edgegw-linux-arm64 amd64=bin/edgegw-linux-amd64
+//	go -C packaging/mkdeb run . -describe "$(git describe --tags --always --dirty)" \
+//	    -commits "$(git rev-list --count HEAD)" -out $PWD/bin \
+//	    armhf=$PWD/bin/edgegw-linux-armv6 arm64=$PWD/bin/edgegw-linux-arm64 amd64=$PWD/bin/edgegw-linux-amd64
+//
+// mkdeb is its own Go module (packaging/mkdeb/go.mod, module edgegw/packaging/mkdeb,
+// with edgegw replaced by this repository) so that nfpm and the ~80 modules only it needs
+// (go-git, sprig, ...) stay out of the product's go.mod: the root module lists
+// only what the edgegw binary and its tests use. `go test ./...` at the root does
+// not descend into it; `make test` vets and tests it explicitly.
 //
 // and writes bin/edgegw_<version>_<arch>.deb for each ARCH=BINARY argument. The
 // Debian version is derived from the git description (see debVersion). File

@@ -45,13 +45,15 @@ func TestDebVersion(t *testing.T) {
 	}
 }
 
-// buildPackage cross-builds the amd64 binary as `make cross` does and packages it.
+// buildPackage cross-builds the amd64 binary as `make cross` does (in the root
+// module, not this packaging module) and packages it.
 func buildPackage(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "edgegw-linux-amd64")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=v1.2.3", "-o", bin, "edgegw/cmd/edgegw")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	build.Dir = "../.." // the root module: its go.mod and versions, as `make cross` builds
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
