@@ -145,6 +145,9 @@ type SessionsConfig struct {
 	MaxExpiry   time.Duration // whole seconds, 0s-4294967295s
 	MaxSessions int           // 1-2147483647
 	MaxQueued   int           // 1-2147483647
+	// MaxQueuedBytes and RAMBudget are bytes, 0-2^40, 0 = none.
+	MaxQueuedBytes int64
+	RAMBudget      int64
 	// MaxSubscriptions bounds one session's subscriptions; 0-2147483647, 0 = none.
 	MaxSubscriptions int
 	QueueOverflow    session.Overflow
@@ -222,6 +225,8 @@ func (c Config) SessionOptions() session.Options {
 		MaxExpiry:        s.MaxExpiry,
 		MaxSessions:      s.MaxSessions,
 		MaxQueued:        s.MaxQueued,
+		MaxQueuedBytes:   s.MaxQueuedBytes,
+		RAMBudget:        s.RAMBudget,
 		MaxSubscriptions: s.MaxSubscriptions,
 		Overflow:         s.QueueOverflow,
 		QueueQoS0:        s.QueueQoS0,
@@ -460,6 +465,8 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				"max_expiry":        d.duration(&s.MaxExpiry, 0, maxExpiryLimit, true),
 				"max_sessions":      d.count(&s.MaxSessions, 1, maxCount),
 				"max_queued":        d.count(&s.MaxQueued, 1, maxCount),
+				"max_queued_bytes":  d.bytes(&s.MaxQueuedBytes),
+				"ram_budget":        d.bytes(&s.RAMBudget),
 				"max_subscriptions": d.count(&s.MaxSubscriptions, 0, maxCount),
 				"queue_overflow":    d.enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
 				"queue_qos0":        d.boolean(&s.QueueQoS0),
@@ -818,6 +825,15 @@ func (d *decoder) integer(n *yaml.Node, key string, lo, hi int64) (int64, bool) 
 		return 0, false
 	}
 	return v, true
+}
+
+// bytes decodes a byte count, 0-2^40 (0 = no limit).
+func (d *decoder) bytes(dst *int64) setter {
+	return func(n *yaml.Node, key string) {
+		if v, ok := d.integer(n, key, 0, 1<<40); ok {
+			*dst = v
+		}
+	}
 }
 
 func (d *decoder) count(dst *int, lo, hi int64) setter {

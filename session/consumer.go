@@ -125,7 +125,7 @@ func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, noStore bool
 		ok, lost := e.makeRoomBytes(c, Size(out))
 		if ok {
 			var lostHere bool
-			ok, lostHere = e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), &Message{Packet: out}, c.MaxQueued, c.Overflow)
+			ok, lostHere = e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), &Message{Packet: out}, c.MaxQueued, 0, c.Overflow) // MaxBytes: makeRoomBytes
 			lost = lost || lostHere
 		}
 		if lost {

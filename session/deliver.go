@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -28,6 +29,20 @@ type binding struct {
 	state  atomic.Int32        // senderIdle, senderRunning or senderAgain
 	done   chan struct{}
 	once   sync.Once
+	// writeStart is when the write in progress began (unix ns), 0 when none.
+	writeStart atomic.Int64
+}
+
+// clientBound reports whether what holds the sender back is the client: its
+// window is full of unacknowledged messages, or a write to it has not
+// completed for flowMaxWait/2 (it does not read). Caller holds the session's
+// lock.
+func (b *binding) clientBound() bool {
+	if len(b.out) >= b.window {
+		return true
+	}
+	ws := b.writeStart.Load()
+	return ws != 0 && time.Now().UnixNano()-ws > int64(flowMaxWait/2)
 }
 
 // Sender states: no goroutine; one pumping; one pumping that must look again
@@ -114,8 +129,12 @@ const pumpBatch = 128
 // listeners use), a pass that has several packets writes them in one system
 // call instead of one each.
 func (e *Engine) pump(s *Session, b *binding) error {
+	defer b.writeStart.Store(0)
 	for {
 		writes, more := e.nextWrites(s, b)
+		if len(writes) > 0 {
+			b.writeStart.Store(time.Now().UnixNano())
+		}
 		if len(writes) > 1 && b.gather != nil {
 			b.gather.Cork()
 			err := e.writeAll(s, b, writes, &more)
@@ -206,6 +225,7 @@ func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 	if err := s.queue.Remove(seq); err != nil {
 		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
 	}
+	s.moved++
 	s.flowLocked()
 	if s.bind != nil {
 		s.bind.signal()
@@ -217,7 +237,10 @@ func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.flowLocked()
+	defer func() {
+		s.moved += uint64(len(writes))
+		s.flowLocked()
+	}()
 	if s.bind != b {
 		return nil, false
 	}
@@ -400,6 +423,8 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		{"queue/dropped_oldest", e.stats.QueueDroppedOld.Load()},
 		{"queue/overflow_episodes", e.stats.OverflowEpisodes.Load()},
 		{"queue/qos0_dropped", e.stats.QoS0Dropped.Load()},
+		{"queue/ram_budget_lost", e.stats.RAMBudgetLost.Load()},
+		{"queue/ram_bytes", e.ram.used.Load()},
 		{"queue/expired", e.stats.MessagesExpired.Load()},
 	}
 	now := e.now().Unix()

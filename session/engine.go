@@ -54,6 +54,7 @@ type Engine struct {
 	conns  map[*mqtt.Client]*conn
 
 	stats  Stats
+	ram    ramBudget // RAM held by in-memory queues (Options.RAMBudget)
 	cons   consumers
 	routes routeCache
 
@@ -77,6 +78,7 @@ type Stats struct {
 	PublishesRefused atomic.Int64 // QoS 1/2 PUBLISHes refused because the store could not take them
 	RetainedRefused  atomic.Int64 // retained PUBLISHes refused: store.max_retained(_bytes) or store.max_bytes
 	RetainedExpired  atomic.Int64 // retained messages deleted when their Message Expiry Interval ran out
+	RAMBudgetLost    atomic.Int64 // messages a session lost at the RAM budget (also in QueueRefused or QueueDroppedOld)
 	// SubscriptionsRefused counts filters refused because their session
 	// held MaxSubscriptions.
 	SubscriptionsRefused atomic.Int64
@@ -111,7 +113,7 @@ func New(opts Options, deps Deps) (*Engine, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Engine{
+	e := &Engine{
 		opts:     opts,
 		log:      deps.Log,
 		rlog:     ratelog.NewLogger(deps.Log, 0, 0, deps.Now),
@@ -124,8 +126,17 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		pending:  map[*mqtt.Client]struct{}{},
 		conns:    map[*mqtt.Client]*conn{},
 		stop:     make(chan struct{}),
-	}, nil
+	}
+	e.ram.limit = opts.RAMBudget
+	return e, nil
 }
+
+// newMemQueue returns an in-memory queue counted against the RAM budget.
+func (e *Engine) newMemQueue() *MemQueue { return &MemQueue{nextSeq: 1, ram: &e.ram} }
+
+// RAMQueued returns the RAM held by the messages of in-memory queues, as
+// counted against sessions.ram_budget.
+func (e *Engine) RAMQueued() int64 { return e.ram.used.Load() }
 
 // AttachTo adds the engine to srv as a hook and starts its expiry sweeper. The
 // server's capabilities must leave session handling to the engine (see
@@ -272,12 +283,12 @@ func (e *Engine) GroupQueued(shareFilter string) (int, bool) {
 // configured, else in RAM. A store error falls back to RAM and is logged.
 func (e *Engine) openQueue(name string, durable bool) Queue {
 	if !durable || e.store == nil {
-		return NewMemQueue()
+		return e.newMemQueue()
 	}
 	q, err := e.store.Queue(name)
 	if err != nil {
 		e.log.Error("open stored queue failed; using memory", slog.String("queue", name), slog.Any("error", err))
-		return NewMemQueue()
+		return e.newMemQueue()
 	}
 	return q
 }

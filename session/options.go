@@ -101,7 +101,17 @@ type Options struct {
 	// MaxQueued bounds the messages waiting for one session (or one shared group),
 	// in flight ones included.
 	MaxQueued int
-	// Overflow is the policy when MaxQueued is reached.
+	// MaxQueuedBytes bounds the Size (topic plus payload bytes) of the messages
+	// waiting for one session or shared group, in RAM or in the store, as
+	// mosquitto's max_queued_bytes does (0 = no limit).
+	MaxQueuedBytes int64
+	// RAMBudget bounds the RAM held by the messages of every in-memory queue
+	// (clean sessions) together, each counted as its Size plus about 1 KiB of
+	// bookkeeping (0 = no budget). At the budget, a queue holding more than its
+	// share (RAMBudget / queues holding messages) applies Overflow.
+	RAMBudget int64
+	// Overflow is the policy when MaxQueued, MaxQueuedBytes or RAMBudget is
+	// reached.
 	Overflow Overflow
 	// MaxSubscriptions bounds the subscriptions one session holds (0 = no
 	// limit). A SUBSCRIBE's filters beyond it are refused in the SUBACK: v5
@@ -120,6 +130,15 @@ type Options struct {
 	// capped at MaxExpiry.
 	Profiles []Profile
 }
+
+// Defaults of the queue byte limits, for a 512 MB gateway whose Go runtime is
+// held to memory.limit (256 MiB): the messages of all clean sessions' queues
+// take at most 64 MiB of RAM, and one session queues at most 16 MiB of topics
+// and payloads (16,000 1 KB messages; on disk, 1/16 of the default store cap).
+const (
+	DefaultMaxQueuedBytes = 16 << 20
+	DefaultRAMBudget      = 64 << 20
+)
 
 // DefaultMaxSubscriptions is the default of Options.MaxSubscriptions: a
 // dashboard with one subscription per meter of a large site fits, and one
@@ -144,6 +163,8 @@ func DefaultOptions() Options {
 		MaxExpiry:        72 * time.Hour,
 		MaxSessions:      10000,
 		MaxQueued:        100000,
+		MaxQueuedBytes:   DefaultMaxQueuedBytes,
+		RAMBudget:        DefaultRAMBudget,
 		Overflow:         RefuseNew,
 		MaxSubscriptions: DefaultMaxSubscriptions,
 		QueueQoS0:        false,
@@ -162,6 +183,10 @@ func (o Options) Validate() error {
 		return fmt.Errorf("sessions.max_sessions: must be at least 1")
 	case o.MaxQueued < 1:
 		return fmt.Errorf("sessions.max_queued: must be at least 1")
+	case o.MaxQueuedBytes < 0:
+		return fmt.Errorf("sessions.max_queued_bytes: must be at least 0")
+	case o.RAMBudget < 0:
+		return fmt.Errorf("sessions.ram_budget: must be at least 0")
 	case o.MaxSubscriptions < 0:
 		return fmt.Errorf("sessions.max_subscriptions: must be at least 0")
 	case o.InflightWindow < 1 || o.InflightWindow > 65535:

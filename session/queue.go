@@ -3,6 +3,7 @@ package session
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -66,6 +67,52 @@ type MemQueue struct {
 	head    int       // items[:head] are all removed
 	live    int
 	nextSeq uint64
+	size    int64      // Size of the messages held
+	ram     *ramBudget // nil: not counted
+}
+
+// memEntryOverhead is what one message held by a MemQueue costs in RAM besides
+// its topic and payload: the Message (832 bytes on 64-bit, 896 with the
+// allocator's rounding), its slot and the properties it points to, rounded up.
+const memEntryOverhead = 1024
+
+// ramBudget is the engine's count of the RAM held by the messages of its
+// in-memory queues (sessions.ram_budget): each message costs its Size plus
+// memEntryOverhead. holders is the number of queues holding any.
+type ramBudget struct {
+	limit   int64 // 0: no budget (still counted)
+	used    atomic.Int64
+	holders atomic.Int64
+}
+
+// cost is what a message of the given Size counts against the budget.
+func ramCost(size int64) int64 { return size + memEntryOverhead }
+
+// overLocked reports whether a message of the given Size may not be added to
+// q under the budget: the total would pass the limit and q already holds its
+// fair share, limit / holders (so the queues that hold the most lose, and one
+// that keeps up still gets its messages). Caller holds q.mu.
+func (b *ramBudget) overLocked(q *MemQueue, size int64) bool {
+	if b == nil || b.limit <= 0 || b.used.Load()+ramCost(size) <= b.limit {
+		return false
+	}
+	share := b.limit / max(b.holders.Load(), 1)
+	return q.size+int64(q.live)*memEntryOverhead+ramCost(size) > share
+}
+
+// addLocked counts one message of the given Size added to (n = 1) or removed
+// from (n = -1) q. Caller holds q.mu, with q.live already changed.
+func (q *MemQueue) addLocked(size int64, n int) {
+	q.size += int64(n) * size
+	if q.ram == nil {
+		return
+	}
+	q.ram.used.Add(int64(n) * ramCost(size))
+	if n > 0 && q.live == 1 {
+		q.ram.holders.Add(1)
+	} else if n < 0 && q.live == 0 {
+		q.ram.holders.Add(-1)
+	}
 }
 
 // memSlot is one queue position; m is nil once the message is removed.
@@ -77,6 +124,22 @@ type memSlot struct {
 // NewMemQueue returns an empty in-memory queue.
 func NewMemQueue() *MemQueue { return &MemQueue{nextSeq: 1} }
 
+// Bytes is the Size (topic plus payload bytes) of the messages held (it makes
+// MemQueue a SizedQueue).
+func (q *MemQueue) Bytes() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.size
+}
+
+// over reports whether adding a message of the given Size would pass the RAM
+// budget for q (see ramBudget.overLocked).
+func (q *MemQueue) over(size int64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ram.overLocked(q, size)
+}
+
 // Append implements Queue.
 func (q *MemQueue) Append(m Message) (uint64, error) {
 	q.mu.Lock()
@@ -85,6 +148,7 @@ func (q *MemQueue) Append(m Message) (uint64, error) {
 	q.nextSeq++
 	q.items = append(q.items, memSlot{seq: m.Seq, m: &m})
 	q.live++
+	q.addLocked(Size(m.Packet), 1)
 	return m.Seq, nil
 }
 
@@ -98,6 +162,7 @@ func (q *MemQueue) appendPtr(m *Message) {
 	q.nextSeq++
 	q.items = append(q.items, memSlot{seq: m.Seq, m: m})
 	q.live++
+	q.addLocked(Size(m.Packet), 1)
 }
 
 // isDurable reports whether q is on the store: any Queue but a MemQueue.
@@ -197,8 +262,10 @@ func (q *MemQueue) Remove(seq uint64) error {
 	if i < 0 {
 		return nil
 	}
+	size := Size(q.items[i].m.Packet)
 	q.items[i].m = nil
 	q.live--
+	q.addLocked(size, -1)
 	for q.head < len(q.items) && q.items[q.head].m == nil {
 		q.items[q.head] = memSlot{}
 		q.head++
@@ -228,7 +295,11 @@ func (q *MemQueue) Len() int {
 func (q *MemQueue) Clear() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.items, q.head, q.live = nil, 0, 0
+	if q.ram != nil && q.live > 0 {
+		q.ram.used.Add(-(q.size + int64(q.live)*memEntryOverhead))
+		q.ram.holders.Add(-1)
+	}
+	q.items, q.head, q.live, q.size = nil, 0, 0, 0
 	return nil
 }
 

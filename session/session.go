@@ -40,10 +40,13 @@ type Session struct {
 	stored         bool // a record of this session is in the store
 
 	// Flow control (waitRoom): roomWait is closed when the unsent part of the
-	// queue is back at flowLow or the session goes offline; slow is set when a
-	// publisher waited flowMaxWait in vain, until the backlog is at flowLow.
-	roomWait chan struct{}
-	slow     bool
+	// queue is back at flowLow or the session goes offline; slowAt is when a
+	// publisher's wait found it slow (zero: not slow), when moved (messages
+	// written or completed) was slowMoved.
+	roomWait  chan struct{}
+	slowAt    time.Time
+	moved     uint64
+	slowMoved uint64
 }
 
 func newSession(id string, q Queue) *Session {
@@ -84,27 +87,72 @@ type overflowState struct {
 }
 
 // enqueue appends m to q under the session overflow policy (MaxQueued,
-// Overflow); see enqueueLimit.
+// MaxQueuedBytes, RAMBudget, Overflow); see enqueueLimit.
 func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m *Message) bool {
-	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opts.MaxQueued, e.opts.Overflow)
+	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opts.MaxQueued, e.opts.MaxQueuedBytes, e.opts.Overflow)
 	return queued
 }
 
-// enqueueLimit appends m to q, applying policy when q holds limit messages. It
-// reports whether m was queued and whether a message was lost (m refused, or the
-// oldest unsent one dropped). The caller holds the lock that guards ov and q's
-// owner; inFlight is the number of q's messages that hold a packet id and must
-// not be dropped.
-func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m *Message, limit int, policy Overflow) (queued, lost bool) {
+// Names of the limits an overflow episode is logged with.
+const (
+	limitCount  = "sessions.max_queued"
+	limitBytes  = "sessions.max_queued_bytes"
+	limitBudget = "sessions.ram_budget"
+)
+
+// overLimit names the limit that adding a message of the given Size to q would
+// pass: limit messages, maxBytes of Size (0 = none), or, for an in-memory
+// queue, the engine's RAM budget; "" when none.
+func overLimit(q Queue, size int64, limit int, maxBytes int64) string {
+	if mq, ok := q.(*MemQueue); ok { // one lock for the three checks
+		mq.mu.Lock()
+		defer mq.mu.Unlock()
+		switch {
+		case mq.live >= limit:
+			return limitCount
+		case maxBytes > 0 && mq.size+size > maxBytes:
+			return limitBytes
+		case mq.ram.overLocked(mq, size):
+			return limitBudget
+		}
+		return ""
+	}
 	if q.Len() >= limit {
+		return limitCount
+	}
+	if sq, ok := q.(SizedQueue); ok && maxBytes > 0 && sq.Bytes()+size > maxBytes {
+		return limitBytes
+	}
+	return ""
+}
+
+// enqueueLimit appends m to q, applying policy when q is at one of its limits:
+// limit messages, maxBytes of Size (0 = none), or the RAM budget (in-memory
+// queues). It reports whether m was queued and whether a message was lost (m
+// refused, or old unsent ones dropped: as many as m needs). The caller holds
+// the lock that guards ov and q's owner; inFlight is the number of q's messages
+// that hold a packet id and must not be dropped. An overflow episode is logged
+// once, with the limit that started it, and counted.
+func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m *Message, limit int, maxBytes int64, policy Overflow) (queued, lost bool) {
+	size := Size(m.Packet)
+	for {
+		why := overLimit(q, size, limit, maxBytes)
+		if why == "" {
+			break
+		}
 		if !ov.active {
 			ov.active = true
 			e.stats.OverflowEpisodes.Add(1)
 			e.log.Warn("queue full, applying overflow policy", slog.String("queue", owner),
-				slog.Int("max_queued", limit), slog.String("policy", string(policy)))
+				slog.String("limit", why), slog.String("policy", string(policy)))
 		}
-		ov.dropped++
-		if policy == RefuseNew {
+		if !lost {
+			ov.dropped++
+			if why == limitBudget {
+				e.stats.RAMBudgetLost.Add(1)
+			}
+		}
+		if policy == RefuseNew || (why == limitBytes && size > maxBytes) {
 			e.stats.QueueRefused.Add(1)
 			return false, true
 		}
@@ -146,12 +194,29 @@ func (e *Engine) dropOldestUnsent(owner string, q Queue, inFlight int) bool {
 	return false
 }
 
-// overflowCheck ends an overflow episode once the queue is below 90% of the limit.
+// overflowCheck ends an overflow episode once the queue is below 90% of its
+// limits (count, bytes, and for an in-memory queue the RAM budget or its share
+// of it).
 func (e *Engine) overflowCheck(owner string, q Queue, ov *overflowState) {
-	if ov.active && q.Len() < e.opts.MaxQueued-e.opts.MaxQueued/10 {
-		e.log.Info("queue below limit again", slog.String("queue", owner), slog.Int64("lost", ov.dropped))
-		*ov = overflowState{}
+	if !ov.active || q.Len() >= e.opts.MaxQueued-e.opts.MaxQueued/10 {
+		return
 	}
+	if mb := e.opts.MaxQueuedBytes; mb > 0 {
+		if sq, ok := q.(SizedQueue); ok && sq.Bytes() >= mb-mb/10 {
+			return
+		}
+	}
+	if mq, ok := q.(*MemQueue); ok && mq.ram != nil && mq.ram.limit > 0 {
+		mq.mu.Lock()
+		held := mq.size + int64(mq.live)*memEntryOverhead
+		mq.mu.Unlock()
+		b := mq.ram
+		if b.used.Load() >= b.limit-b.limit/10 && held >= (b.limit/max(b.holders.Load(), 1))*9/10 {
+			return
+		}
+	}
+	e.log.Info("queue below limit again", slog.String("queue", owner), slog.Int64("lost", ov.dropped))
+	*ov = overflowState{}
 }
 
 // group is a shared subscription group "$share/<name>/<filter>": its members and
@@ -170,23 +235,31 @@ type group struct {
 // subscriber that drains at the gateway's pace, never for a slow one. A
 // network publisher whose PUBLISH leaves an online session with more than
 // flowHigh messages waiting to be sent waits, before mochi acknowledges the
-// PUBLISH and reads its next packet, until that backlog is down to flowLow:
-// TCP back-pressure then slows the publishers to what the gateway delivers,
-// instead of the queue growing in RAM while the CPU goes to accepting more.
+// PUBLISH and reads its next packet, until that backlog is down to flowLow, for
+// at most flowMaxWait: TCP back-pressure then slows the publishers to what the
+// gateway delivers, instead of the queue growing in RAM while the CPU goes to
+// accepting more.
 //
-// If the backlog is not down to flowLow within flowMaxWait, the session is
-// slow (a subscriber that reads or acknowledges more slowly than the gateway
-// sends, or not at all): the waiting publishers go on at once and nobody waits
-// for it again until its backlog is back under flowLow. Its backlog is its own:
-// it is queued up to the session's limits (max_queued, max_queued_bytes, the
-// RAM budget), where its overflow policy applies to it alone. So a slow or
-// stuck subscriber delays a publisher by at most flowMaxWait per episode, a
-// client never waits for its own queue, and in-process publishers (bridge,
-// meters, wills, $SYS) never wait.
+// A session that drained fewer than flowMinDrain messages during such a wait
+// while the client was what held it back (its window full of unacknowledged
+// messages, or a write to it blocked: see binding.clientBound) is slow: a
+// subscriber that reads or acknowledges more slowly than about 1,300 messages
+// a second, or not at all. (A session that drained little because the
+// gateway's sender did not get the CPU is not: the back-pressure is right
+// then.) Nobody waits for it again until its
+// backlog is back under flowLow, or it has moved (written or completed) at
+// that rate for flowSlowFor (a fast one that a loaded machine made look slow).
+// Its backlog is its own: it is queued up to the session's limits (max_queued,
+// max_queued_bytes, the RAM budget), where its overflow policy applies to it
+// alone. So a slow or stuck subscriber delays a publisher by at most
+// flowMaxWait once, a client never waits for its own queue, and in-process
+// publishers (bridge, meters, wills, $SYS) never wait.
 const (
-	flowHigh    = 1024
-	flowLow     = 512
-	flowMaxWait = 50 * time.Millisecond
+	flowHigh     = 1024
+	flowLow      = 512
+	flowMaxWait  = 50 * time.Millisecond
+	flowMinDrain = 64
+	flowSlowFor  = time.Second
 )
 
 // waitRoom blocks while s is online, not slow, and has more than flowLow
@@ -201,6 +274,7 @@ func (e *Engine) waitRoom(s *Session) {
 		s.roomWait = make(chan struct{})
 	}
 	ch := s.roomWait
+	before := s.queue.Len() - len(s.pids)
 	s.mu.Unlock()
 	timer := time.NewTimer(flowMaxWait)
 	defer timer.Stop()
@@ -208,8 +282,9 @@ func (e *Engine) waitRoom(s *Session) {
 	case <-ch:
 	case <-timer.C:
 		s.mu.Lock()
-		if s.busyLocked(flowLow) { // slow: its backlog is its own from now on
-			s.slow = true
+		if s.busyLocked(flowLow) && before-(s.queue.Len()-len(s.pids)) < flowMinDrain && s.bind.clientBound() {
+			// slow: its backlog is its own from now on
+			s.slowAt, s.slowMoved = time.Now(), s.moved
 			close(s.roomWait)
 			s.roomWait = nil
 		}
@@ -219,10 +294,19 @@ func (e *Engine) waitRoom(s *Session) {
 }
 
 // busyLocked reports whether a publisher should wait for s (waitRoom): it is
-// online, not marked slow, and more than high messages wait to be sent. Caller
+// online, more than high messages wait to be sent, and it is not slow. Caller
 // holds s.mu.
 func (s *Session) busyLocked(high int) bool {
-	return s.bind != nil && !s.slow && s.queue.Len()-len(s.pids) > high
+	if s.bind == nil || s.queue.Len()-len(s.pids) <= high {
+		return false
+	}
+	if !s.slowAt.IsZero() {
+		if time.Since(s.slowAt) < flowSlowFor || s.moved-s.slowMoved < flowMinDrain*uint64(flowSlowFor/flowMaxWait) {
+			return false
+		}
+		s.slowAt = time.Time{} // it moves at the gateway's pace after all
+	}
+	return true
 }
 
 // flowLocked wakes publishers waiting in waitRoom, and ends the session's slow
@@ -230,7 +314,7 @@ func (s *Session) busyLocked(high int) bool {
 // s.mu.
 func (s *Session) flowLocked() {
 	if s.bind == nil || s.queue.Len()-len(s.pids) <= flowLow {
-		s.slow = false
+		s.slowAt = time.Time{}
 		if s.roomWait != nil {
 			close(s.roomWait)
 			s.roomWait = nil

@@ -463,6 +463,7 @@ func (p *Parts) counters() []Counter {
 		{"queue_refused", "Messages not queued for a session or group: queue full under refuse_new, or a store error.", s.QueueRefused.Load()},
 		{"queue_dropped_oldest", "Queued messages dropped to make room under drop_oldest.", s.QueueDroppedOld.Load()},
 		{"queue_overflow_episodes", "Times a queue reached its limit (sessions.max_queued or an outbox limit).", s.OverflowEpisodes.Load()},
+		{"queue_ram_budget_lost", "Messages a clean session lost because the RAM held by in-memory queues reached sessions.ram_budget (also in queue_refused or queue_dropped_oldest).", s.RAMBudgetLost.Load()},
 		{"qos0_dropped", "QoS 0 messages for offline sessions not queued (sessions.queue_qos0 false).", s.QoS0Dropped.Load()},
 		{"messages_expired", "Queued messages discarded when their Message Expiry Interval passed.", s.MessagesExpired.Load()},
 		{"too_large_dropped", "Messages not sent because they exceed the client's Maximum Packet Size.", s.TooLargeDropped.Load()},

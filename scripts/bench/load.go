@@ -38,6 +38,8 @@ type pubOpts struct {
 	window   int          // QoS 1: unacknowledged PUBLISHes at most
 	size     int
 	acked    *atomic.Int64 // optional: counts PUBACKs as they arrive
+	maxGap   *atomic.Int64 // optional: the longest wait for a PUBACK or PINGRESP, ns
+	pingGap  int           // > 0: a PINGREQ after every pingGap PUBLISHes
 }
 
 // publish runs one publisher to completion: QoS 0 ends with a PINGREQ round
@@ -54,12 +56,20 @@ func publish(o pubOpts) (int, error) {
 	slots := make(chan struct{}, window)
 	readErr := make(chan error, 1)
 	pong := make(chan struct{}, 1)
+	last := time.Now() // used by the reader goroutine only
 	go func() {
 		for {
 			typ, _, _, err := c.read(ioTimeout)
 			if err != nil {
 				readErr <- err
 				return
+			}
+			if o.maxGap != nil { // the gap since the previous answer (or the start)
+				now := time.Now()
+				if g := int64(now.Sub(last)); g > o.maxGap.Load() {
+					o.maxGap.Store(g)
+				}
+				last = now
 			}
 			switch typ {
 			case typPuback:
@@ -71,7 +81,10 @@ func publish(o pubOpts) (int, error) {
 					o.acked.Add(1)
 				}
 			case typPingresp:
-				pong <- struct{}{}
+				select { // pingGap: earlier PINGRESPs are not waited for
+				case pong <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()
@@ -114,6 +127,9 @@ func publish(o pubOpts) (int, error) {
 		fillPayload(payload, o.idx, uint64(i), time.Now().UnixNano())
 		c.publish(o.topic(i), o.qos, pid, payload)
 		sent++
+		if o.pingGap > 0 && sent%o.pingGap == 0 {
+			c.pingreq()
+		}
 		if o.rate > 0 && o.qos > 0 {
 			// paced: send each message now, not when the buffer fills
 			if err := c.flush(); err != nil {
