@@ -34,6 +34,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/ratelog"
+	"edgegw/internal/topic"
 	"edgegw/session"
 )
 
@@ -176,7 +177,7 @@ func (c *Config) Check() error {
 			return fmt.Errorf("downlink[%d]: %w", i, err)
 		}
 		for j, f := range c.Forward {
-			if c.Version == 4 && filtersOverlap(f.Remote, r.Remote) {
+			if c.Version == 4 && topic.Overlap(f.Remote, r.Remote) {
 				return fmt.Errorf("forward[%d]: remote %q overlaps downlink[%d] remote %q: the upstream broker would send "+
 					"the gateway's own messages back down as downlink messages, and MQTT 3.1.1 has no No Local option "+
 					"to stop it; use version 5 or topics that do not overlap", j, f.Remote, i, r.Remote)
@@ -204,25 +205,6 @@ func (r Rule) check() error {
 	return nil
 }
 
-// filtersOverlap reports whether some topic matches both filters a and b.
-func filtersOverlap(a, b string) bool {
-	for {
-		x, aRest, aMore := strings.Cut(a, "/")
-		y, bRest, bMore := strings.Cut(b, "/")
-		if x == "#" || y == "#" {
-			return true
-		}
-		if x != y && x != "+" && y != "+" {
-			return false
-		}
-		if !aMore || !bMore {
-			// "a/#" also matches "a" [MQTT-4.7.1-2].
-			return aMore == bMore || (aMore && aRest == "#") || (bMore && bRest == "#")
-		}
-		a, b = aRest, bRest
-	}
-}
-
 // splitFilter splits a filter into its fixed prefix (up to and including the
 // last '/' before the first wildcard level) and the rest.
 func splitFilter(f string) (prefix, rest string) {
@@ -247,23 +229,6 @@ func mapTopic(topic, from, to string) string {
 		return to
 	}
 	return tp + strings.TrimPrefix(topic, fp)
-}
-
-// matches reports whether topic matches filter [MQTT-4.7].
-func matches(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false // [MQTT-4.7.1-1]
-	}
-	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
-	for i, l := range f {
-		if l == "#" {
-			return true
-		}
-		if i >= len(t) || (l != "+" && l != t[i]) {
-			return false
-		}
-	}
-	return len(f) == len(t)
 }
 
 // Status is the bridge's state as published on its status topic.
@@ -750,9 +715,11 @@ func (b *Bridge) allocPID() uint16 {
 	}
 }
 
-func (b *Bridge) forwardRule(topic string) (Rule, bool) {
+// forwardRule returns the first forward rule whose local filter matches the
+// topic name.
+func (b *Bridge) forwardRule(name string) (Rule, bool) {
 	for _, r := range b.cfg.Forward {
-		if matches(r.Local, topic) {
+		if topic.Match(r.Local, name) {
 			return r, true
 		}
 	}
@@ -816,7 +783,7 @@ func (b *Bridge) downlink(cn *conn, pk packets.Packet) error {
 	var rule Rule
 	found := false
 	for _, r := range b.cfg.Downlink {
-		if matches(r.Remote, pk.TopicName) {
+		if topic.Match(r.Remote, pk.TopicName) {
 			rule, found = r, true
 			break
 		}

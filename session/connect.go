@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/topic"
 )
 
 // MaxClientIDLength is the longest client identifier accepted. MQTT allows 65535
@@ -393,7 +395,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 			atomic.AddInt64(&e.srv.Info.Subscriptions, -1)
 		}
 		e.topicsChanged()
-		if isShared(filter) {
+		if topic.IsShared(filter) {
 			e.leaveGroupLocked(filter, s.id)
 		}
 	}
@@ -411,7 +413,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 func (s *Session) sharedFiltersLocked() []string {
 	var out []string
 	for f := range s.subs {
-		if isShared(f) {
+		if topic.IsShared(f) {
 			out = append(out, f)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/topic"
 )
 
 // Consumer is an in-process subscriber with its own durable queue: the bridge
@@ -79,7 +81,7 @@ func (e *Engine) AddConsumer(c *Consumer) error {
 		return fmt.Errorf("consumer %q: name already used", c.Name)
 	}
 	for _, f := range c.Filters {
-		if isShared(f) || !mqtt.IsValidFilter(f, false) || !wildcardsValid(f) {
+		if topic.IsShared(f) || !mqtt.IsValidFilter(f, false) || !wildcardsValid(f) {
 			return fmt.Errorf("consumer %q: invalid filter %q", c.Name, f)
 		}
 		e.cons.index.Subscribe(c.Name, packets.Subscription{Filter: f, Qos: 2})

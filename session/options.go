@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"path"
 	"time"
+
+	"edgegw/internal/topic"
 )
 
 // CleanStart says who decides whether a connection starts a clean session.
@@ -58,15 +60,7 @@ type Profile struct {
 
 // Matches reports whether the profile applies to a connection.
 func (p Profile) Matches(clientID, username, listener string) bool {
-	return globMatch(p.ClientID, clientID) && globMatch(p.Username, username) && globMatch(p.Listener, listener)
-}
-
-func globMatch(pattern, s string) bool {
-	if pattern == "" {
-		return true
-	}
-	ok, err := path.Match(pattern, s)
-	return err == nil && ok
+	return topic.Glob(p.ClientID, clientID) && topic.Glob(p.Username, username) && topic.Glob(p.Listener, listener)
 }
 
 // Validate checks a profile's patterns and durations; the error names the field.

@@ -10,11 +10,9 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/topic"
 )
-
-const sharePrefix = "$share/"
-
-func isShared(filter string) bool { return strings.HasPrefix(filter, sharePrefix) }
 
 // errRouted is packets.CodeSuccessIgnore as an error value made once: converting
 // the packets.Code struct to an error allocates, and PacketPublish returns it
@@ -383,7 +381,7 @@ func (e *Engine) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 	c.overQuota = e.overQuota(cl, pk.Filters)
 	filters := make([]packets.Subscription, len(pk.Filters))
 	for i, f := range pk.Filters {
-		if cl.Properties.ProtocolVersion == 5 && f.NoLocal && isShared(f.Filter) {
+		if cl.Properties.ProtocolVersion == 5 && f.NoLocal && topic.IsShared(f.Filter) {
 			// A Protocol Error, not a SUBACK code [MQTT-3.8.3-4] [MQTT-4.13.1-1].
 			_ = e.srv.DisconnectClient(cl, packets.ErrProtocolViolationInvalidSharedNoLocal)
 			pk.Filters = nil
@@ -448,26 +446,9 @@ func (e *Engine) overQuota(cl *mqtt.Client, filters []packets.Subscription) []in
 const invalidFilter = "#/"
 
 // wildcardsValid checks what mochi's filter validation does not: a wildcard must
-// occupy a whole level, and '#' only the last one [MQTT-4.7.1-2] [MQTT-4.7.1-3].
-func wildcardsValid(filter string) bool {
-	if isShared(filter) {
-		parts := strings.SplitN(filter, "/", 3)
-		if len(parts) < 3 {
-			return true // mochi refuses it
-		}
-		filter = parts[2]
-	}
-	levels := strings.Split(filter, "/")
-	for i, l := range levels {
-		if strings.ContainsAny(l, "+#") && len(l) != 1 {
-			return false
-		}
-		if l == "#" && i != len(levels)-1 {
-			return false
-		}
-	}
-	return true
-}
+// occupy a whole level, and '#' only the last one [MQTT-4.7.1-1] [MQTT-4.7.1-2],
+// also after "$share/<group>/" (topic.CheckFilter).
+func wildcardsValid(filter string) bool { return topic.CheckFilter(filter) == nil }
 
 // OnSubscribed records granted subscriptions in the session, joins shared groups
 // and prepares the retained messages for the SUBACK's OnPacketSent.
@@ -495,7 +476,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 		s.subs[f.Filter] = orig
 		e.persistSubLocked(s, f.Filter, true)
 		s.mu.Unlock()
-		if isShared(f.Filter) {
+		if topic.IsShared(f.Filter) {
 			joined = append(joined, f.Filter)
 			continue // no retained messages on a shared subscribe [MQTT-4.8.2]
 		}
@@ -549,7 +530,7 @@ func (e *Engine) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 			e.persistSubLocked(s, f.Filter, false)
 		}
 		s.mu.Unlock()
-		if isShared(f.Filter) {
+		if topic.IsShared(f.Filter) {
 			e.leaveGroupLocked(f.Filter, s.id)
 		}
 	}
@@ -579,7 +560,7 @@ func (e *Engine) Unsubscribe(id string, filters []string) {
 		if e.srv.Topics.Unsubscribe(f, id) {
 			atomic.AddInt64(&e.srv.Info.Subscriptions, -1)
 		}
-		if isShared(f) {
+		if topic.IsShared(f) {
 			e.leaveGroupLocked(f, id)
 		}
 	}

@@ -7,8 +7,9 @@ package auth
 
 import (
 	"fmt"
-	"path"
 	"strings"
+
+	"edgegw/internal/topic"
 )
 
 // Rule is one ACL entry. It applies to a connection when every non-empty
@@ -73,7 +74,7 @@ func (id Identity) MeterID() string {
 func (a *ACL) RuleFor(id Identity) *Rule {
 	for i := range a.Rules {
 		r := &a.Rules[i]
-		if globMatch(r.User, id.Username) && globMatch(r.ClientID, id.ClientID) &&
+		if topic.Glob(r.User, id.Username) && topic.Glob(r.ClientID, id.ClientID) &&
 			(r.Profile == "" || r.Profile == id.Profile) {
 			return r
 		}
@@ -81,45 +82,36 @@ func (a *ACL) RuleFor(id Identity) *Rule {
 	return nil
 }
 
-func globMatch(pattern, s string) bool {
-	if pattern == "" {
-		return true
-	}
-	ok, err := path.Match(pattern, s)
-	return err == nil && ok
-}
-
-// IsCommand reports whether topic is a command topic.
-func (a *ACL) IsCommand(topic string) bool {
+// IsCommand reports whether topic name is a command topic.
+func (a *ACL) IsCommand(name string) bool {
 	for _, f := range a.CommandTopics {
-		if TopicMatch(f, topic) {
+		if topic.Match(f, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// CanPublish reports whether id may publish to topic (a topic name, no
-// wildcards) under rule r (RuleFor(id)). Command topics need a match in
+// CanPublish reports whether id may publish to topic name (no wildcards) under rule r (RuleFor(id)). Command topics need a match in
 // r.Commands; other topics a match in r.Publish, or no rule at all.
-func (a *ACL) CanPublish(id Identity, r *Rule, topic string) bool {
-	if a.IsCommand(topic) {
-		return r != nil && anyMatch(r.Commands, id, topic, TopicMatch)
+func (a *ACL) CanPublish(id Identity, r *Rule, name string) bool {
+	if a.IsCommand(name) {
+		return r != nil && anyMatch(r.Commands, id, name, topic.Match)
 	}
-	return r == nil || anyMatch(r.Publish, id, topic, TopicMatch)
+	return r == nil || anyMatch(r.Publish, id, name, topic.Match)
 }
 
 // CanSubscribe reports whether id may subscribe to filter under rule r. A
 // shared subscription "$share/<group>/<f>" is judged by f.
 func (a *ACL) CanSubscribe(id Identity, r *Rule, filter string) bool {
-	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
-		_, f, ok := strings.Cut(rest, "/")
+	if topic.IsShared(filter) {
+		_, f, ok := topic.SplitShared(filter)
 		if !ok {
 			return false
 		}
 		filter = f
 	}
-	return r == nil || anyMatch(r.Subscribe, id, filter, FilterWithin)
+	return r == nil || anyMatch(r.Subscribe, id, filter, topic.Within)
 }
 
 func anyMatch(filters []string, id Identity, s string, match func(acl, s string) bool) bool {
@@ -181,57 +173,11 @@ func CheckFilter(f string) error {
 			i++
 		}
 	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if strings.ContainsAny(l, "+#") && len(l) != 1 {
-			return fmt.Errorf("filter %q: a wildcard must fill a whole level", f)
-		}
-		if l == "#" && i != len(levels)-1 {
-			return fmt.Errorf("filter %q: '#' must be the last level", f)
-		}
+	if err := topic.CheckFilter(f); err != nil {
+		return fmt.Errorf("filter %q: %w", f, err)
 	}
-	if strings.HasPrefix(f, "$share/") {
+	if topic.IsShared(f) {
 		return fmt.Errorf("filter %q: ACL filters name topics, not shared subscriptions", f)
 	}
 	return nil
-}
-
-// TopicMatch reports whether the topic filter matches topic, by MQTT's rules:
-// '+' one level, '#' any number of trailing levels including the parent, and a
-// wildcard in the first level does not match a topic starting with '$'
-// [MQTT-4.7.2-1].
-func TopicMatch(filter, topic string) bool {
-	return within(filter, topic, false)
-}
-
-// FilterWithin reports whether every topic that filter sub can match is
-// matched by the ACL filter acl: sub's wildcards are taken as literal levels
-// that only acl's wildcards cover ('+' covers '+', '#' covers anything). So
-// "meters/+/cmd" is within "meters/+/cmd" and "#", not within "meters/7/cmd".
-func FilterWithin(acl, sub string) bool {
-	return within(acl, sub, true)
-}
-
-func within(acl, s string, subIsFilter bool) bool {
-	if (strings.HasPrefix(acl, "+") || strings.HasPrefix(acl, "#")) && strings.HasPrefix(s, "$") {
-		return false
-	}
-	for {
-		l, aRest, aMore := strings.Cut(acl, "/")
-		if l == "#" {
-			return true
-		}
-		t, sRest, sMore := strings.Cut(s, "/")
-		if subIsFilter && t == "#" {
-			return false // only '#' covers '#'
-		}
-		if l != "+" && l != t {
-			return false
-		}
-		if !aMore || !sMore {
-			// Both end here, or acl goes on: "a/#" also matches "a" [MQTT-4.7.1-2].
-			return aMore == sMore || (aMore && aRest == "#")
-		}
-		acl, s = aRest, sRest
-	}
 }

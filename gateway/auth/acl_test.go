@@ -4,49 +4,6 @@ import (
 	"testing"
 )
 
-func TestTopicMatch(t *testing.T) {
-	for _, c := range []struct {
-		filter, topic string
-		want          bool
-	}{
-		{"a/b", "a/b", true},
-		{"a/+", "a/b", true},
-		{"a/+", "a/b/c", false},
-		{"a/#", "a", true}, // '#' includes the parent level [MQTT-4.7.1-2]
-		{"a/#", "a/b/c", true},
-		{"#", "$SYS/x", false}, // [MQTT-4.7.2-1]
-		{"+/x", "$SYS/x", false},
-		{"$SYS/#", "$SYS/x", true},
-		{"meters/+/cmd", "meters/7/cmd", true},
-		{"meters/+/cmd", "meters/7/cmd/result", false},
-	} {
-		if got := TopicMatch(c.filter, c.topic); got != c.want {
-			t.Errorf("TopicMatch(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
-		}
-	}
-}
-
-func TestFilterWithin(t *testing.T) {
-	for _, c := range []struct {
-		acl, sub string
-		want     bool
-	}{
-		{"meters/7/cmd", "meters/7/cmd", true},
-		{"meters/7/cmd", "meters/+/cmd", false}, // '+' would reach other meters
-		{"meters/7/cmd", "meters/#", false},
-		{"meters/+/cmd", "meters/+/cmd", true},
-		{"meters/#", "meters/+/cmd", true},
-		{"meters/#", "meters/#", true},
-		{"meters/+", "meters/#", false},
-		{"#", "a/+/#", true},
-		{"#", "$SYS/#", false},
-	} {
-		if got := FilterWithin(c.acl, c.sub); got != c.want {
-			t.Errorf("FilterWithin(%q, %q) = %v, want %v", c.acl, c.sub, got, c.want)
-		}
-	}
-}
-
 // defaultACL is the shipped policy of default.yaml.
 func defaultACL() ACL {
 	meter := Rule{Publish: []string{"meters/%m/#"}, Subscribe: []string{"meters/%m/cmd"}}

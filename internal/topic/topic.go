@@ -1,0 +1,149 @@
+// Package topic holds MQTT's topic rules in one place: matching a topic name
+// against a filter, comparing two filters (containment, overlap), checking a
+// filter's wildcards and taking a shared subscription "$share/<group>/<filter>"
+// apart. Clause numbers are MQTT 5.0's (docs/ cite them the same way).
+//
+// Every function is pure and does not allocate; matching costs one pass over
+// the two strings. The session engine routes through mochi's topic index (a
+// trie) and uses only the checks here; the ACL and the bridge match with Match.
+package topic
+
+import (
+	"errors"
+	"path"
+	"strings"
+)
+
+// SharePrefix starts a shared subscription's filter [MQTT-4.8.2-1].
+const SharePrefix = "$share/"
+
+// IsShared reports whether filter is a shared subscription, i.e. starts with
+// "$share/" (case-sensitive) [MQTT-4.8.2-1].
+func IsShared(filter string) bool { return strings.HasPrefix(filter, SharePrefix) }
+
+// SplitShared takes a shared subscription "$share/<group>/<filter>" apart
+// [MQTT-4.8.2-1] [MQTT-4.8.2-2]. ok is false when filter does not start with
+// "$share/" or no '/' follows the group. It only parses: an empty group or one
+// holding '+' or '#' is left to the broker's validation (mochi refuses the
+// wildcards and accepts an empty group).
+func SplitShared(filter string) (group, rest string, ok bool) {
+	s, ok := strings.CutPrefix(filter, SharePrefix)
+	if !ok {
+		return "", "", false
+	}
+	return strings.Cut(s, "/")
+}
+
+// Errors of CheckFilter.
+var (
+	ErrWildcardLevel = errors.New("a wildcard must fill a whole level")
+	ErrHashNotLast   = errors.New("'#' must be the last level")
+	ErrShareNoFilter = errors.New("a shared subscription needs $share/<group>/<filter>")
+	ErrShareWildcard = errors.New("a share name must not hold '+' or '#'")
+)
+
+// CheckFilter checks the wildcards of a topic filter: '+' fills a whole level
+// [MQTT-4.7.1-2]; '#' fills a whole level and is the last one [MQTT-4.7.1-1]. A shared subscription is judged by the filter after
+// "$share/<group>/", which must be there [MQTT-4.8.2-2], with a group free of
+// wildcards [MQTT-4.8.2-2]. It does not refuse the empty filter
+// [MQTT-4.7.3-1]: callers that take one say so in their own words.
+func CheckFilter(filter string) error {
+	if IsShared(filter) {
+		group, rest, ok := SplitShared(filter)
+		if !ok {
+			return ErrShareNoFilter
+		}
+		if strings.ContainsAny(group, "+#") {
+			return ErrShareWildcard
+		}
+		filter = rest
+	}
+	for {
+		l, rest, more := strings.Cut(filter, "/")
+		if strings.ContainsAny(l, "+#") && len(l) != 1 {
+			return ErrWildcardLevel
+		}
+		if l == "#" && more {
+			return ErrHashNotLast
+		}
+		if !more {
+			return nil
+		}
+		filter = rest
+	}
+}
+
+// Match reports whether topic name matches filter: '+' matches one level, '#'
+// any number of trailing levels including the parent ("a/#" matches "a",
+// §4.7.1.2), and a filter starting with a wildcard does not
+// match a topic starting with '$' [MQTT-4.7.2-1]. A filter that fails
+// CheckFilter matches as if its odd levels were plain text.
+func Match(filter, topic string) bool {
+	return within(filter, topic, false)
+}
+
+// Within reports whether every topic that filter sub can match is matched by
+// filter outer: sub's wildcards are taken as literal levels that only outer's
+// wildcards cover ('+' covers '+', '#' covers anything). So "meters/+/cmd" is
+// within "meters/+/cmd" and "#", not within "meters/7/cmd"; "$SYS/#" is not
+// within "#" [MQTT-4.7.2-1].
+func Within(outer, sub string) bool {
+	return within(outer, sub, true)
+}
+
+func within(f, s string, subIsFilter bool) bool {
+	if (strings.HasPrefix(f, "+") || strings.HasPrefix(f, "#")) && strings.HasPrefix(s, "$") {
+		return false // [MQTT-4.7.2-1]
+	}
+	for {
+		l, fRest, fMore := strings.Cut(f, "/")
+		if l == "#" {
+			return true
+		}
+		t, sRest, sMore := strings.Cut(s, "/")
+		if subIsFilter && t == "#" {
+			return false // only '#' covers '#'
+		}
+		if l != "+" && l != t {
+			return false
+		}
+		if !fMore || !sMore {
+			// Both end here, or f goes on: "a/#" also matches "a".
+			return fMore == sMore || (fMore && fRest == "#")
+		}
+		f, s = fRest, sRest
+	}
+}
+
+// Overlap reports whether some topic may match both filters a and b. It is
+// conservative about '$': "#" and "$SYS/x" overlap here although "#" does not
+// match "$SYS/x" [MQTT-4.7.2-1], so a caller refusing overlaps refuses those
+// too.
+func Overlap(a, b string) bool {
+	for {
+		x, aRest, aMore := strings.Cut(a, "/")
+		y, bRest, bMore := strings.Cut(b, "/")
+		if x == "#" || y == "#" {
+			return true
+		}
+		if x != y && x != "+" && y != "+" {
+			return false
+		}
+		if !aMore || !bMore {
+			// "a/#" also matches "a".
+			return aMore == bMore || (aMore && aRest == "#") || (bMore && bRest == "#")
+		}
+		a, b = aRest, bRest
+	}
+}
+
+// Glob reports whether name (a client id, username or listener name, not a
+// topic) matches the path.Match pattern; the empty pattern matches every name
+// and a malformed pattern none (configurations check patterns when loaded).
+func Glob(pattern, name string) bool {
+	if pattern == "" {
+		return true
+	}
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}
