@@ -20,6 +20,7 @@ import (
 
 	"edgegw/gateway"
 	"edgegw/gateway/admin"
+	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 )
 
@@ -45,7 +46,7 @@ func startOpsGateway(t *testing.T, edit func(*gateway.Config)) *opsGateway {
 	g := startGateway(t, func(c *gateway.Config) {
 		bridgeTo(cloud.url(), "5")(c)
 		c.Meters.Types = meterTypes
-		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1")}
+		c.Meters.Ports = []hardware.MeterPortConfig{linePort(pt.Path, "w1")}
 		c.Admin.HTTP = "127.0.0.1:0"
 		if edit != nil {
 			edit(c)

@@ -9,6 +9,7 @@ import (
 
 	"edgegw/gateway"
 	"edgegw/gateway/admin"
+	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 	iclock "edgegw/internal/clock"
 )
@@ -96,7 +97,7 @@ func TestClockUnsyncedReadings(t *testing.T) {
 	g := startGatewayOn(t, src, func(c *gateway.Config) {
 		grantCommands(c, "app")
 		c.Meters.Types = meterTypes
-		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1")}
+		c.Meters.Ports = []hardware.MeterPortConfig{linePort(pt.Path, "w1")}
 	})
 	<-g.Meters().Port("lora").Opened()
 	api := admin.NewClient(g.Admin().SocketPath(), "")

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"edgegw/bridge"
+	"edgegw/hardware"
 	"edgegw/session"
 )
 
@@ -60,7 +61,7 @@ type Config struct {
 	// Bridges are the links to upstream brokers.
 	Bridges []BridgeConfig
 	// Meters are the serial and LoRa-UART meters (meters_config.go).
-	Meters MetersConfig
+	Meters hardware.MetersConfig
 	// Auth holds users, the password file and the ACL (auth_config.go).
 	Auth AuthConfig
 	// Admin configures the admin API, status page and metrics (admin_config.go).
@@ -299,7 +300,7 @@ func (e *ConfigError) Error() string {
 
 // parse decodes data over base and checks the result.
 func parse(name string, data []byte, base Config) (Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}}
+	d := &decoder{file: name, lines: map[string]int{}, protocols: meterProtocols()}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	switch err := dec.Decode(&doc); {
@@ -336,13 +337,14 @@ func parse(name string, data []byte, base Config) (Config, error) {
 // decoder walks a yaml.Node tree into a Config, collecting every problem rather than
 // stopping at the first. Key paths look like "listeners[0].address".
 type decoder struct {
-	file  string
-	errs  []*ConfigError
-	lines map[string]int // key path -> line of its value, for every key present in the file
+	file      string
+	errs      []*ConfigError
+	lines     map[string]int     // key path -> line of its value, for every key present in the file
+	protocols *hardware.Registry // the meter protocols, whose packages decode their keys (meters_config.go)
 }
 
-// setter decodes the value node n of key path key.
-type setter func(n *yaml.Node, key string)
+// setter decodes the value node n of key path key (the same type as hardware.Setter).
+type setter = func(n *yaml.Node, key string)
 
 var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
@@ -446,7 +448,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				c.Bridges = bs
 			}
 		},
-		"meters": func(n *yaml.Node, key string) { d.meters(n, key, &c.Meters) },
+		"meters": func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
 		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
 		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
 		"memory": func(n *yaml.Node, key string) {
@@ -641,7 +643,7 @@ func (d *decoder) check(c *Config) {
 			}
 		}
 	}
-	d.checkMeters(&c.Meters)
+	hardware.CheckMeters(d, d.protocols, &c.Meters)
 	d.checkAuth(c)
 	d.checkAdmin(c)
 	// The session package has the last word; its messages name the key too. Report

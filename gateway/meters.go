@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"fmt"
 	"log/slog"
 	"maps"
 	"time"
@@ -19,8 +18,21 @@ import (
 // "m/<id>" is registered as an engine consumer), started after the server
 // serves, stopped before it closes.
 
-// defaultCommandAttempts is meters.command_attempts when not set.
-const defaultCommandAttempts = 3
+// meterProtocols is the one list of the meter protocols edgegw knows. Each
+// protocol package owns its configuration keys, their checks and its
+// construction (hardware.Plugin); adding a protocol is its package plus one
+// entry (and its import) here. The registry is built where it is needed and
+// passed in: there is no package-level registration.
+func meterProtocols() *hardware.Registry {
+	r, err := hardware.NewRegistry(
+		modbus.Plugin{},
+		line.Plugin{},
+	)
+	if err != nil {
+		panic(err) // a programming error in the list above; every config test would fail
+	}
+	return r
+}
 
 // commandExpiry is how long a command without its own Message Expiry Interval
 // waits for its meter: the "ota" session profile's expiry, else its
@@ -49,12 +61,8 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 	if len(mc.Ports) == 0 {
 		return nil, nil
 	}
-	attempts := mc.CommandAttempts
-	if attempts <= 0 {
-		attempts = defaultCommandAttempts
-	}
 	hub := hardware.New(engine, hardware.Options{
-		Topics:        mc.topics(),
+		Topics:        mc.Topics(),
 		CommandExpiry: cfg.commandExpiry(),
 		MaxQueued:     cfg.Sessions.MaxQueued,
 		Overflow:      cfg.Sessions.QueueOverflow,
@@ -63,76 +71,12 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 		Unsynced:      clk.Unsynced,
 		Log:           log.With(slog.String("component", "meters")),
 	})
-	types := map[string]MeterTypeConfig{}
-	for _, t := range mc.Types {
-		types[t.Name] = t
-	}
-	for i, pc := range mc.Ports {
-		key := fmt.Sprintf("meters.ports[%d] (%s)", i, pc.Name)
-		var meters []*hardware.Meter
-		var proto hardware.Protocol
-		switch pc.Protocol {
-		case "modbus":
-			conf := modbus.Config{Timeout: pc.Modbus.Timeout, Retries: pc.Modbus.Retries, CommandAttempts: attempts}
-			for _, pm := range pc.Meters {
-				// The silence backstop takes a Modbus meter offline when its port stays closed.
-				silence := max(time.Duration(pc.Modbus.OfflineAfter+2)*pm.Interval, time.Minute)
-				m, err := addMeter(hub, st, hardware.MeterConfig{ID: pm.ID, OfflineAfter: pc.Modbus.OfflineAfter, Silence: silence})
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", key, err)
-				}
-				blocks, err := modbus.Plan(types[pm.Type].registers())
-				if err != nil {
-					return nil, fmt.Errorf("%s: meter %s: %w", key, pm.ID, err)
-				}
-				conf.Meters = append(conf.Meters, modbus.MeterConfig{Meter: m, Slave: byte(pm.Slave), Interval: pm.Interval, Blocks: blocks})
-				meters = append(meters, m)
-			}
-			p, err := modbus.New(conf)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", key, err)
-			}
-			proto = p
-		case "line":
-			conf := line.Config{Parser: line.Parser{Format: line.Format(pc.Line.Format), IDKey: pc.Line.IDKey,
-				Checksum: line.ChecksumMode(pc.Line.Checksum)}, MaxLine: pc.Line.MaxLine}
-			for _, pm := range pc.Meters {
-				m, err := addMeter(hub, st, hardware.MeterConfig{ID: pm.ID, Silence: pc.Line.Silence})
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", key, err)
-				}
-				units := map[string]line.Unit{}
-				for _, f := range types[pm.Type].Fields {
-					units[f.Name] = line.Unit{Unit: f.Unit, Scale: f.Scale}
-				}
-				conf.Meters = append(conf.Meters, line.MeterConfig{Meter: m, Fields: units})
-				meters = append(meters, m)
-			}
-			p, err := line.New(conf)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", key, err)
-			}
-			proto = p
-		default:
-			return nil, fmt.Errorf("%s: protocol %q unknown", key, pc.Protocol)
-		}
-		_, err := hub.AddPort(hardware.PortConfig{Name: pc.Name, ReopenMin: pc.ReopenMin, ReopenMax: pc.ReopenMax,
-			Serial: hardware.SerialConfig{Device: pc.Device, Baud: pc.Baud, DataBits: pc.DataBits, Parity: pc.Parity,
-				StopBits: pc.StopBits, ReadTimeout: pc.ReadTimeout}}, proto, meters)
-		if err != nil {
-			return nil, err
-		}
+	// Each meter's durable command queue is "m/<id>" in the store.
+	queue := func(id string) (session.Queue, error) { return st.Queue("m/" + id) }
+	if err := hub.AddConfigured(meterProtocols(), mc, queue); err != nil {
+		return nil, err
 	}
 	return hub, nil
-}
-
-// addMeter adds a meter with its durable command queue "m/<id>".
-func addMeter(hub *hardware.Hub, st *store.Store, mc hardware.MeterConfig) (*hardware.Meter, error) {
-	q, err := st.Queue("m/" + mc.ID)
-	if err != nil {
-		return nil, fmt.Errorf("meter %s command queue: %w", mc.ID, err)
-	}
-	return hub.AddMeter(mc, q)
 }
 
 // withMeterSys adds the hub's values to the $SYS values of sys.

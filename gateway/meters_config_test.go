@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"edgegw/hardware/line"
+	"edgegw/hardware/modbus"
 )
 
 // The sample configuration of every protocol is valid.
@@ -53,15 +56,16 @@ meters:
 	m := c.Meters
 	p, q := m.Ports[0], m.Ports[1]
 	if p.Baud != 9600 || p.DataBits != 8 || p.Parity != "none" || p.StopBits != 1 || p.ReadTimeout != 100*time.Millisecond ||
-		p.ReopenMin != time.Second || p.ReopenMax != time.Minute || p.Modbus != (ModbusPortConfig{500 * time.Millisecond, 1, 3}) ||
-		p.Meters[0].Interval != 10*time.Second {
+		p.ReopenMin != time.Second || p.ReopenMax != time.Minute || *p.Settings["modbus"].(*modbus.PortSettings) != (modbus.PortSettings{Timeout: 500 * time.Millisecond, Retries: 1, OfflineAfter: 3}) ||
+		p.Meters[0].Settings["modbus"].(*modbus.MeterSettings).Interval != 10*time.Second {
 		t.Errorf("modbus port defaults: %+v", p)
 	}
-	if q.Line != (LinePortConfig{"auto", "id", "optional", 1024, time.Hour}) {
-		t.Errorf("line port defaults: %+v", q.Line)
+	if ql := q.Settings["line"].(*line.PortSettings); *ql != (line.PortSettings{Format: "auto", IDKey: "id", Checksum: "optional", MaxLine: 1024, Silence: time.Hour}) {
+		t.Errorf("line port defaults: %+v", ql)
 	}
-	r := m.Types[0].Registers[0]
-	if r != (MeterRegisterConfig{Name: "e", Function: 3, Type: "uint16", WordOrder: "big", Scale: 1}) || m.Types[0].Fields[0].Scale != 1 {
+	r := m.Types[0].Protocols["modbus"].(*modbus.TypeSettings).Registers[0]
+	if r != (modbus.RegisterConfig{Name: "e", Function: 3, Type: "uint16", WordOrder: "big", Scale: 1}) ||
+		m.Types[0].Protocols["line"].(*line.TypeSettings).Fields[0].Scale != 1 {
 		t.Errorf("register defaults: %+v", r)
 	}
 	if c.commandExpiry() != 24*time.Hour {

@@ -10,40 +10,49 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/gateway"
+	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
+	"edgegw/hardware/line"
+	"edgegw/hardware/modbus"
 )
 
 // Meters end to end: a real gateway opens PTYs with tarm/serial, simulators
 // drive the other ends, MQTT clients see the meters as broker clients.
 
-func modbusPort(device string, meters ...gateway.PortMeterConfig) gateway.MeterPortConfig {
-	return gateway.MeterPortConfig{Name: "bus", Device: device, Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1,
+func modbusPort(device string, meters ...hardware.PortMeterConfig) hardware.MeterPortConfig {
+	return hardware.MeterPortConfig{Name: "bus", Device: device, Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1,
 		ReadTimeout: 100 * time.Millisecond, ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
-		Protocol: "modbus", Modbus: gateway.ModbusPortConfig{Timeout: 100 * time.Millisecond, Retries: 1, OfflineAfter: 3},
+		Protocol: "modbus", Settings: map[string]hardware.Settings{"modbus": &modbus.PortSettings{Timeout: 100 * time.Millisecond, Retries: 1, OfflineAfter: 3}},
 		Meters: meters}
 }
 
-func linePort(device string, ids ...string) gateway.MeterPortConfig {
-	p := gateway.MeterPortConfig{Name: "lora", Device: device, Baud: 115200, DataBits: 8, Parity: "none", StopBits: 1,
+// modbusMeter is a meter polled every 20 ms.
+func modbusMeter(id, typ string, slave int) hardware.PortMeterConfig {
+	return hardware.PortMeterConfig{ID: id, Type: typ,
+		Settings: map[string]hardware.Settings{"modbus": &modbus.MeterSettings{Slave: slave, Interval: 20 * time.Millisecond}}}
+}
+
+func linePort(device string, ids ...string) hardware.MeterPortConfig {
+	p := hardware.MeterPortConfig{Name: "lora", Device: device, Baud: 115200, DataBits: 8, Parity: "none", StopBits: 1,
 		ReadTimeout: 100 * time.Millisecond, ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
-		Protocol: "line", Line: gateway.LinePortConfig{Format: "auto", IDKey: "id", Checksum: "optional", MaxLine: 256, Silence: time.Hour}}
+		Protocol: "line", Settings: map[string]hardware.Settings{"line": &line.PortSettings{Format: "auto", IDKey: "id", Checksum: "optional", MaxLine: 256, Silence: time.Hour}}}
 	for _, id := range ids {
-		p.Meters = append(p.Meters, gateway.PortMeterConfig{ID: id, Type: "water"})
+		p.Meters = append(p.Meters, hardware.PortMeterConfig{ID: id, Type: "water"})
 	}
 	return p
 }
 
-var meterTypes = []gateway.MeterTypeConfig{
-	{Name: "mains", Registers: []gateway.MeterRegisterConfig{
+var meterTypes = []hardware.MeterTypeConfig{
+	{Name: "mains", Protocols: map[string]hardware.Settings{"modbus": &modbus.TypeSettings{Registers: []modbus.RegisterConfig{
 		{Name: "energy", Register: 0, Function: 4, Type: "uint32", WordOrder: "big", Scale: 0.1, Unit: "kWh"},
 		{Name: "power", Register: 2, Function: 4, Type: "int16", WordOrder: "big", Scale: 1, Unit: "W"},
-	}},
-	{Name: "battery", Registers: []gateway.MeterRegisterConfig{
+	}}}},
+	{Name: "battery", Protocols: map[string]hardware.Settings{"modbus": &modbus.TypeSettings{Registers: []modbus.RegisterConfig{
 		{Name: "soc", Register: 10, Function: 3, Type: "uint16", WordOrder: "big", Scale: 1, Unit: "%"},
 		{Name: "current", Register: 11, Function: 3, Type: "float32", WordOrder: "little", Scale: 1, Unit: "A"},
 		{Name: "energy_in", Register: 100, Function: 3, Type: "int32", WordOrder: "little", Scale: 0.01, Unit: "kWh"},
-	}},
-	{Name: "water", Fields: []gateway.MeterFieldConfig{{Name: "volume", Unit: "m3", Scale: 0.001}}},
+	}}}},
+	{Name: "water", Protocols: map[string]hardware.Settings{"line": &line.TypeSettings{Fields: []line.FieldConfig{{Name: "volume", Unit: "m3", Scale: 0.001}}}}},
 }
 
 type meterReading struct {
@@ -91,10 +100,10 @@ func TestMetersModbusEndToEnd(t *testing.T) {
 	g := startGateway(t, func(c *gateway.Config) {
 		grantCommands(c, "ota-tool")
 		c.Meters.Types = meterTypes
-		c.Meters.Ports = []gateway.MeterPortConfig{modbusPort(pt.Path,
-			gateway.PortMeterConfig{ID: "mains-1", Type: "mains", Slave: 1, Interval: 20 * time.Millisecond},
-			gateway.PortMeterConfig{ID: "mains-2", Type: "mains", Slave: 2, Interval: 20 * time.Millisecond},
-			gateway.PortMeterConfig{ID: "bat", Type: "battery", Slave: 3, Interval: 20 * time.Millisecond})}
+		c.Meters.Ports = []hardware.MeterPortConfig{modbusPort(pt.Path,
+			modbusMeter("mains-1", "mains", 1),
+			modbusMeter("mains-2", "mains", 2),
+			modbusMeter("bat", "battery", 3))}
 	})
 	sub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
 	sub.subscribe(t, paho.SubscribeOptions{Topic: "meters/+/reading", QoS: 1})
@@ -176,7 +185,7 @@ func TestMetersLineCommandAcrossRestart(t *testing.T) {
 	edit := func(c *gateway.Config) {
 		grantCommands(c, "app")
 		c.Meters.Types = meterTypes
-		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1", "w2")}
+		c.Meters.Ports = []hardware.MeterPortConfig{linePort(pt.Path, "w1", "w2")}
 	}
 	g, stop := startGatewayIn(t, dir, clock, edit)
 	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
@@ -222,8 +231,8 @@ func TestMetersPortVanishesAndReappears(t *testing.T) {
 	go sim.Serve(pt.Master())
 	g := startGateway(t, func(c *gateway.Config) {
 		c.Meters.Types = meterTypes
-		c.Meters.Ports = []gateway.MeterPortConfig{modbusPort(pt.Path,
-			gateway.PortMeterConfig{ID: "m", Type: "mains", Slave: 1, Interval: 20 * time.Millisecond})}
+		c.Meters.Ports = []hardware.MeterPortConfig{modbusPort(pt.Path,
+			modbusMeter("m", "mains", 1))}
 	})
 	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
 	app.subscribe(t, paho.SubscribeOptions{Topic: "meters/m/reading", QoS: 1}, paho.SubscribeOptions{Topic: "edgegw/ports/bus/status", QoS: 1})
@@ -250,7 +259,7 @@ func TestMetersCommandExpiry(t *testing.T) {
 	g := startGateway(t, func(c *gateway.Config) {
 		grantCommands(c, "app")
 		c.Meters.Types = meterTypes
-		c.Meters.Ports = []gateway.MeterPortConfig{linePort(pt.Path, "w1")}
+		c.Meters.Ports = []hardware.MeterPortConfig{linePort(pt.Path, "w1")}
 	})
 	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
 	app.subscribe(t, paho.SubscribeOptions{Topic: "meters/w1/cmd/result", QoS: 1})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/hardware"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -36,7 +37,7 @@ func TestReclaimOrphanQueues(t *testing.T) {
 		}
 	}
 	cfg := DefaultConfig()
-	cfg.Meters.Ports = []MeterPortConfig{{Name: "p", Meters: []PortMeterConfig{{ID: "kept"}}}}
+	cfg.Meters.Ports = []hardware.MeterPortConfig{{Name: "p", Meters: []hardware.PortMeterConfig{{ID: "kept"}}}}
 	cfg.Bridges = []BridgeConfig{{Name: "cloud"}}
 	var logs bytes.Buffer
 	reclaimOrphanQueues(cfg, st, slog.New(slog.NewTextHandler(&logs, nil)))

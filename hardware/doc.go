@@ -7,13 +7,37 @@
 //     port that fails (USB adapter unplugged, I/O error, hang-up) is closed and
 //     reopened with exponential backoff; the gateway keeps running, logs it and
 //     publishes the port's retained status.
-//   - protocols: one package per wire protocol (hardware/modbus, hardware/line),
-//     each a Protocol that drives an open Conn and reports to its Meters. Adding
-//     M-Bus or DLMS means one more package implementing Protocol.
+//   - protocols: one package per wire protocol (hardware/modbus, hardware/line).
+//     Each owns all of its protocol: the keys it adds to the `meters:`
+//     configuration section, their defaults and checks, and the construction
+//     of the Protocol that drives an open Conn and reports to its Meters. It
+//     exports a Plugin value (modbus.Plugin{}, line.Plugin{}).
 //   - meters: each configured meter is the broker identity "meter-<id>": its
 //     readings, status and command results are published through
 //     Engine.PublishLocal with that origin, and its commands wait in a durable
 //     queue registered with Engine.AddConsumer ("m/<id>" in the store).
+//
+// Configuration (config.go): DecodeMeters and CheckMeters handle what every port
+// shares (topics, types' names, the serial settings, meter ids) through a
+// Decoder (the gateway's YAML decoder, which reports file:line: key: message),
+// and hand each protocol its keys: a meter type's part (modbus `registers`,
+// line `fields`), the port section named after it (meters.ports[].modbus) and
+// the keys it adds to a meter (modbus `slave`, `interval`). Hub.AddConfigured
+// builds the ports from the checked section.
+//
+// Registration is explicit, not global: a Registry is built from a list of
+// plugins in one place (gateway/meters.go, meterProtocols) and passed to the
+// decoder and to Hub.AddConfigured; no init() and no package-level map, so a
+// test can build a registry of its own. NewRegistry refuses duplicate names
+// and keys that would collide. Adding M-Bus or DLMS is one package
+// (hardware/mbus with its Plugin, README.md and sample.yaml)
+// plus one import and one entry in that list:
+//
+//	r, err := hardware.NewRegistry(
+//		modbus.Plugin{},
+//		line.Plugin{},
+//		mbus.Plugin{}, // new
+//	)
 //
 // A Hub owns all of it: New, AddMeter, AddPort (before the engine restores its
 // state and the server serves), Start, Stop.

@@ -1,0 +1,297 @@
+package hardware
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"edgegw/session"
+)
+
+// The `meters:` section of the configuration: what every port shares is
+// decoded and checked here; each protocol's keys by its Plugin (docs/meters.md).
+
+// DefaultCommandAttempts is meters.command_attempts when not set.
+const DefaultCommandAttempts = 3
+
+// MetersConfig is the `meters:` section: serial, RS-485 and line-framed (LoRa
+// UART modem) meters. Its zero value (no ports) is the default; empty topic
+// fields mean the default templates (DefaultTopics).
+type MetersConfig struct {
+	ReadingTopic    string // default meters/{id}/reading
+	StatusTopic     string // default meters/{id}/status
+	CommandTopic    string // default meters/{id}/cmd
+	ResultTopic     string // default meters/{id}/cmd/result
+	CommandAttempts int    // 0: DefaultCommandAttempts
+	Types           []MeterTypeConfig
+	Ports           []MeterPortConfig
+}
+
+// MeterTypeConfig is a meter type (meters.types[]): a name and each protocol's
+// part (the register map of Modbus meters, the units of line meters' fields).
+type MeterTypeConfig struct {
+	Name      string
+	Protocols map[string]Settings // by protocol name; a missing part is the protocol's NewType
+}
+
+// MeterPortConfig is one serial port and the meters behind it (meters.ports[]).
+type MeterPortConfig struct {
+	Name        string
+	Device      string
+	Baud        int
+	DataBits    int
+	Parity      string
+	StopBits    int
+	ReadTimeout time.Duration
+	ReopenMin   time.Duration
+	ReopenMax   time.Duration
+	Protocol    string              // the name of a registered protocol
+	Settings    map[string]Settings // port sections by protocol name; a missing one is the protocol's NewPort
+	Meters      []PortMeterConfig
+}
+
+// PortMeterConfig is one meter on a port (meters.ports[].meters[]).
+type PortMeterConfig struct {
+	ID       string
+	Type     string              // a meters.types[] name, or ""
+	Settings map[string]Settings // by protocol name; a missing part is the protocol's NewMeter
+}
+
+// Topics returns the topic templates of m.
+func (m MetersConfig) Topics() Topics {
+	return Topics{Reading: m.ReadingTopic, Status: m.StatusTopic, Command: m.CommandTopic, Result: m.ResultTopic}
+}
+
+// DecodeMeters decodes the meters section n (at key) into m, with the
+// protocols of r.
+func DecodeMeters(d Decoder, r *Registry, n *yaml.Node, key string, m *MetersConfig) {
+	d.Mapping(n, key, map[string]Setter{
+		"reading_topic":    d.Str(&m.ReadingTopic),
+		"status_topic":     d.Str(&m.StatusTopic),
+		"command_topic":    d.Str(&m.CommandTopic),
+		"result_topic":     d.Str(&m.ResultTopic),
+		"command_attempts": d.Count(&m.CommandAttempts, 1, 100),
+		"types": func(n *yaml.Node, key string) {
+			var ts []MeterTypeConfig
+			if d.List(n, key, func(n *yaml.Node, key string) { ts = append(ts, decodeType(d, r, n, key)) }) {
+				m.Types = ts // an empty list stays nil: the default
+			}
+		},
+		"ports": func(n *yaml.Node, key string) {
+			var ps []MeterPortConfig
+			if d.List(n, key, func(n *yaml.Node, key string) { ps = append(ps, decodePort(d, r, n, key)) }) {
+				m.Ports = ps
+			}
+		},
+	})
+}
+
+func decodeType(d Decoder, r *Registry, n *yaml.Node, key string) MeterTypeConfig {
+	t := MeterTypeConfig{Protocols: map[string]Settings{}}
+	fields := map[string]Setter{"name": d.Str(&t.Name)}
+	for _, p := range r.plugins {
+		s := p.NewType()
+		t.Protocols[p.Name()] = s
+		maps.Copy(fields, s.Keys(d))
+	}
+	d.Mapping(n, key, fields)
+	return t
+}
+
+func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfig {
+	p := MeterPortConfig{Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1, ReadTimeout: 100 * time.Millisecond,
+		ReopenMin: time.Second, ReopenMax: time.Minute, Settings: map[string]Settings{}}
+	fields := map[string]Setter{
+		"name":         d.Str(&p.Name),
+		"device":       d.Str(&p.Device),
+		"baud":         d.Count(&p.Baud, 50, 4000000),
+		"data_bits":    d.Count(&p.DataBits, 7, 8),
+		"parity":       d.Enum(&p.Parity, "none", "even", "odd"),
+		"stop_bits":    d.Count(&p.StopBits, 1, 2),
+		"read_timeout": d.Duration(&p.ReadTimeout, 100*time.Millisecond, 25500*time.Millisecond),
+		"reopen_min":   d.Duration(&p.ReopenMin, time.Millisecond, time.Hour),
+		"reopen_max":   d.Duration(&p.ReopenMax, time.Millisecond, 24*time.Hour),
+		"protocol":     d.Enum(&p.Protocol, r.Names()...),
+		"meters": func(n *yaml.Node, key string) {
+			d.List(n, key, func(n *yaml.Node, key string) { p.Meters = append(p.Meters, decodeMeter(d, r, n, key)) })
+		},
+	}
+	for _, pl := range r.plugins {
+		s := pl.NewPort()
+		p.Settings[pl.Name()] = s
+		fields[pl.Name()] = func(n *yaml.Node, key string) { d.Mapping(n, key, s.Keys(d)) }
+	}
+	d.Mapping(n, key, fields)
+	return p
+}
+
+func decodeMeter(d Decoder, r *Registry, n *yaml.Node, key string) PortMeterConfig {
+	m := PortMeterConfig{Settings: map[string]Settings{}}
+	fields := map[string]Setter{"id": d.Str(&m.ID), "type": d.Str(&m.Type)}
+	for _, p := range r.plugins {
+		s := p.NewMeter()
+		m.Settings[p.Name()] = s
+		maps.Copy(fields, s.Keys(d))
+	}
+	d.Mapping(n, key, fields)
+	return m
+}
+
+// CheckMeters reports the problems of the meters section that involve more
+// than one value; each port's protocol checks its own part last.
+func CheckMeters(d Decoder, r *Registry, m *MetersConfig) {
+	if err := CheckTopics(m.Topics()); err != nil {
+		k, msg, _ := strings.Cut(err.Error(), ": ")
+		d.Fail("meters."+k, "%s", msg)
+	}
+	types := map[string]int{}
+	for i, t := range m.Types {
+		key := fmt.Sprintf("meters.types[%d]", i)
+		if t.Name == "" {
+			d.Fail(key+".name", "must not be empty")
+		} else if j, dup := types[t.Name]; dup {
+			d.Fail(key+".name", "%q is already the name of meters.types[%d]", t.Name, j)
+		} else {
+			types[t.Name] = i
+		}
+		for _, p := range r.plugins {
+			p.CheckType(d, key, typePart(t, p))
+		}
+	}
+	ports := map[string]int{}
+	ids := map[string]string{}
+	for i, p := range m.Ports {
+		key := fmt.Sprintf("meters.ports[%d]", i)
+		if p.Name == "" {
+			d.Fail(key+".name", "must not be empty")
+		} else if j, dup := ports[p.Name]; dup {
+			d.Fail(key+".name", "%q is already the name of meters.ports[%d]", p.Name, j)
+		} else {
+			ports[p.Name] = i
+		}
+		if p.Device == "" {
+			d.Fail(key+".device", "must not be empty")
+		}
+		if !slices.Contains(StandardBauds, p.Baud) && !d.Failed(key+".baud") {
+			d.Fail(key+".baud", "%d is not a standard rate (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, ...)", p.Baud)
+		}
+		if p.ReopenMax < p.ReopenMin {
+			d.Fail(key+".reopen_max", "must not be less than reopen_min (%s)", p.ReopenMin)
+		}
+		plugin := r.Get(p.Protocol)
+		if p.Protocol == "" {
+			d.Fail(key+".protocol", "must be set: %s", strings.Join(r.Names(), " or "))
+		}
+		// Another protocol's section or meter keys on this port.
+		var foreign []Plugin
+		if plugin != nil {
+			for _, other := range r.plugins {
+				if other == plugin {
+					continue
+				}
+				foreign = append(foreign, other)
+				if d.Present(key + "." + other.Name()) {
+					d.Fail(key+"."+other.Name(), "only for protocol %s", other.Name())
+				}
+			}
+		}
+		for j, pm := range p.Meters {
+			mkey := fmt.Sprintf("%s.meters[%d]", key, j)
+			if err := CheckID(pm.ID); err != nil {
+				d.Fail(mkey+".id", "%v", err)
+			} else if where, dup := ids[pm.ID]; dup {
+				d.Fail(mkey+".id", "%q is already the id of %s", pm.ID, where)
+			} else {
+				ids[pm.ID] = mkey
+			}
+			if _, known := types[pm.Type]; pm.Type != "" && !known {
+				d.Fail(mkey+".type", "no meter type %q in meters.types", pm.Type)
+			}
+			for _, other := range foreign {
+				for _, k := range slices.Sorted(maps.Keys(other.NewMeter().Keys(keysOnly{}))) {
+					if !d.Present(mkey + "." + k) {
+						continue
+					}
+					msg := "only for protocol " + other.Name()
+					if n, ok := plugin.(KeyNoter); ok && n.ForeignKeyNote(k) != "" {
+						msg += " (" + n.ForeignKeyNote(k) + ")"
+					}
+					d.Fail(mkey+"."+k, "%s", msg)
+				}
+			}
+		}
+		if plugin != nil {
+			plugin.CheckPort(d, portSpec(m, i, plugin))
+		}
+	}
+}
+
+// portSpec returns port i of m as plugin sees it.
+func portSpec(m *MetersConfig, i int, plugin Plugin) PortSpec {
+	p := m.Ports[i]
+	name := plugin.Name()
+	spec := PortSpec{Key: fmt.Sprintf("meters.ports[%d]", i), Settings: p.Settings[name],
+		CommandAttempts: m.CommandAttempts}
+	if spec.Settings == nil {
+		spec.Settings = plugin.NewPort()
+	}
+	if spec.CommandAttempts <= 0 {
+		spec.CommandAttempts = DefaultCommandAttempts
+	}
+	for j, pm := range p.Meters {
+		ms := MeterSpec{Key: fmt.Sprintf("%s.meters[%d]", spec.Key, j), ID: pm.ID, Type: pm.Type, Settings: pm.Settings[name]}
+		if ms.Settings == nil {
+			ms.Settings = plugin.NewMeter()
+		}
+		if pm.Type != "" {
+			if k := slices.IndexFunc(m.Types, func(t MeterTypeConfig) bool { return t.Name == pm.Type }); k >= 0 {
+				ms.TypeSettings = typePart(m.Types[k], plugin)
+			}
+		}
+		spec.Meters = append(spec.Meters, ms)
+	}
+	return spec
+}
+
+// typePart returns plugin's part of the type t.
+func typePart(t MeterTypeConfig, plugin Plugin) Settings {
+	if s := t.Protocols[plugin.Name()]; s != nil {
+		return s
+	}
+	return plugin.NewType()
+}
+
+// AddConfigured adds the ports and meters of m (checked) to h, each port's
+// protocol built by its plugin in r; queue returns a meter's durable command
+// queue. Errors name the port.
+func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (session.Queue, error)) error {
+	add := func(mc MeterConfig) (*Meter, error) {
+		q, err := queue(mc.ID)
+		if err != nil {
+			return nil, fmt.Errorf("meter %s command queue: %w", mc.ID, err)
+		}
+		return h.AddMeter(mc, q)
+	}
+	for i, pc := range m.Ports {
+		key := fmt.Sprintf("meters.ports[%d] (%s)", i, pc.Name)
+		plugin := r.Get(pc.Protocol)
+		if plugin == nil {
+			return fmt.Errorf("%s: protocol %q unknown", key, pc.Protocol)
+		}
+		proto, meters, err := plugin.Build(portSpec(&m, i, plugin), add)
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		_, err = h.AddPort(PortConfig{Name: pc.Name, ReopenMin: pc.ReopenMin, ReopenMax: pc.ReopenMax,
+			Serial: SerialConfig{Device: pc.Device, Baud: pc.Baud, DataBits: pc.DataBits, Parity: pc.Parity,
+				StopBits: pc.StopBits, ReadTimeout: pc.ReadTimeout}}, proto, meters)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package modbus
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"edgegw/hardware"
+)
+
+// The protocol's configuration (`protocol: modbus`, docs/meters.md): its keys
+// in the meters section, their defaults and checks, and the construction of
+// the master of one port. sample.yaml shows every key.
+
+// Plugin is the Modbus RTU master as a meter protocol of the configuration
+// (hardware.Plugin).
+type Plugin struct{}
+
+// Name implements hardware.Plugin.
+func (Plugin) Name() string { return "modbus" }
+
+// TypeSettings is the Modbus part of a meter type: its register map
+// (meters.types[].registers).
+type TypeSettings struct {
+	Registers []RegisterConfig
+}
+
+// RegisterConfig is one entry of a register map as configured.
+type RegisterConfig struct {
+	Name      string
+	Register  int    // 0-65535, protocol address
+	Function  int    // 3 (holding) or 4 (input)
+	Type      string // int16, uint16, int32, uint32, float32
+	WordOrder string // big (high word first) or little
+	Scale     float64
+	Unit      string
+}
+
+// PortSettings is a port's `modbus:` section.
+type PortSettings struct {
+	Timeout      time.Duration
+	Retries      int
+	OfflineAfter int
+}
+
+// MeterSettings are the Modbus keys of a meter on a port.
+type MeterSettings struct {
+	Slave    int           // 1-247, required
+	Interval time.Duration // poll period
+}
+
+// NewType implements hardware.Plugin.
+func (Plugin) NewType() hardware.Settings { return &TypeSettings{} }
+
+// NewPort implements hardware.Plugin: the defaults of the `modbus:` section.
+func (Plugin) NewPort() hardware.Settings {
+	return &PortSettings{Timeout: 500 * time.Millisecond, Retries: 1, OfflineAfter: 3}
+}
+
+// NewMeter implements hardware.Plugin.
+func (Plugin) NewMeter() hardware.Settings { return &MeterSettings{Interval: 10 * time.Second} }
+
+// Keys implements hardware.Settings: `registers`, with each entry's defaults.
+func (t *TypeSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
+	return map[string]hardware.Setter{
+		"registers": func(n *yaml.Node, key string) {
+			d.List(n, key, func(n *yaml.Node, key string) {
+				r := RegisterConfig{Function: 3, Type: Uint16, WordOrder: "big", Scale: 1}
+				d.Mapping(n, key, map[string]hardware.Setter{
+					"name":       d.Str(&r.Name),
+					"register":   d.Count(&r.Register, 0, 65535),
+					"function":   d.Count(&r.Function, 3, 4),
+					"type":       d.Enum(&r.Type, Int16, Uint16, Int32, Uint32, Float32),
+					"word_order": d.Enum(&r.WordOrder, "big", "little"),
+					"scale":      d.Scale(&r.Scale),
+					"unit":       d.Str(&r.Unit),
+				})
+				t.Registers = append(t.Registers, r)
+			})
+		},
+	}
+}
+
+// Keys implements hardware.Settings.
+func (p *PortSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
+	return map[string]hardware.Setter{
+		"timeout":       d.Duration(&p.Timeout, time.Millisecond, time.Minute),
+		"retries":       d.Count(&p.Retries, 0, 10),
+		"offline_after": d.Count(&p.OfflineAfter, 1, 1000),
+	}
+}
+
+// Keys implements hardware.Settings.
+func (m *MeterSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
+	return map[string]hardware.Setter{
+		"slave":    d.Count(&m.Slave, 1, 247),
+		"interval": d.Duration(&m.Interval, time.Millisecond, 24*time.Hour),
+	}
+}
+
+// registers converts the register map for Plan.
+func (t *TypeSettings) registers() []Register {
+	out := make([]Register, len(t.Registers))
+	for i, r := range t.Registers {
+		out[i] = Register{Name: r.Name, Address: uint16(r.Register), Function: byte(r.Function), Type: r.Type,
+			LowWordFirst: r.WordOrder == "little", Scale: r.Scale, Unit: r.Unit}
+	}
+	return out
+}
+
+// CheckType implements hardware.Plugin: the register map must plan.
+func (Plugin) CheckType(d hardware.Decoder, key string, s hardware.Settings) {
+	t := s.(*TypeSettings)
+	if len(t.Registers) == 0 {
+		return
+	}
+	if _, err := Plan(t.registers()); err != nil {
+		k, msg, _ := strings.Cut(err.Error(), ": ")
+		d.Fail(key+"."+k, "%s", msg)
+	}
+}
+
+// CheckPort implements hardware.Plugin: every meter has a unique slave address
+// and a type with registers.
+func (Plugin) CheckPort(d hardware.Decoder, p hardware.PortSpec) {
+	slaves := map[int]string{}
+	for _, m := range p.Meters {
+		ms := m.Settings.(*MeterSettings)
+		if ms.Slave == 0 && !d.Failed(m.Key+".slave") {
+			d.Fail(m.Key+".slave", "must be set (1-247) on a modbus port")
+		} else if other, dup := slaves[ms.Slave]; dup && ms.Slave != 0 {
+			d.Fail(m.Key+".slave", "%d is already the address of meter %s", ms.Slave, other)
+		} else if ms.Slave != 0 {
+			slaves[ms.Slave] = m.ID
+		}
+		if m.Type == "" {
+			d.Fail(m.Key+".type", "must name a meter type with registers on a modbus port")
+		} else if t, known := m.TypeSettings.(*TypeSettings); known && len(t.Registers) == 0 {
+			d.Fail(m.Key+".type", "meter type %q has no registers", m.Type)
+		}
+	}
+}
+
+// Build implements hardware.Plugin: the master of one bus.
+func (Plugin) Build(p hardware.PortSpec, add func(hardware.MeterConfig) (*hardware.Meter, error)) (hardware.Protocol, []*hardware.Meter, error) {
+	ps := p.Settings.(*PortSettings)
+	conf := Config{Timeout: ps.Timeout, Retries: ps.Retries, CommandAttempts: p.CommandAttempts}
+	var meters []*hardware.Meter
+	for _, pm := range p.Meters {
+		ms := pm.Settings.(*MeterSettings)
+		// The silence backstop takes a Modbus meter offline when its port stays closed.
+		silence := max(time.Duration(ps.OfflineAfter+2)*ms.Interval, time.Minute)
+		m, err := add(hardware.MeterConfig{ID: pm.ID, OfflineAfter: ps.OfflineAfter, Silence: silence})
+		if err != nil {
+			return nil, nil, err
+		}
+		var regs []Register
+		if t, ok := pm.TypeSettings.(*TypeSettings); ok {
+			regs = t.registers()
+		}
+		blocks, err := Plan(regs)
+		if err != nil {
+			return nil, nil, fmt.Errorf("meter %s: %w", pm.ID, err)
+		}
+		conf.Meters = append(conf.Meters, MeterConfig{Meter: m, Slave: byte(ms.Slave), Interval: ms.Interval, Blocks: blocks})
+		meters = append(meters, m)
+	}
+	proto, err := New(conf)
+	if err != nil {
+		return nil, nil, err
+	}
+	return proto, meters, nil
+}
