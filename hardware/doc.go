@@ -30,7 +30,8 @@
 // decoder and to Hub.AddConfigured; no init() and no package-level map, so a
 // test can build a registry of its own. NewRegistry refuses duplicate names
 // and keys that would collide. Adding M-Bus or DLMS is one package
-// (hardware/mbus with its Plugin, README.md and sample.yaml)
+// (hardware/mbus with its Plugin, README.md, sample.yaml and golden cases in
+// testdata/golden/<case>/ run by its TestGolden through hwtest/golden)
 // plus one import and one entry in that list:
 //
 //	r, err := hardware.NewRegistry(
