@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/gateway"
+	iclock "edgegw/internal/clock"
 )
 
 // publishRetained publishes a retained v5 message and returns the PUBACK reason
@@ -36,17 +37,27 @@ func publishRetained(t *testing.T, c *v5Client, topic string, qos byte, payload 
 // after the SUBACK.
 func retainedTopics(t *testing.T, g *testGateway, filter, marker string) []string {
 	t.Helper()
+	var got []string
+	for _, m := range retainedMessages(t, g, filter, marker) {
+		got = append(got, m.Topic)
+	}
+	return got
+}
+
+// retainedMessages is retainedTopics returning the messages.
+func retainedMessages(t *testing.T, g *testGateway, filter, marker string) []*paho.Publish {
+	t.Helper()
 	c, _ := connectV5(t, g.addr, &paho.Connect{ClientID: fmt.Sprint("probe-", time.Now().UnixNano()), CleanStart: true})
 	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
 	c.subscribe(t, paho.SubscribeOptions{Topic: filter, QoS: 1})
 	c.publish(t, marker, 1, "marker")
-	var got []string
+	var got []*paho.Publish
 	for {
 		m := c.next(t)
 		if m.Topic == marker {
 			return got
 		}
-		got = append(got, m.Topic)
+		got = append(got, m)
 	}
 }
 
@@ -99,6 +110,60 @@ func TestRetainedMessageExpiry(t *testing.T) {
 	}
 	if stored, _ := g2.Store().Retained(); len(stored) != 1 {
 		t.Fatalf("stored retained after the restart: %d, want 1 (the expired one deleted)", len(stored))
+	}
+}
+
+// A retained message's Message Expiry Interval counts elapsed (steady) time, not
+// the wall clock [MQTT-3.3.2-5]: a gateway that started with a clock 30 days
+// behind (a Pi without RTC before NTP) keeps a retained message with an hour to
+// live through a +30 days jump, also in mochi's topic index, whose own expiry
+// loop reads the real wall clock every second; a new subscriber still gets it,
+// with the interval it has left [MQTT-3.3.2-6]. After its hour of elapsed time
+// it is not sent, and the sweep deletes it from the store.
+func TestRetainedExpiryIgnoresWallClockJumps(t *testing.T) {
+	src := iclock.NewFake(time.Now().Add(-30 * 24 * time.Hour)) // the stale boot clock
+	g := startGatewayOn(t, src, nil)
+	pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "pub", CleanStart: true})
+	if rc := publishRetained(t, pub, "exp/fw", 1, "2.1", 3600); rc != 0 {
+		t.Fatalf("retained: reason %#x", rc)
+	}
+	if rc := publishRetained(t, pub, "exp/keep", 1, "plain", 0); rc != 0 {
+		t.Fatalf("retained: reason %#x", rc)
+	}
+	_ = pub.Disconnect(&paho.Disconnect{})
+
+	src.Jump(30 * 24 * time.Hour) // NTP syncs: the wall clock is now the real time mochi reads
+	// mochi's retained-expiry loop runs every second of real time and cannot be
+	// injected or observed: give it two turns.
+	time.Sleep(2 * time.Second)
+	g.Engine().Sweep()
+	got := retainedMessages(t, g, "exp/#", "exp/marker")
+	var left uint32
+	for _, m := range got {
+		if m.Topic == "exp/fw" && m.Properties != nil && m.Properties.MessageExpiry != nil {
+			left = *m.Properties.MessageExpiry
+		}
+	}
+	if len(got) != 2 || left < 3590 || left > 3600 {
+		t.Fatalf("after a +30d jump: %d retained messages, exp/fw with %d s left; want 2, exp/fw with about 3600 s", len(got), left)
+	}
+	if n := g.Engine().Stats().RetainedExpired.Load(); n != 0 {
+		t.Fatalf("retained_expired %d after the jump, want 0", n)
+	}
+
+	src.Advance(time.Hour)
+	if got := retainedTopics(t, g, "exp/#", "exp/marker"); fmt.Sprint(got) != "[exp/keep]" {
+		t.Fatalf("after its hour: %v, want [exp/keep]", got)
+	}
+	g.Engine().Sweep()
+	if err := g.Store().Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if stored, err := g.Store().Retained(); err != nil || len(stored) != 1 {
+		t.Fatalf("stored retained after the sweep: %d (%v), want 1", len(stored), err)
+	}
+	if n := g.Engine().Stats().RetainedExpired.Load(); n != 1 {
+		t.Fatalf("retained_expired %d, want 1", n)
 	}
 }
 

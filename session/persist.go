@@ -150,8 +150,9 @@ func (e *Engine) persistQoS2Locked(s *Session, pid uint16, awaiting bool) {
 }
 
 // persistRetained stores (or, for an empty payload, deletes) a retained message.
-// Its absolute expiry (pk.Expiry, engine time) is stored with it, so a restart
-// honours the Message Expiry Interval (see retainedExpired). It returns the
+// Its absolute expiry (pk.Expiry, engine time: steady, continued across restarts
+// by the clock checkpoint) is stored with it, so a restart honours the Message
+// Expiry Interval (see retainedExpired). It returns the
 // store's refusal (retained limits).
 func (e *Engine) persistRetained(pk packets.Packet) error {
 	if e.store == nil {
@@ -180,13 +181,14 @@ func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) er
 			e.log.Error("skipping unreadable retained message", slog.Any("error", err))
 			continue
 		}
-		if retainedExpired(m.Packet, now) { // expired while the gateway was down
-			_ = e.store.SaveRetained(m.Packet.TopicName, nil)
+		pk := retainedIndexed(m.Packet)
+		if retainedExpired(pk, now) { // expired while the gateway was down
+			_ = e.store.SaveRetained(pk.TopicName, nil)
 			e.stats.RetainedExpired.Add(1)
 			continue
 		}
-		m.Packet.FixedHeader.Retain = true
-		e.srv.Topics.RetainMessage(m.Packet)
+		pk.FixedHeader.Retain = true
+		e.srv.Topics.RetainMessage(pk)
 	}
 	atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -189,7 +190,7 @@ func (e *Engine) publishTo(pk packets.Packet, d *delivery, refuse bool) (int, er
 				return 0, err
 			}
 		}
-		e.srv.Topics.RetainMessage(pk.Copy(false)) // an empty payload deletes [MQTT-3.3.1-6]
+		e.srv.Topics.RetainMessage(retainedIndexed(pk.Copy(false))) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
 	}
 	e.route(pk, subs, cons, d)
@@ -487,6 +488,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 			if retainedExpired(r, e.now()) { // [MQTT-3.3.2-5]; the sweep deletes it
 				continue
 			}
+			r.Expiry = retainedDeadline(r) // the queued copy expires, and is sent with the time left [MQTT-3.3.2-6]
 			retained = append(retained, Message{Packet: outgoing(orig, r, s.version, true)})
 		}
 	}
@@ -605,13 +607,46 @@ func expired(pk packets.Packet, now time.Time) bool {
 	return pk.Expiry > 0 && pk.Expiry <= now.Unix()
 }
 
-// retainedExpired reports whether a retained message's v5 Message Expiry
-// Interval has run out at now (engine time). The deadline is the plain
-// absolute pk.Expiry (pk.Created plus the interval), stored with the message
-// by persistRetained, so it holds across restarts as engine time does. Every
-// retained expiry decision goes through here: on subscribe, in the sweep and at
-// restore.
-func retainedExpired(pk packets.Packet, now time.Time) bool { return expired(pk, now) }
+// Retained messages and wall-clock jumps: mochi deletes a retained message from
+// its topic index once pk.Expiry is below its WALL clock (a loop every second),
+// so a forward jump would drop messages whose Message Expiry Interval has not
+// run out in steady time. The index therefore holds every retained message with
+// Expiry 0, which mochi never expires, and its deadline is derived from what the
+// engine stamped: Created (engine time) plus the Message Expiry Interval
+// (retainedDeadline). The stored copy keeps the deadline in Expiry, as every
+// release has written it; retainedIndexed turns one into the other.
+
+// retainedDeadline returns the expiry deadline of a retained message held in
+// the topic index, in engine time (unix seconds; 0 = never): Created plus its
+// v5 Message Expiry Interval.
+func retainedDeadline(pk packets.Packet) int64 {
+	if pk.Properties.MessageExpiryInterval == 0 {
+		return 0
+	}
+	return pk.Created + int64(pk.Properties.MessageExpiryInterval)
+}
+
+// retainedExpired reports whether a retained message of the topic index has
+// run out its v5 Message Expiry Interval at now (engine time). Every retained
+// expiry decision goes through here: on subscribe, in the sweep and at restore.
+func retainedExpired(pk packets.Packet, now time.Time) bool {
+	d := retainedDeadline(pk)
+	return d > 0 && d <= now.Unix()
+}
+
+// retainedIndexed returns a retained message (or, with an empty payload, its
+// deletion) as mochi's topic index holds it: Expiry 0, so that mochi's
+// wall-clock loop never expires it. A message whose Expiry (the stored
+// deadline) is set gets the interval that makes retainedDeadline equal it: a
+// message stored by an earlier release whose deadline mochi shortened (its
+// former forced expiry) keeps that deadline.
+func retainedIndexed(pk packets.Packet) packets.Packet {
+	if pk.Expiry > 0 {
+		pk.Properties.MessageExpiryInterval = uint32(min(max(pk.Expiry-pk.Created, 1), math.MaxUint32))
+	}
+	pk.Expiry = 0
+	return pk
+}
 
 // sweepRetained deletes the retained messages whose Message Expiry Interval has
 // run out, from the topic index and the store [MQTT-3.3.2-5]. Cost: one pass
