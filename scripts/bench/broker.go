@@ -102,13 +102,13 @@ sessions:
 allow_anonymous true
 persistence true
 persistence_location %s/
-max_queued_messages 0
+max_queued_messages %d
 max_inflight_messages 64
 log_dest stderr
 log_type error
 log_type warning
 user root
-`, port, dir)
+`, port, dir, *mosqQueued)
 		b.args = []string{"mosquitto", "-c", conf}
 	default:
 		return nil, fmt.Errorf("unknown broker kind %q", kind)

@@ -59,6 +59,7 @@ var (
 	fanMsgs     = flag.Int("fan-msgs", 1000, "messages per fan-in publisher")
 	idleConns   = flag.Int("idle", 1000, "idle connections")
 	floodSubs   = flag.Int("flood-subs", 20, "flood: subscribers that never read")
+	mosqQueued  = flag.Int("mosq-max-queued", 0, "mosquitto's max_queued_messages (0: no limit, as 2.0.11 miscounts its queue under load; 1000 is its default)")
 	rsSessions  = flag.Int("restart-sessions", 10000, "stored sessions in the restart scenario")
 	rsMessages  = flag.Int("restart-messages", 100000, "queued messages in the restart scenario")
 	only        = flag.String("only", "", "comma-separated scenarios to run (default all): qos0,qos1,fanin,slowsub,flood,idle,offline,kill,latency,restart")
