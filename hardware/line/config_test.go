@@ -1,29 +1,16 @@
 package line_test
 
 import (
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"edgegw/gateway"
+	"edgegw/hardware/hwtest/golden"
 	"edgegw/hardware/line"
 )
 
 // The package's sample configuration is valid and has meters.
-func TestSample(t *testing.T) {
-	b, err := os.ReadFile("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := gateway.ParseConfig("sample.yaml", b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Meters.Ports) == 0 || len(c.Meters.Ports[0].Meters) == 0 {
-		t.Error("sample.yaml: no meters parsed")
-	}
-}
+func TestSample(t *testing.T) { golden.Sample(t, "sample.yaml") }
 
 // The protocol's keys get their documented defaults (gateway/default.yaml,
 // docs/meters.md) when the configuration file leaves them out.
@@ -56,28 +43,11 @@ meters:
 // Mistakes in the protocol's keys, and Modbus keys on a line port, are
 // reported as file:line: key: message.
 func TestConfigErrors(t *testing.T) {
-	tests := []struct {
-		yaml string
-		want []string
-	}{
-		{"meters:\n  types:\n    - name: t\n      fields:\n        - {name: a}\n        - {name: a, scale: x}\n",
-			[]string{"x.yaml:6: meters.types[0].fields[1].scale: must be a number, got \"x\"",
-				"x.yaml:6: meters.types[0].fields[1].name: must be unique and not empty"}},
-		{"meters:\n  ports:\n    - name: p\n      device: /d\n      protocol: line\n      line: {format: xml, max_line: 3}\n      meters:\n        - {id: a, interval: 1s}\n",
-			[]string{"x.yaml:6: meters.ports[0].line.format: must be one of auto, json, kv, got \"xml\"",
-				"x.yaml:6: meters.ports[0].line.max_line: must be between 16 and 65536, got 3",
-				"x.yaml:8: meters.ports[0].meters[0].interval: only for protocol modbus (line meters send when they wake)"}},
-	}
-	for _, tt := range tests {
-		_, err := gateway.ParseConfig("x.yaml", []byte(tt.yaml))
-		if err == nil {
-			t.Errorf("%q: no error", tt.yaml)
-			continue
-		}
-		for _, w := range tt.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%q:\n got %v\nwant %s", tt.yaml, err, w)
-			}
-		}
-	}
+	golden.ConfigErrors(t, map[string][]string{
+		"meters:\n  types:\n    - name: t\n      fields:\n        - {name: a}\n        - {name: a, scale: x}\n": {"x.yaml:6: meters.types[0].fields[1].scale: must be a number, got \"x\"",
+			"x.yaml:6: meters.types[0].fields[1].name: must be unique and not empty"},
+		"meters:\n  ports:\n    - name: p\n      device: /d\n      protocol: line\n      line: {format: xml, max_line: 3}\n      meters:\n        - {id: a, interval: 1s}\n": {"x.yaml:6: meters.ports[0].line.format: must be one of auto, json, kv, got \"xml\"",
+			"x.yaml:6: meters.ports[0].line.max_line: must be between 16 and 65536, got 3",
+			"x.yaml:8: meters.ports[0].meters[0].interval: only for protocol modbus (line meters send when they wake)"},
+	})
 }

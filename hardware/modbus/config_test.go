@@ -1,29 +1,17 @@
 package modbus_test
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"edgegw/gateway"
+	"edgegw/hardware/hwtest/golden"
 	"edgegw/hardware/modbus"
 )
 
 // The package's sample configuration is valid and has meters.
-func TestSample(t *testing.T) {
-	b, err := os.ReadFile("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := gateway.ParseConfig("sample.yaml", b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Meters.Ports) == 0 || len(c.Meters.Ports[0].Meters) == 0 {
-		t.Error("sample.yaml: no meters parsed")
-	}
-}
+func TestSample(t *testing.T) { golden.Sample(t, "sample.yaml") }
 
 // The protocol's keys get their documented defaults (gateway/default.yaml,
 // docs/meters.md) when the configuration file leaves them out.
@@ -57,38 +45,20 @@ meters:
 
 // Mistakes in the protocol's keys are reported as file:line: key: message.
 func TestConfigErrors(t *testing.T) {
-	tests := []struct {
-		yaml string
-		want []string
-	}{
-		{"meters:\n  ports:\n    - name: p\n      device: /dev/x\n      protocol: modbus\n      meters:\n        - {id: a, slave: 1}\n",
-			[]string{"x.yaml:7: meters.ports[0].meters[0].type: must name a meter type"}},
-		{"meters:\n  types:\n    - name: t\n      registers:\n        - {name: e, type: int64, scale: 0, function: 5}\n",
-			[]string{"x.yaml:5: meters.types[0].registers[0].function: must be between 3 and 4",
-				"meters.types[0].registers[0].type: must be one of", "meters.types[0].registers[0].scale: must be a finite number other than 0"}},
-		{"meters:\n  types:\n    - {name: t, registers: [{name: e}, {name: e, register: 1}]}\n",
-			[]string{"meters.types[0].registers[1]: name \"e\" used twice"}},
-		{"meters:\n  types: [{name: t, fields: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, modbus: {timeout: 0s, retries: 11},\n       meters: [{id: a, type: t}, {id: b, type: t, slave: 300}]}\n",
-			[]string{"x.yaml:4: meters.ports[0].modbus.timeout: must be between 1ms and 60s, got 0s",
-				"x.yaml:4: meters.ports[0].modbus.retries: must be between 0 and 10, got 11",
-				"x.yaml:5: meters.ports[0].meters[0].slave: must be set (1-247) on a modbus port",
-				"x.yaml:5: meters.ports[0].meters[0].type: meter type \"t\" has no registers",
-				"x.yaml:5: meters.ports[0].meters[1].slave: must be between 1 and 247, got 300"}},
-	}
-	for _, tt := range tests {
-		_, err := gateway.ParseConfig("x.yaml", []byte(tt.yaml))
-		if err == nil {
-			t.Errorf("%q: no error", tt.yaml)
-			continue
-		}
-		for _, w := range tt.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%q:\n got %v\nwant %s", tt.yaml, err, w)
-			}
-		}
-		// A slave address out of range is reported once, not also as missing.
-		if strings.Count(err.Error(), "meters[1].slave") > 1 {
-			t.Errorf("%q: slave reported twice: %v", tt.yaml, err)
-		}
+	golden.ConfigErrors(t, map[string][]string{
+		"meters:\n  ports:\n    - name: p\n      device: /dev/x\n      protocol: modbus\n      meters:\n        - {id: a, slave: 1}\n": {"x.yaml:7: meters.ports[0].meters[0].type: must name a meter type"},
+		"meters:\n  types:\n    - name: t\n      registers:\n        - {name: e, type: int64, scale: 0, function: 5}\n": {"x.yaml:5: meters.types[0].registers[0].function: must be between 3 and 4",
+			"meters.types[0].registers[0].type: must be one of", "meters.types[0].registers[0].scale: must be a finite number other than 0"},
+		"meters:\n  types:\n    - {name: t, registers: [{name: e}, {name: e, register: 1}]}\n": {"meters.types[0].registers[1]: name \"e\" used twice"},
+		"meters:\n  types: [{name: t, fields: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, modbus: {timeout: 0s, retries: 11},\n       meters: [{id: a, type: t}, {id: b, type: t, slave: 300}]}\n": {"x.yaml:4: meters.ports[0].modbus.timeout: must be between 1ms and 60s, got 0s",
+			"x.yaml:4: meters.ports[0].modbus.retries: must be between 0 and 10, got 11",
+			"x.yaml:5: meters.ports[0].meters[0].slave: must be set (1-247) on a modbus port",
+			"x.yaml:5: meters.ports[0].meters[0].type: meter type \"t\" has no registers",
+			"x.yaml:5: meters.ports[0].meters[1].slave: must be between 1 and 247, got 300"},
+	})
+	// A slave address out of range is reported once, not also as missing.
+	_, err := gateway.ParseConfig("x.yaml", []byte("meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, meters: [{id: b, type: t, slave: 300}]}\n"))
+	if err == nil || strings.Count(err.Error(), "meters[0].slave") != 1 {
+		t.Errorf("slave out of range: %v", err)
 	}
 }
