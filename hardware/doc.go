@@ -28,7 +28,8 @@
 // Registration is explicit, not global: a Registry is built from a list of
 // plugins in one place (gateway/meters.go, meterProtocols) and passed to the
 // decoder and to Hub.AddConfigured; no init() and no package-level map, so a
-// test can build a registry of its own. NewRegistry refuses duplicate names
+// test can build a registry of its own (hwtest/golden builds one holding only
+// the protocol under test). NewRegistry refuses duplicate names
 // and keys that would collide. Adding M-Bus or DLMS is one package
 // (hardware/mbus with its Plugin, README.md, sample.yaml and golden cases in
 // testdata/golden/<case>/ run by its TestGolden through hwtest/golden)
@@ -40,8 +41,8 @@
 //		mbus.Plugin{}, // new
 //	)
 //
-// A Hub owns all of it: New, AddMeter, AddPort (before the engine restores its
-// state and the server serves), Start, Stop.
+// A Hub owns all of it: New, AddConfigured (or AddMeter and AddPort; before
+// the engine restores its state and the server serves), Start, Stop.
 //
 // Bad input on a port (garbage, truncated or oversized frames, wrong CRCs or
 // checksums, floods) is counted per port, logged at a bounded rate and skipped;
