@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"edgegw/config"
 )
 
 // AdminConfig is the `admin:` section: the admin API, the status page and the
@@ -40,10 +42,10 @@ func (c Config) AdminSocketPath() string {
 }
 
 func (d *decoder) admin(n *yaml.Node, key string, a *AdminConfig) {
-	d.mapping(n, key, map[string]setter{
-		"socket":     d.str(&a.Socket),
-		"http":       d.str(&a.HTTP),
-		"token_file": d.str(&a.TokenFile),
+	d.Mapping(n, key, map[string]setter{
+		"socket":     d.Str(&a.Socket),
+		"http":       d.Str(&a.HTTP),
+		"token_file": d.Str(&a.TokenFile),
 	})
 }
 
@@ -51,15 +53,15 @@ func (d *decoder) admin(n *yaml.Node, key string, a *AdminConfig) {
 func (d *decoder) checkAdmin(c *Config) {
 	a := &c.Admin
 	if p := c.AdminSocketPath(); len(p) > maxSocketPath {
-		d.failKey("admin.socket", "%s is %d bytes long; a Unix socket path must be at most %d", p, len(p), maxSocketPath)
+		d.Fail("admin.socket", "%s is %d bytes long; a Unix socket path must be at most %d", p, len(p), maxSocketPath)
 	}
 	if a.TokenFile != "" {
 		b, err := os.ReadFile(a.TokenFile)
 		switch tok := strings.TrimSpace(string(b)); {
 		case err != nil:
-			d.failKey("admin.token_file", "%v", err)
+			d.Fail("admin.token_file", "%v", err)
 		case len(tok) < minTokenLen || strings.ContainsAny(tok, " \t\r\n"):
-			d.failKey("admin.token_file", "%s must hold one token of at least %d characters without spaces", a.TokenFile, minTokenLen)
+			d.Fail("admin.token_file", "%s must hold one token of at least %d characters without spaces", a.TokenFile, minTokenLen)
 		default:
 			a.Token = tok
 		}
@@ -67,12 +69,12 @@ func (d *decoder) checkAdmin(c *Config) {
 	if a.HTTP == "" {
 		return
 	}
-	if err := checkAddress(a.HTTP); err != nil {
-		d.failKey("admin.http", "%v", err)
+	if err := config.CheckAddress(a.HTTP); err != nil {
+		d.Fail("admin.http", "%v", err)
 		return
 	}
 	if !IsLoopback(a.HTTP) && a.TokenFile == "" {
-		d.failKey("admin.http", "%s is not a loopback address: set admin.token_file (every request must then carry the token)", a.HTTP)
+		d.Fail("admin.http", "%s is not a loopback address: set admin.token_file (every request must then carry the token)", a.HTTP)
 	}
 }
 

@@ -63,12 +63,12 @@ func (d *decoder) listenerAuth(l *ListenerConfig) map[string]setter {
 	return map[string]setter{
 		"allow_anonymous": func(n *yaml.Node, key string) {
 			var b bool
-			d.boolean(&b)(n, key)
-			if !d.failed(key) {
+			d.Bool(&b)(n, key)
+			if !d.Failed(key) {
 				l.AllowAnonymous = &b
 			}
 		},
-		"cert_username": d.enum(&l.CertUsername, string(auth.CertNone), string(auth.CertCN), string(auth.CertSAN)),
+		"cert_username": d.Enum(&l.CertUsername, string(auth.CertNone), string(auth.CertCN), string(auth.CertSAN)),
 	}
 }
 
@@ -76,8 +76,8 @@ func (d *decoder) listenerAuth(l *ListenerConfig) map[string]setter {
 func (d *decoder) strings(dst *[]string) setter {
 	return func(n *yaml.Node, key string) {
 		out := []string{}
-		if d.list(n, key, func(n *yaml.Node, key string) {
-			if d.scalar(n, key, "a string") {
+		if d.List(n, key, func(n *yaml.Node, key string) {
+			if d.Scalar(n, key, "a string") {
 				out = append(out, n.Value)
 			}
 		}) {
@@ -87,31 +87,31 @@ func (d *decoder) strings(dst *[]string) setter {
 }
 
 func (d *decoder) auth(n *yaml.Node, key string, a *AuthConfig) {
-	d.mapping(n, key, map[string]setter{
-		"password_file": d.str(&a.PasswordFile),
+	d.Mapping(n, key, map[string]setter{
+		"password_file": d.Str(&a.PasswordFile),
 		"users": func(n *yaml.Node, key string) {
 			us := []UserConfig{}
-			if d.list(n, key, func(n *yaml.Node, key string) {
+			if d.List(n, key, func(n *yaml.Node, key string) {
 				var u UserConfig
-				d.mapping(n, key, map[string]setter{"name": d.str(&u.Name), "password_hash": d.str(&u.PasswordHash)})
+				d.Mapping(n, key, map[string]setter{"name": d.Str(&u.Name), "password_hash": d.Str(&u.PasswordHash)})
 				us = append(us, u)
 			}) {
 				a.Users = us
 			}
 		},
-		"command_topics": d.strings(&a.CommandTopics),
+		"command_topics": d.Strings(&a.CommandTopics),
 		"acl": func(n *yaml.Node, key string) {
 			rs := []ACLRuleConfig{}
-			if d.list(n, key, func(n *yaml.Node, key string) {
+			if d.List(n, key, func(n *yaml.Node, key string) {
 				var r ACLRuleConfig
-				d.mapping(n, key, map[string]setter{
-					"name":      d.str(&r.Name),
-					"user":      d.glob(&r.User),
-					"profile":   d.str(&r.Profile),
-					"client_id": d.glob(&r.ClientID),
-					"publish":   d.strings(&r.Publish),
-					"subscribe": d.strings(&r.Subscribe),
-					"commands":  d.strings(&r.Commands),
+				d.Mapping(n, key, map[string]setter{
+					"name":      d.Str(&r.Name),
+					"user":      d.Glob(&r.User),
+					"profile":   d.Str(&r.Profile),
+					"client_id": d.Glob(&r.ClientID),
+					"publish":   d.Strings(&r.Publish),
+					"subscribe": d.Strings(&r.Subscribe),
+					"commands":  d.Strings(&r.Commands),
 				})
 				rs = append(rs, r)
 			}) {
@@ -128,14 +128,14 @@ func (d *decoder) checkAuth(c *Config) {
 	for i, u := range a.Users {
 		key := fmt.Sprintf("auth.users[%d]", i)
 		if err := auth.CheckUsername(u.Name); err != nil {
-			d.failKey(key+".name", "%v", err)
+			d.Fail(key+".name", "%v", err)
 		} else if j, dup := names[u.Name]; dup {
-			d.failKey(key+".name", "%q is already the name of auth.users[%d]", u.Name, j)
+			d.Fail(key+".name", "%q is already the name of auth.users[%d]", u.Name, j)
 		} else {
 			names[u.Name] = i
 		}
 		if err := auth.CheckHash(u.PasswordHash); err != nil {
-			d.failKey(key+".password_hash", "%v", err) // the hash itself is never quoted
+			d.Fail(key+".password_hash", "%v", err) // the hash itself is never quoted
 		}
 	}
 	if a.PasswordFile != "" {
@@ -145,36 +145,36 @@ func (d *decoder) checkAuth(c *Config) {
 		case err == nil:
 			for name := range users {
 				if _, dup := names[name]; dup {
-					d.failKey("auth.password_file", "user %s is in %s and in auth.users", name, a.PasswordFile)
+					d.Fail("auth.password_file", "user %s is in %s and in auth.users", name, a.PasswordFile)
 				}
 			}
 		case errors.As(err, &le):
 			for _, e := range unjoin(err) {
 				if errors.As(e, &le) {
-					d.errs = append(d.errs, &ConfigError{File: le.File, Line: le.Line, Msg: le.Msg + " (auth.password_file)"})
+					d.Add(&ConfigError{File: le.File, Line: le.Line, Msg: le.Msg + " (auth.password_file)"})
 				}
 			}
 		default:
-			d.failKey("auth.password_file", "%v", err)
+			d.Fail("auth.password_file", "%v", err)
 		}
 	}
 	for i, l := range c.Listeners {
 		if (l.CertUsername == string(auth.CertCN) || l.CertUsername == string(auth.CertSAN)) && (l.TLS == nil || l.TLS.ClientCAFile == "") {
-			d.failKey(fmt.Sprintf("listeners[%d].cert_username", i), "%s needs a tls listener with a client_ca_file", l.CertUsername)
+			d.Fail(fmt.Sprintf("listeners[%d].cert_username", i), "%s needs a tls listener with a client_ca_file", l.CertUsername)
 		}
 	}
 	for i, f := range a.CommandTopics {
 		if err := auth.CheckFilter(f); err != nil {
-			d.failKey(fmt.Sprintf("auth.command_topics[%d]", i), "%v", err)
+			d.Fail(fmt.Sprintf("auth.command_topics[%d]", i), "%v", err)
 		}
 	}
 	names = map[string]int{}
 	for i, r := range a.ACL {
 		key := fmt.Sprintf("auth.acl[%d]", i)
 		if r.Name == "" {
-			d.failKey(key+".name", "must not be empty")
+			d.Fail(key+".name", "must not be empty")
 		} else if j, dup := names[r.Name]; dup {
-			d.failKey(key+".name", "%q is already the name of auth.acl[%d]", r.Name, j)
+			d.Fail(key+".name", "%q is already the name of auth.acl[%d]", r.Name, j)
 		} else {
 			names[r.Name] = i
 		}
@@ -184,7 +184,7 @@ func (d *decoder) checkAuth(c *Config) {
 		}{{"publish", r.Publish}, {"subscribe", r.Subscribe}, {"commands", r.Commands}} {
 			for j, f := range list.filters {
 				if err := auth.CheckFilter(f); err != nil {
-					d.failKey(fmt.Sprintf("%s.%s[%d]", key, list.field, j), "%v", err)
+					d.Fail(fmt.Sprintf("%s.%s[%d]", key, list.field, j), "%v", err)
 				}
 			}
 		}

@@ -3,22 +3,17 @@ package gateway
 import (
 	"bytes"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math"
-	"net"
 	"os"
-	"path"
-	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"edgegw/config"
 
 	"edgegw/bridge"
 	"edgegw/hardware"
@@ -275,176 +270,92 @@ func (c Config) Logger(w io.Writer) *slog.Logger {
 }
 
 // ConfigError is one problem in a configuration file.
-type ConfigError struct {
-	File string // the name given to ParseConfig
-	Line int    // 1-based; 0 when unknown
-	Key  string // key path such as "sessions.profiles[1].clean_start"; empty for the whole file
-	Msg  string
-}
-
-// Error formats the problem as "file:line: key: message", leaving out what is unknown.
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	b.WriteString(": ")
-	if e.Key != "" {
-		b.WriteString(e.Key)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+type ConfigError = config.Error
 
 // parse decodes data over base and checks the result.
 func parse(name string, data []byte, base Config) (Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}, protocols: meterProtocols()}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	switch err := dec.Decode(&doc); {
-	case errors.Is(err, io.EOF):
-		// No document at all (empty file, only comments): all defaults.
-	case err != nil:
-		return Config{}, d.syntaxError(err)
-	default:
-		var extra yaml.Node
-		switch err := dec.Decode(&extra); {
-		case errors.Is(err, io.EOF):
-		case err != nil:
-			return Config{}, d.syntaxError(err)
-		default:
-			return Config{}, &ConfigError{File: name, Line: extra.Line, Msg: "a configuration file holds one YAML document, found another"}
-		}
+	d := &decoder{Decoder: config.NewDecoder(name), protocols: meterProtocols()}
+	root, err := d.Document(data)
+	if err != nil {
+		return Config{}, err
 	}
 	c := base
-	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
-		d.config(doc.Content[0], &c)
+	if root != nil {
+		d.config(root, &c)
 	}
 	d.check(&c)
-	if len(d.errs) > 0 {
-		slices.SortStableFunc(d.errs, func(a, b *ConfigError) int { return a.Line - b.Line })
-		errs := make([]error, len(d.errs))
-		for i, e := range d.errs {
-			errs[i] = e
-		}
-		return Config{}, errors.Join(errs...)
+	if err := d.Err(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
 }
 
-// decoder walks a yaml.Node tree into a Config, collecting every problem rather than
-// stopping at the first. Key paths look like "listeners[0].address".
+// decoder is the configuration decoder with the meter protocols, whose packages
+// decode their keys (meters_config.go).
 type decoder struct {
-	file      string
-	errs      []*ConfigError
-	lines     map[string]int     // key path -> line of its value, for every key present in the file
-	protocols *hardware.Registry // the meter protocols, whose packages decode their keys (meters_config.go)
+	*config.Decoder
+	protocols *hardware.Registry
 }
 
-// setter decodes the value node n of key path key (the same type as hardware.Setter).
-type setter = func(n *yaml.Node, key string)
-
-var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-func (d *decoder) syntaxError(err error) error {
-	e := &ConfigError{File: d.file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-	if m := yamlLineError.FindStringSubmatch(err.Error()); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
-		e.Msg = m[2]
-	}
-	return e
-}
-
-func (d *decoder) failAt(line int, key, format string, args ...any) {
-	d.errs = append(d.errs, &ConfigError{File: d.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (d *decoder) fail(n *yaml.Node, key, format string, args ...any) {
-	d.failAt(n.Line, key, format, args...)
-}
-
-// failKey reports a problem found after decoding, at the line of key or of its
-// nearest ancestor present in the file.
-func (d *decoder) failKey(key, format string, args ...any) {
-	d.failAt(d.lineOf(key), key, format, args...)
-}
-
-func (d *decoder) lineOf(key string) int {
-	for key != "" {
-		if line, ok := d.lines[key]; ok {
-			return line
-		}
-		i := strings.LastIndexAny(key, ".[")
-		if i < 0 {
-			break
-		}
-		key = key[:i]
-	}
-	return 0
-}
-
-func (d *decoder) failed(key string) bool {
-	return slices.ContainsFunc(d.errs, func(e *ConfigError) bool { return e.Key == key })
-}
+// setter decodes the value node n of key path key.
+type setter = config.Setter
 
 func (d *decoder) config(n *yaml.Node, c *Config) {
-	d.mapping(n, "", map[string]setter{
-		"data_dir": d.str(&c.DataDir),
+	d.Mapping(n, "", map[string]setter{
+		"data_dir": d.Str(&c.DataDir),
 		"log": func(n *yaml.Node, key string) {
-			d.mapping(n, key, map[string]setter{
-				"level":  d.enum(&c.Log.Level, "debug", "info", "warn", "error"),
-				"format": d.enum(&c.Log.Format, "text", "json"),
+			d.Mapping(n, key, map[string]setter{
+				"level":  d.Enum(&c.Log.Level, "debug", "info", "warn", "error"),
+				"format": d.Enum(&c.Log.Format, "text", "json"),
 			})
 		},
 		"listeners": func(n *yaml.Node, key string) {
 			ls := []ListenerConfig{}
-			ok := d.list(n, key, func(n *yaml.Node, key string) { ls = append(ls, d.listener(n, key)) })
+			ok := d.List(n, key, func(n *yaml.Node, key string) { ls = append(ls, d.listener(n, key)) })
 			if ok {
 				c.Listeners = ls
 			}
 		},
 		"mqtt": func(n *yaml.Node, key string) {
 			m := &c.MQTT
-			d.mapping(n, key, map[string]setter{
+			d.Mapping(n, key, map[string]setter{
 				"max_packet_size": func(n *yaml.Node, key string) {
-					if v, ok := d.integer(n, key, 1, maxPacketSizeLimit); ok {
+					if v, ok := d.Int(n, key, 1, maxPacketSizeLimit); ok {
 						m.MaxPacketSize = uint32(v)
 					}
 				},
-				"connect_timeout":  d.duration(&m.ConnectTimeout, 1, math.MaxInt64, false),
-				"sys_interval":     d.duration(&m.SysInterval, time.Second, math.MaxInt64, true),
-				"max_topic_length": d.count(&m.MaxTopicLength, 1, 65535),
-				"max_topic_levels": d.count(&m.MaxTopicLevels, 1, 65535),
-				"max_inflight":     d.count(&m.MaxInflight, 1, 65535),
-				"max_keepalive":    d.duration(&m.MaxKeepalive, 0, math.MaxUint16*time.Second, true),
+				"connect_timeout":  d.Duration(&m.ConnectTimeout, 1, math.MaxInt64),
+				"sys_interval":     d.Seconds(&m.SysInterval, time.Second, math.MaxInt64),
+				"max_topic_length": d.Count(&m.MaxTopicLength, 1, 65535),
+				"max_topic_levels": d.Count(&m.MaxTopicLevels, 1, 65535),
+				"max_inflight":     d.Count(&m.MaxInflight, 1, 65535),
+				"max_keepalive":    d.Seconds(&m.MaxKeepalive, 0, math.MaxUint16*time.Second),
 				"connection_rate":  func(n *yaml.Node, key string) { d.rate(n, key, &m.ConnectionRate) },
 			})
 		},
 		"store": func(n *yaml.Node, key string) {
 			st := &c.Store
-			d.mapping(n, key, map[string]setter{
-				"durability":      d.enum(&st.Durability, "strict", "batch"),
-				"commit_interval": d.duration(&st.CommitInterval, time.Millisecond, time.Minute, false),
+			d.Mapping(n, key, map[string]setter{
+				"durability":      d.Enum(&st.Durability, "strict", "batch"),
+				"commit_interval": d.Duration(&st.CommitInterval, time.Millisecond, time.Minute),
 				"max_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+					if v, ok := d.Int(n, key, 0, maxStoreBytes); ok {
 						st.MaxBytes = v
 					}
 				},
-				"overflow":     d.enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
-				"max_retained": d.count(&st.MaxRetained, 0, maxCount),
+				"overflow":     d.Enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
+				"max_retained": d.Count(&st.MaxRetained, 0, maxCount),
 				"max_retained_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+					if v, ok := d.Int(n, key, 0, maxStoreBytes); ok {
 						st.MaxRetainedBytes = v
 					}
 				},
 			})
 		},
-		"site_id": d.str(&c.SiteID),
+		"site_id": d.Str(&c.SiteID),
 		"bridges": func(n *yaml.Node, key string) {
 			bs := []BridgeConfig{}
-			if d.list(n, key, func(n *yaml.Node, key string) { bs = append(bs, d.bridge(n, key)) }) {
+			if d.List(n, key, func(n *yaml.Node, key string) { bs = append(bs, d.bridge(n, key)) }) {
 				c.Bridges = bs
 			}
 		},
@@ -452,10 +363,10 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
 		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
 		"memory": func(n *yaml.Node, key string) {
-			d.mapping(n, key, map[string]setter{
-				"gc_percent": d.count(&c.Memory.GCPercent, 25, 1000),
+			d.Mapping(n, key, map[string]setter{
+				"gc_percent": d.Count(&c.Memory.GCPercent, 25, 1000),
 				"limit": func(n *yaml.Node, key string) {
-					if v, ok := d.integer(n, key, 0, math.MaxUint32); ok {
+					if v, ok := d.Int(n, key, 0, math.MaxUint32); ok {
 						c.Memory.Limit = v
 					}
 				},
@@ -463,20 +374,20 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		},
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
-			d.mapping(n, key, map[string]setter{
-				"max_expiry":        d.duration(&s.MaxExpiry, 0, maxExpiryLimit, true),
-				"max_sessions":      d.count(&s.MaxSessions, 1, maxCount),
-				"max_queued":        d.count(&s.MaxQueued, 1, maxCount),
-				"max_queued_bytes":  d.bytes(&s.MaxQueuedBytes),
-				"ram_budget":        d.bytes(&s.RAMBudget),
-				"max_subscriptions": d.count(&s.MaxSubscriptions, 0, maxCount),
-				"queue_overflow":    d.enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
-				"queue_qos0":        d.boolean(&s.QueueQoS0),
-				"inflight_window":   d.count(&s.InflightWindow, 1, 65535),
-				"sweep_interval":    d.duration(&s.SweepInterval, 1, math.MaxInt64, false),
+			d.Mapping(n, key, map[string]setter{
+				"max_expiry":        d.Seconds(&s.MaxExpiry, 0, maxExpiryLimit),
+				"max_sessions":      d.Count(&s.MaxSessions, 1, maxCount),
+				"max_queued":        d.Count(&s.MaxQueued, 1, maxCount),
+				"max_queued_bytes":  d.Bytes(&s.MaxQueuedBytes),
+				"ram_budget":        d.Bytes(&s.RAMBudget),
+				"max_subscriptions": d.Count(&s.MaxSubscriptions, 0, maxCount),
+				"queue_overflow":    d.Enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
+				"queue_qos0":        d.Bool(&s.QueueQoS0),
+				"inflight_window":   d.Count(&s.InflightWindow, 1, 65535),
+				"sweep_interval":    d.Duration(&s.SweepInterval, 1, math.MaxInt64),
 				"profiles": func(n *yaml.Node, key string) {
 					ps := []ProfileConfig{}
-					if d.list(n, key, func(n *yaml.Node, key string) { ps = append(ps, d.profile(n, key)) }) {
+					if d.List(n, key, func(n *yaml.Node, key string) { ps = append(ps, d.profile(n, key)) }) {
 						s.Profiles = ps
 					}
 				},
@@ -496,12 +407,12 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 	rules := func(dst *[]BridgeRuleConfig) setter {
 		return func(n *yaml.Node, key string) {
 			rs := []BridgeRuleConfig{}
-			if d.list(n, key, func(n *yaml.Node, key string) {
+			if d.List(n, key, func(n *yaml.Node, key string) {
 				r := BridgeRuleConfig{QoS: 1}
-				d.mapping(n, key, map[string]setter{
-					"local":  d.str(&r.Local),
-					"remote": d.str(&r.Remote),
-					"qos":    d.count(&r.QoS, 0, 1),
+				d.Mapping(n, key, map[string]setter{
+					"local":  d.Str(&r.Local),
+					"remote": d.Str(&r.Remote),
+					"qos":    d.Count(&r.QoS, 0, 1),
 				})
 				rs = append(rs, r)
 			}) {
@@ -509,60 +420,60 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 			}
 		}
 	}
-	d.mapping(n, key, map[string]setter{
-		"name": d.str(&b.Name),
+	d.Mapping(n, key, map[string]setter{
+		"name": d.Str(&b.Name),
 		"address": func(n *yaml.Node, key string) {
 			// One address, or a list: the primary, then fall-backs in order.
 			if n.Kind != yaml.SequenceNode {
-				d.str(&b.Address)(n, key)
+				d.Str(&b.Address)(n, key)
 				return
 			}
 			var list []string
-			d.list(n, key, func(n *yaml.Node, key string) {
+			d.List(n, key, func(n *yaml.Node, key string) {
 				var a string
-				d.str(&a)(n, key)
+				d.Str(&a)(n, key)
 				list = append(list, a)
 			})
 			if len(list) == 0 {
-				d.fail(n, key, "must name at least one upstream broker")
+				d.FailNode(n, key, "must name at least one upstream broker")
 				return
 			}
 			b.Address, b.Fallbacks = list[0], list[1:]
 		},
-		"primary_retry":   d.duration(&b.PrimaryRetry, time.Millisecond, 24*time.Hour, false),
-		"version":         d.enum(&b.Version, "5", "3.1.1"),
-		"client_id":       d.str(&b.ClientID),
-		"username":        d.str(&b.Username),
-		"password":        d.str(&b.Password),
-		"keepalive":       d.duration(&b.Keepalive, time.Second, 18*time.Hour, true),
-		"session_expiry":  d.duration(&b.SessionExpiry, 0, maxExpiryLimit, true),
-		"connect_timeout": d.duration(&b.ConnectTimeout, time.Millisecond, time.Hour, false),
-		"backoff_min":     d.duration(&b.BackoffMin, time.Millisecond, time.Hour, false),
-		"backoff_max":     d.duration(&b.BackoffMax, time.Millisecond, 24*time.Hour, false),
-		"refused_backoff": d.duration(&b.RefusedBackoff, time.Millisecond, 24*time.Hour, false),
-		"window":          d.count(&b.Window, 1, 65535),
-		"status_topic":    d.str(&b.StatusTopic),
-		"will_topic":      d.str(&b.WillTopic),
+		"primary_retry":   d.Duration(&b.PrimaryRetry, time.Millisecond, 24*time.Hour),
+		"version":         d.Enum(&b.Version, "5", "3.1.1"),
+		"client_id":       d.Str(&b.ClientID),
+		"username":        d.Str(&b.Username),
+		"password":        d.Str(&b.Password),
+		"keepalive":       d.Seconds(&b.Keepalive, time.Second, 18*time.Hour),
+		"session_expiry":  d.Seconds(&b.SessionExpiry, 0, maxExpiryLimit),
+		"connect_timeout": d.Duration(&b.ConnectTimeout, time.Millisecond, time.Hour),
+		"backoff_min":     d.Duration(&b.BackoffMin, time.Millisecond, time.Hour),
+		"backoff_max":     d.Duration(&b.BackoffMax, time.Millisecond, 24*time.Hour),
+		"refused_backoff": d.Duration(&b.RefusedBackoff, time.Millisecond, 24*time.Hour),
+		"window":          d.Count(&b.Window, 1, 65535),
+		"status_topic":    d.Str(&b.StatusTopic),
+		"will_topic":      d.Str(&b.WillTopic),
 		"forward":         rules(&b.Forward),
 		"downlink":        rules(&b.Downlink),
 		"tls": func(n *yaml.Node, key string) {
-			d.mapping(n, key, map[string]setter{
-				"ca_file":              d.str(&b.TLS.CAFile),
-				"cert_file":            d.str(&b.TLS.CertFile),
-				"key_file":             d.str(&b.TLS.KeyFile),
-				"server_name":          d.str(&b.TLS.ServerName),
-				"insecure_skip_verify": d.boolean(&b.TLS.InsecureSkipVerify),
+			d.Mapping(n, key, map[string]setter{
+				"ca_file":              d.Str(&b.TLS.CAFile),
+				"cert_file":            d.Str(&b.TLS.CertFile),
+				"key_file":             d.Str(&b.TLS.KeyFile),
+				"server_name":          d.Str(&b.TLS.ServerName),
+				"insecure_skip_verify": d.Bool(&b.TLS.InsecureSkipVerify),
 			})
 		},
 		"outbox": func(n *yaml.Node, key string) {
-			d.mapping(n, key, map[string]setter{
-				"max_messages": d.count(&b.OutboxMax, 1, maxCount),
+			d.Mapping(n, key, map[string]setter{
+				"max_messages": d.Count(&b.OutboxMax, 1, maxCount),
 				"max_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.integer(n, key, 0, maxStoreBytes); ok {
+					if v, ok := d.Int(n, key, 0, maxStoreBytes); ok {
 						b.OutboxMaxBytes = v
 					}
 				},
-				"overflow": d.enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
+				"overflow": d.Enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
 			})
 		},
 	})
@@ -571,20 +482,20 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 
 func (d *decoder) profile(n *yaml.Node, key string) ProfileConfig {
 	p := ProfileConfig{CleanStart: session.CleanClient}
-	d.mapping(n, key, map[string]setter{
-		"name":        d.str(&p.Name),
-		"client_id":   d.glob(&p.ClientID),
-		"username":    d.glob(&p.Username),
-		"listener":    d.glob(&p.Listener),
-		"clean_start": d.enum((*string)(&p.CleanStart), string(session.CleanForce), string(session.CleanClient)),
+	d.Mapping(n, key, map[string]setter{
+		"name":        d.Str(&p.Name),
+		"client_id":   d.Glob(&p.ClientID),
+		"username":    d.Glob(&p.Username),
+		"listener":    d.Glob(&p.Listener),
+		"clean_start": d.Enum((*string)(&p.CleanStart), string(session.CleanForce), string(session.CleanClient)),
 		"expiry": func(n *yaml.Node, key string) {
 			var e time.Duration
-			d.duration(&e, 0, maxExpiryLimit, true)(n, key)
-			if !d.failed(key) {
+			d.Seconds(&e, 0, maxExpiryLimit)(n, key)
+			if !d.Failed(key) {
 				p.Expiry = &e
 			}
 		},
-		"max_expiry": d.duration(&p.MaxExpiry, 0, maxExpiryLimit, true),
+		"max_expiry": d.Seconds(&p.MaxExpiry, 0, maxExpiryLimit),
 	})
 	return p
 }
@@ -593,23 +504,23 @@ func (d *decoder) profile(n *yaml.Node, key string) ProfileConfig {
 // cannot see (values kept from the defaults), and finally asks the session package.
 func (d *decoder) check(c *Config) {
 	if c.DataDir == "" {
-		d.failKey("data_dir", "must not be empty")
+		d.Fail("data_dir", "must not be empty")
 	}
 	if len(c.Listeners) == 0 {
-		d.failKey("listeners", "at least one listener is required")
+		d.Fail("listeners", "at least one listener is required")
 	}
 	names := map[string]int{}
 	for i, l := range c.Listeners {
 		key := fmt.Sprintf("listeners[%d]", i)
 		if l.Name == "" {
-			d.failKey(key+".name", "must not be empty")
+			d.Fail(key+".name", "must not be empty")
 		} else if j, dup := names[l.Name]; dup {
-			d.failKey(key+".name", "%q is already the name of listeners[%d]", l.Name, j)
+			d.Fail(key+".name", "%q is already the name of listeners[%d]", l.Name, j)
 		} else {
 			names[l.Name] = i
 		}
-		if err := checkAddress(l.Address); err != nil {
-			d.failKey(key+".address", "%v", err)
+		if err := config.CheckAddress(l.Address); err != nil {
+			d.Fail(key+".address", "%v", err)
 		}
 		d.checkListener(key, l)
 	}
@@ -617,9 +528,9 @@ func (d *decoder) check(c *Config) {
 	for i, p := range c.Sessions.Profiles {
 		key := fmt.Sprintf("sessions.profiles[%d]", i)
 		if p.Name == "" {
-			d.failKey(key+".name", "must not be empty")
+			d.Fail(key+".name", "must not be empty")
 		} else if j, dup := names[p.Name]; dup {
-			d.failKey(key+".name", "%q is already the name of sessions.profiles[%d]", p.Name, j)
+			d.Fail(key+".name", "%q is already the name of sessions.profiles[%d]", p.Name, j)
 		} else {
 			names[p.Name] = i
 		}
@@ -628,18 +539,18 @@ func (d *decoder) check(c *Config) {
 	for i, b := range c.Bridges {
 		key := fmt.Sprintf("bridges[%d]", i)
 		if b.Name == "" {
-			d.failKey(key+".name", "must not be empty")
+			d.Fail(key+".name", "must not be empty")
 			continue
 		} else if j, dup := names[b.Name]; dup {
-			d.failKey(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
+			d.Fail(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
 		}
 		names[b.Name] = i
 		if strings.Contains(b.ClientID+b.Address+strings.Join(b.Fallbacks, "")+b.StatusTopic+b.WillTopic, "{site_id}") && c.SiteID == "" {
-			d.failKey("site_id", "must be set: bridges[%d] uses {site_id}", i)
+			d.Fail("site_id", "must be set: bridges[%d] uses {site_id}", i)
 		}
 		if _, err := c.bridgeConfig(i, b); err != nil {
-			if k, msg := splitKey(err.Error()); !d.failed(k) {
-				d.failKey(k, "%s", msg)
+			if k, msg := config.SplitKey(err.Error()); !d.Failed(k) {
+				d.Fail(k, "%s", msg)
 			}
 		}
 	}
@@ -649,237 +560,11 @@ func (d *decoder) check(c *Config) {
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.
 	if err := c.SessionOptions().Validate(); err != nil {
-		key, msg := splitKey(err.Error())
-		if key == "" || !d.failed(key) {
-			d.failKey(key, "%s", msg)
+		key, msg := config.SplitKey(err.Error())
+		if key == "" || !d.Failed(key) {
+			d.Fail(key, "%s", msg)
 		}
 	}
-}
-
-// checkAddress checks a listener address: host:port with a numeric port 0-65535.
-func checkAddress(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("must be host:port, got %q", addr)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("port must be a number from 0 to 65535, got %q", port)
-	}
-	return nil
-}
-
-// profileKey matches the "sessions.profiles[i] (name)." prefix of session.Options.Validate.
-var profileKey = regexp.MustCompile(`^(sessions\.profiles\[\d+\]) \(.*?\)\.`)
-
-// splitKey splits a "key: message" error text; key is empty when there is none.
-func splitKey(s string) (key, msg string) {
-	s = profileKey.ReplaceAllString(s, "$1.")
-	key, msg, ok := strings.Cut(s, ": ")
-	if !ok || strings.ContainsAny(key, " \"") {
-		return "", s
-	}
-	return key, msg
-}
-
-// resolve follows aliases to the node they refer to.
-func resolve(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-// describe names a value for "got ..." in messages.
-func describe(n *yaml.Node) string {
-	switch {
-	case n.Kind == yaml.MappingNode:
-		return "a mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case isNull(n):
-		return "nothing (null)"
-	default:
-		return strconv.Quote(n.Value)
-	}
-}
-
-// mapping decodes the mapping n with one setter per known key, in document order.
-// Unknown and repeated keys are errors. A null value counts as an empty mapping, so
-// a section whose keys are all commented out keeps its defaults.
-func (d *decoder) mapping(n *yaml.Node, key string, fields map[string]setter) {
-	n = resolve(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.MappingNode {
-		d.fail(n, key, "must be a mapping, got %s", describe(n))
-		return
-	}
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode {
-			d.fail(k, key, "keys must be names, got %s", describe(k))
-			continue
-		}
-		sub := k.Value
-		if key != "" {
-			sub = key + "." + k.Value
-		}
-		if first, ok := seen[k.Value]; ok {
-			d.fail(k, sub, "repeated key (first at line %d)", first)
-			continue
-		}
-		seen[k.Value] = k.Line
-		set, ok := fields[k.Value]
-		if !ok {
-			d.fail(k, sub, "unknown key (known keys here: %s)", strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
-			continue
-		}
-		d.lines[sub] = v.Line
-		set(v, sub)
-	}
-}
-
-// list decodes the sequence n item by item and reports whether n is a sequence.
-func (d *decoder) list(n *yaml.Node, key string, item setter) bool {
-	if n.Kind != yaml.SequenceNode {
-		d.fail(n, key, "must be a list, got %s (write [] for an empty list)", describe(n))
-		return false
-	}
-	for i, c := range n.Content {
-		sub := fmt.Sprintf("%s[%d]", key, i)
-		d.lines[sub] = c.Line
-		item(resolve(c), sub)
-	}
-	return true
-}
-
-func (d *decoder) scalar(n *yaml.Node, key, want string) bool {
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		d.fail(n, key, "must be %s, got %s", want, describe(n))
-		return false
-	}
-	return true
-}
-
-// str accepts any scalar: `name: 1` is the string "1".
-func (d *decoder) str(dst *string) setter {
-	return func(n *yaml.Node, key string) {
-		if d.scalar(n, key, "a string") {
-			*dst = n.Value
-		}
-	}
-}
-
-func (d *decoder) enum(dst *string, values ...string) setter {
-	return func(n *yaml.Node, key string) {
-		want := "one of " + strings.Join(values, ", ")
-		if !d.scalar(n, key, want) {
-			return
-		}
-		if !slices.Contains(values, n.Value) {
-			d.fail(n, key, "must be %s, got %q", want, n.Value)
-			return
-		}
-		*dst = n.Value
-	}
-}
-
-func (d *decoder) glob(dst *string) setter {
-	return func(n *yaml.Node, key string) {
-		if !d.scalar(n, key, "a glob pattern") {
-			return
-		}
-		if _, err := path.Match(n.Value, ""); err != nil {
-			d.fail(n, key, "bad glob %q: %v", n.Value, err)
-			return
-		}
-		*dst = n.Value
-	}
-}
-
-func (d *decoder) boolean(dst *bool) setter {
-	return func(n *yaml.Node, key string) {
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			d.fail(n, key, "must be true or false, got %s", describe(n))
-			return
-		}
-		if err := n.Decode(dst); err != nil {
-			d.fail(n, key, "must be true or false, got %s", describe(n))
-		}
-	}
-}
-
-// integer decodes an integer in [lo, hi]. Quoted numbers are strings, not integers.
-func (d *decoder) integer(n *yaml.Node, key string, lo, hi int64) (int64, bool) {
-	var v int64
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&v) != nil {
-		d.fail(n, key, "must be an integer, got %s", describe(n))
-		return 0, false
-	}
-	if v < lo || v > hi {
-		d.fail(n, key, "must be between %d and %d, got %d", lo, hi, v)
-		return 0, false
-	}
-	return v, true
-}
-
-// bytes decodes a byte count, 0-2^40 (0 = no limit).
-func (d *decoder) bytes(dst *int64) setter {
-	return func(n *yaml.Node, key string) {
-		if v, ok := d.integer(n, key, 0, 1<<40); ok {
-			*dst = v
-		}
-	}
-}
-
-func (d *decoder) count(dst *int, lo, hi int64) setter {
-	return func(n *yaml.Node, key string) {
-		if v, ok := d.integer(n, key, lo, hi); ok {
-			*dst = int(v)
-		}
-	}
-}
-
-// duration decodes a Go duration string in [lo, hi], in whole seconds if whole.
-// A plain number is refused (time.ParseDuration wants a unit), except 0.
-func (d *decoder) duration(dst *time.Duration, lo, hi time.Duration, whole bool) setter {
-	return func(n *yaml.Node, key string) {
-		const want = `a duration such as "10s" or "24h" (a number needs a unit)`
-		if !d.scalar(n, key, want) {
-			return
-		}
-		v, err := time.ParseDuration(n.Value)
-		if err != nil {
-			d.fail(n, key, "must be %s, got %q", want, n.Value)
-			return
-		}
-		switch {
-		case v < lo && lo == 1 && hi == math.MaxInt64:
-			d.fail(n, key, "must be more than 0s, got %s", n.Value)
-		case v < lo && hi == math.MaxInt64:
-			d.fail(n, key, "must be at least %s, got %s", fmtDuration(lo), n.Value)
-		case v < lo || v > hi:
-			d.fail(n, key, "must be between %s and %s, got %s", fmtDuration(lo), fmtDuration(hi), n.Value)
-		case whole && v%time.Second != 0:
-			d.fail(n, key, "must be whole seconds, got %s", n.Value)
-		default:
-			*dst = v
-		}
-	}
-}
-
-// fmtDuration writes limits the way the documentation does: 0s, 1ns, 1s, 4294967295s.
-func fmtDuration(v time.Duration) string {
-	if v != 0 && v%time.Second == 0 {
-		return fmt.Sprintf("%ds", v/time.Second)
-	}
-	return v.String()
 }
 
 // maxStoreBytes keeps the store below bbolt's mmap limit on 32-bit ARM (2 GiB,

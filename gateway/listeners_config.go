@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"edgegw/config"
 )
 
 // ListenerTLS is a listener's TLS settings (listeners[].tls).
@@ -94,17 +96,17 @@ func (d *decoder) listener(n *yaml.Node, key string) ListenerConfig {
 	l := ListenerConfig{Type: "tcp"}
 	fields := d.listenerAuth(&l) // allow_anonymous, cert_username (auth_config.go)
 	maps.Copy(fields, map[string]setter{
-		"name":    d.str(&l.Name),
-		"address": d.str(&l.Address),
-		"type":    d.enum(&l.Type, "tcp", "websocket"),
+		"name":    d.Str(&l.Name),
+		"address": d.Str(&l.Address),
+		"type":    d.Enum(&l.Type, "tcp", "websocket"),
 		"tls": func(n *yaml.Node, key string) {
 			t := &ListenerTLS{MinVersion: "1.2", Ciphers: []string{"default"}}
-			d.mapping(n, key, map[string]setter{
-				"cert_file":      d.str(&t.CertFile),
-				"key_file":       d.str(&t.KeyFile),
-				"client_ca_file": d.str(&t.ClientCAFile),
-				"client_auth":    d.enum(&t.ClientAuth, "none", "request", "require"),
-				"min_version":    d.enum(&t.MinVersion, "1.2", "1.3"),
+			d.Mapping(n, key, map[string]setter{
+				"cert_file":      d.Str(&t.CertFile),
+				"key_file":       d.Str(&t.KeyFile),
+				"client_ca_file": d.Str(&t.ClientCAFile),
+				"client_auth":    d.Enum(&t.ClientAuth, "none", "request", "require"),
+				"min_version":    d.Enum(&t.MinVersion, "1.2", "1.3"),
 				"ciphers":        d.ciphers(&t.Ciphers),
 			})
 			if t.ClientAuth == "" {
@@ -116,7 +118,7 @@ func (d *decoder) listener(n *yaml.Node, key string) ListenerConfig {
 			l.TLS = t
 		},
 	})
-	d.mapping(n, key, fields)
+	d.Mapping(n, key, fields)
 	return l
 }
 
@@ -126,23 +128,23 @@ func (d *decoder) ciphers(dst *[]string) setter {
 	return func(n *yaml.Node, key string) {
 		var names []string
 		switch {
-		case n.Kind == yaml.ScalarNode && !isNull(n):
+		case n.Kind == yaml.ScalarNode && !config.IsNull(n):
 			if n.Value != "default" && n.Value != "modern" {
-				d.fail(n, key, "must be default, modern or a list of cipher suite names, got %q", n.Value)
+				d.FailNode(n, key, "must be default, modern or a list of cipher suite names, got %q", n.Value)
 				return
 			}
 			names = []string{n.Value}
 		case n.Kind == yaml.SequenceNode && len(n.Content) > 0:
 			ok := true
 			for i, c := range n.Content {
-				c = resolve(c)
+				c = config.Resolve(c)
 				sub := fmt.Sprintf("%s[%d]", key, i)
-				if !d.scalar(c, sub, "a cipher suite name") {
+				if !d.Scalar(c, sub, "a cipher suite name") {
 					ok = false
 					continue
 				}
 				if _, err := cipherSuite(c.Value); err != nil {
-					d.fail(c, sub, "%v", err)
+					d.FailNode(c, sub, "%v", err)
 					ok = false
 					continue
 				}
@@ -152,7 +154,7 @@ func (d *decoder) ciphers(dst *[]string) setter {
 				return
 			}
 		default:
-			d.fail(n, key, "must be default, modern or a non-empty list of cipher suite names, got %s", describe(n))
+			d.FailNode(n, key, "must be default, modern or a non-empty list of cipher suite names, got %s", config.Describe(n))
 			return
 		}
 		*dst = names
@@ -161,18 +163,18 @@ func (d *decoder) ciphers(dst *[]string) setter {
 
 // rate decodes mqtt.connection_rate.
 func (d *decoder) rate(n *yaml.Node, key string, r *RateConfig) {
-	d.mapping(n, key, map[string]setter{
-		"per_second": d.count(&r.PerSecond, 0, 1000000),
-		"burst":      d.count(&r.Burst, 1, 1000000),
+	d.Mapping(n, key, map[string]setter{
+		"per_second": d.Count(&r.PerSecond, 0, 1000000),
+		"burst":      d.Count(&r.Burst, 1, 1000000),
 		"exempt": func(n *yaml.Node, key string) {
 			ps := []netip.Prefix{}
-			ok := d.list(n, key, func(n *yaml.Node, key string) {
-				if !d.scalar(n, key, "an address or network (CIDR)") {
+			ok := d.List(n, key, func(n *yaml.Node, key string) {
+				if !d.Scalar(n, key, "an address or network (CIDR)") {
 					return
 				}
 				p, err := parsePrefix(n.Value)
 				if err != nil {
-					d.fail(n, key, "must be an IP address or network such as 10.0.0.0/8, got %q", n.Value)
+					d.FailNode(n, key, "must be an IP address or network such as 10.0.0.0/8, got %q", n.Value)
 					return
 				}
 				ps = append(ps, p)
@@ -204,13 +206,13 @@ func (d *decoder) checkListener(key string, l ListenerConfig) {
 		return
 	}
 	if t.CertFile == "" {
-		d.failKey(key+".tls.cert_file", "must be set for a TLS listener")
+		d.Fail(key+".tls.cert_file", "must be set for a TLS listener")
 	}
 	if t.KeyFile == "" {
-		d.failKey(key+".tls.key_file", "must be set for a TLS listener")
+		d.Fail(key+".tls.key_file", "must be set for a TLS listener")
 	}
 	if t.ClientAuth != "none" && t.ClientCAFile == "" {
-		d.failKey(key+".tls.client_auth", "%s needs tls.client_ca_file to verify client certificates against", t.ClientAuth)
+		d.Fail(key+".tls.client_auth", "%s needs tls.client_ca_file to verify client certificates against", t.ClientAuth)
 	}
 }
 
