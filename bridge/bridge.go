@@ -245,6 +245,15 @@ type Status struct {
 	OutboxDropped   int64     `json:"outbox_dropped"`
 	Sent            int64     `json:"sent"`
 	Received        int64     `json:"received"`
+	// Connects counts the connections made since start-up (CONNACK
+	// accepted); more than one means reconnections. LastConnect is the latest.
+	Connects    int64     `json:"connects"`
+	LastConnect time.Time `json:"last_connect,omitzero"`
+	// CertNotAfter is when the certificate the upstream broker presented on
+	// the latest TLS connection expires; ClientCertNotAfter when the bridge's
+	// own certificate (tls.cert_file) does. Zero: none.
+	CertNotAfter       time.Time `json:"cert_not_after,omitzero"`
+	ClientCertNotAfter time.Time `json:"client_cert_not_after,omitzero"`
 }
 
 // Bridge is one running link to an upstream broker.
@@ -288,6 +297,9 @@ func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits O
 	b := &Bridge{cfg: cfg, log: blog, rlog: ratelog.NewLogger(blog, 0, 0, nil), engine: engine, outbox: outbox,
 		wake: make(chan struct{}, 1), pids: map[uint16]uint64{}}
 	b.status = Status{Bridge: cfg.Name, Since: time.Now(), Address: cfg.Address}
+	if cfg.TLS != nil && len(cfg.TLS.Certificates) > 0 && cfg.TLS.Certificates[0].Leaf != nil {
+		b.status.ClientCertNotAfter = cfg.TLS.Certificates[0].Leaf.NotAfter
+	}
 	if len(cfg.targets) == 1 {
 		// After a restart the ids in the outbox were sent to this upstream.
 		b.lastAddr = cfg.Address
@@ -489,6 +501,13 @@ func (b *Bridge) serve(ctx context.Context, d *dialed) (next *dialed, err error)
 	}
 	b.lastAddr = t.address
 	b.status.Address, b.status.Fallback = t.address, d.idx > 0
+	b.status.Connects++
+	b.status.LastConnect = time.Now()
+	if tc, ok := cn.nc.(*tls.Conn); ok {
+		if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+			b.status.CertNotAfter = pc[0].NotAfter
+		}
+	}
 	b.mu.Unlock()
 	readErr := make(chan error, 1)
 	readDone := make(chan struct{})

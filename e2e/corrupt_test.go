@@ -4,12 +4,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"bytes"
-	"context"
 	"encoding/binary"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,16 +310,8 @@ func movedAsideShown(t *testing.T, cfg, dataDir, aside string) {
 	if err != nil || !regexp.MustCompile(`(?m)^moved aside +`+regexp.QuoteMeta(aside)).Match(text) {
 		t.Errorf("edgegw status (%v) does not list %s:\n%s", err, aside, text)
 	}
-	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(dataDir, "admin.sock"))
-	}}, Timeout: waitTimeout}
-	resp, err := hc.Get("http://edgegw/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(body), "\nedgegw_store_moved_aside_files 1\n") {
+	body := scrape(t, filepath.Join(dataDir, "admin.sock"))
+	if !strings.Contains(body, "\nedgegw_store_moved_aside_files 1\n") {
 		t.Errorf("/metrics lacks edgegw_store_moved_aside_files 1:\n%s", body)
 	}
 }

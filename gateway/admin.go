@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"edgegw/gateway/admin"
@@ -21,7 +23,8 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 	parts := &admin.Parts{
 		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
 		Bridges: g.bridges.list, Meters: g.meters, MaxSessions: g.cfg.Sessions.MaxSessions,
-		Counters: g.counters, Clock: g.clock,
+		Counters: g.counters, Clock: g.clock, SiteID: g.cfg.SiteID, DataDir: g.cfg.DataDir,
+		Listeners: g.listenerInfo,
 	}
 	if parts.Version == "" {
 		parts.Version = "dev"
@@ -42,6 +45,22 @@ func (g *Gateway) counters() []admin.Counter {
 		admin.Counter{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
 		admin.Counter{Name: "auth_takeover_denied", Help: "CONNECTs refused for the client id of another user's session.", Value: a.TakeoverDenied.Load()},
 	)
+}
+
+// listenerInfo lists the MQTT listeners by name, each with the sessions online
+// through it. Cost: a pass over the sessions.
+func (g *Gateway) listenerInfo() []admin.Listener {
+	clients := map[string]int{}
+	for _, s := range g.engine.SessionDetails() {
+		if s.Online {
+			clients[s.Listener]++
+		}
+	}
+	out := make([]admin.Listener, 0, len(g.listeners))
+	for _, name := range slices.Sorted(maps.Keys(g.listeners)) {
+		out = append(out, g.listeners[name].info(clients[name]))
+	}
+	return out
 }
 
 // Admin returns the admin server, or nil when it is turned off.

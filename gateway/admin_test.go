@@ -305,7 +305,12 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_shared_group_queued_messages`:                      0,
 		`edgegw_meter_commands_queued{meter="w1"}`:                 0,
 		`edgegw_store_commits_failed_total`:                        0,
-		`edgegw_build_info{version="dev",goversion="` + goVer() + `",arch="` + goArch() + `"}`: 1,
+		`edgegw_build_info{version="dev",goversion="` + goVer() + `",arch="` + goArch() + `",site_id="s1",hostname="` + hostname(t) + `"}`: 1,
+		`edgegw_bridge_connects_total{bridge="cloud"}`:                 1,
+		`edgegw_listener_clients{listener="local"}`:                    1,
+		`edgegw_listener_connections_open{listener="local"}`:           1,
+		`edgegw_listener_connections_accepted_total{listener="local"}`: 1,
+		`edgegw_listener_connections_closed_total{listener="local"}`:   0,
 	}
 	want[`edgegw_bridge_upstream_info{bridge="cloud",address="`+g.cloud.url()+`",role="primary"}`] = 1
 	for series, v := range want {
@@ -325,6 +330,21 @@ func TestAdminMetrics(t *testing.T) {
 	}
 	if fams.samples[`edgegw_meter_last_seen_timestamp_seconds{meter="w1"}`] < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Error("meter last seen is not recent")
+	}
+	if at := fams.samples[`edgegw_bridge_last_connect_timestamp_seconds{bridge="cloud"}`]; at < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("bridge last connect %v is not recent", at)
+	}
+	// CONNECT, PUBLISH x2 in; CONNACK, PUBACK out at least.
+	if in, out := fams.samples["edgegw_mqtt_packets_received_total"], fams.samples["edgegw_mqtt_packets_sent_total"]; in < 3 || out < 2 {
+		t.Errorf("packets received %v, sent %v", in, out)
+	}
+	for _, name := range []string{"process_resident_memory_bytes", "process_open_fds", "go_goroutines", "edgegw_data_dir_free_bytes"} {
+		if fams.samples[name] <= 0 {
+			t.Errorf("%s = %v, want > 0", name, fams.samples[name])
+		}
+	}
+	if _, ok := fams.samples["edgegw_store_commit_duration_seconds_count"]; fams.types["edgegw_store_commit_duration_seconds"] != "summary" || !ok {
+		t.Errorf("commit duration is not a summary with _count: %s", fams.types["edgegw_store_commit_duration_seconds"])
 	}
 }
 
@@ -480,7 +500,16 @@ func TestAdminSocketInUse(t *testing.T) {
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func goVer() string  { return runtime.Version() }
+func goVer() string { return runtime.Version() }
+
+func hostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
 func goArch() string { return runtime.GOARCH }
 
 // An admin socket that cannot be created does not stop the gateway: the

@@ -7,7 +7,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -687,6 +689,17 @@ func TestBridgeTLSUpstream(t *testing.T) {
 		publishConcurrently(t, g.addr, 1, 5, 5, 16)
 		sub.waitCount(5, waitTimeout)
 		checkInOrder(t, sub.payloads(), 1, 5)
+		// The certificates' expiry, for /metrics (edgegw_bridge_cert_not_after_timestamp_seconds).
+		st := cloudStatus(g)
+		if want := certNotAfter(t, serverCert); !st.CertNotAfter.Equal(want) {
+			t.Errorf("cert_not_after %v, want the upstream's %v", st.CertNotAfter, want)
+		}
+		if tc.CertFile != "" && !st.ClientCertNotAfter.Equal(certNotAfter(t, tc.CertFile)) {
+			t.Errorf("client_cert_not_after %v, want %v", st.ClientCertNotAfter, certNotAfter(t, tc.CertFile))
+		}
+		if st.Connects != 1 || st.LastConnect.IsZero() {
+			t.Errorf("connects %d, last_connect %v; want 1, set", st.Connects, st.LastConnect)
+		}
 	}
 	// refused publishes five messages through a bridge that must not connect and
 	// returns the gateway and its log once the bridge failed three times.
@@ -882,4 +895,22 @@ func TestBridgeBirthAndWill(t *testing.T) {
 	if m := watcher.next(t); string(m.Payload) != "offline" {
 		t.Fatalf("will: %q, want \"offline\"", m.Payload)
 	}
+}
+
+// certNotAfter reads the expiry of the PEM certificate in file.
+func certNotAfter(t *testing.T, file string) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM", file)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.NotAfter
 }

@@ -14,7 +14,8 @@ import (
 //   - every line is "# HELP name text", "# TYPE name counter|gauge", or a sample
 //     "name{label="value",...} value" ending in "\n"; no blank lines;
 //   - HELP and TYPE come once per family, before its samples, and a family's
-//     samples are contiguous; counters end in _total;
+//     samples are contiguous; counters end in _total; a summary's samples are
+//     name{quantile="..."}, then name_sum and name_count;
 //   - metric and label names match the format's grammar; label values use only
 //     the escapes \\ \" \n; no label name repeats in a sample; no series twice;
 //   - values parse as Go floats (NaN, +Inf, -Inf allowed), counters are >= 0.
@@ -57,7 +58,7 @@ func parseExposition(text string) (*exposition, error) {
 			current = name
 		case strings.HasPrefix(line, "# TYPE "):
 			f := strings.Fields(strings.TrimPrefix(line, "# TYPE "))
-			if len(f) != 2 || f[0] != current || e.types[f[0]] != "" || (f[1] != "counter" && f[1] != "gauge") {
+			if len(f) != 2 || f[0] != current || e.types[f[0]] != "" || (f[1] != "counter" && f[1] != "gauge" && f[1] != "summary") {
 				return nil, fmt.Errorf("line %d: bad TYPE (must follow its HELP): %q", n, line)
 			}
 			if f[1] == "counter" && !strings.HasSuffix(f[0], "_total") {
@@ -72,6 +73,9 @@ func parseExposition(text string) (*exposition, error) {
 				return nil, fmt.Errorf("line %d: %v: %q", n, err, line)
 			}
 			name, _, _ := strings.Cut(series, "{")
+			if e.types[current] == "summary" && (series == current+"_sum" || series == current+"_count") {
+				name = current
+			}
 			if name != current || e.types[name] == "" || done[name] {
 				return nil, fmt.Errorf("line %d: sample of %s outside its family (current %s)", n, name, current)
 			}

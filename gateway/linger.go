@@ -99,6 +99,7 @@ func (c *trackedConn) Close() error {
 		delete(c.l.conns, c.Conn)
 		c.l.lingering++
 		c.l.mu.Unlock()
+		c.l.closed.Add(1)
 		go c.linger()
 	})
 	return nil

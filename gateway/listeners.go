@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/gateway/admin"
 	"edgegw/internal/batchconn"
 	"edgegw/internal/ratelog"
 )
@@ -59,9 +60,25 @@ type listener struct {
 	rlog     *ratelog.Logger // lines caused by remote input, limited per kind
 	panicLog *ratelog.Logger // recovered panics with their stack: one a minute
 
+	accepted, closed atomic.Int64 // connections accepted and closed since start-up
+
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{} // raw accepted connections still open
 	closing bool
+}
+
+// info is the listener's part of the admin status. clients are the MQTT
+// sessions online through it (the caller counts them).
+func (l *listener) info(clients int) admin.Listener {
+	l.mu.Lock()
+	open := len(l.conns)
+	l.mu.Unlock()
+	li := admin.Listener{Name: l.id, Protocol: l.Protocol(), Address: l.Address(), Clients: clients,
+		Open: open, Accepted: l.accepted.Load(), Closed: l.closed.Load()}
+	if l.tls != nil {
+		li.CertNotAfter = l.tls.notAfter()
+	}
+	return li
 }
 
 func newListener(lc ListenerConfig, cfg Config, ts *tlsSource, stats *LimitStats, log *slog.Logger) *listener {
@@ -173,6 +190,7 @@ func (l *listener) accept(raw net.Conn) {
 	}
 	l.conns[raw] = struct{}{}
 	l.mu.Unlock()
+	l.accepted.Add(1)
 	deadline := time.Now().Add(l.timeout)
 	if l.timeout > 0 {
 		_ = raw.SetDeadline(deadline)

@@ -101,3 +101,11 @@ func (s *tlsSource) reload() error {
 	s.log.Info("tls certificate reloaded", attrs...)
 	return nil
 }
+
+// notAfter is when the certificate in use expires (zero if unknown).
+func (s *tlsSource) notAfter() time.Time {
+	if c := s.cur.Load(); c != nil && len(c.Certificates) > 0 && c.Certificates[0].Leaf != nil {
+		return c.Certificates[0].Leaf.NotAfter
+	}
+	return time.Time{}
+}

@@ -23,6 +23,7 @@ DEPS=(
 	node:nodejs                      # MQTT.js and aedes (scripts/node)
 	npm:npm
 	faketime:faketime                # the wall-clock jump test of the real binary
+	promtool:prometheus              # /metrics exposition check, docs/prometheus/alerts.yml rules tests
 )
 
 # PYDEPS are Python modules the tests import with Debian's /usr/bin/python3 (not a

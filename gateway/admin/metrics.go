@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"edgegw/bridge"
 )
@@ -57,6 +58,13 @@ func (m *metricsWriter) family(name, typ, help string, samples ...sample) {
 	}
 }
 
+// summary writes a summary family: its quantile samples, then name_sum and
+// name_count.
+func (m *metricsWriter) summary(name, help string, quantiles []sample, sum float64, count int64) {
+	m.family(name, "summary", help, quantiles...)
+	m.printf(name, "_sum ", strconv.FormatFloat(sum, 'g', -1, 64), "\n", name, "_count ", strconv.FormatInt(count, 10), "\n")
+}
+
 func (m *metricsWriter) gauge(name, help string, v float64) {
 	m.family(name, "gauge", help, sample{value: v})
 }
@@ -100,8 +108,14 @@ func per[T any](items []T, labelName string, key func(T) string, val func(T) flo
 // WriteMetrics writes st in the Prometheus text format.
 func WriteMetrics(w io.Writer, st Status) error {
 	m := &metricsWriter{w: bufio.NewWriter(w)}
-	m.family("edgegw_build_info", "gauge", "Always 1; the labels name the build.",
-		sample{labels: []label{{"version", st.Version.Version}, {"goversion", st.Version.Go}, {"arch", st.Version.Arch}}, value: 1})
+	m.family("edgegw_build_info", "gauge", "Always 1; the labels name the build, the site (site_id) and the host.",
+		sample{labels: []label{{"version", st.Version.Version}, {"goversion", st.Version.Go}, {"arch", st.Version.Arch},
+			{"site_id", st.SiteID}, {"hostname", st.Process.Hostname}}, value: 1})
+	writeProcess(m, st.Process)
+	if st.Disk.FreeBytes >= 0 {
+		m.gauge("edgegw_data_dir_free_bytes", "Bytes the gateway may still write on the data_dir's file system (statfs f_bavail).", float64(st.Disk.FreeBytes))
+		m.gauge("edgegw_data_dir_size_bytes", "Size of the data_dir's file system.", float64(st.Disk.SizeBytes))
+	}
 	m.gauge("edgegw_start_time_seconds", "When the gateway started, unix seconds.", float64(st.Uptime.Started.UnixNano())/1e9)
 	m.gauge("edgegw_healthy", "1 when the health check finds no problem (store, bridges, ports), else 0.", b2f(st.Health.Status == "ok"))
 	m.gauge("edgegw_clock_synced", "1 when the kernel reports the wall clock synchronised (adjtimex), else 0; readings taken at 0 carry clock_unsynced.", b2f(st.Clock.State == "synced"))
@@ -136,6 +150,24 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.counter("edgegw_mqtt_messages_sent_total", "PUBLISH packets sent to clients.", q.MessagesSent)
 	m.counter("edgegw_mqtt_received_bytes_total", "Bytes received on MQTT connections.", q.BytesReceived)
 	m.counter("edgegw_mqtt_sent_bytes_total", "Bytes sent on MQTT connections.", q.BytesSent)
+	m.counter("edgegw_mqtt_packets_received_total", "MQTT packets received from clients.", q.PacketsReceived)
+	m.counter("edgegw_mqtt_packets_sent_total", "MQTT packets sent to clients.", q.PacketsSent)
+	ls := st.Listeners
+	m.family("edgegw_listener_clients", "gauge", "MQTT sessions online through the listener.",
+		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Clients) })...)
+	m.family("edgegw_listener_connections_open", "gauge", "Connections open on the listener (those before or in CONNECT included).",
+		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Open) })...)
+	m.family("edgegw_listener_connections_accepted_total", "counter", "Connections the listener accepted.",
+		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Accepted) })...)
+	m.family("edgegw_listener_connections_closed_total", "counter", "Connections of the listener closed, by either side.",
+		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Closed) })...)
+	var lcerts []sample
+	for _, l := range ls {
+		if !l.CertNotAfter.IsZero() {
+			lcerts = append(lcerts, sample{labels: []label{{"listener", l.Name}}, value: float64(l.CertNotAfter.Unix())})
+		}
+	}
+	m.family("edgegw_listener_cert_not_after_timestamp_seconds", "gauge", "When the TLS listener's certificate expires (notAfter), unix seconds.", lcerts...)
 	m.counter("edgegw_mqtt_messages_dropped_total", "Messages mochi dropped at a slow client's outbound buffer ($SYS only: the engine delivers queued messages).", q.MessagesDropped)
 	m.gauge("edgegw_mqtt_retained_messages", "Retained messages held.", float64(q.Retained))
 	m.gauge("edgegw_mqtt_subscriptions", "Subscriptions of all sessions.", float64(q.Subscriptions))
@@ -166,6 +198,25 @@ func WriteMetrics(w io.Writer, st Status) error {
 		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Sent) })...)
 	m.family("edgegw_bridge_received_total", "counter", "Messages received from upstream (downlink).",
 		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Received) })...)
+	m.family("edgegw_bridge_connects_total", "counter", "Connections to upstream made (CONNACK accepted); each one after the first is a reconnection.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Connects) })...)
+	m.family("edgegw_bridge_last_connect_timestamp_seconds", "gauge", "When the bridge last connected, unix seconds; 0: not since start-up.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return unixOrZero(b.LastConnect) })...)
+	m.family("edgegw_bridge_state_change_timestamp_seconds", "gauge", "When the bridge last connected or disconnected (or started), unix seconds.",
+		per(bs, "bridge", bName, func(b bStatus) float64 { return unixOrZero(b.Since) })...)
+	var bcerts []sample
+	for _, b := range bs {
+		for _, c := range []struct {
+			cert string
+			at   time.Time
+		}{{"upstream", b.CertNotAfter}, {"client", b.ClientCertNotAfter}} {
+			if !c.at.IsZero() {
+				bcerts = append(bcerts, sample{labels: []label{{"bridge", b.Bridge}, {"cert", c.cert}}, value: float64(c.at.Unix())})
+			}
+		}
+	}
+	m.family("edgegw_bridge_cert_not_after_timestamp_seconds", "gauge",
+		"When a bridge's TLS certificate expires (notAfter), unix seconds: cert=upstream is the broker's, as presented on the latest connection; cert=client is the bridge's own.", bcerts...)
 
 	// Meters and ports.
 	ms := st.Meters
@@ -217,11 +268,12 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.counter("edgegw_store_commits_total", "Store commits (one fsync each).", s.Commits)
 	m.counter("edgegw_store_commits_failed_total", "Store commits that failed.", s.CommitsFailed)
 	m.family("edgegw_store_commit_seconds_total", "counter", "Time spent committing.", sample{value: s.CommitSeconds})
-	m.family("edgegw_store_commit_duration_seconds", "gauge",
-		"Commit duration: quantile 0.5 and 0.99 over the last 1024 commits, 1 = the longest since start-up.",
-		sample{labels: []label{{"quantile", "0.5"}}, value: s.CommitP50Seconds},
-		sample{labels: []label{{"quantile", "0.99"}}, value: s.CommitP99Seconds},
-		sample{labels: []label{{"quantile", "1"}}, value: s.CommitMaxSeconds})
+	m.summary("edgegw_store_commit_duration_seconds",
+		"Commit duration: quantile 0.5 and 0.99 over the last 1024 commits, 1 = the longest since start-up; _sum and _count since start-up.",
+		[]sample{{labels: []label{{"quantile", "0.5"}}, value: s.CommitP50Seconds},
+			{labels: []label{{"quantile", "0.99"}}, value: s.CommitP99Seconds},
+			{labels: []label{{"quantile", "1"}}, value: s.CommitMaxSeconds}},
+		s.CommitSeconds, s.Commits)
 	m.gauge("edgegw_store_retained_messages", "Retained messages held.", float64(s.RetainedMessages))
 	m.gauge("edgegw_store_retained_bytes", "Bytes of the retained messages (topic plus stored message), compared with the retained byte limit.", float64(s.RetainedBytes))
 	m.gauge("edgegw_store_max_retained", "store.max_retained; 0 = no limit.", float64(s.MaxRetained))
@@ -244,8 +296,36 @@ func WriteMetrics(w io.Writer, st Status) error {
 	return m.err
 }
 
+// writeProcess writes the process families under the names Prometheus client
+// libraries give them, so that dashboards and rules made for any exporter
+// work; values the kernel did not give (-1) are left out.
+func writeProcess(m *metricsWriter, p Process) {
+	if p.ResidentBytes >= 0 {
+		m.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", float64(p.ResidentBytes))
+	}
+	if p.CPUSeconds >= 0 {
+		m.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", sample{value: p.CPUSeconds})
+	}
+	if p.OpenFDs >= 0 {
+		m.gauge("process_open_fds", "Number of open file descriptors.", float64(p.OpenFDs))
+	}
+	if p.MaxFDs >= 0 {
+		m.gauge("process_max_fds", "Maximum number of open file descriptors.", float64(p.MaxFDs))
+	}
+	m.gauge("go_goroutines", "Number of goroutines that currently exist.", float64(p.Goroutines))
+	m.gauge("edgegw_memory_limit_bytes", "The Go runtime's soft memory limit (memory.limit or GOMEMLIMIT); 0 = none.", float64(p.MemoryLimitBytes))
+}
+
+func unixOrZero(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
 type bStatus = bridge.Status
 
-func bName(b bStatus) string { return b.Bridge }
-func mID(x Meter) string     { return x.Meter }
-func pName(p Port) string    { return p.Port }
+func lName(l Listener) string { return l.Name }
+func bName(b bStatus) string  { return b.Bridge }
+func mID(x Meter) string      { return x.Meter }
+func pName(p Port) string     { return p.Port }

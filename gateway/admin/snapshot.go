@@ -39,6 +39,37 @@ type Parts struct {
 	// Counters, if set, returns the gateway's own drop and refusal counters
 	// (packets over max_packet_size, crashed connection handlers...).
 	Counters func() []Counter
+	// SiteID is the configuration's site_id, shown with the hostname.
+	SiteID string
+	// DataDir is the directory whose file system's free space is reported.
+	DataDir string
+	// Listeners, if set, returns the MQTT listeners, sorted by name.
+	Listeners func() []Listener
+}
+
+// Listener is one MQTT listener: its connections and certificate.
+type Listener struct {
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"` // tcp, tls, ws, wss
+	Address  string `json:"address"`
+	// Clients are the MQTT sessions online through it; Open the connections
+	// open now (those still before or in CONNECT included).
+	Clients int `json:"clients"`
+	Open    int `json:"open"`
+	// Accepted and Closed count connections since start-up.
+	Accepted int64 `json:"accepted"`
+	Closed   int64 `json:"closed"`
+	// CertNotAfter is when the certificate in use expires (TLS only).
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
+}
+
+// Disk is the file system holding the data_dir.
+type Disk struct {
+	Path string `json:"path"`
+	// FreeBytes is what the gateway may still write (statfs f_bavail), -1 when
+	// unknown; SizeBytes the file system's size.
+	FreeBytes int64 `json:"free_bytes"`
+	SizeBytes int64 `json:"size_bytes"`
 }
 
 // Counter is one named cumulative count, published in the status's counters
@@ -53,6 +84,7 @@ type Counter struct {
 // page.
 type Status struct {
 	Health   Health          `json:"health"`
+	SiteID   string          `json:"site_id"`
 	Version  Version         `json:"version"`
 	Uptime   Uptime          `json:"uptime"`
 	Sessions SessionsSummary `json:"sessions"`
@@ -64,7 +96,12 @@ type Status struct {
 	MQTT     MQTT            `json:"mqtt"`
 	Counters []Counter       `json:"counters"`
 	Clock    Clock           `json:"clock"`
-	Time     time.Time       `json:"time"`
+	// Listeners are the MQTT listeners, Process the gateway's process, Disk the
+	// data_dir's file system.
+	Listeners []Listener `json:"listeners"`
+	Process   Process    `json:"process"`
+	Disk      Disk       `json:"disk"`
+	Time      time.Time  `json:"time"`
 }
 
 // Clock is the state of the gateway's clock (internal/clock). Expiry counts
@@ -243,7 +280,8 @@ type MQTT struct {
 }
 
 // Collect reads every part once. Cost: a pass over sessions and groups (each
-// locked briefly), one store read transaction, a read of /proc/self/io.
+// locked briefly), one store read transaction, reads of /proc/self (io, stat,
+// statm, limits, the fd directory) and one statfs.
 func (p *Parts) Collect() Status {
 	now := time.Now()
 	st := Status{
@@ -270,6 +308,18 @@ func (p *Parts) Collect() Status {
 	st.MQTT = p.mqtt()
 	st.Counters = p.counters()
 	st.Clock = p.clock()
+	st.SiteID = p.SiteID
+	st.Listeners = []Listener{}
+	if p.Listeners != nil {
+		st.Listeners = p.Listeners()
+	}
+	st.Process = readProcess()
+	st.Disk = Disk{Path: p.DataDir, FreeBytes: -1}
+	if p.DataDir != "" {
+		if free, size, ok := diskFree(p.DataDir); ok {
+			st.Disk.FreeBytes, st.Disk.SizeBytes = free, size
+		}
+	}
 	st.Health = health(st)
 	return st
 }
