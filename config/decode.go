@@ -18,6 +18,15 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// Limits shared by several sections.
+const (
+	// MaxCount is the largest count: counts fit an int on 32-bit ARM too.
+	MaxCount = math.MaxInt32
+	// MaxExpiry is the longest session expiry: the v5 Session Expiry Interval is
+	// a 4-byte integer of seconds.
+	MaxExpiry = time.Duration(math.MaxUint32) * time.Second
+)
+
 // Error is one problem in a configuration file.
 type Error struct {
 	File string // the name of the file, as given to NewDecoder

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"edgegw/config"
 	"edgegw/gateway/admin"
 )
 
@@ -29,7 +30,7 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 	if parts.Version == "" {
 		parts.Version = "dev"
 	}
-	return admin.New(admin.Config{Socket: g.cfg.AdminSocketPath(), HTTP: a.HTTP, HTTPLoopback: IsLoopback(a.HTTP),
+	return admin.New(admin.Config{Socket: g.cfg.AdminSocketPath(), HTTP: a.HTTP, HTTPLoopback: config.IsLoopback(a.HTTP),
 		Token: a.Token}, parts, g.log.With(slog.String("component", "admin")))
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"edgegw/config"
 	"edgegw/gateway/auth"
 )
 
@@ -55,7 +56,7 @@ func (l ListenerConfig) AnonymousAllowed() bool {
 	if l.AllowAnonymous != nil {
 		return *l.AllowAnonymous
 	}
-	return IsLoopback(l.Address) && l.Type != "websocket"
+	return config.IsLoopback(l.Address) && l.Type != "websocket"
 }
 
 // listenerAuth decodes the listener keys of the security model.

@@ -242,7 +242,7 @@ func startBenchGateway(b *testing.B, mode string) (*gateway.Gateway, string) {
 	cfg.MQTT.SysInterval = time.Hour // no $SYS traffic during the measurement
 	cfg.Sessions.SweepInterval = time.Hour
 	cfg.Sessions.MaxQueued = 1 << 30 // the offline variant queues b.N messages
-	cfg.Store.Durability = mode
+	cfg.Store.Durability = store.Durability(mode)
 	cfg.Store.MaxBytes = 0
 	// Errors only: mochi warns about every connection closed by g.Close.
 	log := slog.New(slog.NewTextHandler(benchWriter{b}, &slog.HandlerOptions{Level: slog.LevelError}))

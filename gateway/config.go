@@ -18,6 +18,7 @@ import (
 	"edgegw/bridge"
 	"edgegw/hardware"
 	"edgegw/session"
+	"edgegw/session/store"
 )
 
 // defaultYAML is the documented default configuration. It is read-only: DefaultYAML
@@ -25,13 +26,6 @@ import (
 //
 //go:embed default.yaml
 var defaultYAML []byte
-
-// Limits of configuration values.
-const (
-	maxPacketSizeLimit = 268435455                                   // 2^28-1, the largest MQTT Remaining Length
-	maxExpiryLimit     = time.Duration(math.MaxUint32) * time.Second // the v5 Session Expiry Interval is a 4-byte integer of seconds
-	maxCount           = math.MaxInt32                               // counts fit an int on 32-bit ARM too
-)
 
 // Config is edgegw's configuration. ParseConfig, LoadConfig and DefaultConfig return
 // only configurations that pass every check described in default.yaml; a Config built
@@ -50,7 +44,7 @@ type Config struct {
 	// converts it for the session package.
 	Sessions SessionsConfig
 	// Store configures the session store file (data_dir/edgegw.db).
-	Store StoreConfig
+	Store store.Options
 	// SiteID names this site; {site_id} in bridge settings is replaced by it.
 	SiteID string
 	// Bridges are the links to upstream brokers.
@@ -68,29 +62,14 @@ type Config struct {
 	Version string
 }
 
-// StoreConfig configures durability and size of the session store.
-type StoreConfig struct {
-	// Durability is strict (acknowledge QoS 1/2 only once on disk) or batch.
-	Durability string
-	// CommitInterval is the longest a change waits for its commit in batch mode; > 0.
-	CommitInterval time.Duration
-	// MaxBytes caps the pages in use of the store file; 0 = no cap.
-	MaxBytes int64
-	// Overflow is applied above MaxBytes: refuse_new or drop_oldest.
-	Overflow session.Overflow
-	// MaxRetained and MaxRetainedBytes limit the retained messages (count; bytes
-	// of topic plus stored message, and never more than MaxBytes/4); 0 = none.
-	MaxRetained      int
-	MaxRetainedBytes int64
-}
-
-// LogConfig configures logging.
-type LogConfig struct {
-	// Level is one of debug, info, warn, error.
-	Level string
-	// Format is text or json.
-	Format string
-}
+// Sections whose schema lives in package config.
+type (
+	LogConfig    = config.Log
+	MQTTConfig   = config.MQTT
+	RateConfig   = config.Rate
+	AdminConfig  = config.Admin
+	MemoryConfig = config.Memory
+)
 
 // ListenerConfig is one MQTT listener (listeners_config.go decodes and checks it).
 type ListenerConfig struct {
@@ -109,30 +88,6 @@ type ListenerConfig struct {
 	// CertUsername is none, cn or san: where a TLS client certificate gives the
 	// username; "" means none.
 	CertUsername string
-}
-
-// MQTTConfig holds MQTT protocol limits.
-type MQTTConfig struct {
-	// MaxPacketSize is the largest accepted packet in bytes, 1-268435455.
-	MaxPacketSize uint32
-	// ConnectTimeout is how long a new connection may take to send CONNECT; > 0.
-	ConnectTimeout time.Duration
-	// SysInterval is the $SYS publishing period: whole seconds, at least 1s.
-	SysInterval time.Duration
-	// MaxTopicLength is the longest topic name or filter accepted, in bytes
-	// (PUBLISH, SUBSCRIBE, will topic); 1-65535.
-	MaxTopicLength int
-	// MaxTopicLevels is the most '/'-separated levels a topic name or filter may
-	// have; 1-65535.
-	MaxTopicLevels int
-	// MaxInflight is the Receive Maximum the server advertises: the most QoS 2
-	// PUBLISHes a client may have unreleased (PUBREL not yet sent); 1-65535.
-	MaxInflight int
-	// ConnectionRate limits new connections per source address.
-	ConnectionRate RateConfig
-	// MaxKeepalive is the longest Keep Alive a client may have, whole seconds,
-	// 0 (no limit) or 1s-65535s; see capKeepalive.
-	MaxKeepalive time.Duration
 }
 
 // SessionsConfig is the sessions section as written in the file. The fields mirror
@@ -248,26 +203,8 @@ func (c Config) SessionOptions() session.Options {
 	return o
 }
 
-// Logger returns a logger writing to w in the configured format, at the configured
-// level. Values a checked Config cannot hold fall back to text at info level.
-func (c Config) Logger(w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch c.Log.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	default:
-		level = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
+// Logger returns the logger of the log section writing to w (config.Log.Logger).
+func (c Config) Logger(w io.Writer) *slog.Logger { return c.Log.Logger(w) }
 
 // ConfigError is one problem in a configuration file.
 type ConfigError = config.Error
@@ -303,12 +240,7 @@ type setter = config.Setter
 func (d *decoder) config(n *yaml.Node, c *Config) {
 	d.Mapping(n, "", map[string]setter{
 		"data_dir": d.Str(&c.DataDir),
-		"log": func(n *yaml.Node, key string) {
-			d.Mapping(n, key, map[string]setter{
-				"level":  d.Enum(&c.Log.Level, "debug", "info", "warn", "error"),
-				"format": d.Enum(&c.Log.Format, "text", "json"),
-			})
-		},
+		"log":      func(n *yaml.Node, key string) { c.Log.Decode(d.Decoder, n, key) },
 		"listeners": func(n *yaml.Node, key string) {
 			ls := []ListenerConfig{}
 			ok := d.List(n, key, func(n *yaml.Node, key string) { ls = append(ls, d.listener(n, key)) })
@@ -316,42 +248,8 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				c.Listeners = ls
 			}
 		},
-		"mqtt": func(n *yaml.Node, key string) {
-			m := &c.MQTT
-			d.Mapping(n, key, map[string]setter{
-				"max_packet_size": func(n *yaml.Node, key string) {
-					if v, ok := d.Int(n, key, 1, maxPacketSizeLimit); ok {
-						m.MaxPacketSize = uint32(v)
-					}
-				},
-				"connect_timeout":  d.Duration(&m.ConnectTimeout, 1, math.MaxInt64),
-				"sys_interval":     d.Seconds(&m.SysInterval, time.Second, math.MaxInt64),
-				"max_topic_length": d.Count(&m.MaxTopicLength, 1, 65535),
-				"max_topic_levels": d.Count(&m.MaxTopicLevels, 1, 65535),
-				"max_inflight":     d.Count(&m.MaxInflight, 1, 65535),
-				"max_keepalive":    d.Seconds(&m.MaxKeepalive, 0, math.MaxUint16*time.Second),
-				"connection_rate":  func(n *yaml.Node, key string) { d.rate(n, key, &m.ConnectionRate) },
-			})
-		},
-		"store": func(n *yaml.Node, key string) {
-			st := &c.Store
-			d.Mapping(n, key, map[string]setter{
-				"durability":      d.Enum(&st.Durability, "strict", "batch"),
-				"commit_interval": d.Duration(&st.CommitInterval, time.Millisecond, time.Minute),
-				"max_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.Int(n, key, 0, maxStoreBytes); ok {
-						st.MaxBytes = v
-					}
-				},
-				"overflow":     d.Enum((*string)(&st.Overflow), string(session.RefuseNew), string(session.DropOldest)),
-				"max_retained": d.Count(&st.MaxRetained, 0, maxCount),
-				"max_retained_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.Int(n, key, 0, maxStoreBytes); ok {
-						st.MaxRetainedBytes = v
-					}
-				},
-			})
-		},
+		"mqtt":    func(n *yaml.Node, key string) { c.MQTT.Decode(d.Decoder, n, key) },
+		"store":   func(n *yaml.Node, key string) { config.DecodeStore(d.Decoder, n, key, &c.Store) },
 		"site_id": d.Str(&c.SiteID),
 		"bridges": func(n *yaml.Node, key string) {
 			bs := []BridgeConfig{}
@@ -361,26 +259,17 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		},
 		"meters": func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
 		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
-		"admin":  func(n *yaml.Node, key string) { d.admin(n, key, &c.Admin) },
-		"memory": func(n *yaml.Node, key string) {
-			d.Mapping(n, key, map[string]setter{
-				"gc_percent": d.Count(&c.Memory.GCPercent, 25, 1000),
-				"limit": func(n *yaml.Node, key string) {
-					if v, ok := d.Int(n, key, 0, math.MaxUint32); ok {
-						c.Memory.Limit = v
-					}
-				},
-			})
-		},
+		"admin":  func(n *yaml.Node, key string) { c.Admin.Decode(d.Decoder, n, key) },
+		"memory": func(n *yaml.Node, key string) { c.Memory.Decode(d.Decoder, n, key) },
 		"sessions": func(n *yaml.Node, key string) {
 			s := &c.Sessions
 			d.Mapping(n, key, map[string]setter{
-				"max_expiry":        d.Seconds(&s.MaxExpiry, 0, maxExpiryLimit),
-				"max_sessions":      d.Count(&s.MaxSessions, 1, maxCount),
-				"max_queued":        d.Count(&s.MaxQueued, 1, maxCount),
+				"max_expiry":        d.Seconds(&s.MaxExpiry, 0, config.MaxExpiry),
+				"max_sessions":      d.Count(&s.MaxSessions, 1, config.MaxCount),
+				"max_queued":        d.Count(&s.MaxQueued, 1, config.MaxCount),
 				"max_queued_bytes":  d.Bytes(&s.MaxQueuedBytes),
 				"ram_budget":        d.Bytes(&s.RAMBudget),
-				"max_subscriptions": d.Count(&s.MaxSubscriptions, 0, maxCount),
+				"max_subscriptions": d.Count(&s.MaxSubscriptions, 0, config.MaxCount),
 				"queue_overflow":    d.Enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
 				"queue_qos0":        d.Bool(&s.QueueQoS0),
 				"inflight_window":   d.Count(&s.InflightWindow, 1, 65535),
@@ -446,7 +335,7 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 		"username":        d.Str(&b.Username),
 		"password":        d.Str(&b.Password),
 		"keepalive":       d.Seconds(&b.Keepalive, time.Second, 18*time.Hour),
-		"session_expiry":  d.Seconds(&b.SessionExpiry, 0, maxExpiryLimit),
+		"session_expiry":  d.Seconds(&b.SessionExpiry, 0, config.MaxExpiry),
 		"connect_timeout": d.Duration(&b.ConnectTimeout, time.Millisecond, time.Hour),
 		"backoff_min":     d.Duration(&b.BackoffMin, time.Millisecond, time.Hour),
 		"backoff_max":     d.Duration(&b.BackoffMax, time.Millisecond, 24*time.Hour),
@@ -467,9 +356,9 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 		},
 		"outbox": func(n *yaml.Node, key string) {
 			d.Mapping(n, key, map[string]setter{
-				"max_messages": d.Count(&b.OutboxMax, 1, maxCount),
+				"max_messages": d.Count(&b.OutboxMax, 1, config.MaxCount),
 				"max_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.Int(n, key, 0, maxStoreBytes); ok {
+					if v, ok := d.Int(n, key, 0, store.MaxFileBytes); ok {
 						b.OutboxMaxBytes = v
 					}
 				},
@@ -490,12 +379,12 @@ func (d *decoder) profile(n *yaml.Node, key string) ProfileConfig {
 		"clean_start": d.Enum((*string)(&p.CleanStart), string(session.CleanForce), string(session.CleanClient)),
 		"expiry": func(n *yaml.Node, key string) {
 			var e time.Duration
-			d.Seconds(&e, 0, maxExpiryLimit)(n, key)
+			d.Seconds(&e, 0, config.MaxExpiry)(n, key)
 			if !d.Failed(key) {
 				p.Expiry = &e
 			}
 		},
-		"max_expiry": d.Seconds(&p.MaxExpiry, 0, maxExpiryLimit),
+		"max_expiry": d.Seconds(&p.MaxExpiry, 0, config.MaxExpiry),
 	})
 	return p
 }
@@ -556,7 +445,7 @@ func (d *decoder) check(c *Config) {
 	}
 	hardware.CheckMeters(d, d.protocols, &c.Meters)
 	d.checkAuth(c)
-	d.checkAdmin(c)
+	c.Admin.Check(d.Decoder, c.DataDir)
 	// The session package has the last word; its messages name the key too. Report
 	// only what the checks above have not already reported.
 	if err := c.SessionOptions().Validate(); err != nil {
@@ -566,7 +455,3 @@ func (d *decoder) check(c *Config) {
 		}
 	}
 }
-
-// maxStoreBytes keeps the store below bbolt's mmap limit on 32-bit ARM (2 GiB,
-// and bbolt grows its mapping in 1 GiB steps past 1 GiB).
-const maxStoreBytes = 1 << 30

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"errors"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,26 +11,27 @@ import (
 	"time"
 
 	"edgegw/bridge"
+	"edgegw/config"
 	"edgegw/session"
+	"edgegw/session/store"
 )
 
+// TestDefaultConfig keeps default.yaml (the documented text) and the defaults in
+// code equal: each section's default is owned by its package (config.DefaultLog,
+// store.DefaultOptions, ...).
 func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig() // panics if default.yaml is invalid
 	day := 24 * time.Hour
 	zero := time.Duration(0)
 	want := Config{
 		DataDir:   "./data",
-		Log:       LogConfig{Level: "info", Format: "text"},
+		Log:       config.DefaultLog(),
 		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883", Type: "tcp"}},
-		MQTT: MQTTConfig{MaxPacketSize: 262144, ConnectTimeout: 10 * time.Second, SysInterval: 10 * time.Second,
-			MaxTopicLength: 1024, MaxTopicLevels: 32, MaxInflight: 64, MaxKeepalive: 65535 * time.Second,
-			ConnectionRate: RateConfig{PerSecond: 10, Burst: 50,
-				Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}},
-		Store: StoreConfig{Durability: "batch", CommitInterval: 100 * time.Millisecond, MaxBytes: 256 << 20, Overflow: session.RefuseNew,
-			MaxRetained: 10000, MaxRetainedBytes: 16 << 20},
-		Bridges: []BridgeConfig{},
-		Admin:   AdminConfig{Socket: "admin.sock"},
-		Memory:  MemoryConfig{GCPercent: 200, Limit: 256 << 20},
+		MQTT:      config.DefaultMQTT(),
+		Store:     store.DefaultOptions(),
+		Bridges:   []BridgeConfig{},
+		Admin:     config.DefaultAdmin(),
+		Memory:    config.DefaultMemory(),
 		Sessions: SessionsConfig{
 			MaxExpiry:        72 * time.Hour,
 			MaxSessions:      10000,

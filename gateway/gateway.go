@@ -84,7 +84,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	deps.Now = clk.Now
 	authOpts.Now = clk.Now // the log rate limit's clock
 	authHook := auth.NewHook(authOpts)
-	deps.Store, deps.Strict = st, cfg.Store.Durability == string(store.Strict)
+	deps.Store, deps.Strict = st, cfg.Store.Durability == store.Strict
 	var hub atomic.Pointer[hardware.Hub]
 	limits := new(LimitStats)
 	deps.SysValues = func() map[string]int64 {
@@ -343,15 +343,9 @@ func openStore(cfg Config, log *slog.Logger) (*store.Store, error) {
 	if delay > 0 {
 		storeLog.Warn("test hook: every store commit is slowed down", slog.String(testCommitDelayEnv, delay.String()))
 	}
-	st, note, err := store.Open(path, store.Options{
-		Durability:       store.Durability(cfg.Store.Durability),
-		CommitInterval:   cfg.Store.CommitInterval,
-		MaxBytes:         cfg.Store.MaxBytes,
-		MaxRetained:      cfg.Store.MaxRetained,
-		MaxRetainedBytes: cfg.Store.MaxRetainedBytes,
-		Overflow:         cfg.Store.Overflow,
-		CommitDelay:      delay,
-	}, storeLog)
+	opts := cfg.Store
+	opts.CommitDelay = delay
+	st, note, err := store.Open(path, opts, storeLog)
 	if note != "" {
 		storeLog.Error(note)
 	}

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -31,16 +29,6 @@ type ListenerTLS struct {
 	// ["modern"] (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or a list of Go
 	// cipher suite names (tls.CipherSuites). TLS 1.3 suites are not configurable.
 	Ciphers []string
-}
-
-// RateConfig is mqtt.connection_rate: a token bucket per source address.
-type RateConfig struct {
-	// PerSecond is the refill rate in connections per second; 0 turns the limit off.
-	PerSecond int
-	// Burst is the bucket size: connections a source may open at once.
-	Burst int
-	// Exempt lists the source networks that are never limited.
-	Exempt []netip.Prefix
 }
 
 // modernSuites are the TLS 1.2 suites of the "modern" policy: forward secrecy
@@ -159,44 +147,6 @@ func (d *decoder) ciphers(dst *[]string) setter {
 		}
 		*dst = names
 	}
-}
-
-// rate decodes mqtt.connection_rate.
-func (d *decoder) rate(n *yaml.Node, key string, r *RateConfig) {
-	d.Mapping(n, key, map[string]setter{
-		"per_second": d.Count(&r.PerSecond, 0, 1000000),
-		"burst":      d.Count(&r.Burst, 1, 1000000),
-		"exempt": func(n *yaml.Node, key string) {
-			ps := []netip.Prefix{}
-			ok := d.List(n, key, func(n *yaml.Node, key string) {
-				if !d.Scalar(n, key, "an address or network (CIDR)") {
-					return
-				}
-				p, err := parsePrefix(n.Value)
-				if err != nil {
-					d.FailNode(n, key, "must be an IP address or network such as 10.0.0.0/8, got %q", n.Value)
-					return
-				}
-				ps = append(ps, p)
-			})
-			if ok {
-				r.Exempt = ps
-			}
-		},
-	})
-}
-
-// parsePrefix parses a CIDR network or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // checkListener checks what involves more than one key of a listener.

@@ -7,15 +7,6 @@ import (
 	"time"
 )
 
-// MemoryConfig tunes the Go runtime's garbage collector for the whole process.
-type MemoryConfig struct {
-	// GCPercent is the heap growth over live data before a collection
-	// (debug.SetGCPercent); 25-1000. 0 (not set) leaves the runtime's value.
-	GCPercent int
-	// Limit is the soft memory limit in bytes (debug.SetMemoryLimit); 0 = none.
-	Limit int64
-}
-
 // applyMemory sets the collector's percentage and soft limit from m, except
 // where the environment (lookupEnv: GOGC, GOMEMLIMIT) already set them: an
 // operator's GOGC=... in the service's environment wins over the file. The

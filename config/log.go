@@ -1,0 +1,48 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Log is the `log:` section: the process logger.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	Level string
+	// Format is text or json.
+	Format string
+}
+
+// DefaultLog is the `log:` section's default.
+func DefaultLog() Log { return Log{Level: "info", Format: "text"} }
+
+// Decode decodes the `log:` section n (at key) over l.
+func (l *Log) Decode(d *Decoder, n *yaml.Node, key string) {
+	d.Mapping(n, key, map[string]Setter{
+		"level":  d.Enum(&l.Level, "debug", "info", "warn", "error"),
+		"format": d.Enum(&l.Format, "text", "json"),
+	})
+}
+
+// Logger returns a logger writing to w in the configured format, at the configured
+// level. Values a checked Log cannot hold fall back to text at info level.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	switch l.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
