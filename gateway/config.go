@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"strings"
 	"time"
@@ -40,9 +39,9 @@ type Config struct {
 	Listeners []ListenerConfig
 	// MQTT holds protocol limits.
 	MQTT MQTTConfig
-	// Sessions holds the session policy as written in the file; SessionOptions
-	// converts it for the session package.
-	Sessions SessionsConfig
+	// Sessions is the session policy: the session engine's options
+	// (config/sessions.go).
+	Sessions session.Options
 	// Store configures the session store file (data_dir/edgegw.db).
 	Store store.Options
 	// SiteID names this site; {site_id} in bridge settings is replaced by it.
@@ -69,6 +68,9 @@ type (
 	RateConfig   = config.Rate
 	AdminConfig  = config.Admin
 	MemoryConfig = config.Memory
+	// SessionsConfig and ProfileConfig are the session package's own.
+	SessionsConfig = session.Options
+	ProfileConfig  = session.Profile
 )
 
 // ListenerConfig is one MQTT listener (listeners_config.go decodes and checks it).
@@ -88,37 +90,6 @@ type ListenerConfig struct {
 	// CertUsername is none, cn or san: where a TLS client certificate gives the
 	// username; "" means none.
 	CertUsername string
-}
-
-// SessionsConfig is the sessions section as written in the file. The fields mirror
-// session.Options; see default.yaml for their meaning.
-type SessionsConfig struct {
-	MaxExpiry   time.Duration // whole seconds, 0s-4294967295s
-	MaxSessions int           // 1-2147483647
-	MaxQueued   int           // 1-2147483647
-	// MaxQueuedBytes and RAMBudget are bytes, 0-2^40, 0 = none.
-	MaxQueuedBytes int64
-	RAMBudget      int64
-	// MaxSubscriptions bounds one session's subscriptions; 0-2147483647, 0 = none.
-	MaxSubscriptions int
-	QueueOverflow    session.Overflow
-	QueueQoS0        bool
-	InflightWindow   int           // 1-65535
-	SweepInterval    time.Duration // > 0
-	// Profiles are tried in order. A file without a profiles key keeps the shipped
-	// profiles; a file with one (even an empty list) replaces them.
-	Profiles []ProfileConfig
-}
-
-// ProfileConfig is one session profile as written in the file.
-type ProfileConfig struct {
-	Name       string // unique among profiles, not empty
-	ClientID   string // path.Match glob; empty matches anything
-	Username   string // path.Match glob; empty matches anything
-	Listener   string // path.Match glob; empty matches anything
-	CleanStart session.CleanStart
-	Expiry     *time.Duration // nil: the client decides; else whole seconds, 0s-4294967295s
-	MaxExpiry  time.Duration  // 0: no profile cap; else whole seconds, up to 4294967295s
 }
 
 // DefaultYAML returns the documented default configuration, the text printed by
@@ -168,40 +139,9 @@ func CheckConfig(path string) (warnings []string, err error) {
 	return securityWarnings(path, c), nil
 }
 
-// SessionOptions converts the sessions section for the session package. The result
+// SessionOptions returns the sessions section for the session engine. The result
 // owns its profiles and their Expiry values.
-func (c Config) SessionOptions() session.Options {
-	s := c.Sessions
-	o := session.Options{
-		MaxExpiry:        s.MaxExpiry,
-		MaxSessions:      s.MaxSessions,
-		MaxQueued:        s.MaxQueued,
-		MaxQueuedBytes:   s.MaxQueuedBytes,
-		RAMBudget:        s.RAMBudget,
-		MaxSubscriptions: s.MaxSubscriptions,
-		Overflow:         s.QueueOverflow,
-		QueueQoS0:        s.QueueQoS0,
-		InflightWindow:   s.InflightWindow,
-		SweepInterval:    s.SweepInterval,
-		Profiles:         make([]session.Profile, 0, len(s.Profiles)),
-	}
-	for _, p := range s.Profiles {
-		sp := session.Profile{
-			Name:       p.Name,
-			ClientID:   p.ClientID,
-			Username:   p.Username,
-			Listener:   p.Listener,
-			CleanStart: p.CleanStart,
-			MaxExpiry:  p.MaxExpiry,
-		}
-		if p.Expiry != nil {
-			e := *p.Expiry
-			sp.Expiry = &e
-		}
-		o.Profiles = append(o.Profiles, sp)
-	}
-	return o
-}
+func (c Config) SessionOptions() session.Options { return config.CloneSessions(c.Sessions) }
 
 // Logger returns the logger of the log section writing to w (config.Log.Logger).
 func (c Config) Logger(w io.Writer) *slog.Logger { return c.Log.Logger(w) }
@@ -257,31 +197,11 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 				c.Bridges = bs
 			}
 		},
-		"meters": func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
-		"auth":   func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
-		"admin":  func(n *yaml.Node, key string) { c.Admin.Decode(d.Decoder, n, key) },
-		"memory": func(n *yaml.Node, key string) { c.Memory.Decode(d.Decoder, n, key) },
-		"sessions": func(n *yaml.Node, key string) {
-			s := &c.Sessions
-			d.Mapping(n, key, map[string]setter{
-				"max_expiry":        d.Seconds(&s.MaxExpiry, 0, config.MaxExpiry),
-				"max_sessions":      d.Count(&s.MaxSessions, 1, config.MaxCount),
-				"max_queued":        d.Count(&s.MaxQueued, 1, config.MaxCount),
-				"max_queued_bytes":  d.Bytes(&s.MaxQueuedBytes),
-				"ram_budget":        d.Bytes(&s.RAMBudget),
-				"max_subscriptions": d.Count(&s.MaxSubscriptions, 0, config.MaxCount),
-				"queue_overflow":    d.Enum((*string)(&s.QueueOverflow), string(session.RefuseNew), string(session.DropOldest)),
-				"queue_qos0":        d.Bool(&s.QueueQoS0),
-				"inflight_window":   d.Count(&s.InflightWindow, 1, 65535),
-				"sweep_interval":    d.Duration(&s.SweepInterval, 1, math.MaxInt64),
-				"profiles": func(n *yaml.Node, key string) {
-					ps := []ProfileConfig{}
-					if d.List(n, key, func(n *yaml.Node, key string) { ps = append(ps, d.profile(n, key)) }) {
-						s.Profiles = ps
-					}
-				},
-			})
-		},
+		"meters":   func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
+		"auth":     func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
+		"admin":    func(n *yaml.Node, key string) { c.Admin.Decode(d.Decoder, n, key) },
+		"memory":   func(n *yaml.Node, key string) { c.Memory.Decode(d.Decoder, n, key) },
+		"sessions": func(n *yaml.Node, key string) { config.DecodeSessions(d.Decoder, n, key, &c.Sessions) },
 	})
 }
 
@@ -369,26 +289,6 @@ func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
 	return b
 }
 
-func (d *decoder) profile(n *yaml.Node, key string) ProfileConfig {
-	p := ProfileConfig{CleanStart: session.CleanClient}
-	d.Mapping(n, key, map[string]setter{
-		"name":        d.Str(&p.Name),
-		"client_id":   d.Glob(&p.ClientID),
-		"username":    d.Glob(&p.Username),
-		"listener":    d.Glob(&p.Listener),
-		"clean_start": d.Enum((*string)(&p.CleanStart), string(session.CleanForce), string(session.CleanClient)),
-		"expiry": func(n *yaml.Node, key string) {
-			var e time.Duration
-			d.Seconds(&e, 0, config.MaxExpiry)(n, key)
-			if !d.Failed(key) {
-				p.Expiry = &e
-			}
-		},
-		"max_expiry": d.Seconds(&p.MaxExpiry, 0, config.MaxExpiry),
-	})
-	return p
-}
-
 // check reports the problems that involve more than one value, or that decoding
 // cannot see (values kept from the defaults), and finally asks the session package.
 func (d *decoder) check(c *Config) {
@@ -413,17 +313,7 @@ func (d *decoder) check(c *Config) {
 		}
 		d.checkListener(key, l)
 	}
-	names = map[string]int{}
-	for i, p := range c.Sessions.Profiles {
-		key := fmt.Sprintf("sessions.profiles[%d]", i)
-		if p.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := names[p.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of sessions.profiles[%d]", p.Name, j)
-		} else {
-			names[p.Name] = i
-		}
-	}
+	config.CheckProfileNames(d.Decoder, c.Sessions)
 	names = map[string]int{}
 	for i, b := range c.Bridges {
 		key := fmt.Sprintf("bridges[%d]", i)
@@ -446,12 +336,5 @@ func (d *decoder) check(c *Config) {
 	hardware.CheckMeters(d, d.protocols, &c.Meters)
 	d.checkAuth(c)
 	c.Admin.Check(d.Decoder, c.DataDir)
-	// The session package has the last word; its messages name the key too. Report
-	// only what the checks above have not already reported.
-	if err := c.SessionOptions().Validate(); err != nil {
-		key, msg := config.SplitKey(err.Error())
-		if key == "" || !d.Failed(key) {
-			d.Fail(key, "%s", msg)
-		}
-	}
+	config.CheckSessions(d.Decoder, c.Sessions)
 }

@@ -21,8 +21,6 @@ import (
 // store.DefaultOptions, ...).
 func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig() // panics if default.yaml is invalid
-	day := 24 * time.Hour
-	zero := time.Duration(0)
 	want := Config{
 		DataDir:   "./data",
 		Log:       config.DefaultLog(),
@@ -32,24 +30,7 @@ func TestDefaultConfig(t *testing.T) {
 		Bridges:   []BridgeConfig{},
 		Admin:     config.DefaultAdmin(),
 		Memory:    config.DefaultMemory(),
-		Sessions: SessionsConfig{
-			MaxExpiry:        72 * time.Hour,
-			MaxSessions:      10000,
-			MaxQueued:        100000,
-			MaxQueuedBytes:   session.DefaultMaxQueuedBytes,
-			RAMBudget:        session.DefaultRAMBudget,
-			MaxSubscriptions: 10000,
-			QueueOverflow:    session.RefuseNew,
-			QueueQoS0:        false,
-			InflightWindow:   64,
-			SweepInterval:    time.Second,
-			Profiles: []ProfileConfig{
-				{Name: "meter", ClientID: "meter-*", CleanStart: session.CleanForce, Expiry: &zero},
-				{Name: "ota", ClientID: "ota-*", CleanStart: session.CleanClient, Expiry: &day},
-				{Name: "mobile", ClientID: "mobile-*", CleanStart: session.CleanClient, Expiry: &day},
-				{Name: "dashboard", ClientID: "web_*", CleanStart: session.CleanForce, Expiry: &zero},
-			},
-		},
+		Sessions:  session.DefaultOptions(),
 		Auth: AuthConfig{
 			Users:         []UserConfig{},
 			CommandTopics: []string{"cmd/#", "ota/#", "meters/+/cmd"},

@@ -562,9 +562,9 @@ func TestQueueOverflowPolicy(t *testing.T) {
 		t.Run(tc.policy, func(t *testing.T) {
 			g := startGateway(t, func(c *gateway.Config) {
 				c.Sessions.MaxQueued = 5
-				c.Sessions.QueueOverflow = "refuse_new"
+				c.Sessions.Overflow = "refuse_new"
 				if tc.policy == "drop_oldest" {
-					c.Sessions.QueueOverflow = "drop_oldest"
+					c.Sessions.Overflow = "drop_oldest"
 				}
 			})
 			sub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "ovf", CleanStart: true,

@@ -65,7 +65,7 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 		Topics:        mc.Topics(),
 		CommandExpiry: cfg.commandExpiry(),
 		MaxQueued:     cfg.Sessions.MaxQueued,
-		Overflow:      cfg.Sessions.QueueOverflow,
+		Overflow:      cfg.Sessions.Overflow,
 		Now:           clk.Now,
 		Wall:          clk.Wall,
 		Unsynced:      clk.Unsynced,

@@ -1,0 +1,101 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"edgegw/session"
+)
+
+// The `sessions:` section is the session engine's session.Options: its
+// defaults are session.DefaultOptions and its validation
+// session.Options.Validate; the keys, their types and ranges are decoded here.
+
+// DecodeSessions decodes the `sessions:` section n (at key) over o. A file
+// without a profiles key keeps o's profiles; a file with one (even an empty
+// list) replaces them.
+func DecodeSessions(d *Decoder, n *yaml.Node, key string, o *session.Options) {
+	d.Mapping(n, key, map[string]Setter{
+		"max_expiry":        d.Seconds(&o.MaxExpiry, 0, MaxExpiry),
+		"max_sessions":      d.Count(&o.MaxSessions, 1, MaxCount),
+		"max_queued":        d.Count(&o.MaxQueued, 1, MaxCount),
+		"max_queued_bytes":  d.Bytes(&o.MaxQueuedBytes),
+		"ram_budget":        d.Bytes(&o.RAMBudget),
+		"max_subscriptions": d.Count(&o.MaxSubscriptions, 0, MaxCount),
+		"queue_overflow":    d.Enum((*string)(&o.Overflow), string(session.RefuseNew), string(session.DropOldest)),
+		"queue_qos0":        d.Bool(&o.QueueQoS0),
+		"inflight_window":   d.Count(&o.InflightWindow, 1, 65535),
+		"sweep_interval":    d.Duration(&o.SweepInterval, 1, math.MaxInt64),
+		"profiles": func(n *yaml.Node, key string) {
+			ps := []session.Profile{}
+			if d.List(n, key, func(n *yaml.Node, key string) { ps = append(ps, decodeProfile(d, n, key)) }) {
+				o.Profiles = ps
+			}
+		},
+	})
+}
+
+func decodeProfile(d *Decoder, n *yaml.Node, key string) session.Profile {
+	p := session.Profile{CleanStart: session.CleanClient}
+	d.Mapping(n, key, map[string]Setter{
+		"name":        d.Str(&p.Name),
+		"client_id":   d.Glob(&p.ClientID),
+		"username":    d.Glob(&p.Username),
+		"listener":    d.Glob(&p.Listener),
+		"clean_start": d.Enum((*string)(&p.CleanStart), string(session.CleanForce), string(session.CleanClient)),
+		"expiry": func(n *yaml.Node, key string) {
+			var e time.Duration
+			d.Seconds(&e, 0, MaxExpiry)(n, key)
+			if !d.Failed(key) {
+				p.Expiry = &e
+			}
+		},
+		"max_expiry": d.Seconds(&p.MaxExpiry, 0, MaxExpiry),
+	})
+	return p
+}
+
+// CheckProfileNames reports empty and repeated profile names.
+func CheckProfileNames(d *Decoder, o session.Options) {
+	names := map[string]int{}
+	for i, p := range o.Profiles {
+		key := fmt.Sprintf("sessions.profiles[%d]", i)
+		if p.Name == "" {
+			d.Fail(key+".name", "must not be empty")
+		} else if j, dup := names[p.Name]; dup {
+			d.Fail(key+".name", "%q is already the name of sessions.profiles[%d]", p.Name, j)
+		} else {
+			names[p.Name] = i
+		}
+	}
+}
+
+// CheckSessions lets the session package have the last word
+// (session.Options.Validate); its messages name the key too. It reports only
+// what was not already reported.
+func CheckSessions(d *Decoder, o session.Options) {
+	if err := o.Validate(); err != nil {
+		key, msg := SplitKey(err.Error())
+		if key == "" || !d.Failed(key) {
+			d.Fail(key, "%s", msg)
+		}
+	}
+}
+
+// CloneSessions returns a copy of o that shares nothing with it (profiles and
+// their Expiry values).
+func CloneSessions(o session.Options) session.Options {
+	ps := make([]session.Profile, 0, len(o.Profiles))
+	for _, p := range o.Profiles {
+		if p.Expiry != nil {
+			e := *p.Expiry
+			p.Expiry = &e
+		}
+		ps = append(ps, p)
+	}
+	o.Profiles = ps
+	return o
+}
