@@ -60,7 +60,8 @@ func TestOpsCLI(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("status: %d %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"edgegw dev, up ", ", ok", "bridge cloud", "connected", "outbox ", "meter w1", "online",
+	host, _ := os.Hostname()
+	for _, want := range []string{"edgegw dev, up ", ", ok (site s1, host " + host + ")\n", "bridge cloud", "connected", "outbox ", "meter w1", "online",
 		"volume=123.456 m3", "sessions", "1 online, 1 offline", "quota 2 of 10000", "store", "of 256.0 MiB", "drops", "none"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("status lacks %q:\n%s", want, r.stdout)

@@ -2,23 +2,38 @@ package gateway_test
 
 import (
 	"bytes"
+	"fmt"
 	"image/png"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/gateway"
+	"edgegw/gateway/admin"
+	"edgegw/hardware"
 )
 
 // The status page in Debian's headless Chromium, phone-sized: it loads from the
-// binary's embedded assets, shows the meter's reading and the bridge
-// "connected"; when mosquitto (the cloud) stops, the same page (no reload)
-// turns to "disconnected" by its own polling. Screenshots of both states are
+// binary's embedded assets, names the site and host in its header, shows the
+// meter's reading (and "never" for a meter not heard from), the serial port's
+// frame and error counters, the listener with its client, message rates in and
+// out, and the bridge "connected"; when mosquitto (the cloud) stops, the same
+// page (no reload) turns to "disconnected" by its own polling, and the store's
+// bytes written per message (what its commits wrote) appear with their
+// one-line explanation. Screenshots of both states are
 // kept as artifacts (statuspage-connected.png, statuspage-disconnected.png in
 // the test's temp dir, and in $EDGEGW_ARTIFACTS when set).
 func TestStatusPageInChromium(t *testing.T) {
-	g := startOpsGateway(t, nil)
+	g := startOpsGateway(t, func(c *gateway.Config) {
+		c.Meters.Ports[0].Meters = append(c.Meters.Ports[0].Meters, hardware.PortMeterConfig{ID: "w2", Type: "water"})
+	})
 	g.awaitStatus(t, "bridge connected", bridgeUp)
 	g.meter.Send(t, `{"id":"w1","volume":123456}`+"\n")
+	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
 
 	start := time.Now()
 	p := startChromium(t).newPage()
@@ -46,6 +61,57 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	if s := p.text("#clock"); s != "synced, no jump seen" {
 		t.Errorf("clock %q, want synced, no jump seen", s)
+	}
+
+	// Which gateway: site id and hostname in the header and the title.
+	host, _ := os.Hostname()
+	if s := p.text("#site"); s != "s1" {
+		t.Errorf("site %q, want s1", s)
+	}
+	if s := p.text("#hostname"); s != host {
+		t.Errorf("hostname %q, want %q", s, host)
+	}
+	if s := string(p.eval(`document.title === "s1 · edgegw" || document.title`)); s != "true" {
+		t.Errorf("title %s, want s1 · edgegw", s)
+	}
+	// A meter never heard from since start-up.
+	if s := p.text(`[data-meter="w2"] .seen`); s != "seen never" {
+		t.Errorf("never-seen meter: %q, want seen never", s)
+	}
+	// The port's counters; an uplink line for an unknown meter is an error.
+	port := `[data-port="lora"]`
+	p.await("port frames", func() bool { return p.text(port+" .frames") == "frames 1 · readings 1" })
+	if s := p.text(port + " .errors"); s != "no errors" {
+		t.Errorf("port errors %q, want no errors", s)
+	}
+	if s := p.text(port + " .state"); s != "open" {
+		t.Errorf("port state %q", s)
+	}
+	g.meter.Send(t, "id=nobody volume=1\n")
+	p.await("port error shown", func() bool { return p.text(port+" .errors") == "unknown_meter 1" })
+	// The listener with its one client.
+	if s := p.text(`[data-listener="local"] .clients`); s != "1" {
+		t.Errorf("listener clients %q, want 1", s)
+	}
+	if s := p.text(`[data-listener="local"] .conns`); !strings.HasPrefix(s, "1 open · 1 accepted · 0 closed") {
+		t.Errorf("listener connections %q", s)
+	}
+	// Rates: from the difference between two polls, so once the page has
+	// polled, messages published show as a rate above 0.
+	p.await("two polls", func() bool { return string(p.eval(`+document.body.dataset.updates >= 2`)) == "true" })
+	for i := range 10 {
+		app.publish(t, "x", 0, fmt.Sprint(i))
+	}
+	p.await("rate in > 0", func() bool {
+		var r float64
+		n, _ := fmt.Sscanf(p.text("#rate-in"), "%f msg/s", &r)
+		return n == 1 && r > 0
+	})
+	if s := p.text("#rate-out"); !strings.Contains(s, " msg/s · ") || !strings.HasSuffix(s, " since start") {
+		t.Errorf("rate out %q", s)
+	}
+	if s := p.text("#store-wpm-note"); !strings.Contains(s, "pages × page size") {
+		t.Errorf("written per message has no explanation: %q", s)
 	}
 	// Offline: no request may leave the gateway (no CDN): every resource the
 	// page loaded came from the gateway's own listener.
@@ -76,6 +142,16 @@ func TestStatusPageInChromium(t *testing.T) {
 	if s := p.text("#problems"); !strings.Contains(s, "bridge cloud: disconnected") {
 		t.Errorf("problems %q", s)
 	}
+	// With the cloud down, meter uplink goes to the bridge's outbox on disk:
+	// the store's bytes per message written show, as the API reports them.
+	app.publish(t, "meters/w1/manual", 1, "1")
+	app.publish(t, "meters/w1/manual", 1, "2")
+	st := g.awaitStatus(t, "messages written", func(st admin.Status) bool { return st.Store.MessagesWritten > 0 })
+	if st.Store.BytesWrittenPerMessage <= 0 || st.Store.BytesWrittenPerMessage > st.Store.BytesWritten {
+		t.Errorf("bytes_written_per_message %d of bytes_written %d", st.Store.BytesWrittenPerMessage, st.Store.BytesWritten)
+	}
+	wpm := regexp.MustCompile(`^[0-9.]+ (B|KiB|MiB) \([0-9.]+ (B|KiB|MiB) for [1-9][0-9]*\)$`)
+	p.await("written per message", func() bool { return wpm.MatchString(p.text("#store-wpm")) })
 	// A damaged store file moved aside (as edgegw run does at start-up) shows
 	// up with the next poll, and is a problem for a technician.
 	aside := g.Store().Path() + ".corrupt-20260101T000000.000000000Z"

@@ -346,8 +346,12 @@ func printStatus(p *printer, st admin.Status) {
 	if len(st.Store.MovedAside) > 0 {
 		p.label = max(p.label, len("moved aside"))
 	}
-	p.line(fmt.Sprintf("%s %s, up %s, %s", p.paint(bold, "edgegw"), st.Version.Version,
-		fmtSeconds(st.Uptime.Seconds), p.stateColor(st.Health.Status)))
+	where := "host " + st.Process.Hostname
+	if st.SiteID != "" {
+		where = "site " + st.SiteID + ", " + where
+	}
+	p.line(fmt.Sprintf("%s %s, up %s, %s (%s)", p.paint(bold, "edgegw"), st.Version.Version,
+		fmtSeconds(st.Uptime.Seconds), p.stateColor(st.Health.Status), where))
 	for _, pr := range st.Health.Problems {
 		p.line("  " + p.paint(red, "! "+pr))
 	}
@@ -384,7 +388,7 @@ func printStatus(p *printer, st admin.Status) {
 	}
 	wpm := "-"
 	if s.MessagesWritten > 0 {
-		wpm = fmtBytes(s.WriteBytesPerMessage)
+		wpm = fmtBytes(s.BytesWrittenPerMessage)
 	}
 	p.row("store", "in use "+fmtBytes(s.UsedBytes), capacity, "file "+fmtBytes(s.FileBytes),
 		fmt.Sprintf("%d free pages", s.FreePages), fmt.Sprintf("%d commits", s.Commits), wpm+" written/message")

@@ -249,6 +249,10 @@ type Store struct {
 	MessagesDropped int64 `json:"messages_dropped"`
 	// BytesWritten is what the store's commits wrote: pages x page size.
 	BytesWritten int64 `json:"bytes_written"`
+	// BytesWrittenPerMessage is BytesWritten / MessagesWritten (0 before the
+	// first message): every commit counts, also those of session changes,
+	// retained messages and the clock checkpoint.
+	BytesWrittenPerMessage int64 `json:"bytes_written_per_message"`
 	// ProcessWriteBytes is the process's write_bytes from /proc/self/io (what
 	// reached the block device); -1 when unavailable.
 	ProcessWriteBytes int64 `json:"process_write_bytes"`
@@ -480,6 +484,9 @@ func (p *Parts) store() Store {
 		ProcessWriteBytes: -1, Healthy: in.Err == nil, MovedAside: store.MovedAside(in.Path)}
 	if in.Err != nil {
 		out.Error = in.Err.Error()
+	}
+	if out.MessagesWritten > 0 {
+		out.BytesWrittenPerMessage = out.BytesWritten / out.MessagesWritten
 	}
 	if wb, ok := store.ProcWriteBytes(); ok {
 		out.ProcessWriteBytes = wb

@@ -13,7 +13,8 @@ function el(tag, cls, text) {
 }
 
 function ago(iso, now) {
-  if (!iso) return "never";
+  const t = iso ? Date.parse(iso) : NaN;
+  if (!(t > 0)) return "never"; // null, unparsable, or Go's zero time (year 1)
   const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
   if (s < 60) return s + " s ago";
   if (s < 3600) return Math.floor(s / 60) + " min ago";
@@ -80,6 +81,63 @@ function renderMeters(list, now) {
   }
 }
 
+// The error kinds of a port's counters: everything but frames and readings.
+const PORT_OK_KINDS = ["frames", "readings"];
+
+function renderPorts(list) {
+  const body = $("ports").tBodies[0];
+  body.replaceChildren();
+  $("ports-section").hidden = list.length === 0;
+  for (const p of list) {
+    const tr = el("tr");
+    tr.dataset.port = p.port;
+    const st = el("td");
+    const state = p.open ? "open" : "closed";
+    st.append(el("span", "state " + (p.open ? "online" : "offline"), state));
+    if (!p.open && p.last_error) st.append(el("div", "detail error", p.last_error));
+    const c = p.counters || {};
+    const errs = Object.keys(c).filter((k) => !PORT_OK_KINDS.includes(k) && c[k] > 0).sort().map((k) => k + " " + c[k]);
+    const counts = el("td");
+    counts.append(el("div", "frames", "frames " + (c.frames || 0) + " · readings " + (c.readings || 0)),
+      el("div", "errors detail" + (errs.length ? " error" : ""), errs.length ? errs.join(", ") : "no errors"));
+    const name = el("td");
+    name.append(el("div", "id", p.port), el("div", "detail", p.device + " · " + p.protocol));
+    tr.append(name, st, counts);
+    body.append(tr);
+  }
+}
+
+function renderListeners(list) {
+  const body = $("listeners").tBodies[0];
+  body.replaceChildren();
+  for (const l of list) {
+    const tr = el("tr");
+    tr.dataset.listener = l.name;
+    const name = el("td");
+    name.append(el("div", "id", l.name), el("div", "detail", l.protocol + " " + l.address));
+    tr.append(name, el("td", "clients", String(l.clients)),
+      el("td", "conns detail", l.open + " open · " + l.accepted + " accepted · " + l.closed + " closed"));
+    body.append(tr);
+  }
+}
+
+// Message rates come from the difference between two polls.
+let prev = null;
+
+function rate(cur, before, secs) {
+  // No earlier poll, or the gateway restarted in between (counters reset).
+  if (before === undefined || !(secs > 0) || cur < before) return "—";
+  return ((cur - before) / secs).toFixed(1) + " msg/s";
+}
+
+function renderRates(s) {
+  const q = s.mqtt, t = Date.parse(s.time);
+  const secs = prev ? (t - prev.t) / 1000 : 0;
+  $("rate-in").textContent = rate(q.messages_received, prev && prev.in, secs) + " · " + q.messages_received + " since start";
+  $("rate-out").textContent = rate(q.messages_sent, prev && prev.out, secs) + " · " + q.messages_sent + " since start";
+  prev = { t: t, in: q.messages_received, out: q.messages_sent };
+}
+
 function render(s) {
   const now = Date.parse(s.time) || Date.now();
   const h = $("health");
@@ -88,6 +146,13 @@ function render(s) {
   $("problems").hidden = s.health.problems.length === 0;
   $("problems").textContent = s.health.problems.join("; ");
   $("version").textContent = s.version.version;
+  const site = s.site_id || s.process.hostname || "edgegw";
+  $("site").textContent = site;
+  $("hostname").textContent = s.process.hostname || "";
+  document.title = site + " · edgegw";
+  renderRates(s);
+  renderListeners(s.listeners);
+  renderPorts(s.ports);
   $("uptime").textContent = duration(s.uptime.seconds);
   renderBridges(s.bridges);
   renderMeters(s.meters, now);
@@ -102,7 +167,7 @@ function render(s) {
   $("store-used").textContent = bytes(st.used_bytes) + (st.max_bytes ? " of " + bytes(st.max_bytes) : "") + (st.healthy ? "" : " — " + st.error);
   $("store-bar").value = st.max_bytes ? st.used_bytes / st.max_bytes : 0;
   $("store-file").textContent = bytes(st.file_bytes) + ", " + st.free_pages + " free pages";
-  $("store-wpm").textContent = st.messages_written ? bytes(st.write_bytes_per_message) : "—";
+  $("store-wpm").textContent = st.messages_written ? bytes(st.bytes_written_per_message) + " (" + bytes(st.bytes_written) + " for " + st.messages_written + ")" : "— (" + bytes(st.bytes_written) + " written, no queued message yet)";
   $("store-commits").textContent = st.commits + (st.commits_failed ? " (" + st.commits_failed + " failed)" : "");
   $("store-aside").textContent = st.moved_aside.length ? st.moved_aside.map((f) => f.path + " (" + bytes(f.bytes) + ")").join(", ") : "none";
   const ms = (sec) => (sec * 1000).toFixed(1) + " ms";
