@@ -9,6 +9,7 @@
 //	edgegw version              print the version
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
 //	edgegw passwd FILE USER     add or update USER in the password file FILE
+//	edgegw passwd -D FILE USER  delete USER from the password file FILE
 //	edgegw status               the running gateway at a glance (admin API)
 //	edgegw sessions [list|show ID|kick ID|purge ID]
 //	edgegw meters               meters and serial ports of the running gateway
@@ -52,6 +53,7 @@ const usage = `usage:
   edgegw passwd FILE USER     add or update USER in the password file FILE (bcrypt);
                               the password is asked for on a terminal, else read
                               from the first line of standard input
+  edgegw passwd -D FILE USER  delete USER from the password file FILE
   edgegw status               the running gateway at a glance
   edgegw sessions [list | show ID | kick ID | purge ID]
   edgegw meters               meters and serial ports of the running gateway

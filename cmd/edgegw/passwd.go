@@ -19,7 +19,14 @@ import (
 // atomically (auth.SetPassword). On a terminal the password is asked for twice
 // without echo; otherwise the first line of stdin is the
 // password (for scripts: `printf '%s\n' "$PW" | edgegw passwd FILE USER`).
+//
+// `edgegw passwd -D FILE USER` deletes the user (as mosquitto_passwd -D); a
+// user the file does not hold is an error (exit 1) and the file stays as it is.
 func passwdCmd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	del := len(args) > 0 && args[0] == "-D"
+	if del {
+		args = args[1:]
+	}
 	if len(args) != 2 {
 		return usageError(stderr, "passwd needs FILE and USER")
 	}
@@ -27,6 +34,14 @@ func passwdCmd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if err := auth.CheckUsername(user); err != nil {
 		fmt.Fprintf(stderr, "edgegw: passwd: %v\n", err)
 		return exitUsage
+	}
+	if del {
+		if err := auth.DeletePassword(file, user); err != nil {
+			fmt.Fprintf(stderr, "edgegw: passwd: %v\n", err)
+			return exitRuntime
+		}
+		fmt.Fprintf(stdout, "%s: %s deleted\n", file, user)
+		return exitOK
 	}
 	var pw []byte
 	var err error

@@ -90,3 +90,44 @@ func TestPasswdPipe(t *testing.T) {
 		t.Fatalf("hash of %q does not verify the first line", data)
 	}
 }
+
+// `edgegw passwd -D FILE USER` deletes the user and keeps the other lines, the
+// comments and the file's mode; deleting a user the file does not hold fails
+// (exit 1, "no such user") and leaves the file as it was.
+func TestPasswdDelete(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+	for _, u := range []string{"alice", "bob"} {
+		cmd := exec.Command(binary, "passwd", file, u)
+		cmd.Stdin = strings.NewReader(u + "-pw\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("passwd %s: %v %s", u, err, out)
+		}
+	}
+	data, _ := os.ReadFile(file)
+	if err := os.WriteFile(file, append([]byte("# site 7\n"), data...), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(file, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "passwd", "-D", file, "alice").CombinedOutput()
+	if err != nil || string(out) != file+": alice deleted\n" {
+		t.Fatalf("passwd -D alice: %v %q", err, out)
+	}
+	after, _ := os.ReadFile(file)
+	lines := strings.Split(strings.TrimSpace(string(after)), "\n")
+	if len(lines) != 2 || lines[0] != "# site 7" || !strings.HasPrefix(lines[1], "bob:") {
+		t.Fatalf("file after deleting alice:\n%s", after)
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640 kept", fi.Mode().Perm())
+	}
+	cmd := exec.Command(binary, "passwd", "-D", file, "alice")
+	out, err = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), `no such user "alice"`) {
+		t.Fatalf("deleting alice twice: %v %q, want exit 1 naming the user", err, out)
+	}
+	if again, _ := os.ReadFile(file); string(again) != string(after) {
+		t.Errorf("file changed by a failed delete:\n%s", again)
+	}
+}

@@ -124,10 +124,25 @@ func HashPassword(password []byte) (string, error) {
 // mode, except that access for others is removed (so a root:edgegw 0640 file
 // stays readable by the service). The existing content must parse.
 func SetPassword(path, user, hash string) error {
-	if err := CheckUsername(user); err != nil {
+	if err := CheckHash(hash); err != nil {
 		return err
 	}
-	if err := CheckHash(hash); err != nil {
+	return editPasswordFile(path, user, hash)
+}
+
+// ErrNoUser is DeletePassword's error for a user the file does not hold.
+var ErrNoUser = errors.New("no such user")
+
+// DeletePassword removes user's line from the password file at path (as
+// mosquitto_passwd -D does), replacing the file as SetPassword does. A user the
+// file does not hold is ErrNoUser, and the file is left untouched.
+func DeletePassword(path, user string) error {
+	return editPasswordFile(path, user, "")
+}
+
+// editPasswordFile sets user's hash, or deletes the user when hash is "".
+func editPasswordFile(path, user, hash string) error {
+	if err := CheckUsername(user); err != nil {
 		return err
 	}
 	old, err := os.ReadFile(path)
@@ -135,8 +150,12 @@ func SetPassword(path, user, hash string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	if _, err := ParsePasswordFile(path, bytes.NewReader(old)); err != nil {
-		return fmt.Errorf("%w\n(fix the file before adding users)", err)
+	users, err := ParsePasswordFile(path, bytes.NewReader(old))
+	if err != nil {
+		return fmt.Errorf("%w\n(fix the file before changing users)", err)
+	}
+	if _, ok := users[user]; hash == "" && !ok {
+		return fmt.Errorf("%s: %w %q", path, ErrNoUser, user)
 	}
 	var out bytes.Buffer
 	replaced := false
@@ -145,10 +164,10 @@ func SetPassword(path, user, hash string) error {
 			continue
 		}
 		if u, _, ok := strings.Cut(line, ":"); ok && u == user && !strings.HasPrefix(line, "#") {
-			if !replaced {
+			if !replaced && hash != "" {
 				fmt.Fprintf(&out, "%s:%s\n", user, hash)
-				replaced = true
 			}
+			replaced = true
 			continue
 		}
 		out.WriteString(line)
