@@ -42,7 +42,7 @@ func vmRSS(t *testing.T, pid int) int64 {
 // then at QoS 1, as fast as the gateway takes them. The subscribers lose (their
 // queues stop at sessions.max_queued_bytes or their share of sessions.ram_budget,
 // refuse_new), not the gateway: its VmRSS stays under memory.limit (256 MiB,
-// asserted with room to spare: under 200 MiB), the publisher gets every PUBACK,
+// asserted with room to spare: under 200 MiB; see below for -race), the publisher gets every PUBACK,
 // and each overflow episode is logged once per queue, not per message.
 func TestFloodNeverReadingSubscribers(t *testing.T) {
 	const subs = 20
@@ -125,7 +125,14 @@ func TestFloodNeverReadingSubscribers(t *testing.T) {
 	close(stopSampling)
 	wg.Wait()
 
-	const limit = 200 << 20
+	limit := int64(200 << 20)
+	if raceEnabled {
+		// The race detector's shadow memory is outside the Go heap that the
+		// budget bounds: the -race binary peaks near twice the plain one's
+		// (251 MiB against 106-125 MiB measured). The plain bound is checked by
+		// `go test ./e2e/` and make bench's flood scenario.
+		limit = 3 * limit
+	}
 	t.Logf("%d QoS 0 and %d QoS 1 messages of 1 KB to %d subscribers that never read: VmRSS %d MiB at start, peak %d MiB",
 		n0, sent.Load()-n0, subs, rss0>>20, peak.Load()>>20)
 	if peak.Load() > limit {
