@@ -71,26 +71,12 @@ type (
 	// SessionsConfig and ProfileConfig are the session package's own.
 	SessionsConfig = session.Options
 	ProfileConfig  = session.Profile
+	ListenerConfig = config.Listener
+	ListenerTLS    = config.ListenerTLS
+	AuthConfig     = config.Auth
+	UserConfig     = config.User
+	ACLRuleConfig  = config.ACLRule
 )
-
-// ListenerConfig is one MQTT listener (listeners_config.go decodes and checks it).
-type ListenerConfig struct {
-	// Name is unique among listeners and not empty; profiles match on it.
-	Name string
-	// Address is host:port to listen on; the port is numeric, 0-65535.
-	Address string
-	// Type is "tcp" (MQTT over TCP) or "websocket" (MQTT over WebSocket,
-	// subprotocol "mqtt"); "" means tcp.
-	Type string
-	// TLS, when set, makes the listener accept only TLS connections.
-	TLS *ListenerTLS
-	// AllowAnonymous admits clients without credentials; nil: only on a
-	// loopback address (see AnonymousAllowed).
-	AllowAnonymous *bool
-	// CertUsername is none, cn or san: where a TLS client certificate gives the
-	// username; "" means none.
-	CertUsername string
-}
 
 // DefaultYAML returns the documented default configuration, the text printed by
 // `edgegw config default`. The caller may modify the returned slice.
@@ -179,18 +165,12 @@ type setter = config.Setter
 
 func (d *decoder) config(n *yaml.Node, c *Config) {
 	d.Mapping(n, "", map[string]setter{
-		"data_dir": d.Str(&c.DataDir),
-		"log":      func(n *yaml.Node, key string) { c.Log.Decode(d.Decoder, n, key) },
-		"listeners": func(n *yaml.Node, key string) {
-			ls := []ListenerConfig{}
-			ok := d.List(n, key, func(n *yaml.Node, key string) { ls = append(ls, d.listener(n, key)) })
-			if ok {
-				c.Listeners = ls
-			}
-		},
-		"mqtt":    func(n *yaml.Node, key string) { c.MQTT.Decode(d.Decoder, n, key) },
-		"store":   func(n *yaml.Node, key string) { config.DecodeStore(d.Decoder, n, key, &c.Store) },
-		"site_id": d.Str(&c.SiteID),
+		"data_dir":  d.Str(&c.DataDir),
+		"log":       func(n *yaml.Node, key string) { c.Log.Decode(d.Decoder, n, key) },
+		"listeners": func(n *yaml.Node, key string) { config.DecodeListeners(d.Decoder, n, key, &c.Listeners) },
+		"mqtt":      func(n *yaml.Node, key string) { c.MQTT.Decode(d.Decoder, n, key) },
+		"store":     func(n *yaml.Node, key string) { config.DecodeStore(d.Decoder, n, key, &c.Store) },
+		"site_id":   d.Str(&c.SiteID),
 		"bridges": func(n *yaml.Node, key string) {
 			bs := []BridgeConfig{}
 			if d.List(n, key, func(n *yaml.Node, key string) { bs = append(bs, d.bridge(n, key)) }) {
@@ -198,7 +178,7 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 			}
 		},
 		"meters":   func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
-		"auth":     func(n *yaml.Node, key string) { d.auth(n, key, &c.Auth) },
+		"auth":     func(n *yaml.Node, key string) { c.Auth.Decode(d.Decoder, n, key) },
 		"admin":    func(n *yaml.Node, key string) { c.Admin.Decode(d.Decoder, n, key) },
 		"memory":   func(n *yaml.Node, key string) { c.Memory.Decode(d.Decoder, n, key) },
 		"sessions": func(n *yaml.Node, key string) { config.DecodeSessions(d.Decoder, n, key, &c.Sessions) },
@@ -295,26 +275,9 @@ func (d *decoder) check(c *Config) {
 	if c.DataDir == "" {
 		d.Fail("data_dir", "must not be empty")
 	}
-	if len(c.Listeners) == 0 {
-		d.Fail("listeners", "at least one listener is required")
-	}
-	names := map[string]int{}
-	for i, l := range c.Listeners {
-		key := fmt.Sprintf("listeners[%d]", i)
-		if l.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := names[l.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of listeners[%d]", l.Name, j)
-		} else {
-			names[l.Name] = i
-		}
-		if err := config.CheckAddress(l.Address); err != nil {
-			d.Fail(key+".address", "%v", err)
-		}
-		d.checkListener(key, l)
-	}
+	config.CheckListeners(d.Decoder, c.Listeners)
 	config.CheckProfileNames(d.Decoder, c.Sessions)
-	names = map[string]int{}
+	names := map[string]int{}
 	for i, b := range c.Bridges {
 		key := fmt.Sprintf("bridges[%d]", i)
 		if b.Name == "" {
@@ -334,7 +297,7 @@ func (d *decoder) check(c *Config) {
 		}
 	}
 	hardware.CheckMeters(d, d.protocols, &c.Meters)
-	d.checkAuth(c)
+	c.Auth.Check(d.Decoder, c.Listeners)
 	c.Admin.Check(d.Decoder, c.DataDir)
 	config.CheckSessions(d.Decoder, c.Sessions)
 }

@@ -24,21 +24,14 @@ func TestDefaultConfig(t *testing.T) {
 	want := Config{
 		DataDir:   "./data",
 		Log:       config.DefaultLog(),
-		Listeners: []ListenerConfig{{Name: "local", Address: "127.0.0.1:1883", Type: "tcp"}},
+		Listeners: config.DefaultListeners(),
 		MQTT:      config.DefaultMQTT(),
 		Store:     store.DefaultOptions(),
 		Bridges:   []BridgeConfig{},
 		Admin:     config.DefaultAdmin(),
 		Memory:    config.DefaultMemory(),
 		Sessions:  session.DefaultOptions(),
-		Auth: AuthConfig{
-			Users:         []UserConfig{},
-			CommandTopics: []string{"cmd/#", "ota/#", "meters/+/cmd"},
-			ACL: []ACLRuleConfig{
-				{Name: "meter", Profile: "meter", Publish: []string{"meters/%m/#"}, Subscribe: []string{"meters/%m/cmd"}},
-				{Name: "meter-user", User: "meter-*", Publish: []string{"meters/%m/#"}, Subscribe: []string{"meters/%m/cmd"}},
-			},
-		},
+		Auth:      config.DefaultAuth(),
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("DefaultConfig() =\n%+v\nwant\n%+v", c, want)

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"edgegw/config"
 )
 
 // tlsSource is a listener's TLS configuration with its certificate, key and
@@ -50,7 +52,7 @@ func (s *tlsSource) load() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls cert_file %s, key_file %s: %w", c.CertFile, c.KeyFile, err)
 	}
-	suites, err := cipherSuites(c.Ciphers)
+	suites, err := config.CipherSuites(c.Ciphers)
 	if err != nil {
 		return nil, fmt.Errorf("tls ciphers: %w", err)
 	}
