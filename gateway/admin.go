@@ -24,7 +24,7 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 	parts := &admin.Parts{
 		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
 		Bridges: g.bridges.list, Meters: g.meters, MaxSessions: g.cfg.Sessions.MaxSessions,
-		Counters: g.counters, Clock: g.clock, SiteID: g.cfg.SiteID, DataDir: g.cfg.DataDir,
+		Clock: g.clock, SiteID: g.cfg.SiteID, DataDir: g.cfg.DataDir,
 		Listeners: g.listenerInfo,
 	}
 	if parts.Version == "" {
@@ -32,20 +32,6 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 	}
 	return admin.New(admin.Config{Socket: g.cfg.AdminSocketPath(), HTTP: a.HTTP, HTTPLoopback: config.IsLoopback(a.HTTP),
 		Token: a.Token}, parts, g.log.With(slog.String("component", "admin")))
-}
-
-// counters are the gateway's own drop and refusal counters for the admin API:
-// the abuse limits, contained panics, and the authentication and ACL denials.
-func (g *Gateway) counters() []admin.Counter {
-	a := g.auth.Stats()
-	return append(g.limits.counters(),
-		admin.Counter{Name: "auth_bad_credentials", Help: "CONNECTs refused for an unknown user or a wrong password.", Value: a.BadCredentials.Load()},
-		admin.Counter{Name: "auth_anonymous_refused", Help: "Anonymous CONNECTs refused on listeners without allow_anonymous.", Value: a.AnonymousRefused.Load()},
-		admin.Counter{Name: "auth_will_denied", Help: "CONNECTs refused for a will topic the client may not publish to.", Value: a.WillDenied.Load()},
-		admin.Counter{Name: "auth_publish_denied", Help: "PUBLISHes denied by the ACL (not routed).", Value: a.PublishDenied.Load()},
-		admin.Counter{Name: "auth_subscribe_denied", Help: "SUBSCRIBE filters denied by the ACL.", Value: a.SubscribeDenied.Load()},
-		admin.Counter{Name: "auth_takeover_denied", Help: "CONNECTs refused for the client id of another user's session.", Value: a.TakeoverDenied.Load()},
-	)
 }
 
 // listenerInfo lists the MQTT listeners by name, each with the sessions online

@@ -148,16 +148,3 @@ func tighten(path string, max fs.FileMode, log *slog.Logger) {
 	log.Info("permissions tightened", slog.String("path", path),
 		slog.String("was", fmt.Sprintf("%04o", mode)), slog.String("now", fmt.Sprintf("%04o", mode&max)))
 }
-
-// withAuthSys adds the auth hook's refusal counters to the $SYS values
-// ($SYS/edgegw/auth/...).
-func withAuthSys(sys map[string]int64, h *auth.Hook) map[string]int64 {
-	s := h.Stats()
-	sys["auth/bad_credentials"] = s.BadCredentials.Load()
-	sys["auth/anonymous_refused"] = s.AnonymousRefused.Load()
-	sys["auth/will_denied"] = s.WillDenied.Load()
-	sys["auth/publish_denied"] = s.PublishDenied.Load()
-	sys["auth/subscribe_denied"] = s.SubscribeDenied.Load()
-	sys["auth/takeover_denied"] = s.TakeoverDenied.Load()
-	return sys
-}

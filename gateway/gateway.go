@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"edgegw/gateway/auth"
 	"edgegw/hardware"
 	"edgegw/internal/clock"
+	"edgegw/internal/counter"
 	"edgegw/internal/ratelog"
 	"edgegw/session"
 	"edgegw/session/store"
@@ -87,16 +87,18 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	deps.Store, deps.Strict = st, cfg.Store.Durability == store.Strict
 	var hub atomic.Pointer[hardware.Hub]
 	limits := new(LimitStats)
-	deps.SysValues = func() map[string]int64 {
-		m := withMeterSys(storeSys(st), hub.Load())
-		maps.Copy(m, limits.sys())
-		return withAuthSys(m, authHook)
-	}
+	deps.SysValues = func() map[string]int64 { return withMeterSys(storeSys(st), hub.Load()) }
+	// One counter registry for $SYS, the admin API and /metrics: the engine's
+	// counters first (added by session.New), then the limits' and auth's.
+	counters := new(counter.Set)
+	deps.Counters = counters
 	engine, err = session.New(cfg.SessionOptions(), deps)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
+	limits.register(counters)
+	authHook.Stats().Register(counters)
 	srv := NewServer(cfg, log)
 	now := deps.Now
 	// Before the engine: see limitsHook.

@@ -12,14 +12,14 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"edgegw/gateway/admin"
 	"edgegw/internal/batchconn"
+	"edgegw/internal/counter"
 	"edgegw/internal/hookset"
 	"edgegw/internal/ratelog"
 )
 
 // LimitStats count what the abuse limits refused. All fields are read with Load;
-// they are published in $SYS as $SYS/edgegw/limits/<name>.
+// register names them for $SYS, the admin API and /metrics.
 type LimitStats struct {
 	PacketsTooLarge    atomic.Int64 // packets over mqtt.max_packet_size (connection closed)
 	TopicsTooLong      atomic.Int64 // topic names and filters over mqtt.max_topic_length
@@ -31,28 +31,18 @@ type LimitStats struct {
 	ConnectionPanics   atomic.Int64 // connection handlers that panicked, contained by the listener
 }
 
-// counters names each counter once, for $SYS (sys), the admin API and
-// /metrics (Gateway.counters).
-func (s *LimitStats) counters() []admin.Counter {
-	return []admin.Counter{
-		{Name: "packets_too_large", Help: "Packets over mqtt.max_packet_size; each closed its connection.", Value: s.PacketsTooLarge.Load()},
-		{Name: "topics_too_long", Help: "Topic names and filters over mqtt.max_topic_length, refused.", Value: s.TopicsTooLong.Load()},
-		{Name: "topics_too_deep", Help: "Topic names and filters over mqtt.max_topic_levels, refused.", Value: s.TopicsTooDeep.Load()},
-		{Name: "connections_rate_limited", Help: "CONNECTs refused by mqtt.connection_rate.", Value: s.ConnectionsLimited.Load()},
-		{Name: "inflight_exceeded", Help: "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", Value: s.InflightExceeded.Load()},
-		{Name: "tls_handshakes_failed", Help: "TLS handshakes that failed on TLS listeners.", Value: s.TLSHandshakeFailed.Load()},
-		{Name: "packets_malformed", Help: "Malformed packets refused before mochi decoded them; each closed its connection (v5: DISCONNECT 0x81).", Value: s.PacketsMalformed.Load()},
-		{Name: "connection_panics", Help: "Connection handlers that crashed on malformed input and were contained.", Value: s.ConnectionPanics.Load()},
-	}
-}
-
-// sys returns the counters for $SYS (limits/<name>).
-func (s *LimitStats) sys() map[string]int64 {
-	m := map[string]int64{}
-	for _, c := range s.counters() {
-		m["limits/"+c.Name] = c.Value
-	}
-	return m
+// register names the counters once for $SYS ($SYS/edgegw/limits/<name>), the
+// admin API (<name>) and /metrics (edgegw_<name>_total).
+func (s *LimitStats) register(set *counter.Set) {
+	add := func(name, help string, v *atomic.Int64) { set.Add(name, "limits/"+name, help, v) }
+	add("packets_too_large", "Packets over mqtt.max_packet_size; each closed its connection.", &s.PacketsTooLarge)
+	add("topics_too_long", "Topic names and filters over mqtt.max_topic_length, refused.", &s.TopicsTooLong)
+	add("topics_too_deep", "Topic names and filters over mqtt.max_topic_levels, refused.", &s.TopicsTooDeep)
+	add("connections_rate_limited", "CONNECTs refused by mqtt.connection_rate.", &s.ConnectionsLimited)
+	add("inflight_exceeded", "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", &s.InflightExceeded)
+	add("tls_handshakes_failed", "TLS handshakes that failed on TLS listeners.", &s.TLSHandshakeFailed)
+	add("packets_malformed", "Malformed packets refused before mochi decoded them; each closed its connection (v5: DISCONNECT 0x81).", &s.PacketsMalformed)
+	add("connection_panics", "Connection handlers that crashed on malformed input and were contained.", &s.ConnectionPanics)
 }
 
 // limitsHook enforces the protocol limits that mochi does not, or not exactly,

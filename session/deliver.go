@@ -391,7 +391,8 @@ func (e *Engine) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 // SysPrefix is where the engine publishes its counters, next to mochi's $SYS/broker.
 const SysPrefix = "$SYS/edgegw/sessions/"
 
-// OnSysInfoTick publishes the session counters as retained QoS 0 messages.
+// OnSysInfoTick publishes the session gauges and every counter of the registry
+// with a $SYS name (Engine.Counters) as retained QoS 0 messages.
 func (e *Engine) OnSysInfoTick(_ *system.Info) {
 	e.mu.RLock()
 	total, online := len(e.sessions), 0
@@ -414,18 +415,9 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		{"online", int64(online)},
 		{"offline", int64(total - online)},
 		{"max", int64(e.opts.MaxSessions)},
-		{"refused", e.stats.SessionsRefused.Load()},
-		{"subscriptions_refused", e.stats.SubscriptionsRefused.Load()},
-		{"expired", e.stats.SessionsExpired.Load()},
 		{"groups", int64(groups)},
 		{"queued", int64(queued)},
-		{"queue/refused", e.stats.QueueRefused.Load()},
-		{"queue/dropped_oldest", e.stats.QueueDroppedOld.Load()},
-		{"queue/overflow_episodes", e.stats.OverflowEpisodes.Load()},
-		{"queue/qos0_dropped", e.stats.QoS0Dropped.Load()},
-		{"queue/ram_budget_lost", e.stats.RAMBudgetLost.Load()},
 		{"queue/ram_bytes", e.ram.used.Load()},
-		{"queue/expired", e.stats.MessagesExpired.Load()},
 	}
 	now := e.now().Unix()
 	sys := func(topic string, v int64) {
@@ -439,6 +431,7 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 	for _, v := range values {
 		sys(SysPrefix+v.name, v.v)
 	}
+	e.counters.Sys(func(name string, v int64) { sys("$SYS/edgegw/"+name, v) })
 	if e.sysExtra != nil {
 		for k, v := range e.sysExtra() {
 			sys("$SYS/edgegw/"+k, v)

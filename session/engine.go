@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/counter"
 	"edgegw/internal/hookset"
 	"edgegw/internal/ratelog"
 )
@@ -28,6 +29,10 @@ type Deps struct {
 	// SysValues, if set, adds values to the engine's $SYS publication: each key
 	// is published under "$SYS/edgegw/<key>".
 	SysValues func() map[string]int64
+	// Counters is the gateway's counter registry: the engine adds its own
+	// (Stats) to it in New and publishes every counter of it that has a $SYS
+	// name. Nil: a registry of the engine's own. Engine.Counters returns it.
+	Counters *counter.Set
 }
 
 // Engine is a mochi hook that owns MQTT sessions (see the package comment).
@@ -43,6 +48,7 @@ type Engine struct {
 	store    Store
 	strict   bool
 	sysExtra func() map[string]int64
+	counters *counter.Set
 	srv      *mqtt.Server
 
 	mu       sync.RWMutex
@@ -85,6 +91,25 @@ type Stats struct {
 	OverflowEpisodes     atomic.Int64
 }
 
+// register names the counters once for $SYS ($SYS/edgegw/sessions/...), the
+// admin API and /metrics (internal/counter).
+func (s *Stats) register(set *counter.Set) {
+	set.Add("sessions_refused", "sessions/refused", "CONNECTs refused by the session quota (sessions.max_sessions).", &s.SessionsRefused)
+	set.Add("sessions_expired", "sessions/expired", "Persistent sessions reclaimed after their expiry.", &s.SessionsExpired)
+	set.Add("subscriptions_refused", "sessions/subscriptions_refused", "SUBSCRIBE filters refused by the per-session limit (sessions.max_subscriptions).", &s.SubscriptionsRefused)
+	set.Add("queue_refused", "sessions/queue/refused", "Messages not queued for a session or group: queue full under refuse_new, or a store error.", &s.QueueRefused)
+	set.Add("queue_dropped_oldest", "sessions/queue/dropped_oldest", "Queued messages dropped to make room under drop_oldest.", &s.QueueDroppedOld)
+	set.Add("queue_overflow_episodes", "sessions/queue/overflow_episodes", "Times a queue reached its limit (sessions.max_queued or an outbox limit).", &s.OverflowEpisodes)
+	set.Add("queue_ram_budget_lost", "sessions/queue/ram_budget_lost", "Messages a clean session lost because the RAM held by in-memory queues reached sessions.ram_budget (also in queue_refused or queue_dropped_oldest).", &s.RAMBudgetLost)
+	set.Add("qos0_dropped", "sessions/queue/qos0_dropped", "QoS 0 messages for offline sessions not queued (sessions.queue_qos0 false).", &s.QoS0Dropped)
+	set.Add("messages_expired", "sessions/queue/expired", "Queued messages discarded when their Message Expiry Interval passed.", &s.MessagesExpired)
+	set.Add("too_large_dropped", "", "Messages not sent because they exceed the client's Maximum Packet Size.", &s.TooLargeDropped)
+	set.Add("publishes_refused", "", "QoS 1/2 PUBLISHes refused because the store could not take them (full or failing).", &s.PublishesRefused)
+	set.Add("retained_refused", "", "Retained PUBLISHes refused (QoS 0: dropped): store.max_retained, store.max_retained_bytes or store.max_bytes.", &s.RetainedRefused)
+	set.Add("retained_expired", "", "Retained messages deleted when their Message Expiry Interval ran out.", &s.RetainedExpired)
+	set.Add("wills_published", "", "Will messages published.", &s.WillsPublished)
+}
+
 // conn is the engine's state for one network connection, from CONNECT to disconnect.
 type conn struct {
 	version    byte
@@ -121,6 +146,7 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		store:    deps.Store,
 		strict:   deps.Strict && deps.Store != nil,
 		sysExtra: deps.SysValues,
+		counters: deps.Counters,
 		sessions: map[string]*Session{},
 		groups:   map[string]*group{},
 		pending:  map[*mqtt.Client]struct{}{},
@@ -128,6 +154,10 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		stop:     make(chan struct{}),
 	}
 	e.ram.limit = opts.RAMBudget
+	if e.counters == nil {
+		e.counters = new(counter.Set)
+	}
+	e.stats.register(e.counters)
 	return e, nil
 }
 
@@ -207,6 +237,10 @@ func (e *Engine) OnStopped() { _ = e.Stop() }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() *Stats { return &e.stats }
+
+// Counters returns the counter registry the engine publishes in $SYS
+// (Deps.Counters): its own counters and those the gateway added.
+func (e *Engine) Counters() *counter.Set { return e.counters }
 
 func (e *Engine) conn(cl *mqtt.Client) *conn {
 	e.connMu.Lock()

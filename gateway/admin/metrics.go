@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"edgegw/bridge"
+	"edgegw/internal/counter"
 )
 
 // Prometheus text exposition format 0.0.4, written by hand: it is a few lines
@@ -20,9 +21,10 @@ import (
 // Names: edgegw_<thing>[_unit][_total]; counters end in _total; labels
 // bridge=, meter=, port=, state=, kind=.
 //
-// Issue 7 (authentication and ACLs) adds its denial counters through
-// Parts.Counters (the gateway's counters): each becomes edgegw_<name>_total
-// here and appears in `edgegw status` with no change to this file.
+// The drop and refusal counters come from the registry (internal/counter,
+// Status.Counters): one Add where a counter is defined makes it
+// edgegw_<name>_total here, a line of `edgegw status` and, with a $SYS name, a
+// $SYS topic, with no change to this file.
 
 // metricsWriter writes one family at a time.
 type metricsWriter struct {
@@ -140,7 +142,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 	}
 	m.gauge("edgegw_shared_group_queued_messages", "Messages waiting in shared-group queues for a member to come online.", float64(queued))
 	for _, c := range st.Counters {
-		m.counter("edgegw_"+c.Name+"_total", c.Help, c.Value)
+		m.counter(counter.MetricName(c.Name), c.Help, c.Value)
 	}
 
 	// The MQTT broker's traffic.

@@ -18,6 +18,7 @@ import (
 	"edgegw/bridge"
 	"edgegw/hardware"
 	"edgegw/internal/clock"
+	"edgegw/internal/counter"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -36,9 +37,6 @@ type Parts struct {
 	// steady times are shown as wall-clock times through it (nil: shown as
 	// they are).
 	Clock *clock.Clock
-	// Counters, if set, returns the gateway's own drop and refusal counters
-	// (packets over max_packet_size, crashed connection handlers...).
-	Counters func() []Counter
 	// SiteID is the configuration's site_id, shown with the hostname.
 	SiteID string
 	// DataDir is the directory whose file system's free space is reported.
@@ -73,12 +71,8 @@ type Disk struct {
 }
 
 // Counter is one named cumulative count, published in the status's counters
-// and as the Prometheus counter edgegw_<Name>_total.
-type Counter struct {
-	Name  string `json:"name"`
-	Help  string `json:"help"`
-	Value int64  `json:"value"`
-}
+// and as the Prometheus counter edgegw_<Name>_total (counter.MetricName).
+type Counter = counter.Value
 
 // Status is everything at once: GET /api/v1/status, `edgegw status`, the status
 // page.
@@ -509,28 +503,7 @@ func (p *Parts) mqtt() MQTT {
 }
 
 // counters are every drop, refusal and overflow counter of the engine and the
-// gateway. Per-bridge (outbox dropped) and per-meter (commands refused) ones
-// are in their sections.
-func (p *Parts) counters() []Counter {
-	s := p.Engine.Stats()
-	out := []Counter{
-		{"sessions_refused", "CONNECTs refused by the session quota (sessions.max_sessions).", s.SessionsRefused.Load()},
-		{"sessions_expired", "Persistent sessions reclaimed after their expiry.", s.SessionsExpired.Load()},
-		{"subscriptions_refused", "SUBSCRIBE filters refused by the per-session limit (sessions.max_subscriptions).", s.SubscriptionsRefused.Load()},
-		{"queue_refused", "Messages not queued for a session or group: queue full under refuse_new, or a store error.", s.QueueRefused.Load()},
-		{"queue_dropped_oldest", "Queued messages dropped to make room under drop_oldest.", s.QueueDroppedOld.Load()},
-		{"queue_overflow_episodes", "Times a queue reached its limit (sessions.max_queued or an outbox limit).", s.OverflowEpisodes.Load()},
-		{"queue_ram_budget_lost", "Messages a clean session lost because the RAM held by in-memory queues reached sessions.ram_budget (also in queue_refused or queue_dropped_oldest).", s.RAMBudgetLost.Load()},
-		{"qos0_dropped", "QoS 0 messages for offline sessions not queued (sessions.queue_qos0 false).", s.QoS0Dropped.Load()},
-		{"messages_expired", "Queued messages discarded when their Message Expiry Interval passed.", s.MessagesExpired.Load()},
-		{"too_large_dropped", "Messages not sent because they exceed the client's Maximum Packet Size.", s.TooLargeDropped.Load()},
-		{"publishes_refused", "QoS 1/2 PUBLISHes refused because the store could not take them (full or failing).", s.PublishesRefused.Load()},
-		{"retained_refused", "Retained PUBLISHes refused (QoS 0: dropped): store.max_retained, store.max_retained_bytes or store.max_bytes.", s.RetainedRefused.Load()},
-		{"retained_expired", "Retained messages deleted when their Message Expiry Interval ran out.", s.RetainedExpired.Load()},
-		{"wills_published", "Will messages published.", s.WillsPublished.Load()},
-	}
-	if p.Counters != nil {
-		out = append(out, p.Counters()...)
-	}
-	return out
-}
+// gateway: the registry the engine publishes in $SYS (internal/counter).
+// Per-bridge (outbox dropped) and per-meter (commands refused) ones are in
+// their sections.
+func (p *Parts) counters() []Counter { return p.Engine.Counters().Values() }

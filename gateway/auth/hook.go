@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/counter"
 	"edgegw/internal/hookset"
 	"edgegw/internal/ratelog"
 )
@@ -72,6 +73,18 @@ type Stats struct {
 	PublishDenied    atomic.Int64 // PUBLISH to a topic the client may not publish to
 	SubscribeDenied  atomic.Int64 // SUBSCRIBE filter the client may not subscribe to
 	TakeoverDenied   atomic.Int64 // CONNECT with the client id of another user's session
+}
+
+// Register names the counters once for $SYS ($SYS/edgegw/auth/<name>), the
+// admin API (auth_<name>) and /metrics (edgegw_auth_<name>_total).
+func (s *Stats) Register(set *counter.Set) {
+	add := func(name, help string, v *atomic.Int64) { set.Add("auth_"+name, "auth/"+name, help, v) }
+	add("bad_credentials", "CONNECTs refused for an unknown user or a wrong password.", &s.BadCredentials)
+	add("anonymous_refused", "Anonymous CONNECTs refused on listeners without allow_anonymous.", &s.AnonymousRefused)
+	add("will_denied", "CONNECTs refused for a will topic the client may not publish to.", &s.WillDenied)
+	add("publish_denied", "PUBLISHes denied by the ACL (not routed).", &s.PublishDenied)
+	add("subscribe_denied", "SUBSCRIBE filters denied by the ACL.", &s.SubscribeDenied)
+	add("takeover_denied", "CONNECTs refused for the client id of another user's session.", &s.TakeoverDenied)
 }
 
 // Hook is a mochi hook doing authentication (OnConnect: the CONNACK codes of
