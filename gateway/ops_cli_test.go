@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,6 +174,19 @@ func TestOpsCLINotRunning(t *testing.T) {
 			t.Errorf("%v: %d %q", args, r.code, r.stderr)
 		}
 	}
+	// Where it looked, and how to point elsewhere.
+	r := runCLI(t, bin, nil, "status", "--socket", sock)
+	if !strings.Contains(r.stderr, "the socket path came from --socket;") || !strings.Contains(r.stderr, "-c FILE (its data_dir and admin.socket) or --socket PATH") {
+		t.Errorf("not running via --socket: no hint in %q", r.stderr)
+	}
+	dir := t.TempDir()
+	good := filepath.Join(dir, "edgegw.yaml")
+	_ = os.WriteFile(good, []byte("data_dir: "+dir+"\n"), 0o644)
+	r = runCLI(t, bin, nil, "status", "-c", good)
+	if r.code != 1 || !strings.Contains(r.stderr, "nothing listens on "+filepath.Join(dir, "admin.sock")) ||
+		!strings.Contains(r.stderr, "the socket path came from data_dir and admin.socket of "+good+";") {
+		t.Errorf("not running via -c: %d %q", r.code, r.stderr)
+	}
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	_ = os.WriteFile(cfg, []byte("admin:\n  sockett: x\n"), 0o644)
 	if r := runCLI(t, bin, nil, "status", "-c", cfg); r.code != 2 || !strings.Contains(r.stderr, "bad.yaml:2: admin.sockett: unknown key") {
@@ -233,4 +247,58 @@ func onTerminal(t *testing.T, bin string, env []string, args ...string) string {
 		t.Fatal("terminal output did not end")
 	}
 	return out.String()
+}
+
+// A member of the socket's group (not root, not the gateway's user) reads the
+// status with -c CONFIG although the configuration's token and password files
+// are 0600 and unreadable to it: only the socket path is needed. Runs the
+// binary as uid 65534 with the socket's group (root's, as the test runs as
+// root) among its groups.
+func TestOpsCLIGroupMember(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test switches to another user: run it as root")
+	}
+	bin := buildEdgegw(t)
+	g := startOpsGateway(t, nil)
+	g.awaitStatus(t, "bridge connected", bridgeUp)
+	// The member may traverse the directories to the binary and the socket.
+	for _, p := range []string{filepath.Dir(bin), filepath.Dir(g.socket)} {
+		for d := p; strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	_ = os.Chmod(dir, 0o755)
+	token, passwd, cfg := filepath.Join(dir, "admin.token"), filepath.Join(dir, "passwd"), filepath.Join(dir, "edgegw.yaml")
+	writeFile(t, token, []byte("group-member-token-0123456789\n"))
+	writeFile(t, passwd, nil)
+	writeFile(t, cfg, []byte(fmt.Sprintf("data_dir: %s\nadmin:\n  socket: %s\n  token_file: %s\nauth:\n  password_file: %s\n",
+		filepath.Dir(g.socket), filepath.Base(g.socket), token, passwd)))
+	if err := os.Chmod(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	member := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{0}}}
+	run := func(args ...string) cliResult {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.SysProcAttr = member
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		_ = cmd.Run()
+		return cliResult{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
+	}
+	if r := run("config", "check", cfg); r.code == 0 || !strings.Contains(r.stderr, "permission denied") {
+		t.Fatalf("the member can read the token or password file (config check %d %q): the test proves nothing", r.code, r.stderr)
+	}
+	r := run("status", "-c", cfg)
+	if r.code != 0 || !strings.Contains(r.stdout, "bridge cloud") || !strings.Contains(r.stdout, "connected") {
+		t.Errorf("status -c as a group member: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Writes still need the token or the gateway's user: refused, with the way out.
+	r = run("sessions", "kick", "nobody", "-c", cfg)
+	if r.code != 1 || !strings.Contains(r.stderr, "--token-file") {
+		t.Errorf("kick as a group member without the token: %d %q", r.code, r.stderr)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
 
 	"edgegw/bridge"
 	"edgegw/gateway"
@@ -69,8 +70,15 @@ func parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
 // client resolves the socket: --socket, else -c FILE's admin.socket, else the
 // packaged configuration's, else the built-in default's (./data/admin.sock).
 // A token comes from --token-file, else from the configuration's token_file.
-func (f *adminFlags) client() (*admin.Client, error) {
+// from says where the socket path came from, for the "not running" hint.
+//
+// A configuration whose only problems are files this user may not read (the
+// 0600 password file, the 0640 token file, for a member of the socket's
+// group) still names the socket: then only data_dir and admin.socket are read
+// from it, and there is no token (reading needs none on the socket).
+func (f *adminFlags) client() (c *admin.Client, from string, err error) {
 	socket, token := f.socket, ""
+	from = "--socket"
 	if socket == "" || f.tokenFile == "" {
 		cfg := gateway.DefaultConfig()
 		path := f.config
@@ -82,12 +90,21 @@ func (f *adminFlags) client() (*admin.Client, error) {
 		if path != "" {
 			var err error
 			if cfg, err = gateway.LoadConfig(path); err != nil {
-				return nil, err
+				if !onlyUnreadable(err) {
+					return nil, "", err
+				}
+				if cfg, err = socketOnly(path); err != nil {
+					return nil, "", err
+				}
 			}
 		}
 		if socket == "" {
 			if socket = cfg.AdminSocketPath(); socket == "" {
-				return nil, fmt.Errorf("admin.socket is turned off in %s; give --socket PATH", path)
+				return nil, "", fmt.Errorf("admin.socket is turned off in %s; give --socket PATH", path)
+			}
+			from = "the built-in default (no -c FILE given, no " + packagedConfig + ")"
+			if path != "" {
+				from = "data_dir and admin.socket of " + path
 			}
 		}
 		token = cfg.Admin.Token
@@ -95,11 +112,53 @@ func (f *adminFlags) client() (*admin.Client, error) {
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("token file: %w", err)
+			return nil, "", fmt.Errorf("token file: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return admin.NewClient(socket, token), nil
+	return admin.NewClient(socket, token), from, nil
+}
+
+// onlyUnreadable reports whether every problem in a configuration error is a
+// file that could not be read for lack of permission.
+func onlyUnreadable(err error) bool {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var ce *gateway.ConfigError
+		if !errors.As(e, &ce) || !strings.Contains(ce.Msg, unix.EACCES.Error()) {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
+// socketOnly reads data_dir and admin.socket from the configuration file at
+// path over the defaults, and nothing else.
+func socketOnly(path string) (gateway.Config, error) {
+	cfg := gateway.DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("load config: %w", err)
+	}
+	var part struct {
+		DataDir *string `yaml:"data_dir"`
+		Admin   struct {
+			Socket *string `yaml:"socket"`
+		} `yaml:"admin"`
+	}
+	if err := yaml.Unmarshal(data, &part); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	if part.DataDir != nil {
+		cfg.DataDir = *part.DataDir
+	}
+	if part.Admin.Socket != nil {
+		cfg.Admin.Socket = *part.Admin.Socket
+	}
+	return cfg, nil
 }
 
 // adminCmd runs one operations command: parse, call, print.
@@ -117,7 +176,7 @@ func adminCmd(name, usageLine string, args []string, stdout, stderr io.Writer,
 		fmt.Fprintf(stderr, "edgegw %s: wrong arguments\nusage: %s\n", name, usageLine)
 		return exitUsage
 	}
-	c, err := f.client()
+	c, from, err := f.client()
 	if err != nil {
 		return configError(stderr, err)
 	}
@@ -129,6 +188,10 @@ func adminCmd(name, usageLine string, args []string, stdout, stderr io.Writer,
 			return exitUsage
 		}
 		fmt.Fprintf(stderr, "edgegw: %v\n", err)
+		if errors.Is(err, admin.ErrNotRunning) {
+			fmt.Fprintf(stderr, "edgegw: the socket path came from %s;\n"+
+				"  point elsewhere with -c FILE (its data_dir and admin.socket) or --socket PATH\n", from)
+		}
 		return exitRuntime
 	}
 	return out.flush()
