@@ -7,14 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"edgegw/config"
 
-	"edgegw/bridge"
 	"edgegw/hardware"
 	"edgegw/session"
 	"edgegw/session/store"
@@ -69,13 +66,16 @@ type (
 	AdminConfig  = config.Admin
 	MemoryConfig = config.Memory
 	// SessionsConfig and ProfileConfig are the session package's own.
-	SessionsConfig = session.Options
-	ProfileConfig  = session.Profile
-	ListenerConfig = config.Listener
-	ListenerTLS    = config.ListenerTLS
-	AuthConfig     = config.Auth
-	UserConfig     = config.User
-	ACLRuleConfig  = config.ACLRule
+	SessionsConfig   = session.Options
+	ProfileConfig    = session.Profile
+	ListenerConfig   = config.Listener
+	ListenerTLS      = config.ListenerTLS
+	AuthConfig       = config.Auth
+	UserConfig       = config.User
+	ACLRuleConfig    = config.ACLRule
+	BridgeConfig     = config.Bridge
+	BridgeTLSConfig  = config.BridgeTLS
+	BridgeRuleConfig = config.BridgeRule
 )
 
 // DefaultYAML returns the documented default configuration, the text printed by
@@ -171,102 +171,13 @@ func (d *decoder) config(n *yaml.Node, c *Config) {
 		"mqtt":      func(n *yaml.Node, key string) { c.MQTT.Decode(d.Decoder, n, key) },
 		"store":     func(n *yaml.Node, key string) { config.DecodeStore(d.Decoder, n, key, &c.Store) },
 		"site_id":   d.Str(&c.SiteID),
-		"bridges": func(n *yaml.Node, key string) {
-			bs := []BridgeConfig{}
-			if d.List(n, key, func(n *yaml.Node, key string) { bs = append(bs, d.bridge(n, key)) }) {
-				c.Bridges = bs
-			}
-		},
-		"meters":   func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
-		"auth":     func(n *yaml.Node, key string) { c.Auth.Decode(d.Decoder, n, key) },
-		"admin":    func(n *yaml.Node, key string) { c.Admin.Decode(d.Decoder, n, key) },
-		"memory":   func(n *yaml.Node, key string) { c.Memory.Decode(d.Decoder, n, key) },
-		"sessions": func(n *yaml.Node, key string) { config.DecodeSessions(d.Decoder, n, key, &c.Sessions) },
+		"bridges":   func(n *yaml.Node, key string) { config.DecodeBridges(d.Decoder, n, key, &c.Bridges) },
+		"meters":    func(n *yaml.Node, key string) { hardware.DecodeMeters(d, d.protocols, n, key, &c.Meters) },
+		"auth":      func(n *yaml.Node, key string) { c.Auth.Decode(d.Decoder, n, key) },
+		"admin":     func(n *yaml.Node, key string) { c.Admin.Decode(d.Decoder, n, key) },
+		"memory":    func(n *yaml.Node, key string) { c.Memory.Decode(d.Decoder, n, key) },
+		"sessions":  func(n *yaml.Node, key string) { config.DecodeSessions(d.Decoder, n, key, &c.Sessions) },
 	})
-}
-
-// bridge decodes one entry of bridges; omitted keys get the defaults documented
-// in default.yaml.
-func (d *decoder) bridge(n *yaml.Node, key string) BridgeConfig {
-	def := bridge.Defaults()
-	b := BridgeConfig{Version: "5", ClientID: "edgegw-{site_id}", Keepalive: def.Keepalive,
-		SessionExpiry: def.SessionExpiry, ConnectTimeout: def.ConnectTimeout, BackoffMin: def.BackoffMin,
-		BackoffMax: def.BackoffMax, RefusedBackoff: def.RefusedBackoff, PrimaryRetry: def.PrimaryRetry, Window: def.Window,
-		OutboxMax: 100000, OutboxOverflow: session.RefuseNew}
-	rules := func(dst *[]BridgeRuleConfig) setter {
-		return func(n *yaml.Node, key string) {
-			rs := []BridgeRuleConfig{}
-			if d.List(n, key, func(n *yaml.Node, key string) {
-				r := BridgeRuleConfig{QoS: 1}
-				d.Mapping(n, key, map[string]setter{
-					"local":  d.Str(&r.Local),
-					"remote": d.Str(&r.Remote),
-					"qos":    d.Count(&r.QoS, 0, 1),
-				})
-				rs = append(rs, r)
-			}) {
-				*dst = rs
-			}
-		}
-	}
-	d.Mapping(n, key, map[string]setter{
-		"name": d.Str(&b.Name),
-		"address": func(n *yaml.Node, key string) {
-			// One address, or a list: the primary, then fall-backs in order.
-			if n.Kind != yaml.SequenceNode {
-				d.Str(&b.Address)(n, key)
-				return
-			}
-			var list []string
-			d.List(n, key, func(n *yaml.Node, key string) {
-				var a string
-				d.Str(&a)(n, key)
-				list = append(list, a)
-			})
-			if len(list) == 0 {
-				d.FailNode(n, key, "must name at least one upstream broker")
-				return
-			}
-			b.Address, b.Fallbacks = list[0], list[1:]
-		},
-		"primary_retry":   d.Duration(&b.PrimaryRetry, time.Millisecond, 24*time.Hour),
-		"version":         d.Enum(&b.Version, "5", "3.1.1"),
-		"client_id":       d.Str(&b.ClientID),
-		"username":        d.Str(&b.Username),
-		"password":        d.Str(&b.Password),
-		"keepalive":       d.Seconds(&b.Keepalive, time.Second, 18*time.Hour),
-		"session_expiry":  d.Seconds(&b.SessionExpiry, 0, config.MaxExpiry),
-		"connect_timeout": d.Duration(&b.ConnectTimeout, time.Millisecond, time.Hour),
-		"backoff_min":     d.Duration(&b.BackoffMin, time.Millisecond, time.Hour),
-		"backoff_max":     d.Duration(&b.BackoffMax, time.Millisecond, 24*time.Hour),
-		"refused_backoff": d.Duration(&b.RefusedBackoff, time.Millisecond, 24*time.Hour),
-		"window":          d.Count(&b.Window, 1, 65535),
-		"status_topic":    d.Str(&b.StatusTopic),
-		"will_topic":      d.Str(&b.WillTopic),
-		"forward":         rules(&b.Forward),
-		"downlink":        rules(&b.Downlink),
-		"tls": func(n *yaml.Node, key string) {
-			d.Mapping(n, key, map[string]setter{
-				"ca_file":              d.Str(&b.TLS.CAFile),
-				"cert_file":            d.Str(&b.TLS.CertFile),
-				"key_file":             d.Str(&b.TLS.KeyFile),
-				"server_name":          d.Str(&b.TLS.ServerName),
-				"insecure_skip_verify": d.Bool(&b.TLS.InsecureSkipVerify),
-			})
-		},
-		"outbox": func(n *yaml.Node, key string) {
-			d.Mapping(n, key, map[string]setter{
-				"max_messages": d.Count(&b.OutboxMax, 1, config.MaxCount),
-				"max_bytes": func(n *yaml.Node, key string) {
-					if v, ok := d.Int(n, key, 0, store.MaxFileBytes); ok {
-						b.OutboxMaxBytes = v
-					}
-				},
-				"overflow": d.Enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
-			})
-		},
-	})
-	return b
 }
 
 // check reports the problems that involve more than one value, or that decoding
@@ -277,25 +188,7 @@ func (d *decoder) check(c *Config) {
 	}
 	config.CheckListeners(d.Decoder, c.Listeners)
 	config.CheckProfileNames(d.Decoder, c.Sessions)
-	names := map[string]int{}
-	for i, b := range c.Bridges {
-		key := fmt.Sprintf("bridges[%d]", i)
-		if b.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-			continue
-		} else if j, dup := names[b.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
-		}
-		names[b.Name] = i
-		if strings.Contains(b.ClientID+b.Address+strings.Join(b.Fallbacks, "")+b.StatusTopic+b.WillTopic, "{site_id}") && c.SiteID == "" {
-			d.Fail("site_id", "must be set: bridges[%d] uses {site_id}", i)
-		}
-		if _, err := c.bridgeConfig(i, b); err != nil {
-			if k, msg := config.SplitKey(err.Error()); !d.Failed(k) {
-				d.Fail(k, "%s", msg)
-			}
-		}
-	}
+	config.CheckBridges(d.Decoder, c.Bridges, c.SiteID)
 	hardware.CheckMeters(d, d.protocols, &c.Meters)
 	c.Auth.Check(d.Decoder, c.Listeners)
 	c.Admin.Check(d.Decoder, c.DataDir)

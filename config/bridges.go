@@ -1,0 +1,238 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"edgegw/bridge"
+	"edgegw/session"
+	"edgegw/session/store"
+)
+
+// The `bridges:` section: links to upstream brokers. The bridge package owns
+// the link's defaults (bridge.Defaults) and its checks (bridge.Config.Check);
+// this file decodes the keys and converts an entry into a bridge.Config.
+
+// DefaultOutboxMax is bridges[].outbox.max_messages when not set.
+const DefaultOutboxMax = 100000
+
+// Bridge is one entry of `bridges:` as written in the file. Every string may
+// contain {site_id}, replaced by the top-level site_id.
+type Bridge struct {
+	Name           string
+	Address        string   // the primary upstream: mqtt://host:port or mqtts://host:port
+	Fallbacks      []string // `address: [primary, fall-back...]`: the list after the primary
+	PrimaryRetry   time.Duration
+	Version        string // "5" or "3.1.1"
+	ClientID       string
+	Username       string
+	Password       string
+	Keepalive      time.Duration
+	SessionExpiry  time.Duration
+	ConnectTimeout time.Duration
+	BackoffMin     time.Duration
+	BackoffMax     time.Duration
+	RefusedBackoff time.Duration
+	Window         int
+	TLS            BridgeTLS
+	Forward        []BridgeRule
+	Downlink       []BridgeRule
+	OutboxMax      int              // outbox.max_messages
+	OutboxMaxBytes int64            // outbox.max_bytes; 0 = no byte limit
+	OutboxOverflow session.Overflow // outbox.overflow
+	StatusTopic    string
+	WillTopic      string
+}
+
+// BridgeTLS holds the TLS files of an mqtts:// bridge.
+type BridgeTLS struct {
+	CAFile             string
+	CertFile           string
+	KeyFile            string
+	ServerName         string
+	InsecureSkipVerify bool
+}
+
+// BridgeRule is one forward or downlink rule.
+type BridgeRule struct {
+	Local  string
+	Remote string
+	QoS    int
+}
+
+// decodeBridge decodes one entry of bridges; omitted keys get the defaults of
+// the bridge package (bridge.Defaults) and of the outbox (DefaultOutboxMax).
+func decodeBridge(d *Decoder, n *yaml.Node, key string) Bridge {
+	def := bridge.Defaults()
+	b := Bridge{Version: "5", ClientID: "edgegw-{site_id}", Keepalive: def.Keepalive,
+		SessionExpiry: def.SessionExpiry, ConnectTimeout: def.ConnectTimeout, BackoffMin: def.BackoffMin,
+		BackoffMax: def.BackoffMax, RefusedBackoff: def.RefusedBackoff, PrimaryRetry: def.PrimaryRetry, Window: def.Window,
+		OutboxMax: DefaultOutboxMax, OutboxOverflow: session.RefuseNew}
+	rules := func(dst *[]BridgeRule) Setter {
+		return func(n *yaml.Node, key string) {
+			rs := []BridgeRule{}
+			if d.List(n, key, func(n *yaml.Node, key string) {
+				r := BridgeRule{QoS: 1}
+				d.Mapping(n, key, map[string]Setter{
+					"local":  d.Str(&r.Local),
+					"remote": d.Str(&r.Remote),
+					"qos":    d.Count(&r.QoS, 0, 1),
+				})
+				rs = append(rs, r)
+			}) {
+				*dst = rs
+			}
+		}
+	}
+	d.Mapping(n, key, map[string]Setter{
+		"name": d.Str(&b.Name),
+		"address": func(n *yaml.Node, key string) {
+			// One address, or a list: the primary, then fall-backs in order.
+			if n.Kind != yaml.SequenceNode {
+				d.Str(&b.Address)(n, key)
+				return
+			}
+			var list []string
+			d.List(n, key, func(n *yaml.Node, key string) {
+				var a string
+				d.Str(&a)(n, key)
+				list = append(list, a)
+			})
+			if len(list) == 0 {
+				d.FailNode(n, key, "must name at least one upstream broker")
+				return
+			}
+			b.Address, b.Fallbacks = list[0], list[1:]
+		},
+		"primary_retry":   d.Duration(&b.PrimaryRetry, time.Millisecond, 24*time.Hour),
+		"version":         d.Enum(&b.Version, "5", "3.1.1"),
+		"client_id":       d.Str(&b.ClientID),
+		"username":        d.Str(&b.Username),
+		"password":        d.Str(&b.Password),
+		"keepalive":       d.Seconds(&b.Keepalive, time.Second, 18*time.Hour),
+		"session_expiry":  d.Seconds(&b.SessionExpiry, 0, MaxExpiry),
+		"connect_timeout": d.Duration(&b.ConnectTimeout, time.Millisecond, time.Hour),
+		"backoff_min":     d.Duration(&b.BackoffMin, time.Millisecond, time.Hour),
+		"backoff_max":     d.Duration(&b.BackoffMax, time.Millisecond, 24*time.Hour),
+		"refused_backoff": d.Duration(&b.RefusedBackoff, time.Millisecond, 24*time.Hour),
+		"window":          d.Count(&b.Window, 1, 65535),
+		"status_topic":    d.Str(&b.StatusTopic),
+		"will_topic":      d.Str(&b.WillTopic),
+		"forward":         rules(&b.Forward),
+		"downlink":        rules(&b.Downlink),
+		"tls": func(n *yaml.Node, key string) {
+			d.Mapping(n, key, map[string]Setter{
+				"ca_file":              d.Str(&b.TLS.CAFile),
+				"cert_file":            d.Str(&b.TLS.CertFile),
+				"key_file":             d.Str(&b.TLS.KeyFile),
+				"server_name":          d.Str(&b.TLS.ServerName),
+				"insecure_skip_verify": d.Bool(&b.TLS.InsecureSkipVerify),
+			})
+		},
+		"outbox": func(n *yaml.Node, key string) {
+			d.Mapping(n, key, map[string]Setter{
+				"max_messages": d.Count(&b.OutboxMax, 1, MaxCount),
+				"max_bytes":    d.Int64(&b.OutboxMaxBytes, 0, store.MaxFileBytes),
+				"overflow":     d.Enum((*string)(&b.OutboxOverflow), string(session.RefuseNew), string(session.DropOldest)),
+			})
+		},
+	})
+	return b
+}
+
+// DecodeBridges decodes the `bridges:` list n (at key) into *bs.
+func DecodeBridges(d *Decoder, n *yaml.Node, key string, bs *[]Bridge) {
+	out := []Bridge{}
+	if d.List(n, key, func(n *yaml.Node, key string) { out = append(out, decodeBridge(d, n, key)) }) {
+		*bs = out
+	}
+}
+
+// CheckBridges reports the problems of the bridges that involve more than one
+// value: names, {site_id} without a site_id, and what bridge.Config.Check finds.
+func CheckBridges(d *Decoder, bs []Bridge, siteID string) {
+	names := map[string]int{}
+	for i, b := range bs {
+		key := fmt.Sprintf("bridges[%d]", i)
+		if b.Name == "" {
+			d.Fail(key+".name", "must not be empty")
+			continue
+		} else if j, dup := names[b.Name]; dup {
+			d.Fail(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
+		}
+		names[b.Name] = i
+		if strings.Contains(b.ClientID+b.Address+strings.Join(b.Fallbacks, "")+b.StatusTopic+b.WillTopic, "{site_id}") && siteID == "" {
+			d.Fail("site_id", "must be set: bridges[%d] uses {site_id}", i)
+		}
+		if _, err := b.Runtime(i, siteID); err != nil {
+			if k, msg := SplitKey(err.Error()); !d.Failed(k) {
+				d.Fail(k, "%s", msg)
+			}
+		}
+	}
+}
+
+// Runtime converts bc (index i in the file) into the bridge package's form,
+// with {site_id} replaced by siteID, loading TLS files and checking it with
+// bridge.Config.Check; errors name the key.
+func (bc Bridge) Runtime(i int, siteID string) (bridge.Config, error) {
+	key := fmt.Sprintf("bridges[%d]", i)
+	sub := func(s string) string { return strings.ReplaceAll(s, "{site_id}", siteID) }
+	out := bridge.Config{
+		Name: bc.Name, Address: sub(bc.Address), PrimaryRetry: bc.PrimaryRetry, ClientID: sub(bc.ClientID),
+		Username: sub(bc.Username), Password: bc.Password,
+		Keepalive: bc.Keepalive, SessionExpiry: bc.SessionExpiry, ConnectTimeout: bc.ConnectTimeout,
+		BackoffMin: bc.BackoffMin, BackoffMax: bc.BackoffMax, RefusedBackoff: bc.RefusedBackoff,
+		Window: bc.Window, StatusTopic: sub(bc.StatusTopic), WillTopic: sub(bc.WillTopic),
+	}
+	switch bc.Version {
+	case "5", "":
+		out.Version = 5
+	case "3.1.1":
+		out.Version = 4
+	default:
+		return out, fmt.Errorf("%s.version: must be 5 or 3.1.1, got %q", key, bc.Version)
+	}
+	for _, r := range bc.Forward {
+		out.Forward = append(out.Forward, bridge.Rule{Local: sub(r.Local), Remote: sub(r.Remote), QoS: byte(r.QoS)})
+	}
+	for _, r := range bc.Downlink {
+		out.Downlink = append(out.Downlink, bridge.Rule{Local: sub(r.Local), Remote: sub(r.Remote), QoS: byte(r.QoS)})
+	}
+	for _, a := range bc.Fallbacks {
+		out.Fallbacks = append(out.Fallbacks, sub(a))
+	}
+	if slices.ContainsFunc(append([]string{out.Address}, out.Fallbacks...), func(a string) bool { return strings.HasPrefix(a, "mqtts://") }) {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bc.TLS.ServerName,
+			InsecureSkipVerify: bc.TLS.InsecureSkipVerify}
+		if bc.TLS.CAFile != "" {
+			pem, err := os.ReadFile(bc.TLS.CAFile)
+			if err != nil {
+				return out, fmt.Errorf("%s.tls.ca_file: %w", key, err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return out, fmt.Errorf("%s.tls.ca_file: %s holds no PEM certificate", key, bc.TLS.CAFile)
+			}
+		}
+		if bc.TLS.CertFile != "" || bc.TLS.KeyFile != "" {
+			cert, err := tls.LoadX509KeyPair(bc.TLS.CertFile, bc.TLS.KeyFile)
+			if err != nil {
+				return out, fmt.Errorf("%s.tls.cert_file/key_file: %w", key, err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		out.TLS = tc
+	}
+	if err := out.Check(); err != nil {
+		return out, fmt.Errorf("%s.%w", key, err)
+	}
+	return out, nil
+}
