@@ -34,20 +34,19 @@ type adminFlags struct {
 	json                      bool
 }
 
-func newAdminFlags(name string, stderr io.Writer, usageLine string) (*flag.FlagSet, *adminFlags) {
+func newAdminFlags(name string, usageLine string) (*flag.FlagSet, *adminFlags, func(io.Writer)) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	f := &adminFlags{}
 	fs.StringVar(&f.config, "config", "", "configuration `FILE` naming the admin socket (default: "+packagedConfig+" if it exists, else the built-in default)")
-	fs.StringVar(&f.config, "c", "", "shorthand for -config")
+	fs.StringVar(&f.config, "c", "", shorthandOf("config"))
 	fs.StringVar(&f.socket, "socket", "", "admin socket `PATH` (overrides the configuration)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the admin token, for kick and purge when not the gateway's user or root")
 	fs.BoolVar(&f.json, "json", false, "print the API's JSON instead of text")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s\nflags (anywhere on the line):\n", usageLine)
-		fs.PrintDefaults()
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: %s\nflags (anywhere on the line):\n", usageLine)
+		printFlags(w, fs)
 	}
-	return fs, f
+	return fs, f, usage
 }
 
 // parseAnywhere parses flags placed before, between or after the positional
@@ -164,13 +163,10 @@ func socketOnly(path string) (gateway.Config, error) {
 // adminCmd runs one operations command: parse, call, print.
 func adminCmd(name, usageLine string, args []string, stdout, stderr io.Writer,
 	run func(c *admin.Client, pos []string, f *adminFlags, out *printer) error, nargs ...int) int {
-	fs, f := newAdminFlags("edgegw "+name, stderr, usageLine)
-	pos, err := parseAnywhere(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	fs, f, usage := newAdminFlags("edgegw "+name, usageLine)
+	pos, code, done := parseFlags(fs, name, args, stdout, stderr, usage, func(a []string) ([]string, error) { return parseAnywhere(fs, a) })
+	if done {
+		return code
 	}
 	if len(nargs) == 2 && (len(pos) < nargs[0] || len(pos) > nargs[1]) {
 		fmt.Fprintf(stderr, "edgegw %s: wrong arguments\nusage: %s\n", name, usageLine)
@@ -309,7 +305,8 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 					out.line(fmt.Sprintf("purged %s: session, subscriptions and queued messages deleted", r.ID))
 				}
 			default:
-				return usageErr(fmt.Sprintf("unknown or incomplete subcommand %q", strings.Join(pos, " ")))
+				return usageErr(fmt.Sprintf("unknown or incomplete subcommand %q%s", strings.Join(pos, " "),
+					didYouMean(pos[0], []string{"list", "show", "kick", "purge"})))
 			}
 			return nil
 		}, 0, 2)

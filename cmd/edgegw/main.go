@@ -15,6 +15,10 @@
 //	edgegw meters               meters and serial ports of the running gateway
 //	edgegw bridge               bridges of the running gateway
 //
+// -h or --help after any command prints its usage (flags in the --name form);
+// -V or --version anywhere prints the version. An unknown command, subcommand
+// or flag names the nearest known one ("did you mean status?").
+//
 // Exit status: 0 on success, 1 on runtime errors, 2 on usage errors and invalid
 // configuration.
 package main
@@ -59,6 +63,7 @@ const usage = `usage:
   edgegw meters               meters and serial ports of the running gateway
   edgegw bridge               bridges of the running gateway
   (status, sessions, meters, bridge: [-c FILE | --socket PATH] [--token-file FILE] [--json])
+  -h, --help after any command prints its usage; -V, --version anywhere prints the version
 `
 
 func main() {
@@ -71,17 +76,31 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		return usageError(stderr, "missing command")
 	}
-	switch cmd, rest := args[0], args[1:]; cmd {
+	if hasArg(args, versionFlags...) {
+		return versionCmd(stdout)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "config", "version", "store", "passwd", "service":
+		if hasArg(rest, helpFlags...) {
+			if cmd == "service" {
+				fmt.Fprint(stdout, serviceUsage)
+			} else {
+				fmt.Fprint(stdout, commandUsage(cmd))
+			}
+			return exitOK
+		}
+	}
+	switch cmd {
 	case "run":
-		return runCmd(rest, stderr)
+		return runCmd(rest, stdout, stderr)
 	case "config":
 		return configCmd(rest, stdout, stderr)
 	case "version":
 		if len(rest) != 0 {
-			return usageError(stderr, "version takes no arguments")
+			return cmdUsageError(stderr, "version", "version takes no arguments")
 		}
-		fmt.Fprintf(stdout, "edgegw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return exitOK
+		return versionCmd(stdout)
 	case "service":
 		return serviceCmd(rest, stdout, stderr)
 	case "store":
@@ -100,8 +119,21 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		return usageError(stderr, fmt.Sprintf("unknown command %q", cmd))
+		return usageError(stderr, fmt.Sprintf("unknown command %q%s", cmd, didYouMean(cmd, commands)))
 	}
+}
+
+// versionCmd prints the version: `edgegw version`, and -V or --version
+// anywhere on the line.
+func versionCmd(stdout io.Writer) int {
+	fmt.Fprintf(stdout, "edgegw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return exitOK
+}
+
+// cmdUsageError is usageError with only command cmd's usage lines.
+func cmdUsageError(stderr io.Writer, cmd, msg string) int {
+	fmt.Fprintf(stderr, "edgegw: %s\n%s", msg, commandUsage(cmd))
+	return exitUsage
 }
 
 func usageError(stderr io.Writer, msg string) int {
@@ -118,7 +150,7 @@ func usageError(stderr io.Writer, msg string) int {
 // Start-up order: configuration, the data_dir lock (a second process exits
 // here, status 1, with one line naming the holder), the store check, then
 // the gateway.
-func runCmd(args []string, stderr io.Writer) int {
+func runCmd(args []string, stdout, stderr io.Writer) int {
 	started := time.Now()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -129,19 +161,19 @@ func runCmd(args []string, stderr io.Writer) int {
 	defer signal.Stop(hup)
 
 	fs := flag.NewFlagSet("edgegw run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, "usage: edgegw run [-c FILE]\n") }
 	var path string
 	fs.StringVar(&path, "config", "", "configuration `FILE` (default: the built-in default configuration)")
-	fs.StringVar(&path, "c", "", "shorthand for -config")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	fs.StringVar(&path, "c", "", shorthandOf("config"))
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, "usage: edgegw run [-c FILE]\nflags:\n")
+		printFlags(w, fs)
+	}
+	if _, code, done := parseFlags(fs, "run", args, stdout, stderr, usage,
+		func(a []string) ([]string, error) { return nil, fs.Parse(a) }); done {
+		return code
 	}
 	if fs.NArg() != 0 {
-		return usageError(stderr, fmt.Sprintf("run: unexpected argument %q", fs.Arg(0)))
+		return cmdUsageError(stderr, "run", fmt.Sprintf("run: unexpected argument %q", fs.Arg(0)))
 	}
 
 	cfg := gateway.DefaultConfig()
@@ -186,12 +218,12 @@ func runCmd(args []string, stderr io.Writer) int {
 
 func configCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return usageError(stderr, "config: missing subcommand (default or check)")
+		return cmdUsageError(stderr, "config", "config: missing subcommand (default or check)")
 	}
 	switch sub, rest := args[0], args[1:]; sub {
 	case "default":
 		if len(rest) != 0 {
-			return usageError(stderr, "config default takes no arguments")
+			return cmdUsageError(stderr, "config", "config default takes no arguments")
 		}
 		if _, err := stdout.Write(gateway.DefaultYAML()); err != nil {
 			fmt.Fprintf(stderr, "edgegw: %v\n", err)
@@ -200,7 +232,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "check":
 		if len(rest) != 1 {
-			return usageError(stderr, "config check needs exactly one FILE")
+			return cmdUsageError(stderr, "config", "config check needs exactly one FILE")
 		}
 		file := rest[0]
 		warnings, err := gateway.CheckConfig(file)
@@ -213,7 +245,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok\n", file)
 		return exitOK
 	default:
-		return usageError(stderr, fmt.Sprintf("config: unknown subcommand %q", sub))
+		return cmdUsageError(stderr, "config", fmt.Sprintf("config: unknown subcommand %q%s", sub, didYouMean(sub, []string{"default", "check"})))
 	}
 }
 

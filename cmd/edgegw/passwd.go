@@ -28,7 +28,7 @@ func passwdCmd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		args = args[1:]
 	}
 	if len(args) != 2 {
-		return usageError(stderr, "passwd needs FILE and USER")
+		return cmdUsageError(stderr, "passwd", "passwd needs FILE and USER")
 	}
 	file, user := args[0], args[1]
 	if err := auth.CheckUsername(user); err != nil {

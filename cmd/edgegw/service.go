@@ -55,7 +55,8 @@ func serviceCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, serviceUsage)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "edgegw: service: unknown command %q\n%s", cmd, serviceUsage)
+		fmt.Fprintf(stderr, "edgegw: service: unknown command %q%s\n%s", cmd,
+			didYouMean(cmd, []string{"install", "uninstall", "start", "stop", "restart", "status", "unit"}), serviceUsage)
 		return exitUsage
 	}
 	exe, err := executable()

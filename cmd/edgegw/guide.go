@@ -1,0 +1,174 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// A command line that guides: -h/--help and -V/--version everywhere, flag help
+// in the double-dash form the documentation uses, and the nearest known name
+// for an unknown command or flag.
+
+// commands are the top-level commands, for suggestions.
+var commands = []string{"run", "config", "version", "service", "store", "passwd", "status", "sessions", "meters", "bridge", "help"}
+
+var (
+	helpFlags    = []string{"-h", "-help", "--help"}
+	versionFlags = []string{"-V", "--version"}
+)
+
+// hasArg reports whether args, up to a "--", hold one of names.
+func hasArg(args []string, names ...string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		for _, n := range names {
+			if a == n {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nearest returns the candidate closest to word in edit distance, if it is
+// close enough to be what was meant: at most 2 edits, and fewer edits than
+// half of word's length. "" when none is.
+func nearest(word string, cands []string) string {
+	best, bestD := "", 3
+	for _, c := range cands {
+		if d := editDistance(word, c); d < bestD && 2*d < len(word) {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// didYouMean is " (did you mean X?)" for the nearest candidate, or "".
+func didYouMean(word string, cands []string) string {
+	if n := nearest(word, cands); n != "" {
+		return " (did you mean " + n + "?)"
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes; names are ASCII).
+// Cost: len(a) x len(b).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// dashed is a flag's name as the documentation writes it: -c, --config.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// shorthandOf is the usage text of a one-letter alias of the flag long.
+func shorthandOf(long string) string { return "shorthand for --" + long }
+
+// printFlags writes fs's flags in the double-dash form, a one-letter alias
+// (usage "shorthand for --NAME") on its long flag's line.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	short := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if long, ok := strings.CutPrefix(f.Usage, "shorthand for --"); ok {
+			short[long] = f.Name
+		}
+	})
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Usage, "shorthand for --") {
+			return
+		}
+		arg, usage := flag.UnquoteUsage(f)
+		names := dashed(f.Name)
+		if s, ok := short[f.Name]; ok {
+			names = dashed(s) + ", " + names
+		}
+		if arg != "" && arg != "value" {
+			names += " " + arg
+		}
+		fmt.Fprintf(w, "  %s\n      %s\n", names, usage)
+	})
+}
+
+// flagError reports a parse error of command name's flags: an unknown flag
+// with the nearest known one, then the usage; the exit status is exitUsage.
+func flagError(stderr io.Writer, name string, fs *flag.FlagSet, err error, usage func(io.Writer)) int {
+	msg := err.Error()
+	if bad, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		bad = "--" + strings.TrimLeft(bad, "-")
+		var known []string
+		fs.VisitAll(func(f *flag.Flag) { known = append(known, dashed(f.Name)) })
+		msg = "unknown flag " + bad + didYouMean(bad, known)
+	}
+	fmt.Fprintf(stderr, "edgegw %s: %s\n", name, msg)
+	usage(stderr)
+	return exitUsage
+}
+
+// parseFlags parses args with fs for command name: -h/--help prints the usage
+// on stdout (done, exit 0); a bad flag is reported by flagError (done, exit 2).
+func parseFlags(fs *flag.FlagSet, name string, args []string, stdout, stderr io.Writer,
+	usage func(io.Writer), parse func([]string) ([]string, error)) (pos []string, code int, done bool) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if hasArg(args, helpFlags...) {
+		usage(stdout)
+		return nil, exitOK, true
+	}
+	pos, err := parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return nil, exitOK, true
+	}
+	if err != nil {
+		return nil, flagError(stderr, name, fs, err, usage), true
+	}
+	return pos, exitOK, false
+}
+
+// commandUsage returns usage's lines for command cmd (with their continuation
+// lines), or all of usage when cmd has none.
+func commandUsage(cmd string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.SplitAfter(usage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  edgegw "+cmd+" ") || strings.TrimRight(line, "\n") == "  edgegw "+cmd:
+			in = true
+		case strings.HasPrefix(line, "      "): // a continuation keeps the state
+		default:
+			in = false
+		}
+		if in {
+			b.WriteString(line)
+		}
+	}
+	if b.Len() == 0 {
+		return usage
+	}
+	return "usage:\n" + b.String()
+}

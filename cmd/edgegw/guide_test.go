@@ -1,0 +1,68 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// The command line guides: -V/--version anywhere, -h/--help after any command
+// (on stdout, exit 0, flags in the --name form the documentation uses), and an
+// unknown command, subcommand or flag names the nearest known one (exit 2).
+func TestCLIGuides(t *testing.T) {
+	for _, tt := range []struct {
+		args   []string
+		status int
+		stdout []string // each must be in stdout
+		stderr []string // each must be in stderr
+	}{
+		{[]string{"--version"}, 0, []string{"edgegw " + testVersion + " ("}, nil},
+		{[]string{"-V"}, 0, []string{"edgegw " + testVersion + " ("}, nil},
+		{[]string{"status", "--socket", "/nonexistent", "-V"}, 0, []string{"edgegw " + testVersion + " ("}, nil},
+		{[]string{"--help"}, 0, []string{"usage:", "edgegw status", "-V, --version"}, nil},
+		{[]string{"-h"}, 0, []string{"usage:", "edgegw run [-c FILE]"}, nil},
+		{[]string{"status", "--help"}, 0, []string{"usage: edgegw status", "  -c, --config FILE\n", "  --socket PATH\n", "  --json\n", "  --token-file FILE\n"}, nil},
+		{[]string{"sessions", "kick", "x", "-h"}, 0, []string{"usage: edgegw sessions", "  -c, --config FILE\n"}, nil},
+		{[]string{"run", "-h"}, 0, []string{"usage: edgegw run [-c FILE]", "  -c, --config FILE\n"}, nil},
+		{[]string{"config", "--help"}, 0, []string{"edgegw config default", "edgegw config check FILE"}, nil},
+		{[]string{"passwd", "-h"}, 0, []string{"edgegw passwd FILE USER", "edgegw passwd -D FILE USER"}, nil},
+		{[]string{"service", "--help"}, 0, []string{"usage: edgegw service COMMAND"}, nil},
+		{[]string{"stauts"}, 2, nil, []string{`unknown command "stauts" (did you mean status?)`, "usage:"}},
+		{[]string{"sesions"}, 2, nil, []string{`(did you mean sessions?)`}},
+		{[]string{"xyzzy"}, 2, nil, []string{`unknown command "xyzzy"` + "\n"}}, // nothing near: no guess
+		{[]string{"status", "--jsn"}, 2, nil, []string{"edgegw status: unknown flag --jsn (did you mean --json?)", "  --socket PATH\n"}},
+		{[]string{"meters", "--sokcet", "x"}, 2, nil, []string{"unknown flag --sokcet (did you mean --socket?)"}},
+		{[]string{"run", "--confg", "x"}, 2, nil, []string{"edgegw run: unknown flag --confg (did you mean --config?)", "usage: edgegw run"}},
+		{[]string{"config", "chek", "x"}, 2, nil, []string{`unknown subcommand "chek" (did you mean check?)`, "edgegw config check FILE"}},
+		{[]string{"sessions", "kik", "x", "--socket", "/nonexistent"}, 2, nil, []string{`"kik x" (did you mean kick?)`}},
+		{[]string{"service", "strat"}, 2, nil, []string{`unknown command "strat" (did you mean start?)`}},
+	} {
+		r := edgegw(t, tt.args...)
+		if r.status != tt.status {
+			t.Errorf("edgegw %q: status %d, want %d (stdout %q, stderr %q)", tt.args, r.status, tt.status, r.stdout, r.stderr)
+			continue
+		}
+		for _, w := range tt.stdout {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("edgegw %q: stdout lacks %q:\n%s", tt.args, w, r.stdout)
+			}
+		}
+		for _, w := range tt.stderr {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("edgegw %q: stderr lacks %q:\n%s", tt.args, w, r.stderr)
+			}
+		}
+		if strings.Contains(r.stdout+r.stderr, "\n  -config") || strings.Contains(r.stdout+r.stderr, "\n  -socket") {
+			t.Errorf("edgegw %q: a flag in the single-dash form:\n%s%s", tt.args, r.stdout, r.stderr)
+		}
+	}
+}
+
+func TestNearest(t *testing.T) {
+	cands := []string{"status", "sessions", "meters", "bridge", "run"}
+	for word, want := range map[string]string{"stauts": "status", "sesion": "sessions", "meter": "meters", "brigde": "bridge",
+		"rn": "", "status": "status", "zzz": "", "": ""} {
+		if got := nearest(word, cands); got != want {
+			t.Errorf("nearest(%q) = %q, want %q", word, got, want)
+		}
+	}
+}
