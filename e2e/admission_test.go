@@ -169,6 +169,20 @@ func testAdmissionAtCap(t *testing.T, durability string) {
 	if len(acked) < 20 || len(refused) < 20 {
 		t.Fatalf("%d acknowledged, %d refused: the run did not cross the cap in its middle", len(acked), len(refused))
 	}
+	// At the cap a v5 QoS 2 PUBLISH is refused with PUBREC 0x97 (a PUBREC
+	// reason >= 0x80 ends the flow [MQTT-4.3.3-1]).
+	{
+		c, _, err := dialV5(addr, &paho.Connect{ClientID: "adm-pub-q2", CleanStart: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := publishV5(c, "adm/q2", 2, []byte("q2-000"+strings.Repeat("x", 280)))
+		closeV5(c)
+		if rc != 0x97 {
+			t.Fatalf("v5 QoS 2 publish at the cap: reason %#x, %v; want PUBREC 0x97", rc, err)
+		}
+		refused["q2-000"] = true
+	}
 	if len(v3Unacked) == 0 || len(v3Unacked) == perPub {
 		t.Logf("note: the v3.1.1 publisher had %d of %d unacknowledged", len(v3Unacked), perPub)
 	}

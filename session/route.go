@@ -90,8 +90,8 @@ func (e *Engine) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 }
 
 // refusePublish answers a QoS 1/2 PUBLISH that cannot be stored: v5 gets PUBACK
-// 0x97 Quota exceeded; v3.1.1 has no negative PUBACK, so it gets none and the
-// client re-sends after reconnecting [MQTT-4.4.0-1].
+// (QoS 2: PUBREC) 0x97 Quota exceeded; v3.1.1 has no negative PUBACK, so it
+// gets none and the client re-sends after reconnecting [MQTT-4.4.0-1].
 func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) error {
 	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 { // the flow ends here: no PUBREL will come
 		if s := e.session(cl.ID); s != nil {
@@ -107,6 +107,14 @@ func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) er
 	e.rlog.Warn("publish refused", "publish refused: store unavailable", slog.String("client", cl.ID),
 		slog.String("remote", cl.Net.Remote), slog.Any("error", err))
 	if cl.Properties.ProtocolVersion == 5 {
+		if pk.FixedHeader.Qos == 2 && !cl.Net.Inline {
+			// mochi answers a refused QoS 2 PUBLISH with a PUBACK, which ends
+			// nothing for the client: the refusal of a QoS 2 flow is a PUBREC
+			// with the reason code [MQTT-3.5.2-1].
+			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+				PacketID: pk.PacketID, ReasonCode: packets.ErrQuotaExceeded.Code})
+			return packets.ErrRejectPacket
+		}
 		return packets.ErrQuotaExceeded
 	}
 	return packets.ErrRejectPacket
