@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"edgegw/internal/suggest"
 )
 
 // Limits shared by several sections.
@@ -222,7 +224,12 @@ func (d *Decoder) Mapping(n *yaml.Node, key string, fields map[string]Setter) {
 		seen[k.Value] = k.Line
 		set, ok := fields[k.Value]
 		if !ok {
-			d.FailNode(k, sub, "unknown key (known keys here: %s)", strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
+			known := slices.Sorted(maps.Keys(fields))
+			hint := ""
+			if n := suggest.Nearest(k.Value, known); n != "" {
+				hint = "; did you mean " + n + "?"
+			}
+			d.FailNode(k, sub, "unknown key (known keys here: %s)%s", strings.Join(known, ", "), hint)
 			continue
 		}
 		d.lines[sub] = v.Line

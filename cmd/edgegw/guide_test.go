@@ -56,13 +56,3 @@ func TestCLIGuides(t *testing.T) {
 		}
 	}
 }
-
-func TestNearest(t *testing.T) {
-	cands := []string{"status", "sessions", "meters", "bridge", "run"}
-	for word, want := range map[string]string{"stauts": "status", "sesion": "sessions", "meter": "meters", "brigde": "bridge",
-		"rn": "", "status": "status", "zzz": "", "": ""} {
-		if got := nearest(word, cands); got != want {
-			t.Errorf("nearest(%q) = %q, want %q", word, got, want)
-		}
-	}
-}

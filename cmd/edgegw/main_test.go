@@ -109,6 +109,7 @@ func TestConfigCheck(t *testing.T) {
 		{"bad", bad, 2, "", []string{
 			bad + `:2: sessions.max_sessions: must be an integer, got "lots"`,
 			bad + `:3: sessions.max_sesions: unknown key`,
+			"; did you mean max_sessions?\n", // the nearest known key
 		}},
 		{"missing", filepath.Join(t.TempDir(), "missing.yaml"), 1, "", []string{"no such file or directory"}},
 	}
