@@ -82,8 +82,8 @@ type target struct {
 }
 
 // Defaults are the values Check gives to unset fields. They are the one place
-// the bridge defaults are defined: gateway's configuration decoder starts from
-// them, and gateway/default.yaml documents them.
+// the bridge defaults are defined: the configuration decoder
+// (config/bridges.go) starts from them, and gateway/default.yaml documents them.
 func Defaults() Config {
 	return Config{Version: 5, Keepalive: 30 * time.Second, SessionExpiry: 24 * time.Hour,
 		ConnectTimeout: 10 * time.Second, BackoffMin: time.Second, BackoffMax: 2 * time.Minute,

@@ -11,7 +11,7 @@ import (
 )
 
 // authOptions builds the auth hook's options; the password file is read.
-func (c Config) authOptions(log *slog.Logger) (auth.Options, error) {
+func authOptions(c Config, log *slog.Logger) (auth.Options, error) {
 	o := auth.Options{
 		Listeners: map[string]auth.Listener{},
 		ACL:       auth.ACL{CommandTopics: slices.Clone(c.Auth.CommandTopics)},

@@ -612,7 +612,7 @@ func TestDisconnectCannotRaiseZeroExpiry(t *testing.T) {
 // the disconnect; 0 ends the session at once [MQTT-3.14.2-2] [MQTT-4.1.0-2].
 func TestDisconnectExpiryCappedOrLowered(t *testing.T) {
 	g := startSettledGateway(t, func(c *gateway.Config) {
-		c.Sessions.Profiles = append([]gateway.ProfileConfig{{Name: "capped", ClientID: "capped-*",
+		c.Sessions.Profiles = append([]session.Profile{{Name: "capped", ClientID: "capped-*",
 			CleanStart: session.CleanClient, MaxExpiry: time.Hour}}, c.Sessions.Profiles...)
 	})
 	b := newBystander(t, g)

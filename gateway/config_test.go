@@ -13,28 +13,19 @@ import (
 	"edgegw/bridge"
 	"edgegw/config"
 	"edgegw/session"
-	"edgegw/session/store"
 )
 
 // TestDefaultConfig keeps default.yaml (the documented text) and the defaults in
-// code equal: each section's default is owned by its package (config.DefaultLog,
-// store.DefaultOptions, ...).
+// code (config.Default: each section's default from the package that owns it,
+// config.DefaultLog, store.DefaultOptions, session.DefaultOptions, ...) equal.
+// The text is parsed over a zero Config, so every value comes from it.
 func TestDefaultConfig(t *testing.T) {
-	c := DefaultConfig() // panics if default.yaml is invalid
-	want := Config{
-		DataDir:   "./data",
-		Log:       config.DefaultLog(),
-		Listeners: config.DefaultListeners(),
-		MQTT:      config.DefaultMQTT(),
-		Store:     store.DefaultOptions(),
-		Bridges:   []BridgeConfig{},
-		Admin:     config.DefaultAdmin(),
-		Memory:    config.DefaultMemory(),
-		Sessions:  session.DefaultOptions(),
-		Auth:      config.DefaultAuth(),
+	c, err := config.ParseOver("default.yaml", defaultYAML, Config{}, meterProtocols())
+	if err != nil {
+		t.Fatalf("embedded default.yaml is invalid: %v", err)
 	}
-	if !reflect.DeepEqual(c, want) {
-		t.Errorf("DefaultConfig() =\n%+v\nwant\n%+v", c, want)
+	if ch := c.Changed(DefaultConfig()); ch != nil || !reflect.DeepEqual(c, DefaultConfig()) {
+		t.Errorf("default.yaml and the code defaults differ in sections %q:\n%+v\nwant\n%+v", ch, c, DefaultConfig())
 	}
 	// The documented defaults are the session package's defaults.
 	if got, want := c.SessionOptions(), session.DefaultOptions(); !reflect.DeepEqual(got, want) {
@@ -113,12 +104,12 @@ func TestParseConfigKeepsDefaults(t *testing.T) {
 		{"listeners replace", "listeners:\n  - {name: a, address: ':0'}\n  - {name: b, address: '[::1]:8883'}\n", func(c *Config) {
 			c.Listeners = []ListenerConfig{{Name: "a", Address: ":0", Type: "tcp"}, {Name: "b", Address: "[::1]:8883", Type: "tcp"}}
 		}},
-		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []ProfileConfig{} }},
+		{"no profiles", "sessions:\n  profiles: []\n", func(c *Config) { c.Sessions.Profiles = []session.Profile{} }},
 		{"store overflow", "store:\n  overflow: drop_oldest\n", func(c *Config) { c.Store.Overflow = session.DropOldest }},
 		{"store retained limits", "store:\n  max_retained: 0\n  max_retained_bytes: 1048576\n",
 			func(c *Config) { c.Store.MaxRetained, c.Store.MaxRetainedBytes = 0, 1<<20 }},
 		{"profile defaults", "sessions:\n  profiles:\n    - name: x\n      username: 'u?'\n      max_expiry: 1h\n", func(c *Config) {
-			c.Sessions.Profiles = []ProfileConfig{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
+			c.Sessions.Profiles = []session.Profile{{Name: "x", Username: "u?", CleanStart: session.CleanClient, MaxExpiry: time.Hour}}
 		}},
 		{"bridge addresses", "site_id: s\nbridges:\n  - name: c\n    address: mqtt://a\n    forward: [{local: a/#, remote: b/#}]\n" +
 			"  - name: d\n    address: [mqtt://a, 'mqtts://b:8884']\n    primary_retry: 1m\n    forward: [{local: a/#, remote: b/#}]\n", func(c *Config) {

@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
+	"edgegw/session"
 )
 
 // Row 1: v3.1.1 clean-session=1 lives exactly as long as the connection
@@ -366,7 +367,7 @@ func TestProfiles(t *testing.T) {
 	twoHours := 2 * time.Hour
 	g := startGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, gateway.ListenerConfig{Name: "lan", Address: "127.0.0.1:0"})
-		c.Sessions.Profiles = append([]gateway.ProfileConfig{
+		c.Sessions.Profiles = append([]session.Profile{
 			{Name: "service", Username: "svc-*", CleanStart: "client", Expiry: &twoHours},
 			{Name: "lan-kiosk", Listener: "lan", CleanStart: "force"},
 		}, c.Sessions.Profiles...)

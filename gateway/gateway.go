@@ -65,7 +65,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	if err := makeDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
-	authOpts, err := cfg.authOptions(log.With(slog.String("component", "auth")))
+	authOpts, err := authOptions(cfg, log.With(slog.String("component", "auth")))
 	if err != nil {
 		return nil, err
 	}

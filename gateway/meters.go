@@ -37,7 +37,7 @@ func meterProtocols() *hardware.Registry {
 // commandExpiry is how long a command without its own Message Expiry Interval
 // waits for its meter: the "ota" session profile's expiry, else its
 // max_expiry, else sessions.max_expiry; 24h without an "ota" profile.
-func (c Config) commandExpiry() time.Duration {
+func commandExpiry(c Config) time.Duration {
 	for _, p := range c.Sessions.Profiles {
 		if p.Name != "ota" {
 			continue
@@ -63,7 +63,7 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 	}
 	hub := hardware.New(engine, hardware.Options{
 		Topics:        mc.Topics(),
-		CommandExpiry: cfg.commandExpiry(),
+		CommandExpiry: commandExpiry(cfg),
 		MaxQueued:     cfg.Sessions.MaxQueued,
 		Overflow:      cfg.Sessions.Overflow,
 		Now:           clk.Now,

@@ -36,8 +36,8 @@ meters:
 		p.ReopenMin != time.Second || p.ReopenMax != time.Minute {
 		t.Errorf("port defaults: %+v", p)
 	}
-	if c.commandExpiry() != 24*time.Hour {
-		t.Errorf("command expiry %v, want the ota profile's 24h", c.commandExpiry())
+	if commandExpiry(c) != 24*time.Hour {
+		t.Errorf("command expiry %v, want the ota profile's 24h", commandExpiry(c))
 	}
 }
 

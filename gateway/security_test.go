@@ -593,7 +593,7 @@ func TestCertUsername(t *testing.T) {
 		san := tlsListener("tls-san", "tcp", f, "request")
 		san.Address, san.CertUsername = lan.Address, "san"
 		c.Listeners = append(c.Listeners, cn, san)
-		c.Sessions.Profiles = append([]gateway.ProfileConfig{{Name: "cert-5", Username: "meter-5", CleanStart: "force"}},
+		c.Sessions.Profiles = append([]session.Profile{{Name: "cert-5", Username: "meter-5", CleanStart: "force"}},
 			c.Sessions.Profiles...)
 	})
 	_, host := lanListener(t)

@@ -124,7 +124,7 @@ func TestTLSListenerServesV5AndV3(t *testing.T) {
 	g := startSettledGateway(t, func(c *gateway.Config) {
 		c.Listeners = append(c.Listeners, tlsListener("lan-tls", "tcp", f, ""))
 		expiry := time.Hour
-		c.Sessions.Profiles = append([]gateway.ProfileConfig{{Name: "over-tls", Listener: "lan-tls",
+		c.Sessions.Profiles = append([]session.Profile{{Name: "over-tls", Listener: "lan-tls",
 			ClientID: "tls-*", CleanStart: "client", Expiry: &expiry}}, c.Sessions.Profiles...)
 	})
 	addr := g.Addr("lan-tls")

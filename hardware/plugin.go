@@ -13,7 +13,7 @@ import (
 type Setter = func(n *yaml.Node, key string)
 
 // Decoder is the configuration file's decoder as the meters section and the
-// protocol packages see it; the gateway's decoder implements it. It reports
+// protocol packages see it; config.Decoder implements it. It reports
 // every problem, not only the first, as "file:line: key: message" with the line
 // of the key's value (or of its nearest ancestor present in the file).
 type Decoder interface {

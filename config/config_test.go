@@ -1,0 +1,86 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"edgegw/hardware"
+	"edgegw/hardware/line"
+	"edgegw/hardware/modbus"
+)
+
+func protocols(t *testing.T) *hardware.Registry {
+	t.Helper()
+	r, err := hardware.NewRegistry(modbus.Plugin{}, line.Plugin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestChanged checks that a change in one section is reported as that
+// section's name, and only it.
+func TestChanged(t *testing.T) {
+	if got := Default().Changed(Default()); got != nil {
+		t.Fatalf("Default().Changed(Default()) = %q, want nil", got)
+	}
+	edits := map[string]func(c *Config){
+		"data_dir":  func(c *Config) { c.DataDir = "/var/lib/edgegw" },
+		"log":       func(c *Config) { c.Log.Level = "debug" },
+		"listeners": func(c *Config) { c.Listeners[0].Address = "127.0.0.1:1884" },
+		"mqtt":      func(c *Config) { c.MQTT.ConnectionRate.Burst++ },
+		"store":     func(c *Config) { c.Store.CommitInterval = time.Second },
+		"site_id":   func(c *Config) { c.SiteID = "s1" },
+		"bridges":   func(c *Config) { c.Bridges = append(c.Bridges, Bridge{Name: "up"}) },
+		"meters":    func(c *Config) { c.Meters.CommandAttempts = 5 },
+		"auth":      func(c *Config) { c.Auth.ACL[1].Publish[0] = "x/#" },
+		"memory":    func(c *Config) { c.Memory.Limit = 0 },
+		"admin":     func(c *Config) { c.Admin.Token = "0123456789abcdef" },
+		"sessions":  func(c *Config) { *c.Sessions.Profiles[0].Expiry = time.Hour },
+	}
+	// Every field but Version is a section, and every section has an edit here.
+	if n := reflect.TypeFor[Config]().NumField() - 1; n != len(sectionNames) || len(edits) != n {
+		t.Fatalf("%d sections, %d names, %d edits", n, len(sectionNames), len(edits))
+	}
+	for _, name := range sectionNames {
+		c := Default() // a fresh copy: the edits write through slices and pointers
+		edits[name](&c)
+		if got := c.Changed(Default()); !slices.Equal(got, []string{name}) {
+			t.Errorf("edit of %s: Changed = %q", name, got)
+		}
+		if got := Default().Changed(c); !slices.Equal(got, []string{name}) {
+			t.Errorf("edit of %s, reversed: Changed = %q", name, got)
+		}
+	}
+	c := Default()
+	c.Version = "v2"
+	if got := c.Changed(Default()); got != nil {
+		t.Errorf("Version is not a section: Changed = %q", got)
+	}
+}
+
+// TestChangedParsed compares two parsed files: the sections are reported in
+// the file's order, whatever order their keys have.
+func TestChangedParsed(t *testing.T) {
+	r := protocols(t)
+	old, err := Parse("a.yaml", []byte("sessions:\n  max_queued: 10\nlog:\n  level: info\n"), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := Parse("b.yaml", []byte("sessions:\n  max_queued: 20\nlog:\n  level: info\nlisteners:\n  - {name: a, address: ':1'}\n"), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cur.Changed(old), []string{"listeners", "sessions"}; !slices.Equal(got, want) {
+		t.Errorf("Changed = %q, want %q", got, want)
+	}
+	same, err := Parse("c.yaml", []byte("log: {level: info}\nsessions: {max_queued: 10}\n"), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := same.Changed(old); got != nil {
+		t.Errorf("same values in another order: Changed = %q", got)
+	}
+}
