@@ -6,6 +6,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"edgegw/config/names"
 	"edgegw/gateway/auth"
 )
 
@@ -94,27 +95,21 @@ func (a *Auth) Decode(d *Decoder, n *yaml.Node, key string) {
 // Check checks the auth section and the listeners' security keys, and reads
 // the password file.
 func (a *Auth) Check(d *Decoder, listeners []Listener) {
-	names := map[string]int{}
+	users := names.New(d, "auth.users", auth.CheckUsername)
 	for i, u := range a.Users {
 		key := fmt.Sprintf("auth.users[%d]", i)
-		if err := auth.CheckUsername(u.Name); err != nil {
-			d.Fail(key+".name", "%v", err)
-		} else if j, dup := names[u.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of auth.users[%d]", u.Name, j)
-		} else {
-			names[u.Name] = i
-		}
+		users.Check(i, u.Name)
 		if err := auth.CheckHash(u.PasswordHash); err != nil {
 			d.Fail(key+".password_hash", "%v", err) // the hash itself is never quoted
 		}
 	}
 	if a.PasswordFile != "" {
-		users, err := auth.LoadPasswordFile(a.PasswordFile)
+		inFile, err := auth.LoadPasswordFile(a.PasswordFile)
 		var le *auth.LineError
 		switch {
 		case err == nil:
-			for name := range users {
-				if _, dup := names[name]; dup {
+			for name := range inFile {
+				if users.Has(name) {
 					d.Fail("auth.password_file", "user %s is in %s and in auth.users", name, a.PasswordFile)
 				}
 			}
@@ -138,16 +133,10 @@ func (a *Auth) Check(d *Decoder, listeners []Listener) {
 			d.Fail(fmt.Sprintf("auth.command_topics[%d]", i), "%v", err)
 		}
 	}
-	names = map[string]int{}
+	rules := names.New(d, "auth.acl", nil)
 	for i, r := range a.ACL {
 		key := fmt.Sprintf("auth.acl[%d]", i)
-		if r.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := names[r.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of auth.acl[%d]", r.Name, j)
-		} else {
-			names[r.Name] = i
-		}
+		rules.Check(i, r.Name)
 		for _, list := range []struct {
 			field   string
 			filters []string

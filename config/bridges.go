@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"edgegw/bridge"
+	"edgegw/config/names"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -158,16 +159,11 @@ func DecodeBridges(d *Decoder, n *yaml.Node, key string, bs *[]Bridge) {
 // CheckBridges reports the problems of the bridges that involve more than one
 // value: names, {site_id} without a site_id, and what bridge.Config.Check finds.
 func CheckBridges(d *Decoder, bs []Bridge, siteID string) {
-	names := map[string]int{}
+	unique := names.New(d, "bridges", nil)
 	for i, b := range bs {
-		key := fmt.Sprintf("bridges[%d]", i)
-		if b.Name == "" {
-			d.Fail(key+".name", "must not be empty")
+		if !unique.Check(i, b.Name) && b.Name == "" {
 			continue
-		} else if j, dup := names[b.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of bridges[%d]", b.Name, j)
 		}
-		names[b.Name] = i
 		if strings.Contains(b.ClientID+b.Address+strings.Join(b.Fallbacks, "")+b.StatusTopic+b.WillTopic, "{site_id}") && siteID == "" {
 			d.Fail("site_id", "must be set: bridges[%d] uses {site_id}", i)
 		}

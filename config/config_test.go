@@ -84,3 +84,15 @@ func TestChangedParsed(t *testing.T) {
 		t.Errorf("same values in another order: Changed = %q", got)
 	}
 }
+
+// TestRepeatedBridgeNames: every repeated name names the first item that has
+// it, in bridges as in every other list (config/names).
+func TestRepeatedBridgeNames(t *testing.T) {
+	b := "  - {name: a, address: mqtt://x, forward: [{local: a/#, remote: b/#}]}\n"
+	_, err := Parse("e.yaml", []byte("site_id: s\nbridges:\n"+b+b+b), protocols(t))
+	want := "e.yaml:4: bridges[1].name: \"a\" is already the name of bridges[0]\n" +
+		"e.yaml:5: bridges[2].name: \"a\" is already the name of bridges[0]"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want\n%s", err, want)
+	}
+}

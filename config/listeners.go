@@ -7,6 +7,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"edgegw/config/names"
 	"edgegw/gateway/auth"
 )
 
@@ -158,16 +159,10 @@ func CheckListeners(d *Decoder, ls []Listener) {
 	if len(ls) == 0 {
 		d.Fail("listeners", "at least one listener is required")
 	}
-	names := map[string]int{}
+	unique := names.New(d, "listeners", nil)
 	for i, l := range ls {
 		key := fmt.Sprintf("listeners[%d]", i)
-		if l.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := names[l.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of listeners[%d]", l.Name, j)
-		} else {
-			names[l.Name] = i
-		}
+		unique.Check(i, l.Name)
 		if err := CheckAddress(l.Address); err != nil {
 			d.Fail(key+".address", "%v", err)
 		}

@@ -1,12 +1,12 @@
 package config
 
 import (
-	"fmt"
 	"math"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"edgegw/config/names"
 	"edgegw/session"
 )
 
@@ -60,16 +60,9 @@ func decodeProfile(d *Decoder, n *yaml.Node, key string) session.Profile {
 
 // CheckProfileNames reports empty and repeated profile names.
 func CheckProfileNames(d *Decoder, o session.Options) {
-	names := map[string]int{}
+	unique := names.New(d, "sessions.profiles", nil)
 	for i, p := range o.Profiles {
-		key := fmt.Sprintf("sessions.profiles[%d]", i)
-		if p.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := names[p.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of sessions.profiles[%d]", p.Name, j)
-		} else {
-			names[p.Name] = i
-		}
+		unique.Check(i, p.Name)
 	}
 }
 

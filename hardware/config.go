@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"edgegw/config/names"
 	"edgegw/session"
 )
 
@@ -148,31 +149,19 @@ func CheckMeters(d Decoder, r *Registry, m *MetersConfig) {
 		k, msg, _ := strings.Cut(err.Error(), ": ")
 		d.Fail("meters."+k, "%s", msg)
 	}
-	types := map[string]int{}
+	types := names.New(d, "meters.types", nil)
 	for i, t := range m.Types {
 		key := fmt.Sprintf("meters.types[%d]", i)
-		if t.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := types[t.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of meters.types[%d]", t.Name, j)
-		} else {
-			types[t.Name] = i
-		}
+		types.Check(i, t.Name)
 		for _, p := range r.plugins {
 			p.CheckType(d, key, typePart(t, p))
 		}
 	}
-	ports := map[string]int{}
+	ports := names.New(d, "meters.ports", nil)
 	ids := map[string]string{}
 	for i, p := range m.Ports {
 		key := fmt.Sprintf("meters.ports[%d]", i)
-		if p.Name == "" {
-			d.Fail(key+".name", "must not be empty")
-		} else if j, dup := ports[p.Name]; dup {
-			d.Fail(key+".name", "%q is already the name of meters.ports[%d]", p.Name, j)
-		} else {
-			ports[p.Name] = i
-		}
+		ports.Check(i, p.Name)
 		if p.Device == "" {
 			d.Fail(key+".device", "must not be empty")
 		}
@@ -208,7 +197,7 @@ func CheckMeters(d Decoder, r *Registry, m *MetersConfig) {
 			} else {
 				ids[pm.ID] = mkey
 			}
-			if _, known := types[pm.Type]; pm.Type != "" && !known {
+			if pm.Type != "" && !types.Has(pm.Type) {
 				d.Fail(mkey+".type", "no meter type %q in meters.types", pm.Type)
 			}
 			for _, other := range foreign {
