@@ -488,6 +488,61 @@ func TestPasswdRoundTrip(t *testing.T) {
 	}
 }
 
+// A password file written by Debian's mosquitto_passwd works as it is: users
+// with its default $7$ (PBKDF2-SHA512) and its -H sha512 $6$ hashes log in
+// with mosquitto_sub (a real client) and their passwords, a wrong password is
+// refused (v3.1.1 return code 4, bad user name or password); `edgegw
+// passwd` then re-sets a user with bcrypt and keeps the other lines.
+func TestMosquittoPasswordFileMigration(t *testing.T) {
+	bin := buildEdgegw(t)
+	file := mosquittoPasswordFile(t, "alice", "alice from mosquitto")
+	if out, err := exec.Command("mosquitto_passwd", "-H", "sha512", "-b", file, "tech", "tech pw").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd -H sha512: %v %s", err, out)
+	}
+	_, lan, _ := secureGateway(t, func(c *gateway.Config) {
+		c.Auth.Users = nil
+		c.Auth.ACL = c.Auth.ACL[1:]
+		c.Auth.PasswordFile = file
+	})
+	host, port, _ := strings.Cut(lan, ":")
+	sub := func(user, pw string) string {
+		t.Helper()
+		out, _ := exec.Command(lookTool(t, "mosquitto_sub"), "-h", host, "-p", port, "-V", "mqttv311", "-i", "mig-"+user,
+			"-u", user, "-P", pw, "-t", "x", "-C", "1", "-W", "1").CombinedOutput()
+		return string(out)
+	}
+	for user, pw := range map[string]string{"alice": "alice from mosquitto", "tech": "tech pw"} {
+		if out := sub(user, pw); !strings.Contains(out, "Timed out") {
+			t.Errorf("%s with its mosquitto password: %q, want connected (and timed out waiting)", user, out)
+		}
+		if out := sub(user, pw+"x"); !strings.Contains(out, "bad user name or password") {
+			t.Errorf("%s with a wrong password: %q, want refused", user, out)
+		}
+	}
+	cmd := exec.Command(bin, "passwd", file, "tech")
+	cmd.Stdin = strings.NewReader("tech new pw\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("edgegw passwd on a mosquitto file: %v %s", err, out)
+	}
+	data, _ := os.ReadFile(file)
+	if lines := strings.Split(strings.TrimSpace(string(data)), "\n"); len(lines) != 2 ||
+		!strings.HasPrefix(lines[0], "alice:$7$101$") || !strings.HasPrefix(lines[1], "tech:$2a$10$") {
+		t.Fatalf("file after edgegw passwd tech:\n%s", data)
+	}
+	// The file is looked at again at most once a second, at a login. Tried at
+	// most 5 times a second: faster, the attempts would use up the connection
+	// rate limit (10/s), which refuses before the password is checked.
+	for deadline := time.Now().Add(waitTimeout); ; time.Sleep(200 * time.Millisecond) {
+		out := sub("tech", "tech new pw")
+		if strings.Contains(out, "Timed out") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new bcrypt password of tech was not accepted: %q", out)
+		}
+	}
+}
+
 // The data directory is 0750 and the store file 0600; an existing install with
 // wider modes is tightened at start.
 func TestDataFileModes(t *testing.T) {

@@ -16,7 +16,8 @@ import (
 )
 
 // Password file format (like mosquitto_passwd's): one "user:hash" per line, the
-// hash a bcrypt hash ("$2a$", "$2b$" or "$2y$"); empty lines and lines starting
+// hash a bcrypt hash ("$2a$", "$2b$" or "$2y$") or one of mosquitto's ("$6$",
+// "$7$": mosquitto.go); empty lines and lines starting
 // with '#' are ignored. A user name is not empty and holds no ':' and no
 // control characters.
 
@@ -42,8 +43,13 @@ func CheckUsername(name string) error {
 	return nil
 }
 
-// CheckHash checks that hash is a bcrypt hash this package can verify.
+// CheckHash checks that hash is a hash this package can verify: bcrypt, or
+// mosquitto's $6$ or $7$ (mosquitto.go).
 func CheckHash(hash string) error {
+	if isMosquitto(hash) {
+		_, err := parseMosquitto(hash)
+		return err
+	}
 	if !strings.HasPrefix(hash, "$2") {
 		return errors.New("not a bcrypt hash (want $2a$, $2b$ or $2y$...; create one with `edgegw passwd`)")
 	}

@@ -23,12 +23,13 @@ func cheapHash(t *testing.T, pw string) string {
 
 func TestParsePasswordFileErrorsNameLines(t *testing.T) {
 	h := cheapHash(t, "x")
-	in := "# comment\n\nalice:" + h + "\nbob\n:" + h + "\nalice:" + h + "\ncarol:$6$salt$abc\n"
+	in := "# comment\n\nalice:" + h + "\nbob\n:" + h + "\nalice:" + h + "\ncarol:$6$salt$abc\ndave:$1$md5$crypt\n"
 	_, err := ParsePasswordFile("pw", strings.NewReader(in))
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"pw:4: want user:hash", "pw:5: user name is empty", "pw:6: user alice is already on line 3", "pw:7: user carol: not a bcrypt hash"} {
+	for _, want := range []string{"pw:4: want user:hash", "pw:5: user name is empty", "pw:6: user alice is already on line 3", "pw:7: user carol: mosquitto $6$ hash: hash is not 64 bytes of base64",
+		"pw:8: user dave: not a bcrypt hash"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -26,9 +26,11 @@ import (
 // HMAC under a random per-process key: a client reconnecting with the same
 // password costs a SHA-256, not a bcrypt. Unknown users cost a bcrypt too, so
 // that timing does not tell which users exist: the password is compared with
-// the hash of a user of the bcrypt cost most users have (the result is thrown
-// away), so an unknown user takes as long as a known user's wrong password
-// also when the hashes were not made at cost 10 (htpasswd -B makes cost 5).
+// the hash of a user of the hash class (bcrypt cost, or mosquitto's $6$ or $7$
+// with its iterations) most users have (the result is thrown away), so an
+// unknown user takes as long as a known user's wrong password also when the
+// hashes were not made at cost 10 (htpasswd -B makes cost 5) or come from
+// mosquitto_passwd.
 type Users struct {
 	static map[string]string
 	file   string
@@ -78,33 +80,36 @@ func NewUsers(static map[string]string, file string, log *slog.Logger) (*Users, 
 	return u, nil
 }
 
-// pickDummy sets dummyHash to the hash of a user with the bcrypt cost most
-// users have (the higher cost on a tie), or a cost 10 hash without users.
-// Caller holds u.mu unless the Users is new.
+// pickDummy sets dummyHash to the hash of a user of the class (algorithm and
+// work factor: hashClass) most users have (the higher work factor on a tie),
+// or a cost 10 bcrypt hash without users. Caller holds u.mu unless the Users
+// is new.
 func (u *Users) pickDummy() {
-	count := map[int]int{}
-	byCost := map[int]string{}
+	count := map[string]int{}
+	cost := map[string]int{}
+	byClass := map[string]string{}
 	for _, m := range []map[string]string{u.static, u.fromFile} {
 		for _, h := range m {
-			c, err := bcrypt.Cost([]byte(h))
-			if err != nil {
+			c, w, ok := hashClass(h)
+			if !ok {
 				continue
 			}
 			count[c]++
-			if old, ok := byCost[c]; !ok || h < old { // the same choice every time
-				byCost[c] = h
+			cost[c] = w
+			if old, ok := byClass[c]; !ok || h < old { // the same choice every time
+				byClass[c] = h
 			}
 		}
 	}
-	best := -1
+	best := ""
 	for c, n := range count {
-		if best < 0 || n > count[best] || (n == count[best] && c > best) {
+		if best == "" || n > count[best] || (n == count[best] && (cost[c] > cost[best] || (cost[c] == cost[best] && c > best))) {
 			best = c
 		}
 	}
 	u.dummyHash = u.noUsers
-	if best >= 0 {
-		u.dummyHash = []byte(byCost[best])
+	if best != "" {
+		u.dummyHash = []byte(byClass[best])
 	}
 }
 
@@ -181,10 +186,10 @@ func (u *Users) Check(user string, password []byte) bool {
 		u.mu.Lock()
 		dummy := u.dummyHash
 		u.mu.Unlock()
-		_ = bcrypt.CompareHashAndPassword(dummy, password) // as long as a known user's check; always false
+		_ = verify(string(dummy), password) // as long as a known user's check; always false
 		return false
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), password) != nil {
+	if !verify(hash, password) {
 		return false
 	}
 	u.mu.Lock()
