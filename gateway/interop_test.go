@@ -372,6 +372,12 @@ def on_disconnect(c, userdata, rc, properties=None):
 c = mqtt.Client(client_id="paho-py-acks", protocol=mqtt.MQTTv5)
 c.on_connect, c.on_subscribe, c.on_publish = on_connect, on_subscribe, on_publish
 c.on_message, c.on_disconnect = on_message, on_disconnect
+` + pahoLoop
+
+// pahoLoop ends a paho-mqtt script: client c connects to the address in the
+// arguments and runs until the event done is set, at most 15 s (then
+// report["errors"] gets "timeout"), and the JSON report is printed.
+const pahoLoop = `
 c.connect(sys.argv[1], int(sys.argv[2]), keepalive=30)
 c.loop_start()
 if not done.wait(15):

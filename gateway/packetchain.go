@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -58,9 +60,33 @@ func (c *packetChain) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets
 }
 
 func (c *packetChain) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if err := c.auth.PacketPublish(cl, &pk); err != nil {
-		return pk, err
+	err := c.auth.PacketPublish(cl, &pk)
+	if err == nil {
+		err = c.engine.PacketPublish(cl, &pk)
 	}
-	err := c.engine.PacketPublish(cl, &pk)
-	return pk, err
+	return pk, refuseQoS2(cl, &pk, err)
+}
+
+// refuseQoS2 answers a v5 QoS 2 PUBLISH that a hook refuses with a reason code
+// (err, a packets.Code >= 0x80) with PUBREC and that code, and tells mochi to
+// send nothing more (ErrRejectPacket). mochi answers any PUBLISH refused from
+// OnPublish with a PUBACK, whatever its QoS; a QoS 2 publisher waits for PUBREC
+// and fails the flow ("received PUBACK instead of PUBREC") or hangs. A PUBREC
+// with a code >= 0x80 ends the QoS 2 flow: the client sends no PUBREL
+// [MQTT-4.3.3-4] [MQTT-3.5.2-1], and mochi keeps no inflight state for the packet
+// id, which the client may use again at once. A v3.1.1 refusal has no code and
+// is left as the hook decided (docs/security.md, "Refused publishes").
+func refuseQoS2(cl *mqtt.Client, pk *packets.Packet, err error) error {
+	if err == nil || pk.FixedHeader.Qos != 2 || cl.Net.Inline || cl.Properties.ProtocolVersion != 5 {
+		return err
+	}
+	var code packets.Code
+	if !errors.As(err, &code) || code.Code < packets.ErrUnspecifiedError.Code || code == packets.ErrRejectPacket {
+		return err
+	}
+	// With the Reason String mochi gives its own error acks (left out for a
+	// client that asked for no problem information [MQTT-3.1.2-29]).
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+		PacketID: pk.PacketID, ReasonCode: code.Code, Properties: packets.Properties{ReasonString: code.Reason}})
+	return packets.ErrRejectPacket
 }

@@ -107,15 +107,7 @@ func (e *Engine) refusePublish(cl *mqtt.Client, pk packets.Packet, err error) er
 	e.rlog.Warn("publish refused", "publish refused: store unavailable", slog.String("client", cl.ID),
 		slog.String("remote", cl.Net.Remote), slog.Any("error", err))
 	if cl.Properties.ProtocolVersion == 5 {
-		if pk.FixedHeader.Qos == 2 && !cl.Net.Inline {
-			// mochi answers a refused QoS 2 PUBLISH with a PUBACK, which ends
-			// nothing for the client: the refusal of a QoS 2 flow is a PUBREC
-			// with the reason code [MQTT-3.5.2-1].
-			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
-				PacketID: pk.PacketID, ReasonCode: packets.ErrQuotaExceeded.Code})
-			return packets.ErrRejectPacket
-		}
-		return packets.ErrQuotaExceeded
+		return packets.ErrQuotaExceeded // a QoS 2 one: PUBREC (gateway's packetChain)
 	}
 	return packets.ErrRejectPacket
 }
