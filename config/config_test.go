@@ -96,3 +96,12 @@ func TestRepeatedBridgeNames(t *testing.T) {
 		t.Errorf("error %v, want\n%s", err, want)
 	}
 }
+
+// parse is Parse with edgegw's meter protocols, for the tests of the sections.
+func parse(name string, data []byte) (Config, error) {
+	r, err := hardware.NewRegistry(modbus.Plugin{}, line.Plugin{})
+	if err != nil {
+		panic(err)
+	}
+	return Parse(name, data, r)
+}
