@@ -23,16 +23,12 @@ type Config = config.Config
 // ConfigError is one problem in a configuration file.
 type ConfigError = config.Error
 
-// Names of the sections' types, for the gateway's callers and tests.
+// Other names of the sections' types, kept for the gateway's code and tests
+// that use them (the types are config's).
 type (
-	LogConfig        = config.Log
-	MQTTConfig       = config.MQTT
 	RateConfig       = config.Rate
-	AdminConfig      = config.Admin
-	MemoryConfig     = config.Memory
 	ListenerConfig   = config.Listener
 	ListenerTLS      = config.ListenerTLS
-	AuthConfig       = config.Auth
 	UserConfig       = config.User
 	ACLRuleConfig    = config.ACLRule
 	BridgeConfig     = config.Bridge

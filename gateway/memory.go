@@ -5,6 +5,8 @@ import (
 	"math"
 	"runtime/debug"
 	"time"
+
+	"edgegw/config"
 )
 
 // applyMemory sets the collector's percentage and soft limit from m, except
@@ -14,7 +16,7 @@ import (
 // (tests start several, with the same defaults) sets them. It returns the
 // tuner that keeps the percentage in step with the live heap, or nil when
 // there is nothing to tune (GOGC set, or a percentage of 100 or less).
-func applyMemory(m MemoryConfig, lookupEnv func(string) (string, bool), log *slog.Logger) *gcTuner {
+func applyMemory(m config.Memory, lookupEnv func(string) (string, bool), log *slog.Logger) *gcTuner {
 	var tuner *gcTuner
 	if v, set := lookupEnv("GOGC"); set {
 		log.Info("memory.gc_percent not applied: GOGC is set", slog.String("GOGC", v))

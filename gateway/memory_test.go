@@ -6,6 +6,8 @@ import (
 	"math"
 	"runtime/debug"
 	"testing"
+
+	"edgegw/config"
 )
 
 // applyMemory sets the collector from the configuration unless GOGC or
@@ -16,7 +18,7 @@ func TestApplyMemory(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	noEnv := func(string) (string, bool) { return "", false }
 
-	if applyMemory(MemoryConfig{GCPercent: 300, Limit: 64 << 20}, noEnv, log) == nil {
+	if applyMemory(config.Memory{GCPercent: 300, Limit: 64 << 20}, noEnv, log) == nil {
 		t.Error("no tuner for gc_percent 300")
 	}
 	if got := debug.SetGCPercent(100); got != 300 {
@@ -26,7 +28,7 @@ func TestApplyMemory(t *testing.T) {
 		t.Errorf("memory limit %d, want %d", got, 64<<20)
 	}
 
-	applyMemory(MemoryConfig{GCPercent: 300}, noEnv, log)
+	applyMemory(config.Memory{GCPercent: 300}, noEnv, log)
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Errorf("limit 0: memory limit %d, want none (MaxInt64)", got)
 	}
@@ -34,7 +36,7 @@ func TestApplyMemory(t *testing.T) {
 	debug.SetGCPercent(150)
 	debug.SetMemoryLimit(32 << 20)
 	env := func(k string) (string, bool) { return "x", k == "GOGC" || k == "GOMEMLIMIT" }
-	if applyMemory(MemoryConfig{GCPercent: 300, Limit: 64 << 20}, env, log) != nil {
+	if applyMemory(config.Memory{GCPercent: 300, Limit: 64 << 20}, env, log) != nil {
 		t.Error("a tuner although GOGC is set")
 	}
 	if got := debug.SetGCPercent(100); got != 150 {
