@@ -14,6 +14,14 @@ import "github.com/mochi-mqtt/server/v2/packets"
 //     encoded only when the ack has properties, which it had when mochi copied
 //     the PUBLISH's into it (NewServer turns that off), and MQTT.js, paho-mqtt
 //     and mosquitto_pub then failed the publish.
+//   - A QoS 2 PUBLISH re-sent before its PUBREL (the client did not get the
+//     PUBREC, e.g. the connection dropped) gets PUBREC 0x00 again, not mochi's
+//     0x91 Packet Identifier in use: the message was accepted the first time
+//     (mochi does not route it again), and 0x91 would end the flow for the
+//     client, which would report a delivered message as failed and never send
+//     the PUBREL, leaving the packet id and a receive-maximum slot taken for
+//     the session's life [MQTT-4.3.3-10] (mosquitto 2.0.11 answers 0x00 too).
+//     mochi sends PUBREC 0x91 nowhere else.
 //   - SUBACK and UNSUBACK carry no user properties: mochi echoes the
 //     SUBSCRIBE's and UNSUBSCRIBE's, which are the client's own data, not the
 //     server's, and which can push the ack over the client's Maximum Packet
@@ -28,6 +36,8 @@ func cleanAck(pk *packets.Packet) {
 	case packets.Puback, packets.Pubrec:
 		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 			pk.ReasonCode = packets.CodeSuccess.Code
+		} else if pk.ReasonCode == packets.ErrPacketIdentifierInUse.Code && pk.FixedHeader.Type == packets.Pubrec {
+			pk.ReasonCode, pk.Properties.ReasonString = packets.CodeSuccess.Code, ""
 		}
 	case packets.Suback, packets.Unsuback:
 		pk.Properties.User = nil

@@ -210,3 +210,46 @@ func decodeJSON(t *testing.T, out []byte, v any) {
 		t.Fatalf("client report %q: %v", out, err)
 	}
 }
+
+// A QoS 2 PUBLISH re-sent before its PUBREL (DUP set: the client did not get
+// the PUBREC), on the same connection and after reconnecting to its session,
+// gets PUBREC 0x00 again, byte for byte as from mosquitto 2.0.11, not
+// 0x91 Packet Identifier in use, which would end the flow for a message that
+// was delivered; the PUBREL then completes it and the message is delivered
+// once [MQTT-4.3.3-10].
+func TestQoS2ResendBeforePubrel(t *testing.T) {
+	t.Parallel()
+	g, watch := startDenyingGateway(t)
+	session := packets.Properties{SessionExpiryInterval: 60, SessionExpiryIntervalFlag: true}
+	c := dialRaw(t, g.addr, 5)
+	c.connect("qos2-resend", true, session)
+	publish := func(c *rawClient, dup bool, payload string) {
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Dup: dup}, PacketID: 7,
+			TopicName: "ok/resend", Payload: []byte(payload)})
+	}
+	publish(c, false, "once")
+	c.expectBytes("PUBREC", "50 02 00 07")
+	publish(c, true, "once")
+	c.expectBytes("PUBREC of the re-sent PUBLISH", "50 02 00 07")
+	c.close()
+
+	c = dialRaw(t, g.addr, 5)
+	if ca := c.connect("qos2-resend", false, session); !ca.SessionPresent {
+		t.Fatalf("reconnect: no session present")
+	}
+	publish(c, true, "once")
+	c.expectBytes("PUBREC of the PUBLISH re-sent after reconnecting", "50 02 00 07")
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 7})
+	c.expectBytes("PUBCOMP", "70 02 00 07")
+	publish(c, false, "new")
+	c.expectBytes("PUBREC of a new message with the completed id", "50 02 00 07")
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 7})
+	c.expectBytes("PUBCOMP of the new message", "70 02 00 07")
+	// A re-sent PUBLISH routed again would come between the two.
+	for _, want := range []string{"once", "new"} {
+		if m := watch.next(t); m.Topic != "ok/resend" || string(m.Payload) != want {
+			t.Fatalf("delivery %s %q, want ok/resend %q", m.Topic, m.Payload, want)
+		}
+	}
+	c.close()
+}
