@@ -6,6 +6,8 @@
 //	                            SIGHUP reloads TLS certificates
 //	edgegw config default       print the documented default configuration
 //	edgegw config check FILE    check a configuration file
+//	edgegw config import-mosquitto FILE
+//	                            print an edgegw.yaml for a mosquitto.conf
 //	edgegw version              print the version
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
 //	edgegw passwd FILE USER     add or update USER in the password file FILE
@@ -52,6 +54,9 @@ const usage = `usage:
   edgegw run [-c FILE]        run the gateway (default configuration without -c)
   edgegw config default       print the documented default configuration
   edgegw config check FILE    check a configuration file
+  edgegw config import-mosquitto FILE
+                              print an edgegw.yaml for a mosquitto.conf, listing
+                              what it could not carry over
   edgegw version              print the version
   edgegw service COMMAND      install|uninstall|start|stop|restart|status|unit (systemd)
   edgegw passwd FILE USER     add or update USER in the password file FILE (bcrypt);
@@ -218,7 +223,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 
 func configCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return cmdUsageError(stderr, "config", "config: missing subcommand (default or check)")
+		return cmdUsageError(stderr, "config", "config: missing subcommand (default, check or import-mosquitto)")
 	}
 	switch sub, rest := args[0], args[1:]; sub {
 	case "default":
@@ -244,8 +249,11 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", file)
 		return exitOK
+	case "import-mosquitto":
+		return importMosquittoCmd(rest, stdout, stderr)
 	default:
-		return cmdUsageError(stderr, "config", fmt.Sprintf("config: unknown subcommand %q%s", sub, didYouMean(sub, []string{"default", "check"})))
+		return cmdUsageError(stderr, "config", fmt.Sprintf("config: unknown subcommand %q%s", sub,
+			didYouMean(sub, []string{"default", "check", "import-mosquitto"})))
 	}
 }
 
