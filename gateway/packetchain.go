@@ -27,7 +27,8 @@ import (
 // The three do not provide these points to mochi themselves (they would run
 // twice). Errors follow mochi's chains: on OnPacketRead,
 // packets.ErrRejectPacket drops the packet; on OnPublish any error stops the
-// chain and is mochi's answer (ErrRejectPacket, CodeSuccessIgnore, a v5 code).
+// chain and is mochi's answer (ErrRejectPacket, CodeSuccessIgnore, a v5 code,
+// which answerRefusal turns into what the PUBLISH's flow needs).
 type packetChain struct {
 	mqtt.HookBase
 	limits *limitsHook
@@ -64,28 +65,46 @@ func (c *packetChain) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if err == nil {
 		err = c.engine.PacketPublish(cl, &pk)
 	}
-	return pk, refuseQoS2(cl, &pk, err)
+	return pk, answerRefusal(cl, &pk, err)
 }
 
-// refuseQoS2 answers a v5 QoS 2 PUBLISH that a hook refuses with a reason code
-// (err, a packets.Code >= 0x80) with PUBREC and that code, and tells mochi to
-// send nothing more (ErrRejectPacket). mochi answers any PUBLISH refused from
-// OnPublish with a PUBACK, whatever its QoS; a QoS 2 publisher waits for PUBREC
-// and fails the flow ("received PUBACK instead of PUBREC") or hangs. A PUBREC
-// with a code >= 0x80 ends the QoS 2 flow: the client sends no PUBREL
-// [MQTT-4.3.3-4] [MQTT-3.5.2-1], and mochi keeps no inflight state for the packet
-// id, which the client may use again at once. A v3.1.1 refusal has no code and
-// is left as the hook decided (docs/security.md, "Refused publishes").
-func refuseQoS2(cl *mqtt.Client, pk *packets.Packet, err error) error {
-	if err == nil || pk.FixedHeader.Qos != 2 || cl.Net.Inline || cl.Properties.ProtocolVersion != 5 {
+// answerRefusal makes a PUBLISH that a hook refuses with a reason code (err, a
+// packets.Code >= 0x80 other than ErrRejectPacket, maybe wrapped) answered as
+// its flow needs. mochi answers such a refusal with a PUBACK whatever the QoS,
+// and only for v5 QoS 1/2: a v5 QoS 0 or a v3.1.1 PUBLISH refused with a code
+// it routes as if accepted. So:
+//
+//   - v5 QoS 2: PUBREC with the code (and the Reason String mochi gives its own
+//     error acks, left out for a client that asked for no problem information
+//     [MQTT-3.1.2-29]); mochi then sends nothing (ErrRejectPacket). A QoS 2
+//     publisher waits for PUBREC and fails the flow on a PUBACK. A PUBREC with
+//     a code >= 0x80 ends the flow: the client sends no PUBREL [MQTT-4.3.3-4],
+//     mochi keeps no state for the packet id, and the client may use it again
+//     at once for a new message [MQTT-4.3.3-9].
+//   - v5 QoS 1: mochi's PUBACK with the code.
+//   - v5 QoS 0 and v3.1.1: dropped, unanswered (ErrRejectPacket): 3.1.1 has no
+//     refusal code; a hook that wants such a PUBLISH acknowledged and dropped
+//     returns CodeSuccessIgnore, as the ACL does (docs/security.md, "Refused
+//     publishes").
+//
+// An accepted or routed PUBLISH costs a type assertion.
+func answerRefusal(cl *mqtt.Client, pk *packets.Packet, err error) error {
+	if err == nil || cl.Net.Inline {
 		return err
 	}
-	var code packets.Code
-	if !errors.As(err, &code) || code.Code < packets.ErrUnspecifiedError.Code || code == packets.ErrRejectPacket {
+	code, ok := err.(packets.Code)
+	if !ok && !errors.As(err, &code) {
 		return err
 	}
-	// With the Reason String mochi gives its own error acks (left out for a
-	// client that asked for no problem information [MQTT-3.1.2-29]).
+	if code.Code < packets.ErrUnspecifiedError.Code || code == packets.ErrRejectPacket {
+		return err
+	}
+	switch {
+	case cl.Properties.ProtocolVersion != 5 || pk.FixedHeader.Qos == 0:
+		return packets.ErrRejectPacket
+	case pk.FixedHeader.Qos == 1:
+		return err
+	}
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
 		PacketID: pk.PacketID, ReasonCode: code.Code, Properties: packets.Properties{ReasonString: code.Reason}})
 	return packets.ErrRejectPacket

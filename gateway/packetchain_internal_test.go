@@ -11,13 +11,14 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// refuseQoS2 turns any v5 refusal code an OnPublish hook returns for a QoS 2
-// PUBLISH into a PUBREC with that code, and leaves every other answer to
-// mochi: a QoS 1 refusal (mochi's PUBACK), a v3.1.1 one, ErrRejectPacket and
-// CodeSuccessIgnore [MQTT-3.5.2-1] [MQTT-4.3.3-4]. The store refusal
+// answerRefusal turns any v5 refusal code an OnPublish hook returns for a QoS 2
+// PUBLISH into a PUBREC with that code [MQTT-3.5.2-1] [MQTT-4.3.3-4], one for a
+// v3.1.1 or a QoS 0 PUBLISH into a silent drop (mochi would route it), and
+// leaves every other answer to mochi: a v5 QoS 1 refusal (mochi's PUBACK),
+// ErrRejectPacket, CodeSuccessIgnore. The store refusal
 // (session engine, 0x97) is checked end to end by e2e's
 // TestAdmissionAtStoreCap; ACL and $SYS refusals by TestRefusedQoS2Bytes.
-func TestRefuseQoS2(t *testing.T) {
+func TestAnswerRefusal(t *testing.T) {
 	pubrec := func(code byte, reason string) string { // PUBREC id 7 with a Reason String
 		props := append([]byte{0x1f, 0, byte(len(reason))}, reason...)
 		return hex.EncodeToString(append([]byte{0x50, byte(4 + len(props)), 0, 7, code, byte(len(props))}, props...))
@@ -37,6 +38,10 @@ func TestRefuseQoS2(t *testing.T) {
 			pubrec(0x87, "not authorized")},
 		{"v5 QoS 1 quota", 5, 1, packets.ErrQuotaExceeded, packets.ErrQuotaExceeded, ""},
 		{"v3.1.1 QoS 2 rejected", 4, 2, packets.ErrRejectPacket, packets.ErrRejectPacket, ""},
+		{"v3.1.1 QoS 2 quota", 4, 2, packets.ErrQuotaExceeded, packets.ErrRejectPacket, ""},
+		{"v3.1.1 QoS 1 not authorized", 4, 1, packets.ErrNotAuthorized, packets.ErrRejectPacket, ""},
+		{"v5 QoS 0 not authorized", 5, 0, packets.ErrNotAuthorized, packets.ErrRejectPacket, ""},
+		{"v3.1.1 QoS 2 ignored", 4, 2, packets.CodeSuccessIgnore, packets.CodeSuccessIgnore, ""},
 		{"v5 QoS 2 rejected", 5, 2, packets.ErrRejectPacket, packets.ErrRejectPacket, ""},
 		{"v5 QoS 2 routed", 5, 2, packets.CodeSuccessIgnore, packets.CodeSuccessIgnore, ""},
 		{"v5 QoS 2 accepted", 5, 2, nil, nil, ""},
@@ -47,7 +52,7 @@ func TestRefuseQoS2(t *testing.T) {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: tc.qos}, PacketID: 7}
 		got := make(chan []byte, 1)
 		go func() { b, _ := io.ReadAll(client); got <- b }()
-		err := refuseQoS2(cl, &pk, tc.err)
+		err := answerRefusal(cl, &pk, tc.err)
 		_ = server.Close()
 		if !errors.Is(err, tc.want) && err != tc.want {
 			t.Errorf("%s: returned %v, want %v", tc.name, err, tc.want)
