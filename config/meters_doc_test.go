@@ -1,0 +1,58 @@
+package config
+
+import (
+	"reflect"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"edgegw/hardware"
+	"edgegw/hardware/line"
+	"edgegw/hardware/modbus"
+)
+
+// TestMeterDefaultsDocumented keeps the commented meters example of
+// default.yaml and the code's defaults equal (the hardware package's for a
+// port, each protocol package's for its port section): every value the example
+// writes for the port, except its name, device, protocol and meters, is the
+// default an omitted key gets; its topics and command_attempts are the
+// defaults too.
+func TestMeterDefaultsDocumented(t *testing.T) {
+	r, err := hardware.NewRegistry(modbus.Plugin{}, line.Plugin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decode := func(text []byte) hardware.MetersConfig {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(text, &doc); err != nil {
+			t.Fatalf("%v in\n%s", err, text)
+		}
+		d := NewDecoder("default.yaml")
+		var m hardware.MetersConfig
+		d.Mapping(doc.Content[0], "", map[string]Setter{
+			"meters": func(n *yaml.Node, key string) { hardware.DecodeMeters(d, r, n, key, &m) },
+		})
+		if err := d.Err(); err != nil || len(m.Ports) != 1 {
+			t.Fatalf("%v, %d ports in\n%s", err, len(m.Ports), text)
+		}
+		return m
+	}
+	documented := decode(documentedExample(t, "meters"))
+	minimal := decode([]byte("meters:\n  ports:\n    - {name: rs485, device: /dev/ttyUSB0, protocol: modbus}\n"))
+	if got := documented.Topics(); got != hardware.DefaultTopics {
+		t.Errorf("default.yaml documents the topics %+v, the defaults are %+v", got, hardware.DefaultTopics)
+	}
+	if documented.CommandAttempts != hardware.DefaultCommandAttempts {
+		t.Errorf("default.yaml documents command_attempts %d, the default is %d", documented.CommandAttempts, hardware.DefaultCommandAttempts)
+	}
+	doc, min := documented.Ports[0], minimal.Ports[0]
+	doc.Meters = nil
+	if !reflect.DeepEqual(doc, min) {
+		t.Errorf("default.yaml documents the port\n%+v\nthe code's defaults are\n%+v", doc, min)
+	}
+	for name, s := range doc.Settings {
+		if !reflect.DeepEqual(s, min.Settings[name]) {
+			t.Errorf("default.yaml documents the %s section %+v, the default is %+v", name, s, min.Settings[name])
+		}
+	}
+}
