@@ -147,30 +147,36 @@ func (h *limitsHook) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 		h.refuse(cl, packets.ErrReceiveMaximum, "receive maximum exceeded", slog.Int("max_inflight", h.maxInflight))
 		return packets.ErrRejectPacket
 	}
-	if pk.FixedHeader.Qos > 0 && isSysTopic(pk.TopicName) {
-		denySysPublish(cl, pk)
+	if pk.FixedHeader.Qos > 0 && droppedTopic(pk.TopicName) {
+		denyPublish(cl, pk)
 		return nil
 	}
 	return nil
 }
 
-// isSysTopic reports whether a topic is under $SYS (any case, as mochi checks).
-func isSysTopic(topic string) bool {
-	return len(topic) >= len(mqtt.SysPrefix) && strings.EqualFold(topic[:len(mqtt.SysPrefix)], mqtt.SysPrefix)
+// droppedTopic reports whether mochi drops a PUBLISH to topic without a word:
+// a topic under $SYS (any case), and $share or $share/<group> (any case), a
+// shared-subscription prefix with no topic after it [MQTT-4.8.2-1]. (A topic
+// name with a wildcard never gets here: mochi closes the connection for it
+// [MQTT-3.3.2-2].)
+func droppedTopic(topic string) bool {
+	return topic != "" && topic[0] == '$' && !mqtt.IsValidFilter(topic, true)
 }
 
-// denySysPublish answers a client's QoS 1/2 PUBLISH to a $SYS topic. mochi drops
-// such a PUBLISH without any acknowledgement, so the client would wait and
-// re-send it after every reconnect. Like mosquitto's ACL, which never lets a
-// client write $SYS: v5 gets PUBACK/PUBREC 0x87 Not authorized, v3.1.1 (which
-// has no refusal code) a plain PUBACK/PUBREC, and the message is dropped. The
-// packet goes on as QoS 0 without a packet id, which mochi drops silently.
+// denyPublish answers a client's QoS 1/2 PUBLISH to a topic mochi drops
+// without any acknowledgement (droppedTopic), which the client would wait for
+// and re-send after every reconnect. Like mosquitto's ACL, which never lets a
+// client write $SYS or $share: v5 gets PUBACK/PUBREC 0x87 Not authorized, v3.1.1
+// (which has no refusal code) a plain PUBACK/PUBREC, and the message is
+// dropped. The packet goes on as QoS 0 without a packet id, which mochi drops
+// silently. A v5 PUBREC 0x87 ends the QoS 2 flow [MQTT-4.3.3-4]; no state is
+// kept for the packet id.
 //
 // Not inlined: its acknowledgement packet would enlarge PacketRead's stack
 // frame, on every reader goroutine, for a rare case.
 //
 //go:noinline
-func denySysPublish(cl *mqtt.Client, pk *packets.Packet) {
+func denyPublish(cl *mqtt.Client, pk *packets.Packet) {
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
 	if pk.FixedHeader.Qos == 2 {
 		ack.FixedHeader.Type = packets.Pubrec

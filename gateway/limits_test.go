@@ -455,6 +455,42 @@ func TestSysPublishRefused(t *testing.T) {
 	}
 }
 
+// A QoS 1/2 PUBLISH to $share or $share/<group>, a shared-subscription prefix
+// without a topic [MQTT-4.8.2-1], is answered like one to $SYS, byte for byte
+// (mochi dropped it without a word; mosquitto 2.0.11 answers 0x87 / a plain
+// ack too): v5 PUBACK/PUBREC 0x87, v3.1.1 a plain PUBACK/PUBREC; a PUBREL sent
+// anyway finds no state (v5 PUBCOMP 0x92) and the connection goes on.
+func TestSharePrefixPublishAnswered(t *testing.T) {
+	t.Parallel()
+	g := startSettledGateway(t, nil)
+	for _, tc := range []struct {
+		version                 byte
+		puback, pubrec, pubcomp string
+	}{
+		{5, "40 03 00 07 87", "50 03 00 07 87", "70 03 00 07 92"},
+		{4, "40 02 00 07", "50 02 00 07", "70 02 00 07"},
+	} {
+		c := dialRaw(t, g.addr, tc.version)
+		// No problem information: mochi's PUBCOMP then has no Reason String.
+		c.connect(fmt.Sprint("share-prefix-v", tc.version), true,
+			packets.Properties{RequestProblemInfo: 0, RequestProblemInfoFlag: tc.version == 5})
+		for _, topic := range []string{"$share", "$SHARE/g"} {
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 7,
+				TopicName: topic, Payload: []byte("m")})
+			c.expectBytes(fmt.Sprintf("v%d QoS 1 to %s", tc.version, topic), tc.puback)
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: 7,
+				TopicName: topic, Payload: []byte("m")})
+			c.expectBytes(fmt.Sprintf("v%d QoS 2 to %s", tc.version, topic), tc.pubrec)
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 7})
+			c.expectBytes(fmt.Sprintf("v%d PUBREL after %s", tc.version, topic), tc.pubcomp)
+		}
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 8,
+			TopicName: "ok/after", Payload: []byte("fine")})
+		c.expectBytes(fmt.Sprintf("v%d PUBACK after the refusals", tc.version), "40 02 00 08")
+		c.close()
+	}
+}
+
 // Refusals a client causes are logged at most ratelog.DefaultBurst lines per
 // kind per window (issue 14.4): 50 CONNECTs over the connection rate write 5
 // lines; after the window (test clock) the next line says how many were left
