@@ -19,7 +19,7 @@
 //
 // Configuration (config.go): DecodeMeters and CheckMeters handle what every port
 // shares (topics, types' names, the serial settings, meter ids) through a
-// Decoder (the gateway's YAML decoder, which reports file:line: key: message),
+// Decoder (config.Decoder, which reports file:line: key: message),
 // and hand each protocol its keys: a meter type's part (modbus `registers`,
 // line `fields`), the port section named after it (meters.ports[].modbus) and
 // the keys it adds to a meter (modbus `slave`, `interval`). Hub.AddConfigured
