@@ -1,0 +1,216 @@
+// Package brokertest starts the session engine in an in-process mochi broker
+// on a loopback ":0" listener, with only what the package under test needs,
+// and gives tests small MQTT clients (paho.golang for v5, a raw packet-level
+// client where a test needs control paho hides). It lets session/ and bridge/
+// test their own behaviour over real sockets; gateway/ keeps the end-to-end
+// tests of the whole product (limits, auth, listeners, config). It is not
+// linked into edgegw.
+//
+// The broker is wired as gateway.New wires it, less the limits and auth hooks:
+// an allow-all auth hook, one hook running the engine's per-packet points
+// (PacketRead, PacketEncode, PacketPublish), the engine, a bbolt store in the
+// test's temporary directory (durability batch, the default), and a clock that moves only when the test says
+// (Expire). No sleeps: tests await events (WaitFor polls a condition).
+package brokertest
+
+import (
+	"io"
+	"log/slog"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/clock"
+	"edgegw/internal/hookset"
+	"edgegw/session"
+	"edgegw/session/store"
+)
+
+// Timeout bounds every wait of this package's helpers.
+const Timeout = 5 * time.Second
+
+// Broker is a running in-process broker with the session engine.
+type Broker struct {
+	Addr  string      // host:port of the TCP listener
+	Clock *clock.Fake // the engine's clock: moves only when the test says
+	Store *store.Store
+	srv   *mqtt.Server
+	eng   *session.Engine
+}
+
+// Setup runs after the engine is attached and before the stored sessions are
+// restored and the server serves: where a bridge registers its outbox.
+type Setup func(e *session.Engine, st *store.Store) error
+
+// Start starts a broker with the session options opts (its SweepInterval is
+// set to an hour: tests sweep with Expire) and a $SYS interval of 1 s. It is
+// closed when the test ends.
+func Start(t testing.TB, opts session.Options, setup Setup) *Broker {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, _, err := store.Open(filepath.Join(t.TempDir(), "edgegw.db"), store.Options{Durability: store.Batch}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Now())
+	opts.SweepInterval = time.Hour
+	eng, err := session.New(opts, session.Deps{Log: log, Now: clk.Wall, Store: st})
+	if err != nil {
+		_ = st.Close()
+		t.Fatal(err)
+	}
+	// The engine decides sessions, expiry and in-flight windows (see
+	// session.Engine.AttachTo); these are the capabilities gateway.NewServer
+	// sets for it.
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumMessageExpiryInterval = 0
+	caps.MaximumSessionExpiryInterval = math.MaxUint32
+	caps.MaximumInflight = math.MaxUint16
+	caps.MaximumClients = math.MaxInt64
+	srv := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: log, SysTopicResendInterval: 1, InlineClient: true})
+	b := &Broker{Clock: clk, Store: st, srv: srv, eng: eng}
+	fail := func(err error) {
+		_ = eng.Stop()
+		_ = st.Close()
+		t.Fatal(err)
+	}
+	for _, h := range []mqtt.Hook{new(auth.AllowHook), &packetPoints{e: eng}} {
+		if err := srv.AddHook(h, nil); err != nil {
+			fail(err)
+		}
+	}
+	if err := eng.AttachTo(srv); err != nil {
+		fail(err)
+	}
+	if setup != nil {
+		if err := setup(eng, st); err != nil {
+			fail(err)
+		}
+	}
+	records, err := st.Sessions()
+	if err != nil {
+		fail(err)
+	}
+	retained, err := st.Retained()
+	if err != nil {
+		fail(err)
+	}
+	if err := eng.Restore(records, retained); err != nil {
+		fail(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "local", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		fail(err)
+	}
+	if err := srv.Serve(); err != nil {
+		fail(err)
+	}
+	b.Addr = l.Address()
+	t.Cleanup(func() {
+		_ = srv.Close() // stops the engine (OnStopped)
+		_ = st.Close()
+	})
+	return b
+}
+
+// Engine returns the broker's session engine.
+func (b *Broker) Engine() *session.Engine { return b.eng }
+
+// Server returns the mochi server.
+func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Expire moves the clock by d and runs the expiry sweep.
+func (b *Broker) Expire(d time.Duration) {
+	b.Clock.Advance(d)
+	b.eng.Sweep()
+}
+
+// SessionInfo returns the engine's view of one session.
+func (b *Broker) SessionInfo(id string) (session.SessionInfo, bool) {
+	for _, s := range b.eng.Sessions() {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return session.SessionInfo{}, false
+}
+
+// WaitOffline waits until the engine has processed the disconnect of id.
+func (b *Broker) WaitOffline(t testing.TB, id string) {
+	t.Helper()
+	WaitFor(t, "session "+id+" offline or gone", func() bool {
+		s, ok := b.SessionInfo(id)
+		return !ok || !s.Online
+	})
+}
+
+// WaitFor waits, at most twice Timeout, until cond holds.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// packetPoints runs the engine's per-packet hook points, which the engine
+// does not provide to mochi itself (gateway's packetChain does the same with
+// the limits and auth hooks in front).
+type packetPoints struct {
+	mqtt.HookBase
+	e *session.Engine
+}
+
+var points = hookset.Of(mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPublish)
+
+func (p *packetPoints) ID() string           { return "brokertest-packet-points" }
+func (p *packetPoints) Provides(b byte) bool { return points.Has(b) }
+
+func (p *packetPoints) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	err := p.e.PacketRead(cl, &pk)
+	return pk, err
+}
+
+func (p *packetPoints) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	p.e.PacketEncode(cl, &pk)
+	return pk
+}
+
+func (p *packetPoints) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	err := p.e.PacketPublish(cl, &pk)
+	return pk, err
+}
+
+// StartPlain starts a bare mochi broker (allow-all, mochi's own sessions) on
+// a loopback ":0" listener, or on addr when it is not empty (to bring an
+// upstream back on the same port). It stands for an upstream broker in
+// package tests; gateway/ tests bridges against mosquitto and aedes. Close
+// stops it; it is also closed when the test ends.
+func StartPlain(t testing.TB, addr string) (srv *mqtt.Server, listenAddr string) {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	srv = mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), InlineClient: true})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "upstream", Address: addr})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, l.Address()
+}
