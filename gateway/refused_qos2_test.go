@@ -31,7 +31,7 @@ func startDenyingGateway(t *testing.T) (*testGateway, *v5Client) {
 // [MQTT-3.5.2-1], which ends the flow [MQTT-4.3.3-4]; the server keeps no
 // state for the packet id (a PUBREL the client sends anyway gets PUBCOMP 0x92
 // Packet Identifier not found) and the same id completes a permitted QoS 2
-// publish at once. The ACL's PUBREC carries mochi's Reason String, left out
+// publish at once [MQTT-4.3.3-9]. The ACL's PUBREC carries mochi's Reason String, left out
 // for a client that asked for no problem information [MQTT-3.1.2-29]; then
 // the bytes are mosquitto 2.0.11's, 50 03 00 07 87. v3.1.1 has no refusal
 // code: like mosquitto, a plain PUBREC, then PUBCOMP for the PUBREL, and the
@@ -114,9 +114,9 @@ c.on('connect', async () => {
 `
 
 // MQTT.js 5 publishing QoS 2 to a topic the ACL denies gets the refusal as an
-// error with reason code 135 (PUBREC 0x87) and sends no PUBREL
-// [MQTT-4.3.3-4]; no protocol error, no disconnect, and the next QoS 2 publish
-// on the same connection completes and is delivered.
+// error with reason code 135 (PUBREC 0x87; MQTT.js then ends the flow without
+// PUBREL [MQTT-4.3.3-4]); no protocol error, no disconnect, and the next QoS 2
+// publish on the same connection completes and is delivered.
 func TestMQTTJSRefusedQoS2(t *testing.T) {
 	t.Parallel()
 	g, watch := startDenyingGateway(t)
