@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"math"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,16 +195,27 @@ func (p *packetPoints) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 // StartPlain starts a bare mochi broker (allow-all, mochi's own sessions) on
 // a loopback ":0" listener, or on addr when it is not empty (to bring an
 // upstream back on the same port). It stands for an upstream broker in
-// package tests; gateway/ tests bridges against mosquitto and aedes. Close
-// stops it; it is also closed when the test ends.
-func StartPlain(t testing.TB, addr string) (srv *mqtt.Server, listenAddr string) {
+// package tests; gateway/ tests bridges against mosquitto and aedes. If watch
+// is not nil, every PUBLISH the broker routes (but $SYS) is sent to it, from
+// an inline subscription to "#" made before the broker serves, so none is
+// missed. It is closed when the test ends, if Close did not close it before.
+func StartPlain(t testing.TB, addr string, watch chan<- packets.Packet) *Plain {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	srv = mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), InlineClient: true})
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), InlineClient: true})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
+	}
+	if watch != nil {
+		if err := srv.Subscribe("#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			if !strings.HasPrefix(pk.TopicName, "$") {
+				watch <- pk
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "upstream", Address: addr})
 	if err := srv.AddListener(l); err != nil {
@@ -211,6 +224,17 @@ func StartPlain(t testing.TB, addr string) (srv *mqtt.Server, listenAddr string)
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return srv, l.Address()
+	p := &Plain{Srv: srv, Addr: l.Address()}
+	t.Cleanup(p.Close)
+	return p
 }
+
+// Plain is a bare mochi broker (StartPlain).
+type Plain struct {
+	Srv  *mqtt.Server
+	Addr string // host:port of its listener
+	once sync.Once
+}
+
+// Close stops the broker and its listener (once).
+func (p *Plain) Close() { p.once.Do(func() { _ = p.Srv.Close() }) }

@@ -1,0 +1,160 @@
+package bridge_test
+
+// Behaviour tests of the bridge against an in-process mochi upstream
+// (internal/brokertest): topic mapping, the outbox kept and replayed while the
+// upstream is away, downlink. gateway/ keeps the end-to-end bridge tests
+// against mosquitto and aedes and under faults.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/bridge"
+	"edgegw/internal/brokertest"
+	"edgegw/session"
+	"edgegw/session/store"
+)
+
+// rig is a local broker with one bridge "cloud" to an upstream at addr.
+type rig struct {
+	local  *brokertest.Broker
+	bridge *bridge.Bridge
+}
+
+// startBridge starts a local broker whose bridge forwards meters/# to
+// site/7/meters/# and brings site/7/cmd/# down to cmd/#, and runs the bridge
+// until the test ends.
+func startBridge(t *testing.T, upstream string) *rig {
+	t.Helper()
+	cfg := bridge.Config{Name: "cloud", Address: "mqtt://" + upstream, Version: 5, ClientID: "edgegw-7",
+		SessionExpiry: time.Hour, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+		Forward:  []bridge.Rule{{Local: "meters/#", Remote: "site/7/meters/#", QoS: 1}},
+		Downlink: []bridge.Rule{{Remote: "site/7/cmd/#", Local: "cmd/#", QoS: 1}},
+	}
+	r := &rig{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r.local = brokertest.Start(t, session.DefaultOptions(), func(e *session.Engine, st *store.Store) error {
+		q, err := st.Queue("o/cloud")
+		if err != nil {
+			return err
+		}
+		r.bridge, err = bridge.New(cfg, e, q.(session.SizedQueue),
+			bridge.OutboxLimits{MaxMessages: 1000, Overflow: session.RefuseNew}, log)
+		return err
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.bridge.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() }) // before the broker closes
+	return r
+}
+
+func (r *rig) waitConnected(t *testing.T, want bool) {
+	t.Helper()
+	brokertest.WaitFor(t, fmt.Sprintf("bridge connected=%v", want), func() bool { return r.bridge.Status().Connected == want })
+}
+
+// next returns the next message the upstream routed.
+func next(t *testing.T, ch <-chan packets.Packet) packets.Packet {
+	t.Helper()
+	select {
+	case pk := <-ch:
+		return pk
+	case <-time.After(brokertest.Timeout):
+		t.Fatal("upstream got no message")
+		return packets.Packet{}
+	}
+}
+
+// A forward rule maps the local topic to the remote one by its fixed prefix;
+// a local topic outside every forward rule stays local.
+func TestForwardMapsTopics(t *testing.T) {
+	up := make(chan packets.Packet, 100)
+	r := startBridge(t, brokertest.StartPlain(t, "", up).Addr)
+	r.waitConnected(t, true)
+	pub, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "meter-app", CleanStart: true})
+	pub.Publish(t, "alarms/a", 1, "local only")
+	pub.Publish(t, "meters/a/reading", 1, "42")
+	pk := next(t, up)
+	if pk.TopicName != "site/7/meters/a/reading" || string(pk.Payload) != "42" || pk.FixedHeader.Qos != 1 {
+		t.Fatalf("upstream got %s %q QoS %d, want site/7/meters/a/reading \"42\" QoS 1", pk.TopicName, pk.Payload, pk.FixedHeader.Qos)
+	}
+	brokertest.WaitFor(t, "outbox empty", func() bool { s := r.bridge.Status(); return s.OutboxDepth == 0 && s.Sent == 1 })
+}
+
+// While the upstream is away, forwarded messages wait in the outbox; when it
+// returns they are sent in publish order and leave the outbox once
+// acknowledged.
+func TestOutboxReplayedWhenUpstreamReturns(t *testing.T) {
+	up := make(chan packets.Packet, 100)
+	upstream := brokertest.StartPlain(t, "", up)
+	r := startBridge(t, upstream.Addr)
+	r.waitConnected(t, true)
+	upstream.Close()
+	r.waitConnected(t, false)
+
+	pub, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "meter-app", CleanStart: true})
+	for i := range 5 {
+		pub.Publish(t, fmt.Sprintf("meters/m%d", i), 1, fmt.Sprint(i))
+	}
+	if s := r.bridge.Status(); s.OutboxDepth != 5 || s.Sent != 0 {
+		t.Fatalf("upstream away: outbox %d sent %d, want 5 and 0", s.OutboxDepth, s.Sent)
+	}
+	select {
+	case pk := <-up:
+		t.Fatalf("upstream got %s while it was down", pk.TopicName)
+	default:
+	}
+
+	brokertest.StartPlain(t, upstream.Addr, up)
+	for i := range 5 {
+		pk := next(t, up)
+		if want := fmt.Sprintf("site/7/meters/m%d", i); pk.TopicName != want || string(pk.Payload) != fmt.Sprint(i) {
+			t.Fatalf("replay %d: got %s %q, want %s %q", i, pk.TopicName, pk.Payload, want, fmt.Sprint(i))
+		}
+	}
+	brokertest.WaitFor(t, "outbox drained", func() bool { s := r.bridge.Status(); return s.OutboxDepth == 0 && s.Sent == 5 })
+}
+
+// A message on a downlink filter comes down rewritten to the local topic, and
+// a message that came down is not forwarded up again even where a forward
+// rule matches it.
+func TestDownlinkRepublishesLocally(t *testing.T) {
+	up := make(chan packets.Packet, 100)
+	upstream := brokertest.StartPlain(t, "", up)
+	srv := upstream.Srv
+	r := startBridge(t, upstream.Addr)
+	local, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "site-app", CleanStart: true})
+	local.Subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+	r.waitConnected(t, true)
+	waitSubscribed(t, srv, "site/7/cmd/meter-7")
+
+	if err := srv.Publish("site/7/cmd/meter-7", []byte("reboot"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if m := local.Next(t); m.Topic != "cmd/meter-7" || string(m.Payload) != "reboot" || m.QoS != 1 {
+		t.Fatalf("downlink got %s %q QoS %d, want cmd/meter-7 \"reboot\" QoS 1", m.Topic, m.Payload, m.QoS)
+	}
+	if s := r.bridge.Status(); s.Received != 1 {
+		t.Fatalf("received = %d, want 1", s.Received)
+	}
+}
+
+// waitSubscribed waits until some client of srv is subscribed to a filter
+// matching topic.
+func waitSubscribed(t *testing.T, srv *mqtt.Server, topic string) {
+	t.Helper()
+	brokertest.WaitFor(t, "upstream subscription to "+topic, func() bool {
+		return len(srv.Topics.Subscribers(topic).Subscriptions) > 0
+	})
+}
