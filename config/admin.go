@@ -44,8 +44,8 @@ func (a Admin) SocketPath(dataDir string) string {
 	return filepath.Join(dataDir, a.Socket)
 }
 
-// Decode decodes the `admin:` section n (at key) over a.
-func (a *Admin) Decode(d *Decoder, n *yaml.Node, key string) {
+// decode decodes the `admin:` section n (at key) over a.
+func (a *Admin) decode(d *Decoder, n *yaml.Node, key string) {
 	d.Mapping(n, key, map[string]Setter{
 		"socket":     d.Str(&a.Socket),
 		"http":       d.Str(&a.HTTP),
@@ -53,8 +53,8 @@ func (a *Admin) Decode(d *Decoder, n *yaml.Node, key string) {
 	})
 }
 
-// Check checks the admin section with data_dir dataDir and reads the token file.
-func (a *Admin) Check(d *Decoder, dataDir string) {
+// check checks the admin section with data_dir dataDir and reads the token file.
+func (a *Admin) check(d *Decoder, dataDir string) {
 	if p := a.SocketPath(dataDir); len(p) > maxSocketPath {
 		d.Fail("admin.socket", "%s is %d bytes long; a Unix socket path must be at most %d", p, len(p), maxSocketPath)
 	}
@@ -72,7 +72,7 @@ func (a *Admin) Check(d *Decoder, dataDir string) {
 	if a.HTTP == "" {
 		return
 	}
-	if err := CheckAddress(a.HTTP); err != nil {
+	if err := checkAddress(a.HTTP); err != nil {
 		d.Fail("admin.http", "%v", err)
 		return
 	}

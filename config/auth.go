@@ -56,8 +56,8 @@ func DefaultAuth() Auth {
 	}
 }
 
-// Decode decodes the `auth:` section n (at key) over a.
-func (a *Auth) Decode(d *Decoder, n *yaml.Node, key string) {
+// decode decodes the `auth:` section n (at key) over a.
+func (a *Auth) decode(d *Decoder, n *yaml.Node, key string) {
 	d.Mapping(n, key, map[string]Setter{
 		"password_file": d.Str(&a.PasswordFile),
 		"users": func(n *yaml.Node, key string) {
@@ -92,9 +92,9 @@ func (a *Auth) Decode(d *Decoder, n *yaml.Node, key string) {
 	})
 }
 
-// Check checks the auth section and the listeners' security keys, and reads
+// check checks the auth section and the listeners' security keys, and reads
 // the password file.
-func (a *Auth) Check(d *Decoder, listeners []Listener) {
+func (a *Auth) check(d *Decoder, listeners []Listener) {
 	users := names.New(d, "auth.users", auth.CheckUsername)
 	for i, u := range a.Users {
 		key := fmt.Sprintf("auth.users[%d]", i)

@@ -148,17 +148,17 @@ func decodeBridge(d *Decoder, n *yaml.Node, key string) Bridge {
 	return b
 }
 
-// DecodeBridges decodes the `bridges:` list n (at key) into *bs.
-func DecodeBridges(d *Decoder, n *yaml.Node, key string, bs *[]Bridge) {
+// decodeBridges decodes the `bridges:` list n (at key) into *bs.
+func decodeBridges(d *Decoder, n *yaml.Node, key string, bs *[]Bridge) {
 	out := []Bridge{}
 	if d.List(n, key, func(n *yaml.Node, key string) { out = append(out, decodeBridge(d, n, key)) }) {
 		*bs = out
 	}
 }
 
-// CheckBridges reports the problems of the bridges that involve more than one
+// checkBridges reports the problems of the bridges that involve more than one
 // value: names, {site_id} without a site_id, and what bridge.Config.Check finds.
-func CheckBridges(d *Decoder, bs []Bridge, siteID string) {
+func checkBridges(d *Decoder, bs []Bridge, siteID string) {
 	unique := names.New(d, "bridges", nil)
 	for i, b := range bs {
 		if !unique.Check(i, b.Name) && b.Name == "" {
@@ -168,7 +168,7 @@ func CheckBridges(d *Decoder, bs []Bridge, siteID string) {
 			d.Fail("site_id", "must be set: bridges[%d] uses {site_id}", i)
 		}
 		if _, err := b.Runtime(i, siteID); err != nil {
-			if k, msg := SplitKey(err.Error()); !d.Failed(k) {
+			if k, msg := splitKey(err.Error()); !d.Failed(k) {
 				d.Fail(k, "%s", msg)
 			}
 		}

@@ -47,7 +47,7 @@ func TestBridgeDefaultsDocumented(t *testing.T) {
 		d := NewDecoder("default.yaml")
 		var bs []Bridge
 		d.Mapping(doc.Content[0], "", map[string]Setter{
-			"bridges": func(n *yaml.Node, key string) { DecodeBridges(d, n, key, &bs) },
+			"bridges": func(n *yaml.Node, key string) { decodeBridges(d, n, key, &bs) },
 		})
 		if err := d.Err(); err != nil || len(bs) != 1 {
 			t.Fatalf("%v, %d bridges in\n%s", err, len(bs), text)

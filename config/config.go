@@ -109,17 +109,17 @@ var _ hardware.Decoder = (*Decoder)(nil)
 func (c *Config) decode(d *Decoder, protocols *hardware.Registry, n *yaml.Node) {
 	d.Mapping(n, "", map[string]Setter{
 		"data_dir":  d.Str(&c.DataDir),
-		"log":       func(n *yaml.Node, key string) { c.Log.Decode(d, n, key) },
-		"listeners": func(n *yaml.Node, key string) { DecodeListeners(d, n, key, &c.Listeners) },
-		"mqtt":      func(n *yaml.Node, key string) { c.MQTT.Decode(d, n, key) },
-		"store":     func(n *yaml.Node, key string) { DecodeStore(d, n, key, &c.Store) },
+		"log":       func(n *yaml.Node, key string) { c.Log.decode(d, n, key) },
+		"listeners": func(n *yaml.Node, key string) { decodeListeners(d, n, key, &c.Listeners) },
+		"mqtt":      func(n *yaml.Node, key string) { c.MQTT.decode(d, n, key) },
+		"store":     func(n *yaml.Node, key string) { decodeStore(d, n, key, &c.Store) },
 		"site_id":   d.Str(&c.SiteID),
-		"bridges":   func(n *yaml.Node, key string) { DecodeBridges(d, n, key, &c.Bridges) },
+		"bridges":   func(n *yaml.Node, key string) { decodeBridges(d, n, key, &c.Bridges) },
 		"meters":    func(n *yaml.Node, key string) { hardware.DecodeMeters(d, protocols, n, key, &c.Meters) },
-		"auth":      func(n *yaml.Node, key string) { c.Auth.Decode(d, n, key) },
-		"admin":     func(n *yaml.Node, key string) { c.Admin.Decode(d, n, key) },
-		"memory":    func(n *yaml.Node, key string) { c.Memory.Decode(d, n, key) },
-		"sessions":  func(n *yaml.Node, key string) { DecodeSessions(d, n, key, &c.Sessions) },
+		"auth":      func(n *yaml.Node, key string) { c.Auth.decode(d, n, key) },
+		"admin":     func(n *yaml.Node, key string) { c.Admin.decode(d, n, key) },
+		"memory":    func(n *yaml.Node, key string) { c.Memory.decode(d, n, key) },
+		"sessions":  func(n *yaml.Node, key string) { decodeSessions(d, n, key, &c.Sessions) },
 	})
 }
 
@@ -130,18 +130,18 @@ func (c *Config) check(d *Decoder, protocols *hardware.Registry) {
 	if c.DataDir == "" {
 		d.Fail("data_dir", "must not be empty")
 	}
-	CheckListeners(d, c.Listeners)
-	CheckProfileNames(d, c.Sessions)
-	CheckBridges(d, c.Bridges, c.SiteID)
+	checkListeners(d, c.Listeners)
+	checkProfileNames(d, c.Sessions)
+	checkBridges(d, c.Bridges, c.SiteID)
 	hardware.CheckMeters(d, protocols, &c.Meters)
-	c.Auth.Check(d, c.Listeners)
-	c.Admin.Check(d, c.DataDir)
-	CheckSessions(d, c.Sessions)
+	c.Auth.check(d, c.Listeners)
+	c.Admin.check(d, c.DataDir)
+	checkSessions(d, c.Sessions)
 }
 
 // SessionOptions returns the sessions section for the session engine. The result
 // owns its profiles and their Expiry values.
-func (c Config) SessionOptions() session.Options { return CloneSessions(c.Sessions) }
+func (c Config) SessionOptions() session.Options { return cloneSessions(c.Sessions) }
 
 // Logger returns the logger of the log section writing to w (Log.Logger).
 func (c Config) Logger(w io.Writer) *slog.Logger { return c.Log.Logger(w) }

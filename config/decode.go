@@ -423,8 +423,8 @@ func (d *Decoder) Scale(dst *float64) Setter {
 	}
 }
 
-// CheckAddress checks a listening address: host:port with a numeric port 0-65535.
-func CheckAddress(addr string) error {
+// checkAddress checks a listening address: host:port with a numeric port 0-65535.
+func checkAddress(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("must be host:port, got %q", addr)
@@ -438,9 +438,9 @@ func CheckAddress(addr string) error {
 // profileKey matches the "sessions.profiles[i] (name)." prefix of session.Options.Validate.
 var profileKey = regexp.MustCompile(`^(sessions\.profiles\[\d+\]) \(.*?\)\.`)
 
-// SplitKey splits a "key: message" error text of a runtime package's check;
+// splitKey splits a "key: message" error text of a runtime package's check;
 // key is empty when there is none.
-func SplitKey(s string) (key, msg string) {
+func splitKey(s string) (key, msg string) {
 	s = profileKey.ReplaceAllString(s, "$1.")
 	key, msg, ok := strings.Cut(s, ": ")
 	if !ok || strings.ContainsAny(key, " \"") {

@@ -10,9 +10,9 @@ func TestSplitKey(t *testing.T) {
 		{"something odd happened", "", "something odd happened"},
 	}
 	for _, tt := range tests {
-		key, msg := SplitKey(tt.in)
+		key, msg := splitKey(tt.in)
 		if key != tt.key || msg != tt.msg {
-			t.Errorf("SplitKey(%q) = %q, %q; want %q, %q", tt.in, key, msg, tt.key, tt.msg)
+			t.Errorf("splitKey(%q) = %q, %q; want %q, %q", tt.in, key, msg, tt.key, tt.msg)
 		}
 	}
 }

@@ -67,9 +67,9 @@ func (l Listener) AnonymousAllowed() bool {
 	return IsLoopback(l.Address) && l.Type != "websocket"
 }
 
-// DecodeListeners decodes the `listeners:` list n (at key) into *ls; a list
+// decodeListeners decodes the `listeners:` list n (at key) into *ls; a list
 // replaces the default.
-func DecodeListeners(d *Decoder, n *yaml.Node, key string, ls *[]Listener) {
+func decodeListeners(d *Decoder, n *yaml.Node, key string, ls *[]Listener) {
 	out := []Listener{}
 	if d.List(n, key, func(n *yaml.Node, key string) { out = append(out, decodeListener(d, n, key)) }) {
 		*ls = out
@@ -153,9 +153,9 @@ func ciphers(d *Decoder, dst *[]string) Setter {
 	}
 }
 
-// CheckListeners reports what involves more than one key of the listeners:
+// checkListeners reports what involves more than one key of the listeners:
 // at least one, names, addresses, TLS settings.
-func CheckListeners(d *Decoder, ls []Listener) {
+func checkListeners(d *Decoder, ls []Listener) {
 	if len(ls) == 0 {
 		d.Fail("listeners", "at least one listener is required")
 	}
@@ -163,7 +163,7 @@ func CheckListeners(d *Decoder, ls []Listener) {
 	for i, l := range ls {
 		key := fmt.Sprintf("listeners[%d]", i)
 		unique.Check(i, l.Name)
-		if err := CheckAddress(l.Address); err != nil {
+		if err := checkAddress(l.Address); err != nil {
 			d.Fail(key+".address", "%v", err)
 		}
 		checkTLS(d, key, l.TLS)

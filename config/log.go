@@ -18,8 +18,8 @@ type Log struct {
 // DefaultLog is the `log:` section's default.
 func DefaultLog() Log { return Log{Level: "info", Format: "text"} }
 
-// Decode decodes the `log:` section n (at key) over l.
-func (l *Log) Decode(d *Decoder, n *yaml.Node, key string) {
+// decode decodes the `log:` section n (at key) over l.
+func (l *Log) decode(d *Decoder, n *yaml.Node, key string) {
 	d.Mapping(n, key, map[string]Setter{
 		"level":  d.Enum(&l.Level, "debug", "info", "warn", "error"),
 		"format": d.Enum(&l.Format, "text", "json"),

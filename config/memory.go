@@ -19,8 +19,8 @@ type Memory struct {
 // DefaultMemory is the `memory:` section's default, for a 512 MB device.
 func DefaultMemory() Memory { return Memory{GCPercent: 200, Limit: 256 << 20} }
 
-// Decode decodes the `memory:` section n (at key) over m.
-func (m *Memory) Decode(d *Decoder, n *yaml.Node, key string) {
+// decode decodes the `memory:` section n (at key) over m.
+func (m *Memory) decode(d *Decoder, n *yaml.Node, key string) {
 	d.Mapping(n, key, map[string]Setter{
 		"gc_percent": d.Count(&m.GCPercent, 25, 1000),
 		"limit":      d.Int64(&m.Limit, 0, math.MaxUint32),

@@ -62,8 +62,8 @@ func DefaultMQTT() MQTT {
 	}
 }
 
-// Decode decodes the `mqtt:` section n (at key) over m.
-func (m *MQTT) Decode(d *Decoder, n *yaml.Node, key string) {
+// decode decodes the `mqtt:` section n (at key) over m.
+func (m *MQTT) decode(d *Decoder, n *yaml.Node, key string) {
 	d.Mapping(n, key, map[string]Setter{
 		"max_packet_size": func(n *yaml.Node, key string) {
 			if v, ok := d.Int(n, key, 1, MaxPacketSize); ok {

@@ -14,10 +14,10 @@ import (
 // defaults are session.DefaultOptions and its validation
 // session.Options.Validate; the keys, their types and ranges are decoded here.
 
-// DecodeSessions decodes the `sessions:` section n (at key) over o. A file
+// decodeSessions decodes the `sessions:` section n (at key) over o. A file
 // without a profiles key keeps o's profiles; a file with one (even an empty
 // list) replaces them.
-func DecodeSessions(d *Decoder, n *yaml.Node, key string, o *session.Options) {
+func decodeSessions(d *Decoder, n *yaml.Node, key string, o *session.Options) {
 	d.Mapping(n, key, map[string]Setter{
 		"max_expiry":        d.Seconds(&o.MaxExpiry, 0, MaxExpiry),
 		"max_sessions":      d.Count(&o.MaxSessions, 1, MaxCount),
@@ -58,29 +58,29 @@ func decodeProfile(d *Decoder, n *yaml.Node, key string) session.Profile {
 	return p
 }
 
-// CheckProfileNames reports empty and repeated profile names.
-func CheckProfileNames(d *Decoder, o session.Options) {
+// checkProfileNames reports empty and repeated profile names.
+func checkProfileNames(d *Decoder, o session.Options) {
 	unique := names.New(d, "sessions.profiles", nil)
 	for i, p := range o.Profiles {
 		unique.Check(i, p.Name)
 	}
 }
 
-// CheckSessions lets the session package have the last word
+// checkSessions lets the session package have the last word
 // (session.Options.Validate); its messages name the key too. It reports only
 // what was not already reported.
-func CheckSessions(d *Decoder, o session.Options) {
+func checkSessions(d *Decoder, o session.Options) {
 	if err := o.Validate(); err != nil {
-		key, msg := SplitKey(err.Error())
+		key, msg := splitKey(err.Error())
 		if key == "" || !d.Failed(key) {
 			d.Fail(key, "%s", msg)
 		}
 	}
 }
 
-// CloneSessions returns a copy of o that shares nothing with it (profiles and
+// cloneSessions returns a copy of o that shares nothing with it (profiles and
 // their Expiry values).
-func CloneSessions(o session.Options) session.Options {
+func cloneSessions(o session.Options) session.Options {
 	ps := make([]session.Profile, 0, len(o.Profiles))
 	for _, p := range o.Profiles {
 		if p.Expiry != nil {

@@ -12,9 +12,9 @@ import (
 // The `store:` section is the session store's store.Options: its defaults are
 // store.DefaultOptions; the keys and their ranges are decoded here.
 
-// DecodeStore decodes the `store:` section n (at key) over o. Fields that are
+// decodeStore decodes the `store:` section n (at key) over o. Fields that are
 // not keys (MaxPending, CommitDelay) are left alone.
-func DecodeStore(d *Decoder, n *yaml.Node, key string, o *store.Options) {
+func decodeStore(d *Decoder, n *yaml.Node, key string, o *store.Options) {
 	d.Mapping(n, key, map[string]Setter{
 		"durability":         d.Enum((*string)(&o.Durability), string(store.Strict), string(store.Batch)),
 		"commit_interval":    d.Duration(&o.CommitInterval, time.Millisecond, time.Minute),
