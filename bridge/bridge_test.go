@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,22 @@ import (
 type rig struct {
 	local  *brokertest.Broker
 	bridge *bridge.Bridge
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// run runs the bridge until stop.
+func (r *rig) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.bridge.Run(ctx) }()
+}
+
+// stop ends the bridge's Run (a clean DISCONNECT upstream) and waits for it.
+func (r *rig) stop() {
+	r.cancel()
+	r.wg.Wait()
 }
 
 // startBridge starts a local broker whose bridge forwards meters/# to
@@ -51,11 +68,8 @@ func startBridge(t *testing.T, upstream string) *rig {
 			bridge.OutboxLimits{MaxMessages: 1000, Overflow: session.RefuseNew}, log)
 		return err
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); r.bridge.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() }) // before the broker closes
+	r.run()
+	t.Cleanup(func() { r.stop() }) // before the broker closes
 	return r
 }
 
@@ -157,4 +171,103 @@ func waitSubscribed(t *testing.T, srv *mqtt.Server, topic string) {
 	brokertest.WaitFor(t, "upstream subscription to "+topic, func() bool {
 		return len(srv.Topics.Subscribers(topic).Subscriptions) > 0
 	})
+}
+
+// The upstream session keeps what is sent down while the bridge is away: the
+// bridge connects with clean start 0 [MQTT-3.1.2-4] and a session expiry, so a
+// command published upstream while it was stopped arrives when it is back.
+func TestDownlinkWaitsInUpstreamSession(t *testing.T) {
+	upstream := brokertest.StartPlain(t, "", nil)
+	r := startBridge(t, upstream.Addr)
+	local, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "site-app", CleanStart: true})
+	local.Subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+	r.waitConnected(t, true)
+	waitSubscribed(t, upstream.Srv, "site/7/cmd/meter-7")
+
+	r.stop()
+	brokertest.WaitFor(t, "upstream sees the bridge gone", func() bool {
+		cl, ok := upstream.Srv.Clients.Get("edgegw-7")
+		return ok && cl.Closed()
+	})
+	if err := upstream.Srv.Publish("site/7/cmd/meter-7", []byte("sent while away"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	r.run()
+	if m := local.Next(t); m.Topic != "cmd/meter-7" || string(m.Payload) != "sent while away" {
+		t.Fatalf("downlink got %s %q, want cmd/meter-7 \"sent while away\"", m.Topic, m.Payload)
+	}
+}
+
+// An uplink message the upstream did not acknowledge is sent again after a
+// reconnect: with DUP 1 and its packet id when the upstream resumed the
+// session [MQTT-4.4.0-1] [MQTT-3.3.1-1], as a new message (DUP 0) when it did
+// not; an acknowledged one is never sent again. The upstream here is a
+// packet-level fake, to withhold the PUBACK and choose session present.
+func TestUnackedUplinkResent(t *testing.T) {
+	up := newFakeUpstream(t)
+	r := startBridge(t, up.addr())
+	c1 := up.accept(false)
+	r.waitConnected(t, true)
+	pub, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "meter-app", CleanStart: true})
+	pub.Publish(t, "meters/a", 1, "0")
+	pub.Publish(t, "meters/a", 1, "1")
+	first, second := c1.Skip(packets.Publish), c1.Skip(packets.Publish)
+	if first.FixedHeader.Dup || second.FixedHeader.Dup || string(first.Payload) != "0" || string(second.Payload) != "1" {
+		t.Fatalf("first sends: %+v, %+v", first, second)
+	}
+	c1.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: first.PacketID})
+	brokertest.WaitFor(t, "the acknowledged message leaves the outbox", func() bool { return r.bridge.Status().OutboxDepth == 1 })
+	c1.Close()
+
+	c2 := up.accept(true) // session present: the upstream holds the packet id
+	pk := c2.Skip(packets.Publish)
+	if !pk.FixedHeader.Dup || pk.PacketID != second.PacketID || string(pk.Payload) != "1" || pk.TopicName != "site/7/meters/a" {
+		t.Fatalf("resend on a resumed session: dup=%v id=%d %s %q, want dup id=%d site/7/meters/a \"1\"",
+			pk.FixedHeader.Dup, pk.PacketID, pk.TopicName, pk.Payload, second.PacketID)
+	}
+	c2.Close()
+
+	c3 := up.accept(false) // a new upstream session: a new message
+	pk = c3.Skip(packets.Publish)
+	if pk.FixedHeader.Dup || string(pk.Payload) != "1" {
+		t.Fatalf("resend on a new session: dup=%v %q, want dup=false \"1\"", pk.FixedHeader.Dup, pk.Payload)
+	}
+	c3.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	brokertest.WaitFor(t, "outbox empty", func() bool { return r.bridge.Status().OutboxDepth == 0 })
+}
+
+// fakeUpstream is a listener that answers the bridge's CONNECT and lets the
+// test read and write packets (MQTT 5).
+type fakeUpstream struct {
+	t  *testing.T
+	ln *net.TCPListener
+}
+
+func newFakeUpstream(t *testing.T) *fakeUpstream {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return &fakeUpstream{t: t, ln: ln}
+}
+
+func (f *fakeUpstream) addr() string { return f.ln.Addr().String() }
+
+// accept takes the bridge's next connection, checks its CONNECT asks to keep
+// the session [MQTT-3.1.2-4] and answers CONNACK with present.
+func (f *fakeUpstream) accept(present bool) *brokertest.Raw {
+	f.t.Helper()
+	_ = f.ln.SetDeadline(time.Now().Add(brokertest.Timeout))
+	nc, err := f.ln.Accept()
+	if err != nil {
+		f.t.Fatalf("no connection from the bridge: %v", err)
+	}
+	c := brokertest.NewRaw(f.t, nc, 5)
+	pk := c.Expect(packets.Connect)
+	if pk.Connect.Clean {
+		f.t.Fatalf("bridge sent CONNECT with clean start 1, want 0")
+	}
+	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, SessionPresent: present})
+	return c
 }

@@ -99,6 +99,13 @@ func DialRaw(t testing.TB, addr string, version byte) *Raw {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
+	return NewRaw(t, conn, version)
+}
+
+// NewRaw makes a raw client of an open connection (either end: a test may
+// play the broker to a client under test); the connection is closed when the
+// test ends.
+func NewRaw(t testing.TB, conn net.Conn, version byte) *Raw {
 	t.Cleanup(func() { _ = conn.Close() })
 	return &Raw{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
 }
@@ -134,6 +141,21 @@ func (c *Raw) Expect(typ byte) packets.Packet {
 		c.t.Fatalf("got packet type %d (%+v), want %d", pk.FixedHeader.Type, pk, typ)
 	}
 	return pk
+}
+
+// Skip reads past packets of other types and returns the first one of type
+// typ.
+func (c *Raw) Skip(typ byte) packets.Packet {
+	c.t.Helper()
+	for {
+		pk, err := c.Read()
+		if err != nil {
+			c.t.Fatalf("read (want packet type %d): %v", typ, err)
+		}
+		if pk.FixedHeader.Type == typ {
+			return pk
+		}
+	}
 }
 
 // Connect sends CONNECT and returns the CONNACK.
