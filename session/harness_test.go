@@ -92,6 +92,9 @@ func (c *rawClient) send(pk packets.Packet)         { c.Send(pk) }
 func (c *rawClient) expect(typ byte) packets.Packet { return c.Expect(typ) }
 func (c *rawClient) ping() []packets.Packet         { return c.Ping() }
 func (c *rawClient) ack(pk packets.Packet)          { c.Ack(pk) }
+func (c *rawClient) expectClosed() []packets.Packet { return c.ExpectClosed() }
 func (c *rawClient) close()                         { c.Close() }
 
 func (g *rig) waitOffline(t *testing.T, id string) { t.Helper(); g.WaitOffline(t, id) }
+
+var protocolName = brokertest.ProtocolName

@@ -115,6 +115,18 @@ func Start(t testing.TB, opts session.Options, setup Setup) *Broker {
 	}
 	b.Addr = l.Address()
 	t.Cleanup(func() {
+		// The clients' cleanups ran first (they were registered later), but
+		// mochi handles their disconnects on its own goroutines, and
+		// Server.Close deadlocks if a client is added or deleted while it lists
+		// a listener's clients (mochi-mqtt/server#488): wait for them to go.
+		WaitFor(t, "every client connection finished", func() bool {
+			for _, cl := range srv.Clients.GetAll() {
+				if !cl.Net.Inline {
+					return false
+				}
+			}
+			return true
+		})
 		_ = srv.Close() // stops the engine (OnStopped)
 		_ = st.Close()
 	})

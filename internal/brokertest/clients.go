@@ -161,16 +161,37 @@ func (c *Raw) Skip(typ byte) packets.Packet {
 // Connect sends CONNECT and returns the CONNACK.
 func (c *Raw) Connect(id string, clean bool, props packets.Properties) packets.Packet {
 	c.t.Helper()
-	name := []byte("MQTT")
-	if c.version == 3 {
-		name = []byte("MQIsdp")
-	}
 	c.Send(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect:     packets.ConnectParams{ProtocolName: name, ClientIdentifier: id, Clean: clean, Keepalive: 30},
+		Connect:     packets.ConnectParams{ProtocolName: ProtocolName(c.version), ClientIdentifier: id, Clean: clean, Keepalive: 30},
 		Properties:  props,
 	})
 	return c.Expect(packets.Connack)
+}
+
+// ProtocolName is the CONNECT protocol name of MQTT version v (3, 4 or 5).
+func ProtocolName(v byte) []byte {
+	if v == 3 {
+		return []byte("MQIsdp")
+	}
+	return []byte("MQTT")
+}
+
+// ExpectClosed fails unless the server closes the connection (after any
+// packets it sends first, which are returned).
+func (c *Raw) ExpectClosed() []packets.Packet {
+	c.t.Helper()
+	var got []packets.Packet
+	for {
+		pk, err := c.Read()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				c.t.Fatalf("connection still open; got %+v", got)
+			}
+			return got
+		}
+		got = append(got, pk)
+	}
 }
 
 // Subscribe sends SUBSCRIBE and returns the SUBACK.

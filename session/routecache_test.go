@@ -1,4 +1,4 @@
-package gateway_test
+package session_test
 
 import (
 	"testing"
@@ -11,7 +11,7 @@ import (
 // list was cached must count for the next PUBLISH [MQTT-3.8.4-4]
 // [MQTT-3.10.4-6].
 func TestRouteCacheFollowsSubscribeAndUnsubscribe(t *testing.T) {
-	g := startGateway(t, nil)
+	g := startBroker(t, nil)
 	a := dialRaw(t, g.addr, 4)
 	a.connect("rc-a", true, packets.Properties{})
 	a.subscribe(1, packets.Subscription{Filter: "rc/t", Qos: 0})

@@ -1,4 +1,4 @@
-package gateway_test
+package session_test
 
 // Will messages. The engine publishes them through its own routing (mochi is
 // handed an empty will), so they reach offline persistent sessions, are
@@ -23,7 +23,7 @@ type will struct {
 
 // connectWithWill connects a raw client whose CONNECT carries w. For v5, expiry
 // is the Session Expiry Interval asked for.
-func connectWithWill(t *testing.T, g *testGateway, version byte, id string, clean bool, expiry uint32, w will) *rawClient {
+func connectWithWill(t *testing.T, g *rig, version byte, id string, clean bool, expiry uint32, w will) *rawClient {
 	t.Helper()
 	c := dialRaw(t, g.addr, version)
 	pk := packets.Packet{
@@ -49,7 +49,7 @@ type watcher struct {
 	n int
 }
 
-func newWatcher(t *testing.T, g *testGateway) *watcher {
+func newWatcher(t *testing.T, g *rig) *watcher {
 	t.Helper()
 	c, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
 	c.subscribe(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 2}, paho.SubscribeOptions{Topic: "marker/#", QoS: 1})
@@ -79,7 +79,7 @@ func (w *watcher) expectWill(t *testing.T, want will) *paho.Publish {
 // A will is published when the network connection closes without a DISCONNECT
 // [MQTT-3.1.2-8] (v3.1.1 [MQTT-3.1.2-8] too), once, with its QoS; not before.
 func TestWillPublishedOnAbnormalClose(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
@@ -99,7 +99,7 @@ func TestWillPublishedOnAbnormalClose(t *testing.T) {
 // [MQTT-3.1.2-10] [MQTT-3.14.4-3]; a v5 DISCONNECT with reason 0x04 (Disconnect
 // with Will Message) publishes it [MQTT-3.14.2-1 table 3-10].
 func TestWillAndDisconnect(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("v%d normal DISCONNECT", version), func(t *testing.T) {
@@ -137,7 +137,7 @@ func TestWillAndDisconnect(t *testing.T) {
 // A will is published when the server closes the connection for a protocol
 // error (here a PUBLISH to a wildcard topic) [MQTT-3.1.2-8].
 func TestWillPublishedOnProtocolError(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
@@ -156,7 +156,7 @@ func TestWillPublishedOnProtocolError(t *testing.T) {
 // [MQTT-3.1.0-2]: the will of the connection's CONNECT is published
 // [MQTT-3.1.2-8], not the one of the rejected second CONNECT.
 func TestWillPublishedOnSecondConnect(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
@@ -178,7 +178,7 @@ func TestWillPublishedOnSecondConnect(t *testing.T) {
 // later subscriber gets it with retain 1 [MQTT-3.3.1-9]; a subscriber present
 // when it was published gets it with retain 0 [MQTT-3.3.1-12].
 func TestRetainedWill(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	wl := will{topic: "wills/retained", payload: "last words", qos: 1, retain: true}
 	c := connectWithWill(t, g, 5, "retainer", true, 0, wl)
@@ -197,7 +197,7 @@ func TestRetainedWill(t *testing.T) {
 // v5 Will Delay Interval: the will is published when the delay has passed since
 // the connection closed, not before [MQTT-3.1.3-9] [MQTT-3.1.2-8].
 func TestWillDelay(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	wl := will{topic: "wills/delayed", payload: "late", qos: 1, delay: 30}
 	c := connectWithWill(t, g, 5, "delayed", false, 3600, wl)
@@ -218,7 +218,7 @@ func TestWillDelay(t *testing.T) {
 // A new connection to the session before the Will Delay Interval has passed
 // cancels the will [MQTT-3.1.3-9].
 func TestWillDelayCancelledByReconnect(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	c := connectWithWill(t, g, 5, "returner", false, 3600, will{topic: "wills/returner", payload: "late", qos: 1, delay: 30})
 	c.close()
@@ -240,7 +240,7 @@ func TestWillDelayCancelledByReconnect(t *testing.T) {
 // published when the session ends [MQTT-3.1.3-9]; v5 expiry 0 ends the session at
 // once, so its delayed will goes at once.
 func TestWillDelayLongerThanSessionExpiry(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	w := newWatcher(t, g)
 	wl := will{topic: "wills/short-session", payload: "session over", qos: 1, delay: 60}
 	c := connectWithWill(t, g, 5, "short-session", false, 10, wl)
@@ -263,7 +263,7 @@ func TestWillDelayLongerThanSessionExpiry(t *testing.T) {
 // A will whose topic an offline persistent session subscribes to is queued for
 // that session like any QoS 1 message and delivered when it reconnects.
 func TestWillQueuedForOfflineSession(t *testing.T) {
-	g := startSettledGateway(t, nil)
+	g := startBroker(t, nil)
 	sub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "heir", CleanStart: true,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
 	sub.subscribe(t, paho.SubscribeOptions{Topic: "wills/testament", QoS: 1})
