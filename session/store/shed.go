@@ -68,14 +68,12 @@ func (s *Store) shedIfOver() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(dropped) == 0 {
-		if !s.stuck {
-			s.stuck = true
-			s.log.Error("store full and nothing can be dropped (every queued message is in flight, or sessions and retained messages fill it); durable work is refused until it drains",
-				slog.String("path", s.path), slog.Int64("max_bytes", s.opts.MaxBytes))
-		}
+		s.stuck = true
+		s.noteBlockedLocked()
 		return
 	}
 	s.stuck = false
+	s.noteBlockedLocked()
 	if s.shedLog.dropped == nil {
 		s.shedLog.dropped = map[string]int64{}
 	}

@@ -47,6 +47,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"edgegw/internal/ratelog"
 	"edgegw/session"
 )
 
@@ -102,10 +103,16 @@ type Options struct {
 
 // testHooks replace the clock and slow commits down in this package's tests.
 type testHooks struct {
-	now   func() time.Time
-	after func(time.Duration) <-chan time.Time
-	slow  func() error // called inside each write transaction; an error fails it
+	now func() time.Time
+	// at returns a channel that receives once now has reached t. A deadline,
+	// not a duration: a fake clock that moves between the loop's reading of
+	// now and its timer call must not push the timer out.
+	at   func(t time.Time) <-chan time.Time
+	slow func() error // called inside each write transaction; an error fails it
 }
+
+// timeAt is the production testHooks.at.
+func timeAt(t time.Time) <-chan time.Time { return time.After(time.Until(t)) }
 
 // Stats are cumulative counters; read them with Load.
 type Stats struct {
@@ -158,6 +165,7 @@ type Store struct {
 	excess   int64  // drop_oldest: bytes to shed after the last commit (0: none)
 	stuck    bool   // drop_oldest found nothing to drop: refuse like refuse_new
 	shedLog  shedLog
+	blockLog *ratelog.Episode // bounds the "store full" / "writable again" lines (noteBlockedLocked)
 	cond     *sync.Cond
 	// since is when the oldest change not yet taken by a commit was made (or,
 	// for a change made while the commit goroutine was busy, when it stopped
@@ -257,15 +265,16 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 		queues: map[string]*Queue{}, dirty: map[*Queue]struct{}{},
 		sessions: map[string][]byte{}, retained: map[string][]byte{}, names: map[string]uint32{},
 		subs: map[string][]byte{}, qos2: map[string][]byte{},
-		kick: make(chan struct{}, 1), arm: make(chan struct{}, 1), stop: make(chan struct{})}
+		blockLog: ratelog.NewEpisode(blockLogEvery),
+		kick:     make(chan struct{}, 1), arm: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
-	s.hooks = testHooks{now: time.Now, after: time.After}
+	s.hooks = testHooks{now: time.Now, at: timeAt}
 	if h := opts.hooks; h != nil {
 		if h.now != nil {
 			s.hooks.now = h.now
 		}
-		if h.after != nil {
-			s.hooks.after = h.after
+		if h.at != nil {
+			s.hooks.at = h.at
 		}
 		s.hooks.slow = h.slow
 	}
@@ -423,12 +432,20 @@ func (s *Store) Unreserve(entries int, size int64) {
 	s.reserved.Add(-(size + int64(entries)*entryOverhead))
 }
 
+// refusingLocked reports whether new durable work is refused (healthyLocked
+// returns an error): the last commit failed, or the store is above MaxBytes and
+// cannot drop (refuse_new, or drop_oldest with nothing to drop). Caller holds
+// s.mu.
+func (s *Store) refusingLocked() bool {
+	return s.failErr != nil || (s.full && (s.opts.Overflow != session.DropOldest || s.stuck))
+}
+
 // healthyLocked is Healthy; caller holds s.mu.
 func (s *Store) healthyLocked() error {
 	if s.failErr != nil {
 		return s.failErr
 	}
-	if s.full && (s.opts.Overflow != session.DropOldest || s.stuck) {
+	if s.refusingLocked() {
 		if s.retainedBytes*2 >= s.usedBytes {
 			return fmt.Errorf("%w: %s uses more than store.max_bytes (%d bytes), mostly for retained messages (%d, %d bytes); durable work is refused until retained topics are cleared (an empty retained PUBLISH deletes one) or queues drain",
 				ErrFull, s.path, s.opts.MaxBytes, len(s.retainedSize), s.retainedBytes)
@@ -559,11 +576,14 @@ func (s *Store) loop() {
 	defer s.wg.Done()
 	for {
 		s.mu.Lock()
-		due := s.due()
+		due, logDue := s.due(), s.blockLog.Due()
 		s.mu.Unlock()
-		var timer <-chan time.Time
+		var timer, logTimer <-chan time.Time
 		if !due.IsZero() {
-			timer = s.hooks.after(due.Sub(s.hooks.now()))
+			timer = s.hooks.at(due)
+		}
+		if !logDue.IsZero() {
+			logTimer = s.hooks.at(logDue)
 		}
 		select {
 		case <-s.stop:
@@ -572,14 +592,54 @@ func (s *Store) loop() {
 			continue
 		case <-s.kick:
 		case <-timer:
+		case <-logTimer:
+			s.mu.Lock()
+			if l, ok := s.blockLog.Flush(s.hooks.now()); ok {
+				s.logBlockedLocked(l)
+			}
+			s.mu.Unlock()
+			continue
 		}
 		s.setBusy(true)
-		if err := s.commit(); err != nil {
-			s.log.Error("store commit failed; durable work is refused until it succeeds",
-				slog.String("path", s.path), slog.Any("error", err))
-		}
+		_ = s.commit() // its error is logged by noteBlockedLocked and returned by Sync, Pace, Reserve
 		s.shedIfOver()
 		s.setBusy(false)
+	}
+}
+
+// blockLogEvery bounds the lines of the store's refusing state ("store full",
+// "store commit failed", "store writable again"): a store hovering at its cap
+// can change state at every commit. With ratelog.Episode's rules a refusal
+// that starts is logged at once, other changes at most every blockLogEvery
+// with their count, so at most two lines per blockLogEvery, and the last line
+// states the current state at most blockLogEvery after its last change.
+const blockLogEvery = 5 * time.Second
+
+// noteBlockedLocked records whether the store refuses new durable work now
+// (after a commit, or when drop_oldest finds nothing to drop) and writes the
+// line blockLog calls for. Caller holds s.mu.
+func (s *Store) noteBlockedLocked() {
+	if l, ok := s.blockLog.Set(s.hooks.now(), s.refusingLocked()); ok {
+		s.logBlockedLocked(l)
+	}
+}
+
+// logBlockedLocked writes a line of the refusing state: the current state,
+// with its cause (healthyLocked's error) when refusing. Caller holds s.mu.
+func (s *Store) logBlockedLocked(l ratelog.EpisodeLine) {
+	path, note := slog.String("path", s.path), l.Note()
+	err := s.healthyLocked()
+	switch {
+	case err == nil:
+		s.log.Info("store writable again"+note, path)
+	case s.failErr != nil:
+		s.log.Error("store commit failed; durable work is refused until it succeeds"+note, path, slog.Any("error", err))
+	case s.stuck:
+		s.log.Error("store full and nothing can be dropped (every queued message is in flight, or sessions and retained messages fill it); durable work is refused"+note,
+			path, slog.Int64("max_bytes", s.opts.MaxBytes), slog.Any("error", err))
+	default:
+		s.log.Error("store full: pages in use exceed store.max_bytes; durable work is refused"+note,
+			path, slog.Int64("max_bytes", s.opts.MaxBytes), slog.Any("error", err))
 	}
 }
 
@@ -734,13 +794,11 @@ func (s *Store) commit() error {
 		}
 		s.failErr = err
 		s.stats.FailedCommits.Add(1)
+		s.noteBlockedLocked()
 		s.cond.Broadcast()
 		return err
 	}
 	dropping := s.opts.Overflow == session.DropOldest
-	// Blocked: durable work was refused. drop_oldest is not blocked while it can
-	// drop; its drops are logged by shedIfOver at a bounded rate.
-	wasBlocked := s.failErr != nil || (s.full && (!dropping || s.stuck))
 	s.failErr, s.retryAt = nil, time.Time{}
 	s.full, s.excess = false, 0
 	s.flushBytes = 0
@@ -754,16 +812,10 @@ func (s *Store) commit() error {
 			}
 		}
 	}
-	switch {
-	case s.full && !wasBlocked && !dropping:
-		s.log.Error("store full: pages in use exceed store.max_bytes; durable work is refused until queues drain",
-			slog.String("path", s.path), slog.Int64("max_bytes", s.opts.MaxBytes))
-	case !s.full && wasBlocked:
-		s.log.Info("store writable again", slog.String("path", s.path))
-	}
 	if !s.full {
 		s.stuck = false
 	}
+	s.noteBlockedLocked()
 	s.done = target
 	if !since.IsZero() && int64(ended.Sub(since)) > s.stats.UnsyncedMaxNanos.Load() {
 		s.stats.UnsyncedMaxNanos.Store(int64(ended.Sub(since)))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,15 +30,16 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+// At is testHooks.at: the channel receives once the clock has reached at.
+func (c *fakeClock) At(at time.Time) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ch := make(chan time.Time, 1)
-	if d <= 0 {
+	if !at.After(c.now) {
 		ch <- c.now
 		return ch
 	}
-	c.timers = append(c.timers, fakeTimer{c.now.Add(d), ch})
+	c.timers = append(c.timers, fakeTimer{at, ch})
 	return ch
 }
 
@@ -106,7 +108,7 @@ func TestBatchWindowBound(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
 	disk := newSlowDisk()
 	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: interval,
-		hooks: &testHooks{now: clock.Now, after: clock.After, slow: disk.commit}})
+		hooks: &testHooks{now: clock.Now, at: clock.At, slow: disk.commit}})
 	t.Cleanup(func() { close(disk.release) }) // Close's commit, if any
 
 	t0 := clock.Now()
@@ -171,7 +173,7 @@ func TestBatchFailedCommitRefusesHeldAcks(t *testing.T) {
 	disk := newSlowDisk()
 	var logs bytes.Buffer
 	s, _, err := Open(filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: interval,
-		hooks: &testHooks{now: clock.Now, after: clock.After, slow: disk.commit}}, slog.New(slog.NewTextHandler(&logs, nil)))
+		hooks: &testHooks{now: clock.Now, at: clock.At, slow: disk.commit}}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,4 +206,99 @@ func TestBatchFailedCommitRefusesHeldAcks(t *testing.T) {
 	if !bytes.Contains(logs.Bytes(), []byte("could not write")) || !bytes.Contains(logs.Bytes(), []byte("changes=3")) {
 		t.Fatalf("close lost the failed batch without saying so; log:\n%s", logs.String())
 	}
+}
+
+// lockedBuffer is a log destination the commit goroutine writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// stateLines returns the lines about the refusing state.
+func (l *lockedBuffer) stateLines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		if strings.Contains(line, "store commit failed") || strings.Contains(line, "store writable again") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// A store whose commits fail and succeed in turn (a disk at its last free
+// blocks) changes its refusing state at every commit, 10 times a second with
+// a 100 ms commit interval. 200 changes in 20 s write at most two state lines
+// per blockLogEvery (not two per commit), and once the changes stop, the last
+// line states the current state: refusing, or writable again.
+func TestRefusingStateLinesBounded(t *testing.T) {
+	for _, tc := range []struct {
+		flips int
+		want  string // the last line
+	}{{201, "store commit failed"}, {200, "store writable again"}} {
+		t.Run(tc.want, func(t *testing.T) { refusingStateLines(t, tc.flips, tc.want) })
+	}
+}
+
+func refusingStateLines(t *testing.T, flips int, want string) {
+	const interval = 100 * time.Millisecond
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	disk := newSlowDisk()
+	var logs lockedBuffer
+	s, _, err := Open(filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: interval,
+		hooks: &testHooks{now: clock.Now, at: clock.At, slow: disk.commit}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := s.Queue("s/a")
+	for i := range flips {
+		_, _ = q.Append(msg(i))
+		await(t, "the commit timer", func() bool { return clock.armed(clock.Now().Add(interval)) })
+		clock.Advance(interval)
+		<-disk.entered
+		if i%2 == 0 {
+			disk.release <- syscall.ENOSPC
+		} else {
+			disk.release <- nil
+		}
+		await(t, "the commit", func() bool { return s.Stats().Commits.Load()+s.Stats().FailedCommits.Load() == int64(i+1) })
+	}
+	// From here every commit (retries, Close's) fails: the state stays.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-disk.entered:
+				disk.release <- syscall.ENOSPC
+			case <-done:
+				return
+			}
+		}
+	}()
+	clock.Advance(blockLogEvery) // no more changes: a held-back line is written
+	await(t, "no state line held back", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.blockLog.Due().IsZero()
+	})
+	lines := logs.stateLines()
+	// 20 s of changes: at most 2 lines per 5 s, plus the last one.
+	if most := 2*int(time.Duration(flips)*interval/blockLogEvery) + 1; len(lines) > most {
+		t.Fatalf("%d changes of state wrote %d lines, want at most %d:\n%s", flips, len(lines), most, strings.Join(lines, "\n"))
+	}
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, want) || (s.Healthy() == nil) != (want == "store writable again") {
+		t.Fatalf("the last line %q does not state the current state (%v)", last, s.Healthy())
+	}
+	t.Logf("%d changes of state, %d lines; last: %s", flips, len(lines), last)
+	_ = s.Close()
 }
