@@ -48,13 +48,16 @@ func (r *rig) stop() {
 }
 
 // startBridge starts a local broker whose bridge forwards meters/# to
-// site/7/meters/# and brings site/7/cmd/# down to cmd/#, and runs the bridge
-// until the test ends.
+// site/7/meters/# and cmd/# to site/7/echo/#, and brings site/7/cmd/# down to
+// cmd/#, and runs the bridge until the test ends.
 func startBridge(t *testing.T, upstream string) *rig {
 	t.Helper()
 	cfg := bridge.Config{Name: "cloud", Address: "mqtt://" + upstream, Version: 5, ClientID: "edgegw-7",
 		SessionExpiry: time.Hour, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		Forward:  []bridge.Rule{{Local: "meters/#", Remote: "site/7/meters/#", QoS: 1}},
+		Forward: []bridge.Rule{
+			{Local: "meters/#", Remote: "site/7/meters/#", QoS: 1},
+			{Local: "cmd/#", Remote: "site/7/echo/#", QoS: 1}, // would echo downlink without loop prevention
+		},
 		Downlink: []bridge.Rule{{Remote: "site/7/cmd/#", Local: "cmd/#", QoS: 1}},
 	}
 	r := &rig{}
@@ -161,6 +164,16 @@ func TestDownlinkRepublishesLocally(t *testing.T) {
 	}
 	if s := r.bridge.Status(); s.Received != 1 {
 		t.Fatalf("received = %d, want 1", s.Received)
+	}
+	if pk := next(t, up); pk.TopicName != "site/7/cmd/meter-7" { // the upstream's own publication
+		t.Fatalf("upstream routed %s first", pk.TopicName)
+	}
+	// cmd/meter-7 matches the forward rule cmd/#, but it came down the bridge.
+	// The outbox is FIFO: an echo would reach the upstream before this marker.
+	pub, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "meter-app", CleanStart: true})
+	pub.Publish(t, "meters/marker", 1, "marker")
+	if pk := next(t, up); pk.TopicName != "site/7/meters/marker" {
+		t.Fatalf("upstream got %s %q before the marker: a downlinked message went back up", pk.TopicName, pk.Payload)
 	}
 }
 
