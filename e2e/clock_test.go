@@ -168,3 +168,93 @@ func adminJSON(t *testing.T, cfg string, v any, args ...string) bool {
 	}
 	return true
 }
+
+// A retained message's Message Expiry Interval counts elapsed time in the real
+// binary too [MQTT-3.3.2-5]: started under faketime -30d (a Pi whose clock is a
+// month behind until NTP syncs), the gateway keeps a retained message with an
+// hour to live although mochi's own expiry loop reads the true wall clock, a
+// month later; restarted with the true clock (a +30 days jump while it was down,
+// same boot) it still serves it, with the time it has left [MQTT-3.3.2-6].
+func TestRetainedExpiryAcrossClockJump(t *testing.T) {
+	if _, err := exec.LookPath("faketime"); err != nil {
+		t.Fatalf("faketime is not installed: run scripts/test-deps.sh (make test does): %v", err)
+	}
+	addr := freeAddr(t)
+	cfg := gwConfig{DataDir: t.TempDir(), Addr: addr, Durability: "strict"}.write(t)
+	gw := startGWUnder(t, cfg, addr, "faketime", "-f", "-30d")
+	if _, ok := gw.waitLog("test hook: the wall clock is moved by FAKETIME"); !ok {
+		t.Fatalf("no test hook log line:\n%s", gw.log)
+	}
+	pub, _, err := dialV5(addr, &paho.Connect{ClientID: "tool", CleanStart: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := time.Now()
+	for _, m := range []struct {
+		topic  string
+		expiry uint32
+	}{{"exp/fw", 3600}, {"exp/keep", 0}} {
+		p := &paho.Publish{Topic: m.topic, QoS: 1, Retain: true, Payload: []byte(m.topic)}
+		if m.expiry > 0 {
+			p.Properties = &paho.PublishProperties{MessageExpiry: u32(m.expiry)}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		_, err := pub.Publish(ctx, p)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeV5(pub)
+
+	check := func(when string) {
+		t.Helper()
+		// mochi's retained-expiry loop runs every second of real time; it can be
+		// neither injected nor observed: give it two turns.
+		time.Sleep(2 * time.Second)
+		got := map[string]uint32{}
+		done := make(chan struct{})
+		c, _, err := dialV5(addr, &paho.Connect{ClientID: "reader", CleanStart: true}, func(p *paho.Publish) {
+			if p.Topic == "exp/marker" {
+				close(done)
+				return
+			}
+			if p.Properties != nil && p.Properties.MessageExpiry != nil {
+				got[p.Topic] = *p.Properties.MessageExpiry
+			} else {
+				got[p.Topic] = 0
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeV5(c)
+		if err := subscribeV5(c, "exp/#", 1); err != nil {
+			t.Fatal(err)
+		}
+		if rc, err := publishV5(c, "exp/marker", 1, []byte("marker")); err != nil || rc != 0 {
+			t.Fatalf("marker: %d %v", rc, err)
+		}
+		select {
+		case <-done:
+		case <-time.After(waitTimeout):
+			t.Fatalf("%s: no marker", when)
+		}
+		left, ok := got["exp/fw"]
+		wantMax := uint32(3600 - time.Since(published).Truncate(time.Second)/time.Second + 1)
+		if _, kept := got["exp/keep"]; len(got) != 2 || !ok || !kept || left > wantMax || left < wantMax-3 {
+			t.Fatalf("%s: retained %v; want exp/keep and exp/fw with about %d s left", when, got, wantMax)
+		}
+	}
+	check("under faketime -30d")
+	gw.stop() // SIGTERM to the process group: faketime dies by it, edgegw stops cleanly
+	if _, ok := gw.waitLog("edgegw stopped"); !ok {
+		t.Fatalf("no clean stop:\n%s", gw.log)
+	}
+
+	gw = startGW(t, cfg, addr) // the true clock: +30 days while it was down
+	if l, _ := gw.waitLog("clock resumed"); !strings.Contains(l, "rule=same_boot") {
+		t.Fatalf("clock resumed: %q, want rule=same_boot", l)
+	}
+	check("after the restart with the clock +30 days")
+}
