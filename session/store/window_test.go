@@ -179,7 +179,8 @@ func TestBatchFailedCommitRefusesHeldAcks(t *testing.T) {
 	}
 	q, _ := s.Queue("s/a")
 	_, _ = q.Append(msg(1))
-	await(t, "the commit timer", func() bool { return clock.armed(clock.Now().Add(interval)) })
+	t0 := clock.Now()
+	await(t, "the commit timer at t0+interval", func() bool { return clock.armed(t0.Add(interval)) })
 	clock.Advance(interval)
 	<-disk.entered
 	_, _ = q.Append(msg(2))
@@ -193,8 +194,9 @@ func TestBatchFailedCommitRefusesHeldAcks(t *testing.T) {
 	if err := s.Reserve(1, 10); !errors.Is(err, ErrFull) {
 		t.Fatalf("admission after a failed commit: %v, want ErrFull", err)
 	}
-	// Retried one interval after the failure, with both messages.
-	await(t, "the retry timer", func() bool { return clock.armed(clock.Now().Add(interval)) })
+	// Retried one interval after the failure (it ended at t0+interval), with
+	// both messages.
+	await(t, "the retry timer at t0+2*interval", func() bool { return clock.armed(t0.Add(2 * interval)) })
 	clock.Advance(interval)
 	<-disk.entered
 	disk.release <- syscall.ENOSPC
@@ -259,9 +261,13 @@ func refusingStateLines(t *testing.T, flips int, want string) {
 		t.Fatal(err)
 	}
 	q, _ := s.Queue("s/a")
+	t0 := clock.Now()
 	for i := range flips {
 		_, _ = q.Append(msg(i))
-		await(t, "the commit timer", func() bool { return clock.armed(clock.Now().Add(interval)) })
+		// Every commit ends when it starts (the clock does not move during it):
+		// the i-th is due at t0+(i+1)*interval, new batch or retry alike.
+		due := t0.Add(time.Duration(i+1) * interval)
+		await(t, "the commit timer", func() bool { return clock.armed(due) })
 		clock.Advance(interval)
 		<-disk.entered
 		if i%2 == 0 {
