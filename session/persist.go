@@ -57,14 +57,44 @@ type StoredSession struct {
 // one of its fields changes (connect, disconnect, will), never per SUBSCRIBE or
 // per message.
 type SessionRecord struct {
-	ID             string  `json:"id"`
-	Version        byte    `json:"v"`
-	Profile        string  `json:"profile,omitempty"`
-	User           *string `json:"user,omitempty"` // owner's username; nil in records written before it was kept
-	ExpirySeconds  uint32  `json:"expiry"`
-	DisconnectedAt int64   `json:"disconnected_at,omitempty"` // unix seconds
-	Will           []byte  `json:"will,omitempty"`            // EncodeMessage
-	WillAt         int64   `json:"will_at,omitempty"`
+	ID            string  `json:"id"`
+	Version       byte    `json:"v"`
+	Profile       string  `json:"profile,omitempty"`
+	User          *string `json:"user,omitempty"` // owner's username; nil in records written before it was kept
+	ExpirySeconds uint32  `json:"expiry"`
+	// DisconnectedAt and WillAt are steady times in unix seconds, rounded up
+	// (records written before DisconnectedAtNs existed rounded them down);
+	// DisconnectedAtNs and WillAtNs are the same times in unix nanoseconds,
+	// exact, and win when present. A restored time is never earlier than the
+	// one recorded, so a session never expires and a delayed will is never
+	// published before its time (the rounded-down seconds alone made a
+	// session expire up to 1 s early after a restart).
+	DisconnectedAt   int64  `json:"disconnected_at,omitempty"`
+	DisconnectedAtNs int64  `json:"disconnected_at_ns,omitempty"`
+	Will             []byte `json:"will,omitempty"` // EncodeMessage
+	WillAt           int64  `json:"will_at,omitempty"`
+	WillAtNs         int64  `json:"will_at_ns,omitempty"`
+}
+
+// storedTime returns t as the pair of a record: unix seconds rounded up (what
+// a reader of the seconds alone gets: never earlier than t) and unix ns.
+func storedTime(t time.Time) (sec, ns int64) {
+	ns = t.UnixNano()
+	sec = t.Unix()
+	if t.Nanosecond() > 0 {
+		sec++
+	}
+	return sec, ns
+}
+
+// restoredTime is the inverse of storedTime: the exact time when ns is
+// stored, else the seconds plus one (records of earlier versions held the
+// time rounded down: never restore it earlier than it was).
+func restoredTime(sec, ns int64) time.Time {
+	if ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Unix(sec+1, 0)
 }
 
 // persistLocked writes s's record (or deletes it, with its subscriptions and
@@ -86,11 +116,12 @@ func (e *Engine) persistLocked(s *Session) {
 		r.User = &s.user
 	}
 	if s.cl == nil && !s.disconnectedAt.IsZero() {
-		r.DisconnectedAt = s.disconnectedAt.Unix()
+		r.DisconnectedAt, r.DisconnectedAtNs = storedTime(s.disconnectedAt)
 	}
 	if s.will != nil {
 		if b, err := EncodeMessage(Message{Packet: *s.will}); err == nil {
-			r.Will, r.WillAt = b, s.willAt.Unix()
+			r.Will = b
+			r.WillAt, r.WillAtNs = storedTime(s.willAt)
 		}
 	}
 	b, err := json.Marshal(r)
@@ -211,15 +242,15 @@ func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) er
 			s.user, s.userKnown = *r.User, true
 		}
 		s.disconnectedAt = now
-		if r.DisconnectedAt > 0 {
-			s.disconnectedAt = time.Unix(r.DisconnectedAt, 0)
+		if r.DisconnectedAt > 0 || r.DisconnectedAtNs != 0 {
+			s.disconnectedAt = restoredTime(r.DisconnectedAt, r.DisconnectedAtNs)
 		}
 		for _, pid := range st.InboundQoS2 {
 			s.inboundQoS2[pid] = struct{}{}
 		}
 		if len(r.Will) > 0 {
 			if m, err := DecodeMessage(0, r.Will); err == nil {
-				s.will, s.willAt = &m.Packet, time.Unix(r.WillAt, 0)
+				s.will, s.willAt = &m.Packet, restoredTime(r.WillAt, r.WillAtNs)
 			}
 		}
 		if err := s.rebuildPIDs(); err != nil {

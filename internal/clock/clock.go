@@ -108,15 +108,25 @@ type Clock struct {
 //   - otherwise (a reboot, or no boot id): the wall-clock difference, clamped
 //     to [0, maxDown]: a clock that went back counts 0, one that went forward
 //     by more than maxDown counts maxDown (maxDown <= 0: no upper bound).
+//
+// The down time is read before the monotonic origin, and Checkpoint reads
+// steady time before the wall and boot times: a pause between two reads
+// (a loaded machine) can only make the down time look shorter, never longer,
+// so steady time never runs ahead of elapsed time across a restart and
+// nothing expires early (at worst that pause later).
 func Start(src Source, last *Checkpoint, maxDown time.Duration) *Clock {
-	c := &Clock{src: src, mono0: src.Mono()}
+	var id string
+	var boot time.Duration
+	if last != nil {
+		id, boot = src.Boot()
+	}
 	wall := src.Wall()
+	c := &Clock{src: src, mono0: src.Mono()}
 	switch {
 	case last == nil:
 		c.base = wall
 		c.resume = Resume{Rule: RuleFirst}
 	default:
-		id, boot := src.Boot()
 		wallDown := wall.Sub(time.Unix(0, last.Wall))
 		r := Resume{WallDown: wallDown}
 		switch {
@@ -154,10 +164,13 @@ func (c *Clock) WallOf(steady time.Time) time.Time {
 // Resumed reports how Start counted the down time.
 func (c *Clock) Resumed() Resume { return c.resume }
 
-// Checkpoint returns the current checkpoint to store.
+// Checkpoint returns the current checkpoint to store. Steady time is read
+// first: the wall and boot times read after it are never earlier (see Start).
 func (c *Clock) Checkpoint() Checkpoint {
+	steady := c.Now()
+	wall := c.src.Wall()
 	id, boot := c.src.Boot()
-	return Checkpoint{Steady: c.Now().UnixNano(), Wall: c.src.Wall().UnixNano(), BootID: id, Boot: int64(boot)}
+	return Checkpoint{Steady: steady.UnixNano(), Wall: wall.UnixNano(), BootID: id, Boot: int64(boot)}
 }
 
 // Observe compares the wall clock with steady time and reports a jump of at

@@ -80,6 +80,45 @@ func TestResumeRules(t *testing.T) {
 	}
 }
 
+// slowReads is a Source on which 100 ms pass before every read: a gateway
+// descheduled between the reads of one checkpoint or of Start, as on a loaded
+// machine.
+type slowReads struct{ *Fake }
+
+func (s slowReads) Wall() time.Time     { s.Advance(100 * time.Millisecond); return s.Fake.Wall() }
+func (s slowReads) Mono() time.Duration { s.Advance(100 * time.Millisecond); return s.Fake.Mono() }
+func (s slowReads) Boot() (string, time.Duration) {
+	s.Advance(100 * time.Millisecond)
+	return s.Fake.Boot()
+}
+func (s slowReads) Unsynced() bool { return false }
+
+// However long the pauses between the reads of a checkpoint and of the next
+// Start, steady time after a restart never runs ahead of the elapsed time
+// (which would expire sessions early): the old clock, still reading the same
+// source, is the truth. Whatever the rule (same boot, or the wall clock after
+// a reboot).
+func TestResumeNeverAhead(t *testing.T) {
+	for _, reboot := range []bool{false, true} {
+		f := slowReads{NewFake(t0)}
+		c := Start(f, nil, 72*time.Hour)
+		f.Advance(time.Hour)
+		cp := c.Checkpoint()
+		f.Advance(time.Minute)
+		if reboot {
+			// A fake reboot keeps the monotonic clock: c stays the truth.
+			f.Reboot("boot-2")
+		}
+		c2 := Start(f, &cp, 72*time.Hour)
+		got := c2.Now()
+		truth := c.Now() // read after got: later, so got must not be after it
+		if got.After(truth) {
+			t.Errorf("reboot %v (rule %s): steady time after the restart %v ahead of the elapsed time",
+				reboot, c2.Resumed().Rule, got.Sub(truth))
+		}
+	}
+}
+
 func TestFakeTimeOffset(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"": 0, "+30d": 30 * 24 * time.Hour, "-1d": -24 * time.Hour, "+90": 90 * time.Second,
