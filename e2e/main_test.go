@@ -199,7 +199,7 @@ type gwProc struct {
 	done   chan struct{} // closed when the process has exited and its output is read
 	waitEr error
 	ended  bool // ended by kill or stop as the test meant (its log is not dumped on failure)
-	group  bool // run by a wrapper (startGWUnder) in a process group of its own: signals go to the group
+	group  bool // run by a wrapper (startGWUnder) in a process group of its own: signals go to its children (signal)
 }
 
 // startGW starts `edgegw run -c cfg` and returns once it logs that it listens on
@@ -381,13 +381,32 @@ func (p *gwProc) stop() int {
 	return code
 }
 
-// signal sends sig to the process, or to its process group when a wrapper
-// runs it (launchGW).
+// signal sends sig to the process or, when a wrapper runs it (launchGW), to
+// the wrapper's children: the wrapper forwards no signal, and then exits by
+// itself and cleans up (faketime killed by a signal leaves its semaphore and
+// shared memory in /dev/shm, named by its pid, and a later faketime that gets
+// the same pid fails with "sem_open: File exists"). The process group when
+// the wrapper has no child (yet, or any more).
 func (p *gwProc) signal(sig syscall.Signal) error {
-	if p.group {
-		return syscall.Kill(-p.cmd.Process.Pid, sig)
+	if !p.group {
+		return p.cmd.Process.Signal(sig)
 	}
-	return p.cmd.Process.Signal(sig)
+	pid := p.cmd.Process.Pid
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	children := strings.Fields(string(b))
+	if len(children) == 0 {
+		return syscall.Kill(-pid, sig)
+	}
+	for _, c := range children {
+		child, err := strconv.Atoi(c)
+		if err != nil {
+			return fmt.Errorf("children of pid %d: %q", pid, b)
+		}
+		if err := syscall.Kill(child, sig); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (p *gwProc) wait() {
