@@ -93,8 +93,15 @@ func answerRefusal(cl *mqtt.Client, pk *packets.Packet, err error) error {
 		return err
 	}
 	code, ok := err.(packets.Code)
-	if !ok && !errors.As(err, &code) {
-		return err
+	if !ok {
+		// A separate variable: taking code's address would move it to the
+		// heap on every call, and the engine's ErrRejectPacket reaches here
+		// for each delivered PUBLISH (one allocation per message).
+		var wrapped packets.Code
+		if !errors.As(err, &wrapped) {
+			return err
+		}
+		code = wrapped
 	}
 	if code.Code < packets.ErrUnspecifiedError.Code || code == packets.ErrRejectPacket {
 		return err
