@@ -30,6 +30,7 @@ DEPS=(
 # python3 earlier on PATH, such as pyenv's): "module:debian-package" pairs.
 PYDEPS=(
 	paho.mqtt.client:python3-paho-mqtt # interop tests with paho-mqtt for Python
+	pymodbus:python3-pymodbus          # Modbus TCP and RTU-over-TCP servers for the meter tests
 )
 
 if ! command -v go >/dev/null 2>&1; then
