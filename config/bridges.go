@@ -118,7 +118,7 @@ func decodeBridge(d *Decoder, n *yaml.Node, key string) Bridge {
 		"username":        d.Str(&b.Username),
 		"password":        d.Str(&b.Password),
 		"keepalive":       d.Seconds(&b.Keepalive, time.Second, 18*time.Hour),
-		"session_expiry":  d.Seconds(&b.SessionExpiry, 0, MaxExpiry),
+		"session_expiry":  d.Seconds(&b.SessionExpiry, time.Second, MaxExpiry), // 0 would lose cloud commands sent while the link is down
 		"connect_timeout": d.Duration(&b.ConnectTimeout, time.Millisecond, time.Hour),
 		"backoff_min":     d.Duration(&b.BackoffMin, time.Millisecond, time.Hour),
 		"backoff_max":     d.Duration(&b.BackoffMax, time.Millisecond, 24*time.Hour),

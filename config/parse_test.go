@@ -178,6 +178,10 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`edgegw.yaml:4: bridges[0].address: "a:1883" is not mqtt://host:port or mqtts://host:port`}},
 		{"bridge primary_retry zero", "site_id: s\nbridges:\n  - name: c\n    address: [mqtt://a, mqtt://b]\n    primary_retry: 0s\n    forward: [{local: a/#, remote: b/#}]\n",
 			[]string{`edgegw.yaml:5: bridges[0].primary_retry: must be between 1ms and 86400s, got 0s`}},
+		// A bridge's upstream session must outlive a disconnect, else commands the
+		// cloud sends while the link is down are lost; 0 used to mean "24h" silently.
+		{"bridge session_expiry zero", "site_id: s\nbridges:\n  - name: c\n    address: mqtt://a\n    session_expiry: 0s\n    forward: [{local: a/#, remote: b/#}]\n",
+			[]string{`edgegw.yaml:5: bridges[0].session_expiry: must be between 1s and 4294967295s, got 0s`}},
 		{"every error is reported", "sessions:\n  max_sessions: -1\n  max_queued: lots\nlog:\n  format: xml\n",
 			[]string{
 				"edgegw.yaml:2: sessions.max_sessions: must be between",
