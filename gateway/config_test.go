@@ -62,32 +62,6 @@ func TestPackagingConfig(t *testing.T) {
 	}
 }
 
-// TestDefaultYAMLDocumentsEveryKey checks that every key is documented in the
-// default text, as "# key:" or "  key:" at the start of a line.
-func TestDefaultYAMLDocumentsEveryKey(t *testing.T) {
-	text := string(DefaultYAML())
-	keys := []string{
-		"data_dir", "log", "level", "format", "listeners", "name", "address",
-		"mqtt", "max_packet_size", "connect_timeout", "sys_interval",
-		"sessions", "max_expiry", "max_sessions", "max_queued", "max_queued_bytes", "ram_budget", "queue_overflow",
-		"queue_qos0", "inflight_window", "sweep_interval", "profiles",
-		"client_id", "username", "listener", "clean_start", "expiry",
-		"max_retained", "max_retained_bytes",
-	}
-	for _, k := range keys {
-		documented := false
-		for line := range strings.Lines(text) {
-			if strings.HasPrefix(strings.TrimLeft(line, " #-"), k+":") && strings.Contains(line, "#") {
-				documented = true
-				break
-			}
-		}
-		if !documented {
-			t.Errorf("key %q has no comment line in default.yaml", k)
-		}
-	}
-}
-
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
