@@ -286,9 +286,10 @@ type OutboxLimits struct {
 	Overflow    session.Overflow
 }
 
-// New builds a bridge and registers its outbox with the engine. outbox must be a
-// durable queue that counts its bytes (the store's "o/<name>"). Call before the
-// server serves.
+// New builds a bridge and registers its outbox with the engine, in place of
+// the outbox consumer of an older bridge of the same name (a reload: nothing
+// published meanwhile misses the outbox). outbox must be a durable queue that
+// counts its bytes (the store's "o/<name>"); what it holds is resumed.
 func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits OutboxLimits, log *slog.Logger) (*Bridge, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
@@ -317,7 +318,7 @@ func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits O
 			Notify:   b.signal,
 			InFlight: func() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pids) },
 		}
-		if err := engine.AddConsumer(b.consumer); err != nil {
+		if err := engine.ReplaceConsumer(b.consumer); err != nil {
 			return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 		}
 	}
@@ -325,6 +326,14 @@ func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits O
 		return nil, fmt.Errorf("bridge %s: read outbox: %w", cfg.Name, err)
 	}
 	return b, nil
+}
+
+// Detach unregisters the bridge's outbox from the engine (the bridge was
+// removed by a reload; call after Run returned). The outbox keeps what it holds.
+func (b *Bridge) Detach() {
+	if b.consumer != nil {
+		b.engine.RemoveConsumer(b.consumer)
+	}
 }
 
 // restorePIDs rebuilds the unacknowledged set from the outbox (after a restart).
@@ -348,6 +357,9 @@ func (b *Bridge) signal() {
 	default:
 	}
 }
+
+// Name is the bridge's configured name.
+func (b *Bridge) Name() string { return b.cfg.Name }
 
 // Origin is the origin of messages this bridge publishes locally.
 func (b *Bridge) Origin() string { return session.BridgeOriginPrefix + b.cfg.Name }

@@ -357,7 +357,7 @@ func TestAdminPermissions(t *testing.T) {
 		dialRaw(t, g.addr, 5).connect(id, false, packetsProps(600))
 	}
 	parts := &admin.Parts{Version: "test", Started: time.Now(), Engine: g.Engine(), Server: g.Server(), Store: g.Store(),
-		Bridges: g.Bridges(), Meters: g.Meters(), MaxSessions: 10}
+		Bridges: g.Bridges, Meters: g.Meters, MaxSessions: 10}
 	log := slogDiscard()
 
 	// A socket whose owner is somebody else: this process is just a reader.
@@ -544,7 +544,7 @@ func TestAdminWriteNotByBrowserCredentials(t *testing.T) {
 	g := startOpsGateway(t, func(c *gateway.Config) { c.Admin.Token = token })
 	dialRaw(t, g.addr, 5).connect("s1", false, packetsProps(600))
 	parts := &admin.Parts{Version: "test", Started: time.Now(), Engine: g.Engine(), Server: g.Server(), Store: g.Store(),
-		Bridges: g.Bridges(), Meters: g.Meters(), MaxSessions: 10}
+		Bridges: g.Bridges, Meters: g.Meters, MaxSessions: 10}
 	wide := admin.New(admin.Config{HTTP: "0.0.0.0:0", Token: token}, parts, slogDiscard())
 	if err := wide.Start(); err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ type Gateway struct {
 	store     *store.Store
 	engine    *session.Engine
 	bridges   *bridges
-	meters    *hardware.Hub // nil without meter ports
+	meters    *atomic.Pointer[hardware.Hub] // nil without meter ports; a reload may set it
 	auth      *auth.Hook
 	listeners map[string]*listener
 	limits    *LimitStats
@@ -147,7 +147,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 		return nil, err
 	}
 	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
-	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: meters, auth: authHook,
+	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: &hub, auth: authHook,
 		listeners: map[string]*listener{}, limits: limits, clock: clk}
 	for _, lc := range cfg.Listeners {
 		var ts *tlsSource
@@ -256,7 +256,7 @@ func (g *Gateway) Start() error {
 }
 
 // Bridges returns the running bridges.
-func (g *Gateway) Bridges() []*bridge.Bridge { return g.bridges.list }
+func (g *Gateway) Bridges() []*bridge.Bridge { return g.bridges.List() }
 
 // Addr returns the bound address of the named listener ("" if unknown).
 func (g *Gateway) Addr(name string) string {

@@ -88,16 +88,16 @@ func withMeterSys(sys map[string]int64, hub *hardware.Hub) map[string]int64 {
 }
 
 // Meters returns the meter hub, or nil when no meter port is configured.
-func (g *Gateway) Meters() *hardware.Hub { return g.meters }
+func (g *Gateway) Meters() *hardware.Hub { return g.meters.Load() }
 
 func (g *Gateway) startMeters() {
-	if g.meters != nil {
-		g.meters.Start()
+	if h := g.meters.Load(); h != nil {
+		h.Start()
 	}
 }
 
 func (g *Gateway) stopMeters() {
-	if g.meters != nil {
-		g.meters.Stop()
+	if h := g.meters.Load(); h != nil {
+		h.Stop()
 	}
 }

@@ -203,7 +203,7 @@ func TestOpsCLIToken(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "other.sock")
 	srv := admin.New(admin.Config{Socket: other, Token: token, WriterUIDs: []uint32{uint32(os.Getuid()) + 1}},
 		&admin.Parts{Version: "t", Started: time.Now(), Engine: g.Engine(), Server: g.Server(), Store: g.Store(),
-			Bridges: g.Bridges(), Meters: g.Meters()}, slogDiscard())
+			Bridges: g.Bridges, Meters: g.Meters}, slogDiscard())
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -57,13 +57,33 @@ type consumers struct {
 	byID  map[string]*Consumer
 }
 
-// AddConsumer registers c. Call it before the server starts serving.
+// AddConsumer registers c. Safe at any time (a reload adds consumers while
+// serving); a message routed before it returns may miss c.
 func (e *Engine) AddConsumer(c *Consumer) error {
+	if err := e.checkConsumer(c); err != nil {
+		return err
+	}
+	e.cons.mu.Lock()
+	defer e.cons.mu.Unlock()
+	if _, dup := e.cons.byID[c.Name]; dup {
+		return fmt.Errorf("consumer %q: name already used", c.Name)
+	}
+	e.addConsumerLocked(c)
+	return nil
+}
+
+// checkConsumer validates c and fills in its defaults.
+func (e *Engine) checkConsumer(c *Consumer) error {
 	if c.Name == "" || c.Queue == nil || len(c.Filters) == 0 {
 		return fmt.Errorf("consumer %q: name, queue and filters are required", c.Name)
 	}
 	if _, sized := c.Queue.(SizedQueue); c.MaxBytes > 0 && !sized {
 		return fmt.Errorf("consumer %q: max bytes needs a queue that counts bytes", c.Name)
+	}
+	for _, f := range c.Filters {
+		if topic.IsShared(f) || !mqtt.IsValidFilter(f, false) || !wildcardsValid(f) {
+			return fmt.Errorf("consumer %q: invalid filter %q", c.Name, f)
+		}
 	}
 	if c.MaxQueued <= 0 {
 		c.MaxQueued = e.opts.MaxQueued
@@ -71,23 +91,67 @@ func (e *Engine) AddConsumer(c *Consumer) error {
 	if c.Overflow == "" {
 		c.Overflow = e.opts.Overflow
 	}
+	return nil
+}
+
+// ReplaceConsumer registers c in place of the consumer of the same name, or
+// adds it when there is none (AddConsumer's checks apply), at any time: the
+// swap is one step under the consumers' lock, so a message is routed to the
+// old consumer or to c, never to neither, and a bridge or meter rebuilt by a
+// configuration reload loses nothing published meanwhile. The old consumer's
+// dropped count carries over. A PUBLISH being routed to the old one while
+// the swap happens still lands in its Queue (c's too when they share it, as
+// a reloaded bridge's outbox does) and calls the old Notify. Cost: the
+// filters' index updates under the consumers' lock.
+func (e *Engine) ReplaceConsumer(c *Consumer) error {
+	if err := e.checkConsumer(c); err != nil {
+		return err
+	}
+	e.cons.mu.Lock()
+	old := e.cons.byID[c.Name]
+	if old != nil {
+		e.dropConsumerLocked(old)
+	}
+	e.addConsumerLocked(c)
+	e.cons.mu.Unlock()
+	if old != nil {
+		d := old.Dropped()
+		c.mu.Lock()
+		c.dropped += d
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// RemoveConsumer unregisters c (a bridge or meter removed by a reload); a
+// consumer of the same name that replaced c is left alone. Its Queue is not
+// touched: what it holds stays in the store.
+func (e *Engine) RemoveConsumer(c *Consumer) {
 	e.cons.mu.Lock()
 	defer e.cons.mu.Unlock()
+	if e.cons.byID[c.Name] == c {
+		e.dropConsumerLocked(c)
+	}
+}
+
+// dropConsumerLocked takes c out of the index. Caller holds e.cons.mu.
+func (e *Engine) dropConsumerLocked(c *Consumer) {
+	for _, f := range c.Filters {
+		e.cons.index.Unsubscribe(f, c.Name)
+	}
+	delete(e.cons.byID, c.Name)
+}
+
+// addConsumerLocked puts c (checked) into the index. Caller holds e.cons.mu.
+func (e *Engine) addConsumerLocked(c *Consumer) {
 	if e.cons.index == nil {
 		e.cons.index = mqtt.NewTopicsIndex()
 		e.cons.byID = map[string]*Consumer{}
 	}
-	if _, dup := e.cons.byID[c.Name]; dup {
-		return fmt.Errorf("consumer %q: name already used", c.Name)
-	}
 	for _, f := range c.Filters {
-		if topic.IsShared(f) || !mqtt.IsValidFilter(f, false) || !wildcardsValid(f) {
-			return fmt.Errorf("consumer %q: invalid filter %q", c.Name, f)
-		}
 		e.cons.index.Subscribe(c.Name, packets.Subscription{Filter: f, Qos: 2})
 	}
 	e.cons.byID[c.Name] = c
-	return nil
 }
 
 // matchConsumers returns the consumers with a filter matching topic (nil when

@@ -25,13 +25,15 @@ import (
 
 // Parts are the running pieces of a gateway the admin surface reads.
 type Parts struct {
-	Version     string
-	Started     time.Time // process start, for uptime
-	Engine      *session.Engine
-	Server      *mqtt.Server
-	Store       *store.Store
-	Bridges     []*bridge.Bridge
-	Meters      *hardware.Hub // nil without meter ports
+	Version string
+	Started time.Time // process start, for uptime
+	Engine  *session.Engine
+	Server  *mqtt.Server
+	Store   *store.Store
+	// Bridges returns the running bridges and Meters the meter hub (nil
+	// without meter ports); a reload changes both. Either may be nil.
+	Bridges     func() []*bridge.Bridge
+	Meters      func() *hardware.Hub
 	MaxSessions int
 	// Clock is the gateway's clock: its state is shown, and the engine's
 	// steady times are shown as wall-clock times through it (nil: shown as
@@ -298,7 +300,7 @@ func (p *Parts) Collect() Status {
 	st.Sessions.Max = p.MaxSessions
 	st.Groups = p.groups()
 	st.Bridges = []bridge.Status{}
-	for _, b := range p.Bridges {
+	for _, b := range p.bridges() {
 		st.Bridges = append(st.Bridges, b.Status())
 	}
 	st.Meters, st.Ports = p.meters()
@@ -437,12 +439,24 @@ func (p *Parts) groups() []Group {
 	return out
 }
 
+// bridges returns the running bridges.
+func (p *Parts) bridges() []*bridge.Bridge {
+	if p.Bridges == nil {
+		return nil
+	}
+	return p.Bridges()
+}
+
 func (p *Parts) meters() ([]Meter, []Port) {
 	meters, ports := []Meter{}, []Port{}
-	if p.Meters == nil {
+	var hub *hardware.Hub
+	if p.Meters != nil {
+		hub = p.Meters()
+	}
+	if hub == nil {
 		return meters, ports
 	}
-	for _, m := range p.Meters.Meters() {
+	for _, m := range hub.Meters() {
 		in := m.Info()
 		mt := Meter{MeterStatus: in.MeterStatus, Readings: in.Readings, MissedPolls: in.MissedPolls,
 			Commands: MeterCommands{Queued: in.CommandsQueued, Done: in.CommandsDone, Failed: in.CommandsFailed,
@@ -454,7 +468,7 @@ func (p *Parts) meters() ([]Meter, []Port) {
 		}
 		meters = append(meters, mt)
 	}
-	for _, pt := range p.Meters.Ports() {
+	for _, pt := range hub.Ports() {
 		ports = append(ports, pt.Status())
 	}
 	return meters, ports
