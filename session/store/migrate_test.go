@@ -32,11 +32,12 @@ func copyTestdata(t *testing.T, name string) string {
 	return path
 }
 
-// v1Contents is what testdata/store-v1.db holds (testdata/README.md).
-var v1Contents = struct {
+// oldContents is what testdata/store-78ac58e.db holds (testdata/README.md).
+var oldContents = struct {
 	sessions map[string][]string // client id -> "filter qos" of its subscriptions, sorted
 	queues   map[string][]string // queue name -> payloads in order
-	retained []string            // payloads, sorted
+	retained map[string]string   // topic -> payload (only the clients' own; every topic is checked)
+	topics   []string            // every retained topic, sorted
 }{
 	sessions: map[string][]string{
 		"v311-persist": {"alarm/# 2", "fleet/+/temp 1"},
@@ -51,22 +52,27 @@ var v1Contents = struct {
 		"s/v311-qos2":             nil,
 		"g/$share/workers/jobs/#": {"job one", "job two"},
 		"o/cloud":                 {"uplink 1", "uplink 2"},
+		"m/water-17":              {`{"interval":3600}`, `{"interval":60}`},
+		"m/mains-1":               {`{"write":{"register":100,"value":7}}`, `{"write":{"register":101,"value":8}}`},
 	},
-	retained: []string{"ok", "online"},
+	retained: map[string]string{"status/gw": "online", "status/meter/7": "ok"},
+	topics: []string{"edgegw/bridge/cloud/status", "edgegw/ports/lora/status", "edgegw/ports/rs485/status",
+		"meters/mains-1/status", "status/gw", "status/meter/7"},
 }
 
-// checkV1Contents asserts that s holds every session, subscription, queued
-// message and retained message of testdata/store-v1.db.
-func checkV1Contents(t *testing.T, s *Store) {
+// checkOldContents asserts that s holds every session, subscription, queued
+// message (with its delivery state and properties) and retained message of
+// testdata/store-78ac58e.db.
+func checkOldContents(t *testing.T, s *Store) {
 	t.Helper()
 	records, err := s.Sessions()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(records) != len(v1Contents.sessions) {
-		t.Errorf("%d sessions, want %d", len(records), len(v1Contents.sessions))
+	if len(records) != len(oldContents.sessions) {
+		t.Errorf("%d sessions, want %d", len(records), len(oldContents.sessions))
 	}
-	for id, want := range v1Contents.sessions {
+	for id, want := range oldContents.sessions {
 		st, ok := records[id]
 		if !ok {
 			t.Errorf("session %s missing", id)
@@ -77,7 +83,7 @@ func checkV1Contents(t *testing.T, s *Store) {
 			t.Errorf("session %s: %v", id, err)
 			continue
 		}
-		if r.ID != id || r.Profile != "default" || r.User == nil || r.DisconnectedAt != 1796588831 {
+		if r.ID != id || r.Profile != "default" || r.User == nil || r.DisconnectedAt != 1796597748 {
 			t.Errorf("session %s record fields lost: %s", id, st.Record)
 		}
 		if strings.Contains(string(st.Record), "subs") || strings.Contains(string(st.Record), "inbound_qos2") {
@@ -121,36 +127,71 @@ func checkV1Contents(t *testing.T, s *Store) {
 	names := s.QueueNames()
 	slices.Sort(names)
 	var wantNames []string
-	for n := range v1Contents.queues {
+	for n := range oldContents.queues {
 		wantNames = append(wantNames, n)
 	}
 	slices.Sort(wantNames)
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("queues %q, want %q", names, wantNames)
 	}
-	for name, want := range v1Contents.queues {
+	for name, want := range oldContents.queues {
 		q, _ := s.Queue(name)
 		if got := payloads(t, q); !slices.Equal(got, want) {
 			t.Errorf("queue %s holds %q, want %q", name, got, want)
 		}
 	}
+	checkOldCommands(t, s)
 	ret, err := s.Retained()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	var topics []string
 	for _, b := range ret {
 		m, err := session.DecodeMessage(0, b)
 		if err != nil {
 			t.Fatalf("retained: %v", err)
 		}
-		if !strings.HasPrefix(m.Packet.TopicName, "edgegw/bridge/") {
-			got = append(got, string(m.Packet.Payload))
+		topics = append(topics, m.Packet.TopicName)
+		if want, ok := oldContents.retained[m.Packet.TopicName]; ok && string(m.Packet.Payload) != want {
+			t.Errorf("retained %s = %q, want %q", m.Packet.TopicName, m.Packet.Payload, want)
 		}
 	}
-	slices.Sort(got)
-	if !slices.Equal(got, v1Contents.retained) {
-		t.Errorf("retained %q, want %q", got, v1Contents.retained)
+	slices.Sort(topics)
+	if !slices.Equal(topics, oldContents.topics) {
+		t.Errorf("retained topics %q, want %q", topics, oldContents.topics)
+	}
+}
+
+// checkOldCommands checks the meter commands' delivery state and properties:
+// mains-1's first command used one attempt (78ac58e keeps the count in the
+// entry's PacketID), its second none; water-17's first carries the v5 Response
+// Topic and Correlation Data, and every command its Message Expiry Interval
+// (2^32-1 s after it was created).
+func checkOldCommands(t *testing.T, s *Store) {
+	t.Helper()
+	peek := func(name string) []session.Message {
+		q, _ := s.Queue(name)
+		ms, err := q.Peek(0, 1<<20)
+		if err != nil || len(ms) != 2 {
+			t.Fatalf("queue %s: %d messages, %v", name, len(ms), err)
+		}
+		return ms
+	}
+	mains, water := peek("m/mains-1"), peek("m/water-17")
+	if mains[0].PacketID != 1 || mains[1].PacketID != 0 {
+		t.Errorf("mains-1 command attempts %d, %d, want 1, 0", mains[0].PacketID, mains[1].PacketID)
+	}
+	if water[0].PacketID != 0 || water[1].PacketID != 0 {
+		t.Errorf("water-17 commands marked sent: %d, %d", water[0].PacketID, water[1].PacketID)
+	}
+	if p := water[0].Packet.Properties; p.ResponseTopic != "app/replies" || string(p.CorrelationData) != "c-1" {
+		t.Errorf("water-17 command properties lost: response topic %q, correlation %q", p.ResponseTopic, p.CorrelationData)
+	}
+	for _, m := range append(mains, water...) {
+		if m.Packet.Created == 0 || m.Packet.Expiry != m.Packet.Created+0xFFFFFFFF || m.Packet.Origin != "commander" || m.Packet.FixedHeader.Qos != 1 {
+			t.Errorf("command %s fields lost: created %d expiry %d origin %q qos %d", m.Packet.TopicName,
+				m.Packet.Created, m.Packet.Expiry, m.Packet.Origin, m.Packet.FixedHeader.Qos)
+		}
 	}
 }
 
@@ -168,18 +209,19 @@ func fileVersion(t *testing.T, path string) uint32 {
 	return v
 }
 
-// A store written by the release before format versions (7654253) opens with
-// every session, subscription, queued message and retained message intact,
-// and opens again once migrated.
-func TestUpgradeFromV1(t *testing.T) {
-	path := copyTestdata(t, "store-v1.db")
+// A store written by 78ac58e (format version 1, before issue 16) opens with
+// every session, subscription, queued message (sessions, shared group, bridge
+// outbox, meter commands) and retained message intact, and opens again once
+// migrated.
+func TestUpgradeFrom78ac58e(t *testing.T) {
+	path := copyTestdata(t, "store-78ac58e.db")
 	if v := fileVersion(t, path); v != 1 {
 		t.Fatalf("testdata version %d, want 1", v)
 	}
 	for _, pass := range []string{"first open (migrates)", "second open (already migrated)"} {
 		t.Run(pass, func(t *testing.T) {
 			s := openTest(t, path, Options{Durability: Strict})
-			checkV1Contents(t, s)
+			checkOldContents(t, s)
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
