@@ -140,6 +140,12 @@ func (p *Port) Counters() *Counters { return &p.counters }
 // Name returns the port's name.
 func (p *Port) Name() string { return p.cfg.Name }
 
+// Protocol returns the protocol driving the port.
+func (p *Port) Protocol() Protocol { return p.proto }
+
+// Serial returns how the port's device is opened.
+func (p *Port) Serial() SerialConfig { return p.cfg.Serial }
+
 // Status returns the port's current state.
 func (p *Port) Status() PortStatus {
 	p.mu.Lock()

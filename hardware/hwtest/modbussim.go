@@ -20,6 +20,15 @@ type Slave struct {
 	CorruptCRC int
 	// ReadOnly holding registers answer writes with exception 2.
 	ReadOnly map[uint16]bool
+	// Coils and Discrete inputs (functions 1, 2); a bit not present answers
+	// exception 2.
+	Coils, Discrete map[uint16]bool
+	// Exception, if set, is the answer to every request (a device that is
+	// there but refuses, e.g. exception 1 to every function it lacks).
+	Exception byte
+	// DeviceID are the objects of Read Device Identification (function 43,
+	// MEI 14); nil: the slave answers it with exception 1 (illegal function).
+	DeviceID []modbus.DeviceObject
 }
 
 // ModbusSim simulates the slaves on an RS-485 bus, answering the requests it
@@ -29,19 +38,24 @@ type ModbusSim struct {
 	// response is written once the request and the response would have crossed
 	// the wire.
 	Line hardware.Line
+	// Accept, if set, is asked before each request is answered: false means
+	// the master's framing does not match the bus (wrong baud rate or parity,
+	// see PTY.Framing), so the slaves see garbage and stay silent.
+	Accept func() bool
 
 	mu       sync.Mutex
 	slaves   map[byte]*Slave
 	before   []byte // written before the next response (garbage)
 	after    []byte // written after the next response
 	requests int
+	perSlave map[byte]int
 	writes   []modbus.Request
 	writeCh  chan modbus.Request
 }
 
 // NewModbusSim returns a simulator without slaves.
 func NewModbusSim() *ModbusSim {
-	return &ModbusSim{slaves: map[byte]*Slave{}, writeCh: make(chan modbus.Request, 100)}
+	return &ModbusSim{slaves: map[byte]*Slave{}, perSlave: map[byte]int{}, writeCh: make(chan modbus.Request, 100)}
 }
 
 // Add adds (or replaces) a slave.
@@ -79,6 +93,13 @@ func (s *ModbusSim) Requests() int {
 	return s.requests
 }
 
+// RequestsTo returns how many valid requests to addr the simulator has seen.
+func (s *ModbusSim) RequestsTo(addr byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.perSlave[addr]
+}
+
 // Writes delivers every write request that a slave carried out.
 func (s *ModbusSim) Writes() <-chan modbus.Request { return s.writeCh }
 
@@ -102,6 +123,9 @@ func (s *ModbusSim) Serve(rw io.ReadWriter) {
 				continue
 			}
 			buf = buf[size:]
+			if s.Accept != nil && !s.Accept() {
+				continue
+			}
 			out := s.answer(req)
 			if out == nil {
 				continue
@@ -124,6 +148,7 @@ func (s *ModbusSim) answer(req modbus.Request) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests++
+	s.perSlave[req.Slave]++
 	sl := s.slaves[req.Slave]
 	if sl == nil || sl.Down {
 		return nil
@@ -131,19 +156,63 @@ func (s *ModbusSim) answer(req modbus.Request) []byte {
 	var out []byte
 	out = append(out, s.before...)
 	s.before = nil
+	switch {
+	case sl.Exception != 0:
+		out = modbus.EncodeException(out, req, sl.Exception)
+	case req.Function == modbus.ReadDeviceID:
+		out = sl.deviceID(out, req)
+	case req.Function == modbus.ReadCoils || req.Function == modbus.ReadDiscrete:
+		bits := sl.Coils
+		if req.Function == modbus.ReadDiscrete {
+			bits = sl.Discrete
+		}
+		if vals, ok := span(bits, req); ok {
+			out = modbus.EncodeBits(out, req, vals)
+		} else {
+			out = modbus.EncodeException(out, req, 2)
+		}
+	default:
+		out = sl.registers(out, req, s)
+	}
+	if sl.CorruptCRC > 0 {
+		sl.CorruptCRC--
+		out[len(out)-1] ^= 0x5A
+	}
+	out = append(out, s.after...)
+	s.after = nil
+	return out
+}
+
+// deviceID answers a Read Device ID request: the basic stream (code 1) is
+// objects 0-2, regular (2) up to 0x7F, extended (3) all, code 4 the one
+// object asked for.
+func (sl *Slave) deviceID(out []byte, req modbus.Request) []byte {
+	if sl.DeviceID == nil {
+		return modbus.EncodeException(out, req, 1)
+	}
+	var objs []modbus.DeviceObject
+	for _, o := range sl.DeviceID {
+		switch {
+		case req.IDCode == 1 && o.ID > 2, req.IDCode == 2 && o.ID > 0x7F, req.IDCode == 4 && o.ID != req.ObjectID:
+			continue
+		}
+		objs = append(objs, o)
+	}
+	if req.IDCode == 4 && len(objs) == 0 {
+		return modbus.EncodeException(out, req, 2)
+	}
+	return modbus.EncodeDeviceID(out, req, 0x81, objs)
+}
+
+// registers answers functions 3, 4, 6 and 16 (s is locked).
+func (sl *Slave) registers(out []byte, req modbus.Request, s *ModbusSim) []byte {
 	switch req.Function {
 	case modbus.ReadHolding, modbus.ReadInput:
 		regs := sl.Holding
 		if req.Function == modbus.ReadInput {
 			regs = sl.Input
 		}
-		vals := make([]uint16, req.Count)
-		ok := true
-		for i := range vals {
-			v, present := regs[req.Address+uint16(i)]
-			ok = ok && present
-			vals[i] = v
-		}
+		vals, ok := span(regs, req)
 		if !ok {
 			out = modbus.EncodeException(out, req, 2)
 		} else {
@@ -158,8 +227,7 @@ func (s *ModbusSim) answer(req modbus.Request) []byte {
 			}
 		}
 		if !ok {
-			out = modbus.EncodeException(out, req, 2)
-			break
+			return modbus.EncodeException(out, req, 2)
 		}
 		for i, v := range req.Values {
 			sl.Holding[req.Address+uint16(i)] = v
@@ -171,13 +239,21 @@ func (s *ModbusSim) answer(req modbus.Request) []byte {
 		}
 		out = modbus.EncodeResponse(out, req, nil)
 	}
-	if sl.CorruptCRC > 0 {
-		sl.CorruptCRC--
-		out[len(out)-1] ^= 0x5A
-	}
-	out = append(out, s.after...)
-	s.after = nil
 	return out
+}
+
+// span returns the values of a read's range; false when one is missing
+// (the slave answers exception 2).
+func span[T any](m map[uint16]T, req modbus.Request) ([]T, bool) {
+	vals := make([]T, req.Count)
+	for i := range vals {
+		v, present := m[req.Address+uint16(i)]
+		if !present {
+			return nil, false
+		}
+		vals[i] = v
+	}
+	return vals, true
 }
 
 // Float32Words returns the two registers of a float32, high word first.

@@ -121,3 +121,36 @@ func makeRaw(f *os.File) error {
 	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
 	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
+
+// Framing returns the baud rate and parity the terminal is set to now: what
+// the program that opened Path asked for. A simulator compares it with the
+// bus's own (ModbusSim.Accept) to model a master at the wrong speed or
+// parity. Linux's PTY driver clears PARENB (and forces CS8) on every
+// setting but keeps PARODD, so parity reads "odd" or "none": even parity
+// cannot be told from none. Tests of a wrong parity use an odd-parity bus.
+func (p *PTY) Framing() (baud int, parity string) {
+	p.mu.Lock()
+	s := p.slave
+	p.mu.Unlock()
+	if s == nil {
+		return 0, ""
+	}
+	t, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+	if err != nil {
+		return 0, ""
+	}
+	parity = "none"
+	switch {
+	case t.Cflag&unix.PARODD != 0:
+		parity = "odd"
+	case t.Cflag&unix.PARENB != 0: // not on Linux PTYs (above)
+		parity = "even"
+	}
+	return termiosBauds[t.Cflag&unix.CBAUD], parity
+}
+
+// termiosBauds maps the termios speed codes to baud rates.
+var termiosBauds = map[uint32]int{
+	unix.B1200: 1200, unix.B2400: 2400, unix.B4800: 4800, unix.B9600: 9600, unix.B19200: 19200,
+	unix.B38400: 38400, unix.B57600: 57600, unix.B115200: 115200, unix.B230400: 230400,
+}

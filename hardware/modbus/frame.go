@@ -18,14 +18,19 @@ import (
 
 // Function codes.
 const (
+	ReadCoils          byte = 1
+	ReadDiscrete       byte = 2
 	ReadHolding        byte = 3
 	ReadInput          byte = 4
 	WriteSingle        byte = 6
 	WriteMultiple      byte = 16
+	ReadDeviceID       byte = 43 // Encapsulated Interface Transport, MEI type 14 (Read Device Identification) only
+	meiDeviceID        byte = 14
 	exceptionFlag      byte = 0x80
-	MaxADU                  = 256 // the largest RTU frame (address + PDU + CRC)
-	MaxReadCount            = 125 // registers per read request
-	MaxWriteCount           = 123 // registers per write-multiple request
+	MaxADU                  = 256  // the largest RTU frame (address + PDU + CRC)
+	MaxReadCount            = 125  // registers per read request
+	MaxBitCount             = 2000 // coils or discrete inputs per read request
+	MaxWriteCount           = 123  // registers per write-multiple request
 	minSlave, maxSlave      = 1, 247
 )
 
@@ -64,10 +69,13 @@ func checkCRC(f []byte) bool {
 // Request is one master request.
 type Request struct {
 	Slave    byte
-	Function byte     // ReadHolding, ReadInput, WriteSingle, WriteMultiple
-	Address  uint16   // first register (protocol address, 0-based)
-	Count    uint16   // registers to read (3, 4)
+	Function byte     // ReadCoils, ReadDiscrete, ReadHolding, ReadInput, WriteSingle, WriteMultiple, ReadDeviceID
+	Address  uint16   // first register or bit (protocol address, 0-based)
+	Count    uint16   // registers (3, 4) or bits (1, 2) to read
 	Values   []uint16 // registers to write (6: one, 16: 1-123)
+	// IDCode and ObjectID are the Read Device ID code (1 basic, 2 regular,
+	// 3 extended stream, 4 one object) and the first object of a ReadDeviceID.
+	IDCode, ObjectID byte
 }
 
 // Check validates r.
@@ -76,12 +84,20 @@ func (r Request) Check() error {
 		return fmt.Errorf("slave address %d: must be 1-247", r.Slave)
 	}
 	switch r.Function {
-	case ReadHolding, ReadInput:
-		if r.Count < 1 || r.Count > MaxReadCount {
-			return fmt.Errorf("read of %d registers: must be 1-%d", r.Count, MaxReadCount)
+	case ReadDeviceID:
+		if r.IDCode < 1 || r.IDCode > 4 {
+			return fmt.Errorf("read device id code %d: must be 1-4", r.IDCode)
+		}
+	case ReadCoils, ReadDiscrete, ReadHolding, ReadInput:
+		what, most := "registers", MaxReadCount
+		if r.Function == ReadCoils || r.Function == ReadDiscrete {
+			what, most = "bits", MaxBitCount
+		}
+		if r.Count < 1 || int(r.Count) > most {
+			return fmt.Errorf("read of %d %s: must be 1-%d", r.Count, what, most)
 		}
 		if int(r.Address)+int(r.Count) > 0x10000 {
-			return fmt.Errorf("read of %d registers at %d: past register 65535", r.Count, r.Address)
+			return fmt.Errorf("read of %d %s at %d: past address 65535", r.Count, what, r.Address)
 		}
 	case WriteSingle:
 		if len(r.Values) != 1 {
@@ -104,9 +120,14 @@ func (r Request) Check() error {
 func (r Request) Encode(dst []byte) []byte {
 	start := len(dst)
 	dst = append(dst, r.Slave, r.Function)
+	if r.Function == ReadDeviceID {
+		dst = append(dst, meiDeviceID, r.IDCode, r.ObjectID)
+		c := CRC(dst[start:])
+		return append(dst, byte(c), byte(c>>8))
+	}
 	dst = binary.BigEndian.AppendUint16(dst, r.Address)
 	switch r.Function {
-	case ReadHolding, ReadInput:
+	case ReadCoils, ReadDiscrete, ReadHolding, ReadInput:
 		dst = binary.BigEndian.AppendUint16(dst, r.Count)
 	case WriteSingle:
 		dst = binary.BigEndian.AppendUint16(dst, r.Values[0])
@@ -121,22 +142,24 @@ func (r Request) Encode(dst []byte) []byte {
 	return append(dst, byte(c), byte(c>>8))
 }
 
-// responseLen returns the length of the normal response to r.
-func (r Request) responseLen() int {
-	switch r.Function {
-	case ReadHolding, ReadInput:
-		return 5 + 2*int(r.Count)
-	default:
-		return 8
-	}
-}
-
 // Response is a slave's answer to a Request.
 type Response struct {
 	Slave     byte
-	Function  byte   // the request's function code (without the exception flag)
-	Exception byte   // 0, or the exception code of an exception response
-	Data      []byte // register bytes of a read (2 per register, big-endian)
+	Function  byte // the request's function code (without the exception flag)
+	Exception byte // 0, or the exception code of an exception response
+	// Data is what a read returned: register bytes (3, 4: 2 per register,
+	// big-endian), bit bytes (1, 2: LSB first), or from the Read Device ID
+	// code on (43: see ParseDeviceID).
+	Data []byte
+}
+
+// Bits returns the first n bits of a read of coils or discrete inputs.
+func (r Response) Bits(n int) []bool {
+	out := make([]bool, 0, n)
+	for i := 0; i < n && i/8 < len(r.Data); i++ {
+		out = append(out, r.Data[i/8]>>(i%8)&1 == 1)
+	}
+	return out
 }
 
 // Registers returns the register values of a read response.
@@ -186,19 +209,55 @@ func frameLen(b []byte, req Request) int {
 		return 5
 	case req.Function:
 		switch req.Function {
-		case ReadHolding, ReadInput:
+		case ReadHolding, ReadInput, ReadCoils, ReadDiscrete:
 			if len(b) < 3 {
 				return 0
 			}
-			if int(b[2]) != 2*int(req.Count) {
+			if int(b[2]) != dataLen(req) {
 				return -1
 			}
 			return 5 + int(b[2])
+		case ReadDeviceID:
+			return deviceIDLen(b)
 		default:
 			return 8
 		}
 	}
 	return -1
+}
+
+// dataLen is the byte count of the normal response to a read.
+func dataLen(req Request) int {
+	if req.Function == ReadCoils || req.Function == ReadDiscrete {
+		return (int(req.Count) + 7) / 8
+	}
+	return 2 * int(req.Count)
+}
+
+// deviceIDLen is frameLen for a Read Device ID response: address, 43, 14,
+// ID code, conformity level, more follows, next object id, number of
+// objects, the objects (id, length, value), CRC.
+func deviceIDLen(b []byte) int {
+	if len(b) < 3 {
+		return 0
+	}
+	if b[2] != meiDeviceID {
+		return -1
+	}
+	if len(b) < 8 {
+		return 0
+	}
+	n := 8
+	for range int(b[7]) {
+		if len(b) < n+2 {
+			return 0
+		}
+		n += 2 + int(b[n+1])
+		if n+2 > MaxADU {
+			return -1
+		}
+	}
+	return n + 2
 }
 
 // ScanResponse looks for the response to req in buf: a frame from req.Slave
@@ -241,7 +300,7 @@ func ScanResponse(buf []byte, req Request) Scan {
 		s.Resp = Response{Slave: f[0], Function: req.Function}
 		if f[1]&exceptionFlag != 0 {
 			s.Resp.Exception = f[2]
-		} else if req.Function == ReadHolding || req.Function == ReadInput {
+		} else if req.Function != WriteSingle && req.Function != WriteMultiple {
 			s.Resp.Data = append([]byte(nil), f[3:n-2]...)
 		}
 		return s
@@ -257,6 +316,8 @@ func echoMatches(f []byte, req Request) bool {
 			binary.BigEndian.Uint16(f[4:]) == req.Values[0]
 	case WriteMultiple:
 		return binary.BigEndian.Uint16(f[2:]) == req.Address && int(binary.BigEndian.Uint16(f[4:])) == len(req.Values)
+	case ReadDeviceID:
+		return f[3] == req.IDCode
 	}
 	return true
 }
@@ -276,8 +337,10 @@ func ParseRequest(buf []byte) (Request, int, error) {
 	r := Request{Slave: buf[0], Function: buf[1]}
 	var n int
 	switch r.Function {
-	case ReadHolding, ReadInput, WriteSingle:
+	case ReadCoils, ReadDiscrete, ReadHolding, ReadInput, WriteSingle:
 		n = 8
+	case ReadDeviceID:
+		n = 7
 	case WriteMultiple:
 		if len(buf) < 7 {
 			return r, 0, ErrIncomplete
@@ -293,9 +356,19 @@ func ParseRequest(buf []byte) (Request, int, error) {
 	if !checkCRC(f) {
 		return r, 0, errors.New("bad CRC")
 	}
+	if r.Function == ReadDeviceID {
+		if f[2] != meiDeviceID {
+			return r, 0, fmt.Errorf("MEI type %d: not supported", f[2])
+		}
+		r.IDCode, r.ObjectID = f[3], f[4]
+		if err := r.Check(); err != nil {
+			return r, 0, err
+		}
+		return r, n, nil
+	}
 	r.Address = binary.BigEndian.Uint16(f[2:])
 	switch r.Function {
-	case ReadHolding, ReadInput:
+	case ReadCoils, ReadDiscrete, ReadHolding, ReadInput:
 		r.Count = binary.BigEndian.Uint16(f[4:])
 	case WriteSingle:
 		r.Values = []uint16{binary.BigEndian.Uint16(f[4:])}
@@ -332,6 +405,24 @@ func EncodeResponse(dst []byte, req Request, regs []uint16) []byte {
 	case WriteMultiple:
 		dst = binary.BigEndian.AppendUint16(dst, req.Address)
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(req.Values)))
+	}
+	c := CRC(dst[start:])
+	return append(dst, byte(c), byte(c>>8))
+}
+
+// EncodeBits appends the normal response of a slave to a read of coils or
+// discrete inputs (1, 2) to dst. The test simulator uses it.
+func EncodeBits(dst []byte, req Request, bits []bool) []byte {
+	start := len(dst)
+	dst = append(dst, req.Slave, req.Function, byte((len(bits)+7)/8))
+	for i := 0; i < len(bits); i += 8 {
+		var x byte
+		for j := 0; j < 8 && i+j < len(bits); j++ {
+			if bits[i+j] {
+				x |= 1 << j
+			}
+		}
+		dst = append(dst, x)
 	}
 	c := CRC(dst[start:])
 	return append(dst, byte(c), byte(c>>8))

@@ -111,6 +111,15 @@ func (m *Master) Transact(ctx context.Context, req Request, retries int) (Respon
 	}
 }
 
+// Exchange is Transact with its own response timeout (a Bus: commissioning
+// on a port the caller opened).
+func (m *Master) Exchange(ctx context.Context, req Request, timeout time.Duration, retries int) (Response, error) {
+	saved := m.timeout
+	m.timeout = timeout
+	defer func() { m.timeout = saved }()
+	return m.Transact(ctx, req, retries)
+}
+
 func (m *Master) garbage(n int) {
 	if n > 0 {
 		m.counters.GarbageBytes.Add(int64(n))

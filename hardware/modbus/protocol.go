@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"edgegw/hardware"
+	"edgegw/internal/ratelog"
 )
 
 // MeterConfig is one meter (slave) on the bus.
@@ -38,6 +39,20 @@ const commandsPerChance = 8
 type Protocol struct {
 	cfg  Config
 	wake chan struct{}
+	jobs chan *job // transactions of others (Exchange), between polls
+}
+
+// job is one transaction handed to Run by Exchange.
+type job struct {
+	req     Request
+	timeout time.Duration
+	retries int
+	done    chan jobResult // buffered: Run never waits for the caller
+}
+
+type jobResult struct {
+	resp Response
+	err  error
 }
 
 // New checks cfg and returns the protocol. It subscribes to the meters'
@@ -51,7 +66,7 @@ func New(cfg Config) (*Protocol, error) {
 		return nil, errors.New("retries: must not be negative")
 	}
 	cfg.CommandAttempts = max(cfg.CommandAttempts, 1)
-	p := &Protocol{cfg: cfg, wake: make(chan struct{}, 1)}
+	p := &Protocol{cfg: cfg, wake: make(chan struct{}, 1), jobs: make(chan *job)}
 	slaves := map[byte]string{}
 	for i, mc := range cfg.Meters {
 		if mc.Slave < minSlave || mc.Slave > maxSlave {
@@ -86,12 +101,16 @@ func (p *Protocol) Name() string { return "modbus" }
 // transaction at a time, earliest due first, and sends queued commands.
 func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 	m := NewMaster(c, p.cfg.Timeout)
-	if len(p.cfg.Meters) == 0 {
+	for len(p.cfg.Meters) == 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-c.Done():
 			return c.Err()
+		case j := <-p.jobs:
+			if err := p.serve(ctx, m, j); err != nil {
+				return err
+			}
 		}
 	}
 	due := make([]time.Time, len(p.cfg.Meters))
@@ -122,6 +141,12 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 					return err
 				}
 				continue
+			case j := <-p.jobs:
+				timer.Stop()
+				if err := p.serve(ctx, m, j); err != nil {
+					return err
+				}
+				continue
 			case <-timer.C:
 			}
 		}
@@ -129,12 +154,55 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 		if err := p.poll(ctx, m, p.cfg.Meters[i]); err != nil {
 			return err
 		}
+		// One waiting transaction of others after each poll, so that a scan
+		// advances on a bus that is always busy and the polls go on.
+		select {
+		case j := <-p.jobs:
+			if err := p.serve(ctx, m, j); err != nil {
+				return err
+			}
+		default:
+		}
 		next := due[i].Add(p.cfg.Meters[i].Interval)
 		if now := time.Now(); next.Before(now) {
 			next = now // behind schedule: poll again as soon as the bus is free, without bursts
 		}
 		due[i] = next
 	}
+}
+
+// Exchange runs one transaction on the bus between the protocol's own polls
+// and commands (a Bus: a scan or an ad-hoc read while the gateway owns the
+// port), with its own response timeout and retries. The port's counters and
+// logs do not see it: a scan's silent units are no timeouts of the port. It
+// waits for the protocol to take it (the poll in progress ends first) until
+// ctx is done; a port that is not open takes nothing. Once taken, the
+// transaction runs to its end.
+func (p *Protocol) Exchange(ctx context.Context, req Request, timeout time.Duration, retries int) (Response, error) {
+	if err := req.Check(); err != nil {
+		return Response{}, err
+	}
+	j := &job{req: req, timeout: timeout, retries: retries, done: make(chan jobResult, 1)}
+	select {
+	case p.jobs <- j:
+	case <-ctx.Done():
+		return Response{}, ctx.Err()
+	}
+	r := <-j.done
+	return r.resp, r.err
+}
+
+// serve runs a job; only a port failure is returned.
+func (p *Protocol) serve(ctx context.Context, m *Master, j *job) error {
+	savedC, savedL := m.counters, m.log
+	m.counters, m.log = new(hardware.Counters), ratelog.NewLogger(nil, 0, 0, nil)
+	resp, err := m.Exchange(ctx, j.req, j.timeout, j.retries)
+	m.counters, m.log = savedC, savedL
+	j.done <- jobResult{resp, err}
+	if IsConnError(err) {
+		return err
+	}
+	return nil
 }
 
 // poll reads every register block of one meter and publishes the reading.

@@ -1,0 +1,182 @@
+package modbus_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"edgegw/hardware"
+	"edgegw/hardware/hwtest"
+	"edgegw/hardware/modbus"
+)
+
+// scanBus is a simulated bus at 9600 8O1 behind a PTY (odd parity: a PTY
+// shows only that, see hwtest.PTY.Framing): unit 1 answers data
+// and identifies itself, unit 2 answers data without identification, unit 3
+// answers every request with exception 1, unit 4 is configured but silent.
+func scanBus(t *testing.T) (*hwtest.PTY, *hwtest.ModbusSim) {
+	t.Helper()
+	pt := hwtest.NewPTY(t)
+	sim := hwtest.NewModbusSim()
+	sim.Add(1, &hwtest.Slave{Holding: map[uint16]uint16{0: 7}, DeviceID: []modbus.DeviceObject{
+		{ID: 0, Value: []byte("Acme Meters")}, {ID: 1, Value: []byte("EM-340")}, {ID: 2, Value: []byte("v1.2\x01")}}})
+	sim.Add(2, &hwtest.Slave{Holding: map[uint16]uint16{0: 1}})
+	sim.Add(3, &hwtest.Slave{Exception: 1})
+	sim.Add(4, &hwtest.Slave{Holding: map[uint16]uint16{0: 1}, Down: true})
+	sim.Accept = func() bool { b, p := pt.Framing(); return b == 9600 && p == "odd" }
+	go sim.Serve(pt.Master())
+	return pt, sim
+}
+
+// openMaster opens the PTY at the given framing, as the CLI does standalone.
+func openMaster(t *testing.T, path string, baud int, parity string) *modbus.Master {
+	t.Helper()
+	cfg := hardware.SerialConfig{Device: path, Baud: baud, DataBits: 8, Parity: parity, StopBits: 1, ReadTimeout: 100 * time.Millisecond}
+	rw, err := hardware.OpenSerial(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hardware.NewConn(rw, cfg.Line(), cfg.ReadTimeout)
+	t.Cleanup(func() { _ = c.Close() })
+	return modbus.NewMaster(c, time.Second)
+}
+
+func units(lo, hi byte) []byte {
+	var out []byte
+	for u := lo; u <= hi; u++ {
+		out = append(out, u)
+	}
+	return out
+}
+
+// A scan finds the units that answer (data or exception), identifies the one
+// that supports function 43, and finds nothing at a wrong parity or baud.
+func TestScanSerial(t *testing.T) {
+	pt, _ := scanBus(t)
+	ctx := context.Background()
+	var progress []int
+	res, err := modbus.ScanUnits(ctx, openMaster(t, pt.Path, 9600, "odd"), modbus.ScanOptions{Units: units(1, 6),
+		Timeout: 50 * time.Millisecond, Progress: func(tried int, _ []modbus.Unit) { progress = append(progress, tried) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Tried != 6 || res.Incomplete || !slices.Equal(progress, []int{1, 2, 3, 4, 5, 6}) {
+		t.Errorf("tried %d incomplete %v progress %v", res.Tried, res.Incomplete, progress)
+	}
+	if len(res.Found) != 3 {
+		t.Fatalf("found %+v, want units 1, 2, 3", res.Found)
+	}
+	u1, u2, u3 := res.Found[0], res.Found[1], res.Found[2]
+	if u1.Unit != 1 || u1.Reply != "data" || u1.Identity == nil || *u1.Identity != (modbus.Identity{Vendor: "Acme Meters",
+		ProductCode: "EM-340", Revision: "v1.2?", Conformity: 0x81}) {
+		t.Errorf("unit 1: %+v %+v", u1, u1.Identity)
+	}
+	if u2.Unit != 2 || u2.Reply != "data" || u2.Identity != nil || u2.IdentityNote != "not supported: exception 1 (illegal function)" {
+		t.Errorf("unit 2: %+v", u2)
+	}
+	if u3.Unit != 3 || u3.Reply != "exception 1 (illegal function)" || u3.Identity != nil {
+		t.Errorf("unit 3: %+v", u3)
+	}
+
+	for _, set := range []struct {
+		baud   int
+		parity string
+	}{{9600, "none"}, {9600, "even"}, {19200, "odd"}} {
+		res, err := modbus.ScanUnits(ctx, openMaster(t, pt.Path, set.baud, set.parity), modbus.ScanOptions{Units: units(1, 3), Timeout: 30 * time.Millisecond})
+		if err != nil || len(res.Found) != 0 || res.Tried != 3 {
+			t.Errorf("%d %s: found %+v (%v), want nothing", set.baud, set.parity, res.Found, err)
+		}
+	}
+}
+
+// A scan cut short by its context says so and keeps what it found.
+func TestScanBudget(t *testing.T) {
+	pt, _ := scanBus(t)
+	m := openMaster(t, pt.Path, 9600, "odd")
+	ctx, cancel := context.WithCancel(context.Background())
+	res, err := modbus.ScanUnits(ctx, m, modbus.ScanOptions{Units: units(1, 247), Timeout: 30 * time.Millisecond,
+		Progress: func(tried int, _ []modbus.Unit) {
+			if tried == 5 {
+				cancel()
+			}
+		}})
+	if err != nil || !res.Incomplete || res.Tried != 5 || len(res.Found) != 3 {
+		t.Errorf("scan cut at 5: %+v %v", res, err)
+	}
+}
+
+// While the protocol polls its meter, others' transactions run between the
+// polls: a scan through Protocol.Exchange finds the units, the polls go on,
+// and the scan's silent units are not timeouts of the port.
+func TestExchangeBetweenPolls(t *testing.T) {
+	r := newRig(t, modbus.Config{Timeout: 100 * time.Millisecond}, 9600,
+		meterSpec{"m", 1, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	r.sim.Add(1, &hwtest.Slave{Holding: map[uint16]uint16{0: 42}})
+	r.sim.Add(5, &hwtest.Slave{Exception: 2})
+	r.start(t)
+	nextReading(t, r.eng, "m")
+	proto := r.port.Protocol().(*modbus.Protocol)
+	before, timeouts := r.sim.RequestsTo(1), r.port.Counters().Timeouts.Load()
+	res, err := modbus.ScanUnits(context.Background(), proto, modbus.ScanOptions{Units: units(2, 12), Timeout: 20 * time.Millisecond})
+	if err != nil || len(res.Found) != 1 || res.Found[0].Unit != 5 || res.Found[0].Reply != "exception 2 (illegal data address)" {
+		t.Fatalf("scan through the protocol: %+v %v", res, err)
+	}
+	if during := r.sim.RequestsTo(1) - before; during < 3 {
+		t.Errorf("%d polls of unit 1 during a scan of 11 units (>= 200 ms), want polls to go on", during)
+	}
+	if n := r.port.Counters().Timeouts.Load() - timeouts; n != 0 {
+		t.Errorf("port timeouts = %d: the scan's silent units counted as the port's", n)
+	}
+	resp, err := proto.Exchange(context.Background(), modbus.Request{Slave: 1, Function: modbus.ReadHolding, Count: 1}, time.Second, 0)
+	if err != nil || resp.Registers()[0] != 42 {
+		t.Errorf("read through the protocol: %v %v", resp, err)
+	}
+	after := r.sim.RequestsTo(1)
+	for deadline := time.Now().Add(5 * time.Second); r.sim.RequestsTo(1) < after+3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("polls did not resume after the scan")
+		}
+	}
+	// A port that is not running takes no transaction: the caller's context ends the wait.
+	r.hub.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := proto.Exchange(ctx, modbus.Request{Slave: 1, Function: modbus.ReadHolding, Count: 1}, time.Second, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("exchange on a stopped port: %v", err)
+	}
+}
+
+// Coils and discrete inputs (functions 1, 2), and register values decoded as
+// a register map would.
+func TestReadBitsAndDecode(t *testing.T) {
+	pt := hwtest.NewPTY(t)
+	sim := hwtest.NewModbusSim()
+	sim.Add(9, &hwtest.Slave{Coils: map[uint16]bool{0: true, 1: false, 2: true, 8: true}, Discrete: map[uint16]bool{3: true}})
+	go sim.Serve(pt.Master())
+	m := openMaster(t, pt.Path, 9600, "none")
+	resp, err := m.Exchange(context.Background(), modbus.Request{Slave: 9, Function: modbus.ReadCoils, Address: 0, Count: 3}, time.Second, 0)
+	if err != nil || !slices.Equal(resp.Bits(3), []bool{true, false, true}) {
+		t.Errorf("coils: %v %v", resp.Bits(3), err)
+	}
+	_, err = m.Exchange(context.Background(), modbus.Request{Slave: 9, Function: modbus.ReadCoils, Address: 0, Count: 9}, time.Second, 0)
+	var ex *modbus.ExceptionError
+	if !errors.As(err, &ex) || ex.Code != 2 {
+		t.Errorf("coils 0-8 with 3-7 missing: %v, want exception 2", err)
+	}
+	resp, err = m.Exchange(context.Background(), modbus.Request{Slave: 9, Function: modbus.ReadDiscrete, Address: 3, Count: 1}, time.Second, 0)
+	if err != nil || !slices.Equal(resp.Bits(1), []bool{true}) {
+		t.Errorf("discrete: %v %v", resp.Bits(1), err)
+	}
+
+	// -123456 as int32, low word first, scaled by 0.01; two values.
+	data := []byte{0x1D, 0xC0, 0xFF, 0xFE, 0x00, 0x01, 0x00, 0x00}
+	vals, err := modbus.DecodeValues(data, modbus.Int32, true, 0.01)
+	if err != nil || len(vals) != 2 || vals[0] != -1234.56 || vals[1] != 0.01 {
+		t.Errorf("decode: %v %v", vals, err)
+	}
+	if _, err := modbus.DecodeValues(data[:6], modbus.Float32, false, 1); err == nil {
+		t.Error("3 registers decoded as float32 values")
+	}
+}
