@@ -28,18 +28,26 @@ func (l *Log) decode(d *Decoder, n *yaml.Node, key string) {
 
 // Logger returns a logger writing to w in the configured format, at the configured
 // level. Values a checked Log cannot hold fall back to text at info level.
-func (l Log) Logger(w io.Writer) *slog.Logger {
-	var level slog.Level
+func (l Log) Logger(w io.Writer) *slog.Logger { return l.LoggerAt(w, l.SlogLevel()) }
+
+// SlogLevel returns the configured level (info for a value a checked Log
+// cannot hold).
+func (l Log) SlogLevel() slog.Level {
 	switch l.Level {
 	case "debug":
-		level = slog.LevelDebug
+		return slog.LevelDebug
 	case "warn":
-		level = slog.LevelWarn
+		return slog.LevelWarn
 	case "error":
-		level = slog.LevelError
+		return slog.LevelError
 	default:
-		level = slog.LevelInfo
+		return slog.LevelInfo
 	}
+}
+
+// LoggerAt is Logger at the level of level: a *slog.LevelVar lets a
+// configuration reload change it (log.level).
+func (l Log) LoggerAt(w io.Writer, level slog.Leveler) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

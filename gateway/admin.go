@@ -25,7 +25,7 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
 		Bridges: g.Bridges, Meters: g.Meters, MaxSessions: g.cfg.Sessions.MaxSessions,
 		Clock: g.clock, SiteID: g.cfg.SiteID, DataDir: g.cfg.DataDir,
-		Listeners: g.listenerInfo,
+		Listeners: g.listenerInfo, Reload: g.ReloadConfig,
 	}
 	if parts.Version == "" {
 		parts.Version = "dev"

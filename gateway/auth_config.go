@@ -10,8 +10,10 @@ import (
 	"edgegw/gateway/auth"
 )
 
-// authOptions builds the auth hook's options; the password file is read.
-func authOptions(c Config, log *slog.Logger) (auth.Options, error) {
+// authOptions builds the auth hook's options; the password file is read,
+// unless users is not nil: those users are taken as they are (a reload that
+// did not change auth.users or auth.password_file keeps what they verified).
+func authOptions(c Config, log *slog.Logger, users *auth.Users) (auth.Options, error) {
 	o := auth.Options{
 		Listeners: map[string]auth.Listener{},
 		ACL:       auth.ACL{CommandTopics: slices.Clone(c.Auth.CommandTopics)},
@@ -29,11 +31,14 @@ func authOptions(c Config, log *slog.Logger) (auth.Options, error) {
 		o.ACL.Rules = append(o.ACL.Rules, auth.Rule{Name: r.Name, User: r.User, Profile: r.Profile, ClientID: r.ClientID,
 			Publish: slices.Clone(r.Publish), Subscribe: slices.Clone(r.Subscribe), Commands: slices.Clone(r.Commands)})
 	}
+	if users != nil {
+		o.Users = users
+	}
 	static := map[string]string{}
 	for _, u := range c.Auth.Users {
 		static[u.Name] = u.PasswordHash
 	}
-	if len(static) > 0 || c.Auth.PasswordFile != "" {
+	if users == nil && (len(static) > 0 || c.Auth.PasswordFile != "") {
 		users, err := auth.NewUsers(static, c.Auth.PasswordFile, log)
 		if err != nil {
 			return o, fmt.Errorf("auth: %w", err)

@@ -186,3 +186,18 @@ func (bs *bridges) find(name string) *bridge.Bridge {
 	}
 	return nil
 }
+
+// configs returns the settings the bridges named in want run with, in want's
+// order: a bridge that failed to apply keeps its running settings (and is
+// retried at the next reload), one that failed to be added is left out.
+func (bs *bridges) configs(want []BridgeConfig) []BridgeConfig {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	out := []BridgeConfig{}
+	for _, bc := range want {
+		if c, ok := bs.cfgs[bc.Name]; ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}

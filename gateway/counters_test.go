@@ -50,6 +50,8 @@ func TestCounterNamesOnEverySurface(t *testing.T) {
 		{"auth_publish_denied", "auth/publish_denied"},
 		{"auth_subscribe_denied", "auth/subscribe_denied"},
 		{"auth_takeover_denied", "auth/takeover_denied"},
+		{"reloads", "config/reloads"},
+		{"reload_failures", "config/reload_failures"},
 	}
 	g := startGateway(t, func(c *gateway.Config) { c.Admin.HTTP = "127.0.0.1:0" })
 	var names []string

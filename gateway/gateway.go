@@ -30,19 +30,21 @@ import (
 // Gateway is one running edgegw: the mochi broker with the session engine and
 // its listeners.
 type Gateway struct {
-	cfg       Config
-	log       *slog.Logger
-	srv       *mqtt.Server
-	store     *store.Store
-	engine    *session.Engine
-	bridges   *bridges
-	meters    *atomic.Pointer[hardware.Hub] // nil without meter ports; a reload may set it
-	auth      *auth.Hook
-	listeners map[string]*listener
-	limits    *LimitStats
-	trimStop  chan struct{} // closed by Close; stops the memory trimmer (memtrim.go) and runClock
-	clock     *clock.Clock
-	admin     *admin.Server // nil when turned off (admin.go)
+	cfg        Config
+	log        *slog.Logger
+	srv        *mqtt.Server
+	store      *store.Store
+	engine     *session.Engine
+	bridges    *bridges
+	meters     *atomic.Pointer[hardware.Hub] // nil without meter ports; a reload may set it
+	auth       *auth.Hook
+	listeners  map[string]*listener
+	limits     *LimitStats
+	trimStop   chan struct{} // closed by Close; stops the memory trimmer (memtrim.go) and runClock
+	clock      *clock.Clock
+	admin      *admin.Server // nil when turned off (admin.go)
+	limitsHook *limitsHook
+	reload     reloader // reload.go
 }
 
 // New builds a gateway from a checked configuration on the system clock.
@@ -65,7 +67,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	if err := makeDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
-	authOpts, err := authOptions(cfg, log.With(slog.String("component", "auth")))
+	authOpts, err := authOptions(cfg, log.With(slog.String("component", "auth")), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -102,10 +104,9 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	srv := NewServer(cfg, log)
 	now := deps.Now
 	// Before the engine: see limitsHook.
-	lim := &limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxTopicLen: cfg.MQTT.MaxTopicLength,
-		maxLevels: cfg.MQTT.MaxTopicLevels, maxInflight: cfg.MQTT.MaxInflight,
-		maxKeepalive: uint16(cfg.MQTT.MaxKeepalive / time.Second), rate: newRateLimiter(cfg.MQTT.ConnectionRate, now),
+	lim := &limitsHook{srv: srv, maxPacketSize: cfg.MQTT.MaxPacketSize, maxInflight: cfg.MQTT.MaxInflight,
 		stats: limits, log: ratelog.NewLogger(log.With(slog.String("component", "limits")), 0, 0, now)}
+	lim.setLive(cfg.MQTT, now)
 	if err := srv.AddHook(lim, nil); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("add limits hook: %w", err)
@@ -148,7 +149,8 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	}
 	st.ReleaseMapped() // restoring read the queues: their pages leave the RSS
 	g := &Gateway{cfg: cfg, log: log, srv: srv, store: st, engine: engine, bridges: bs, meters: &hub, auth: authHook,
-		listeners: map[string]*listener{}, limits: limits, clock: clk}
+		listeners: map[string]*listener{}, limits: limits, clock: clk, limitsHook: lim}
+	g.reload.register(counters)
 	for _, lc := range cfg.Listeners {
 		var ts *tlsSource
 		if lc.TLS != nil {
@@ -272,11 +274,12 @@ func (g *Gateway) Auth() *auth.Hook { return g.auth }
 // Limits returns the counters of the abuse limits.
 func (g *Gateway) Limits() *LimitStats { return g.limits }
 
-// Reload re-reads the certificate, key and client CA files of every TLS
-// listener (SIGHUP). New handshakes use the new files; established connections
-// are not touched. A listener whose files fail to load keeps its current ones;
-// the error names it and the file, and is logged too.
-func (g *Gateway) Reload() error {
+// ReloadTLS re-reads the certificate, key and client CA files of every TLS
+// listener (every reload: SIGHUP, `edgegw reload`). New handshakes use the new
+// files; established connections are not touched. A listener whose files fail
+// to load keeps its current ones; the error names it and the file, and is
+// logged too.
+func (g *Gateway) ReloadTLS() error {
 	var errs []error
 	for _, l := range g.listeners {
 		if l.tls != nil {
@@ -387,12 +390,25 @@ func restore(engine *session.Engine, st *store.Store) error {
 	return engine.Restore(records, retained)
 }
 
+// RunOptions are what Run needs besides the configuration.
+type RunOptions struct {
+	// ConfigFile is the file the configuration was read from; a reload reads
+	// it again ("": the built-in default, nothing to reload).
+	ConfigFile string
+	// Level is the process logger's level variable, set by log.level on a
+	// reload (nil: log.level needs a restart).
+	Level *slog.LevelVar
+	// Reload: each value received reloads the configuration (SIGHUP in edgegw
+	// run); nil for none.
+	Reload <-chan os.Signal
+}
+
 // Run starts a gateway and serves until ctx is done. Each value received on
-// reload (SIGHUP in edgegw run) calls Reload; reload may be nil.
+// o.Reload reloads the configuration (ReloadConfig), as `edgegw reload` does.
 //
 // FAKETIME (the variable Debian's faketime(1) sets) moves the wall clock by
 // its relative offset: a test hook, see clock.FakeTimeOffset.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, reload <-chan os.Signal) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, o RunOptions) error {
 	offset, err := clock.FakeTimeOffset(os.Getenv("FAKETIME"))
 	if err != nil {
 		log.Warn("FAKETIME ignored", slog.Any("error", err))
@@ -403,14 +419,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reload <-chan os.Sig
 	if err != nil {
 		return err
 	}
+	g.SetConfigFile(o.ConfigFile, o.Level)
 	if err := g.Start(); err != nil {
 		return err
 	}
 	for done := false; !done; {
 		select {
-		case <-reload:
-			log.Info("reloading tls certificates")
-			_ = g.Reload() // logged per listener
+		case <-o.Reload:
+			log.Info("reloading the configuration (SIGHUP)")
+			_, _ = g.ReloadConfig() // logged
 		case <-ctx.Done():
 			done = true
 		}

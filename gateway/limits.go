@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/config"
 	"edgegw/internal/batchconn"
 	"edgegw/internal/counter"
 	"edgegw/internal/hookset"
@@ -53,14 +55,34 @@ func (s *LimitStats) register(set *counter.Set) {
 type limitsHook struct {
 	mqtt.HookBase
 	srv           *mqtt.Server
-	maxPacketSize uint32
-	maxTopicLen   int          // 0: no limit (a Config built by hand)
-	maxLevels     int          // 0: no limit
-	maxInflight   int          // 0: no limit
-	maxKeepalive  uint16       // seconds; 0: no limit (capKeepalive)
-	rate          *rateLimiter // nil: no connection rate limit
+	maxPacketSize uint32 // fixed: mochi's capabilities and the listeners hold it too
+	maxInflight   int    // 0: no limit; fixed: CONNACK advertises it (mochi's capabilities)
+	live          atomic.Pointer[liveLimits]
 	stats         *LimitStats
 	log           *ratelog.Logger // every refusal is caused by a client: limited per kind
+}
+
+// liveLimits are the limits a configuration reload changes (setLive): they
+// apply from the next CONNECT, PUBLISH or SUBSCRIBE.
+type liveLimits struct {
+	maxTopicLen  int          // 0: no limit (a Config built by hand)
+	maxLevels    int          // 0: no limit
+	maxKeepalive uint16       // seconds; 0: no limit (capKeepalive)
+	rate         *rateLimiter // nil: no connection rate limit
+	rateCfg      RateConfig   // what rate was built from
+}
+
+// setLive makes the limits of m current. The connection rate limiter is kept
+// (with its buckets) when mqtt.connection_rate did not change.
+func (h *limitsHook) setLive(m config.MQTT, now func() time.Time) {
+	l := &liveLimits{maxTopicLen: m.MaxTopicLength, maxLevels: m.MaxTopicLevels,
+		maxKeepalive: uint16(m.MaxKeepalive / time.Second), rateCfg: m.ConnectionRate}
+	if old := h.live.Load(); old != nil && reflect.DeepEqual(old.rateCfg, m.ConnectionRate) {
+		l.rate = old.rate
+	} else {
+		l.rate = newRateLimiter(m.ConnectionRate, now)
+	}
+	h.live.Store(l)
 }
 
 func (h *limitsHook) ID() string { return "edgegw-limits" }
@@ -75,7 +97,8 @@ var limitsPoints = hookset.Of(mqtt.OnConnect, mqtt.OnSubscribe)
 // (capKeepalive), and arms the packet size guard's v5 DISCONNECT. It runs before authentication, so a flood costs no password check.
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	v5 := cl.Properties.ProtocolVersion == 5
-	if h.rate != nil && !h.rate.allow(cl.Net.Remote) {
+	live := h.live.Load()
+	if live.rate != nil && !live.rate.allow(cl.Net.Remote) {
 		h.stats.ConnectionsLimited.Add(1)
 		h.log.Warn("rate", "connection rate exceeded, CONNECT refused", slog.String("remote", cl.Net.Remote),
 			slog.String("client", cl.ID), slog.String("listener", cl.Net.Listener))
@@ -94,7 +117,7 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		return packets.ErrTopicNameInvalid
 	}
-	if err := capKeepalive(h.srv, cl, h.maxKeepalive, h.log); err != nil {
+	if err := capKeepalive(h.srv, cl, live.maxKeepalive, h.log); err != nil {
 		return err
 	}
 	c := cl.Net.Conn
@@ -110,11 +133,12 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // topicOK checks a topic name or filter against the length and level limits
 // and counts a refusal.
 func (h *limitsHook) topicOK(topic string) bool {
-	if h.maxTopicLen > 0 && len(topic) > h.maxTopicLen {
+	live := h.live.Load()
+	if live.maxTopicLen > 0 && len(topic) > live.maxTopicLen {
 		h.stats.TopicsTooLong.Add(1)
 		return false
 	}
-	if h.maxLevels > 0 && strings.Count(topic, "/")+1 > h.maxLevels {
+	if live.maxLevels > 0 && strings.Count(topic, "/")+1 > live.maxLevels {
 		h.stats.TopicsTooDeep.Add(1)
 		return false
 	}

@@ -270,7 +270,7 @@ func TestTLSReloadSwapsCertificate(t *testing.T) {
 	old.subscribe(t, paho.SubscribeOptions{Topic: "r/#", QoS: 1})
 
 	writeServerFiles(t, dir, ca, "edgegw-2", nil)
-	if err := g.Reload(); err != nil {
+	if err := g.ReloadTLS(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	if cn := served(); cn != "edgegw-2" {
@@ -285,7 +285,7 @@ func TestTLSReloadSwapsCertificate(t *testing.T) {
 	}
 
 	writeFile(t, f.cert, []byte("not a certificate"))
-	err = g.Reload()
+	err = g.ReloadTLS()
 	if err == nil || !strings.Contains(err.Error(), f.cert) {
 		t.Fatalf("reload of a bad certificate: %v, want an error naming %s", err, f.cert)
 	}

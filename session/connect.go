@@ -42,7 +42,7 @@ func (e *Engine) readConnect(cl *mqtt.Client, pk *packets.Packet) {
 		r := time.Duration(pk.Properties.SessionExpiryInterval) * time.Second
 		requested = &r
 	}
-	c.decision = e.opts.Decide(pk.ProtocolVersion, pk.Connect.Clean, requested,
+	c.decision = e.opt().Decide(pk.ProtocolVersion, pk.Connect.Clean, requested,
 		pk.Connect.ClientIdentifier, string(pk.Connect.Username), cl.Net.Listener)
 
 	switch {
@@ -164,7 +164,7 @@ func (e *Engine) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 
 	e.mu.Lock()
 	_, resuming := e.sessions[cl.ID]
-	full := !resuming && len(e.sessions)+len(e.pending) >= e.opts.MaxSessions
+	full := !resuming && len(e.sessions)+len(e.pending) >= e.opt().MaxSessions
 	if !resuming && !full {
 		e.pending[cl] = struct{}{}
 	}
@@ -174,7 +174,7 @@ func (e *Engine) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	e.stats.SessionsRefused.Add(1)
 	e.rlog.Warn("session quota", "session quota reached, connection refused", slog.String("client", cl.ID),
-		slog.String("remote", cl.Net.Remote), slog.Int("max_sessions", e.opts.MaxSessions))
+		slog.String("remote", cl.Net.Remote), slog.Int("max_sessions", e.opt().MaxSessions))
 	code := packets.ErrQuotaExceeded // 0x97
 	if c.version < 5 {
 		code = packets.ErrServerUnavailable // v3.1.1 CONNACK 0x03
@@ -261,7 +261,7 @@ func (e *Engine) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 // window is the number of unacknowledged QoS>0 messages a client may have: its v5
 // Receive Maximum (absent = 65535) capped by InflightWindow [MQTT-3.3.4-9].
 func (e *Engine) window(cl *mqtt.Client) int {
-	w := e.opts.InflightWindow
+	w := e.opt().InflightWindow
 	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 {
 		w = min(w, int(cl.Properties.Props.ReceiveMaximum))
 	}
@@ -473,7 +473,7 @@ func (e *Engine) Sweep() {
 }
 
 func (e *Engine) sweepLoop() {
-	t := time.NewTicker(e.opts.SweepInterval)
+	t := time.NewTicker(e.opt().SweepInterval)
 	defer t.Stop()
 	for {
 		select {

@@ -86,10 +86,10 @@ func (e *Engine) checkConsumer(c *Consumer) error {
 		}
 	}
 	if c.MaxQueued <= 0 {
-		c.MaxQueued = e.opts.MaxQueued
+		c.MaxQueued = e.opt().MaxQueued
 	}
 	if c.Overflow == "" {
-		c.Overflow = e.opts.Overflow
+		c.Overflow = e.opt().Overflow
 	}
 	return nil
 }

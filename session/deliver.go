@@ -414,7 +414,7 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		{"count", int64(total)},
 		{"online", int64(online)},
 		{"offline", int64(total - online)},
-		{"max", int64(e.opts.MaxSessions)},
+		{"max", int64(e.opt().MaxSessions)},
 		{"groups", int64(groups)},
 		{"queued", int64(queued)},
 		{"queue/ram_bytes", e.ram.used.Load()},

@@ -41,7 +41,7 @@ type Deps struct {
 // Engine.mu is called while a group or session lock is held.
 type Engine struct {
 	mqtt.HookBase
-	opts     Options
+	opts     atomic.Pointer[Options] // replaced whole by SetOptions (a reload)
 	log      *slog.Logger
 	rlog     *ratelog.Logger // lines caused by remote input, rate-limited per kind
 	now      func() time.Time
@@ -139,7 +139,6 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		deps.Now = time.Now
 	}
 	e := &Engine{
-		opts:     opts,
 		log:      deps.Log,
 		rlog:     ratelog.NewLogger(deps.Log, 0, 0, deps.Now),
 		now:      deps.Now,
@@ -153,12 +152,32 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		conns:    map[*mqtt.Client]*conn{},
 		stop:     make(chan struct{}),
 	}
+	e.opts.Store(&opts)
 	e.ram.limit = opts.RAMBudget
 	if e.counters == nil {
 		e.counters = new(counter.Set)
 	}
 	e.stats.register(e.counters)
 	return e, nil
+}
+
+// opt returns the current options.
+func (e *Engine) opt() *Options { return e.opts.Load() }
+
+// SetOptions makes o the engine's options (a configuration reload), except
+// SweepInterval and RAMBudget, which keep their values from New. Profiles,
+// MaxExpiry and InflightWindow apply to connections made after it returns,
+// MaxSessions to the next CONNECT, the queue limits and QueueQoS0 to the next
+// message queued, MaxSubscriptions to the next SUBSCRIBE. Invalid options
+// (Validate) are refused and change nothing.
+func (e *Engine) SetOptions(o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	cur := e.opt()
+	o.SweepInterval, o.RAMBudget = cur.SweepInterval, cur.RAMBudget
+	e.opts.Store(&o)
+	return nil
 }
 
 // newMemQueue returns an in-memory queue counted against the RAM budget.

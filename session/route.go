@@ -269,7 +269,7 @@ func (e *Engine) routeToGroupLocked(g *group, m Message, noStore bool) {
 			return
 		}
 	}
-	if m.Packet.FixedHeader.Qos == 0 && !e.opts.QueueQoS0 {
+	if m.Packet.FixedHeader.Qos == 0 && !e.opt().QueueQoS0 {
 		e.stats.QoS0Dropped.Add(1)
 		return
 	}
@@ -320,7 +320,7 @@ func (e *Engine) drainGroup(filter string, s *Session) {
 func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packet, groupFilter string, retained, noStore bool) (busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.online() && min(pk.FixedHeader.Qos, sub.Qos) == 0 && !e.opts.QueueQoS0 {
+	if !s.online() && min(pk.FixedHeader.Qos, sub.Qos) == 0 && !e.opt().QueueQoS0 {
 		e.stats.QoS0Dropped.Add(1)
 		return false
 	}
@@ -407,7 +407,7 @@ func (e *Engine) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 // the limit (restored after it was lowered) keeps what it has and takes no
 // more. Cost: a map lookup per filter, under the session's lock.
 func (e *Engine) overQuota(cl *mqtt.Client, filters []packets.Subscription) []int {
-	limit := e.opts.MaxSubscriptions
+	limit := e.opt().MaxSubscriptions
 	s := e.session(cl.ID)
 	if limit <= 0 || s == nil {
 		return nil

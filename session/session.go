@@ -89,7 +89,7 @@ type overflowState struct {
 // enqueue appends m to q under the session overflow policy (MaxQueued,
 // MaxQueuedBytes, RAMBudget, Overflow); see enqueueLimit.
 func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m *Message) bool {
-	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opts.MaxQueued, e.opts.MaxQueuedBytes, e.opts.Overflow)
+	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opt().MaxQueued, e.opt().MaxQueuedBytes, e.opt().Overflow)
 	return queued
 }
 
@@ -198,10 +198,10 @@ func (e *Engine) dropOldestUnsent(owner string, q Queue, inFlight int) bool {
 // limits (count, bytes, and for an in-memory queue the RAM budget or its share
 // of it).
 func (e *Engine) overflowCheck(owner string, q Queue, ov *overflowState) {
-	if !ov.active || q.Len() >= e.opts.MaxQueued-e.opts.MaxQueued/10 {
+	if !ov.active || q.Len() >= e.opt().MaxQueued-e.opt().MaxQueued/10 {
 		return
 	}
-	if mb := e.opts.MaxQueuedBytes; mb > 0 {
+	if mb := e.opt().MaxQueuedBytes; mb > 0 {
 		if sq, ok := q.(SizedQueue); ok && sq.Bytes() >= mb-mb/10 {
 			return
 		}

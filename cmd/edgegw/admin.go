@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -184,6 +185,9 @@ func adminCmd(name, usageLine string, args []string, stdout, stderr io.Writer,
 			return exitUsage
 		}
 		fmt.Fprintf(stderr, "edgegw: %v\n", err)
+		if ae := (*admin.APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusUnprocessableEntity {
+			return exitUsage // an invalid configuration, as config check
+		}
 		if errors.Is(err, admin.ErrNotRunning) {
 			fmt.Fprintf(stderr, "edgegw: the socket path came from %s;\n"+
 				"  point elsewhere with -c FILE (its data_dir and admin.socket) or --socket PATH\n", from)
@@ -310,6 +314,49 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 			}
 			return nil
 		}, 0, 2)
+}
+
+// reloadCmd asks the running gateway to reload its configuration file and
+// prints what changed, what needs a restart and what failed.
+func reloadCmd(args []string, stdout, stderr io.Writer) int {
+	return adminCmd("reload", "edgegw reload [-c FILE | --socket PATH] [--token-file FILE] [--json]", args, stdout, stderr,
+		func(c *admin.Client, _ []string, f *adminFlags, out *printer) error {
+			var rep admin.ReloadReport
+			if f.json {
+				var raw json.RawMessage
+				if err := c.Post("/api/v1/reload", &raw); err != nil {
+					return err
+				}
+				out.raw(raw)
+				return nil
+			}
+			if err := c.Post("/api/v1/reload", &rep); err != nil {
+				return err
+			}
+			printReload(out, rep)
+			return nil
+		}, 0, 0)
+}
+
+// printReload prints a reload's report.
+func printReload(out *printer, rep admin.ReloadReport) {
+	if len(rep.Applied)+len(rep.NeedsRestart)+len(rep.Failed) == 0 {
+		out.line(fmt.Sprintf("reloaded %s: nothing changed", rep.File))
+		return
+	}
+	out.line(fmt.Sprintf("reloaded %s", rep.File))
+	list := func(title string, lines []string) {
+		if len(lines) == 0 {
+			return
+		}
+		out.line(title)
+		for _, l := range lines {
+			out.line("  " + l)
+		}
+	}
+	list("applied:", rep.Applied)
+	list("needs restart (changed in the file; the running value stays until edgegw restarts):", rep.NeedsRestart)
+	list("failed (these parts run as before):", rep.Failed)
 }
 
 // ---- text output ----

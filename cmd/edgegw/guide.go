@@ -15,7 +15,7 @@ import (
 // for an unknown command or flag.
 
 // commands are the top-level commands, for suggestions.
-var commands = []string{"run", "config", "version", "service", "store", "passwd", "status", "sessions", "meters", "bridge", "help"}
+var commands = []string{"run", "config", "version", "service", "store", "passwd", "status", "sessions", "meters", "bridge", "reload", "help"}
 
 var (
 	helpFlags    = []string{"-h", "-help", "--help"}

@@ -3,7 +3,7 @@
 // Usage:
 //
 //	edgegw run [-c FILE]        run the gateway (default configuration without -c);
-//	                            SIGHUP reloads TLS certificates
+//	                            SIGHUP reloads the configuration and TLS files
 //	edgegw config default       print the documented default configuration
 //	edgegw config check FILE    check a configuration file
 //	edgegw config import-mosquitto FILE
@@ -16,6 +16,7 @@
 //	edgegw sessions [list|show ID|kick ID|purge ID]
 //	edgegw meters               meters and serial ports of the running gateway
 //	edgegw bridge               bridges of the running gateway
+//	edgegw reload               re-read the configuration file, print what changed
 //
 // -h or --help after any command prints its usage (flags in the --name form);
 // -V or --version anywhere prints the version. An unknown command, subcommand
@@ -31,6 +32,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -67,7 +69,9 @@ const usage = `usage:
   edgegw sessions [list | show ID | kick ID | purge ID]
   edgegw meters               meters and serial ports of the running gateway
   edgegw bridge               bridges of the running gateway
-  (status, sessions, meters, bridge: [-c FILE | --socket PATH] [--token-file FILE] [--json])
+  edgegw reload               make the running gateway re-read its configuration
+                              file and print what changed (as SIGHUP does)
+  (status, sessions, meters, bridge, reload: [-c FILE | --socket PATH] [--token-file FILE] [--json])
   -h, --help after any command prints its usage; -V, --version anywhere prints the version
 `
 
@@ -120,6 +124,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return metersCmd(rest, stdout, stderr)
 	case "bridge", "bridges":
 		return bridgeCmd(rest, stdout, stderr)
+	case "reload":
+		return reloadCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -160,7 +166,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, stop) // restore default signal handling once shutdown starts
-	// SIGHUP reloads the TLS listeners' certificates, keys and client CAs.
+	// SIGHUP reloads the configuration file (and the TLS listeners' files).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -195,7 +201,9 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return exitRuntime
 	}
 	defer lock.Close()
-	log := cfg.Logger(stderr)
+	level := new(slog.LevelVar) // log.level; a reload sets it
+	level.Set(cfg.Log.SlogLevel())
+	log := cfg.Log.LoggerAt(stderr, level)
 
 	configName := path
 	if configName == "" {
@@ -213,7 +221,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		log.Info("edgegw stopped during start-up; the store was not touched")
 		return exitOK
 	}
-	if err := gateway.Run(ctx, cfg, log, hup); err != nil {
+	if err := gateway.Run(ctx, cfg, log, gateway.RunOptions{ConfigFile: path, Level: level, Reload: hup}); err != nil {
 		log.Error("edgegw failed", "err", err)
 		return exitRuntime
 	}

@@ -294,9 +294,9 @@ func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
 func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.canWrite(r) {
-			msg := "kick and purge need the admin token (Authorization: Bearer)"
+			msg := "kick, purge and reload need the admin token (Authorization: Bearer)"
 			if peerOf(r).unix {
-				msg = "kick and purge need the user edgegw runs as, root, or the admin token (--token-file)"
+				msg = "kick, purge and reload need the user edgegw runs as, root, or the admin token (--token-file)"
 			}
 			writeError(w, http.StatusForbidden, "%s", msg)
 			return
@@ -341,6 +341,22 @@ func (s *Server) routes() http.Handler {
 	}))
 	mux.HandleFunc("POST /api/v1/sessions/{id}/purge", s.write(func(w http.ResponseWriter, r *http.Request) {
 		s.change(w, r, "purged", s.parts.Engine.Purge)
+	}))
+	mux.HandleFunc("POST /api/v1/reload", s.write(func(w http.ResponseWriter, r *http.Request) {
+		if s.parts.Reload == nil {
+			writeError(w, http.StatusNotImplemented, "this gateway cannot reload its configuration")
+			return
+		}
+		rep, err := s.parts.Reload()
+		var re *ReloadError
+		switch {
+		case errors.As(err, &re):
+			writeError(w, http.StatusUnprocessableEntity, "%s", err.Error())
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, "%v", err)
+		default:
+			writeJSON(w, http.StatusOK, rep)
+		}
 	}))
 	mux.HandleFunc("GET /metrics", s.read(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

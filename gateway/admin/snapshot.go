@@ -32,8 +32,10 @@ type Parts struct {
 	Store   *store.Store
 	// Bridges returns the running bridges and Meters the meter hub (nil
 	// without meter ports); a reload changes both. Either may be nil.
-	Bridges     func() []*bridge.Bridge
-	Meters      func() *hardware.Hub
+	Bridges func() []*bridge.Bridge
+	Meters  func() *hardware.Hub
+	// Reload reloads the configuration file (POST /api/v1/reload); nil: not offered.
+	Reload      ReloadFunc
 	MaxSessions int
 	// Clock is the gateway's clock: its state is shown, and the engine's
 	// steady times are shown as wall-clock times through it (nil: shown as

@@ -197,3 +197,10 @@ func (u *Users) Check(user string, password []byte) bool {
 	u.mu.Unlock()
 	return true
 }
+
+// Has reports whether user is a user (re-reading the password file if it
+// changed, as Check does).
+func (u *Users) Has(user string) bool {
+	_, ok := u.hash(user)
+	return ok
+}
