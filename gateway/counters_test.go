@@ -117,3 +117,28 @@ func TestCounterNamesOnEverySurface(t *testing.T) {
 		}
 	}
 }
+
+// The store's and the clock's figures (gateway/admin/figures.go) reach $SYS
+// through the engine's publication: the running gateway publishes their
+// topics, and the store's health as 1.
+func TestFigureSysPublished(t *testing.T) {
+	g := startGateway(t, nil)
+	mon, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "mon", CleanStart: true})
+	mon.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/edgegw/#"})
+	want := map[string]string{"$SYS/edgegw/store/commits": "", "$SYS/edgegw/store/used_bytes": "",
+		"$SYS/edgegw/store/healthy": "1", "$SYS/edgegw/clock/synced": "", "$SYS/edgegw/clock/offset_seconds": ""}
+	deadline := time.After(waitTimeout)
+	for len(want) > 0 {
+		select {
+		case m := <-mon.msgs:
+			if v, ok := want[m.Topic]; ok {
+				if v != "" && string(m.Payload) != v {
+					t.Errorf("%s = %q, want %q", m.Topic, m.Payload, v)
+				}
+				delete(want, m.Topic)
+			}
+		case <-deadline:
+			t.Fatalf("not published in $SYS within %v: %v", waitTimeout, slices.Sorted(maps.Keys(want)))
+		}
+	}
+}

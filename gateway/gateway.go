@@ -89,7 +89,10 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	deps.Store, deps.Strict = st, cfg.Store.Durability == store.Strict
 	var hub atomic.Pointer[hardware.Hub]
 	limits := new(LimitStats)
-	deps.SysValues = func() map[string]int64 { return withMeterSys(storeSys(st), hub.Load()) }
+	// The store's, clock's, bridges' and meters' figures in $SYS: named once
+	// in gateway/admin (figures.go) for $SYS, the admin JSON and /metrics.
+	sys := &admin.Parts{Store: st, Clock: clk, Meters: hub.Load}
+	deps.SysValues = sys.Sys
 	// One counter registry for $SYS, the admin API and /metrics: the engine's
 	// counters first (added by session.New), then the limits' and auth's.
 	counters := new(counter.Set)
@@ -141,6 +144,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 		return nil, err
 	}
 	hub.Store(meters)
+	sys.Bridges = bs.List
 	reclaimOrphanQueues(cfg, st, log.With(slog.String("component", "store")))
 	if err := restore(engine, st); err != nil {
 		_ = engine.Stop()
@@ -475,27 +479,4 @@ func connectionLost(srv *mqtt.Server, engine *session.Engine, c net.Conn) {
 			srv.Clients.Delete(cl.ID)
 		}
 	}
-}
-
-// storeSys is the store's part of $SYS: $SYS/edgegw/store/...
-func storeSys(st *store.Store) map[string]int64 {
-	s := st.Stats()
-	m := map[string]int64{
-		"store/commits":                s.Commits.Load(),
-		"store/commits_failed":         s.FailedCommits.Load(),
-		"store/messages_written":       s.MessagesWritten.Load(),
-		"store/messages_never_written": s.MessagesSkipped.Load(),
-		"store/messages_dropped":       s.MessagesShed.Load(),
-		"store/bytes_written":          s.BytesWritten.Load(),
-	}
-	if wb, ok := store.ProcWriteBytes(); ok {
-		m["store/process_write_bytes"] = wb
-		if n := s.MessagesWritten.Load(); n > 0 {
-			m["store/write_bytes_per_message"] = wb / n
-		}
-	}
-	if fi, err := os.Stat(st.Path()); err == nil {
-		m["store/file_bytes"] = fi.Size()
-	}
-	return m
 }

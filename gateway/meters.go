@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"log/slog"
-	"maps"
 	"time"
 
 	"edgegw/hardware"
@@ -78,14 +77,6 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 		return nil, err
 	}
 	return hub, nil
-}
-
-// withMeterSys adds the hub's values to the $SYS values of sys.
-func withMeterSys(sys map[string]int64, hub *hardware.Hub) map[string]int64 {
-	if hub != nil {
-		maps.Copy(sys, hub.Sys())
-	}
-	return sys
 }
 
 // Meters returns the meter hub, or nil when no meter port is configured.

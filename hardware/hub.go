@@ -289,35 +289,3 @@ func (h *Hub) Sweep() {
 		m.dropExpired(now)
 	}
 }
-
-// Sys returns the hub's $SYS values, published as $SYS/edgegw/<key>.
-func (h *Hub) Sys() map[string]int64 {
-	h.mu.Lock()
-	meters := append([]*Meter(nil), h.order...)
-	ports := append([]*Port(nil), h.ports...)
-	h.mu.Unlock()
-	out := map[string]int64{"meters/configured": int64(len(meters)), "meters/online": 0, "meters/offline": 0,
-		"meters/ports/configured": int64(len(ports)), "meters/ports/open": 0}
-	for _, m := range meters {
-		switch m.State() {
-		case StateOnline:
-			out["meters/online"]++
-		case StateOffline:
-			out["meters/offline"]++
-		}
-		out["meters/commands/queued"] += int64(m.queue.Len())
-		out["meters/commands/done"] += m.cmdDone.Load()
-		out["meters/commands/failed"] += m.cmdFailed.Load()
-		out["meters/commands/expired"] += m.cmdExpired.Load()
-		out["meters/commands/refused"] += m.consumer.Dropped()
-	}
-	for _, p := range ports {
-		if p.IsOpen() {
-			out["meters/ports/open"]++
-		}
-		for k, v := range p.counters.Map() {
-			out["meters/"+k] += v
-		}
-	}
-	return out
-}

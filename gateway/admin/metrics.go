@@ -120,14 +120,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 	}
 	m.gauge("edgegw_start_time_seconds", "When the gateway started, unix seconds.", float64(st.Uptime.Started.UnixNano())/1e9)
 	m.gauge("edgegw_healthy", "1 when the health check finds no problem (store, bridges, ports), else 0.", b2f(st.Health.Status == "ok"))
-	m.gauge("edgegw_clock_synced", "1 when the kernel reports the wall clock synchronised (adjtimex), else 0; readings taken at 0 carry clock_unsynced.", b2f(st.Clock.State == "synced"))
-	m.gauge("edgegw_clock_offset_seconds", "Wall clock minus the steady time expiry counts in: the wall-clock jumps expiry ignored.", st.Clock.OffsetSeconds)
-	var jumpAt, jumpBy float64
-	if j := st.Clock.LastJump; j != nil {
-		jumpAt, jumpBy = float64(j.At.UnixNano())/1e9, j.BySeconds
-	}
-	m.gauge("edgegw_clock_last_jump_seconds", "Size of the last wall-clock jump seen while running (negative: back; 0: none).", jumpBy)
-	m.gauge("edgegw_clock_last_jump_time_seconds", "When the last wall-clock jump was seen, unix seconds after it (0: none).", jumpAt)
+	writeFigures(m, clockFigures, []Clock{st.Clock}, "", nil)
 
 	// Sessions and groups.
 	m.family("edgegw_sessions", "gauge", "Sessions by state; online and offline ones count against edgegw_sessions_max.",
@@ -176,8 +169,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 
 	// Bridges.
 	bs := st.Bridges
-	m.family("edgegw_bridge_connected", "gauge", "1 while the bridge's upstream connection is up.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return b2f(b.Connected) })...)
+	writeFigures(m, bridgeFigures, bs, "bridge", bName)
 	var upstream []sample
 	for _, b := range bs {
 		role := "primary"
@@ -188,24 +180,6 @@ func WriteMetrics(w io.Writer, st Status) error {
 	}
 	m.family("edgegw_bridge_upstream_info", "gauge",
 		"Always 1: the upstream broker address the bridge uses (while disconnected, the one last tried); role primary or fallback.", upstream...)
-	m.family("edgegw_bridge_outbox_messages", "gauge", "Messages waiting in the bridge's outbox (in flight included).",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxDepth) })...)
-	m.family("edgegw_bridge_outbox_bytes", "gauge", "Topic and payload bytes waiting in the outbox.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxBytes) })...)
-	m.family("edgegw_bridge_outbox_oldest_age_seconds", "gauge", "Age of the oldest message in the outbox; 0 when empty.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return b.OutboxOldestAge })...)
-	m.family("edgegw_bridge_outbox_dropped_total", "counter", "Messages the outbox overflow policy dropped or refused.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.OutboxDropped) })...)
-	m.family("edgegw_bridge_sent_total", "counter", "Messages sent upstream.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Sent) })...)
-	m.family("edgegw_bridge_received_total", "counter", "Messages received from upstream (downlink).",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Received) })...)
-	m.family("edgegw_bridge_connects_total", "counter", "Connections to upstream made (CONNACK accepted); each one after the first is a reconnection.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return float64(b.Connects) })...)
-	m.family("edgegw_bridge_last_connect_timestamp_seconds", "gauge", "When the bridge last connected, unix seconds; 0: not since start-up.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return unixOrZero(b.LastConnect) })...)
-	m.family("edgegw_bridge_state_change_timestamp_seconds", "gauge", "When the bridge last connected or disconnected (or started), unix seconds.",
-		per(bs, "bridge", bName, func(b bStatus) float64 { return unixOrZero(b.Since) })...)
 	var bcerts []sample
 	for _, b := range bs {
 		for _, c := range []struct {
@@ -222,32 +196,9 @@ func WriteMetrics(w io.Writer, st Status) error {
 
 	// Meters and ports.
 	ms := st.Meters
-	m.family("edgegw_meter_up", "gauge", "1 while the meter is online, 0 offline or not heard from yet.",
-		per(ms, "meter", mID, func(x Meter) float64 { return b2f(x.State == "online") })...)
-	m.family("edgegw_meter_last_seen_timestamp_seconds", "gauge", "Last contact with the meter, unix seconds; 0 if none since start-up.",
-		per(ms, "meter", mID, func(x Meter) float64 {
-			if x.LastSeen == nil {
-				return 0
-			}
-			return float64(x.LastSeen.UnixNano()) / 1e9
-		})...)
-	m.family("edgegw_meter_readings_total", "counter", "Readings published.",
-		per(ms, "meter", mID, func(x Meter) float64 { return float64(x.Readings) })...)
-	m.family("edgegw_meter_commands_queued", "gauge", "Commands waiting for the meter.",
-		per(ms, "meter", mID, func(x Meter) float64 { return float64(x.Commands.Queued) })...)
-	var cmds []sample
-	for _, x := range ms {
-		for _, r := range []struct {
-			result string
-			n      int64
-		}{{"done", x.Commands.Done}, {"failed", x.Commands.Failed}, {"expired", x.Commands.Expired}, {"refused", x.Commands.Refused}} {
-			cmds = append(cmds, sample{labels: []label{{"meter", x.Meter}, {"result", r.result}}, value: float64(r.n)})
-		}
-	}
-	m.family("edgegw_meter_commands_total", "counter", "Commands by outcome (refused: the command queue was full).", cmds...)
+	writeFigures(m, meterFigures, ms, "meter", mID)
 	ps := st.Ports
-	m.family("edgegw_port_open", "gauge", "1 while the serial port is open.",
-		per(ps, "port", pName, func(p Port) float64 { return b2f(p.Open) })...)
+	writeFigures(m, portFigures, ps, "port", pName)
 	var perr []sample
 	for _, p := range ps {
 		for _, k := range slices.Sorted(maps.Keys(p.Counters)) {
@@ -259,38 +210,13 @@ func WriteMetrics(w io.Writer, st Status) error {
 
 	// Store.
 	s := st.Store
-	m.gauge("edgegw_store_file_bytes", "Size of the store file.", float64(s.FileBytes))
-	m.gauge("edgegw_store_used_bytes", "Store pages in use (compared with store.max_bytes).", float64(s.UsedBytes))
-	m.gauge("edgegw_store_max_bytes", "store.max_bytes; 0 = no cap.", float64(s.MaxBytes))
-	m.gauge("edgegw_store_free_pages", "Free pages in the store file, reused before it grows.", float64(s.FreePages+s.PendingPages))
-	m.gauge("edgegw_store_page_size_bytes", "The store's page size.", float64(s.PageSize))
-	m.gauge("edgegw_store_moved_aside_files", "Damaged store files moved aside (edgegw.db.corrupt-<time>) still in the data_dir; at most 3 are kept.",
-		float64(len(s.MovedAside)))
-	m.gauge("edgegw_store_healthy", "1 while the store takes durable work; 0 when full or failing (QoS 1/2 refused).", b2f(s.Healthy))
-	m.counter("edgegw_store_commits_total", "Store commits (one fsync each).", s.Commits)
-	m.counter("edgegw_store_commits_failed_total", "Store commits that failed.", s.CommitsFailed)
-	m.family("edgegw_store_commit_seconds_total", "counter", "Time spent committing.", sample{value: s.CommitSeconds})
+	writeFigures(m, storeFigures, []Store{s}, "", nil)
 	m.summary("edgegw_store_commit_duration_seconds",
 		"Commit duration: quantile 0.5 and 0.99 over the last 1024 commits, 1 = the longest since start-up; _sum and _count since start-up.",
 		[]sample{{labels: []label{{"quantile", "0.5"}}, value: s.CommitP50Seconds},
 			{labels: []label{{"quantile", "0.99"}}, value: s.CommitP99Seconds},
 			{labels: []label{{"quantile", "1"}}, value: s.CommitMaxSeconds}},
 		s.CommitSeconds, s.Commits)
-	m.gauge("edgegw_store_retained_messages", "Retained messages held.", float64(s.RetainedMessages))
-	m.gauge("edgegw_store_retained_bytes", "Bytes of the retained messages (topic plus stored message), compared with the retained byte limit.", float64(s.RetainedBytes))
-	m.gauge("edgegw_store_max_retained", "store.max_retained; 0 = no limit.", float64(s.MaxRetained))
-	m.gauge("edgegw_store_max_retained_bytes", "The retained byte limit in force: store.max_retained_bytes, at most store.max_bytes/4; 0 = no limit.", float64(s.MaxRetainedBytes))
-	m.gauge("edgegw_store_unsynced_max_seconds", "Longest an acknowledged change waited for the end of its commit, since start-up.", s.UnsyncedMaxSeconds)
-	m.counter("edgegw_store_ack_waits_total", "PUBACKs held while a commit ran (batch back-pressure on slow storage).", s.AckWaits)
-	m.family("edgegw_store_ack_wait_seconds_total", "counter", "Time PUBACKs were held while commits ran.", sample{value: s.AckWaitSeconds})
-	m.counter("edgegw_store_messages_written_total", "Queued messages that reached the disk.", s.MessagesWritten)
-	m.counter("edgegw_store_messages_never_written_total", "Queued messages delivered before their commit: never written.", s.MessagesNeverWritten)
-	m.counter("edgegw_store_bytes_written_total", "Bytes the store's commits wrote (pages x page size).", s.BytesWritten)
-	m.counter("edgegw_store_messages_dropped_total", "Queued messages dropped by store.overflow drop_oldest above store.max_bytes.", s.MessagesDropped)
-	if s.ProcessWriteBytes >= 0 {
-		m.counter("edgegw_process_write_bytes_total", "Bytes the process caused to be written to storage (/proc/self/io write_bytes).", s.ProcessWriteBytes)
-		m.gauge("edgegw_store_write_bytes_per_message", "Process write bytes divided by messages written, since start-up.", float64(s.WriteBytesPerMessage))
-	}
 	m.gauge("edgegw_scrape_timestamp_seconds", "When these values were read, unix seconds.", float64(st.Time.UnixNano())/1e9)
 	if m.err == nil {
 		m.err = m.w.Flush()
@@ -316,6 +242,40 @@ func writeProcess(m *metricsWriter, p Process) {
 	}
 	m.gauge("go_goroutines", "Number of goroutines that currently exist.", float64(p.Goroutines))
 	m.gauge("edgegw_memory_limit_bytes", "The Go runtime's soft memory limit (memory.limit or GOMEMLIMIT); 0 = none.", float64(p.MemoryLimitBytes))
+}
+
+// writeFigures writes one part's figures (figures.go): for a list, one sample
+// per item labelled labelName=name(item); for a section, items holds it alone
+// and labelName is "". Figures with the same metric next to each other are one family.
+func writeFigures[T any](m *metricsWriter, fs counter.Figures[T], items []T, labelName string, name func(T) string) {
+	for i := 0; i < len(fs); {
+		f := fs[i]
+		j := i + 1
+		for j < len(fs) && fs[j].Metric == f.Metric {
+			j++
+		}
+		if f.Metric != "" {
+			var samples []sample
+			for _, it := range items {
+				for _, g := range fs[i:j] {
+					v, ok := g.Value(it)
+					if !ok {
+						continue
+					}
+					var ls []label
+					if labelName != "" {
+						ls = append(ls, label{labelName, name(it)})
+					}
+					if g.Label[0] != "" {
+						ls = append(ls, label{g.Label[0], g.Label[1]})
+					}
+					samples = append(samples, sample{labels: ls, value: v})
+				}
+			}
+			m.family(f.Metric, f.Kind.String(), f.Help, samples...)
+		}
+		i = j
+	}
 }
 
 func unixOrZero(t time.Time) float64 {

@@ -14,6 +14,10 @@
 // ones predate the registry and must not change: "limits/packets_too_large"
 // and "packets_too_large", "auth/bad_credentials" and "auth_bad_credentials",
 // "sessions/queue/expired" and "messages_expired".
+//
+// Figures (figure.go) do the same for the values a part reports about itself
+// (the store's, the clock's, a bridge's, a meter's): each names a key of the
+// part's admin JSON, a $SYS topic and a metric once, with how it is read.
 package counter
 
 import (
