@@ -45,6 +45,7 @@ type Gateway struct {
 	admin      *admin.Server // nil when turned off (admin.go)
 	limitsHook *limitsHook
 	reload     reloader // reload.go
+	started    bool     // Start ran; guarded by reload.mu
 }
 
 // New builds a gateway from a checked configuration on the system clock.
@@ -233,6 +234,9 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 
 // Start opens the listeners and starts serving. It returns once they listen.
 func (g *Gateway) Start() error {
+	g.reload.mu.Lock() // a reload asked for over the admin socket waits until all runs
+	defer g.reload.mu.Unlock()
+	g.started = true
 	if g.admin != nil {
 		// The broker matters more than its status surface: a socket that cannot
 		// be created (full disk, path in use) is logged, and the gateway serves.

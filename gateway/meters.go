@@ -1,7 +1,7 @@
 package gateway
 
 import (
-	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -94,7 +94,25 @@ func (g *Gateway) stopMeters() {
 	}
 }
 
-// applyMeters makes the meter ports those of cfg.Meters (a reload).
+// applyMeters makes the meter ports those of cfg.Meters (a reload;
+// hardware.Hub.Apply). Without a hub yet (no port at start-up) it builds one,
+// started when the gateway serves.
 func (g *Gateway) applyMeters(cfg Config) ([]string, error) {
-	return nil, errors.New("meters: not reloadable yet")
+	queue := func(id string) (session.Queue, error) { return g.store.Queue("m/" + id) }
+	if h := g.meters.Load(); h != nil {
+		return h.Apply(meterProtocols(), cfg.Meters, queue)
+	}
+	h, err := newMeters(cfg, g.engine, g.store, g.log, g.clock)
+	if err != nil || h == nil {
+		return nil, err
+	}
+	var changes []string
+	for _, p := range cfg.Meters.Ports {
+		changes = append(changes, fmt.Sprintf("meter port %s added", p.Name))
+	}
+	g.meters.Store(h)
+	if g.started {
+		h.Start()
+	}
+	return changes, nil
 }

@@ -261,9 +261,11 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 		}
 		if err != nil {
 			failed("meters", err)
-			m.Meters = cur.Meters // compared again, and retried, at the next reload
 		}
-		run.Meters = m.Meters
+		run.Meters = cur.Meters // no hub: nothing was built
+		if h := g.meters.Load(); h != nil {
+			run.Meters = h.Config() // a port that failed is compared again, and retried, at the next reload
+		}
 	}
 	return run, nil
 }

@@ -258,6 +258,19 @@ func typePart(t MeterTypeConfig, plugin Plugin) Settings {
 // protocol built by its plugin in r; queue returns a meter's durable command
 // queue. Errors name the port.
 func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (session.Queue, error)) error {
+	for i := range m.Ports {
+		if _, err := h.addConfiguredPort(r, &m, i, queue); err != nil {
+			return err
+		}
+	}
+	h.mu.Lock()
+	h.conf = m
+	h.mu.Unlock()
+	return nil
+}
+
+// addConfiguredPort adds port i of m with its meters.
+func (h *Hub) addConfiguredPort(r *Registry, m *MetersConfig, i int, queue func(id string) (session.Queue, error)) (*Port, error) {
 	add := func(mc MeterConfig) (*Meter, error) {
 		q, err := queue(mc.ID)
 		if err != nil {
@@ -265,22 +278,17 @@ func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (
 		}
 		return h.AddMeter(mc, q)
 	}
-	for i, pc := range m.Ports {
-		key := fmt.Sprintf("meters.ports[%d] (%s)", i, pc.Name)
-		plugin := r.Get(pc.Protocol)
-		if plugin == nil {
-			return fmt.Errorf("%s: protocol %q unknown", key, pc.Protocol)
-		}
-		proto, meters, err := plugin.Build(portSpec(&m, i, plugin), add)
-		if err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-		_, err = h.AddPort(PortConfig{Name: pc.Name, ReopenMin: pc.ReopenMin, ReopenMax: pc.ReopenMax,
-			Serial: SerialConfig{Device: pc.Device, Baud: pc.Baud, DataBits: pc.DataBits, Parity: pc.Parity,
-				StopBits: pc.StopBits, ReadTimeout: pc.ReadTimeout}}, proto, meters)
-		if err != nil {
-			return err
-		}
+	pc := m.Ports[i]
+	key := fmt.Sprintf("meters.ports[%d] (%s)", i, pc.Name)
+	plugin := r.Get(pc.Protocol)
+	if plugin == nil {
+		return nil, fmt.Errorf("%s: protocol %q unknown", key, pc.Protocol)
 	}
-	return nil
+	proto, meters, err := plugin.Build(portSpec(m, i, plugin), add)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return h.AddPort(PortConfig{Name: pc.Name, ReopenMin: pc.ReopenMin, ReopenMax: pc.ReopenMax,
+		Serial: SerialConfig{Device: pc.Device, Baud: pc.Baud, DataBits: pc.DataBits, Parity: pc.Parity,
+			StopBits: pc.StopBits, ReadTimeout: pc.ReadTimeout}}, proto, meters)
 }

@@ -17,8 +17,10 @@ import (
 
 // Engine is what the hub needs from the session engine (*session.Engine).
 type Engine interface {
-	// AddConsumer registers an in-process subscriber with its own queue.
-	AddConsumer(c *session.Consumer) error
+	// ReplaceConsumer registers an in-process subscriber with its own queue,
+	// in place of one of the same name; RemoveConsumer unregisters one.
+	ReplaceConsumer(c *session.Consumer) error
+	RemoveConsumer(c *session.Consumer)
 	// PublishLocal publishes into the broker as the client named origin.
 	PublishLocal(origin string, pk packets.Packet) error
 }
@@ -74,6 +76,8 @@ type Hub struct {
 	meters map[string]*Meter
 	order  []*Meter
 	ports  []*Port
+	conf   MetersConfig    // what AddConfigured and Apply built the ports from
+	ctx    context.Context // the ports' parent context from Start; nil before
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -92,16 +96,22 @@ func New(engine Engine, opts Options) *Hub {
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = time.Second
 	}
+	opts.Topics = withDefaultTopics(opts.Topics)
+	return &Hub{engine: engine, opts: opts, log: opts.Log, origin: "$hardware", meters: map[string]*Meter{}}
+}
+
+// withDefaultTopics returns t with DefaultTopics' templates where t has none.
+func withDefaultTopics(t Topics) Topics {
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
 		}
 	}
-	def(&opts.Topics.Reading, DefaultTopics.Reading)
-	def(&opts.Topics.Status, DefaultTopics.Status)
-	def(&opts.Topics.Command, DefaultTopics.Command)
-	def(&opts.Topics.Result, DefaultTopics.Result)
-	return &Hub{engine: engine, opts: opts, log: opts.Log, origin: "$hardware", meters: map[string]*Meter{}}
+	def(&t.Reading, DefaultTopics.Reading)
+	def(&t.Status, DefaultTopics.Status)
+	def(&t.Command, DefaultTopics.Command)
+	def(&t.Result, DefaultTopics.Result)
+	return t
 }
 
 func (h *Hub) now() time.Time  { return h.opts.Now() }
@@ -150,8 +160,10 @@ type MeterConfig struct {
 }
 
 // AddMeter adds a meter with its durable command queue (the store's "m/<id>")
-// and registers the queue with the engine. Call before the engine restores its
-// state and before the server serves.
+// and registers the queue with the engine (in place of the queue consumer of
+// a meter of that id a reload removed from the hub: nothing published
+// meanwhile misses the queue). At start-up, call before the engine restores
+// its state and before the server serves.
 func (h *Hub) AddMeter(cfg MeterConfig, queue session.Queue) (*Meter, error) {
 	if err := CheckID(cfg.ID); err != nil {
 		return nil, err
@@ -166,13 +178,13 @@ func (h *Hub) AddMeter(cfg MeterConfig, queue session.Queue) (*Meter, error) {
 		readingTopic: sub(h.opts.Topics.Reading), statusTopic: sub(h.opts.Topics.Status),
 		commandTopic: sub(h.opts.Topics.Command), resultTopic: sub(h.opts.Topics.Result),
 		lastContact: h.now()}
-	m.consumer = &session.Consumer{
+	m.consumer = &session.Consumer{ // in place of the consumer of a meter of this id that a reload rebuilt
 		Name: "meter/" + cfg.ID, Filters: []string{m.commandTopic}, Queue: queue,
 		MaxQueued: h.opts.MaxQueued, Overflow: h.opts.Overflow,
 		Skip:   func(pk packets.Packet) bool { return pk.Origin == m.origin },
 		Notify: m.notify,
 	}
-	if err := h.engine.AddConsumer(m.consumer); err != nil {
+	if err := h.engine.ReplaceConsumer(m.consumer); err != nil {
 		return nil, fmt.Errorf("meter %s: %w", cfg.ID, err)
 	}
 	h.meters[cfg.ID] = m
@@ -234,24 +246,19 @@ func (h *Hub) Port(name string) *Port {
 // Start opens every port and runs its protocol until Stop.
 func (h *Hub) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	h.mu.Lock()
-	h.cancel = cancel
-	ports := append([]*Port(nil), h.ports...)
-	h.mu.Unlock()
 	now := h.now()
 	for _, m := range h.Meters() {
 		m.mu.Lock()
 		m.lastContact = now // silence is counted from start-up
 		m.mu.Unlock()
 	}
-	for _, p := range ports {
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			p.run(ctx)
-		}()
+	h.mu.Lock()
+	h.ctx, h.cancel = ctx, cancel
+	for _, p := range h.ports {
+		h.runPortLocked(p)
 	}
-	if len(h.order) > 0 {
+	h.mu.Unlock()
+	{ // a reload may add meters later
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
@@ -267,6 +274,20 @@ func (h *Hub) Start() {
 			}
 		}()
 	}
+}
+
+// runPortLocked runs p until Stop, or until its own stop (a reload). Caller
+// holds h.mu; Start was called.
+func (h *Hub) runPortLocked(p *Port) {
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan struct{})
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer close(done)
+		p.run(ctx)
+	}()
+	p.stop = func() { cancel(); <-done }
 }
 
 // Stop closes every port and waits for the protocols to return.

@@ -129,6 +129,8 @@ type Port struct {
 	// Limited is the port's rate-limited logger for bad input; protocols use it.
 	Limited *ratelog.Logger
 
+	stop func() // ends run and waits for it (set by the hub when it runs the port)
+
 	mu     sync.Mutex
 	status PortStatus
 	opened chan struct{} // closed while the port is open

@@ -1,6 +1,7 @@
 package hwtest
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -21,12 +22,29 @@ type Engine struct {
 // NewEngine returns a fake engine; Published delivers every publish.
 func NewEngine() *Engine { return &Engine{ch: make(chan packets.Packet, 10000)} }
 
-// AddConsumer implements hardware.Engine.
+// AddConsumer adds a consumer.
 func (e *Engine) AddConsumer(c *session.Consumer) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.consumers = append(e.consumers, c)
 	return nil
+}
+
+// ReplaceConsumer implements hardware.Engine: c takes the place of the
+// consumer of its name, if any.
+func (e *Engine) ReplaceConsumer(c *session.Consumer) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.consumers = slices.DeleteFunc(e.consumers, func(x *session.Consumer) bool { return x.Name == c.Name })
+	e.consumers = append(e.consumers, c)
+	return nil
+}
+
+// RemoveConsumer implements hardware.Engine.
+func (e *Engine) RemoveConsumer(c *session.Consumer) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.consumers = slices.DeleteFunc(e.consumers, func(x *session.Consumer) bool { return x == c })
 }
 
 // PublishLocal implements hardware.Engine: it records pk and, like the real
