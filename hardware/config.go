@@ -92,15 +92,25 @@ func DecodeMeters(d Decoder, r *Registry, n *yaml.Node, key string, m *MetersCon
 }
 
 func decodeType(d Decoder, r *Registry, n *yaml.Node, key string) MeterTypeConfig {
-	t := MeterTypeConfig{Protocols: map[string]Settings{}}
+	var t MeterTypeConfig
 	fields := map[string]Setter{"name": d.Str(&t.Name)}
-	for _, p := range r.plugins {
-		s := p.NewType()
-		t.Protocols[p.Name()] = s
-		maps.Copy(fields, s.Keys(d))
-	}
+	t.Protocols = r.inline(d, fields, Plugin.NewType)
 	d.Mapping(n, key, fields)
 	return t
+}
+
+// inline makes each protocol's part of one list item (a meter type, a meter)
+// with newPart and adds its keys to fields, next to the item's own: every
+// protocol's keys are accepted and the chosen one's are used. It returns the
+// parts by protocol name.
+func (r *Registry) inline(d Decoder, fields map[string]Setter, newPart func(Plugin) Settings) map[string]Settings {
+	parts := map[string]Settings{}
+	for _, p := range r.plugins {
+		s := newPart(p)
+		parts[p.Name()] = s
+		maps.Copy(fields, s.Keys(d))
+	}
+	return parts
 }
 
 func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfig {
@@ -131,13 +141,9 @@ func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfi
 }
 
 func decodeMeter(d Decoder, r *Registry, n *yaml.Node, key string) PortMeterConfig {
-	m := PortMeterConfig{Settings: map[string]Settings{}}
+	var m PortMeterConfig
 	fields := map[string]Setter{"id": d.Str(&m.ID), "type": d.Str(&m.Type)}
-	for _, p := range r.plugins {
-		s := p.NewMeter()
-		m.Settings[p.Name()] = s
-		maps.Copy(fields, s.Keys(d))
-	}
+	m.Settings = r.inline(d, fields, Plugin.NewMeter)
 	d.Mapping(n, key, fields)
 	return m
 }
