@@ -52,6 +52,13 @@ func (r *rig) stop() {
 // cmd/#, and runs the bridge until the test ends.
 func startBridge(t *testing.T, upstream string) *rig {
 	t.Helper()
+	return startBridgeWith(t, upstream, nil)
+}
+
+// startBridgeWith is startBridge with the configuration and the outbox limits
+// (1000 messages, refuse_new) changed by edit first.
+func startBridgeWith(t *testing.T, upstream string, edit func(*bridge.Config, *bridge.OutboxLimits)) *rig {
+	t.Helper()
 	cfg := bridge.Config{Name: "cloud", Address: "mqtt://" + upstream, Version: 5, ClientID: "edgegw-7",
 		SessionExpiry: time.Hour, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		Forward: []bridge.Rule{
@@ -60,6 +67,10 @@ func startBridge(t *testing.T, upstream string) *rig {
 		},
 		Downlink: []bridge.Rule{{Remote: "site/7/cmd/#", Local: "cmd/#", QoS: 1}},
 	}
+	limits := bridge.OutboxLimits{MaxMessages: 1000, Overflow: session.RefuseNew}
+	if edit != nil {
+		edit(&cfg, &limits)
+	}
 	r := &rig{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r.local = brokertest.Start(t, session.DefaultOptions(), func(e *session.Engine, st *store.Store) error {
@@ -67,8 +78,7 @@ func startBridge(t *testing.T, upstream string) *rig {
 		if err != nil {
 			return err
 		}
-		r.bridge, err = bridge.New(cfg, e, q.(session.SizedQueue),
-			bridge.OutboxLimits{MaxMessages: 1000, Overflow: session.RefuseNew}, log)
+		r.bridge, err = bridge.New(cfg, e, q.(session.SizedQueue), limits, log)
 		return err
 	})
 	r.run()

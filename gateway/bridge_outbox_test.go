@@ -1,10 +1,19 @@
 package gateway_test
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"edgegw/gateway"
+	"edgegw/internal/mqttwire"
 	"edgegw/session"
 )
 
@@ -71,5 +80,227 @@ func TestBridgeOutboxLimits(t *testing.T) {
 				t.Fatalf("outbox_bytes %d after the drain", st.OutboxBytes)
 			}
 		})
+	}
+}
+
+// An uplink message mosquitto received but whose PUBACK never reached the
+// bridge (the connection died first) is sent again when the bridge
+// reconnects: mosquitto resumes the bridge's session (clean start 0, session
+// expiry), so the bridge re-sends it with DUP 1 and its packet id
+// [MQTT-4.4.0-1] [MQTT-3.3.1-1], in order, and mosquitto acknowledges the
+// re-sent messages: the outbox drains and the cloud subscriber has every
+// message, first arrivals in order. A proxy between the bridge and mosquitto
+// withholds mosquitto's PUBACKs, then cuts the connection.
+func TestBridgeOutboxResentWithDUP(t *testing.T) {
+	const n = 3
+	cloud := startCloud(t, "")
+	sub := newCloudSubscriber(t, cloud.addr(), "cloud-app", "site/s1/meters/#")
+	sub.connect(true)
+	px := startUpstreamProxy(t, cloud.addr())
+	g, _, _ := startBridgeGateway(t, t.TempDir(), bridgeTo("mqtt://"+px.addr(), "5"))
+	waitFor(t, "bridge connected", func() bool { return cloudStatus(g).Connected })
+
+	px.withholdAcks(true)
+	if err := publishQoS1(g.addr, "pub-0", "meters/p0", n, 1, func(seq int) []byte { return seqPayload(0, seq, 40) }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "mosquitto's PUBACKs withheld", func() bool { return px.withheld() == n })
+	first := px.publishes(0)
+	if len(first) != n {
+		t.Fatalf("bridge sent %d messages on its first connection, want %d", len(first), n)
+	}
+	if st := cloudStatus(g); st.OutboxDepth != n {
+		t.Fatalf("outbox_depth %d with every PUBACK withheld, want %d", st.OutboxDepth, n)
+	}
+
+	px.withholdAcks(false)
+	px.cut()
+	waitFor(t, "outbox drained after the reconnect", func() bool { return cloudStatus(g).OutboxDepth == 0 })
+	if !px.sessionPresent(1) {
+		t.Fatal("mosquitto did not resume the bridge's session (CONNACK session present 0)")
+	}
+	again := px.publishes(1)
+	if len(again) < n {
+		t.Fatalf("bridge re-sent %d messages, want %d", len(again), n)
+	}
+	for i, pk := range again[:n] {
+		if !pk.FixedHeader.Dup || pk.PacketID != first[i].PacketID || string(pk.Payload) != string(first[i].Payload) ||
+			pk.TopicName != "site/s1/meters/p0" {
+			t.Fatalf("re-sent message %d: dup=%v id=%d %s %.12q; want dup=true id=%d site/s1/meters/p0 %.12q",
+				i, pk.FixedHeader.Dup, pk.PacketID, pk.TopicName, pk.Payload, first[i].PacketID, first[i].Payload)
+		}
+	}
+	sub.waitCount(n, waitTimeout)
+	dups := checkInOrder(t, sub.payloads(), 1, n)
+	t.Logf("cloud subscriber: %d messages, %d of them duplicates from the re-send", len(sub.payloads()), dups)
+}
+
+// upstreamProxy relays MQTT v5 connections from the bridge to an upstream
+// broker, records the PUBLISH packets the bridge sends and the CONNACKs it
+// gets, per connection, and can withhold the upstream's PUBACKs and cut the
+// connections.
+type upstreamProxy struct {
+	t        *testing.T
+	ln       net.Listener
+	upstream string
+
+	mu      sync.Mutex
+	hold    bool
+	held    int
+	conns   []*proxiedConn
+	present []bool
+}
+
+// proxiedConn is one relayed connection and what the bridge published on it.
+type proxiedConn struct {
+	client, server net.Conn
+	published      []packets.Packet
+}
+
+func startUpstreamProxy(t *testing.T, upstream string) *upstreamProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &upstreamProxy{t: t, ln: ln, upstream: upstream}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+	})
+	go p.accept()
+	return p
+}
+
+func (p *upstreamProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *upstreamProxy) accept() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		pc := &proxiedConn{client: client, server: server}
+		p.mu.Lock()
+		p.conns = append(p.conns, pc)
+		idx := len(p.conns) - 1
+		p.mu.Unlock()
+		go p.relay(pc, idx, client, server, true)
+		go p.relay(pc, idx, server, client, false)
+	}
+}
+
+// relay copies packets from src to dst until either fails; up is the
+// bridge-to-upstream direction.
+func (p *upstreamProxy) relay(pc *proxiedConn, idx int, src, dst net.Conn, up bool) {
+	defer func() { _ = src.Close(); _ = dst.Close() }()
+	r := bufio.NewReader(src)
+	for {
+		raw, err := readRawPacket(r)
+		if err != nil {
+			return
+		}
+		pk, err := mqttwire.Read(bufio.NewReader(bytes.NewReader(raw)), 5)
+		if err != nil {
+			p.t.Errorf("proxy: undecodable packet type %d: %v", raw[0]>>4, err)
+			return
+		}
+		p.mu.Lock()
+		forward := true
+		switch {
+		case up && pk.FixedHeader.Type == packets.Publish:
+			pc.published = append(pc.published, pk)
+		case !up && pk.FixedHeader.Type == packets.Connack:
+			for len(p.present) <= idx {
+				p.present = append(p.present, false)
+			}
+			p.present[idx] = pk.SessionPresent
+		case !up && pk.FixedHeader.Type == packets.Puback && p.hold:
+			p.held++
+			forward = false
+		}
+		p.mu.Unlock()
+		if forward {
+			if _, err := dst.Write(raw); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// readRawPacket reads one whole MQTT packet and returns its bytes.
+func readRawPacket(r *bufio.Reader) ([]byte, error) {
+	first, err := r.ReadByte()
+	if err != nil {
+		return nil, err
+	}
+	raw := []byte{first}
+	n, mult := 0, 1
+	for i := 0; ; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		raw = append(raw, b)
+		n += int(b&127) * mult
+		if b&128 == 0 {
+			break
+		}
+		if i == 3 {
+			return nil, fmt.Errorf("malformed remaining length")
+		}
+		mult *= 128
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return append(raw, body...), nil
+}
+
+// withholdAcks makes the proxy drop (true) or relay (false) the upstream's PUBACKs.
+func (p *upstreamProxy) withholdAcks(on bool) {
+	p.mu.Lock()
+	p.hold = on
+	p.mu.Unlock()
+}
+
+// withheld is the number of PUBACKs dropped so far.
+func (p *upstreamProxy) withheld() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
+// publishes returns the PUBLISH packets the bridge sent on connection i.
+func (p *upstreamProxy) publishes(i int) []packets.Packet {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i >= len(p.conns) {
+		return nil
+	}
+	return append([]packets.Packet(nil), p.conns[i].published...)
+}
+
+// sessionPresent reports the session present flag of connection i's CONNACK.
+func (p *upstreamProxy) sessionPresent(i int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return i < len(p.present) && p.present[i]
+}
+
+// cut closes every relayed connection (without DISCONNECT: the bridge sees a
+// dead connection).
+func (p *upstreamProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pc := range p.conns {
+		_ = pc.client.Close()
+		_ = pc.server.Close()
 	}
 }
