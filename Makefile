@@ -46,6 +46,15 @@ clean:
 bench: build
 	scripts/bench.sh
 
+# bench-instructions prints the instructions one QoS 0 and one QoS 1 message
+# cost the broker path (gateway's BenchmarkQoS0PathExact/QoS1PathExact under
+# valgrind's callgrind): unlike time, the count does not depend on the machine's
+# load, so it compares trees on a busy machine (TREE=other checkout; OUT=dir keeps
+# the callgrind files for scripts/callgrind-diff.py). About 2 minutes.
+.PHONY: bench-instructions
+bench-instructions:
+	scripts/bench-instructions.sh
+
 # bench-bridge measures the bridge against a local mosquitto: outbox replay
 # throughput and live forwarding latency next to a direct publish (docs/bridge.md).
 .PHONY: bench-bridge

@@ -37,11 +37,26 @@ func BenchmarkQoS1PathStrict(b *testing.B) { benchQoSPath(b, 1, "strict") }
 
 func BenchmarkQoS0Path(b *testing.B) { benchQoSPath(b, 0, "batch") }
 
-func benchQoSPath(b *testing.B, qos byte, mode string) {
+// BenchmarkQoS0PathExact and BenchmarkQoS1PathExact do a fixed amount of work
+// per op, for instruction counts (make bench-instructions runs them under
+// callgrind, which runs the process about 50 times slower): each publisher
+// sends exactly its share of b.N messages, and at most exactWindow messages are
+// published and not yet received, so the subscriber's queue never nears a
+// limit and nothing is dropped or held by flow control, however slow the
+// machine. Otherwise as BenchmarkQoS0Path and BenchmarkQoS1Path.
+func BenchmarkQoS0PathExact(b *testing.B) { benchQoSPathExact(b, 0, "batch", true) }
+
+func BenchmarkQoS1PathExact(b *testing.B) { benchQoSPathExact(b, 1, "batch", true) }
+
+const exactWindow = 256
+
+func benchQoSPath(b *testing.B, qos byte, mode string) { benchQoSPathExact(b, qos, mode, false) }
+
+func benchQoSPathExact(b *testing.B, qos byte, mode string, exact bool) {
 	b.StopTimer()
 	g, _ := startBenchGateway(b, mode)
 	addr := g.Addr("local")
-	const pubs, window = 4, 64
+	const pubs, pubWindow = 4, 64
 
 	sub := rawBenchConn(b, addr, "qos-sub")
 	sub.write(append([]byte{0x82, byte(2 + 2 + 5 + 1), 0, 1, 0, 5}, append([]byte("t/qos"), qos)...))
@@ -51,6 +66,9 @@ func benchQoSPath(b *testing.B, qos byte, mode string) {
 	var got atomic.Int64
 	want := int64(b.N / pubs * pubs)
 	done := make(chan struct{})
+	// window holds a token for each message published and not yet received
+	// (exact only).
+	window := make(chan struct{}, exactWindow)
 	go func() {
 		defer close(done)
 		ack := make([]byte, 0, 4096)
@@ -61,6 +79,9 @@ func benchQoSPath(b *testing.B, qos byte, mode string) {
 			}
 			if typ != 3 {
 				continue
+			}
+			if exact {
+				<-window
 			}
 			if qos == 1 {
 				pid := body[2+binary.BigEndian.Uint16(body):]
@@ -96,7 +117,7 @@ func benchQoSPath(b *testing.B, qos byte, mode string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			slots := make(chan struct{}, window)
+			slots := make(chan struct{}, pubWindow)
 			if qos == 1 {
 				go func() {
 					for {
@@ -111,7 +132,16 @@ func benchQoSPath(b *testing.B, qos byte, mode string) {
 				}()
 			}
 			w := bufio.NewWriterSize(c.conn, 64<<10)
-			for i := 0; got.Load() < want; i++ {
+			share := int(want / pubs)
+			for i := 0; exact && i < share || !exact && got.Load() < want; i++ {
+				if exact {
+					select {
+					case window <- struct{}{}:
+					default:
+						_ = w.Flush()
+						window <- struct{}{}
+					}
+				}
 				if qos == 1 {
 					select {
 					case slots <- struct{}{}:

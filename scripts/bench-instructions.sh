@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# bench-instructions prints the instructions the broker path executes per
+# message (QoS 0 and QoS 1, gateway's BenchmarkQoS0PathExact and
+# BenchmarkQoS1PathExact), counted by valgrind's callgrind. Unlike time, an
+# instruction count does not depend on what else the machine runs, so two trees
+# can be compared on a busy machine (docs/benchmarks.md, "Fifth round").
+#
+# Each benchmark runs twice under callgrind, with N1 and N2 messages; the
+# difference of the two totals divided by N2 - N1 is the cost of one message,
+# without start-up and shut-down. What one message costs covers the whole
+# process: the broker, the test's raw MQTT clients (the same code in every tree
+# that has these benchmarks), the garbage collector and the scheduler. The
+# figures move by about 1 % between runs (goroutine scheduling differs).
+#
+#   scripts/bench-instructions.sh            # the tree this script is in
+#   TREE=/path/to/other/checkout scripts/bench-instructions.sh
+#   OUT=/tmp/cg scripts/bench-instructions.sh  # keep the callgrind files
+#   scripts/callgrind-diff.py /tmp/cg-old /tmp/cg QoS0PathExact   # per function
+#
+# N1, N2 (default 5000, 25000) set the two message counts. About 1-2 minutes on
+# 2 cores (the two benchmarks run in parallel, each on one core). Needs
+# valgrind. GODEBUG: callgrind fails on Go's asynchronous preemption signals,
+# and valgrind 3.19 does not know the RDTSCP instruction.
+set -euo pipefail
+
+tree=${TREE:-$(cd "$(dirname "$0")/.." && pwd)}
+n1=${N1:-5000}
+n2=${N2:-25000}
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+command -v valgrind >/dev/null || { echo "bench-instructions: valgrind is not installed" >&2; exit 1; }
+(( n2 > n1 )) || { echo "bench-instructions: N2 ($n2) must be above N1 ($n1)" >&2; exit 1; }
+
+bin=$out/gateway.test
+(cd "$tree" && go test -c -o "$bin" ./gateway/)
+
+# count BENCH N: total instructions of one run.
+count() {
+	local file=$out/$1-$2
+	GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --callgrind-out-file="$file.out" \
+		"$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2x" >"$file.log" 2>&1 || {
+		echo "bench-instructions: $1 with $2 messages failed (see $file.log)" >&2
+		return 1
+	}
+	grep -E '^==[0-9]+== (I +refs|Collected) *:' "$file.log" | tail -1 | awk '{gsub(",", "", $NF); print $NF}' >"$file.ir"
+}
+
+per() { # BENCH: count N1 and N2 one after the other, print the difference per message
+	count "$1" "$n1" && count "$1" "$n2" || return 1
+	local a b
+	a=$(cat "$out/$1-$n1.ir")
+	b=$(cat "$out/$1-$n2.ir")
+	printf '%-16s %8d instructions/message  (%d at %d, %d at %d messages)\n' \
+		"$1" $(((b - a) / (n2 - n1))) "$a" "$n1" "$b" "$n2" >"$out/$1.txt"
+}
+
+per QoS0PathExact &
+p0=$!
+per QoS1PathExact &
+p1=$!
+rc=0
+wait "$p0" || rc=1
+wait "$p1" || rc=1
+echo "tree $tree ($(git -C "$tree" rev-parse --short HEAD)$(git -C "$tree" diff --quiet HEAD -- . 2>/dev/null || echo ', modified'))"
+cat "$out"/QoS0PathExact.txt "$out"/QoS1PathExact.txt 2>/dev/null || true
+[[ -n ${OUT:-} ]] && echo "callgrind files in $out" || rm -rf "$out"
+exit $rc
