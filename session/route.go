@@ -155,16 +155,19 @@ type delivery struct {
 // refused whole too, counted in RetainedRefused. It returns the number of store
 // entries reserved (0: the message has no durable effect).
 //
-// Cost: a second look-up of each matching session (e.mu read lock) and one
-// Reserve/Unreserve pair when a store is configured and a durable queue matches.
+// Cost: each matching session is looked up once (targets, one read lock of
+// e.mu) for both admission and routing, and one Reserve/Unreserve pair is made
+// when a store is configured and a durable queue matches.
 func (e *Engine) publishTo(pk packets.Packet, d *delivery, refuse bool) (int, error) {
 	subs := e.subscribers(pk.TopicName)
+	var buf [4]target // a message has few non-shared subscribers: no allocation
+	targets := e.targets(subs, buf[:0])
 	cons := e.matchConsumers(pk.TopicName)
 	retain := pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0
 	stored := retain && !strings.HasPrefix(pk.TopicName, "$SYS/") // statistics are not stored
 	n := 0
 	if e.store != nil {
-		n = e.durableTargets(subs, cons)
+		n = durableTargets(len(subs.Shared), targets, cons)
 		if stored && len(pk.Payload) > 0 { // a deletion needs no room
 			n++
 		}
@@ -193,18 +196,41 @@ func (e *Engine) publishTo(pk packets.Packet, d *delivery, refuse bool) (int, er
 		e.srv.Topics.RetainMessage(retainedIndexed(pk.Copy(false))) // an empty payload deletes [MQTT-3.3.1-6]
 		atomic.StoreInt64(&e.srv.Info.Retained, int64(e.srv.Topics.Retained.Len()))
 	}
-	e.route(pk, subs, cons, d)
+	e.route(pk, subs, targets, cons, d)
 	return n, nil
 }
 
-// durableTargets counts the store queues a message matching subs and cons may
-// be appended to: persistent sessions' queues, one per shared group (its queue
-// or its member's), durable consumers' queues. An upper bound: a No Local or
-// offline QoS 0 copy is counted though it is not queued.
-func (e *Engine) durableTargets(subs *mqtt.Subscribers, cons []*Consumer) int {
-	n := len(subs.Shared)
-	for id := range subs.Subscriptions {
-		if s := e.session(id); s != nil && s.durable {
+// target is a matching non-shared subscription and its session.
+type target struct {
+	s   *Session
+	sub packets.Subscription
+}
+
+// targets appends to buf the session of each non-shared subscription of subs
+// (one read lock of e.mu); a subscription whose session is gone is skipped.
+// Admission (durableTargets) and routing (route) use the same list.
+func (e *Engine) targets(subs *mqtt.Subscribers, buf []target) []target {
+	if len(subs.Subscriptions) == 0 {
+		return buf
+	}
+	e.mu.RLock()
+	for id, sub := range subs.Subscriptions {
+		if s := e.sessions[id]; s != nil {
+			buf = append(buf, target{s: s, sub: sub})
+		}
+	}
+	e.mu.RUnlock()
+	return buf
+}
+
+// durableTargets counts the store queues a message may be appended to: one per
+// shared group matched (its queue or its member's), the persistent sessions'
+// queues among targets, durable consumers' queues among cons. An upper bound:
+// a No Local or offline QoS 0 copy is counted though it is not queued.
+func durableTargets(shared int, targets []target, cons []*Consumer) int {
+	n := shared
+	for _, t := range targets {
+		if t.s.durable {
 			n++
 		}
 	}
@@ -220,7 +246,7 @@ func (e *Engine) durableTargets(subs *mqtt.Subscribers, cons []*Consumer) int {
 // one client give it one copy (mochi merges them with all their identifiers and
 // the highest QoS); a shared subscription gives one copy to one member of each
 // group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
-func (e *Engine) route(pk packets.Packet, subs *mqtt.Subscribers, cons []*Consumer, d *delivery) {
+func (e *Engine) route(pk packets.Packet, subs *mqtt.Subscribers, targets []target, cons []*Consumer, d *delivery) {
 	e.routeConsumers(pk, cons, d.noStore)
 	if len(subs.Shared) > 0 {
 		e.mu.RLock()
@@ -231,12 +257,12 @@ func (e *Engine) route(pk packets.Packet, subs *mqtt.Subscribers, cons []*Consum
 		}
 		e.mu.RUnlock()
 	}
-	for id, sub := range subs.Subscriptions {
-		if sub.NoLocal && pk.Origin == id { // [MQTT-3.8.3-3]
+	for _, t := range targets {
+		if t.sub.NoLocal && pk.Origin == t.s.id { // [MQTT-3.8.3-3]
 			continue
 		}
-		if s := e.session(id); s != nil && e.deliver(s, sub, &pk, "", false, d.noStore) && d.collect {
-			d.busy = append(d.busy, s)
+		if e.deliver(t.s, t.sub, &pk, "", false, d.noStore) && d.collect {
+			d.busy = append(d.busy, t.s)
 		}
 	}
 }
@@ -357,14 +383,18 @@ func setOutgoing(out *packets.Packet, sub packets.Subscription, version byte, re
 		out.FixedHeader.Qos = sub.Qos
 	}
 	out.Properties.SubscriptionIdentifier = nil
-	if len(sub.Identifiers) > 0 {
+	switch {
+	case version < 5:
+		// v3.1.1 has no subscription identifiers (and ranging over mochi's
+		// Identifiers map and sorting would cost about 1 % of a message).
+	case len(sub.Identifiers) > 0:
 		for _, id := range sub.Identifiers {
 			if id > 0 {
 				out.Properties.SubscriptionIdentifier = append(out.Properties.SubscriptionIdentifier, id)
 			}
 		}
 		sort.Ints(out.Properties.SubscriptionIdentifier)
-	} else if sub.Identifier > 0 {
+	case sub.Identifier > 0:
 		out.Properties.SubscriptionIdentifier = []int{sub.Identifier}
 	}
 	out.Properties.TopicAlias, out.Properties.TopicAliasFlag = 0, false
