@@ -17,8 +17,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
+	"edgegw/internal/brokertest"
 	iclock "edgegw/internal/clock"
-	"edgegw/internal/mqttwire"
 	"edgegw/session"
 )
 
@@ -330,13 +330,24 @@ func (c *v3Client) next(t *testing.T) paho3.Message {
 	}
 }
 
-// ---- raw client: packet-level control over one real TCP connection ----
+// ---- raw client: packet-level control over one real connection ----
 
+// rawClient is brokertest.Raw under the names these tests use. conn, r and
+// version are the Raw's own: a test that writes or reads bytes itself uses
+// them (r is the reader Raw reads through).
 type rawClient struct {
+	*brokertest.Raw
 	t       *testing.T
 	conn    net.Conn
 	r       *bufio.Reader
 	version byte
+}
+
+// newRawClient makes a raw client of an open connection (TCP, TLS or
+// WebSocket); the connection is closed when the test ends.
+func newRawClient(t *testing.T, conn net.Conn, version byte) *rawClient {
+	raw := brokertest.NewRaw(t, conn, version)
+	return &rawClient{Raw: raw, t: t, conn: conn, r: raw.Reader(), version: version}
 }
 
 func dialRaw(t *testing.T, addr string, version byte) *rawClient {
@@ -356,130 +367,26 @@ func dialRawFrom(t *testing.T, addr, from string, version byte) *rawClient {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
+	return newRawClient(t, conn, version)
 }
 
-func (c *rawClient) send(pk packets.Packet) {
-	c.t.Helper()
-	pk.ProtocolVersion = c.version
-	var buf bytes.Buffer
-	if err := mqttwire.Encode(&buf, pk); err != nil {
-		c.t.Fatalf("encode: %v", err)
-	}
-	c.write(buf.Bytes())
-}
-
-func (c *rawClient) write(b []byte) {
-	c.t.Helper()
-	if _, err := c.conn.Write(b); err != nil {
-		c.t.Fatalf("raw write: %v", err)
-	}
-}
-
-// read returns the next packet from the server, or an error (io.EOF when the
-// server closed the connection).
-func (c *rawClient) read() (packets.Packet, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	return mqttwire.Read(c.r, c.version)
-}
-
-// expect reads the next packet and fails unless it has the given type.
-func (c *rawClient) expect(typ byte) packets.Packet {
-	c.t.Helper()
-	pk, err := c.read()
-	if err != nil {
-		c.t.Fatalf("read (want packet type %d): %v", typ, err)
-	}
-	if pk.FixedHeader.Type != typ {
-		c.t.Fatalf("got packet type %d (%+v), want %d", pk.FixedHeader.Type, pk, typ)
-	}
-	return pk
-}
-
-// expectPast reads past any PUBLISH the server delivers and returns the first
-// packet of another type, failing unless it has the given type. A client that
-// is subscribed to the topic it publishes to may get its own message before
-// the PUBACK: the spec orders the PUBLISHes of a topic [MQTT-4.6.0-6], not a
-// delivery against an acknowledgement.
-func (c *rawClient) expectPast(typ byte) packets.Packet {
-	c.t.Helper()
-	for {
-		pk, err := c.read()
-		if err != nil {
-			c.t.Fatalf("read (want packet type %d): %v", typ, err)
-		}
-		if pk.FixedHeader.Type == packets.Publish && typ != packets.Publish {
-			continue
-		}
-		if pk.FixedHeader.Type != typ {
-			c.t.Fatalf("got packet type %d (%+v), want %d", pk.FixedHeader.Type, pk, typ)
-		}
-		return pk
-	}
-}
-
-// expectClosed fails unless the server closes the connection (after any packets
-// it sends first, which are returned).
-func (c *rawClient) expectClosed() []packets.Packet {
-	c.t.Helper()
-	var got []packets.Packet
-	for {
-		pk, err := c.read()
-		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				c.t.Fatalf("connection still open; got %+v", got)
-			}
-			return got
-		}
-		got = append(got, pk)
-	}
-}
+func (c *rawClient) send(pk packets.Packet)             { c.t.Helper(); c.Send(pk) }
+func (c *rawClient) write(b []byte)                     { c.t.Helper(); c.Write(b) }
+func (c *rawClient) read() (packets.Packet, error)      { return c.Read() }
+func (c *rawClient) expect(typ byte) packets.Packet     { c.t.Helper(); return c.Expect(typ) }
+func (c *rawClient) expectPast(typ byte) packets.Packet { c.t.Helper(); return c.ExpectPast(typ) }
+func (c *rawClient) expectClosed() []packets.Packet     { c.t.Helper(); return c.ExpectClosed() }
+func (c *rawClient) ping() []packets.Packet             { c.t.Helper(); return c.Ping() }
+func (c *rawClient) ack(pk packets.Packet)              { c.t.Helper(); c.Ack(pk) }
+func (c *rawClient) close()                             { c.Close() }
+func protocolName(v byte) []byte                        { return brokertest.ProtocolName(v) }
 
 func (c *rawClient) connect(id string, clean bool, props packets.Properties) packets.Packet {
 	c.t.Helper()
-	c.send(packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		Connect: packets.ConnectParams{ProtocolName: protocolName(c.version), ClientIdentifier: id,
-			Clean: clean, Keepalive: 30},
-		Properties: props,
-	})
-	return c.expect(packets.Connack)
-}
-
-func protocolName(v byte) []byte {
-	if v == 3 {
-		return []byte("MQIsdp")
-	}
-	return []byte("MQTT")
+	return c.Connect(id, clean, props)
 }
 
 func (c *rawClient) subscribe(id uint16, subs ...packets.Subscription) packets.Packet {
 	c.t.Helper()
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id, Filters: subs})
-	return c.expect(packets.Suback)
+	return c.Subscribe(id, subs...)
 }
-
-// ping sends PINGREQ and returns the packets that arrive before the PINGRESP.
-func (c *rawClient) ping() []packets.Packet {
-	c.t.Helper()
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-	var before []packets.Packet
-	for {
-		pk, err := c.read()
-		if err != nil {
-			c.t.Fatalf("waiting for PINGRESP: %v", err)
-		}
-		if pk.FixedHeader.Type == packets.Pingresp {
-			return before
-		}
-		before = append(before, pk)
-	}
-}
-
-func (c *rawClient) ack(pk packets.Packet) {
-	c.t.Helper()
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
-}
-
-func (c *rawClient) close() { _ = c.conn.Close() }

@@ -5,7 +5,6 @@ package gateway_test
 // else; the allowed paths keep working.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -67,7 +66,7 @@ func TestOversizePacketDisconnect95(t *testing.T) {
 	}
 	t.Run("websocket v5", func(t *testing.T) {
 		conn := dialWS(t, g.Addr("ws"))
-		c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: 5}
+		c := newRawClient(t, conn, 5)
 		if ca := c.connect("big-ws", true, packets.Properties{}); ca.ReasonCode != 0 {
 			t.Fatalf("CONNACK %#x", ca.ReasonCode)
 		}

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -684,7 +683,7 @@ func TestCertUsername(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r3 := &rawClient{t: t, conn: conn3, r: bufio.NewReader(conn3), version: 4}
+	r3 := newRawClient(t, conn3, 4)
 	t.Cleanup(r3.close)
 	r3.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
 		ProtocolName: protocolName(4), ClientIdentifier: "meter-7b", Clean: true, Keepalive: 30,
@@ -722,7 +721,7 @@ func TestCertUsername(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: 5}
+		rc := newRawClient(t, conn, 5)
 		defer rc.close()
 		cp := packets.ConnectParams{ProtocolName: protocolName(5), ClientIdentifier: "plain", Clean: true, Keepalive: 30}
 		if user != nil {

@@ -3,7 +3,6 @@ package gateway_test
 // WebSocket listeners (ws and wss) with real MQTT-over-WebSocket clients.
 
 import (
-	"bufio"
 	"crypto/tls"
 	"io"
 	"net"
@@ -232,14 +231,12 @@ func TestCloseDrainsEveryListenerKind(t *testing.T) {
 	}
 	var connected, idle []*rawClient
 	for name, d := range dial {
-		c := &rawClient{t: t, conn: d(), r: nil, version: 5}
-		c.r = bufio.NewReader(c.conn)
+		c := newRawClient(t, d(), 5)
 		if ca := c.connect("drain-"+name, true, packets.Properties{}); ca.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK %#x", name, ca.ReasonCode)
 		}
 		connected = append(connected, c)
-		i := &rawClient{t: t, conn: d(), version: 5}
-		i.r = bufio.NewReader(i.conn)
+		i := newRawClient(t, d(), 5)
 		idle = append(idle, i)
 	}
 	start := time.Now()
@@ -281,8 +278,7 @@ func TestPanicRecoveredOnTLSAndWebSocket(t *testing.T) {
 	}
 	for name, d := range dial {
 		t.Run(name, func(t *testing.T) {
-			c := &rawClient{t: t, conn: d(), version: 5}
-			c.r = bufio.NewReader(c.conn)
+			c := newRawClient(t, d(), 5)
 			if ca := c.connect("truncated-"+name, true, packets.Properties{}); ca.ReasonCode != 0 {
 				t.Fatalf("CONNACK %#x", ca.ReasonCode)
 			}

@@ -118,10 +118,20 @@ func (c *Raw) Send(pk packets.Packet) {
 	if err := mqttwire.Encode(&buf, pk); err != nil {
 		c.t.Fatalf("encode: %v", err)
 	}
-	if _, err := c.conn.Write(buf.Bytes()); err != nil {
+	c.Write(buf.Bytes())
+}
+
+// Write writes b as it is (a malformed or partial packet).
+func (c *Raw) Write(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(b); err != nil {
 		c.t.Fatalf("raw write: %v", err)
 	}
 }
+
+// Reader is the buffered reader Read reads the connection through: a test
+// that reads bytes itself reads here, so that nothing buffered is lost.
+func (c *Raw) Reader() *bufio.Reader { return c.r }
 
 // Read returns the next packet from the server, or an error (io.EOF when the
 // server closed the connection, a timeout after Timeout).
@@ -155,6 +165,28 @@ func (c *Raw) Skip(typ byte) packets.Packet {
 		if pk.FixedHeader.Type == typ {
 			return pk
 		}
+	}
+}
+
+// ExpectPast reads past any PUBLISH the server delivers and returns the first
+// packet of another type, failing unless it has type typ. A client that is
+// subscribed to the topic it publishes to may get its own message before the
+// PUBACK: the spec orders the PUBLISHes of a topic [MQTT-4.6.0-6], not a
+// delivery against an acknowledgement.
+func (c *Raw) ExpectPast(typ byte) packets.Packet {
+	c.t.Helper()
+	for {
+		pk, err := c.Read()
+		if err != nil {
+			c.t.Fatalf("read (want packet type %d): %v", typ, err)
+		}
+		if pk.FixedHeader.Type == packets.Publish && typ != packets.Publish {
+			continue
+		}
+		if pk.FixedHeader.Type != typ {
+			c.t.Fatalf("got packet type %d (%+v), want %d", pk.FixedHeader.Type, pk, typ)
+		}
+		return pk
 	}
 }
 
