@@ -39,20 +39,24 @@ type MeterTypeConfig struct {
 	Protocols map[string]Settings // by protocol name; a missing part is the protocol's NewType
 }
 
-// MeterPortConfig is one serial port and the meters behind it (meters.ports[]).
+// MeterPortConfig is one port and the meters behind it (meters.ports[]): a
+// serial device (Device and the serial settings) or a TCP endpoint (Address,
+// ConnectTimeout).
 type MeterPortConfig struct {
-	Name        string
-	Device      string
-	Baud        int
-	DataBits    int
-	Parity      string
-	StopBits    int
-	ReadTimeout time.Duration
-	ReopenMin   time.Duration
-	ReopenMax   time.Duration
-	Protocol    string              // the name of a registered protocol
-	Settings    map[string]Settings // port sections by protocol name; a missing one is the protocol's NewPort
-	Meters      []PortMeterConfig
+	Name           string
+	Device         string
+	Address        string // host:port; set instead of Device for a TCP port
+	ConnectTimeout time.Duration
+	Baud           int
+	DataBits       int
+	Parity         string
+	StopBits       int
+	ReadTimeout    time.Duration
+	ReopenMin      time.Duration
+	ReopenMax      time.Duration
+	Protocol       string              // the name of a registered protocol
+	Settings       map[string]Settings // port sections by protocol name; a missing one is the protocol's NewPort
+	Meters         []PortMeterConfig
 }
 
 // PortMeterConfig is one meter on a port (meters.ports[].meters[]).
@@ -115,18 +119,20 @@ func (r *Registry) inline(d Decoder, fields map[string]Setter, newPart func(Plug
 
 func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfig {
 	p := MeterPortConfig{Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1, ReadTimeout: 100 * time.Millisecond,
-		ReopenMin: time.Second, ReopenMax: time.Minute, Settings: map[string]Settings{}}
+		ConnectTimeout: DefaultConnectTimeout, ReopenMin: time.Second, ReopenMax: time.Minute, Settings: map[string]Settings{}}
 	fields := map[string]Setter{
-		"name":         d.Str(&p.Name),
-		"device":       d.Str(&p.Device),
-		"baud":         d.Count(&p.Baud, 50, 4000000),
-		"data_bits":    d.Count(&p.DataBits, 7, 8),
-		"parity":       d.Enum(&p.Parity, "none", "even", "odd"),
-		"stop_bits":    d.Count(&p.StopBits, 1, 2),
-		"read_timeout": d.Duration(&p.ReadTimeout, 100*time.Millisecond, 25500*time.Millisecond),
-		"reopen_min":   d.Duration(&p.ReopenMin, time.Millisecond, time.Hour),
-		"reopen_max":   d.Duration(&p.ReopenMax, time.Millisecond, 24*time.Hour),
-		"protocol":     d.Enum(&p.Protocol, r.Names()...),
+		"name":            d.Str(&p.Name),
+		"device":          d.Str(&p.Device),
+		"address":         d.Str(&p.Address),
+		"connect_timeout": d.Duration(&p.ConnectTimeout, 100*time.Millisecond, time.Minute),
+		"baud":            d.Count(&p.Baud, 50, 4000000),
+		"data_bits":       d.Count(&p.DataBits, 7, 8),
+		"parity":          d.Enum(&p.Parity, "none", "even", "odd"),
+		"stop_bits":       d.Count(&p.StopBits, 1, 2),
+		"read_timeout":    d.Duration(&p.ReadTimeout, 100*time.Millisecond, 25500*time.Millisecond),
+		"reopen_min":      d.Duration(&p.ReopenMin, time.Millisecond, time.Hour),
+		"reopen_max":      d.Duration(&p.ReopenMax, time.Millisecond, 24*time.Hour),
+		"protocol":        d.Enum(&p.Protocol, r.Names()...),
 		"meters": func(n *yaml.Node, key string) {
 			d.List(n, key, func(n *yaml.Node, key string) { p.Meters = append(p.Meters, decodeMeter(d, r, n, key)) })
 		},
@@ -168,12 +174,7 @@ func CheckMeters(d Decoder, r *Registry, m *MetersConfig) {
 	for i, p := range m.Ports {
 		key := fmt.Sprintf("meters.ports[%d]", i)
 		ports.Check(i, p.Name)
-		if p.Device == "" {
-			d.Fail(key+".device", "must not be empty")
-		}
-		if !slices.Contains(StandardBauds, p.Baud) && !d.Failed(key+".baud") {
-			d.Fail(key+".baud", "%d is not a standard rate (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, ...)", p.Baud)
-		}
+		checkPortKind(d, key, p)
 		if p.ReopenMax < p.ReopenMin {
 			d.Fail(key+".reopen_max", "must not be less than reopen_min (%s)", p.ReopenMin)
 		}
@@ -225,11 +226,44 @@ func CheckMeters(d Decoder, r *Registry, m *MetersConfig) {
 	}
 }
 
+// serialKeys are the port keys that only make sense on a serial device.
+var serialKeys = []string{"baud", "data_bits", "parity", "stop_bits", "read_timeout"}
+
+// checkPortKind checks the keys that make p a serial port (device and its
+// line settings) or a TCP port (address, connect_timeout): exactly one kind,
+// and no key of the other.
+func checkPortKind(d Decoder, key string, p MeterPortConfig) {
+	addrSet := d.Present(key+".address") || p.Address != ""
+	switch {
+	case p.Device != "" && addrSet:
+		d.Fail(key+".address", "a port has either device (serial) or address (TCP), not both")
+		return
+	case addrSet:
+		if err := CheckAddress(p.Address); err != nil {
+			d.Fail(key+".address", "%v", err)
+		}
+		for _, k := range serialKeys {
+			if d.Present(key + "." + k) {
+				d.Fail(key+"."+k, "only for serial ports (device), not for a TCP port (address)")
+			}
+		}
+		return
+	case p.Device == "":
+		d.Fail(key+".device", "must be set (a serial device), or address instead (host:port of a TCP endpoint)")
+	}
+	if d.Present(key + ".connect_timeout") {
+		d.Fail(key+".connect_timeout", "only for TCP ports (address), not for a serial port (device)")
+	}
+	if !slices.Contains(StandardBauds, p.Baud) && !d.Failed(key+".baud") {
+		d.Fail(key+".baud", "%d is not a standard rate (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, ...)", p.Baud)
+	}
+}
+
 // portSpec returns port i of m as plugin sees it.
 func portSpec(m *MetersConfig, i int, plugin Plugin) PortSpec {
 	p := m.Ports[i]
 	name := plugin.Name()
-	spec := PortSpec{Key: fmt.Sprintf("meters.ports[%d]", i), Settings: p.Settings[name],
+	spec := PortSpec{Key: fmt.Sprintf("meters.ports[%d]", i), Address: p.Address, Settings: p.Settings[name],
 		CommandAttempts: m.CommandAttempts}
 	if spec.Settings == nil {
 		spec.Settings = plugin.NewPort()
@@ -294,7 +328,11 @@ func (h *Hub) addConfiguredPort(r *Registry, m *MetersConfig, i int, queue func(
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
-	return h.AddPort(PortConfig{Name: pc.Name, ReopenMin: pc.ReopenMin, ReopenMax: pc.ReopenMax,
+	cfg := PortConfig{Name: pc.Name, ReopenMin: pc.ReopenMin, ReopenMax: pc.ReopenMax,
 		Serial: SerialConfig{Device: pc.Device, Baud: pc.Baud, DataBits: pc.DataBits, Parity: pc.Parity,
-			StopBits: pc.StopBits, ReadTimeout: pc.ReadTimeout}}, proto, meters)
+			StopBits: pc.StopBits, ReadTimeout: pc.ReadTimeout}}
+	if pc.Address != "" {
+		cfg.Serial, cfg.TCP = SerialConfig{}, TCPConfig{Address: pc.Address, ConnectTimeout: pc.ConnectTimeout}
+	}
+	return h.AddPort(cfg, proto, meters)
 }

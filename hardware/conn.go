@@ -14,6 +14,10 @@ import (
 // a terminal hung up).
 var ErrHangup = errors.New("device hung up")
 
+// ErrPeerClosed is the error of a stream Conn (TCP) whose peer closed the
+// connection.
+var ErrPeerClosed = errors.New("connection closed by the peer")
+
 // ErrClosed is the error of a Conn closed by its owner.
 var ErrClosed = errors.New("port closed")
 
@@ -60,6 +64,7 @@ type Conn struct {
 	rw          io.ReadWriteCloser
 	line        Line
 	readTimeout time.Duration
+	stream      bool
 
 	counters *Counters
 	limited  *ratelog.Logger
@@ -78,11 +83,28 @@ type Conn struct {
 // which means the device hung up. With readTimeout 0 an end of file ends the
 // Conn.
 func NewConn(rw io.ReadWriteCloser, line Line, readTimeout time.Duration) *Conn {
-	c := &Conn{rw: rw, line: line, readTimeout: readTimeout, counters: new(Counters), limited: ratelog.NewLogger(nil, 0, 0, nil),
-		chunks: make(chan []byte, chunkQueue), done: make(chan struct{})}
+	return newConn(rw, line, readTimeout, false)
+}
+
+func newConn(rw io.ReadWriteCloser, line Line, readTimeout time.Duration, stream bool) *Conn {
+	c := &Conn{rw: rw, line: line, readTimeout: readTimeout, stream: stream, counters: new(Counters),
+		limited: ratelog.NewLogger(nil, 0, 0, nil), chunks: make(chan []byte, chunkQueue), done: make(chan struct{})}
 	go c.readLoop()
 	return c
 }
+
+// NewStreamConn wraps an open TCP connection (or another byte stream without
+// a line speed) and starts its reader: Line is the zero Line (no wire time, no
+// silent interval), and end of file means the peer closed the connection
+// (ErrPeerClosed).
+func NewStreamConn(rw io.ReadWriteCloser) *Conn {
+	return newConn(rw, Line{}, 0, true)
+}
+
+// Stream reports whether the Conn is a TCP connection (NewStreamConn): a
+// protocol cannot tell a silent meter from a dead connection by the line, so
+// it closes a connection that stops answering (see modbus.Master).
+func (c *Conn) Stream() bool { return c.stream }
 
 func (c *Conn) readLoop() {
 	buf := make([]byte, chunkSize)
@@ -112,6 +134,8 @@ func (c *Conn) readLoop() {
 				continue
 			}
 			err = ErrHangup
+		} else if errors.Is(err, io.EOF) && n == 0 && c.stream {
+			err = ErrPeerClosed
 		}
 		c.fail(err)
 		return

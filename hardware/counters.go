@@ -15,10 +15,13 @@ type Counters struct {
 	Timeouts     atomic.Int64 // requests without a (valid) response in time
 	Exceptions   atomic.Int64 // Modbus exception responses
 	WrongSlave   atomic.Int64 // valid Modbus frames from another slave than the one asked
-	Oversized    atomic.Int64 // frames or lines longer than any valid one (discarded)
-	ParseErrors  atomic.Int64 // lines that are not a valid frame
-	UnknownMeter atomic.Int64 // frames from a meter id not configured on the port
-	Reopens      atomic.Int64 // times the port was opened again after a failure
+	// WrongTransaction counts Modbus TCP responses whose transaction id is not
+	// the request's (late answers to an earlier request, a confused gateway).
+	WrongTransaction atomic.Int64
+	Oversized        atomic.Int64 // frames or lines longer than any valid one (discarded)
+	ParseErrors      atomic.Int64 // lines that are not a valid frame
+	UnknownMeter     atomic.Int64 // frames from a meter id not configured on the port
+	Reopens          atomic.Int64 // times the port was opened again after a failure
 	// Scheduling: how late polls started after their due time.
 	PollLagNanos    atomic.Int64 // sum
 	PollLagMaxNanos atomic.Int64
@@ -43,16 +46,17 @@ func (c *Counters) AddLag(d time.Duration) {
 // Map returns the counters by name, as published.
 func (c *Counters) Map() map[string]int64 {
 	return map[string]int64{
-		"frames":        c.Frames.Load(),
-		"readings":      c.Readings.Load(),
-		"garbage_bytes": c.GarbageBytes.Load(),
-		"crc_errors":    c.CRCErrors.Load(),
-		"timeouts":      c.Timeouts.Load(),
-		"exceptions":    c.Exceptions.Load(),
-		"wrong_slave":   c.WrongSlave.Load(),
-		"oversized":     c.Oversized.Load(),
-		"parse_errors":  c.ParseErrors.Load(),
-		"unknown_meter": c.UnknownMeter.Load(),
-		"reopens":       c.Reopens.Load(),
+		"frames":            c.Frames.Load(),
+		"readings":          c.Readings.Load(),
+		"garbage_bytes":     c.GarbageBytes.Load(),
+		"crc_errors":        c.CRCErrors.Load(),
+		"timeouts":          c.Timeouts.Load(),
+		"exceptions":        c.Exceptions.Load(),
+		"wrong_slave":       c.WrongSlave.Load(),
+		"wrong_transaction": c.WrongTransaction.Load(),
+		"oversized":         c.Oversized.Load(),
+		"parse_errors":      c.ParseErrors.Load(),
+		"unknown_meter":     c.UnknownMeter.Load(),
+		"reopens":           c.Reopens.Load(),
 	}
 }

@@ -194,7 +194,11 @@ func (h *Hub) AddMeter(cfg MeterConfig, queue session.Queue) (*Meter, error) {
 
 // AddPort adds a port driven by proto, serving meters (already added).
 func (h *Hub) AddPort(cfg PortConfig, proto Protocol, meters []*Meter) (*Port, error) {
-	if err := cfg.Serial.Check(); err != nil {
+	if cfg.TCP.Address != "" {
+		if err := CheckAddress(cfg.TCP.Address); err != nil {
+			return nil, fmt.Errorf("port %s: address: %w", cfg.Name, err)
+		}
+	} else if err := cfg.Serial.Check(); err != nil {
 		return nil, fmt.Errorf("port %s: %w", cfg.Name, err)
 	}
 	if cfg.ReopenMin <= 0 {
@@ -206,7 +210,10 @@ func (h *Hub) AddPort(cfg PortConfig, proto Protocol, meters []*Meter) (*Port, e
 	log := h.log.With(slog.String("port", cfg.Name))
 	p := &Port{cfg: cfg, proto: proto, meters: meters, hub: h, log: log,
 		Limited: ratelog.NewLogger(log, ratelog.DefaultEvery, 1, h.opts.Now), opened: make(chan struct{})}
-	p.status = PortStatus{Port: cfg.Name, Device: cfg.Serial.Device, Protocol: proto.Name(), Meters: []string{}}
+	p.status = PortStatus{Port: cfg.Name, Device: cfg.Serial.Device, Address: cfg.TCP.Address, Protocol: proto.Name(), Meters: []string{}}
+	if cfg.TCP.Address != "" {
+		p.status.Device = ""
+	}
 	for _, m := range meters {
 		p.status.Meters = append(p.status.Meters, m.id)
 		m.port = p

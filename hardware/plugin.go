@@ -90,6 +90,7 @@ type Settings interface {
 // PortSpec is one configured port as its protocol checks and builds it.
 type PortSpec struct {
 	Key             string   // "meters.ports[i]", for messages
+	Address         string   // a TCP port's host:port; "" for a serial port
 	Settings        Settings // the protocol's port section (its NewPort, decoded)
 	Meters          []MeterSpec
 	CommandAttempts int // meters.command_attempts, at least 1
@@ -117,7 +118,7 @@ type Registry struct {
 // protocol may add a key of the same name at the same level.
 var (
 	genericTypeKeys  = []string{"name"}
-	genericPortKeys  = []string{"name", "device", "baud", "data_bits", "parity", "stop_bits", "read_timeout", "reopen_min", "reopen_max", "protocol", "meters"}
+	genericPortKeys  = []string{"name", "device", "address", "connect_timeout", "baud", "data_bits", "parity", "stop_bits", "read_timeout", "reopen_min", "reopen_max", "protocol", "meters"}
 	genericMeterKeys = []string{"id", "type"}
 )
 

@@ -3,11 +3,14 @@ package hardware
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +87,53 @@ func OpenSerial(c SerialConfig) (io.ReadWriteCloser, error) {
 	return p, nil
 }
 
+// TCPConfig is how a TCP port (a Modbus TCP device or gateway, an
+// RS-485-to-Ethernet converter) is reached.
+type TCPConfig struct {
+	Address        string        // host:port
+	ConnectTimeout time.Duration // how long one connection attempt may take
+}
+
+// DefaultConnectTimeout is meters.ports[].connect_timeout when not set.
+const DefaultConnectTimeout = 5 * time.Second
+
+// CheckAddress validates a TCP port's address: host:port with a host and a
+// numeric port 1-65535 (a name such as "modbus" is refused: it would depend
+// on /etc/services). The error says what is wrong.
+func CheckAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			return fmt.Errorf("%q has no port: write host:port, e.g. %s:502", addr, addr)
+		}
+		return fmt.Errorf("%q must be host:port (%v)", addr, errors.Unwrap(err))
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q must be a number 1-65535", addr, port)
+	}
+	return nil
+}
+
+// DialTCP opens a TCP connection to c.Address within c.ConnectTimeout (or
+// ctx). TCP keep-alive probes run every 15 s, so a peer that vanished is
+// noticed by the kernel too; a peer that accepts and never answers is noticed
+// by the protocol's response timeout.
+func DialTCP(ctx context.Context, c TCPConfig) (net.Conn, error) {
+	timeout := c.ConnectTimeout
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
+	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", c.Address)
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
 // Protocol drives the meters on one port. A protocol package (hardware/modbus,
 // hardware/line) implements it.
 type Protocol interface {
@@ -95,10 +145,12 @@ type Protocol interface {
 	Run(ctx context.Context, c *Conn) error
 }
 
-// PortConfig is one port of a hub.
+// PortConfig is one port of a hub: a serial device (Serial), or a TCP
+// connection when TCP.Address is set.
 type PortConfig struct {
 	Name      string
 	Serial    SerialConfig
+	TCP       TCPConfig
 	ReopenMin time.Duration // first wait after a failure; doubles up to ReopenMax
 	ReopenMax time.Duration
 	// Open opens the device; nil means OpenSerial. Tests inject other devices.
@@ -109,7 +161,8 @@ type PortConfig struct {
 // when it changes.
 type PortStatus struct {
 	Port      string           `json:"port"`
-	Device    string           `json:"device"`
+	Device    string           `json:"device,omitempty"`  // serial ports
+	Address   string           `json:"address,omitempty"` // TCP ports: host:port
 	Protocol  string           `json:"protocol"`
 	Open      bool             `json:"open"`
 	Since     time.Time        `json:"since"`
@@ -118,7 +171,7 @@ type PortStatus struct {
 	Counters  map[string]int64 `json:"counters"`
 }
 
-// Port is one serial port with its protocol and meters.
+// Port is one serial port or TCP connection with its protocol and meters.
 type Port struct {
 	cfg      PortConfig
 	proto    Protocol
@@ -145,8 +198,11 @@ func (p *Port) Name() string { return p.cfg.Name }
 // Protocol returns the protocol driving the port.
 func (p *Port) Protocol() Protocol { return p.proto }
 
-// Serial returns how the port's device is opened.
+// Serial returns how the port's device is opened (zero for a TCP port).
 func (p *Port) Serial() SerialConfig { return p.cfg.Serial }
+
+// TCP returns how a TCP port connects (zero Address for a serial port).
+func (p *Port) TCP() TCPConfig { return p.cfg.TCP }
 
 // Status returns the port's current state.
 func (p *Port) Status() PortStatus {
@@ -160,22 +216,57 @@ func (p *Port) Status() PortStatus {
 // StatusTopic is where the port's status is published.
 func (p *Port) StatusTopic() string { return "edgegw/ports/" + p.cfg.Name + "/status" }
 
-// run opens the port, runs the protocol, and reopens after failures with backoff
-// until ctx is done.
-func (p *Port) run(ctx context.Context) {
+// IsTCP reports whether the port is a TCP connection (not a serial device).
+func (p *Port) IsTCP() bool { return p.cfg.TCP.Address != "" }
+
+// where returns the port's device or address, for logs.
+func (p *Port) where() slog.Attr {
+	if p.IsTCP() {
+		return slog.String("address", p.cfg.TCP.Address)
+	}
+	return slog.String("device", p.cfg.Serial.Device)
+}
+
+// connect opens the serial device or the TCP connection and wraps it in a Conn.
+func (p *Port) connect(ctx context.Context) (*Conn, error) {
+	if p.IsTCP() {
+		nc, err := DialTCP(ctx, p.cfg.TCP)
+		if err != nil {
+			return nil, err
+		}
+		return NewStreamConn(nc), nil
+	}
 	open := p.cfg.Open
 	if open == nil {
 		open = OpenSerial
 	}
+	rw, err := open(p.cfg.Serial)
+	if err != nil {
+		return nil, err
+	}
+	return NewConn(rw, p.cfg.Serial.Line(), p.cfg.Serial.ReadTimeout), nil
+}
+
+// run opens the port, runs the protocol, and reopens after failures with backoff
+// until ctx is done. A TCP port is the same loop: connect (within its connect
+// timeout), run, reconnect with the same backoff.
+func (p *Port) run(ctx context.Context) {
+	kind := "serial port"
+	if p.IsTCP() {
+		kind = "TCP connection"
+	}
 	backoff := p.cfg.ReopenMin
 	everOpen := false
 	for ctx.Err() == nil {
-		rw, err := open(p.cfg.Serial)
+		c, err := p.connect(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
 			p.setState(false, err)
 			wait := jitter(backoff)
-			p.Limited.Warn("open", "serial port cannot be opened; retrying",
-				slog.String("device", p.cfg.Serial.Device), slog.Any("error", err), slog.Duration("retry_in", wait))
+			p.Limited.Warn("open", kind+" cannot be opened; retrying",
+				p.where(), slog.Any("error", err), slog.Duration("retry_in", wait))
 			backoff = min(backoff*2, p.cfg.ReopenMax)
 			if !sleepCtx(ctx, wait) {
 				break
@@ -186,11 +277,13 @@ func (p *Port) run(ctx context.Context) {
 			p.counters.Reopens.Add(1)
 		}
 		everOpen = true
-		p.log.Info("serial port open", slog.String("device", p.cfg.Serial.Device),
-			slog.Int("baud", p.cfg.Serial.Baud), slog.String("protocol", p.proto.Name()))
+		if p.IsTCP() {
+			p.log.Info(kind+" open", p.where(), slog.String("protocol", p.proto.Name()))
+		} else {
+			p.log.Info(kind+" open", p.where(), slog.Int("baud", p.cfg.Serial.Baud), slog.String("protocol", p.proto.Name()))
+		}
 		p.setState(true, nil)
 		start := time.Now()
-		c := NewConn(rw, p.cfg.Serial.Line(), p.cfg.Serial.ReadTimeout)
 		c.counters, c.limited = &p.counters, p.Limited
 		err = p.proto.Run(ctx, c)
 		_ = c.Close()
@@ -206,8 +299,7 @@ func (p *Port) run(ctx context.Context) {
 		wait := jitter(backoff)
 		backoff = min(backoff*2, p.cfg.ReopenMax)
 		p.setState(false, err)
-		p.log.Warn("serial port lost; reopening", slog.String("device", p.cfg.Serial.Device),
-			slog.Any("error", err), slog.Duration("retry_in", wait))
+		p.log.Warn(kind+" lost; reopening", p.where(), slog.Any("error", err), slog.Duration("retry_in", wait))
 		if !sleepCtx(ctx, wait) {
 			break
 		}

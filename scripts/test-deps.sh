@@ -31,6 +31,7 @@ DEPS=(
 PYDEPS=(
 	paho.mqtt.client:python3-paho-mqtt # interop tests with paho-mqtt for Python
 	pymodbus:python3-pymodbus          # Modbus TCP and RTU-over-TCP servers for the meter tests
+	serial_asyncio:python3-serial-asyncio # pymodbus.server imports it (and pyserial) even for TCP; only Recommended by python3-pymodbus
 )
 
 if ! command -v go >/dev/null 2>&1; then

@@ -578,7 +578,11 @@ func printMeters(p *printer, st admin.Status, ports bool) {
 		if len(errs) == 0 {
 			errs = []string{"no errors"}
 		}
-		p.row("port "+pt.Port, state, pt.Device, pt.Protocol, fmt.Sprintf("frames %d", pt.Counters["frames"]), strings.Join(errs, ", "))
+		where := pt.Device
+		if pt.Address != "" {
+			where = "tcp " + pt.Address
+		}
+		p.row("port "+pt.Port, state, where, pt.Protocol, fmt.Sprintf("frames %d", pt.Counters["frames"]), strings.Join(errs, ", "))
 		if pt.LastError != "" && !pt.Open {
 			p.row("", "", "last error: "+pt.LastError)
 		}

@@ -14,8 +14,8 @@ import (
 // in the meters section, their defaults and checks, and the construction of
 // the master of one port. sample.yaml shows every key.
 
-// Plugin is the Modbus RTU master as a meter protocol of the configuration
-// (hardware.Plugin).
+// Plugin is the Modbus master (RTU on serial ports; Modbus TCP or RTU over
+// TCP on TCP ports) as a meter protocol of the configuration (hardware.Plugin).
 type Plugin struct{}
 
 // Name implements hardware.Plugin.
@@ -43,11 +43,26 @@ type PortSettings struct {
 	Timeout      time.Duration
 	Retries      int
 	OfflineAfter int
+	// Framing is "tcp" or "rtu"; "" (the default) is tcp on a TCP port and
+	// rtu on a serial port (see FramingOf).
+	Framing string
+}
+
+// FramingOf returns the framing of a port with settings ps: its framing key,
+// or by default tcp on a TCP port (tcp true) and rtu on a serial one.
+func FramingOf(ps *PortSettings, tcp bool) Framing {
+	switch {
+	case ps.Framing != "":
+		return Framing(ps.Framing)
+	case tcp:
+		return FramingTCP
+	}
+	return FramingRTU
 }
 
 // MeterSettings are the Modbus keys of a meter on a port.
 type MeterSettings struct {
-	Slave    int           // 1-247, required
+	Slave    int           // required: 1-247 with RTU framing, 0-255 (unit id) with Modbus TCP
 	Interval time.Duration // poll period
 }
 
@@ -89,13 +104,14 @@ func (p *PortSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
 		"timeout":       d.Duration(&p.Timeout, time.Millisecond, time.Minute),
 		"retries":       d.Count(&p.Retries, 0, 10),
 		"offline_after": d.Count(&p.OfflineAfter, 1, 1000),
+		"framing":       d.Enum(&p.Framing, string(FramingTCP), string(FramingRTU)),
 	}
 }
 
 // Keys implements hardware.Settings.
 func (m *MeterSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
 	return map[string]hardware.Setter{
-		"slave":    d.Count(&m.Slave, 1, 247),
+		"slave":    d.Count(&m.Slave, 0, 255),
 		"interval": d.Duration(&m.Interval, time.Millisecond, 24*time.Hour),
 	}
 }
@@ -122,18 +138,34 @@ func (Plugin) CheckType(d hardware.Decoder, key string, s hardware.Settings) {
 	}
 }
 
-// CheckPort implements hardware.Plugin: every meter has a unique slave address
-// and a type with registers.
+// CheckPort implements hardware.Plugin: the framing fits the port (tcp only
+// on a TCP port), every meter has a unique slave address (unit id) in the
+// framing's range and a type with registers.
 func (Plugin) CheckPort(d hardware.Decoder, p hardware.PortSpec) {
+	ps := p.Settings.(*PortSettings)
+	tcp := p.Address != ""
+	framing := FramingOf(ps, tcp)
+	if framing == FramingTCP && !tcp {
+		d.Fail(p.Key+".modbus.framing", "tcp is only for TCP ports (address); a serial port carries rtu frames")
+	}
 	slaves := map[int]string{}
 	for _, m := range p.Meters {
 		ms := m.Settings.(*MeterSettings)
-		if ms.Slave == 0 && !d.Failed(m.Key+".slave") {
-			d.Fail(m.Key+".slave", "must be set (1-247) on a modbus port")
-		} else if other, dup := slaves[ms.Slave]; dup && ms.Slave != 0 {
-			d.Fail(m.Key+".slave", "%d is already the address of meter %s", ms.Slave, other)
-		} else if ms.Slave != 0 {
-			slaves[ms.Slave] = m.ID
+		key := m.Key + ".slave"
+		switch {
+		case d.Failed(key):
+		case !d.Present(key) && framing == FramingTCP:
+			d.Fail(key, "must be set (the unit id, 0-255) on a modbus port")
+		case !d.Present(key):
+			d.Fail(key, "must be set (1-247) on a modbus port")
+		case framing == FramingRTU && (ms.Slave < minSlave || ms.Slave > maxSlave):
+			d.Fail(key, "%d is not an RTU slave address: must be 1-247 (0 is broadcast, 248-255 reserved)", ms.Slave)
+		default:
+			if other, dup := slaves[ms.Slave]; dup {
+				d.Fail(key, "%d is already the address of meter %s", ms.Slave, other)
+			} else {
+				slaves[ms.Slave] = m.ID
+			}
 		}
 		if m.Type == "" {
 			d.Fail(m.Key+".type", "must name a meter type with registers on a modbus port")
@@ -143,10 +175,11 @@ func (Plugin) CheckPort(d hardware.Decoder, p hardware.PortSpec) {
 	}
 }
 
-// Build implements hardware.Plugin: the master of one bus.
+// Build implements hardware.Plugin: the master of one bus or TCP endpoint.
 func (Plugin) Build(p hardware.PortSpec, add func(hardware.MeterConfig) (*hardware.Meter, error)) (hardware.Protocol, []*hardware.Meter, error) {
 	ps := p.Settings.(*PortSettings)
-	conf := Config{Timeout: ps.Timeout, Retries: ps.Retries, CommandAttempts: p.CommandAttempts}
+	conf := Config{Timeout: ps.Timeout, Retries: ps.Retries, CommandAttempts: p.CommandAttempts,
+		Framing: FramingOf(ps, p.Address != "")}
 	var meters []*hardware.Meter
 	for _, pm := range p.Meters {
 		ms := pm.Settings.(*MeterSettings)

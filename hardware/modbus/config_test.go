@@ -54,10 +54,28 @@ func TestConfigErrors(t *testing.T) {
 			"x.yaml:4: meters.ports[0].modbus.retries: must be between 0 and 10, got 11",
 			"x.yaml:5: meters.ports[0].meters[0].slave: must be set (1-247) on a modbus port",
 			"x.yaml:5: meters.ports[0].meters[0].type: meter type \"t\" has no registers",
-			"x.yaml:5: meters.ports[0].meters[1].slave: must be between 1 and 247, got 300"},
+			"x.yaml:5: meters.ports[0].meters[1].slave: must be between 0 and 255, got 300"},
 	})
+	// Framings: tcp (MBAP) or rtu, tcp only on a TCP port; unit ids 0-255 with
+	// tcp, slave addresses 1-247 with rtu (on serial and over TCP alike).
+	golden.ConfigErrors(t, map[string][]string{
+		"meters:\n  ports:\n    - {name: p, address: 'gw:502', protocol: modbus, modbus: {framing: ascii}}\n": {"x.yaml:3: meters.ports[0].modbus.framing: must be one of tcp, rtu"},
+		"meters:\n  ports:\n    - {name: p, device: /dev/x, protocol: modbus, modbus: {framing: tcp}}\n":      {"x.yaml:3: meters.ports[0].modbus.framing: tcp is only for TCP ports (address); a serial port carries rtu frames"},
+		"meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, address: 'gw:502', protocol: modbus, modbus: {framing: rtu}, meters: [{id: a, type: t, slave: 0}, {id: b, type: t}]}\n": {
+			"meters.ports[0].meters[0].slave: 0 is not an RTU slave address: must be 1-247",
+			"meters.ports[0].meters[1].slave: must be set (1-247) on a modbus port"},
+		"meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, address: 'gw:502', protocol: modbus, meters: [{id: a, type: t, slave: 0}, {id: b, type: t}, {id: c, type: t, slave: 0}]}\n": {
+			"meters.ports[0].meters[1].slave: must be set (the unit id, 0-255) on a modbus port",
+			"meters.ports[0].meters[2].slave: 0 is already the address of meter a"},
+	})
+	c, err := gateway.ParseConfig("x.yaml", []byte("meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, address: 'gw:502', protocol: modbus, meters: [{id: a, type: t, slave: 255}, {id: b, type: t, slave: 0}]}\n"))
+	if err != nil {
+		t.Errorf("unit ids 0 and 255 on a Modbus TCP port: %v", err)
+	} else if f := modbus.FramingOf(c.Meters.Ports[0].Settings["modbus"].(*modbus.PortSettings), true); f != modbus.FramingTCP {
+		t.Errorf("default framing of a TCP port: %q", f)
+	}
 	// A slave address out of range is reported once, not also as missing.
-	_, err := gateway.ParseConfig("x.yaml", []byte("meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, meters: [{id: b, type: t, slave: 300}]}\n"))
+	_, err = gateway.ParseConfig("x.yaml", []byte("meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, meters: [{id: b, type: t, slave: 300}]}\n"))
 	if err == nil || strings.Count(err.Error(), "meters[0].slave") != 1 {
 		t.Errorf("slave out of range: %v", err)
 	}

@@ -78,11 +78,17 @@ type Request struct {
 	IDCode, ObjectID byte
 }
 
-// Check validates r.
+// Check validates r as an RTU request: a slave address 1-247 and a valid PDU.
 func (r Request) Check() error {
 	if r.Slave < minSlave || r.Slave > maxSlave {
 		return fmt.Errorf("slave address %d: must be 1-247", r.Slave)
 	}
+	return r.CheckPDU()
+}
+
+// CheckPDU validates the function code, address, count and values of r: a
+// Modbus TCP request, whose unit id may be anything 0-255.
+func (r Request) CheckPDU() error {
 	switch r.Function {
 	case ReadDeviceID:
 		if r.IDCode < 1 || r.IDCode > 4 {
@@ -119,11 +125,16 @@ func (r Request) Check() error {
 // Encode appends the request's RTU frame to dst.
 func (r Request) Encode(dst []byte) []byte {
 	start := len(dst)
+	dst = r.appendBody(dst)
+	c := CRC(dst[start:])
+	return append(dst, byte(c), byte(c>>8))
+}
+
+// appendBody appends the slave address (unit id) and the PDU of r to dst.
+func (r Request) appendBody(dst []byte) []byte {
 	dst = append(dst, r.Slave, r.Function)
 	if r.Function == ReadDeviceID {
-		dst = append(dst, meiDeviceID, r.IDCode, r.ObjectID)
-		c := CRC(dst[start:])
-		return append(dst, byte(c), byte(c>>8))
+		return append(dst, meiDeviceID, r.IDCode, r.ObjectID)
 	}
 	dst = binary.BigEndian.AppendUint16(dst, r.Address)
 	switch r.Function {
@@ -138,8 +149,7 @@ func (r Request) Encode(dst []byte) []byte {
 			dst = binary.BigEndian.AppendUint16(dst, v)
 		}
 	}
-	c := CRC(dst[start:])
-	return append(dst, byte(c), byte(c>>8))
+	return dst
 }
 
 // Response is a slave's answer to a Request.
@@ -297,12 +307,7 @@ func ScanResponse(buf []byte, req Request) Scan {
 			continue
 		}
 		s.Status, s.Start, s.End, s.Partial = Found, i, i+n, false
-		s.Resp = Response{Slave: f[0], Function: req.Function}
-		if f[1]&exceptionFlag != 0 {
-			s.Resp.Exception = f[2]
-		} else if req.Function != WriteSingle && req.Function != WriteMultiple {
-			s.Resp.Data = append([]byte(nil), f[3:n-2]...)
-		}
+		s.Resp = responseOf(f, n-2, req)
 		return s
 	}
 	return s

@@ -16,7 +16,16 @@ var (
 	ErrTimeout = errors.New("no response (timeout)")
 	// ErrCRC: a response arrived but its CRC was wrong (and nothing valid followed).
 	ErrCRC = errors.New("response with a wrong CRC")
+	// ErrSilentConn ends a TCP connection on which requests go unanswered
+	// with nothing at all received (see Master.Silent).
+	ErrSilentConn = errors.New("no response and nothing received on the connection: closed (half-open or dead peer)")
 )
+
+// silentLimit is how many requests in a row (each after its retries) may time
+// out on a TCP connection, with not a byte received since the first of them,
+// before the connection is taken for dead. One is not enough: one unit behind
+// a converter may be off while the others answer.
+const silentLimit = 2
 
 // ExceptionError is a Modbus exception response.
 type ExceptionError struct {
@@ -26,6 +35,11 @@ type ExceptionError struct {
 func (e *ExceptionError) Error() string {
 	return fmt.Sprintf("modbus exception %d (%s) to function %d", e.Code, exceptionName(e.Code), e.Function)
 }
+
+// Gateway reports whether the exception comes from a Modbus gateway on behalf
+// of a unit it could not reach (10: gateway path unavailable, 11: gateway
+// target device failed to respond): the unit itself gave no answer.
+func (e *ExceptionError) Gateway() bool { return e.Code == 10 || e.Code == 11 }
 
 func exceptionName(code byte) string {
 	switch code {
@@ -66,15 +80,20 @@ func SilentInterval(l hardware.Line) time.Duration {
 // 16 ms).
 const frameEnd = 20 * time.Millisecond
 
-// Master runs request/response transactions on one bus. It is used by one
-// goroutine at a time.
+// Master runs request/response transactions on one bus or connection, one at
+// a time. It is used by one goroutine at a time.
 type Master struct {
 	conn     *hardware.Conn
 	line     hardware.Line
+	framing  Framing
 	timeout  time.Duration
 	t35      time.Duration
 	counters *hardware.Counters
 	log      *ratelog.Logger
+
+	tid    uint16 // Modbus TCP: transaction id of the last request
+	heard  bool   // bytes arrived since the last timed-out request
+	silent int    // requests timed out in a row with nothing received (stream conns)
 
 	lastBus time.Time // when the bus was last busy: end of the last frame sent or byte seen
 	buf     []byte
@@ -82,14 +101,50 @@ type Master struct {
 	timer   *time.Timer
 }
 
-// NewMaster returns a master on c with the given response timeout (counted
-// from the end of the request's wire time).
+// NewMaster returns an RTU master on c with the given response timeout
+// (counted from the end of the request's wire time). On a stream Conn (RTU
+// over TCP) the line has no speed: no silent interval, no wire time.
 func NewMaster(c *hardware.Conn, timeout time.Duration) *Master {
+	return NewFramedMaster(c, timeout, FramingRTU)
+}
+
+// NewFramedMaster returns a master on c with the given framing: FramingRTU
+// (NewMaster), or FramingTCP for Modbus TCP on a stream Conn (MBAP header,
+// transaction ids; unit ids 0-255).
+func NewFramedMaster(c *hardware.Conn, timeout time.Duration, f Framing) *Master {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &Master{conn: c, line: c.Line(), timeout: timeout, t35: SilentInterval(c.Line()),
+	return &Master{conn: c, line: c.Line(), framing: f, timeout: timeout, t35: SilentInterval(c.Line()),
 		counters: c.Counters(), log: c.Log(), timer: t,
-		buf: make([]byte, 0, 2*MaxADU), wbuf: make([]byte, 0, MaxADU)}
+		buf: make([]byte, 0, 2*MaxADU+chunkMax), wbuf: make([]byte, 0, MaxTCPADU)}
+}
+
+// chunkMax bounds one chunk a Conn delivers (hardware's chunkSize).
+const chunkMax = 256
+
+// Silent returns ErrSilentConn once silentLimit requests in a row timed out
+// (after their retries) on a stream Conn with not a byte received since the
+// first of them: the TCP connection is half-open, or the peer accepted it and
+// does not serve it. The caller closes the connection and opens a new one.
+// On a serial line it is always nil (a silent bus is a silent meter).
+func (m *Master) Silent() error {
+	if m.conn.Stream() && m.silent >= silentLimit {
+		return ErrSilentConn
+	}
+	return nil
+}
+
+// noteOutcome updates the silent-connection count after a transaction.
+func (m *Master) noteOutcome(err error) {
+	if !errors.Is(err, ErrTimeout) {
+		m.silent = 0 // an answer of any kind, or a failure that ends the Conn anyway
+		return
+	}
+	if m.heard {
+		m.silent = 0
+	}
+	m.silent++
+	m.heard = false
 }
 
 // IsConnError reports whether err ended the port or the run (not a protocol
@@ -102,21 +157,30 @@ func IsConnError(err error) bool {
 // Transact sends req and returns the response, trying again up to retries
 // times after a timeout or CRC error. An exception response is returned with
 // an *ExceptionError.
+//
+// On a stream Conn a transaction that times out counts towards Silent, and
+// once Silent reports the connection dead, Transact returns ErrSilentConn
+// without sending.
 func (m *Master) Transact(ctx context.Context, req Request, retries int) (Response, error) {
+	if err := m.Silent(); err != nil {
+		return Response{}, err
+	}
 	for attempt := 0; ; attempt++ {
 		resp, err := m.Do(ctx, req)
 		if err == nil || IsConnError(err) || attempt >= retries || !(errors.Is(err, ErrTimeout) || errors.Is(err, ErrCRC)) {
+			m.noteOutcome(err)
 			return resp, err
 		}
 	}
 }
 
 // Exchange is Transact with its own response timeout (a Bus: commissioning
-// on a port the caller opened).
+// on a port the caller opened). Its timeouts do not count towards Silent: a
+// scan of unit ids nobody answers to is no sign of a dead connection.
 func (m *Master) Exchange(ctx context.Context, req Request, timeout time.Duration, retries int) (Response, error) {
-	saved := m.timeout
+	saved, silent := m.timeout, m.silent
 	m.timeout = timeout
-	defer func() { m.timeout = saved }()
+	defer func() { m.timeout, m.silent = saved, silent }()
 	return m.Transact(ctx, req, retries)
 }
 
@@ -138,6 +202,7 @@ func (m *Master) wait(ctx context.Context, d time.Duration) ([]byte, bool, error
 	case <-m.conn.Done():
 		return nil, false, m.conn.Err()
 	case b := <-m.conn.Recv():
+		m.heard = true
 		return b, false, nil
 	case <-m.timer.C:
 		return nil, true, nil
@@ -146,6 +211,9 @@ func (m *Master) wait(ctx context.Context, d time.Duration) ([]byte, bool, error
 
 // Do runs one transaction: silent interval, request, response.
 func (m *Master) Do(ctx context.Context, req Request) (Response, error) {
+	if m.framing == FramingTCP {
+		return m.doTCP(ctx, req)
+	}
 	if err := req.Check(); err != nil {
 		return Response{}, err
 	}
@@ -229,4 +297,82 @@ func (m *Master) Do(ctx context.Context, req Request) (Response, error) {
 	}
 	m.counters.Timeouts.Add(1)
 	return Response{}, ErrTimeout
+}
+
+// doTCP runs one Modbus TCP transaction: the request with the next
+// transaction id, then ADUs split from the stream until the response to it.
+// ADUs with another transaction id (late answers to a request that timed
+// out) or another unit id are counted and skipped, as are ADUs whose PDU is
+// no response to the request (parse_errors). Bytes stay buffered across
+// transactions: a late answer cut between two reads still splits cleanly.
+func (m *Master) doTCP(ctx context.Context, req Request) (Response, error) {
+	if err := req.CheckPDU(); err != nil {
+		return Response{}, err
+	}
+	m.tid++
+	m.wbuf = req.EncodeTCP(m.wbuf[:0], m.tid)
+	if err := m.conn.Write(m.wbuf); err != nil {
+		return Response{}, err
+	}
+	deadline := time.Now().Add(m.timeout)
+	for {
+		// Every complete ADU already received.
+		for {
+			adu, n, err := NextADU(m.buf)
+			if err != nil {
+				m.garbage(len(m.buf))
+				m.buf = m.buf[:0]
+				return Response{}, err
+			}
+			if n == 0 {
+				break
+			}
+			resp, found := m.matchADU(adu, req)
+			m.buf = m.buf[:copy(m.buf, m.buf[n:])]
+			if found {
+				m.counters.Frames.Add(1)
+				if resp.Exception != 0 {
+					m.counters.Exceptions.Add(1)
+					return resp, &ExceptionError{Function: req.Function, Code: resp.Exception}
+				}
+				return resp, nil
+			}
+		}
+		b, fired, err := m.wait(ctx, time.Until(deadline))
+		if err != nil {
+			return Response{}, err
+		}
+		if fired {
+			if time.Now().Before(deadline) {
+				continue
+			}
+			m.counters.Timeouts.Add(1)
+			return Response{}, ErrTimeout
+		}
+		m.buf = append(m.buf, b...)
+	}
+}
+
+// matchADU reports whether adu is the response to req (the current
+// transaction), counting and logging what it is not.
+func (m *Master) matchADU(adu ADU, req Request) (Response, bool) {
+	switch {
+	case adu.Transaction != m.tid:
+		m.counters.WrongTransaction.Add(1)
+		m.log.Warn("wrong_transaction", "Modbus TCP response with another transaction id skipped",
+			slog.Int("expected", int(m.tid)), slog.Int("got", int(adu.Transaction)))
+		return Response{}, false
+	case adu.Unit() != req.Slave:
+		m.counters.WrongSlave.Add(1)
+		m.log.Warn("wrong_slave", "Modbus TCP response from another unit id skipped",
+			slog.Int("asked", int(req.Slave)), slog.Int("got", int(adu.Unit())))
+		return Response{}, false
+	}
+	resp, ok := MatchBody(adu.Body, req)
+	if !ok {
+		m.counters.ParseErrors.Add(1)
+		m.log.Warn("malformed", "Modbus TCP response that does not answer the request skipped",
+			slog.Int("unit", int(req.Slave)), slog.Int("function", int(req.Function)))
+	}
+	return resp, ok
 }

@@ -10,10 +10,10 @@ import (
 	"edgegw/internal/ratelog"
 )
 
-// MeterConfig is one meter (slave) on the bus.
+// MeterConfig is one meter (slave, unit) on the bus or behind the TCP endpoint.
 type MeterConfig struct {
 	Meter    *hardware.Meter
-	Slave    byte          // 1-247
+	Slave    byte          // 1-247 (RTU); 0-255 (Modbus TCP unit id)
 	Interval time.Duration // poll period
 	Blocks   []Block       // the meter type's register map, from Plan
 }
@@ -25,6 +25,9 @@ type Config struct {
 	Timeout time.Duration
 	// Retries re-sends a request after a timeout or CRC error, per request.
 	Retries int
+	// Framing is FramingRTU (also "" ) or FramingTCP (Modbus TCP; the port
+	// must be a TCP connection).
+	Framing Framing
 	// CommandAttempts is how many chances a command gets (a timeout uses one)
 	// before it fails with "timeout"; at least 1.
 	CommandAttempts int
@@ -66,10 +69,17 @@ func New(cfg Config) (*Protocol, error) {
 		return nil, errors.New("retries: must not be negative")
 	}
 	cfg.CommandAttempts = max(cfg.CommandAttempts, 1)
+	switch cfg.Framing {
+	case "":
+		cfg.Framing = FramingRTU
+	case FramingRTU, FramingTCP:
+	default:
+		return nil, fmt.Errorf("framing: %q is not rtu or tcp", cfg.Framing)
+	}
 	p := &Protocol{cfg: cfg, wake: make(chan struct{}, 1), jobs: make(chan *job)}
 	slaves := map[byte]string{}
 	for i, mc := range cfg.Meters {
-		if mc.Slave < minSlave || mc.Slave > maxSlave {
+		if cfg.Framing == FramingRTU && (mc.Slave < minSlave || mc.Slave > maxSlave) {
 			return nil, fmt.Errorf("meters[%d].slave: must be 1-247, got %d", i, mc.Slave)
 		}
 		if other, dup := slaves[mc.Slave]; dup {
@@ -98,9 +108,14 @@ func (p *Protocol) signal() {
 func (p *Protocol) Name() string { return "modbus" }
 
 // Run implements hardware.Protocol: it polls every meter at its interval, one
-// transaction at a time, earliest due first, and sends queued commands.
+// transaction at a time, earliest due first, and sends queued commands. On a
+// TCP connection it returns ErrSilentConn (and the port reconnects) once the
+// connection stops answering altogether (Master.Silent).
 func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
-	m := NewMaster(c, p.cfg.Timeout)
+	if p.cfg.Framing == FramingTCP && !c.Stream() {
+		return errors.New("framing tcp needs a TCP port (address)")
+	}
+	m := NewFramedMaster(c, p.cfg.Timeout, p.cfg.Framing)
 	for len(p.cfg.Meters) == 0 {
 		select {
 		case <-ctx.Done():
@@ -140,6 +155,9 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 				if err := p.commandsForOnline(ctx, m); err != nil {
 					return err
 				}
+				if err := m.Silent(); err != nil {
+					return err
+				}
 				continue
 			case j := <-p.jobs:
 				timer.Stop()
@@ -152,6 +170,9 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 		}
 		c.Counters().AddLag(time.Since(due[i]))
 		if err := p.poll(ctx, m, p.cfg.Meters[i]); err != nil {
+			return err
+		}
+		if err := m.Silent(); err != nil {
 			return err
 		}
 		// One waiting transaction of others after each poll, so that a scan
@@ -227,7 +248,9 @@ func (p *Protocol) poll(ctx context.Context, m *Master, mc MeterConfig) error {
 			values = b.Decode(resp.Data, values)
 			responded = true
 		case errors.As(err, &ex):
-			responded = true
+			// A gateway's "path unavailable" or "target failed to respond"
+			// speaks for the gateway, not the meter: no contact.
+			responded = responded || !ex.Gateway()
 			failed++
 			flag(fmt.Sprintf("exception_%d", ex.Code))
 		case errors.Is(err, ErrTimeout):
@@ -237,6 +260,9 @@ func (p *Protocol) poll(ctx context.Context, m *Master, mc MeterConfig) error {
 			failed++
 			flag("crc_error")
 		default:
+			if errors.Is(err, ErrSilentConn) && !responded {
+				mc.Meter.Missed() // the earlier blocks of this poll timed out
+			}
 			return err
 		}
 	}

@@ -47,9 +47,25 @@ func newRig(t testing.TB, cfg modbus.Config, baud int, specs ...meterSpec) *rig 
 	r := &rig{eng: hwtest.NewEngine(), pty: hwtest.NewPTY(t), sim: hwtest.NewModbusSim()}
 	r.hub = hardware.New(r.eng, hardware.Options{Log: logger(t), CommandExpiry: 24 * time.Hour, MaxQueued: 100,
 		Overflow: session.RefuseNew})
+	proto, meters := addMeters(t, r.hub, cfg, 3, specs)
+	var err error
+	r.port, err = r.hub.AddPort(hardware.PortConfig{Name: "bus", ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
+		Serial: hardware.SerialConfig{Device: r.pty.Path, Baud: baud, DataBits: 8, Parity: "none", StopBits: 1, ReadTimeout: 100 * time.Millisecond}},
+		proto, meters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.sim.Serve(r.pty.Master())
+	return r
+}
+
+// addMeters adds the meters of specs to hub (offline after offlineAfter
+// missed polls) and returns the protocol polling them with cfg.
+func addMeters(t testing.TB, hub *hardware.Hub, cfg modbus.Config, offlineAfter int, specs []meterSpec) (*modbus.Protocol, []*hardware.Meter) {
+	t.Helper()
 	var meters []*hardware.Meter
 	for _, s := range specs {
-		m, err := r.hub.AddMeter(hardware.MeterConfig{ID: s.id, OfflineAfter: 3}, session.NewMemQueue())
+		m, err := hub.AddMeter(hardware.MeterConfig{ID: s.id, OfflineAfter: offlineAfter}, session.NewMemQueue())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,14 +80,7 @@ func newRig(t testing.TB, cfg modbus.Config, baud int, specs ...meterSpec) *rig 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.port, err = r.hub.AddPort(hardware.PortConfig{Name: "bus", ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
-		Serial: hardware.SerialConfig{Device: r.pty.Path, Baud: baud, DataBits: 8, Parity: "none", StopBits: 1, ReadTimeout: 100 * time.Millisecond}},
-		proto, meters)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go r.sim.Serve(r.pty.Master())
-	return r
+	return proto, meters
 }
 
 func (r *rig) start(t testing.TB) {

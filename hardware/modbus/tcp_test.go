@@ -1,0 +1,398 @@
+package modbus_test
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/hardware"
+	"edgegw/hardware/hwtest"
+	"edgegw/hardware/modbus"
+	"edgegw/session"
+)
+
+// Tests of TCP ports against a third-party Modbus TCP server: pymodbus
+// (Debian's python3-pymodbus) run by hwtest.StartModbusServer, with its
+// socket (MBAP) framer or its RTU framer over TCP.
+
+// newTCPRig is newRig with a TCP port to addr instead of a PTY; r.sim and
+// r.pty are unused.
+func newTCPRig(t testing.TB, cfg modbus.Config, addr string, specs ...meterSpec) *rig {
+	t.Helper()
+	r := &rig{eng: hwtest.NewEngine()}
+	r.hub = hardware.New(r.eng, hardware.Options{Log: logger(t), CommandExpiry: 24 * time.Hour, MaxQueued: 100,
+		Overflow: session.RefuseNew})
+	proto, meters := addMeters(t, r.hub, cfg, 2, specs)
+	var err error
+	r.port, err = r.hub.AddPort(hardware.PortConfig{Name: "tcp", ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,
+		TCP: hardware.TCPConfig{Address: addr, ConnectTimeout: time.Second}}, proto, meters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+var framings = []modbus.Framing{modbus.FramingTCP, modbus.FramingRTU}
+
+// serverRig starts a pymodbus server with the units of threeUnits and framing
+// f, and a started rig polling them with the response timeout given.
+func serverRig(t *testing.T, f modbus.Framing, timeout time.Duration) (*rig, *hwtest.ModbusServer, map[string]map[string]float64) {
+	units, specs, want := threeUnits()
+	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Framer: string(f)})
+	r := newTCPRig(t, modbus.Config{Timeout: timeout, Retries: 1, Framing: f}, srv.Addr, specs...)
+	r.start(t)
+	return r, srv, want
+}
+
+// threeUnits are the registers of three units behind one endpoint and the
+// meters reading them (the types of TestPollThreeMeters).
+func threeUnits() (hwtest.Units, []meterSpec, map[string]map[string]float64) {
+	vh, vl := f32(230.5)
+	ch, cl := f32(-3.25)
+	units := hwtest.Units{
+		1:  {Input: map[uint16]uint16{0: 0x0001, 1: 0x0002, 2: 0xFFF6}},
+		2:  {Holding: map[uint16]uint16{100: 0x1DC0, 101: 0xFFFE, 200: vh, 201: vl, 300: 0}},
+		10: {Holding: map[uint16]uint16{10: 87, 11: cl, 12: ch, 20: 0, 21: 0, 22: 0}},
+	}
+	iv := 20 * time.Millisecond
+	specs := []meterSpec{
+		{"a", 1, iv, []modbus.Register{
+			{Name: "energy", Address: 0, Function: 4, Type: modbus.Uint32, Scale: 0.1, Unit: "kWh"},
+			{Name: "power", Address: 2, Function: 4, Type: modbus.Int16, Unit: "W"},
+		}},
+		{"b", 2, iv, []modbus.Register{
+			{Name: "energy", Address: 100, Function: 3, Type: modbus.Int32, LowWordFirst: true, Scale: 0.01, Unit: "kWh"},
+			{Name: "voltage", Address: 200, Function: 3, Type: modbus.Float32, Unit: "V"},
+		}},
+		{"c", 10, iv, []modbus.Register{
+			{Name: "soc", Address: 10, Function: 3, Type: modbus.Uint16, Unit: "%"},
+			{Name: "current", Address: 11, Function: 3, Type: modbus.Float32, LowWordFirst: true, Unit: "A"},
+		}},
+	}
+	want := map[string]map[string]float64{
+		"a": {"energy": 6553.8, "power": -10},
+		"b": {"energy": -1234.56, "voltage": 230.5},
+		"c": {"soc": 87, "current": -3.25},
+	}
+	return units, specs, want
+}
+
+func checkReading(t testing.TB, rd reading, id string, want map[string]float64) {
+	t.Helper()
+	if rd.Meter != id || len(rd.Quality) != 1 || rd.Quality[0] != "ok" {
+		t.Errorf("%s: reading %+v", id, rd)
+	}
+	for name, v := range want {
+		got, ok := rd.Values[name]
+		if !ok || got.V == nil || math.Abs(*got.V-v) > 1e-6 {
+			t.Errorf("%s.%s = %+v, want %v", id, name, got, v)
+		}
+	}
+}
+
+// Three units behind one endpoint, both framings: every value arrives as the
+// register map says, and the port status names the address.
+func TestTCPReadings(t *testing.T) {
+	for _, f := range framings {
+		t.Run(string(f), func(t *testing.T) {
+			r, srv, want := serverRig(t, f, time.Second)
+			for range 2 {
+				for id, vals := range want {
+					checkReading(t, nextReading(t, r.eng, id), id, vals)
+				}
+			}
+			st := r.port.Status()
+			if !st.Open || st.Address != srv.Addr || st.Device != "" {
+				t.Errorf("port status %+v", st)
+			}
+			c := r.port.Counters()
+			if c.Timeouts.Load() != 0 || c.WrongTransaction.Load() != 0 || c.GarbageBytes.Load() != 0 || c.ParseErrors.Load() != 0 {
+				t.Errorf("counters on a clean connection: %v", c.Map())
+			}
+		})
+	}
+}
+
+// FC 6 and FC 16 commands write the server's registers (read back with
+// pymodbus's own client); a read command returns them; a write to a register
+// the server does not have gets its exception.
+func TestTCPCommands(t *testing.T) {
+	for _, f := range framings {
+		t.Run(string(f), func(t *testing.T) {
+			r, srv, _ := serverRig(t, f, time.Second)
+			next(t, r.eng, "meters/c/status", statusIs("online"))
+
+			if res := command(t, r, "c", `{"write":{"register":20,"value":7}}`); res.Status != "ok" {
+				t.Errorf("FC6: %+v", res)
+			}
+			if res := command(t, r, "c", `{"write":{"register":21,"values":[65535,4660]}}`); res.Status != "ok" {
+				t.Errorf("FC16: %+v", res)
+			}
+			if res := command(t, r, "b", `{"write":{"register":300,"values":[-2],"function":16}}`); res.Status != "ok" {
+				t.Errorf("FC16 on unit 2: %+v", res)
+			}
+			if regs, err := srv.ReadHolding(10, 20, 3); err != nil || len(regs) != 3 || regs[0] != 7 || regs[1] != 65535 || regs[2] != 4660 {
+				t.Errorf("unit 10 registers 20-22 after the writes: %v %v", regs, err)
+			}
+			if regs, err := srv.ReadHolding(2, 300, 1); err != nil || len(regs) != 1 || regs[0] != 0xFFFE {
+				t.Errorf("unit 2 register 300 after the write: %v %v", regs, err)
+			}
+			if res := command(t, r, "c", `{"read":{"register":20,"count":3}}`); res.Status != "ok" || len(res.Values) != 3 || res.Values[2] != 4660 {
+				t.Errorf("read: %+v", res)
+			}
+			if res := command(t, r, "c", `{"write":{"register":500,"value":1}}`); res.Status != "exception" || res.Exception != 2 {
+				t.Errorf("write to a missing register: %+v", res)
+			}
+		})
+	}
+}
+
+// portStatus returns a predicate on the port's published status.
+func portStatus(open bool) func(packets.Packet) bool {
+	return func(pk packets.Packet) bool {
+		var st hardware.PortStatus
+		return json.Unmarshal(pk.Payload, &st) == nil && st.Open == open
+	}
+}
+
+// The server goes away mid-poll (killed: its connections are reset) and comes
+// back on the same port: the port publishes closed, the meters go offline
+// (their polls fail while it reconnects with backoff), and once the server
+// listens again the connection is reopened, readings resume and the meters
+// are online.
+func TestTCPServerRestart(t *testing.T) {
+	for _, f := range framings {
+		t.Run(string(f), func(t *testing.T) {
+			r, srv, want := serverRig(t, f, 300*time.Millisecond)
+			next(t, r.eng, "meters/a/status", statusIs("online"))
+			nextReading(t, r.eng, "a")
+
+			srv.Stop()
+			next(t, r.eng, "edgegw/ports/tcp/status", portStatus(false))
+			// Offline by silence would take a minute; the missed polls of a
+			// meter whose connection is gone do not count, so wait for the
+			// reconnect attempts instead: each is refused.
+			next(t, r.eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
+				return strings.Contains(string(pk.Payload), "connection refused")
+			})
+			opened := r.port.Opened()
+			srv.Restart()
+			select {
+			case <-opened:
+			case <-time.After(10 * time.Second):
+				t.Fatal("connection not reopened")
+			}
+			next(t, r.eng, "edgegw/ports/tcp/status", portStatus(true))
+			for id, vals := range want {
+				checkReading(t, nextReading(t, r.eng, id), id, vals)
+			}
+			if n := r.port.Counters().Reopens.Load(); n < 1 {
+				t.Errorf("reopens = %d", n)
+			}
+		})
+	}
+}
+
+// A server that sends each response first with a wrong transaction id: the
+// wrong one is skipped and counted, the right one read; no timeouts.
+func TestTCPWrongTransactionID(t *testing.T) {
+	units, specs, want := threeUnits()
+	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{WrongTID: true})
+	r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, srv.Addr, specs...)
+	r.start(t)
+	for range 3 {
+		for id, vals := range want {
+			checkReading(t, nextReading(t, r.eng, id), id, vals)
+		}
+	}
+	if res := command(t, r, "c", `{"write":{"register":20,"value":9}}`); res.Status != "ok" {
+		t.Errorf("FC6 with wrong transaction ids in between: %+v", res)
+	}
+	c := r.port.Counters()
+	if c.WrongTransaction.Load() < 9 || c.Timeouts.Load() != 0 {
+		t.Errorf("counters: %v", c.Map())
+	}
+	if st := r.port.Status(); st.Counters["wrong_transaction"] != c.WrongTransaction.Load() {
+		t.Errorf("status counters: %v", st.Counters)
+	}
+}
+
+// A unit the server does not have (pymodbus 3.0 ignores requests for unknown
+// units) goes offline after its missed polls; the connection stays up, as the
+// other units answer between its timeouts.
+func TestTCPMissingUnit(t *testing.T) {
+	units, specs, _ := threeUnits()
+	specs = append(specs, meterSpec{"ghost", 99, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{})
+	r := newTCPRig(t, modbus.Config{Timeout: 200 * time.Millisecond, Framing: modbus.FramingTCP}, srv.Addr, specs...)
+	r.start(t)
+	next(t, r.eng, "meters/ghost/status", statusIs("offline"))
+	for range 3 {
+		nextReading(t, r.eng, "a")
+	}
+	if n := r.eng.Count("meters/ghost/reading"); n != 0 {
+		t.Errorf("%d readings of a unit that is not there", n)
+	}
+	if c := r.port.Counters(); c.Timeouts.Load() < 2 || c.Reopens.Load() != 0 {
+		t.Errorf("counters: %v", c.Map())
+	}
+}
+
+// fakeGateway serves Modbus TCP on a loopback listener with answer, which
+// returns the exception code for a request (0: the registers, all 1).
+func fakeGateway(t *testing.T, answer func(modbus.Request) byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var buf []byte
+				rd := make([]byte, 512)
+				for {
+					n, err := c.Read(rd)
+					if err != nil {
+						return
+					}
+					buf = append(buf, rd[:n]...)
+					for {
+						req, tid, n, err := modbus.ParseTCPRequest(buf)
+						if errors.Is(err, modbus.ErrIncomplete) {
+							break
+						}
+						if err != nil {
+							return
+						}
+						buf = buf[n:]
+						regs := make([]uint16, req.Count)
+						for i := range regs {
+							regs[i] = 1
+						}
+						if _, err := c.Write(modbus.EncodeTCPResponse(nil, tid, req, regs, answer(req))); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// A Modbus TCP gateway that answers exception 11 (target device failed to
+// respond) or 10 (path unavailable) for a unit: the unit gave no answer, so
+// its polls are missed and it goes offline; the other unit is read.
+func TestTCPGatewayExceptionIsMissedPoll(t *testing.T) {
+	addr := fakeGateway(t, func(req modbus.Request) byte {
+		switch req.Slave {
+		case 5:
+			return 11
+		case 6:
+			return 10
+		}
+		return 0
+	})
+	reg := []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}
+	r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, addr,
+		meterSpec{"ok", 0, 20 * time.Millisecond, reg}, meterSpec{"gone", 5, 20 * time.Millisecond, reg},
+		meterSpec{"nopath", 6, 20 * time.Millisecond, reg})
+	r.start(t)
+	if rd := nextReading(t, r.eng, "ok"); *rd.Values["x"].V != 1 {
+		t.Errorf("unit 0: %+v", rd)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.hub.Meter("gone").State() != hardware.StateOffline || r.hub.Meter("nopath").State() != hardware.StateOffline {
+		if time.Now().After(deadline) {
+			t.Fatalf("states: %s %s", r.hub.Meter("gone").State(), r.hub.Meter("nopath").State())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := r.eng.Count("meters/gone/reading") + r.eng.Count("meters/nopath/reading"); n != 0 {
+		t.Errorf("%d readings of units the gateway cannot reach", n)
+	}
+	if c := r.port.Counters(); c.Exceptions.Load() < 4 || c.Reopens.Load() != 0 || c.Timeouts.Load() != 0 {
+		t.Errorf("counters: %v", c.Map())
+	}
+}
+
+// A peer that accepts connections and never answers (a half-open connection
+// looks the same to the master): after two requests in a row time out with
+// nothing received, the connection is closed and opened again with backoff;
+// the meter goes offline; stopping the hub does not hang.
+func TestTCPSilentPeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conns = append(conns, c) // held open, never read or written
+		}
+	}()
+	defer l.Close()
+	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Retries: 1, Framing: modbus.FramingTCP}, l.Addr().String(),
+		meterSpec{"m", 1, 10 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	r.hub.Start()
+	next(t, r.eng, "meters/m/status", statusIs("offline"))
+	next(t, r.eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
+		return strings.Contains(string(pk.Payload), "half-open")
+	})
+	waitCount(t, "reopens", &r.port.Counters().Reopens, 2)
+	if accepted.Load() < 3 {
+		t.Errorf("accepted %d connections", accepted.Load())
+	}
+	if got := r.port.Counters().Timeouts.Load(); got < 4 {
+		t.Errorf("timeouts = %d", got)
+	}
+	stopped := make(chan struct{})
+	go func() { r.hub.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("hub.Stop hangs on a silent connection")
+	}
+}
+
+// A connection attempt to an address that drops SYNs is bounded by the
+// connect timeout: the port reports the failure and keeps trying.
+func TestTCPConnectTimeout(t *testing.T) {
+	// 192.0.2.0/24 (TEST-NET-1) is not routed: the SYN gets no answer, or
+	// the network is unreachable at once; either way the attempt ends.
+	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Framing: modbus.FramingTCP}, "192.0.2.1:502",
+		meterSpec{"m", 1, time.Second, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	start := time.Now()
+	r.start(t)
+	pk := next(t, r.eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
+		return strings.Contains(string(pk.Payload), "last_error")
+	})
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("first failure after %v with a 1s connect timeout: %s", d, pk.Payload)
+	}
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""A Modbus TCP server for edgegw's tests, built on pymodbus (Debian's
+python3-pymodbus 3.0): the third-party far end of a TCP meter port.
+
+  mbserver.py serve --slaves FILE [--framer tcp|rtu] [--port N] [--wrong-tid]
+      Serves the units and registers of FILE (JSON, the format of the golden
+      cases' slaves.json: {"<unit>": {"holding": {"<reg>": v}, "input": {...}}})
+      on 127.0.0.1:N (0: any free port) with pymodbus's socket (MBAP) framer or
+      its RTU framer over TCP. A read or write of a register not listed gets
+      exception 2; a unit not listed gets exception 11 (gateway target failed
+      to respond), as pymodbus does. Prints "LISTENING <port>" once it serves.
+      --wrong-tid sends every response twice, first with the transaction id
+      plus one (pymodbus's response_manipulator hook), then as it should be.
+
+  mbserver.py read --port N --unit U --address A --count C [--framer tcp|rtu]
+      Reads C holding registers with pymodbus's client and prints them as a
+      JSON list (to check what edgegw wrote).
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import struct
+import sys
+
+
+def load_context(path):
+    from pymodbus.datastore import (ModbusServerContext, ModbusSlaveContext,
+                                    ModbusSparseDataBlock)
+
+    with open(path) as f:
+        spec = json.load(f)
+    slaves = {}
+    for unit, tables in spec.items():
+        def block(name):
+            regs = {int(k): int(v) for k, v in (tables.get(name) or {}).items()}
+            # An empty sparse block would be filled by pymodbus; an unused
+            # address far out keeps it empty in effect.
+            return ModbusSparseDataBlock(regs or {65535: 0})
+        slaves[int(unit)] = ModbusSlaveContext(hr=block("holding"), ir=block("input"),
+                                               zero_mode=True)
+    return ModbusServerContext(slaves=slaves, single=False)
+
+
+def serve(args):
+    from pymodbus.framer.rtu_framer import ModbusRtuFramer
+    from pymodbus.framer.socket_framer import ModbusSocketFramer
+    from pymodbus.server.async_io import ModbusTcpServer
+
+    framer = ModbusSocketFramer if args.framer == "tcp" else ModbusRtuFramer
+    kwargs = {}
+    if args.wrong_tid:
+        def twice(response):
+            right = ModbusSocketFramer(None).buildPacket(response)
+            wrong = struct.pack(">H", (response.transaction_id + 1) & 0xFFFF) + right[2:]
+            return wrong + right, True
+        kwargs["response_manipulator"] = twice
+
+    async def main():
+        server = ModbusTcpServer(load_context(args.slaves), framer=framer,
+                                 address=("127.0.0.1", args.port),
+                                 allow_reuse_address=True, **kwargs)
+        task = asyncio.create_task(server.serve_forever())
+        await server.serving
+        port = server.server.sockets[0].getsockname()[1]
+        print("LISTENING %d" % port, flush=True)
+        await task
+
+    asyncio.run(main())
+
+
+def read(args):
+    from pymodbus.client import ModbusTcpClient
+    from pymodbus.framer.rtu_framer import ModbusRtuFramer
+    from pymodbus.framer.socket_framer import ModbusSocketFramer
+
+    framer = ModbusSocketFramer if args.framer == "tcp" else ModbusRtuFramer
+    client = ModbusTcpClient("127.0.0.1", port=args.port, framer=framer, timeout=3)
+    if not client.connect():
+        sys.exit("cannot connect")
+    rr = client.read_holding_registers(args.address, args.count, slave=args.unit)
+    client.close()
+    if rr.isError():
+        sys.exit("read failed: %s" % rr)
+    print(json.dumps(rr.registers), flush=True)
+
+
+def run():
+    logging.basicConfig(level=logging.CRITICAL)
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--slaves", required=True)
+    s.add_argument("--framer", choices=["tcp", "rtu"], default="tcp")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--wrong-tid", action="store_true")
+    r = sub.add_parser("read")
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--framer", choices=["tcp", "rtu"], default="tcp")
+    r.add_argument("--unit", type=int, required=True)
+    r.add_argument("--address", type=int, required=True)
+    r.add_argument("--count", type=int, default=1)
+    args = p.parse_args()
+    serve(args) if args.cmd == "serve" else read(args)
+
+
+if __name__ == "__main__":
+    run()
