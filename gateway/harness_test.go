@@ -18,6 +18,7 @@ import (
 
 	"edgegw/gateway"
 	"edgegw/internal/brokertest"
+	"edgegw/internal/testmqtt"
 	iclock "edgegw/internal/clock"
 	"edgegw/session"
 )
@@ -176,42 +177,17 @@ func tryConnectV5(t *testing.T, addr string, cp *paho.Connect) (*v5Client, *paho
 }
 
 // tryConnectV5Over connects a paho.golang client over an open connection (TCP,
-// TLS, WebSocket); the connection is closed if CONNECT fails.
+// TLS, WebSocket; internal/testmqtt); the connection is closed if CONNECT
+// fails. Packet exchanges wait at most 2*waitTimeout (paho's default).
 func tryConnectV5Over(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack, error) {
 	t.Helper()
-	if _, ok := conn.(*net.TCPConn); !ok {
-		conn = &lockedConn{Conn: conn}
-	}
 	msgs := make(chan *paho.Publish, 10000)
-	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			msgs <- pr.Packet
-			return true, nil
-		}},
-	})
-	if cp.KeepAlive == 0 {
-		cp.KeepAlive = 30
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	ca, err := c.Connect(ctx, cp)
+	c, ca, err := testmqtt.ConnectV5(conn, cp, func(p *paho.Publish) { msgs <- p }, 2*waitTimeout)
 	if err != nil {
-		_ = conn.Close()
 		return nil, ca, err
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return &v5Client{Client: c, msgs: msgs}, ca, nil
-}
-
-// lockedConn makes paho.golang write each packet whole. paho.golang writes a
-// packet with several Write calls (net.Buffers), which is atomic only on a TCP
-// connection (writev); over TLS or WebSocket its pinger's first PINGREQ can land
-// inside a SUBSCRIBE, and the server rightly closes the connection as
-// malformed. paho locks a connection that is a sync.Locker around each packet.
-type lockedConn struct {
-	net.Conn
-	sync.Mutex
 }
 
 func (c *v5Client) subscribe(t *testing.T, opts ...paho.SubscribeOptions) *paho.Suback {

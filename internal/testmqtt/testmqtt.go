@@ -6,6 +6,7 @@ package testmqtt
 import (
 	"context"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -20,6 +21,19 @@ func DialV5(addr string, cp *paho.Connect, onMsg func(*paho.Publish), timeout ti
 	conn, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, nil, err
+	}
+	return ConnectV5(conn, cp, onMsg, timeout)
+}
+
+// ConnectV5 is DialV5 over an open connection: TCP, TLS or WebSocket. A
+// connection other than TCP is locked around each packet: paho.golang writes a
+// packet with several Write calls (net.Buffers), which is atomic only on a TCP
+// connection (writev); over TLS or WebSocket its pinger's first PINGREQ could
+// land inside a SUBSCRIBE, and the server would rightly close the connection
+// as malformed. paho locks a connection that is a sync.Locker.
+func ConnectV5(conn net.Conn, cp *paho.Connect, onMsg func(*paho.Publish), timeout time.Duration) (*paho.Client, *paho.Connack, error) {
+	if _, ok := conn.(*net.TCPConn); !ok {
+		conn = &lockedConn{Conn: conn}
 	}
 	cc := paho.ClientConfig{Conn: conn, PacketTimeout: timeout, OnClientError: func(error) {}}
 	if onMsg != nil {
@@ -40,6 +54,11 @@ func DialV5(addr string, cp *paho.Connect, onMsg func(*paho.Publish), timeout ti
 		return nil, ca, err
 	}
 	return c, ca, nil
+}
+
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
 }
 
 // Close sends DISCONNECT if the connection is still up and waits, at most
