@@ -18,8 +18,8 @@ import (
 
 	"edgegw/gateway"
 	"edgegw/internal/brokertest"
-	"edgegw/internal/testmqtt"
 	iclock "edgegw/internal/clock"
+	"edgegw/internal/testmqtt"
 	"edgegw/session"
 )
 
