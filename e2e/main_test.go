@@ -251,11 +251,20 @@ func launchGW(t *testing.T, cfg, addr string, wrap ...string) *gwProc {
 // test leaves it running.
 func spawnGW(t *testing.T, attr *syscall.SysProcAttr, argv ...string) *gwProc {
 	t.Helper()
+	return spawnWith(t, func(c *exec.Cmd) { c.SysProcAttr = attr }, argv...)
+}
+
+// spawnWith is spawnGW with setup, if not nil, adjusting the command before
+// it starts (its standard error goes to the log).
+func spawnWith(t *testing.T, setup func(*exec.Cmd), argv ...string) *gwProc {
+	t.Helper()
 	p := &gwProc{t: t, log: newLogBuf(), done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stderr = p.log
 	p.cmd.Env = gwEnv()
-	p.cmd.SysProcAttr = attr
+	if setup != nil {
+		setup(p.cmd)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start edgegw: %v", err)
 	}

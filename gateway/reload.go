@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -52,6 +53,8 @@ type reloader struct {
 	level    *slog.LevelVar
 	reloads  atomic.Int64
 	failures atomic.Int64
+	setLevel bool       // applyConfig changed log.level: set newLevel once the reload is logged
+	newLevel slog.Level // guarded by mu
 }
 
 // register names the reload counters for $SYS, the admin API and /metrics.
@@ -86,6 +89,11 @@ func (g *Gateway) ReloadConfig() (admin.ReloadReport, error) {
 		return rep, err
 	}
 	next, err := LoadConfig(r.file)
+	if fi, serr := os.Stat(r.file); serr == nil && fi.Size() == 0 && err == nil {
+		// Valid (every default), but far more likely a file being written or
+		// emptied by mistake: reloading it would drop every user and bridge.
+		err = fmt.Errorf("%s: the file is empty; not reloaded (an empty configuration needs a restart)", r.file)
+	}
 	if err == nil {
 		err = checkTLSFiles(r.file, next)
 	}
@@ -114,6 +122,10 @@ func (g *Gateway) ReloadConfig() (admin.ReloadReport, error) {
 		g.log.Info("configuration reloaded", slog.String("file", r.file), slog.Int("applied", len(rep.Applied)),
 			slog.Int("needs_restart", len(rep.NeedsRestart)), slog.Int("failed", len(rep.Failed)))
 	}
+	if r.setLevel { // last: this reload's own lines were logged at the old level
+		r.level.Set(r.newLevel)
+		r.setLevel = false
+	}
 	return rep, nil
 }
 
@@ -140,11 +152,24 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 		}
 	}
 	changed := next.Changed(cur)
+	setLevel := false
 	// The auth policy is built first: it reads the password file, and a file
 	// that no longer loads must change nothing.
 	listeners, listenerChanges := listenerAuth(cur.Listeners, next.Listeners)
 	authChanged := slices.Contains(changed, "auth") || slices.Contains(changed, "sessions") || len(listenerChanges) > 0
 	var policy auth.Policy
+	if !authChanged && cur.Auth.PasswordFile != "" {
+		// The password file is read on every reload, as mosquitto does, also
+		// when the configuration file did not change.
+		users := g.auth.Policy().Users
+		fileChanged, err := users.Refresh()
+		if err != nil {
+			return cur, err
+		}
+		if fileChanged {
+			authChanged = true
+		}
+	}
 	if authChanged {
 		pre := cur
 		pre.Auth, pre.Listeners, pre.Sessions = next.Auth, listeners, next.Sessions
@@ -152,6 +177,9 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 		var users *auth.Users
 		if sameUsers {
 			users = g.auth.Policy().Users
+			if _, err := users.Refresh(); err != nil { // nil when there are no users: a no-op
+				return cur, err
+			}
 		}
 		o, err := authOptions(pre, g.log.With(slog.String("component", "auth")), users)
 		if err != nil {
@@ -176,7 +204,7 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 				if g.reload.level == nil {
 					restart("log.level", "the logger was built at start-up")
 				} else {
-					g.reload.level.Set(next.Log.SlogLevel())
+					setLevel = true // last, so that this reload's lines are logged at the old level
 					run.Log.Level = next.Log.Level
 					applied("log", fmt.Sprintf("log.level: %s -> %s", cur.Log.Level, next.Log.Level))
 				}
@@ -266,6 +294,10 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 		if h := g.meters.Load(); h != nil {
 			run.Meters = h.Config() // a port that failed is compared again, and retried, at the next reload
 		}
+	}
+	if setLevel {
+		g.reload.newLevel = next.Log.SlogLevel()
+		g.reload.setLevel = true
 	}
 	return run, nil
 }

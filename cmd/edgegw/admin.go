@@ -33,6 +33,9 @@ const packagedConfig = "/etc/edgegw/edgegw.yaml"
 type adminFlags struct {
 	config, socket, tokenFile string
 	json                      bool
+	// lenient: a configuration with errors still names the socket (reload: the
+	// gateway reads the file and reports its errors itself).
+	lenient bool
 }
 
 func newAdminFlags(name string, usageLine string) (*flag.FlagSet, *adminFlags, func(io.Writer)) {
@@ -90,11 +93,15 @@ func (f *adminFlags) client() (c *admin.Client, from string, err error) {
 		if path != "" {
 			var err error
 			if cfg, err = gateway.LoadConfig(path); err != nil {
-				if !onlyUnreadable(err) {
+				if !onlyUnreadable(err) && !f.lenient {
 					return nil, "", err
 				}
-				if cfg, err = socketOnly(path); err != nil {
-					return nil, "", err
+				var serr error
+				if cfg, serr = socketOnly(path); serr != nil {
+					if !f.lenient || f.socket == "" {
+						return nil, "", err // the file's own errors (reload: the gateway was not asked)
+					}
+					cfg = gateway.DefaultConfig() // reload --socket: the gateway reports the errors
 				}
 			}
 		}
@@ -164,7 +171,16 @@ func socketOnly(path string) (gateway.Config, error) {
 // adminCmd runs one operations command: parse, call, print.
 func adminCmd(name, usageLine string, args []string, stdout, stderr io.Writer,
 	run func(c *admin.Client, pos []string, f *adminFlags, out *printer) error, nargs ...int) int {
+	return adminCmdWith(nil, name, usageLine, args, stdout, stderr, run, nargs...)
+}
+
+// adminCmdWith is adminCmd with set, if not nil, adjusting the flags after parsing.
+func adminCmdWith(set func(*adminFlags), name, usageLine string, args []string, stdout, stderr io.Writer,
+	run func(c *admin.Client, pos []string, f *adminFlags, out *printer) error, nargs ...int) int {
 	fs, f, usage := newAdminFlags("edgegw "+name, usageLine)
+	if set != nil {
+		set(f)
+	}
 	pos, code, done := parseFlags(fs, name, args, stdout, stderr, usage, func(a []string) ([]string, error) { return parseAnywhere(fs, a) })
 	if done {
 		return code
@@ -319,7 +335,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 // reloadCmd asks the running gateway to reload its configuration file and
 // prints what changed, what needs a restart and what failed.
 func reloadCmd(args []string, stdout, stderr io.Writer) int {
-	return adminCmd("reload", "edgegw reload [-c FILE | --socket PATH] [--token-file FILE] [--json]", args, stdout, stderr,
+	return adminCmdWith(func(f *adminFlags) { f.lenient = true }, "reload", "edgegw reload [-c FILE | --socket PATH] [--token-file FILE] [--json]", args, stdout, stderr,
 		func(c *admin.Client, _ []string, f *adminFlags, out *printer) error {
 			var rep admin.ReloadReport
 			if f.json {

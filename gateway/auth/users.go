@@ -204,3 +204,20 @@ func (u *Users) Has(user string) bool {
 	_, ok := u.hash(user)
 	return ok
 }
+
+// Refresh reads the password file again now if it changed since it was last
+// read (a configuration reload), and reports whether it did. An error leaves
+// the users read before in force. A nil Users has nothing to read.
+func (u *Users) Refresh() (bool, error) {
+	if u == nil || u.file == "" {
+		return false, nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	mod, size := u.fileMod, u.fileSize
+	u.lastStat = u.now()
+	if err := u.reload(false); err != nil {
+		return false, err
+	}
+	return !u.fileMod.Equal(mod) || u.fileSize != size, nil
+}

@@ -1,0 +1,506 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Configuration reload (issue 18.1) driven as an operator does: the file is
+// edited, `edgegw reload` (or SIGHUP, as `systemctl reload` sends) applies it,
+// and clients are Debian's mosquitto_pub and mosquitto_sub.
+
+// reloadGW is a gateway started on a configuration file the test rewrites.
+type reloadGW struct {
+	t    *testing.T
+	path string // the configuration file
+	addr string
+	p    *gwProc
+}
+
+// startReloadGW writes text (%[1]s is replaced by the data directory, %[2]s
+// by the listener address) and starts the gateway on it.
+func startReloadGW(t *testing.T, text string) *reloadGW {
+	t.Helper()
+	dir := t.TempDir()
+	g := &reloadGW{t: t, path: filepath.Join(dir, "edgegw.yaml"), addr: freeAddr(t)}
+	g.write(text)
+	g.p = startGW(t, g.path, g.addr)
+	return g
+}
+
+// write replaces the configuration file's text (see startReloadGW).
+func (g *reloadGW) write(text string) {
+	g.t.Helper()
+	text = strings.ReplaceAll(text, "%[1]s", filepath.Join(filepath.Dir(g.path), "data"))
+	text = strings.ReplaceAll(text, "%[2]s", g.addr)
+	// Written aside and renamed over, as editors save: a reload never reads
+	// half a file.
+	tmp := g.path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, g.path); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// reload runs `edgegw reload -c FILE` and returns its standard output,
+// standard error and exit status.
+func (g *reloadGW) reload(args ...string) (stdout, stderr string, code int) {
+	g.t.Helper()
+	cmd := exec.Command(gwBinary, append([]string{"reload", "-c", g.path}, args...)...)
+	cmd.Env = gwEnv()
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			g.t.Fatalf("edgegw reload: %v", err)
+		}
+	}
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+}
+
+// mustReload is reload that must succeed; it returns the report printed.
+func (g *reloadGW) mustReload() string {
+	g.t.Helper()
+	out, errOut, code := g.reload()
+	if code != 0 {
+		g.t.Fatalf("edgegw reload exited %d:\n%s%s\ngateway log:\n%s", code, out, errOut, g.p.log)
+	}
+	return out
+}
+
+// counter returns the named counter of `edgegw status --json`.
+func (g *reloadGW) counter(name string) int64 {
+	g.t.Helper()
+	var st struct {
+		Counters []struct {
+			Name  string `json:"name"`
+			Value int64  `json:"value"`
+		} `json:"counters"`
+	}
+	// --socket: the file may be invalid or name another data_dir by now.
+	cmd := exec.Command(gwBinary, "status", "--json", "--socket", filepath.Join(filepath.Dir(g.path), "data", "admin.sock"))
+	cmd.Env = gwEnv()
+	b, err := cmd.Output()
+	if err != nil {
+		g.t.Fatalf("edgegw status: %v", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		g.t.Fatalf("edgegw status: %v\n%s", err, b)
+	}
+	for _, c := range st.Counters {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	g.t.Fatalf("no counter %s in edgegw status --json", name)
+	return 0
+}
+
+// client is a running MQTT client program (mosquitto_pub, mosquitto_sub): its
+// standard output and error are collected line by line.
+type client struct {
+	*gwProc
+	stdin io.WriteCloser // mosquitto_pub -l reads its messages here; nil otherwise
+}
+
+// startClient starts argv with its output collected; with stdin, its standard
+// input is a pipe (client.send).
+func startClient(t *testing.T, stdin bool, argv ...string) *client {
+	t.Helper()
+	c := &client{}
+	// stdbuf: the mosquitto clients' standard output is line buffered, as on a terminal.
+	c.gwProc = spawnWith(t, func(cmd *exec.Cmd) {
+		cmd.Stdout = cmd.Stderr
+		if stdin {
+			w, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.stdin = w
+		}
+	}, append([]string{"stdbuf", "-oL", "-eL"}, argv...)...)
+	return c
+}
+
+// send writes one message line to a mosquitto_pub -l.
+func (c *client) send(line string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.stdin, line+"\n"); err != nil {
+		c.t.Fatalf("write to %s: %v", strings.Join(c.cmd.Args, " "), err)
+	}
+}
+
+// must waits for an output line containing substr.
+func (c *client) must(substr string) {
+	c.t.Helper()
+	if _, ok := c.waitLog(substr); !ok {
+		c.t.Fatalf("%s never printed %q; output:\n%s", c.cmd.Args[3], substr, c.log)
+	}
+}
+
+// running fails the test if the client has exited (its connection was dropped).
+func (c *client) running(why string) {
+	c.t.Helper()
+	select {
+	case <-c.done:
+		c.t.Fatalf("%s exited (%v) %s; output:\n%s", strings.Join(c.cmd.Args, " "), c.waitEr, why, c.log)
+	default:
+	}
+}
+
+// mqttArgs are the mosquitto client options that reach g as user with password.
+func (g *reloadGW) mqttArgs(version, user, password, id string) []string {
+	host, port, _ := strings.Cut(g.addr, ":")
+	a := []string{"-h", host, "-p", port, "-V", version, "-i", id}
+	if user != "" {
+		a = append(a, "-u", user, "-P", password)
+	}
+	return a
+}
+
+// sub starts mosquitto_sub -v -d on filter and waits for its SUBACK.
+func (g *reloadGW) sub(version, user, password, id, filter string) *client {
+	g.t.Helper()
+	c := startClient(g.t, false, append(append([]string{"mosquitto_sub"}, g.mqttArgs(version, user, password, id)...),
+		"-q", "1", "-v", "-d", "-t", filter)...)
+	c.must("received SUBACK")
+	return c
+}
+
+// pub starts mosquitto_pub -l (one message a line of its standard input,
+// QoS 1, one connection) publishing to topic.
+func (g *reloadGW) pub(version, user, password, id, topic string) *client {
+	g.t.Helper()
+	c := startClient(g.t, true, append(append([]string{"mosquitto_pub"}, g.mqttArgs(version, user, password, id)...),
+		"-q", "1", "-d", "-l", "-t", topic)...)
+	c.must("received CONNACK (0)")
+	return c
+}
+
+// passwordFile writes users (name, password pairs) with `edgegw passwd`.
+func passwordFile(t *testing.T, users ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "passwd")
+	for i := 0; i < len(users); i += 2 {
+		cmd := exec.Command(gwBinary, "passwd", path, users[i])
+		cmd.Stdin = strings.NewReader(users[i+1] + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("edgegw passwd: %v\n%s", err, out)
+		}
+	}
+	return path
+}
+
+const reloadAuthConfig = `data_dir: %[1]s
+listeners:
+  - name: e2e
+    address: %[2]s
+auth:
+  password_file: PWFILE
+  acl:
+    - name: sensors
+      user: sensor
+      publish: [PUBLISH]
+      subscribe: ["#"]
+    - name: apps
+      user: app
+      publish: ["#"]
+      subscribe: ["#"]
+`
+
+// An ACL tightened by a reload refuses the next PUBLISH of a client connected
+// before it, on the same connection: v5 PUBACK 0x87 Not authorized (mosquitto_pub
+// prints "Publish 2 failed: Not authorized"), v3.1.1 acknowledged and dropped
+// (docs/security.md; 3.1.1 has no negative PUBACK [MQTT-3.3.5-2]). A user
+// removed from the password file cannot connect anew and the one connected is
+// disconnected. Unrelated connections stay up throughout.
+func TestReloadTightensACLForConnectedClients(t *testing.T) {
+	pw := passwordFile(t, "sensor", "s-secret", "app", "a-secret", "gone", "g-secret")
+	cfg := strings.ReplaceAll(reloadAuthConfig, "PWFILE", pw)
+	g := startReloadGW(t, strings.ReplaceAll(cfg, "PUBLISH", `"data/#"`))
+
+	watcher := g.sub("5", "app", "a-secret", "watcher", "data/#") // unrelated to the change
+	pub5 := g.pub("5", "sensor", "s-secret", "sensor-v5", "data/v5")
+	pub3 := g.pub("mqttv311", "sensor", "s-secret", "sensor-v3", "data/v3")
+	gone := g.sub("5", "gone", "g-secret", "gone-sub", "x")
+	pub5.send("before-5")
+	pub3.send("before-3")
+	watcher.must("data/v5 before-5")
+	watcher.must("data/v3 before-3")
+
+	g.write(strings.ReplaceAll(cfg, "PUBLISH", `"other/#"`))
+	// The password file loses "gone": edgegw passwd -D, as an operator would.
+	if out, err := exec.Command(gwBinary, "passwd", "-D", pw, "gone").CombinedOutput(); err != nil {
+		t.Fatalf("edgegw passwd -D: %v\n%s", err, out)
+	}
+	out := g.mustReload()
+	if !strings.Contains(out, "applied:") || !strings.Contains(out, "auth:") || !strings.Contains(out, "1 client(s) no longer admitted were disconnected") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	g.logged("msg=\"configuration applied\" section=auth")
+
+	pub5.send("after-5")
+	pub5.must("Publish 2 failed: Not authorized")
+	pub3.send("after-3")
+	pub3.must("received PUBACK") // 3.1.1: acknowledged, not routed
+	g.logged("msg=\"publish denied\" component=auth client=sensor-v3")
+	// Both publishers are still connected: the refusal did not cost them the connection.
+	pub5.running("after a refused PUBLISH")
+	pub3.running("after a refused PUBLISH")
+	// A message published after the refused ones arrives; they never do.
+	app := g.pub("5", "app", "a-secret", "app-pub", "data/sentinel")
+	app.send("end")
+	watcher.must("data/sentinel end")
+	if strings.Contains(watcher.log.String(), "after-") {
+		t.Errorf("a PUBLISH the new ACL denies was delivered:\n%s", watcher.log)
+	}
+	watcher.running("although its rules did not change")
+
+	// The removed user: its connection was closed, a new one is refused.
+	g.logged("msg=\"disconnecting: the user no longer exists\" component=auth client=gone-sub user=gone")
+	gone.must("Received DISCONNECT (135)") // 0x87 Not authorized
+	refused := exec.Command("mosquitto_pub", append(g.mqttArgs("5", "gone", "g-secret", "gone-again"), "-t", "x", "-m", "1")...)
+	if b, err := refused.CombinedOutput(); err == nil || !strings.Contains(string(b), "Bad User Name or Password") {
+		t.Errorf("removed user connecting anew: %v\n%s", err, b)
+	}
+	if n := g.counter("reloads"); n != 1 {
+		t.Errorf("reloads counter %d, want 1", n)
+	}
+}
+
+// An invalid file changes nothing: `edgegw reload` exits 2 with the errors as
+// `edgegw config check` prints them (file:line: key: reason), the gateway logs
+// them and keeps its configuration, and reload_failures counts it. The next
+// valid file applies.
+func TestReloadInvalidFileChangesNothing(t *testing.T) {
+	pw := passwordFile(t, "sensor", "s-secret", "app", "a-secret")
+	cfg := strings.ReplaceAll(reloadAuthConfig, "PWFILE", pw)
+	g := startReloadGW(t, strings.ReplaceAll(cfg, "PUBLISH", `"data/#"`))
+	watcher := g.sub("5", "app", "a-secret", "watcher", "data/#")
+
+	// Tightened ACL, and a mistake further down (line 17).
+	bad := strings.ReplaceAll(cfg, "PUBLISH", `"other/#"`) + "sessions:\n  max_queued: lots\n"
+	g.write(bad)
+	check := exec.Command(gwBinary, "config", "check", g.path)
+	want, _ := check.CombinedOutput()
+	if check.ProcessState.ExitCode() != 2 || !strings.Contains(string(want), g.path+":17: sessions.max_queued:") {
+		t.Fatalf("config check of the bad file exited %d:\n%s", check.ProcessState.ExitCode(), want)
+	}
+	out, errOut, code := g.reload()
+	if code != 2 {
+		t.Errorf("edgegw reload of an invalid file exited %d, want 2:\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, strings.TrimSpace(string(want))) || !strings.Contains(errOut, "the running configuration stays") {
+		t.Errorf("edgegw reload printed\n%s\nwant the config check lines\n%s", errOut, want)
+	}
+	g.logged("msg=\"config error\" error=\"" + g.path + ":17: sessions.max_queued:")
+	// Nothing changed: the ACL still allows data/#.
+	pub := g.pub("5", "sensor", "s-secret", "sensor", "data/x")
+	pub.send("still-allowed")
+	watcher.must("data/x still-allowed")
+	if n := g.counter("reload_failures"); n != 1 {
+		t.Errorf("reload_failures %d, want 1", n)
+	}
+	if n := g.counter("reloads"); n != 0 {
+		t.Errorf("reloads %d, want 0", n)
+	}
+
+	// A file that does not parse at all: the command cannot find the socket
+	// in it and prints its errors (exit 2); with --socket the gateway does.
+	g.write("listeners: [\n")
+	if _, errOut, code := g.reload(); code != 2 || !strings.Contains(errOut, g.path+":") {
+		t.Errorf("edgegw reload of broken YAML exited %d:\n%s", code, errOut)
+	}
+	if _, errOut, code := g.reload("--socket", filepath.Join(filepath.Dir(g.path), "data", "admin.sock")); code != 2 ||
+		!strings.Contains(errOut, "configuration not reloaded; the running configuration stays:\n"+g.path+":") {
+		t.Errorf("edgegw reload --socket of broken YAML exited %d:\n%s", code, errOut)
+	}
+	if n := g.counter("reload_failures"); n != 2 {
+		t.Errorf("reload_failures %d, want 2", n)
+	}
+}
+
+// Keys that cannot change at run time are reported as needing a restart and
+// keep their running values; what can change in the same file is applied.
+// SIGHUP (systemctl reload) does what `edgegw reload` does.
+func TestReloadNeedsRestart(t *testing.T) {
+	const base = `data_dir: %[1]s
+log:
+  level: LEVEL
+listeners:
+  - name: e2e
+    address: %[2]s
+`
+	g := startReloadGW(t, strings.ReplaceAll(base, "LEVEL", "info"))
+	watcher := g.sub("5", "", "", "watcher", "t")
+	other := freeAddr(t)
+	changed := strings.ReplaceAll(base, "LEVEL", "warn")
+	changed = strings.Replace(changed, "data_dir: %[1]s", "data_dir: "+filepath.Join(t.TempDir(), "moved"), 1)
+	changed += "  - name: second\n    address: " + other + "\n"
+	g.write(changed)
+	// systemctl reload: SIGHUP.
+	if err := g.p.signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	g.logged("msg=\"reloading the configuration (SIGHUP)\"")
+	g.logged("msg=\"configuration changed; needs a restart to apply\" key=data_dir")
+	g.logged("msg=\"configuration applied\" section=log change=\"log.level: info -> warn\"")
+	// The file's data_dir names a socket nothing serves yet: --socket names the running one.
+	out, errOut, code := g.reload("--socket", filepath.Join(filepath.Dir(g.path), "data", "admin.sock"))
+	if code != 0 {
+		t.Fatalf("edgegw reload --socket exited %d:\n%s%s", code, out, errOut)
+	}
+	// The SIGHUP applied log.level already: this reload only reports.
+	if want := "reloaded " + g.path + "\nneeds restart (changed in the file; the running value stays until edgegw restarts):\n  data_dir\n  listeners\n"; out != want {
+		t.Errorf("edgegw reload printed\n%s\nwant\n%s", out, want)
+	}
+	if c, err := dialTCP(other); err == nil {
+		c.Close()
+		t.Errorf("the new listener %s listens before a restart", other)
+	}
+	if lines := g.p.grep("needs a restart to apply\" key=data_dir"); len(lines) != 2 {
+		t.Errorf("%d needs-restart lines for data_dir after two reloads, want 2", len(lines))
+	}
+	watcher.running("across two reloads")
+	// log.level warn applies: the second reload logged its warnings, not its INFO lines.
+	if n := len(g.p.grep("level=INFO msg=\"configuration reloaded\"")); n != 1 {
+		t.Errorf("%d INFO lines \"configuration reloaded\", want 1 (the first reload, before warn applied)", n)
+	}
+}
+
+// Reloads under a steady QoS 1 load lose nothing and drop no connection: a
+// publisher sends numbered messages on one connection while the file changes
+// (ACL rules of another user, log level, a session profile) and is reloaded
+// by `edgegw reload` and SIGHUP, two of them at once; a persistent subscriber
+// gets every message, once and in order.
+func TestReloadUnderQoS1Load(t *testing.T) {
+	const n = 2000
+	pw := passwordFile(t, "sensor", "s-secret", "app", "a-secret")
+	cfg := strings.ReplaceAll(reloadAuthConfig, "PWFILE", pw) + "log:\n  level: LEVEL\n"
+	variant := func(i int) string {
+		pub := `"data/#"`
+		level := "info"
+		if i%2 == 1 {
+			pub = `"data/#", "extra/` + strconv.Itoa(i) + `"`
+			level = "warn"
+		}
+		return strings.ReplaceAll(strings.ReplaceAll(cfg, "PUBLISH", pub), "LEVEL", level)
+	}
+	g := startReloadGW(t, variant(0))
+	sub := startClient(t, false, append(append([]string{"mosquitto_sub"}, g.mqttArgs("5", "app", "a-secret", "load-sub")...),
+		"-c", "-x", "3600", "-q", "1", "-d", "-t", "load/#")...)
+	sub.must("received SUBACK")
+	pub := g.pub("5", "app", "a-secret", "load-pub", "load/x")
+
+	reloads := make(chan error, 1)
+	go func() {
+		defer close(reloads)
+		for i := 1; i <= 8; i++ {
+			g.write(variant(i))
+			if i%3 == 0 {
+				if err := g.p.signal(syscall.SIGHUP); err != nil {
+					reloads <- err
+					return
+				}
+				continue
+			}
+			// Two at once: the second waits for the first, then reads the file again.
+			done := make(chan string, 2)
+			for range 2 {
+				go func() {
+					cmd := exec.Command(gwBinary, "reload", "-c", g.path)
+					cmd.Env = gwEnv()
+					b, err := cmd.CombinedOutput()
+					if err != nil {
+						done <- fmt.Sprintf("%v: %s", err, b)
+						return
+					}
+					done <- ""
+				}()
+			}
+			for range 2 {
+				if msg := <-done; msg != "" {
+					reloads <- fmt.Errorf("edgegw reload: %s", msg)
+					return
+				}
+			}
+		}
+	}()
+	for i := range n {
+		pub.send(strconv.Itoa(i))
+		if i%200 == 0 {
+			time.Sleep(20 * time.Millisecond) // spread the load across the reloads
+		}
+	}
+	if err := <-reloads; err != nil {
+		t.Fatal(err)
+	}
+	// The payloads, in order, once each.
+	got := sub.numbers(n)
+	if len(got) != n {
+		t.Fatalf("subscriber got %d messages, want %d", len(got), n)
+	}
+	for i, s := range got {
+		if s != strconv.Itoa(i) {
+			t.Fatalf("message %d is %q", i, s)
+		}
+	}
+	pub.running("during the reloads")
+	sub.running("during the reloads")
+	for _, c := range []*client{pub, sub} {
+		if k := strings.Count(c.log.String(), "sending CONNECT"); k != 1 {
+			t.Errorf("%s connected %d times, want once", c.cmd.Args[3], k)
+		}
+	}
+	if r := g.counter("reloads"); r < 8 {
+		t.Errorf("reloads counter %d, want at least 8", r)
+	}
+}
+
+// numbers waits until the client printed n lines that are numbers (or
+// waitTimeout passed without a new line) and returns those lines.
+func (c *client) numbers(n int) []string {
+	var got []string
+	seen := 0
+	for {
+		lines, changed := c.log.snapshot()
+		for _, l := range lines[seen:] {
+			if _, err := strconv.Atoi(l); err == nil {
+				got = append(got, l)
+			}
+		}
+		seen = len(lines)
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-changed:
+		case <-time.After(waitTimeout):
+			return got
+		}
+	}
+}
+
+// logged waits for a gateway log line containing substr.
+func (g *reloadGW) logged(substr string) {
+	g.t.Helper()
+	if _, ok := g.p.waitLog(substr); !ok {
+		g.t.Fatalf("the gateway never logged %q; log:\n%s", substr, g.p.log)
+	}
+}
+
+// dialTCP connects to addr (to see whether anything listens there).
+func dialTCP(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
