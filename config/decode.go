@@ -423,6 +423,27 @@ func (d *Decoder) Scale(dst *float64) Setter {
 	}
 }
 
+// Number accepts a finite number (integer or float) in [lo, hi]; hi
+// math.MaxFloat64 means no upper bound.
+func (d *Decoder) Number(dst *float64, lo, hi float64) Setter {
+	return func(n *yaml.Node, key string) {
+		var v float64
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") || n.Decode(&v) != nil ||
+			math.IsNaN(v) || math.IsInf(v, 0) {
+			d.FailNode(n, key, "must be a finite number, got %s", Describe(n))
+			return
+		}
+		switch {
+		case v < lo && hi == math.MaxFloat64:
+			d.FailNode(n, key, "must be at least %g, got %s", lo, n.Value)
+		case v < lo || v > hi:
+			d.FailNode(n, key, "must be between %g and %g, got %s", lo, hi, n.Value)
+		default:
+			*dst = v
+		}
+	}
+}
+
 // checkAddress checks a listening address: host:port with a numeric port 0-65535.
 func checkAddress(addr string) error {
 	_, port, err := net.SplitHostPort(addr)

@@ -265,6 +265,8 @@ func TestAdminMetrics(t *testing.T) {
 		`edgegw_bridge_connected{bridge="cloud"}`:                  1,
 		`edgegw_meter_up{meter="w1"}`:                              1,
 		`edgegw_meter_readings_total{meter="w1"}`:                  1,
+		`edgegw_meter_polls_total{meter="w1"}`:                     1,
+		`edgegw_meter_readings_suppressed_total{meter="w1"}`:       0,
 		`edgegw_meter_commands_total{meter="w1",result="refused"}`: 0,
 		`edgegw_port_open{port="lora"}`:                            1,
 		`edgegw_port_events_total{port="lora",kind="frames"}`:      1,

@@ -61,9 +61,12 @@ type MeterPortConfig struct {
 
 // PortMeterConfig is one meter on a port (meters.ports[].meters[]).
 type PortMeterConfig struct {
-	ID       string
-	Type     string              // a meters.types[] name, or ""
-	Settings map[string]Settings // by protocol name; a missing part is the protocol's NewMeter
+	ID   string
+	Type string // a meters.types[] name, or ""
+	// Heartbeat publishes a reading at least this often under report by
+	// exception (report.go); 0: none.
+	Heartbeat time.Duration
+	Settings  map[string]Settings // by protocol name; a missing part is the protocol's NewMeter
 }
 
 // Topics returns the topic templates of m.
@@ -148,7 +151,8 @@ func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfi
 
 func decodeMeter(d Decoder, r *Registry, n *yaml.Node, key string) PortMeterConfig {
 	var m PortMeterConfig
-	fields := map[string]Setter{"id": d.Str(&m.ID), "type": d.Str(&m.Type)}
+	fields := map[string]Setter{"id": d.Str(&m.ID), "type": d.Str(&m.Type),
+		"heartbeat": d.Duration(&m.Heartbeat, 0, 720*time.Hour)}
 	m.Settings = r.inline(d, fields, Plugin.NewMeter)
 	d.Mapping(n, key, fields)
 	return m
@@ -311,7 +315,13 @@ func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (
 
 // addConfiguredPort adds port i of m with its meters.
 func (h *Hub) addConfiguredPort(r *Registry, m *MetersConfig, i int, queue func(id string) (session.Queue, error)) (*Port, error) {
+	heartbeat := map[string]time.Duration{}
+	for _, pm := range m.Ports[i].Meters {
+		heartbeat[pm.ID] = pm.Heartbeat
+	}
+	// The keys every meter has are applied here, whatever its protocol.
 	add := func(mc MeterConfig) (*Meter, error) {
+		mc.Report.Heartbeat = heartbeat[mc.ID]
 		q, err := queue(mc.ID)
 		if err != nil {
 			return nil, fmt.Errorf("meter %s command queue: %w", mc.ID, err)

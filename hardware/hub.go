@@ -157,6 +157,9 @@ type MeterConfig struct {
 	OfflineAfter int
 	// Silence without any contact makes the meter offline; 0: never.
 	Silence time.Duration
+	// Report is the meter's report-by-exception rule (report.go); the zero
+	// value publishes every reading.
+	Report ReportConfig
 }
 
 // AddMeter adds a meter with its durable command queue (the store's "m/<id>")
@@ -177,7 +180,7 @@ func (h *Hub) AddMeter(cfg MeterConfig, queue session.Queue) (*Meter, error) {
 	m := &Meter{id: cfg.ID, origin: "meter-" + cfg.ID, hub: h, queue: queue, cfg: cfg,
 		readingTopic: sub(h.opts.Topics.Reading), statusTopic: sub(h.opts.Topics.Status),
 		commandTopic: sub(h.opts.Topics.Command), resultTopic: sub(h.opts.Topics.Result),
-		lastContact: h.now()}
+		lastContact: h.now(), report: reporter{cfg: cfg.Report}}
 	m.consumer = &session.Consumer{ // in place of the consumer of a meter of this id that a reload rebuilt
 		Name: "meter/" + cfg.ID, Filters: []string{m.commandTopic}, Queue: queue,
 		MaxQueued: h.opts.MaxQueued, Overflow: h.opts.Overflow,

@@ -15,6 +15,8 @@ type MeterInfo struct {
 	MeterStatus
 	Last            *LastReading // nil until the first reading since start-up
 	Readings        int64        // readings published since start-up
+	Polls           int64        // polls (answered or missed) and uplinks since start-up
+	Suppressed      int64        // readings not published (report by exception)
 	CommandsQueued  int          // commands waiting in the meter's queue
 	CommandsDone    int64
 	CommandsFailed  int64
@@ -26,6 +28,7 @@ type MeterInfo struct {
 // Info returns the meter's state, last reading and counters.
 func (m *Meter) Info() MeterInfo {
 	in := MeterInfo{MeterStatus: m.Status(), Last: m.last.Load(), Readings: m.readings.Load(),
+		Polls: m.report.polls.Load(), Suppressed: m.report.suppressed.Load(),
 		CommandsQueued: m.queue.Len(), CommandsDone: m.cmdDone.Load(), CommandsFailed: m.cmdFailed.Load(),
 		CommandsExpired: m.cmdExpired.Load()}
 	if m.consumer != nil {

@@ -85,6 +85,7 @@ type Meter struct {
 
 	readings, cmdDone, cmdFailed, cmdExpired atomic.Int64
 	last                                     atomic.Pointer[LastReading] // see info.go
+	report                                   reporter                    // report by exception (report.go)
 }
 
 // ID returns the meter id.
@@ -180,12 +181,16 @@ func withFlag(q []string, flag string) []string {
 }
 
 // Publish publishes a reading as the meter and marks it seen. Its "ts" is the
-// wall clock.
+// wall clock. Under report by exception (MeterConfig.Report, report.go) a
+// reading that changed nothing beyond its deadbands is counted and dropped.
 func (m *Meter) Publish(r Reading) {
 	m.Seen()
 	now := m.hub.wall()
 	if m.hub.unsynced() {
 		r.Quality = withFlag(r.Quality, QualityClockUnsynced)
+	}
+	if !m.reportable(r) {
+		return
 	}
 	m.readings.Add(1)
 	if m.port != nil {
@@ -217,6 +222,7 @@ func (m *Meter) Seen() {
 // Missed records a poll the meter did not answer; after MeterConfig.OfflineAfter
 // consecutive ones it is offline.
 func (m *Meter) Missed() {
+	m.countPoll()
 	wall := m.hub.wall()
 	m.mu.Lock()
 	m.missed++
@@ -253,6 +259,7 @@ func (m *Meter) setStateLocked(state, reason string, now time.Time) bool {
 		return false
 	}
 	m.state, m.reason, m.since = state, reason, now
+	m.report.reset() // the first reading after a change of state is published
 	if state == StateOffline {
 		m.hub.log.Info("meter offline", slog.String("meter", m.id), slog.String("reason", reason))
 	} else {

@@ -33,6 +33,8 @@ type Decoder interface {
 	Duration(dst *time.Duration, lo, hi time.Duration) Setter
 	// Scale accepts a finite number other than 0.
 	Scale(dst *float64) Setter
+	// Number accepts a finite number in [lo, hi].
+	Number(dst *float64, lo, hi float64) Setter
 	// Fail reports a problem found after decoding, at the line of key.
 	Fail(key, format string, args ...any)
 	// Failed reports whether a problem was already reported for key.
@@ -119,7 +121,7 @@ type Registry struct {
 var (
 	genericTypeKeys  = []string{"name"}
 	genericPortKeys  = []string{"name", "device", "address", "connect_timeout", "baud", "data_bits", "parity", "stop_bits", "read_timeout", "reopen_min", "reopen_max", "protocol", "meters"}
-	genericMeterKeys = []string{"id", "type"}
+	genericMeterKeys = []string{"id", "type", "heartbeat"}
 )
 
 // NewRegistry returns the registry of plugins. Names must be unique and not
@@ -194,6 +196,7 @@ func (keysOnly) Enum(*string, ...string) Setter                               { 
 func (keysOnly) Count(*int, int64, int64) Setter                              { return nil }
 func (keysOnly) Duration(*time.Duration, time.Duration, time.Duration) Setter { return nil }
 func (keysOnly) Scale(*float64) Setter                                        { return nil }
+func (keysOnly) Number(*float64, float64, float64) Setter                     { return nil }
 func (keysOnly) Fail(string, string, ...any)                                  {}
 func (keysOnly) Failed(string) bool                                           { return false }
 func (keysOnly) Present(string) bool                                          { return false }

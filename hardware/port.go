@@ -283,6 +283,7 @@ func (p *Port) run(ctx context.Context) {
 			p.log.Info(kind+" open", p.where(), slog.Int("baud", p.cfg.Serial.Baud), slog.String("protocol", p.proto.Name()))
 		}
 		p.setState(true, nil)
+		p.resetReports()
 		start := time.Now()
 		c.counters, c.limited = &p.counters, p.Limited
 		err = p.proto.Run(ctx, c)

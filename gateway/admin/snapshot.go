@@ -187,11 +187,16 @@ type Meter struct {
 	hardware.MeterStatus
 	// Reading is the last reading's JSON as published on meters/<id>/reading
 	// (null before the first one since start-up).
-	Reading     json.RawMessage `json:"reading"`
-	ReadingAt   *time.Time      `json:"reading_at"`
-	Readings    int64           `json:"readings"`
-	MissedPolls int             `json:"missed_polls"`
-	Commands    MeterCommands   `json:"commands"`
+	Reading   json.RawMessage `json:"reading"`
+	ReadingAt *time.Time      `json:"reading_at"`
+	Readings  int64           `json:"readings"` // published
+	// Polls counts polls (answered or missed) and line uplinks; Suppressed
+	// the readings not published under report by exception (deadband,
+	// heartbeat: docs/meters.md).
+	Polls       int64         `json:"polls"`
+	Suppressed  int64         `json:"suppressed"`
+	MissedPolls int           `json:"missed_polls"`
+	Commands    MeterCommands `json:"commands"`
 }
 
 // MeterCommands counts a meter's downlink commands.
@@ -460,7 +465,7 @@ func (p *Parts) meters() ([]Meter, []Port) {
 	}
 	for _, m := range hub.Meters() {
 		in := m.Info()
-		mt := Meter{MeterStatus: in.MeterStatus, Readings: in.Readings, MissedPolls: in.MissedPolls,
+		mt := Meter{MeterStatus: in.MeterStatus, Readings: in.Readings, Polls: in.Polls, Suppressed: in.Suppressed, MissedPolls: in.MissedPolls,
 			Commands: MeterCommands{Queued: in.CommandsQueued, Done: in.CommandsDone, Failed: in.CommandsFailed,
 				Expired: in.CommandsExpired, Refused: in.CommandsRefused}}
 		if in.Last != nil {

@@ -42,6 +42,10 @@ type ModbusSim struct {
 	// the master's framing does not match the bus (wrong baud rate or parity,
 	// see PTY.Framing), so the slaves see garbage and stay silent.
 	Accept func() bool
+	// BeforeRead, if set, runs before a read request to a present slave is
+	// answered, with the simulator locked: a test changes the slave's
+	// registers poll by poll (a slowly changing meter). Set before Serve.
+	BeforeRead func(req modbus.Request, sl *Slave)
 
 	mu       sync.Mutex
 	slaves   map[byte]*Slave
@@ -208,6 +212,9 @@ func (sl *Slave) deviceID(out []byte, req modbus.Request) []byte {
 func (sl *Slave) registers(out []byte, req modbus.Request, s *ModbusSim) []byte {
 	switch req.Function {
 	case modbus.ReadHolding, modbus.ReadInput:
+		if s.BeforeRead != nil {
+			s.BeforeRead(req, sl)
+		}
 		regs := sl.Holding
 		if req.Function == modbus.ReadInput {
 			regs = sl.Input

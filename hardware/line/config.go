@@ -2,6 +2,7 @@ package line
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -26,11 +27,15 @@ type TypeSettings struct {
 	Fields []FieldConfig
 }
 
-// FieldConfig gives a field a unit and scale.
+// FieldConfig gives a field a unit, scale and deadband.
 type FieldConfig struct {
 	Name  string
 	Unit  string
 	Scale float64
+	// Deadband is the field's report-by-exception threshold (`deadband` or
+	// `deadband_percent`, docs/meters.md); a field that arrives as text is
+	// compared as text: any change publishes.
+	Deadband hardware.DeadbandConfig
 }
 
 // PortSettings is a port's `line:` section.
@@ -62,11 +67,13 @@ func (t *TypeSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
 		"fields": func(n *yaml.Node, key string) {
 			d.List(n, key, func(n *yaml.Node, key string) {
 				f := FieldConfig{Scale: 1}
-				d.Mapping(n, key, map[string]hardware.Setter{
+				keys := map[string]hardware.Setter{
 					"name":  d.Str(&f.Name),
 					"unit":  d.Str(&f.Unit),
 					"scale": d.Scale(&f.Scale),
-				})
+				}
+				maps.Copy(keys, f.Deadband.Keys(d))
+				d.Mapping(n, key, keys)
 				t.Fields = append(t.Fields, f)
 			})
 		},
@@ -95,14 +102,19 @@ func (Plugin) ForeignKeyNote(key string) string {
 	return ""
 }
 
-// CheckType implements hardware.Plugin: field names are unique and not empty.
+// CheckType implements hardware.Plugin: field names are unique and not
+// empty, a field has at most one kind of deadband.
 func (Plugin) CheckType(d hardware.Decoder, key string, s hardware.Settings) {
 	seen := map[string]bool{}
 	for j, f := range s.(*TypeSettings).Fields {
+		fkey := fmt.Sprintf("%s.fields[%d]", key, j)
 		if f.Name == "" || seen[f.Name] {
-			d.Fail(fmt.Sprintf("%s.fields[%d].name", key, j), "must be unique and not empty")
+			d.Fail(fkey+".name", "must be unique and not empty")
 		}
 		seen[f.Name] = true
+		// Whether a field is a number is known only when it arrives; a text
+		// field ignores its deadband (any change publishes).
+		f.Deadband.Check(d, fkey, true)
 	}
 }
 
@@ -115,15 +127,22 @@ func (Plugin) Build(p hardware.PortSpec, add func(hardware.MeterConfig) (*hardwa
 	conf := Config{Parser: Parser{Format: Format(ps.Format), IDKey: ps.IDKey, Checksum: ChecksumMode(ps.Checksum)}, MaxLine: ps.MaxLine}
 	var meters []*hardware.Meter
 	for _, pm := range p.Meters {
-		m, err := add(hardware.MeterConfig{ID: pm.ID, Silence: ps.Silence})
-		if err != nil {
-			return nil, nil, err
-		}
+		mc := hardware.MeterConfig{ID: pm.ID, Silence: ps.Silence}
 		units := map[string]Unit{}
 		if t, ok := pm.TypeSettings.(*TypeSettings); ok {
 			for _, f := range t.Fields {
 				units[f.Name] = Unit{Unit: f.Unit, Scale: f.Scale}
+				if db, ok := f.Deadband.Deadband(); ok {
+					if mc.Report.Deadbands == nil {
+						mc.Report.Deadbands = map[string]hardware.Deadband{}
+					}
+					mc.Report.Deadbands[f.Name] = db
+				}
 			}
+		}
+		m, err := add(mc)
+		if err != nil {
+			return nil, nil, err
 		}
 		conf.Meters = append(conf.Meters, MeterConfig{Meter: m, Fields: units})
 		meters = append(meters, m)

@@ -49,5 +49,7 @@ func TestConfigErrors(t *testing.T) {
 		"meters:\n  ports:\n    - name: p\n      device: /d\n      protocol: line\n      line: {format: xml, max_line: 3}\n      meters:\n        - {id: a, interval: 1s}\n": {"x.yaml:6: meters.ports[0].line.format: must be one of auto, json, kv, got \"xml\"",
 			"x.yaml:6: meters.ports[0].line.max_line: must be between 16 and 65536, got 3",
 			"x.yaml:8: meters.ports[0].meters[0].interval: only for protocol modbus (line meters send when they wake)"},
+		"meters:\n  types:\n    - name: t\n      fields:\n        - {name: a, deadband_percent: 1, deadband: 0.5}\n": {
+			"x.yaml:5: meters.types[0].fields[0].deadband_percent: must not be set together with deadband"},
 	})
 }

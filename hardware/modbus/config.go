@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -36,6 +37,9 @@ type RegisterConfig struct {
 	WordOrder string // big (high word first) or little
 	Scale     float64
 	Unit      string
+	// Deadband is the register's report-by-exception threshold (`deadband`
+	// or `deadband_percent`, docs/meters.md).
+	Deadband hardware.DeadbandConfig
 }
 
 // PortSettings is a port's `modbus:` section.
@@ -83,7 +87,7 @@ func (t *TypeSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
 		"registers": func(n *yaml.Node, key string) {
 			d.List(n, key, func(n *yaml.Node, key string) {
 				r := RegisterConfig{Function: 3, Type: Uint16, WordOrder: "big", Scale: 1}
-				d.Mapping(n, key, map[string]hardware.Setter{
+				keys := map[string]hardware.Setter{
 					"name":       d.Str(&r.Name),
 					"register":   d.Count(&r.Register, 0, 65535),
 					"function":   d.Count(&r.Function, 3, 4),
@@ -91,7 +95,9 @@ func (t *TypeSettings) Keys(d hardware.Decoder) map[string]hardware.Setter {
 					"word_order": d.Enum(&r.WordOrder, "big", "little"),
 					"scale":      d.Scale(&r.Scale),
 					"unit":       d.Str(&r.Unit),
-				})
+				}
+				maps.Copy(keys, r.Deadband.Keys(d))
+				d.Mapping(n, key, keys)
 				t.Registers = append(t.Registers, r)
 			})
 		},
@@ -126,11 +132,27 @@ func (t *TypeSettings) registers() []Register {
 	return out
 }
 
-// CheckType implements hardware.Plugin: the register map must plan.
+// deadbands returns the registers' deadbands by value name.
+func (t *TypeSettings) deadbands() map[string]hardware.Deadband {
+	out := map[string]hardware.Deadband{}
+	for _, r := range t.Registers {
+		if db, ok := r.Deadband.Deadband(); ok {
+			out[r.Name] = db
+		}
+	}
+	return out
+}
+
+// CheckType implements hardware.Plugin: the register map must plan, and a
+// register has at most one kind of deadband.
 func (Plugin) CheckType(d hardware.Decoder, key string, s hardware.Settings) {
 	t := s.(*TypeSettings)
 	if len(t.Registers) == 0 {
 		return
+	}
+	for j, r := range t.Registers {
+		// Every register type decodes to a number: a deadband fits each.
+		r.Deadband.Check(d, fmt.Sprintf("%s.registers[%d]", key, j), true)
 	}
 	if _, err := Plan(t.registers()); err != nil {
 		k, msg, _ := strings.Cut(err.Error(), ": ")
@@ -185,13 +207,15 @@ func (Plugin) Build(p hardware.PortSpec, add func(hardware.MeterConfig) (*hardwa
 		ms := pm.Settings.(*MeterSettings)
 		// The silence backstop takes a Modbus meter offline when its port stays closed.
 		silence := max(time.Duration(ps.OfflineAfter+2)*ms.Interval, time.Minute)
-		m, err := add(hardware.MeterConfig{ID: pm.ID, OfflineAfter: ps.OfflineAfter, Silence: silence})
-		if err != nil {
-			return nil, nil, err
-		}
+		mc := hardware.MeterConfig{ID: pm.ID, OfflineAfter: ps.OfflineAfter, Silence: silence}
 		var regs []Register
 		if t, ok := pm.TypeSettings.(*TypeSettings); ok {
 			regs = t.registers()
+			mc.Report.Deadbands = t.deadbands()
+		}
+		m, err := add(mc)
+		if err != nil {
+			return nil, nil, err
 		}
 		blocks, err := Plan(regs)
 		if err != nil {

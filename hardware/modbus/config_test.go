@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"edgegw/gateway"
+	"edgegw/hardware"
 	"edgegw/hardware/hwtest/golden"
 	"edgegw/hardware/modbus"
 )
@@ -37,9 +38,43 @@ meters:
 		p.Meters[0].Settings["modbus"].(*modbus.MeterSettings).Interval != 10*time.Second {
 		t.Errorf("modbus port defaults: %+v", p)
 	}
+	if hb := p.Meters[0].Heartbeat; hb != 0 {
+		t.Errorf("heartbeat default %v, want 0 (none)", hb)
+	}
 	r := c.Meters.Types[0].Protocols["modbus"].(*modbus.TypeSettings).Registers[0]
 	if r != (modbus.RegisterConfig{Name: "e", Function: 3, Type: "uint16", WordOrder: "big", Scale: 1}) {
 		t.Errorf("register defaults: %+v", r)
+	}
+}
+
+// Deadbands and the heartbeat are read as written.
+func TestConfigReportByException(t *testing.T) {
+	c, err := gateway.ParseConfig("x.yaml", []byte(`
+meters:
+  types:
+    - name: t
+      registers:
+        - {name: e, deadband: 0.5}
+        - {name: f, register: 1, deadband_percent: 2}
+        - {name: g, register: 2}
+  ports:
+    - {name: p, device: /dev/null, protocol: modbus, meters: [{id: a, type: t, slave: 1, heartbeat: 15m}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	regs := c.Meters.Types[0].Protocols["modbus"].(*modbus.TypeSettings).Registers
+	if db, ok := regs[0].Deadband.Deadband(); !ok || db != (hardware.Deadband{Abs: 0.5}) {
+		t.Errorf("deadband: %+v", regs[0].Deadband)
+	}
+	if db, ok := regs[1].Deadband.Deadband(); !ok || db != (hardware.Deadband{Percent: 2, Relative: true}) {
+		t.Errorf("deadband_percent: %+v", regs[1].Deadband)
+	}
+	if _, ok := regs[2].Deadband.Deadband(); ok {
+		t.Errorf("no deadband: %+v", regs[2].Deadband)
+	}
+	if hb := c.Meters.Ports[0].Meters[0].Heartbeat; hb != 15*time.Minute {
+		t.Errorf("heartbeat %v", hb)
 	}
 }
 
@@ -74,6 +109,17 @@ func TestConfigErrors(t *testing.T) {
 	} else if f := modbus.FramingOf(c.Meters.Ports[0].Settings["modbus"].(*modbus.PortSettings), true); f != modbus.FramingTCP {
 		t.Errorf("default framing of a TCP port: %q", f)
 	}
+	// Report by exception: one kind of deadband per register, a number >= 0;
+	// the heartbeat is a duration.
+	golden.ConfigErrors(t, map[string][]string{
+		"meters:\n  types:\n    - name: t\n      registers:\n        - {name: e, deadband: 1, deadband_percent: 5}\n": {
+			"x.yaml:5: meters.types[0].registers[0].deadband_percent: must not be set together with deadband"},
+		"meters:\n  types:\n    - name: t\n      registers:\n        - {name: e, deadband: -1}\n        - {name: f, register: 1, deadband_percent: x}\n": {
+			"x.yaml:5: meters.types[0].registers[0].deadband: must be at least 0, got -1",
+			"x.yaml:6: meters.types[0].registers[1].deadband_percent: must be a finite number, got"},
+		"meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, meters: [{id: b, type: t, slave: 1, heartbeat: 5}]}\n": {
+			"x.yaml:4: meters.ports[0].meters[0].heartbeat: must be a duration"},
+	})
 	// A slave address out of range is reported once, not also as missing.
 	_, err = gateway.ParseConfig("x.yaml", []byte("meters:\n  types: [{name: t, registers: [{name: e}]}]\n  ports:\n    - {name: p, device: /d, protocol: modbus, meters: [{id: b, type: t, slave: 300}]}\n"))
 	if err == nil || strings.Count(err.Error(), "meters[0].slave") != 1 {

@@ -44,10 +44,17 @@ func logger(t testing.TB) *slog.Logger {
 
 func newRig(t testing.TB, cfg modbus.Config, baud int, specs ...meterSpec) *rig {
 	t.Helper()
+	return newRigReport(t, nil, nil, cfg, baud, specs...)
+}
+
+// newRigReport is newRig with the hub's steady clock now (nil: time.Now) and
+// the meters' report-by-exception rules by id.
+func newRigReport(t testing.TB, now func() time.Time, report map[string]hardware.ReportConfig, cfg modbus.Config, baud int, specs ...meterSpec) *rig {
+	t.Helper()
 	r := &rig{eng: hwtest.NewEngine(), pty: hwtest.NewPTY(t), sim: hwtest.NewModbusSim()}
 	r.hub = hardware.New(r.eng, hardware.Options{Log: logger(t), CommandExpiry: 24 * time.Hour, MaxQueued: 100,
-		Overflow: session.RefuseNew})
-	proto, meters := addMeters(t, r.hub, cfg, 3, specs)
+		Overflow: session.RefuseNew, Now: now})
+	proto, meters := addMetersReport(t, r.hub, cfg, 3, specs, report)
 	var err error
 	r.port, err = r.hub.AddPort(hardware.PortConfig{Name: "bus", ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
 		Serial: hardware.SerialConfig{Device: r.pty.Path, Baud: baud, DataBits: 8, Parity: "none", StopBits: 1, ReadTimeout: 100 * time.Millisecond}},
@@ -63,9 +70,16 @@ func newRig(t testing.TB, cfg modbus.Config, baud int, specs ...meterSpec) *rig 
 // missed polls) and returns the protocol polling them with cfg.
 func addMeters(t testing.TB, hub *hardware.Hub, cfg modbus.Config, offlineAfter int, specs []meterSpec) (*modbus.Protocol, []*hardware.Meter) {
 	t.Helper()
+	return addMetersReport(t, hub, cfg, offlineAfter, specs, nil)
+}
+
+// addMetersReport is addMeters with the meters' report-by-exception rules by id.
+func addMetersReport(t testing.TB, hub *hardware.Hub, cfg modbus.Config, offlineAfter int, specs []meterSpec,
+	report map[string]hardware.ReportConfig) (*modbus.Protocol, []*hardware.Meter) {
+	t.Helper()
 	var meters []*hardware.Meter
 	for _, s := range specs {
-		m, err := hub.AddMeter(hardware.MeterConfig{ID: s.id, OfflineAfter: offlineAfter}, session.NewMemQueue())
+		m, err := hub.AddMeter(hardware.MeterConfig{ID: s.id, OfflineAfter: offlineAfter, Report: report[s.id]}, session.NewMemQueue())
 		if err != nil {
 			t.Fatal(err)
 		}
