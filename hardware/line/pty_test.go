@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 	"edgegw/hardware/line"
+	"edgegw/internal/clock"
 	"edgegw/session"
 )
 
@@ -22,32 +22,15 @@ type rig struct {
 	pty   *hwtest.PTY
 	port  *hardware.Port
 	meter *hwtest.LineMeter
-	clock *clock
-}
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+	clock *clock.Fake // the hub's clock (Wall): moves only when the test says
 }
 
 func newRig(t *testing.T, cfg line.Config, ids ...string) *rig {
 	t.Helper()
-	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	c := clock.NewFake(time.Unix(1_800_000_000, 0))
 	r := &rig{eng: hwtest.NewEngine(), pty: hwtest.NewPTY(t), clock: c}
 	r.hub = hardware.New(r.eng, hardware.Options{Log: slog.New(slog.DiscardHandler), CommandExpiry: time.Hour,
-		MaxQueued: 100, Overflow: session.RefuseNew, Now: c.Now, CheckInterval: time.Hour})
+		MaxQueued: 100, Overflow: session.RefuseNew, Now: c.Wall, CheckInterval: time.Hour})
 	var meters []*hardware.Meter
 	for _, id := range ids {
 		m, err := r.hub.AddMeter(hardware.MeterConfig{ID: id, Silence: time.Hour}, session.NewMemQueue())
@@ -133,7 +116,7 @@ func crc(s string) string {
 func TestCommandAfterUplink(t *testing.T) {
 	r := newRig(t, line.Config{MaxLine: 256}, "m1", "m2")
 	if err := r.eng.PublishLocal("tester", packets.Packet{TopicName: "meters/m1/cmd", Payload: []byte(`{"interval":60}`),
-		Created: r.clock.Now().Unix()}); err != nil {
+		Created: r.clock.Wall().Unix()}); err != nil {
 		t.Fatal(err)
 	}
 	r.meter.Send(t, "id=m2 e=1\n")
@@ -149,7 +132,7 @@ func TestCommandAfterUplink(t *testing.T) {
 	}
 	// Expired commands are never written.
 	if err := r.eng.PublishLocal("tester", packets.Packet{TopicName: "meters/m1/cmd", Payload: []byte(`reboot`),
-		Created: r.clock.Now().Unix()}); err != nil {
+		Created: r.clock.Wall().Unix()}); err != nil {
 		t.Fatal(err)
 	}
 	r.clock.Advance(2 * time.Hour)
