@@ -400,9 +400,12 @@ type guardConn struct {
 
 	refusePending bool // err set, DISCONNECT not yet sent
 
-	deadline    time.Time     // the deadline last set on Conn by SetDeadline; zero: none
-	deadlineSet bool          // SetDeadline has set deadline (before, the listener's CONNECT timeout holds)
-	slack       time.Duration // how much later than asked deadline is
+	deadline    time.Time // the deadline last set on Conn by SetDeadline; zero: none
+	deadlineSet bool      // SetDeadline has set deadline (before, the listener's CONNECT timeout holds)
+	// A t from [asked, askedMax] with the same half second (see SetDeadline)
+	// as when deadline was set changes nothing.
+	asked, askedMax time.Time
+	half            time.Duration
 }
 
 // maxDeadlineSlack bounds how late guardConn.SetDeadline lets a keep-alive
@@ -424,22 +427,29 @@ const maxDeadlineSlack = time.Second
 // which drops the half second of an odd keep alive: a client with keep alive
 // 1 s would be disconnected after 1 s of silence, before its period is over.
 // SetDeadline adds that half second back once the CONNECT is accepted.
+//
+// Cost, for the calls within the slack (nearly all): two time comparisons;
+// the bounds they compare with are computed when the deadline is set.
 func (g *guardConn) SetDeadline(t time.Time) error {
+	var half time.Duration
 	if cl := g.cl.Load(); cl != nil && !t.IsZero() && cl.State.Keepalive%2 == 1 {
-		t = t.Add(time.Second / 2)
+		half = time.Second / 2
 	}
 	if g.deadlineSet {
 		if t.IsZero() && g.deadline.IsZero() {
 			return nil // keep alive 0: still no deadline
 		}
-		if !t.IsZero() && !g.deadline.IsZero() && !t.After(g.deadline) && !t.Before(g.deadline.Add(-g.slack)) {
+		// t+half within [deadline-slack, deadline], the deadline being
+		// asked+half+slack: t within [asked, asked+slack].
+		if !t.IsZero() && !g.deadline.IsZero() && half == g.half && !t.Before(g.asked) && !t.After(g.askedMax) {
 			return nil
 		}
 	}
-	g.deadline, g.slack = t, 0
+	g.deadline, g.asked, g.askedMax, g.half = t, t, t, half
 	if !t.IsZero() {
-		g.slack = min(max(time.Until(t)/16, 0), maxDeadlineSlack)
-		g.deadline = t.Add(g.slack)
+		t = t.Add(half)
+		slack := min(max(time.Until(t)/16, 0), maxDeadlineSlack)
+		g.deadline, g.askedMax = t.Add(slack), g.asked.Add(slack)
 	}
 	err := g.Conn.SetDeadline(g.deadline)
 	g.deadlineSet = err == nil

@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // chunkConn is a net.Conn whose reads return at most chunk bytes of r.
@@ -100,5 +103,59 @@ func benchFraming(b *testing.B, wrap func(stream []byte) io.Reader) {
 				break
 			}
 		}
+	}
+}
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error { c.set = append(c.set, t); return nil }
+
+// guardConn moves the connection's deadline only when the one asked for is past
+// it or well before it: after every request the deadline set is no earlier than
+// asked (plus half a second for an odd keep alive, once the CONNECT is
+// accepted) and at most the slack (1/16 of the time left, at most 1 s) later;
+// requests within the slack set nothing.
+func TestGuardConnDeadlineSlack(t *testing.T) {
+	c := &deadlineConn{}
+	g := &guardConn{Conn: c}
+	now := time.Now()
+	half := time.Duration(0)
+	ask := func(step string, d time.Duration, sets int) {
+		t.Helper()
+		at := now.Add(d)
+		_ = g.SetDeadline(at)
+		if len(c.set) != sets {
+			t.Fatalf("%s: %d deadlines set, want %d", step, len(c.set), sets)
+		}
+		got := c.set[len(c.set)-1]
+		if got.Before(at.Add(half)) || got.After(at.Add(half+maxDeadlineSlack)) {
+			t.Fatalf("%s: deadline %v for %v asked (+%v), want at most %v later", step, got.Sub(now), d, half, maxDeadlineSlack)
+		}
+	}
+	const period = 16 * time.Second // slack 1 s (16 s / 16)
+	ask("first", period, 1)
+	ask("within the slack", period+500*time.Millisecond, 1)
+	ask("within the slack again", period+900*time.Millisecond, 1)
+	ask("earlier than asked before", period-100*time.Millisecond, 2)
+	ask("past the slack", period+2*time.Second, 3)
+
+	// The CONNECT is accepted, keep alive 3 s: mochi asks for 4 s (3 + 3/2
+	// in whole seconds); the deadline is half a second later from now on.
+	var cl mqtt.Client
+	cl.State.Keepalive = 3
+	g.cl.Store(&cl)
+	half = time.Second / 2
+	ask("odd keep alive, within the slack before it", period+2*time.Second+700*time.Millisecond, 4)
+	ask("odd keep alive, within the slack", period+2*time.Second+800*time.Millisecond, 4)
+	ask("odd keep alive, past the slack", period+5*time.Second, 5)
+
+	_ = g.SetDeadline(time.Time{})
+	_ = g.SetDeadline(time.Time{})
+	if len(c.set) != 6 || !c.set[5].IsZero() {
+		t.Fatalf("keep alive 0: deadlines %v, want one zero one", c.set[5:])
 	}
 }

@@ -118,6 +118,11 @@ func (c *checkConn) scan(b []byte) int {
 			if holds(b[i] >> 4) {
 				return i
 			}
+			if i+1 < len(b) && b[i+1] < 0x80 { // a one-byte Remaining Length (under 128): the common case
+				c.skip = uint64(b[i+1])
+				i += 2
+				continue
+			}
 			c.inLen, c.lenBytes, c.length = true, 0, 0
 			i++
 		default:
