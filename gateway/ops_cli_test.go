@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/gateway/admin"
+	"edgegw/hardware/hwtest"
 )
 
 // The operations commands of the real binary (edgegw status, sessions,
@@ -223,30 +222,9 @@ func TestOpsCLIToken(t *testing.T) {
 // and returns what it wrote.
 func onTerminal(t *testing.T, bin string, env []string, args ...string) string {
 	t.Helper()
-	master, tty, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = tty, tty
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = tty.Close()
-	var out bytes.Buffer
-	done := make(chan struct{})
-	go func() { _, _ = io.Copy(&out, master); close(done) }() // ends with EIO once the child is gone
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("%v on a terminal: %v", args, err)
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("terminal output did not end")
-	}
-	return out.String()
+	return hwtest.OnTerminal(t, cmd)
 }
 
 // A member of the socket's group (not root, not the gateway's user) reads the

@@ -44,7 +44,7 @@ func newAdminFlags(name string, usageLine string) (*flag.FlagSet, *adminFlags, f
 	fs.StringVar(&f.config, "config", "", "configuration `FILE` naming the admin socket (default: "+packagedConfig+" if it exists, else the built-in default)")
 	fs.StringVar(&f.config, "c", "", shorthandOf("config"))
 	fs.StringVar(&f.socket, "socket", "", "admin socket `PATH` (overrides the configuration)")
-	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the admin token, for kick and purge when not the gateway's user or root")
+	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the admin token, for kick, purge, meters scan and read when not the gateway's user or root")
 	fs.BoolVar(&f.json, "json", false, "print the API's JSON instead of text")
 	usage := func(w io.Writer) {
 		fmt.Fprintf(w, "usage: %s\nflags (anywhere on the line):\n", usageLine)
@@ -243,7 +243,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 func metersCmd(args []string, stdout, stderr io.Writer) int {
-	return adminCmd("meters", "edgegw meters [-c FILE | --socket PATH] [--json]", args, stdout, stderr,
+	return adminCmd("meters", metersUsageLine, args, stdout, stderr,
 		func(c *admin.Client, _ []string, f *adminFlags, out *printer) error {
 			var st admin.Status
 			if f.json {
@@ -389,10 +389,7 @@ type printer struct {
 
 func newPrinter(w io.Writer) *printer {
 	p := &printer{w: w, tw: tabwriter.NewWriter(w, 8, 0, 2, ' ', 0)}
-	if f, ok := w.(*os.File); ok && os.Getenv("NO_COLOR") == "" {
-		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		p.color = err == nil
-	}
+	p.color = os.Getenv("NO_COLOR") == "" && isTerminal(w)
 	return p
 }
 

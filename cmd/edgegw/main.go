@@ -15,6 +15,8 @@
 //	edgegw status               the running gateway at a glance (admin API)
 //	edgegw sessions [list|show ID|kick ID|purge ID]
 //	edgegw meters               meters and serial ports of the running gateway
+//	edgegw meters scan PORT     find the Modbus units on a bus
+//	edgegw meters read PORT     read registers ad hoc
 //	edgegw bridge               bridges of the running gateway
 //	edgegw reload               re-read the configuration file, print what changed
 //
@@ -68,6 +70,11 @@ const usage = `usage:
   edgegw status               the running gateway at a glance
   edgegw sessions [list | show ID | kick ID | purge ID]
   edgegw meters               meters and serial ports of the running gateway
+  edgegw meters scan PORT|HOST:PORT [--units 1-247] [--baud 9600,19200] [--parity N,E]
+                              find the Modbus units on a bus, with their device
+                              identification (through the gateway when it owns PORT)
+  edgegw meters read PORT|HOST:PORT --unit N --address A [--count C] [--type T]
+                              read registers ad hoc and print them decoded
   edgegw bridge               bridges of the running gateway
   edgegw reload               make the running gateway re-read its configuration
                               file and print what changed (as SIGHUP does)
@@ -121,7 +128,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	case "sessions":
 		return sessionsCmd(rest, stdout, stderr)
 	case "meters":
-		return metersCmd(rest, stdout, stderr)
+		return metersDispatch(rest, stdout, stderr)
 	case "bridge", "bridges":
 		return bridgeCmd(rest, stdout, stderr)
 	case "reload":

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,25 +40,54 @@ func NewClient(socket, token string) *Client {
 var ErrNotRunning = errors.New("the gateway is not running")
 
 // Get fetches path (such as "/api/v1/status") into v.
-func (c *Client) Get(path string, v any) error { return c.do(http.MethodGet, path, v) }
+func (c *Client) Get(path string, v any) error {
+	return c.do(context.Background(), http.MethodGet, path, nil, v)
+}
 
 // Post sends an empty POST to path and decodes the answer into v.
-func (c *Client) Post(path string, v any) error { return c.do(http.MethodPost, path, v) }
+func (c *Client) Post(path string, v any) error {
+	return c.do(context.Background(), http.MethodPost, path, nil, v)
+}
+
+// PostJSON sends in as JSON to path and decodes the answer into v. Only ctx
+// bounds it (not the client's 10 s): a bus transaction waits for the bus.
+func (c *Client) PostJSON(ctx context.Context, path string, in, v any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, path, body, v)
+}
+
+// PortPath returns the API path of port name, plus suffix ("/modbus").
+func PortPath(name, suffix string) string {
+	return "/api/v1/ports/" + url.PathEscape(name) + suffix
+}
 
 // SessionPath returns the API path of session id, plus suffix ("/kick").
 func SessionPath(id, suffix string) string {
 	return "/api/v1/sessions/" + url.PathEscape(id) + suffix
 }
 
-func (c *Client) do(method, path string, v any) error {
-	req, err := http.NewRequest(method, "http://edgegw"+path, nil)
+func (c *Client) do(ctx context.Context, method, path string, payload []byte, v any) error {
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://edgegw"+path, rd)
 	if err != nil {
 		return err
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	resp, err := c.http.Do(req)
+	hc := c.http
+	if payload != nil {
+		unbounded := *c.http
+		unbounded.Timeout = 0
+		hc = &unbounded
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):

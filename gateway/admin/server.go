@@ -294,9 +294,9 @@ func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
 func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.canWrite(r) {
-			msg := "kick, purge and reload need the admin token (Authorization: Bearer)"
+			msg := "kick, purge, reload and bus transactions (meters scan, read) need the admin token (Authorization: Bearer)"
 			if peerOf(r).unix {
-				msg = "kick, purge and reload need the user edgegw runs as, root, or the admin token (--token-file)"
+				msg = "kick, purge, reload and bus transactions (meters scan, read) need the user edgegw runs as, root, or the admin token (--token-file)"
 			}
 			writeError(w, http.StatusForbidden, "%s", msg)
 			return
@@ -358,6 +358,9 @@ func (s *Server) routes() http.Handler {
 			writeJSON(w, http.StatusOK, rep)
 		}
 	}))
+	// A transaction on a meter bus the gateway owns (commissioning.go): it
+	// adds traffic to a production bus, so it needs the write permission.
+	mux.HandleFunc("POST /api/v1/ports/{name}/modbus", s.write(s.modbusTransaction))
 	mux.HandleFunc("GET /metrics", s.read(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")

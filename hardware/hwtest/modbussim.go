@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"testing"
 	"time"
 
 	"edgegw/hardware"
@@ -265,3 +266,24 @@ func span[T any](m map[uint16]T, req modbus.Request) ([]T, bool) {
 
 // Float32Words returns the two registers of a float32, high word first.
 func Float32Words(bits uint32) (hi, lo uint16) { return uint16(bits >> 16), uint16(bits) }
+
+// NewCommissioningBus serves a bus at 9600 8O1 behind a new PTY, for the
+// tests of scan and read (odd parity: the only parity a PTY shows, see
+// PTY.Framing; a master at another baud rate or parity gets no answer):
+// unit 1 answers data (holding 0, 100-103) and identifies itself (Acme
+// Meters, EM-340, 1.2.0), unit 2 answers data (holding 0, coils 0-2) without
+// identification, unit 3 answers every request with exception 1, unit 4 is
+// there but silent (powered off).
+func NewCommissioningBus(t testing.TB) (*PTY, *ModbusSim) {
+	t.Helper()
+	pt := NewPTY(t)
+	sim := NewModbusSim()
+	sim.Add(1, &Slave{Holding: map[uint16]uint16{0: 7, 100: 0x1DC0, 101: 0xFFFE, 102: 1, 103: 0},
+		DeviceID: []modbus.DeviceObject{{ID: 0, Value: []byte("Acme Meters")}, {ID: 1, Value: []byte("EM-340")}, {ID: 2, Value: []byte("1.2.0")}}})
+	sim.Add(2, &Slave{Holding: map[uint16]uint16{0: 1}, Coils: map[uint16]bool{0: true, 1: false, 2: true}})
+	sim.Add(3, &Slave{Exception: 1})
+	sim.Add(4, &Slave{Holding: map[uint16]uint16{0: 1}, Down: true})
+	sim.Accept = func() bool { b, p := pt.Framing(); return b == 9600 && p == "odd" }
+	go sim.Serve(pt.Master())
+	return pt, sim
+}

@@ -12,24 +12,6 @@ import (
 	"edgegw/hardware/modbus"
 )
 
-// scanBus is a simulated bus at 9600 8O1 behind a PTY (odd parity: a PTY
-// shows only that, see hwtest.PTY.Framing): unit 1 answers data
-// and identifies itself, unit 2 answers data without identification, unit 3
-// answers every request with exception 1, unit 4 is configured but silent.
-func scanBus(t *testing.T) (*hwtest.PTY, *hwtest.ModbusSim) {
-	t.Helper()
-	pt := hwtest.NewPTY(t)
-	sim := hwtest.NewModbusSim()
-	sim.Add(1, &hwtest.Slave{Holding: map[uint16]uint16{0: 7}, DeviceID: []modbus.DeviceObject{
-		{ID: 0, Value: []byte("Acme Meters")}, {ID: 1, Value: []byte("EM-340")}, {ID: 2, Value: []byte("v1.2\x01")}}})
-	sim.Add(2, &hwtest.Slave{Holding: map[uint16]uint16{0: 1}})
-	sim.Add(3, &hwtest.Slave{Exception: 1})
-	sim.Add(4, &hwtest.Slave{Holding: map[uint16]uint16{0: 1}, Down: true})
-	sim.Accept = func() bool { b, p := pt.Framing(); return b == 9600 && p == "odd" }
-	go sim.Serve(pt.Master())
-	return pt, sim
-}
-
 // openMaster opens the PTY at the given framing, as the CLI does standalone.
 func openMaster(t *testing.T, path string, baud int, parity string) *modbus.Master {
 	t.Helper()
@@ -54,7 +36,9 @@ func units(lo, hi byte) []byte {
 // A scan finds the units that answer (data or exception), identifies the one
 // that supports function 43, and finds nothing at a wrong parity or baud.
 func TestScanSerial(t *testing.T) {
-	pt, _ := scanBus(t)
+	pt, sim := hwtest.NewCommissioningBus(t)
+	// Identification goes to a terminal: control characters are replaced.
+	sim.Do(1, func(s *hwtest.Slave) { s.DeviceID[2].Value = []byte("1.2.0\x1b[2J") })
 	ctx := context.Background()
 	var progress []int
 	res, err := modbus.ScanUnits(ctx, openMaster(t, pt.Path, 9600, "odd"), modbus.ScanOptions{Units: units(1, 6),
@@ -70,7 +54,7 @@ func TestScanSerial(t *testing.T) {
 	}
 	u1, u2, u3 := res.Found[0], res.Found[1], res.Found[2]
 	if u1.Unit != 1 || u1.Reply != "data" || u1.Identity == nil || *u1.Identity != (modbus.Identity{Vendor: "Acme Meters",
-		ProductCode: "EM-340", Revision: "v1.2?", Conformity: 0x81}) {
+		ProductCode: "EM-340", Revision: "1.2.0?[2J", Conformity: 0x81}) {
 		t.Errorf("unit 1: %+v %+v", u1, u1.Identity)
 	}
 	if u2.Unit != 2 || u2.Reply != "data" || u2.Identity != nil || u2.IdentityNote != "not supported: exception 1 (illegal function)" {
@@ -93,7 +77,7 @@ func TestScanSerial(t *testing.T) {
 
 // A scan cut short by its context says so and keeps what it found.
 func TestScanBudget(t *testing.T) {
-	pt, _ := scanBus(t)
+	pt, _ := hwtest.NewCommissioningBus(t)
 	m := openMaster(t, pt.Path, 9600, "odd")
 	ctx, cancel := context.WithCancel(context.Background())
 	res, err := modbus.ScanUnits(ctx, m, modbus.ScanOptions{Units: units(1, 247), Timeout: 30 * time.Millisecond,
