@@ -104,8 +104,13 @@ meters:
 	want := map[string]string{
 		"v311-persist": `online=false queued=3 subs=["alarm/#" "fleet/+/temp"]`,
 		"v5-persist":   `online=false queued=2 subs=["$share/workers/jobs/#" "fleet/+/temp"]`,
-		"v5-idle":      `online=false queued=0 subs=[]`,
 		"v311-qos2":    `online=false queued=0 subs=[]`,
+	}
+	// v5-idle's expiry (3600 s) counts from its disconnect when the file was
+	// written: once the file is an hour old it has expired [MQTT-3.1.2-23]
+	// (session/store's TestUpgradeFrom78ac58e finds it in the file).
+	if _, ok := got["v5-idle"]; ok {
+		want["v5-idle"] = `online=false queued=0 subs=[]`
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("edgegw sessions list:\n got %v\nwant %v", got, want)
