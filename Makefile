@@ -76,6 +76,18 @@ bench-store:
 bench-window:
 	EDGEGW_BENCH_WINDOW=1 go test -v -count=1 -run '^TestBatchWindowBench$$' -timeout 10m ./e2e/ | grep -E '^(bench-window|---|FAIL)'
 
+# bench-deadband measures report by exception (docs/benchmarks.md): the real
+# binary polls a slowly changing simulated meter on a PTY 600 times and forwards
+# its readings over a bridge to a local mosquitto, without and with deadbands;
+# prints messages forwarded, store bytes committed and log bytes. Time is
+# compressed x100 (10ms polls, commit_interval and heartbeat scaled alike):
+# about 30 s. INTERVAL=1s runs the 10 minutes in real time (twice); POLLS sets
+# the number of polls.
+.PHONY: bench-deadband
+bench-deadband:
+	bash -o pipefail -c "EDGEGW_BENCH_DEADBAND=1 EDGEGW_BENCH_DEADBAND_INTERVAL=$(INTERVAL) EDGEGW_BENCH_DEADBAND_POLLS=$(POLLS) \
+		go test -v -count=1 -run '^TestDeadbandBench$$' -timeout 60m ./e2e/ | grep -E '^(bench-deadband|---|FAIL|ok)'"
+
 # rss measures RSS with 100k messages queued for 200 offline sessions,
 # restart-to-serving time and drain time, with the binary `make build` builds.
 rss: build

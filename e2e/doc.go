@@ -4,10 +4,14 @@
 // disk (fulldisk_test.go), and start-up faults that are not corruption: a
 // second process on the data_dir, signals during the store check, permission
 // denied, a read-only data_dir, a store locked or owned by root (startup_test.go;
-// some subtests need root and unshare, and skip without them).
+// some subtests need root and unshare, and skip without them); meter report by
+// exception with a simulated Modbus meter on a PTY and mosquitto_sub
+// (deadband_test.go).
 //
 // `go test ./e2e/` (and so `make test`) runs the short forms; `make killtest` or
-// scripts/killtest.sh runs the kill -9 test with many more rounds. Environment:
+// scripts/killtest.sh runs the kill -9 test with many more rounds, `make
+// bench-deadband` the report-by-exception benchmark (TestDeadbandBench,
+// EDGEGW_BENCH_DEADBAND=1). Environment:
 //
 //	EDGEGW_KILL_ROUNDS  kill -9 rounds (default 20)
 //	EDGEGW_KILL_SEED    seed of the kill test's random kill times (default: time)
