@@ -146,7 +146,12 @@ func SetState(b []byte, packetID uint16, released bool) error {
 // Size is the size a queue accounts for a message: topic plus payload bytes (as
 // mosquitto's max_queued_bytes counts payloads; the topic is added so that
 // empty-payload floods are bounded too).
-func Size(pk packets.Packet) int64 { return int64(len(pk.TopicName) + len(pk.Payload)) }
+func Size(pk packets.Packet) int64 { return sizeOf(&pk) }
+
+// sizeOf is Size of a packet in place. A packets.Packet passed by value (about
+// 850 bytes) is copied at every call, inlined or not: about 150 instructions,
+// which the per-message paths (enqueue, MemQueue) do not pay.
+func sizeOf(pk *packets.Packet) int64 { return int64(len(pk.TopicName) + len(pk.Payload)) }
 
 // StoredSize returns Size of an encoded message without decoding it (no
 // allocation): it reads the topic length and the lengths around the payload.

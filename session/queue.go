@@ -148,7 +148,7 @@ func (q *MemQueue) Append(m Message) (uint64, error) {
 	q.nextSeq++
 	q.items = append(q.items, memSlot{seq: m.Seq, m: &m})
 	q.live++
-	q.addLocked(Size(m.Packet), 1)
+	q.addLocked(sizeOf(&m.Packet), 1)
 	return m.Seq, nil
 }
 
@@ -162,7 +162,7 @@ func (q *MemQueue) appendPtr(m *Message) {
 	q.nextSeq++
 	q.items = append(q.items, memSlot{seq: m.Seq, m: m})
 	q.live++
-	q.addLocked(Size(m.Packet), 1)
+	q.addLocked(sizeOf(&m.Packet), 1)
 }
 
 // isDurable reports whether q is on the store: any Queue but a MemQueue.
@@ -262,7 +262,7 @@ func (q *MemQueue) Remove(seq uint64) error {
 	if i < 0 {
 		return nil
 	}
-	size := Size(q.items[i].m.Packet)
+	size := sizeOf(&q.items[i].m.Packet)
 	q.items[i].m = nil
 	q.live--
 	q.addLocked(size, -1)

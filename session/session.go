@@ -134,7 +134,7 @@ func overLimit(q Queue, size int64, limit int, maxBytes int64) string {
 // that hold a packet id and must not be dropped. An overflow episode is logged
 // once, with the limit that started it, and counted.
 func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m *Message, limit int, maxBytes int64, policy Overflow) (queued, lost bool) {
-	size := Size(m.Packet)
+	size := sizeOf(&m.Packet)
 	for {
 		why := overLimit(q, size, limit, maxBytes)
 		if why == "" {
