@@ -33,10 +33,11 @@ type Listener struct {
 // ListenerTLS is a listener's TLS settings (listeners[].tls).
 type ListenerTLS struct {
 	// CertFile and KeyFile are the PEM server certificate (chain) and its key;
-	// both required. They are read at start and again on every Reload (SIGHUP).
+	// both required. They are read at start and again on every reload (SIGHUP,
+	// edgegw reload: Gateway.ReloadTLS).
 	CertFile, KeyFile string
 	// ClientCAFile, if set, is a PEM bundle of CAs that client certificates are
-	// verified against. Re-read on Reload.
+	// verified against. Re-read on every reload.
 	ClientCAFile string
 	// ClientAuth is none, request (verify a certificate if the client sends one)
 	// or require. Decoding makes "" require when ClientCAFile is set, else none.

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"edgegw/hardware/hwtest"
 )
 
 // Configuration reload (issue 18.1) driven as an operator does: the file is
@@ -36,6 +38,15 @@ func startReloadGW(t *testing.T, text string) *reloadGW {
 	g.write(text)
 	g.p = startGW(t, g.path, g.addr)
 	return g
+}
+
+// stop stops the gateway with SIGTERM: it must exit 0 after the reloads (a
+// -race binary's reports fail the test here).
+func (g *reloadGW) stop() {
+	g.t.Helper()
+	if code := g.p.stop(); code != 0 {
+		g.t.Errorf("edgegw exited %d after the reloads; log:\n%s", code, g.p.log)
+	}
 }
 
 // write replaces the configuration file's text (see startReloadGW).
@@ -90,16 +101,7 @@ func (g *reloadGW) counter(name string) int64 {
 			Value int64  `json:"value"`
 		} `json:"counters"`
 	}
-	// --socket: the file may be invalid or name another data_dir by now.
-	cmd := exec.Command(gwBinary, "status", "--json", "--socket", filepath.Join(filepath.Dir(g.path), "data", "admin.sock"))
-	cmd.Env = gwEnv()
-	b, err := cmd.Output()
-	if err != nil {
-		g.t.Fatalf("edgegw status: %v", err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		g.t.Fatalf("edgegw status: %v\n%s", err, b)
-	}
+	adminSocketJSON(g.t, g, &st, "status")
 	for _, c := range st.Counters {
 		if c.Name == name {
 			return c.Value
@@ -107,6 +109,21 @@ func (g *reloadGW) counter(name string) int64 {
 	}
 	g.t.Fatalf("no counter %s in edgegw status --json", name)
 	return 0
+}
+
+// adminSocketJSON runs `edgegw ARGS --json` on g's admin socket (--socket:
+// the file may be invalid or name another data_dir by now) into v.
+func adminSocketJSON(t *testing.T, g *reloadGW, v any, args ...string) {
+	t.Helper()
+	cmd := exec.Command(gwBinary, append(args, "--json", "--socket", filepath.Join(filepath.Dir(g.path), "data", "admin.sock"))...)
+	cmd.Env = gwEnv()
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("edgegw %s: %v", strings.Join(args, " "), err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("edgegw %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
 }
 
 // client is a running MQTT client program (mosquitto_pub, mosquitto_sub): its
@@ -279,6 +296,7 @@ func TestReloadTightensACLForConnectedClients(t *testing.T) {
 	if n := g.counter("reloads"); n != 1 {
 		t.Errorf("reloads counter %d, want 1", n)
 	}
+	g.stop()
 }
 
 // An invalid file changes nothing: `edgegw reload` exits 2 with the errors as
@@ -331,6 +349,7 @@ func TestReloadInvalidFileChangesNothing(t *testing.T) {
 	if n := g.counter("reload_failures"); n != 2 {
 		t.Errorf("reload_failures %d, want 2", n)
 	}
+	g.stop()
 }
 
 // Keys that cannot change at run time are reported as needing a restart and
@@ -379,6 +398,7 @@ listeners:
 	if n := len(g.p.grep("level=INFO msg=\"configuration reloaded\"")); n != 1 {
 		t.Errorf("%d INFO lines \"configuration reloaded\", want 1 (the first reload, before warn applied)", n)
 	}
+	g.stop()
 }
 
 // Reloads under a steady QoS 1 load lose nothing and drop no connection: a
@@ -468,6 +488,7 @@ func TestReloadUnderQoS1Load(t *testing.T) {
 	if r := g.counter("reloads"); r < 8 {
 		t.Errorf("reloads counter %d, want at least 8", r)
 	}
+	g.stop()
 }
 
 // numbers waits until the client printed n lines that are numbers (or
@@ -504,3 +525,195 @@ func (g *reloadGW) logged(substr string) {
 
 // dialTCP connects to addr (to see whether anything listens there).
 func dialTCP(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
+
+// startMosquitto runs Debian's mosquitto on addr (anonymous clients allowed)
+// and returns it.
+func startMosquitto(t *testing.T, addr string) *client {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	text := fmt.Sprintf("listener %s %s\nallow_anonymous true\nlog_dest stderr\nlog_type all\n", port, host)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := startClient(t, false, "mosquitto", "-c", conf)
+	m.must("running")
+	return m
+}
+
+// upstreamSub starts mosquitto_sub -v -d on the broker at addr and waits for its SUBACK.
+func upstreamSub(t *testing.T, addr, filter string) *client {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	c := startClient(t, false, "mosquitto_sub", "-h", host, "-p", port, "-V", "5", "-q", "1", "-v", "-d", "-t", filter)
+	c.must("received SUBACK")
+	return c
+}
+
+const reloadBridgeConfig = `data_dir: %[1]s
+listeners:
+  - name: e2e
+    address: %[2]s
+bridges:
+  - name: cloud
+    address: mqtt://UPSTREAM
+    client_id: edgegw-reload-test
+    backoff_min: 1s
+    backoff_max: 1s
+    forward:
+      - local: up/#
+        remote: PREFIX/#
+        qos: 1
+`
+
+// A bridge changed by a reload reconnects with its new settings and keeps its
+// outbox: messages queued while its old upstream was down go to the new one,
+// under the new remote prefix, against real mosquitto brokers. A local
+// subscriber is not disturbed.
+func TestReloadBridgeChangedKeepsOutbox(t *testing.T) {
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	brokerA := startMosquitto(t, addrA)
+	subA := upstreamSub(t, addrA, "site/#")
+	bridgeConf := func(addr, prefix string) string {
+		return strings.ReplaceAll(strings.ReplaceAll(reloadBridgeConfig, "UPSTREAM", addr), "PREFIX", prefix)
+	}
+	g := startReloadGW(t, bridgeConf(addrA, "site/up"))
+	g.logged("msg=\"bridge connected\"")
+	local := g.sub("5", "", "", "local", "up/#")
+	pub := g.pub("5", "", "", "meter", "up/1")
+	pub.send("one")
+	subA.must("site/up/1 one")
+
+	// The upstream goes away; two messages wait in the outbox.
+	_ = brokerA.cmd.Process.Signal(syscall.SIGTERM)
+	<-brokerA.done
+	g.logged("msg=\"bridge disconnected\"")
+	pub.send("two")
+	pub.send("three")
+	local.must("up/1 three")
+
+	// The new upstream, with its subscriber, then the reload pointing there.
+	startMosquitto(t, addrB)
+	subB := upstreamSub(t, addrB, "site2/#")
+	g.write(bridgeConf(addrB, "site2/up"))
+	out := g.mustReload()
+	if !strings.Contains(out, "applied:\n  bridge cloud changed: reconnecting, outbox kept\n") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	subB.must("site2/up/1 two")
+	subB.must("site2/up/1 three")
+	if strings.Contains(subB.log.String(), " one") {
+		t.Errorf("a message acknowledged by the old upstream was sent again:\n%s", subB.log)
+	}
+	local.running("across the bridge's reload")
+	pub.running("across the bridge's reload")
+
+	// Removed: the bridge stops, its outbox stays in the store.
+	g.write(strings.Split(bridgeConf(addrB, "site2/up"), "bridges:")[0])
+	if out := g.mustReload(); !strings.Contains(out, "bridge cloud removed (its outbox stays in the store)") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	var bs []json.RawMessage
+	adminSocketJSON(t, g, &bs, "bridge")
+	if len(bs) != 0 {
+		t.Errorf("edgegw bridge lists %d bridges after the removal", len(bs))
+	}
+	g.stop()
+}
+
+const reloadMetersConfig = `data_dir: %[1]s
+listeners:
+  - name: e2e
+    address: %[2]s
+meters:
+  types:
+    - name: counter
+      registers:
+        - {name: energy, register: 0, function: 4, type: uint16}
+  ports:
+    - name: pa
+      device: PTYA
+      baud: 9600
+      parity: none
+      protocol: modbus
+      modbus: {timeout: 100ms, retries: 1, offline_after: 3}
+      meters:
+        - {id: ma, type: counter, slave: 1, interval: 200ms}
+    - name: pb
+      device: PTYB
+      baud: 9600
+      parity: none
+      protocol: modbus
+      modbus: {timeout: 100ms, retries: 1, offline_after: 3}
+      meters:
+        - {id: mb, type: counter, slave: 1, interval: INTERVAL}
+`
+
+// A meter port changed by a reload reopens, and only that port: pb's poll
+// interval changes, pa (a PTY with a Modbus simulator each) stays open and
+// goes on publishing readings.
+func TestReloadReopensOnlyTheChangedPort(t *testing.T) {
+	ptyA, ptyB := hwtest.NewPTY(t), hwtest.NewPTY(t)
+	for _, p := range []*hwtest.PTY{ptyA, ptyB} {
+		sim := hwtest.NewModbusSim()
+		sim.Add(1, &hwtest.Slave{Input: map[uint16]uint16{0: 42}})
+		go sim.Serve(p.Master())
+	}
+	conf := func(interval string) string {
+		r := strings.NewReplacer("PTYA", ptyA.Path, "PTYB", ptyB.Path, "INTERVAL", interval)
+		return r.Replace(reloadMetersConfig)
+	}
+	g := startReloadGW(t, conf("200ms"))
+	opened := func(port string) int {
+		return len(g.p.grep(`msg="serial port open" component=meters port=` + port + " "))
+	}
+	g.logged(`msg="serial port open" component=meters port=pa `)
+	g.logged(`msg="serial port open" component=meters port=pb `)
+	readings := g.sub("5", "", "", "app", "meters/+/reading")
+	readings.must("meters/ma/reading")
+	readings.must("meters/mb/reading")
+
+	g.write(conf("300ms"))
+	out := g.mustReload()
+	if want := "applied:\n  meter port pb changed: reopening\n"; !strings.Contains(out, want) {
+		t.Errorf("edgegw reload printed\n%s\nwant %q", out, want)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for opened("pb") < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a, b := opened("pa"), opened("pb"); a != 1 || b != 2 {
+		t.Errorf("serial port opened: pa %d times, pb %d times; want 1 and 2\n%s", a, b, g.p.log)
+	}
+	// Both meters still publish after the reload.
+	n := strings.Count(readings.log.String(), "meters/ma/reading")
+	m := strings.Count(readings.log.String(), "meters/mb/reading")
+	deadline = time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		s := readings.log.String()
+		if strings.Count(s, "meters/ma/reading") > n && strings.Count(s, "meters/mb/reading") > m {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := readings.log.String(); strings.Count(s, "meters/ma/reading") <= n || strings.Count(s, "meters/mb/reading") <= m {
+		t.Errorf("readings stopped after the reload:\n%s", s)
+	}
+	readings.running("across the port's reopening")
+
+	// Removing the port closes it.
+	g.write(strings.Split(conf("300ms"), "    - name: pb")[0])
+	if out := g.mustReload(); !strings.Contains(out, "meter port pb removed") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	var st struct {
+		Ports []struct {
+			Port string `json:"port"`
+		} `json:"ports"`
+	}
+	adminSocketJSON(t, g, &st, "meters")
+	if len(st.Ports) != 1 || st.Ports[0].Port != "pa" {
+		t.Errorf("edgegw meters lists ports %+v after pb was removed, want pa only", st.Ports)
+	}
+	g.stop()
+}

@@ -162,7 +162,7 @@ func usageError(stderr io.Writer, msg string) int {
 // runCmd runs the gateway until SIGINT or SIGTERM. Signals are handled from its
 // first instruction: SIGINT or SIGTERM during start-up stops it cleanly (exit
 // 0, the store untouched); SIGHUP never kills it (one that comes while it
-// starts reloads the certificates once it serves). A second SIGINT/SIGTERM,
+// starts reloads the configuration once it serves). A second SIGINT/SIGTERM,
 // once shutdown started, kills the process the default way.
 //
 // Start-up order: configuration, the data_dir lock (a second process exits

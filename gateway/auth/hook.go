@@ -376,7 +376,7 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool { 
 // resumes against the rules as they are now, before the CONNACK and before
 // the session engine (added after this hook) attaches the connection and
 // starts delivery: a subscription made under older rules (auth.acl changed
-// since, with a restart) that they no longer allow is removed, counted as a
+// since, by a reload or a restart) that they no longer allow is removed, counted as a
 // denied subscription and logged. Messages queued for it before stay queued.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if h.opts.Subscriptions == nil || h.opts.Unsubscribe == nil || cl.Net.Inline {
