@@ -44,6 +44,11 @@
 // A Hub owns all of it: New, AddConfigured (or AddMeter and AddPort; before
 // the engine restores its state and the server serves), Start, Stop.
 //
+// Report by exception (report.go) is decided in Meter.Publish for every
+// protocol: a protocol decodes the `deadband` / `deadband_percent` keys of
+// its type's entries (DeadbandConfig) and passes the deadbands in
+// MeterConfig.Report; the meter key `heartbeat` is applied by AddConfigured.
+//
 // Bad input on a port (garbage, truncated or oversized frames, wrong CRCs or
 // checksums, floods) is counted per port, logged at a bounded rate and skipped;
 // every buffer has a fixed upper bound.

@@ -140,6 +140,7 @@ type reporter struct {
 	mu      sync.Mutex
 	have    bool      // a reading was published since the last reset
 	at      time.Time // when (steady time)
+	n       int       // its number of values
 	values  map[string]float64
 	text    map[string]string
 	quality []string // sorted
@@ -169,7 +170,7 @@ func (p *reporter) decide(now time.Time, r Reading) bool {
 	if p.have && !p.changed(r, q) && (p.cfg.Heartbeat <= 0 || now.Sub(p.at) < p.cfg.Heartbeat) {
 		return false
 	}
-	p.have, p.at, p.quality, p.text = true, now, q, maps.Clone(r.Text)
+	p.have, p.at, p.n, p.quality, p.text = true, now, len(r.Values), q, maps.Clone(r.Text)
 	p.values = make(map[string]float64, len(r.Values))
 	for _, v := range r.Values {
 		p.values[v.Name] = v.Value
@@ -180,7 +181,7 @@ func (p *reporter) decide(now time.Time, r Reading) bool {
 // changed reports whether r (with sorted quality q) differs from the last
 // published reading beyond the deadbands; the caller holds p.mu.
 func (p *reporter) changed(r Reading, q []string) bool {
-	if !slices.Equal(q, p.quality) || len(r.Values) != len(p.values) || !maps.Equal(r.Text, p.text) {
+	if !slices.Equal(q, p.quality) || len(r.Values) != p.n || !maps.Equal(r.Text, p.text) {
 		return true
 	}
 	for _, v := range r.Values {
