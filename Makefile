@@ -138,6 +138,7 @@ bench-meters:
 FUZZTIME ?= 30s
 fuzz-meters:
 	go test -run '^$$' -fuzz '^FuzzModbusFrame$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
+	go test -run '^$$' -fuzz '^FuzzModbusTCPFrame$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
 	go test -run '^$$' -fuzz '^FuzzModbusCommand$$' -fuzztime $(FUZZTIME) ./hardware/modbus/
 	go test -run '^$$' -fuzz '^FuzzLineFrame$$' -fuzztime $(FUZZTIME) ./hardware/line/
 

@@ -302,8 +302,8 @@ func ScanResponse(buf []byte, req Request) Scan {
 			i += n - 1
 			continue
 		}
-		if f[1] == req.Function && !echoMatches(f, req) {
-			s.BadCRC++ // a valid CRC on a wrong echo: treat as a damaged answer
+		if !sane(f, req) {
+			s.BadCRC++ // a valid CRC on a wrong echo or exception 0: treat as a damaged answer
 			continue
 		}
 		s.Status, s.Start, s.End, s.Partial = Found, i, i+n, false

@@ -91,10 +91,21 @@ func MatchBody(body []byte, req Request) (resp Response, ok bool) {
 	if n < 3 || len(body) != n {
 		return Response{}, false
 	}
-	if body[1] == req.Function && !echoMatches(body, req) {
+	if !sane(body, req) {
 		return Response{}, false
 	}
 	return responseOf(body, len(body), req), true
+}
+
+// sane checks what frameLen does not of a frame (unit id, PDU, CRC if RTU) of
+// the right length: the echo in a write response, and an exception code
+// other than 0 (no exception has code 0: a response with it would read as
+// success without data).
+func sane(f []byte, req Request) bool {
+	if f[1]&exceptionFlag != 0 {
+		return f[2] != 0
+	}
+	return echoMatches(f, req)
 }
 
 // responseOf builds the Response of a checked frame f (unit id, PDU, and for

@@ -245,15 +245,17 @@ func TestTCPMissingUnit(t *testing.T) {
 	}
 }
 
-// fakeGateway serves Modbus TCP on a loopback listener with answer, which
-// returns the exception code for a request (0: the registers, all 1).
-func fakeGateway(t *testing.T, answer func(modbus.Request) byte) string {
+// fakeServer serves Modbus TCP on a loopback listener: for the nth request
+// (counted from 0 over all connections) respond returns the bytes to send
+// (nil: none) and how long to wait before sending them.
+func fakeServer(t *testing.T, respond func(nth int, req modbus.Request, tid uint16) ([]byte, time.Duration)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
+	var count atomic.Int64
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -279,19 +281,68 @@ func fakeGateway(t *testing.T, answer func(modbus.Request) byte) string {
 							return
 						}
 						buf = buf[n:]
-						regs := make([]uint16, req.Count)
-						for i := range regs {
-							regs[i] = 1
+						out, delay := respond(int(count.Add(1)-1), req, tid)
+						if out == nil {
+							continue
 						}
-						if _, err := c.Write(modbus.EncodeTCPResponse(nil, tid, req, regs, answer(req))); err != nil {
-							return
-						}
+						time.AfterFunc(delay, func() { _, _ = c.Write(out) })
 					}
 				}
 			}()
 		}
 	}()
 	return l.Addr().String()
+}
+
+// ones are the registers a fake server answers with.
+func ones(req modbus.Request) []uint16 {
+	regs := make([]uint16, req.Count)
+	for i := range regs {
+		regs[i] = 1
+	}
+	return regs
+}
+
+// fakeGateway is a fakeServer answering at once with the exception code
+// answer returns for a request (0: the registers, all 1).
+func fakeGateway(t *testing.T, answer func(modbus.Request) byte) string {
+	return fakeServer(t, func(_ int, req modbus.Request, tid uint16) ([]byte, time.Duration) {
+		return modbus.EncodeTCPResponse(nil, tid, req, ones(req), answer(req)), 0
+	})
+}
+
+// An answer that comes after the response timeout is skipped as a wrong
+// transaction id when it arrives (the retry has a new one); an MBAP header
+// that cannot be right (protocol id 1) closes the connection, which is
+// opened again; the readings go on.
+func TestTCPLateAnswerAndOutOfStep(t *testing.T) {
+	addr := fakeServer(t, func(nth int, req modbus.Request, tid uint16) ([]byte, time.Duration) {
+		out := modbus.EncodeTCPResponse(nil, tid, req, ones(req), 0)
+		switch nth {
+		case 2:
+			return out, 150 * time.Millisecond // after the 50ms timeout
+		case 30: // well after the late answer
+			out[3] = 1 // protocol id 1
+		}
+		return out, 0
+	})
+	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Retries: 1, Framing: modbus.FramingTCP}, addr,
+		meterSpec{"m", 1, 10 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	r.start(t)
+	c := r.port.Counters()
+	waitCount(t, "wrong transaction", &c.WrongTransaction, 1)
+	waitCount(t, "reopens", &c.Reopens, 1)
+	next(t, r.eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
+		return strings.Contains(string(pk.Payload), "out of step")
+	})
+	for range 3 {
+		if rd := nextReading(t, r.eng, "m"); *rd.Values["x"].V != 1 || len(rd.Quality) != 1 {
+			t.Fatalf("reading: %+v", rd)
+		}
+	}
+	if c.Timeouts.Load() != 1 || c.GarbageBytes.Load() != 11 {
+		t.Errorf("counters: %v", c.Map())
+	}
 }
 
 // A Modbus TCP gateway that answers exception 11 (target device failed to
