@@ -3,6 +3,7 @@ package modbus_test
 import (
 	"encoding/json"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,20 +16,29 @@ import (
 
 // TestGolden runs the cases in testdata/golden/<case>/: config.yaml (one
 // Modbus port), slaves.json (the registers the simulated slaves answer with:
-// {"<address>": {"holding": {"<register>": value}, "input": {...}}}; a read
-// of a register not listed gets exception 2) and expected.json (the first
-// readings of each meter). See package hwtest/golden.
+// {"<address>": {"holding": {"<register>": value}, "input": {...},
+// "steps": [{"input": {...}}, ...]}}; a read of a register not listed gets
+// exception 2; steps, if given, change registers read by read: the k-th read
+// request to the slave first applies steps[k], after the last step the
+// registers stay) and expected.json (the first readings of each meter). See
+// package hwtest/golden.
 func TestGolden(t *testing.T) {
 	golden.Run(t, "testdata/golden", modbus.Plugin{}, func(t *testing.T, dir string, rw io.ReadWriter) {
 		b, err := os.ReadFile(filepath.Join(dir, "slaves.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var slaves map[string]struct{ Holding, Input map[string]uint16 }
+		type registers struct{ Holding, Input map[string]uint16 }
+		var slaves map[string]struct {
+			registers
+			Steps []registers
+		}
 		if err := json.Unmarshal(b, &slaves); err != nil {
 			t.Fatalf("slaves.json: %v", err)
 		}
 		sim := hwtest.NewModbusSim()
+		steps := map[byte][]hwtest.Slave{} // registers only
+		reads := map[byte]int{}            // under the simulator's lock
 		for addr, s := range slaves {
 			a, err := strconv.ParseUint(addr, 10, 8)
 			if err != nil {
@@ -36,6 +46,16 @@ func TestGolden(t *testing.T) {
 			}
 			sl := &hwtest.Slave{Holding: regs(t, s.Holding), Input: regs(t, s.Input)}
 			sim.Add(byte(a), sl)
+			for _, st := range s.Steps {
+				steps[byte(a)] = append(steps[byte(a)], hwtest.Slave{Holding: regs(t, st.Holding), Input: regs(t, st.Input)})
+			}
+		}
+		sim.BeforeRead = func(req modbus.Request, sl *hwtest.Slave) {
+			if k := reads[req.Slave]; k < len(steps[req.Slave]) {
+				maps.Copy(sl.Holding, steps[req.Slave][k].Holding)
+				maps.Copy(sl.Input, steps[req.Slave][k].Input)
+			}
+			reads[req.Slave]++
 		}
 		go sim.Serve(rw)
 	})
