@@ -55,7 +55,10 @@ const scanUsageLine = `edgegw meters scan PORT|HOST:PORT [--units 1-247] [--baud
   Asks every unit id for holding register 0: any reply, data or a Modbus
   exception, means a unit is there; each unit found is asked for its device
   identification (function 43/14: vendor, product code, revision). Serial
-  ports: every baud rate with every parity. A terminal shows a progress line.`
+  ports: every baud rate with every parity. HOST:PORT: a Modbus TCP server or
+  gateway (--framing tcp) or an RS-485/Ethernet converter (--framing rtu);
+  exceptions 10 and 11 from a gateway mean no unit. A terminal shows a
+  progress line; otherwise progress goes to stderr as plain lines.`
 
 const readUsageLine = `edgegw meters read PORT|HOST:PORT --unit N --address A [--count C] [--function 3]
                          [--type uint16] [--word-order big] [--scale 1] [--json]
@@ -87,6 +90,7 @@ type busFlags struct {
 	stopBits        int
 	timeout, budget time.Duration
 	retries         int
+	framing         string // HOST:PORT: tcp or rtu
 }
 
 func newBusFlags(name, usageLine string, timeout time.Duration) (*flag.FlagSet, *busFlags, func(io.Writer)) {
@@ -97,6 +101,7 @@ func newBusFlags(name, usageLine string, timeout time.Duration) (*flag.FlagSet, 
 	fs.IntVar(&f.stopBits, "stop-bits", 1, "serial stop bits `N`: 1 or 2")
 	fs.DurationVar(&f.timeout, "timeout", timeout, "response `TIMEOUT` per request")
 	fs.IntVar(&f.retries, "retries", 0, "`N` retries after a timeout or CRC error")
+	fs.StringVar(&f.framing, "framing", "tcp", "HOST:PORT only: `FRAMING` tcp (Modbus TCP, MBAP) or rtu (RTU frames over TCP, RS-485/Ethernet converters)")
 	return fs, f, usage
 }
 
@@ -219,7 +224,8 @@ func findOwned(f *adminFlags, arg string) (c *admin.Client, port *admin.Port, no
 	}
 	real := realPath(arg)
 	for i := range ports {
-		if ports[i].Port == arg || ports[i].Device == arg || (real != "" && realPath(ports[i].Device) == real) {
+		if ports[i].Port == arg || (ports[i].Device != "" && ports[i].Device == arg) || (ports[i].Address != "" && ports[i].Address == arg) ||
+			(real != "" && ports[i].Device != "" && realPath(ports[i].Device) == real) {
 			return c, &ports[i], false, nil
 		}
 	}
@@ -260,11 +266,18 @@ func configuredPort(f *adminFlags, arg string) (hardware.MeterPortConfig, bool) 
 // framing: asking for others is an error), or the device opened here once per
 // framing (opened lazily by each target's bus in turn).
 func openTargets(f *busFlags, arg string, stderr io.Writer) ([]*target, error) {
-	if isTCP(arg) {
-		return nil, fmt.Errorf("%s: Modbus TCP is not supported by this build yet; give a serial port", arg)
+	tcp := isTCP(arg)
+	if tcp && (f.baud != "" || f.parity != "") {
+		return nil, usageErr("--baud and --parity are for serial ports, not " + arg)
+	}
+	if f.framing != "tcp" && f.framing != "rtu" {
+		return nil, usageErr("--framing: must be tcp or rtu")
 	}
 	c, owned, notRunning, reachErr := findOwned(f.adminFlags, arg)
 	if owned != nil {
+		if owned.Device == "" {
+			owned.Device = owned.Address
+		}
 		if owned.Protocol != "modbus" {
 			return nil, fmt.Errorf("port %s (%s) runs protocol %s in the gateway: scan and read are for modbus ports", owned.Port, owned.Device, owned.Protocol)
 		}
@@ -274,8 +287,11 @@ func openTargets(f *busFlags, arg string, stderr io.Writer) ([]*target, error) {
 				"(systemctl stop edgegw) and run the command again", owned.Port, owned.Device)
 		}
 		bus := &remoteBus{c: c, port: owned.Port}
-		return []*target{{where: "port " + owned.Port + " (" + owned.Device + ") through the running gateway", framing: "as configured",
+		return []*target{{where: "port " + owned.Port + " (" + owned.Device + ") through the running gateway", framing: "its configured framing",
 			bus: bus, viaAdmin: true, close: func() {}}}, nil
+	}
+	if tcp {
+		return tcpTargets(f, arg)
 	}
 	def := hardware.SerialConfig{Device: arg, Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1}
 	if p, ok := configuredPort(f.adminFlags, arg); ok && p.Device != "" {
@@ -321,27 +337,70 @@ func openTargets(f *busFlags, arg string, stderr io.Writer) ([]*target, error) {
 	for _, s := range sets {
 		cfg := hardware.SerialConfig{Device: def.Device, Baud: s.baud, DataBits: 8, Parity: s.parity, StopBits: s.stopBits,
 			ReadTimeout: 100 * time.Millisecond}
-		lb := &localBus{cfg: cfg}
+		lb := &localBus{framing: modbus.FramingRTU, open: func(context.Context) (*hardware.Conn, error) {
+			rw, err := hardware.OpenSerial(cfg)
+			if err != nil {
+				return nil, openError(cfg.Device, err)
+			}
+			return hardware.NewConn(rw, cfg.Line(), cfg.ReadTimeout), nil
+		}}
 		out = append(out, &target{where: def.Device, framing: s.String(), bus: lb, close: lb.close})
 	}
 	return out, nil
 }
 
-// localBus opens the device on first use.
+// tcpTargets connects to a Modbus TCP server or an RS-485/Ethernet converter
+// at addr (once now, to report a failure before anything else).
+func tcpTargets(f *busFlags, addr string) ([]*target, error) {
+	if err := hardware.CheckAddress(addr); err != nil {
+		return nil, usageErr(err.Error())
+	}
+	dial := func(ctx context.Context) (*hardware.Conn, error) {
+		nc, err := hardware.DialTCP(ctx, hardware.TCPConfig{Address: addr})
+		if err != nil {
+			return nil, dialError(addr, err)
+		}
+		return hardware.NewStreamConn(nc), nil
+	}
+	c, err := dial(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	_ = c.Close()
+	framing, name := modbus.FramingTCP, "Modbus TCP"
+	if f.framing == "rtu" {
+		framing, name = modbus.FramingRTU, "RTU over TCP"
+	}
+	lb := &localBus{framing: framing, open: dial}
+	return []*target{{where: addr, framing: name, bus: lb, close: lb.close}}, nil
+}
+
+// dialError explains why a TCP connection failed.
+func dialError(addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("cannot connect to %s: connection refused (nothing listens there; Modbus TCP's port is 502)", addr)
+	case errors.Is(err, os.ErrDeadlineExceeded) || strings.Contains(err.Error(), "i/o timeout"):
+		return fmt.Errorf("cannot connect to %s: no answer within %v (wrong address, or a firewall)", addr, hardware.DefaultConnectTimeout)
+	}
+	return fmt.Errorf("cannot connect to %s: %w", addr, err)
+}
+
+// localBus is a port this command opened itself (on first use).
 type localBus struct {
-	cfg  hardware.SerialConfig
-	conn *hardware.Conn
-	m    *modbus.Master
+	framing modbus.Framing
+	open    func(context.Context) (*hardware.Conn, error)
+	conn    *hardware.Conn
+	m       *modbus.Master
 }
 
 func (b *localBus) Exchange(ctx context.Context, req modbus.Request, timeout time.Duration, retries int) (modbus.Response, error) {
 	if b.m == nil {
-		rw, err := hardware.OpenSerial(b.cfg)
+		c, err := b.open(ctx)
 		if err != nil {
-			return modbus.Response{}, openError(b.cfg.Device, err)
+			return modbus.Response{}, err
 		}
-		b.conn = hardware.NewConn(rw, b.cfg.Line(), b.cfg.ReadTimeout)
-		b.m = modbus.NewMaster(b.conn, timeout)
+		b.conn, b.m = c, modbus.NewFramedMaster(c, timeout, b.framing)
 	}
 	return b.m.Exchange(ctx, req, timeout, retries)
 }
@@ -541,6 +600,9 @@ func printScan(p *printer, rep scanReport, asJSON bool) {
 		line := fmt.Sprintf("%s: %d of %d units answered in %s", s.Framing, len(s.Found), s.Tried, time.Duration(s.Seconds*float64(time.Second)).Round(10*time.Millisecond))
 		if s.Garbled > 0 {
 			line += fmt.Sprintf("; %d garbled replies (another baud rate or parity? noise?)", s.Garbled)
+		}
+		if s.GatewayNoAnswer > 0 {
+			line += fmt.Sprintf("; the gateway answered exception 10 or 11 (no such unit behind it) for %d", s.GatewayNoAnswer)
 		}
 		if s.Incomplete {
 			line += " (stopped before the last unit)"

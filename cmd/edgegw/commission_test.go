@@ -266,3 +266,72 @@ meters:
 		t.Errorf("scan at another baud rate: %d %q", r.status, r.stderr)
 	}
 }
+
+// HOST:PORT against Debian's pymodbus server (hwtest.StartModbusServer):
+// Modbus TCP and RTU frames over TCP, standalone and through the gateway.
+// pymodbus (3.0.0rc1) does not answer for a unit it does not serve.
+func TestMetersScanTCP(t *testing.T) {
+	units := hwtest.Units{1: {Holding: map[uint16]uint16{0: 5, 1: 0x4049, 2: 0x0FDB}}, 7: {Input: map[uint16]uint16{0: 1}}}
+	nosock := []string{"--socket", filepath.Join(t.TempDir(), "none.sock")}
+	for _, framer := range []string{"tcp", "rtu"} {
+		srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Framer: framer})
+		r := edgegw(t, append([]string{"meters", "scan", srv.Addr, "--framing", framer, "--units", "1-10", "--timeout", "100ms", "--json"}, nosock...)...)
+		var js struct {
+			Port     string `json:"port"`
+			Settings []struct {
+				Framing         string        `json:"framing"`
+				Tried           int           `json:"tried"`
+				GatewayNoAnswer int           `json:"gateway_no_answer"`
+				Found           []modbus.Unit `json:"found"`
+			} `json:"settings"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &js); err != nil || r.status != 0 || len(js.Settings) != 1 {
+			t.Fatalf("%s: scan --json: %v %d\n%s%s", framer, err, r.status, r.stdout, r.stderr)
+		}
+		s := js.Settings[0]
+		if js.Port != srv.Addr || s.Tried != 10 || len(s.Found) != 2 ||
+			s.Found[0].Unit != 1 || s.Found[0].Reply != "data" || s.Found[1].Unit != 7 || s.Found[1].Reply != "exception 2 (illegal data address)" {
+			t.Errorf("%s: scan found %+v", framer, js)
+		}
+		r = edgegw(t, append([]string{"meters", "read", srv.Addr, "--framing", framer, "--unit", "1", "--address", "1", "--type", "float32"}, nosock...)...)
+		if r.status != 0 || !regexp.MustCompile(`(?m)^1 +0x4049 0x0FDB +3\.14159\d*$`).MatchString(r.stdout) {
+			t.Errorf("%s: read float32: %d\n%s%s", framer, r.status, r.stdout, r.stderr)
+		}
+	}
+
+	// Nothing listens: a clear error.
+	addr := freeLoopbackAddr(t)
+	if r := edgegw(t, append([]string{"meters", "scan", addr}, nosock...)...); r.status != 1 || !strings.Contains(r.stderr, "cannot connect to "+addr+": connection refused") {
+		t.Errorf("scan of a closed port: %d %q", r.status, r.stderr)
+	}
+	if r := edgegw(t, append([]string{"meters", "scan", "127.0.0.1:502", "--baud", "9600"}, nosock...)...); r.status != 2 || !strings.Contains(r.stderr, "--baud and --parity are for serial ports") {
+		t.Errorf("--baud on HOST:PORT: %d %q", r.status, r.stderr)
+	}
+
+	// The running gateway owns a TCP port to the server: through the admin socket.
+	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{})
+	dir := t.TempDir()
+	gwAddr := freeLoopbackAddr(t)
+	cfg := writeFile(t, "edgegw.yaml", fmt.Sprintf(`data_dir: %q
+listeners:
+  - name: test
+    address: %q
+meters:
+  types:
+    - name: t
+      registers:
+        - {name: x, register: 0, function: 3, type: uint16}
+  ports:
+    - name: inverter
+      address: %s
+      protocol: modbus
+      meters:
+        - {id: m1, type: t, slave: 1, interval: 100ms}
+`, filepath.Join(dir, "data"), gwAddr, srv.Addr))
+	startGateway(t, cfg, gwAddr)
+	r := edgegw(t, "meters", "scan", srv.Addr, "-c", cfg, "--units", "1-8", "--timeout", "200ms")
+	if r.status != 0 || !strings.Contains(r.stdout, "scan of port inverter ("+srv.Addr+") through the running gateway") ||
+		!regexp.MustCompile(`(?m)^TCP: 2 of 8 units answered in `).MatchString(r.stdout) {
+		t.Errorf("scan through the gateway's TCP port: %d\n%s%s", r.status, r.stdout, r.stderr)
+	}
+}

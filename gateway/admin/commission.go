@@ -40,7 +40,7 @@ type ModbusAnswer struct {
 	Result    string `json:"result"`
 	Data      []byte `json:"data,omitempty"`
 	Exception int    `json:"exception,omitempty"`
-	// Device and Framing ("9600 8E1") are the port's.
+	// Device (or host:port) and Framing ("9600 8E1", "TCP") are the port's.
 	Device  string `json:"device"`
 	Framing string `json:"framing"`
 }
@@ -128,6 +128,9 @@ func (s *Server) modbusTransaction(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	resp, err := bus.Exchange(ctx, req, timeout, in.Retries)
 	out := ModbusAnswer{Result: "ok", Device: port.Serial().Device, Framing: Framing(port.Serial())}
+	if port.IsTCP() {
+		out.Device, out.Framing = port.TCP().Address, "TCP"
+	}
 	var ex *modbus.ExceptionError
 	switch {
 	case err == nil:

@@ -62,6 +62,10 @@ type ScanResult struct {
 	// Garbled counts probes answered only by bytes that were no valid
 	// response (a wrong CRC): a hint at a wrong baud rate or parity, or noise.
 	Garbled int `json:"garbled"`
+	// GatewayNoAnswer counts probes a Modbus TCP gateway answered for the
+	// unit with exception 10 or 11 (path unavailable, target failed to
+	// respond): the gateway is there, the unit is not.
+	GatewayNoAnswer int `json:"gateway_no_answer"`
 	// Incomplete is set when ctx ended (time budget, interrupt) before every
 	// unit was tried.
 	Incomplete bool `json:"incomplete,omitempty"`
@@ -77,7 +81,7 @@ func ScanUnits(ctx context.Context, bus Bus, o ScanOptions) (ScanResult, error) 
 			res.Incomplete = true
 			return res, nil
 		}
-		found, garbled, err := Probe(ctx, bus, u, o.Timeout, o.Retries)
+		found, outcome, err := Probe(ctx, bus, u, o.Timeout, o.Retries)
 		if err != nil {
 			if ctx.Err() != nil {
 				res.Incomplete = true
@@ -86,8 +90,11 @@ func ScanUnits(ctx context.Context, bus Bus, o ScanOptions) (ScanResult, error) 
 			return res, err
 		}
 		res.Tried++
-		if garbled {
+		switch outcome {
+		case Garbled:
 			res.Garbled++
+		case GatewayNoAnswer:
+			res.GatewayNoAnswer++
 		}
 		if found != nil {
 			res.Found = append(res.Found, *found)
@@ -99,30 +106,44 @@ func ScanUnits(ctx context.Context, bus Bus, o ScanOptions) (ScanResult, error) 
 	return res, nil
 }
 
+// ProbeOutcome says why a probe found no unit.
+type ProbeOutcome int
+
+const (
+	Answered        ProbeOutcome = iota // a unit answered (data or exception)
+	Silent                              // no answer in time
+	Garbled                             // only a frame with a wrong CRC came back
+	GatewayNoAnswer                     // a Modbus TCP gateway answered exception 10 or 11 for the unit
+)
+
 // Probe asks one unit for holding register 0 and, when it answers, for its
-// identification. It returns nil for a silent unit (garbled: only a frame
-// with a wrong CRC came back); the error is a failure of the bus.
-func Probe(ctx context.Context, bus Bus, unit byte, timeout time.Duration, retries int) (found *Unit, garbled bool, err error) {
-	_, err = bus.Exchange(ctx, probeRequest(unit), timeout, retries)
+// identification. It returns nil and why when no unit answered; the error is
+// a failure of the bus. Exceptions 10 and 11 come from a gateway in front of
+// the unit, not from the unit: they find nothing.
+func Probe(ctx context.Context, bus Bus, unit byte, timeout time.Duration, retries int) (*Unit, ProbeOutcome, error) {
+	_, err := bus.Exchange(ctx, probeRequest(unit), timeout, retries)
+	var found *Unit
 	var ex *ExceptionError
 	switch {
 	case err == nil:
 		found = &Unit{Unit: unit, Reply: "data"}
+	case errors.As(err, &ex) && (ex.Code == 10 || ex.Code == 11):
+		return nil, GatewayNoAnswer, nil
 	case errors.As(err, &ex):
 		found = &Unit{Unit: unit, Reply: fmt.Sprintf("exception %d (%s)", ex.Code, exceptionName(ex.Code))}
 	case errors.Is(err, ErrCRC):
-		return nil, true, nil
+		return nil, Garbled, nil
 	case errors.Is(err, ErrTimeout):
-		return nil, false, nil
+		return nil, Silent, nil
 	default:
-		return nil, false, err
+		return nil, Silent, err
 	}
 	id, note, err := Identify(ctx, bus, unit, timeout, retries)
 	if err != nil {
-		return nil, false, err
+		return nil, Answered, err
 	}
 	found.Identity, found.IdentityNote = id, note
-	return found, false, nil
+	return found, Answered, nil
 }
 
 // maxIDRounds bounds the requests of one identification: the basic objects

@@ -99,12 +99,13 @@ func TestExchangeBetweenPolls(t *testing.T) {
 		meterSpec{"m", 1, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
 	r.sim.Add(1, &hwtest.Slave{Holding: map[uint16]uint16{0: 42}})
 	r.sim.Add(5, &hwtest.Slave{Exception: 2})
+	r.sim.Add(6, &hwtest.Slave{Exception: 11}) // a gateway's "target failed to respond": no unit
 	r.start(t)
 	nextReading(t, r.eng, "m")
 	proto := r.port.Protocol().(*modbus.Protocol)
 	before, timeouts := r.sim.RequestsTo(1), r.port.Counters().Timeouts.Load()
 	res, err := modbus.ScanUnits(context.Background(), proto, modbus.ScanOptions{Units: units(2, 12), Timeout: 20 * time.Millisecond})
-	if err != nil || len(res.Found) != 1 || res.Found[0].Unit != 5 || res.Found[0].Reply != "exception 2 (illegal data address)" {
+	if err != nil || len(res.Found) != 1 || res.Found[0].Unit != 5 || res.Found[0].Reply != "exception 2 (illegal data address)" || res.GatewayNoAnswer != 1 {
 		t.Fatalf("scan through the protocol: %+v %v", res, err)
 	}
 	if during := r.sim.RequestsTo(1) - before; during < 3 {
