@@ -23,7 +23,7 @@ func (g *Gateway) newAdmin(started time.Time) *admin.Server {
 	}
 	parts := &admin.Parts{
 		Version: g.cfg.Version, Started: started, Engine: g.engine, Server: g.srv, Store: g.store,
-		Bridges: g.Bridges, Meters: g.Meters, MaxSessions: g.cfg.Sessions.MaxSessions,
+		Bridges: g.Bridges, Meters: g.Meters,
 		Clock: g.clock, SiteID: g.cfg.SiteID, DataDir: g.cfg.DataDir,
 		Listeners: g.listenerInfo, Reload: g.ReloadConfig,
 	}

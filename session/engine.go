@@ -164,6 +164,9 @@ func New(opts Options, deps Deps) (*Engine, error) {
 // opt returns the current options.
 func (e *Engine) opt() *Options { return e.opts.Load() }
 
+// Options returns the engine's current options (shared: do not modify its Profiles).
+func (e *Engine) Options() Options { return *e.opt() }
+
 // SetOptions makes o the engine's options (a configuration reload), except
 // SweepInterval and RAMBudget, which keep their values from New. Profiles,
 // MaxExpiry and InflightWindow apply to connections made after it returns,

@@ -36,7 +36,7 @@ type Parts struct {
 	Meters  func() *hardware.Hub
 	// Reload reloads the configuration file (POST /api/v1/reload); nil: not offered.
 	Reload      ReloadFunc
-	MaxSessions int
+	MaxSessions int // 0: the engine's current sessions.max_sessions
 	// Clock is the gateway's clock: its state is shown, and the engine's
 	// steady times are shown as wall-clock times through it (nil: shown as
 	// they are).
@@ -305,6 +305,9 @@ func (p *Parts) Collect() Status {
 		st.Sessions.Queued += s.Queued
 	}
 	st.Sessions.Max = p.MaxSessions
+	if st.Sessions.Max == 0 && p.Engine != nil {
+		st.Sessions.Max = p.Engine.Options().MaxSessions // as a reload left it
+	}
 	st.Groups = p.groups()
 	st.Bridges = []bridge.Status{}
 	for _, b := range p.bridges() {
