@@ -43,6 +43,7 @@ func TestCounterNamesOnEverySurface(t *testing.T) {
 		{"inflight_exceeded", "limits/inflight_exceeded"},
 		{"tls_handshakes_failed", "limits/tls_handshakes_failed"},
 		{"packets_malformed", "limits/packets_malformed"},
+		{"reserved_topic_publishes", "limits/reserved_topic_publishes"},
 		{"connection_panics", "limits/connection_panics"},
 		{"auth_bad_credentials", "auth/bad_credentials"},
 		{"auth_anonymous_refused", "auth/anonymous_refused"},

@@ -18,6 +18,7 @@ import (
 	"edgegw/internal/counter"
 	"edgegw/internal/hookset"
 	"edgegw/internal/ratelog"
+	"edgegw/internal/topic"
 )
 
 // LimitStats count what the abuse limits refused. All fields are read with Load;
@@ -30,6 +31,7 @@ type LimitStats struct {
 	InflightExceeded   atomic.Int64 // clients closed for sending more than mqtt.max_inflight QoS 2 PUBLISHes
 	TLSHandshakeFailed atomic.Int64 // TLS handshakes that failed (wrong CA, expired, no certificate, old version...)
 	PacketsMalformed   atomic.Int64 // packets refused by the pre-check (checkConn; connection closed)
+	ReservedPublishes  atomic.Int64 // PUBLISHes to $SYS, $share/... (reservedTopic), refused and dropped
 	ConnectionPanics   atomic.Int64 // connection handlers that panicked, contained by the listener
 }
 
@@ -44,6 +46,7 @@ func (s *LimitStats) register(set *counter.Set) {
 	add("inflight_exceeded", "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", &s.InflightExceeded)
 	add("tls_handshakes_failed", "TLS handshakes that failed on TLS listeners.", &s.TLSHandshakeFailed)
 	add("packets_malformed", "Malformed packets refused before mochi decoded them; each closed its connection (v5: DISCONNECT 0x81).", &s.PacketsMalformed)
+	add("reserved_topic_publishes", "PUBLISHes to a topic no client may publish to ($SYS/..., $share/...), refused and dropped; the connection stays.", &s.ReservedPublishes)
 	add("connection_panics", "Connection handlers that crashed on malformed input and were contained.", &s.ConnectionPanics)
 }
 
@@ -171,45 +174,58 @@ func (h *limitsHook) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 		h.refuse(cl, packets.ErrReceiveMaximum, "receive maximum exceeded", slog.Int("max_inflight", h.maxInflight))
 		return packets.ErrRejectPacket
 	}
-	if pk.FixedHeader.Qos > 0 && droppedTopic(pk.TopicName) {
-		denyPublish(cl, pk)
-		return nil
+	if pk.TopicName != "" && pk.TopicName[0] == '$' && reservedTopic(pk.TopicName) {
+		h.denyPublish(cl, pk)
 	}
 	return nil
 }
 
-// droppedTopic reports whether mochi drops a PUBLISH to topic without a word:
-// a topic under $SYS (any case), and $share or $share/<group> (any case), a
-// shared-subscription prefix with no topic after it [MQTT-4.8.2-1]. (A topic
-// name with a wildcard never gets here: mochi closes the connection for it
-// [MQTT-3.3.2-2].)
-func droppedTopic(topic string) bool {
-	return topic != "" && topic[0] == '$' && !mqtt.IsValidFilter(topic, true)
+// reservedTopic reports whether no client may publish to topic (a name that
+// starts with '$'): a topic under $SYS (any case), which mochi drops without a
+// word; $share or $share/<group> (any case), a shared-subscription prefix
+// with no topic after it, which mochi drops too [MQTT-4.8.2-1]; and a name
+// starting with "$share/" (case-sensitive, as the spec's literal "$share"),
+// which mochi would route: no subscription can name it, only the filter of a
+// shared one ("$share/<group>/$share/g/x" would get it) [MQTT-4.8.2-1]; "$"
+// names are the server's (4.7.2). Mosquitto 2.0.11's ACL refuses both $SYS
+// and $share publishes the same way. A topic name with a wildcard is not
+// reserved but malformed: mochi closes the connection for it [MQTT-3.3.2-2].
+func reservedTopic(name string) bool {
+	return !strings.ContainsAny(name, "+#") && (topic.IsShared(name) || !mqtt.IsValidFilter(name, true))
 }
 
-// denyPublish answers a client's QoS 1/2 PUBLISH to a topic mochi drops
-// without any acknowledgement (droppedTopic), which the client would wait for
-// and re-send after every reconnect. Like mosquitto's ACL, which never lets a
-// client write $SYS or $share: v5 gets PUBACK/PUBREC 0x87 Not authorized, v3.1.1
-// (which has no refusal code) a plain PUBACK/PUBREC, and the message is
-// dropped. The packet goes on as QoS 0 without a packet id, which mochi drops
-// silently. A v5 PUBREC 0x87 ends the QoS 2 flow [MQTT-4.3.3-4]; no state is
-// kept for the packet id.
+// droppedName is a topic name mochi drops a PUBLISH to without a word.
+const droppedName = "$SYS"
+
+// denyPublish refuses a client's PUBLISH to a reserved topic (reservedTopic)
+// as mosquitto does, rather than leave a QoS 1/2 one unanswered (the client
+// would wait and re-send it after every reconnect) or route it: v5 gets
+// PUBACK/PUBREC 0x87 Not authorized, v3.1.1 (which has no refusal code) a
+// plain PUBACK/PUBREC, QoS 0 nothing; the connection stays, the refusal is
+// counted and logged (rate-limited). The packet goes on as QoS 0, without a
+// packet id, to droppedName, which mochi drops silently (an OnPacketRead
+// error would close the connection). A v5 PUBREC 0x87 ends the QoS 2 flow
+// [MQTT-4.3.3-4]; no state is kept for the packet id.
 //
 // Not inlined: its acknowledgement packet would enlarge PacketRead's stack
 // frame, on every reader goroutine, for a rare case.
 //
 //go:noinline
-func denyPublish(cl *mqtt.Client, pk *packets.Packet) {
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
-	if pk.FixedHeader.Qos == 2 {
-		ack.FixedHeader.Type = packets.Pubrec
+func (h *limitsHook) denyPublish(cl *mqtt.Client, pk *packets.Packet) {
+	h.stats.ReservedPublishes.Add(1)
+	h.log.Warn("reserved topic", "PUBLISH to a reserved topic refused", slog.String("client", cl.ID),
+		slog.String("remote", cl.Net.Remote), slog.String("topic", pk.TopicName))
+	if pk.FixedHeader.Qos > 0 {
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+		if pk.FixedHeader.Qos == 2 {
+			ack.FixedHeader.Type = packets.Pubrec
+		}
+		if cl.Properties.ProtocolVersion == 5 {
+			ack.ReasonCode = packets.ErrNotAuthorized.Code
+		}
+		_ = cl.WritePacket(ack)
 	}
-	if cl.Properties.ProtocolVersion == 5 {
-		ack.ReasonCode = packets.ErrNotAuthorized.Code
-	}
-	_ = cl.WritePacket(ack)
-	pk.FixedHeader.Qos, pk.PacketID = 0, 0
+	pk.FixedHeader.Qos, pk.PacketID, pk.TopicName = 0, 0, droppedName
 }
 
 // unreleased counts the client's inbound QoS 2 messages waiting for PUBREL,

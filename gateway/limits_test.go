@@ -454,14 +454,23 @@ func TestSysPublishRefused(t *testing.T) {
 	}
 }
 
-// A QoS 1/2 PUBLISH to $share or $share/<group>, a shared-subscription prefix
-// without a topic [MQTT-4.8.2-1], is answered like one to $SYS, byte for byte
-// (mochi dropped it without a word; mosquitto 2.0.11 answers 0x87 / a plain
-// ack too): v5 PUBACK/PUBREC 0x87, v3.1.1 a plain PUBACK/PUBREC; a PUBREL sent
-// anyway finds no state (v5 PUBCOMP 0x92) and the connection goes on.
+// A PUBLISH to $share, $share/<group> (a shared-subscription prefix without a
+// topic) or $share/<group>/<topic> is refused like one to $SYS, byte for byte
+// as mosquitto 2.0.11's ACL refuses it (TestSharePublishLikeMosquitto): no
+// client can subscribe to such a name, only to a shared subscription whose
+// filter it is [MQTT-4.8.2-1], and "$" names are the server's (4.7.2). QoS 1/2:
+// v5 PUBACK/PUBREC 0x87, v3.1.1 a plain PUBACK/PUBREC; a PUBREL sent anyway
+// finds no state (v5 PUBCOMP 0x92); QoS 0: nothing. The message reaches no
+// one (mochi alone routed "$share/g/x" to "$share/h/$share/g/x"), each refusal
+// is counted and the connection goes on. "$SHARE/g/x" is not "$share/"
+// (case-sensitive): accepted, as by mosquitto.
 func TestSharePrefixPublishAnswered(t *testing.T) {
 	t.Parallel()
 	g := startSettledGateway(t, nil)
+	watch, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "share-prefix-watch", CleanStart: true})
+	watch.subscribe(t, paho.SubscribeOptions{Topic: "$share/h/$share/g/x", QoS: 1},
+		paho.SubscribeOptions{Topic: "ok/#", QoS: 1})
+	var refused int64
 	for _, tc := range []struct {
 		version                 byte
 		puback, pubrec, pubcomp string
@@ -473,7 +482,7 @@ func TestSharePrefixPublishAnswered(t *testing.T) {
 		// No problem information: mochi's PUBCOMP then has no Reason String.
 		c.connect(fmt.Sprint("share-prefix-v", tc.version), true,
 			packets.Properties{RequestProblemInfo: 0, RequestProblemInfoFlag: tc.version == 5})
-		for _, topic := range []string{"$share", "$SHARE/g"} {
+		for _, topic := range []string{"$share", "$SHARE/g", "$share/g/x"} {
 			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 7,
 				TopicName: topic, Payload: []byte("m")})
 			c.expectBytes(fmt.Sprintf("v%d QoS 1 to %s", tc.version, topic), tc.puback)
@@ -482,11 +491,24 @@ func TestSharePrefixPublishAnswered(t *testing.T) {
 			c.expectBytes(fmt.Sprintf("v%d QoS 2 to %s", tc.version, topic), tc.pubrec)
 			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 7})
 			c.expectBytes(fmt.Sprintf("v%d PUBREL after %s", tc.version, topic), tc.pubcomp)
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic,
+				Payload: []byte("m")})
+			refused += 3
 		}
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 8,
+			TopicName: "$SHARE/g/x", Payload: []byte("fine")})
+		c.expectBytes(fmt.Sprintf("v%d PUBACK for $SHARE/g/x", tc.version), "40 02 00 08")
 		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 8,
 			TopicName: "ok/after", Payload: []byte("fine")})
 		c.expectBytes(fmt.Sprintf("v%d PUBACK after the refusals", tc.version), "40 02 00 08")
+		// One publisher's messages arrive in order: nothing refused came first.
+		if m := watch.next(t); m.Topic != "ok/after" {
+			t.Fatalf("v%d: watcher got %s %q, want ok/after (nothing on $share/...)", tc.version, m.Topic, m.Payload)
+		}
 		c.close()
+	}
+	if n := g.Limits().ReservedPublishes.Load(); n != refused {
+		t.Errorf("reserved_topic_publishes = %d, want %d", n, refused)
 	}
 }
 
