@@ -717,3 +717,68 @@ func TestReloadReopensOnlyTheChangedPort(t *testing.T) {
 	}
 	g.stop()
 }
+
+const reloadLimitsConfig = `data_dir: %[1]s
+listeners:
+  - name: e2e
+    address: %[2]s
+mqtt:
+  max_topic_levels: LEVELS
+sessions:
+  profiles:
+    - name: kiosk
+      client_id: "KIOSK"
+      expiry: 1h
+`
+
+// Limits and session profiles changed by a reload apply to what comes next:
+// a PUBLISH over the new max_topic_levels is refused (v5 DISCONNECT 0x90
+// Topic Name invalid), a connection made after the reload gets the new
+// profile while one made before keeps the profile it was given.
+func TestReloadLimitsAndProfiles(t *testing.T) {
+	conf := func(levels, glob string) string {
+		return strings.NewReplacer("LEVELS", levels, "KIOSK", glob).Replace(reloadLimitsConfig)
+	}
+	g := startReloadGW(t, conf("32", "none-*"))
+	deep := func() (string, error) {
+		c := exec.Command("mosquitto_pub", append(g.mqttArgs("5", "", "", "deep"), "-q", "1", "-t", "a/b/c/d", "-m", "x")...)
+		b, err := c.CombinedOutput()
+		return string(b), err
+	}
+	if out, err := deep(); err != nil {
+		t.Fatalf("a/b/c/d refused before the reload: %v %s", err, out)
+	}
+	before := startClient(t, false, append(append([]string{"mosquitto_sub"}, g.mqttArgs("5", "", "", "kiosk-1")...),
+		"-c", "-x", "60", "-d", "-t", "k")...)
+	before.must("received SUBACK")
+
+	g.write(conf("3", "kiosk-*"))
+	out := g.mustReload()
+	for _, want := range []string{"mqtt limits", "sessions: profiles and limits"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("edgegw reload printed\n%s\nwant %q", out, want)
+		}
+	}
+	if out, err := deep(); err == nil {
+		t.Errorf("a/b/c/d over max_topic_levels 3 accepted after the reload: %s", out)
+	}
+	g.logged("topic over the limits")
+	after := startClient(t, false, append(append([]string{"mosquitto_sub"}, g.mqttArgs("5", "", "", "kiosk-2")...),
+		"-c", "-x", "60", "-d", "-t", "k")...)
+	after.must("received SUBACK")
+	profile := func(id string) string {
+		var s struct {
+			Profile string `json:"profile"`
+		}
+		adminSocketJSON(t, g, &s, "sessions", "show", id)
+		return s.Profile
+	}
+	if p := profile("kiosk-2"); p != "kiosk" {
+		t.Errorf("kiosk-2, connected after the reload, has profile %q, want kiosk", p)
+	}
+	if p := profile("kiosk-1"); p == "kiosk" {
+		t.Errorf("kiosk-1, connected before the reload, changed profile to %q", p)
+	}
+	before.running("across the reload")
+	g.stop()
+}
