@@ -5,7 +5,9 @@
 //
 //   - config.yaml: an edgegw configuration file whose `meters:` section has one
 //     port; it is parsed by the gateway's own parser (gateway.ParseConfig) and
-//     the port's device is replaced by a pseudo-terminal (hwtest.PTY);
+//     the port's device is replaced by a pseudo-terminal (hwtest.PTY), or, for
+//     a TCP port (address), its address by the one of a server the protocol's
+//     test starts (RunTCP);
 //   - the protocol's far-end files, read by the Far function the protocol's
 //     test passes (line: the bytes the meters send; modbus: the registers of
 //     the simulated slaves);
@@ -45,34 +47,71 @@ var Wall = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 // master end) until it fails. It must not block.
 type Far func(t *testing.T, dir string, rw io.ReadWriter)
 
-// Run runs every case under dir (testdata/golden) as a subtest, with the
-// protocol plugin under test and far for the other end of the wire.
+// Serve starts the far end of a TCP case in dir, for its port (as
+// configured), and returns the address it listens on (host:port). The server
+// must stop when the test ends.
+type Serve func(t *testing.T, dir string, port hardware.MeterPortConfig) string
+
+// Run runs every case under dir (testdata/golden) whose port is a serial
+// device as a subtest, with the protocol plugin under test and far for the
+// other end of the wire.
 func Run(t *testing.T, dir string, plugin hardware.Plugin, far Far) {
+	run(t, dir, plugin, far, nil)
+}
+
+// RunTCP runs every case under dir whose port is a TCP port (address) as a
+// subtest, with the plugin under test and serve for the server at the other
+// end.
+func RunTCP(t *testing.T, dir string, plugin hardware.Plugin, serve Serve) {
+	run(t, dir, plugin, nil, serve)
+}
+
+func run(t *testing.T, dir string, plugin hardware.Plugin, far Far, serve Serve) {
 	cases, err := filepath.Glob(filepath.Join(dir, "*", "config.yaml"))
 	if err != nil || len(cases) == 0 {
 		t.Fatalf("no golden cases in %s (%v)", dir, err)
 	}
+	n := 0
 	for _, c := range cases {
 		dir := filepath.Dir(c)
-		t.Run(filepath.Base(dir), func(t *testing.T) { runCase(t, dir, plugin, far) })
+		mc := parseCase(t, dir, plugin)
+		if (mc.Ports[0].Address != "") != (serve != nil) {
+			continue // the other runner's
+		}
+		n++
+		t.Run(filepath.Base(dir), func(t *testing.T) { runCase(t, dir, mc, plugin, far, serve) })
+	}
+	if n == 0 {
+		t.Fatalf("no golden cases for this runner in %s", dir)
 	}
 }
 
-func runCase(t *testing.T, dir string, plugin hardware.Plugin, far Far) {
+// parseCase returns the meters section of the case in dir.
+func parseCase(t *testing.T, dir string, plugin hardware.Plugin) hardware.MetersConfig {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gateway.ParseConfig("config.yaml", data)
+	cfg, err := gateway.ParseConfig(filepath.Join(dir, "config.yaml"), data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mc := cfg.Meters
 	if len(mc.Ports) != 1 || mc.Ports[0].Protocol != plugin.Name() {
-		t.Fatalf("config.yaml: a golden case has one port of protocol %s", plugin.Name())
+		t.Fatalf("%s/config.yaml: a golden case has one port of protocol %s", dir, plugin.Name())
 	}
-	pty := hwtest.NewPTY(t)
-	mc.Ports[0].Device = pty.Path
+	return mc
+}
+
+func runCase(t *testing.T, dir string, mc hardware.MetersConfig, plugin hardware.Plugin, far Far, serve Serve) {
+	var pty *hwtest.PTY
+	if serve != nil {
+		mc.Ports[0].Address = serve(t, dir, mc.Ports[0])
+	} else {
+		pty = hwtest.NewPTY(t)
+		mc.Ports[0].Device = pty.Path
+	}
 
 	eng := hwtest.NewEngine()
 	hub := hardware.New(eng, hardware.Options{Topics: mc.Topics(), CommandExpiry: time.Hour, MaxQueued: 100,
@@ -124,7 +163,9 @@ func runCase(t *testing.T, dir string, plugin hardware.Plugin, far Far) {
 	hub.Start()
 	t.Cleanup(hub.Stop)
 	<-opened
-	far(t, dir, pty.Master())
+	if far != nil {
+		far(t, dir, pty.Master())
+	}
 
 	var got []json.RawMessage
 	left := len(want)
