@@ -158,6 +158,7 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 	listeners, listenerChanges := listenerAuth(cur.Listeners, next.Listeners)
 	authChanged := slices.Contains(changed, "auth") || slices.Contains(changed, "sessions") || len(listenerChanges) > 0
 	var policy auth.Policy
+	passwordFileChanged := false
 	if !authChanged && cur.Auth.PasswordFile != "" {
 		// The password file is read on every reload, as mosquitto does, also
 		// when the configuration file did not change.
@@ -167,7 +168,7 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 			return cur, err
 		}
 		if fileChanged {
-			authChanged = true
+			authChanged, passwordFileChanged = true, true
 		}
 	}
 	if authChanged {
@@ -262,11 +263,15 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 			_ = g.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 			n++
 		}
-		line := "auth: users, password file, ACL and listener policies apply to new connections and to connected clients' next PUBLISH and SUBSCRIBE"
-		if n > 0 {
-			line += fmt.Sprintf("; %d client(s) no longer admitted were disconnected", n)
+		// Only the profiles changed: the policy follows them, nothing to report
+		// beyond the sessions line.
+		if authReported := slices.Contains(changed, "auth") || len(listenerChanges) > 0 || passwordFileChanged; authReported || n > 0 {
+			line := "auth: users, password file, ACL and listener policies apply to new connections and to connected clients' next PUBLISH and SUBSCRIBE"
+			if n > 0 {
+				line += fmt.Sprintf("; %d client(s) no longer admitted were disconnected", n)
+			}
+			applied("auth", line)
 		}
-		applied("auth", line)
 	}
 	if slices.Contains(changed, "bridges") {
 		b := run
@@ -290,7 +295,11 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 		if err != nil {
 			failed("meters", err)
 		}
-		run.Meters = cur.Meters // no hub: nothing was built
+		if err == nil {
+			run.Meters = next.Meters // also without a hub: the section holds no port
+		} else {
+			run.Meters = cur.Meters
+		}
 		if h := g.meters.Load(); h != nil {
 			run.Meters = h.Config() // a port that failed is compared again, and retried, at the next reload
 		}
