@@ -223,7 +223,7 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	// A QoS 1/2 message is admitted all or nothing, as from a network client
 	// (publishTo); the caller keeps it (the bridge does not acknowledge it
 	// upstream) when it is refused.
-	stored, err := e.publishTo(pk, &delivery{}, pk.FixedHeader.Qos > 0)
+	stored, err := e.publishTo(&pk, &delivery{}, pk.FixedHeader.Qos > 0)
 	if err != nil {
 		return err
 	}
