@@ -195,19 +195,7 @@ func TestMetersScanErrors(t *testing.T) {
 // socket, between polls: the polls go on during the scan and after it.
 func TestMetersScanThroughGateway(t *testing.T) {
 	pt, sim := hwtest.NewCommissioningBus(t)
-	dir := t.TempDir()
-	addr := freeLoopbackAddr(t)
-	cfg := writeFile(t, "edgegw.yaml", fmt.Sprintf(`data_dir: %q
-listeners:
-  - name: test
-    address: %q
-meters:
-  types:
-    - name: t
-      registers:
-        - {name: x, register: 0, function: 3, type: uint16}
-  ports:
-    - name: bus
+	cfg := runWithPort(t, fmt.Sprintf(`    - name: bus
       device: %s
       baud: 9600
       parity: odd
@@ -215,8 +203,7 @@ meters:
       modbus: {timeout: 100ms, retries: 0}
       meters:
         - {id: m1, type: t, slave: 1, interval: 50ms}
-`, filepath.Join(dir, "data"), addr, pt.Path))
-	startGateway(t, cfg, addr)
+`, pt.Path))
 	waitPolls := func(what string, n int) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); sim.RequestsTo(1) < n; time.Sleep(10 * time.Millisecond) {
@@ -310,8 +297,25 @@ func TestMetersScanTCP(t *testing.T) {
 
 	// The running gateway owns a TCP port to the server: through the admin socket.
 	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{})
-	dir := t.TempDir()
-	gwAddr := freeLoopbackAddr(t)
+	cfg := runWithPort(t, fmt.Sprintf(`    - name: inverter
+      address: %s
+      protocol: modbus
+      meters:
+        - {id: m1, type: t, slave: 1, interval: 100ms}
+`, srv.Addr))
+	r := edgegw(t, "meters", "scan", srv.Addr, "-c", cfg, "--units", "1-8", "--timeout", "200ms")
+	if r.status != 0 || !strings.Contains(r.stdout, "scan of port inverter ("+srv.Addr+") through the running gateway") ||
+		!regexp.MustCompile(`(?m)^TCP: 2 of 8 units answered in `).MatchString(r.stdout) {
+		t.Errorf("scan through the gateway's TCP port: %d\n%s%s", r.status, r.stdout, r.stderr)
+	}
+}
+
+// runWithPort runs `edgegw run` with one meter port (its YAML list item
+// under meters.ports, meters of type t: holding register 0) and returns the
+// configuration's path, for -c FILE.
+func runWithPort(t *testing.T, port string) string {
+	t.Helper()
+	addr := freeLoopbackAddr(t)
 	cfg := writeFile(t, "edgegw.yaml", fmt.Sprintf(`data_dir: %q
 listeners:
   - name: test
@@ -322,16 +326,7 @@ meters:
       registers:
         - {name: x, register: 0, function: 3, type: uint16}
   ports:
-    - name: inverter
-      address: %s
-      protocol: modbus
-      meters:
-        - {id: m1, type: t, slave: 1, interval: 100ms}
-`, filepath.Join(dir, "data"), gwAddr, srv.Addr))
-	startGateway(t, cfg, gwAddr)
-	r := edgegw(t, "meters", "scan", srv.Addr, "-c", cfg, "--units", "1-8", "--timeout", "200ms")
-	if r.status != 0 || !strings.Contains(r.stdout, "scan of port inverter ("+srv.Addr+") through the running gateway") ||
-		!regexp.MustCompile(`(?m)^TCP: 2 of 8 units answered in `).MatchString(r.stdout) {
-		t.Errorf("scan through the gateway's TCP port: %d\n%s%s", r.status, r.stdout, r.stderr)
-	}
+%s`, filepath.Join(t.TempDir(), "data"), addr, port))
+	startGateway(t, cfg, addr)
+	return cfg
 }
