@@ -459,13 +459,14 @@ func TestV3EmptyClientIDNeedsCleanSession(t *testing.T) {
 
 // Invalid topic filters in a SUBSCRIBE get a failure code for that filter only
 // ('#' not last or not a whole level [MQTT-4.7.1-1], an empty filter
-// [MQTT-4.7.3-1]): v5 0x8F Topic Filter invalid, v3.1.1 0x80 Failure
-// [MQTT-3.9.3-2]. The other filters of the same SUBSCRIBE are granted and work;
-// the connection stays up.
+// [MQTT-4.7.3-1], a shared subscription with an empty share name
+// [MQTT-4.8.2-1] or filter [MQTT-4.8.2-2], "$SHARE" (TestSharedFilterEdgeCases)):
+// v5 0x8F Topic Filter invalid, v3.1.1 0x80 Failure [MQTT-3.9.3-2]. The other
+// filters of the same SUBSCRIBE are granted and work; the connection stays up.
 func TestInvalidTopicFiltersRefusedPerFilter(t *testing.T) {
 	g := startSettledGateway(t, nil)
 	b := newBystander(t, g)
-	bad := []string{"a/#/b", "#/x", ""}
+	bad := []string{"a/#/b", "#/x", "", "$share//x", "$share/g/", "$SHARE/g/good/1"}
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			id := fmt.Sprintf("filters-%d", version)
@@ -480,7 +481,8 @@ func TestInvalidTopicFiltersRefusedPerFilter(t *testing.T) {
 			if version == 5 {
 				fail = packets.ErrTopicFilterInvalid.Code
 			}
-			want := []byte{1, fail, fail, fail, 0}
+			want := append([]byte{1}, bytes.Repeat([]byte{fail}, len(bad))...)
+			want = append(want, 0)
 			if !bytes.Equal(sa.ReasonCodes, want) {
 				t.Fatalf("SUBACK codes % x, want % x", sa.ReasonCodes, want)
 			}

@@ -23,9 +23,8 @@ func IsShared(filter string) bool { return strings.HasPrefix(filter, SharePrefix
 
 // SplitShared takes a shared subscription "$share/<group>/<filter>" apart
 // [MQTT-4.8.2-1] [MQTT-4.8.2-2]. ok is false when filter does not start with
-// "$share/" or no '/' follows the group. It only parses: an empty group or one
-// holding '+' or '#' is left to the broker's validation (mochi refuses the
-// wildcards and accepts an empty group).
+// "$share/" or no '/' follows the group. It only parses: an empty group or
+// filter, or a group holding '+' or '#', is CheckFilter's to refuse.
 func SplitShared(filter string) (group, rest string, ok bool) {
 	s, ok := strings.CutPrefix(filter, SharePrefix)
 	if !ok {
@@ -39,24 +38,37 @@ var (
 	ErrWildcardLevel = errors.New("a wildcard must fill a whole level")
 	ErrHashNotLast   = errors.New("'#' must be the last level")
 	ErrShareNoFilter = errors.New("a shared subscription needs $share/<group>/<filter>")
+	ErrShareNoGroup  = errors.New("a share name must be at least one character long")
 	ErrShareWildcard = errors.New("a share name must not hold '+' or '#'")
+	ErrShareCase     = errors.New(`"$share" must be written in lower case`)
 )
 
 // CheckFilter checks the wildcards of a topic filter: '+' fills a whole level
-// [MQTT-4.7.1-2]; '#' fills a whole level and is the last one [MQTT-4.7.1-1]. A shared subscription is judged by the filter after
-// "$share/<group>/", which must be there [MQTT-4.8.2-2], with a group free of
-// wildcards [MQTT-4.8.2-2]. It does not refuse the empty filter
-// [MQTT-4.7.3-1]: callers that take one say so in their own words.
+// [MQTT-4.7.1-2]; '#' fills a whole level and is the last one
+// [MQTT-4.7.1-1]. A shared subscription is judged by the filter after
+// "$share/<group>/", which must be there and not be empty [MQTT-4.8.2-2]
+// [MQTT-4.7.3-1], with a group at least one character long [MQTT-4.8.2-1] and
+// free of wildcards [MQTT-4.8.2-2]. A first level that is "$share" in another
+// case ("$SHARE/g/x") is refused too: the spec's "$share" is literal, so that
+// is a plain filter on a '$' topic (as mosquitto takes it), but mochi's topic
+// index ignores the case and would make it a shared subscription that the
+// session engine does not know, one that receives nothing. It does not refuse
+// the empty filter [MQTT-4.7.3-1]: callers that take one say so in their own
+// words. Cost: one pass over filter, no allocation.
 func CheckFilter(filter string) error {
 	if IsShared(filter) {
 		group, rest, ok := SplitShared(filter)
-		if !ok {
+		switch {
+		case !ok || rest == "":
 			return ErrShareNoFilter
-		}
-		if strings.ContainsAny(group, "+#") {
+		case group == "":
+			return ErrShareNoGroup
+		case strings.ContainsAny(group, "+#"):
 			return ErrShareWildcard
 		}
 		filter = rest
+	} else if first, _, _ := strings.Cut(filter, "/"); len(first) == len("$share") && strings.EqualFold(first, "$share") {
+		return ErrShareCase
 	}
 	for {
 		l, rest, more := strings.Cut(filter, "/")

@@ -113,11 +113,21 @@ func TestCheckFilter(t *testing.T) {
 		{"$share/g/a+/b", ErrWildcardLevel},
 		{"$share/g/#/b", ErrHashNotLast},
 		{"$share/g", ErrShareNoFilter},    // [MQTT-4.8.2-2] the group is followed by '/' and a filter
+		{"$share/g/", ErrShareNoFilter},   // [MQTT-4.8.2-2] and the filter is not empty [MQTT-4.7.3-1]
 		{"$share/", ErrShareNoFilter},     // [MQTT-4.8.2-1]
+		{"$share//x", ErrShareNoGroup},    // [MQTT-4.8.2-1] a ShareName at least one character long
+		{"$share//", ErrShareNoFilter},    // [MQTT-4.8.2-1] [MQTT-4.8.2-2]
 		{"$share/+/x", ErrShareWildcard},  // [MQTT-4.8.2-2]
+		{"$share/g+/x", ErrShareWildcard}, // [MQTT-4.8.2-2]
+		{"$share/g#/x", ErrShareWildcard}, // [MQTT-4.8.2-2]
 		{"$share/a#/x", ErrShareWildcard}, // [MQTT-4.8.2-2]
-		{"$SHARE/g/a+", ErrWildcardLevel}, // "$share" is case-sensitive: a plain filter
-		{"$shared/a/+", nil},              // not "$share/": a plain filter
+		{"$SHARE/g/x", ErrShareCase},      // a plain filter for the spec, a shared one for mochi's index
+		{"$Share/g/a+", ErrShareCase},
+		{"$SHARE", ErrShareCase},
+		{"$shared/a/+", nil},       // not "$share/": a plain filter
+		{"$SHAREd/a/+", nil},       // nor in another case
+		{"a/$SHARE/x", nil},        // only the first level
+		{"$share/g/$SHARE/x", nil}, // the filter after the group: a plain '$' level
 	} {
 		if got := CheckFilter(c.filter); !errors.Is(got, c.want) {
 			t.Errorf("CheckFilter(%q) = %v, want %v", c.filter, got, c.want)
