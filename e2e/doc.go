@@ -6,7 +6,9 @@
 // denied, a read-only data_dir, a store locked or owned by root (startup_test.go;
 // some subtests need root and unshare, and skip without them); meter report by
 // exception with a simulated Modbus meter on a PTY and mosquitto_sub
-// (deadband_test.go).
+// (deadband_test.go); Modbus TCP and RTU-over-TCP meters polled from pymodbus
+// servers, read with mosquitto_sub, commanded with mosquitto_pub
+// (modbustcp_test.go).
 //
 // `go test ./e2e/` (and so `make test`) runs the short forms; `make killtest` or
 // scripts/killtest.sh runs the kill -9 test with many more rounds, `make
