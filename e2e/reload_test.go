@@ -618,6 +618,18 @@ func TestReloadBridgeChangedKeepsOutbox(t *testing.T) {
 	if len(bs) != 0 {
 		t.Errorf("edgegw bridge lists %d bridges after the removal", len(bs))
 	}
+	// Added again: it resumes its outbox and forwards.
+	pub.send("four") // while no bridge exists: not forwarded, not queued
+	g.write(bridgeConf(addrB, "site2/up"))
+	if out := g.mustReload(); !strings.Contains(out, "applied:\n  bridge cloud added\n") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	g.logged("msg=\"bridge connected\"")
+	pub.send("five")
+	subB.must("site2/up/1 five")
+	if strings.Contains(subB.log.String(), "four") {
+		t.Errorf("a message published while no bridge existed was forwarded:\n%s", subB.log)
+	}
 	g.stop()
 }
 

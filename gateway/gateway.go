@@ -314,6 +314,10 @@ func (g *Gateway) Close() error {
 	if g.admin != nil {
 		g.admin.Close()
 	}
+	// A reload asked for over the socket before it closed finishes first:
+	// it may be starting bridges and ports that the lines below stop.
+	g.reload.mu.Lock()
+	defer g.reload.mu.Unlock()
 	if g.trimStop != nil {
 		close(g.trimStop)
 	}
