@@ -326,7 +326,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 				}
 			default:
 				return usageErr(fmt.Sprintf("unknown or incomplete subcommand %q%s", strings.Join(pos, " "),
-					didYouMean(pos[0], []string{"list", "show", "kick", "purge"})))
+					didYouMean(pos[0], sessionsSubs)))
 			}
 			return nil
 		}, 0, 2)

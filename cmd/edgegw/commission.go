@@ -76,7 +76,7 @@ func metersDispatch(args []string, stdout, stderr io.Writer) int {
 			return readCmd(args[1:], stdout, stderr)
 		default:
 			fmt.Fprintf(stderr, "edgegw meters: unknown subcommand %q%s\nusage: %s\n", args[0],
-				didYouMean(args[0], []string{"scan", "read"}), metersUsageLine)
+				didYouMean(args[0], metersSubs), metersUsageLine)
 			return exitUsage
 		}
 	}

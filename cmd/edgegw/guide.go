@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 
 	"edgegw/internal/suggest"
@@ -14,8 +16,63 @@ import (
 // in the double-dash form the documentation uses, and the nearest known name
 // for an unknown command or flag.
 
-// commands are the top-level commands, for suggestions.
-var commands = []string{"run", "config", "version", "service", "store", "passwd", "status", "sessions", "meters", "bridge", "reload", "help"}
+// command is a top-level command of the command line.
+type command struct {
+	names []string // the name, then aliases
+	run   func(args []string, stdout, stderr io.Writer) int
+	subs  []string // the subcommands its dispatcher knows, for suggestions
+}
+
+// Subcommands, each the one list its dispatcher suggests from.
+var (
+	configSubs   = []string{"default", "check", "import-mosquitto"}
+	storeSubs    = []string{"check"}
+	serviceSubs  = []string{"install", "uninstall", "start", "stop", "restart", "status", "unit"}
+	sessionsSubs = []string{"list", "show", "kick", "purge"}
+	metersSubs   = []string{"scan", "read"}
+)
+
+// commandTable is every top-level command: cli dispatches through it and
+// suggests from it, and TestUsageListsEveryCommand checks that usage names
+// each command and subcommand, so a command cannot be missing from -h.
+func commandTable() []command {
+	return []command{
+		{[]string{"run"}, runCmd, nil},
+		{[]string{"config"}, configCmd, configSubs},
+		{[]string{"version"}, func(args []string, stdout, stderr io.Writer) int {
+			if len(args) != 0 {
+				return cmdUsageError(stderr, "version", "version takes no arguments")
+			}
+			return versionCmd(stdout)
+		}, nil},
+		{[]string{"service"}, serviceCmd, serviceSubs},
+		{[]string{"store"}, storeCmd, storeSubs},
+		{[]string{"passwd"}, func(args []string, stdout, stderr io.Writer) int {
+			return passwdCmd(args, os.Stdin, stdout, stderr)
+		}, nil},
+		{[]string{"status"}, statusCmd, nil},
+		{[]string{"sessions"}, sessionsCmd, sessionsSubs},
+		{[]string{"meters"}, metersDispatch, metersSubs},
+		{[]string{"bridge", "bridges"}, bridgeCmd, nil},
+		{[]string{"reload"}, reloadCmd, nil},
+		{[]string{"help", "-h", "-help", "--help"}, func(_ []string, stdout, _ io.Writer) int {
+			fmt.Fprint(stdout, usage)
+			return exitOK
+		}, nil},
+	}
+}
+
+// lookupCommand returns the command called name, and the names to suggest
+// from when there is none.
+func lookupCommand(name string) (cmd command, ok bool, names []string) {
+	for _, c := range commandTable() {
+		if slices.Contains(c.names, name) {
+			return c, true, nil
+		}
+		names = append(names, c.names[0])
+	}
+	return command{}, false, names
+}
 
 var (
 	helpFlags    = []string{"-h", "-help", "--help"}

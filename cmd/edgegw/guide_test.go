@@ -1,6 +1,8 @@
 package main
 
 import (
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,6 +28,9 @@ func TestCLIGuides(t *testing.T) {
 		{[]string{"config", "--help"}, 0, []string{"edgegw config default", "edgegw config check FILE"}, nil},
 		{[]string{"passwd", "-h"}, 0, []string{"edgegw passwd FILE USER", "edgegw passwd -D FILE USER"}, nil},
 		{[]string{"service", "--help"}, 0, []string{"usage: edgegw service COMMAND"}, nil},
+		{[]string{"-h"}, 0, []string{"\n  edgegw store check FILE "}, nil},
+		{[]string{"store", "-h"}, 0, []string{"usage:\n  edgegw store check FILE "}, nil},
+		{[]string{"store", "chek", "x"}, 2, nil, []string{"store: needs check FILE", "usage:\n  edgegw store check FILE "}},
 		{[]string{"stauts"}, 2, nil, []string{`unknown command "stauts" (did you mean status?)`, "usage:"}},
 		{[]string{"sesions"}, 2, nil, []string{`(did you mean sessions?)`}},
 		{[]string{"xyzzy"}, 2, nil, []string{`unknown command "xyzzy"` + "\n"}}, // nothing near: no guess
@@ -53,6 +58,38 @@ func TestCLIGuides(t *testing.T) {
 		}
 		if strings.Contains(r.stdout+r.stderr, "\n  -config") || strings.Contains(r.stdout+r.stderr, "\n  -socket") {
 			t.Errorf("edgegw %q: a flag in the single-dash form:\n%s%s", tt.args, r.stdout, r.stderr)
+		}
+	}
+}
+
+// The usage (edgegw -h) names every command of the command table, and each
+// subcommand its dispatcher knows on one of that command's lines, so that a
+// command added to the table cannot be missing from -h ("store check" was).
+func TestUsageListsEveryCommand(t *testing.T) {
+	lines := strings.Split(usage, "\n")
+	for _, c := range commandTable() {
+		name := c.names[0]
+		if name == "help" {
+			if !strings.Contains(usage, "-h, --help") {
+				t.Errorf("usage does not say -h, --help")
+			}
+			continue
+		}
+		var own []string // the lines of command name, continuation lines left out
+		for _, l := range lines {
+			if strings.HasPrefix(l, "  edgegw "+name+" ") || l == "  edgegw "+name {
+				own = append(own, l)
+			}
+		}
+		if len(own) == 0 {
+			t.Errorf("usage has no line for edgegw %s:\n%s", name, usage)
+			continue
+		}
+		for _, sub := range c.subs {
+			word := regexp.MustCompile(`[\s\[|]` + regexp.QuoteMeta(sub) + `([\s\]|]|$)`)
+			if !slices.ContainsFunc(own, word.MatchString) {
+				t.Errorf("usage lines of edgegw %s do not name its subcommand %s:\n%s", name, sub, strings.Join(own, "\n"))
+			}
 		}
 	}
 }

@@ -12,6 +12,7 @@
 //	edgegw service COMMAND      install, uninstall, start, stop, restart, status (systemd)
 //	edgegw passwd FILE USER     add or update USER in the password file FILE
 //	edgegw passwd -D FILE USER  delete USER from the password file FILE
+//	edgegw store check FILE     check a store file
 //	edgegw status               the running gateway at a glance (admin API)
 //	edgegw sessions [list|show ID|kick ID|purge ID]
 //	edgegw meters               meters and serial ports of the running gateway
@@ -67,6 +68,8 @@ const usage = `usage:
                               the password is asked for on a terminal, else read
                               from the first line of standard input
   edgegw passwd -D FILE USER  delete USER from the password file FILE
+  edgegw store check FILE     check a store file (data_dir/edgegw.db; run does it
+                              at start-up): exit 0 sound, 3 damaged, 1 unreadable
   edgegw status               the running gateway at a glance
   edgegw sessions [list | show ID | kick ID | purge ID]
   edgegw meters               meters and serial ports of the running gateway
@@ -107,38 +110,11 @@ func cli(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 	}
-	switch cmd {
-	case "run":
-		return runCmd(rest, stdout, stderr)
-	case "config":
-		return configCmd(rest, stdout, stderr)
-	case "version":
-		if len(rest) != 0 {
-			return cmdUsageError(stderr, "version", "version takes no arguments")
-		}
-		return versionCmd(stdout)
-	case "service":
-		return serviceCmd(rest, stdout, stderr)
-	case "store":
-		return storeCmd(rest, stdout, stderr)
-	case "passwd":
-		return passwdCmd(rest, os.Stdin, stdout, stderr)
-	case "status":
-		return statusCmd(rest, stdout, stderr)
-	case "sessions":
-		return sessionsCmd(rest, stdout, stderr)
-	case "meters":
-		return metersDispatch(rest, stdout, stderr)
-	case "bridge", "bridges":
-		return bridgeCmd(rest, stdout, stderr)
-	case "reload":
-		return reloadCmd(rest, stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	default:
-		return usageError(stderr, fmt.Sprintf("unknown command %q%s", cmd, didYouMean(cmd, commands)))
+	c, ok, names := lookupCommand(cmd)
+	if !ok {
+		return usageError(stderr, fmt.Sprintf("unknown command %q%s", cmd, didYouMean(cmd, names)))
 	}
+	return c.run(rest, stdout, stderr)
 }
 
 // versionCmd prints the version: `edgegw version`, and -V or --version
@@ -268,7 +244,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		return importMosquittoCmd(rest, stdout, stderr)
 	default:
 		return cmdUsageError(stderr, "config", fmt.Sprintf("config: unknown subcommand %q%s", sub,
-			didYouMean(sub, []string{"default", "check", "import-mosquitto"})))
+			didYouMean(sub, configSubs)))
 	}
 }
 

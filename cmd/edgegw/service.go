@@ -56,7 +56,7 @@ func serviceCmd(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	default:
 		fmt.Fprintf(stderr, "edgegw: service: unknown command %q%s\n%s", cmd,
-			didYouMean(cmd, []string{"install", "uninstall", "start", "stop", "restart", "status", "unit"}), serviceUsage)
+			didYouMean(cmd, serviceSubs), serviceUsage)
 		return exitUsage
 	}
 	exe, err := executable()

@@ -30,7 +30,7 @@ const exitDamaged = 3
 // recover can reach.
 func storeCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) != 2 || args[0] != "check" {
-		return usageError(stderr, "store: usage: edgegw store check FILE")
+		return cmdUsageError(stderr, "store", "store: needs check FILE")
 	}
 	if err := store.Check(args[1]); err != nil {
 		fmt.Fprintln(stderr, err)
