@@ -1,12 +1,15 @@
-// Package hardware connects serial, RS-485 and LoRa-UART meters to the broker.
+// Package hardware connects serial, RS-485, Modbus TCP and LoRa-UART meters to
+// the broker.
 //
 // Three parts:
 //
-//   - ports: a serial device opened with github.com/tarm/serial (Open), wrapped in
-//     a Conn whose reader goroutine delivers received bytes in bounded chunks. A
-//     port that fails (USB adapter unplugged, I/O error, hang-up) is closed and
-//     reopened with exponential backoff; the gateway keeps running, logs it and
-//     publishes the port's retained status.
+//   - ports: a serial device opened with github.com/tarm/serial (OpenSerial), or
+//     a TCP connection (DialTCP: Modbus TCP devices and gateways, RS-485-to-
+//     Ethernet converters), wrapped in a Conn whose reader goroutine delivers
+//     received bytes in bounded chunks. A port that fails (USB adapter unplugged,
+//     I/O error, hang-up, connection refused or reset, a protocol giving up on a
+//     silent connection) is closed and reopened with exponential backoff; the
+//     gateway keeps running, logs it and publishes the port's retained status.
 //   - protocols: one package per wire protocol (hardware/modbus, hardware/line).
 //     Each owns all of its protocol: the keys it adds to the `meters:`
 //     configuration section, their defaults and checks, and the construction
