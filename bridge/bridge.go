@@ -3,7 +3,7 @@
 // upstream session so that commands sent while the gateway was away still arrive.
 //
 // Uplink: the session engine appends every local PUBLISH matched by a forward rule
-// to the bridge's outbox (a durable session.Queue) inside OnPublish, so in strict
+// to the bridge's outbox (a durable queue.Queue) inside OnPublish, so in strict
 // mode it is on disk before the local PUBACK. The bridge sends the outbox in order
 // with a window of unacknowledged QoS 1 messages and removes a message only when
 // the upstream broker acknowledged it. Unacknowledged messages keep their packet
@@ -33,6 +33,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/ratelog"
 	"edgegw/internal/topic"
 	"edgegw/session"
@@ -262,7 +263,7 @@ type Bridge struct {
 	log      *slog.Logger
 	rlog     *ratelog.Logger // lines per forwarded or downlink message, limited per kind
 	engine   *session.Engine
-	outbox   session.SizedQueue
+	outbox   queue.Queue
 	consumer *session.Consumer
 	wake     chan struct{}
 
@@ -289,8 +290,8 @@ type OutboxLimits struct {
 // New builds a bridge and registers its outbox with the engine, in place of
 // the outbox consumer of an older bridge of the same name (a reload: nothing
 // published meanwhile misses the outbox). outbox must be a durable queue that
-// counts its bytes (the store's "o/<name>"); what it holds is resumed.
-func New(cfg Config, engine *session.Engine, outbox session.SizedQueue, limits OutboxLimits, log *slog.Logger) (*Bridge, error) {
+// counts its bytes (the store's Outbox); what it holds is resumed.
+func New(cfg Config, engine *session.Engine, outbox queue.Queue, limits OutboxLimits, log *slog.Logger) (*Bridge, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 	}
@@ -507,7 +508,7 @@ func (b *Bridge) serve(ctx context.Context, d *dialed) (next *dialed, err error)
 		// messages (new ids, DUP 0). The other upstream may have received some
 		// of them: at least once, duplicates possible.
 		for pid, seq := range b.pids {
-			_ = b.outbox.Update(session.Message{Seq: seq})
+			b.outbox.Update(queue.Entry{Seq: seq})
 			delete(b.pids, pid)
 		}
 	}
@@ -673,7 +674,7 @@ func (b *Bridge) pump(cn *conn) error {
 		for _, m := range msgs {
 			rule, ok := b.forwardRule(m.Packet.TopicName)
 			if !ok { // no rule matches any more (configuration changed)
-				_ = b.outbox.Remove(m.Seq)
+				b.outbox.Remove(m.Seq)
 				b.cursor = m.Seq + 1
 				continue
 			}
@@ -686,14 +687,14 @@ func (b *Bridge) pump(cn *conn) error {
 			if pk.Expiry > 0 {
 				left := pk.Expiry - b.engine.Now().Unix() // Expiry is in the engine's steady time
 				if left <= 0 {
-					_ = b.outbox.Remove(m.Seq) // expired while waiting
+					b.outbox.Remove(m.Seq) // expired while waiting
 					b.cursor = m.Seq + 1
 					continue
 				}
 				pk.Properties.MessageExpiryInterval = uint32(left)
 			}
 			if rule.QoS == 0 {
-				_ = b.outbox.Remove(m.Seq)
+				b.outbox.Remove(m.Seq)
 				pk.PacketID = 0
 				writes = append(writes, pk)
 				b.cursor = m.Seq + 1
@@ -708,10 +709,7 @@ func (b *Bridge) pump(cn *conn) error {
 			} else {
 				pk.PacketID = b.allocPID()
 				m.PacketID = pk.PacketID
-				if err := b.outbox.Update(m); err != nil {
-					b.mu.Unlock()
-					return fmt.Errorf("update outbox: %w", err)
-				}
+				b.outbox.Update(m)
 				b.pids[pk.PacketID] = m.Seq
 			}
 			b.out[pk.PacketID] = struct{}{}
@@ -801,7 +799,7 @@ func (b *Bridge) acked(pid uint16, reason byte) {
 		if reason >= 0x80 {
 			b.rlog.Warn("refused", "upstream refused a forwarded message; dropped", slog.Int("reason_code", int(reason)))
 		}
-		_ = b.outbox.Remove(seq)
+		b.outbox.Remove(seq)
 	}
 	b.mu.Unlock()
 	if ok {

@@ -21,6 +21,7 @@ import (
 
 	"edgegw/bridge"
 	"edgegw/internal/brokertest"
+	"edgegw/internal/queue"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -74,11 +75,11 @@ func startBridgeWith(t *testing.T, upstream string, edit func(*bridge.Config, *b
 	r := &rig{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r.local = brokertest.Start(t, session.DefaultOptions(), func(e *session.Engine, st *store.Store) error {
-		q, err := st.Queue("o/cloud")
+		q, err := st.Outbox("cloud")
 		if err != nil {
 			return err
 		}
-		r.bridge, err = bridge.New(cfg, e, q.(session.SizedQueue), limits, log)
+		r.bridge, err = bridge.New(cfg, e, q.(queue.Queue), limits, log)
 		return err
 	})
 	r.run()

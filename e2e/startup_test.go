@@ -21,7 +21,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway/admin"
-	"edgegw/session"
+	"edgegw/internal/queue"
 	"edgegw/session/store"
 )
 
@@ -87,13 +87,13 @@ func newStoreFixture(t *testing.T, pad int) *storeFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := st.Queue("s/st-sub")
+		q, err := st.SessionQueue("st-sub")
 		if err != nil {
 			t.Fatal(err)
 		}
 		payload := make([]byte, 1024)
 		for i := range pad {
-			_, err := q.Append(session.Message{Packet: packets.Packet{
+			_, err := q.Append(queue.Entry{Packet: packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 				TopicName:   "st/pad", Payload: payload, Created: time.Now().Unix(), Origin: "st-pub"}})
 			if err != nil {
@@ -504,12 +504,12 @@ func TestRootRunKeepsStoreOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := st.Queue("s/drained")
+	q, err := st.SessionQueue("drained")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 3000 {
-		if _, err := q.Append(session.Message{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		if _, err := q.Append(queue.Entry{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 			TopicName: "st/drained", Payload: make([]byte, 1024)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -517,9 +517,7 @@ func TestRootRunKeepsStoreOwner(t *testing.T) {
 	if err := st.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Release(); err != nil {
-		t.Fatal(err)
-	}
+	q.Release()
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

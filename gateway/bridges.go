@@ -28,8 +28,8 @@ type bridges struct {
 	started bool
 }
 
-// newBridges builds the configured bridges and registers their outboxes ("o/<name>"
-// in the store) with the engine.
+// newBridges builds the configured bridges and registers their outboxes
+// (store.Outbox) with the engine.
 func newBridges(cfg Config, engine *session.Engine, st *store.Store, log *slog.Logger) (*bridges, error) {
 	bs := &bridges{engine: engine, st: st, log: log.With(slog.String("component", "bridge")),
 		cfgs: map[string]BridgeConfig{}, stops: map[string]func(){}}
@@ -51,7 +51,7 @@ func (bs *bridges) build(cfg Config, i int) (*bridge.Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	outbox, err := bs.st.Queue("o/" + bc.Name)
+	outbox, err := bs.st.Outbox(bc.Name)
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s outbox: %w", bc.Name, err)
 	}
@@ -62,7 +62,7 @@ func (bs *bridges) build(cfg Config, i int) (*bridge.Bridge, error) {
 	if limits.Overflow == "" {
 		limits.Overflow = session.RefuseNew
 	}
-	return bridge.New(conf, bs.engine, outbox.(session.SizedQueue), limits, bs.log)
+	return bridge.New(conf, bs.engine, outbox, limits, bs.log)
 }
 
 // List returns the running bridges.

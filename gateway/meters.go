@@ -9,13 +9,14 @@ import (
 	"edgegw/hardware/line"
 	"edgegw/hardware/modbus"
 	"edgegw/internal/clock"
+	"edgegw/internal/queue"
 	"edgegw/session"
 	"edgegw/session/store"
 )
 
 // Wiring of the meters (docs/meters.md), following the bridges' pattern: built
 // in New before the engine restores its state (each meter's command queue
-// "m/<id>" is registered as an engine consumer), started after the server
+// (store.CommandQueue) is registered as an engine consumer), started after the server
 // serves, stopped before it closes.
 
 // meterProtocols is the one list of the meter protocols edgegw knows. Each
@@ -71,9 +72,9 @@ func newMeters(cfg Config, engine *session.Engine, st *store.Store, log *slog.Lo
 		Unsynced:      clk.Unsynced,
 		Log:           log.With(slog.String("component", "meters")),
 	})
-	// Each meter's durable command queue is "m/<id>" in the store.
-	queue := func(id string) (session.Queue, error) { return st.Queue("m/" + id) }
-	if err := hub.AddConfigured(meterProtocols(), mc, queue); err != nil {
+	// Each meter's durable command queue is the store's CommandQueue(id).
+	open := func(id string) (queue.Queue, error) { return st.CommandQueue(id) }
+	if err := hub.AddConfigured(meterProtocols(), mc, open); err != nil {
 		return nil, err
 	}
 	return hub, nil
@@ -98,9 +99,9 @@ func (g *Gateway) stopMeters() {
 // hardware.Hub.Apply). Without a hub yet (no port at start-up) it builds one,
 // started when the gateway serves.
 func (g *Gateway) applyMeters(cfg Config) ([]string, error) {
-	queue := func(id string) (session.Queue, error) { return g.store.Queue("m/" + id) }
+	open := func(id string) (queue.Queue, error) { return g.store.CommandQueue(id) }
 	if h := g.meters.Load(); h != nil {
-		return h.Apply(meterProtocols(), cfg.Meters, queue)
+		return h.Apply(meterProtocols(), cfg.Meters, open)
 	}
 	h, err := newMeters(cfg, g.engine, g.store, g.log, g.clock)
 	if err != nil || h == nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/hardware"
-	"edgegw/session"
+	"edgegw/internal/queue"
 	"edgegw/session/store"
 )
 
@@ -25,13 +25,25 @@ func TestReclaimOrphanQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	fill := map[string]int{"m/gone": 2, "m/kept": 1, "o/old": 3, "o/cloud": 1, "s/client": 4}
+	// open opens a queue by its stored name (the names on disk stay those of
+	// earlier releases).
+	open := func(st *store.Store, name string) (queue.Queue, error) {
+		kind, owner, _ := strings.Cut(name, "/")
+		switch kind {
+		case "m":
+			return st.CommandQueue(owner)
+		case "o":
+			return st.Outbox(owner)
+		}
+		return st.SessionQueue(owner)
+	}
 	for name, n := range fill {
-		q, err := st.Queue(name)
+		q, err := open(st, name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for range n {
-			if _, err := q.Append(session.Message{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t"}}); err != nil {
+			if _, err := q.Append(queue.Entry{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t"}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -56,7 +68,7 @@ func TestReclaimOrphanQueues(t *testing.T) {
 		t.Fatalf("queues after reclaiming: %s", got)
 	}
 	for _, name := range names {
-		q, _ := st.Queue(name)
+		q, _ := open(st, name)
 		if q.Len() != fill[name] {
 			t.Errorf("%s holds %d, want %d", name, q.Len(), fill[name])
 		}

@@ -46,7 +46,7 @@ func TestCommandAttemptsSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := st.Queue("m/m1")
+		q, err := st.CommandQueue("m1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func startMeterBroker(t *testing.T) (*brokertest.Broker, *hardware.Meter) {
 	var m *hardware.Meter
 	b := brokertest.Start(t, session.DefaultOptions(), func(e *session.Engine, st *store.Store) error {
 		hub := hardware.New(e, hardware.Options{Log: slog.New(slog.DiscardHandler), MaxQueued: 2, Overflow: session.DropOldest})
-		q, err := st.Queue("m/m1")
+		q, err := st.CommandQueue("m1")
 		if err != nil {
 			return err
 		}

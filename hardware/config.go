@@ -10,7 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"edgegw/config/names"
-	"edgegw/session"
+	"edgegw/internal/queue"
 )
 
 // The `meters:` section of the configuration: what every port shares is
@@ -301,7 +301,7 @@ func typePart(t MeterTypeConfig, plugin Plugin) Settings {
 // AddConfigured adds the ports and meters of m (checked) to h, each port's
 // protocol built by its plugin in r; queue returns a meter's durable command
 // queue. Errors name the port.
-func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (session.Queue, error)) error {
+func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (queue.Queue, error)) error {
 	for i := range m.Ports {
 		if _, err := h.addConfiguredPort(r, &m, i, queue); err != nil {
 			return err
@@ -314,7 +314,7 @@ func (h *Hub) AddConfigured(r *Registry, m MetersConfig, queue func(id string) (
 }
 
 // addConfiguredPort adds port i of m with its meters.
-func (h *Hub) addConfiguredPort(r *Registry, m *MetersConfig, i int, queue func(id string) (session.Queue, error)) (*Port, error) {
+func (h *Hub) addConfiguredPort(r *Registry, m *MetersConfig, i int, queue func(id string) (queue.Queue, error)) (*Port, error) {
 	heartbeat := map[string]time.Duration{}
 	for _, pm := range m.Ports[i].Meters {
 		heartbeat[pm.ID] = pm.Heartbeat

@@ -18,7 +18,7 @@
 //   - meters: each configured meter is the broker identity "meter-<id>": its
 //     readings, status and command results are published through
 //     Engine.PublishLocal with that origin, and its commands wait in a durable
-//     queue registered with Engine.AddConsumer ("m/<id>" in the store).
+//     queue registered with Engine.AddConsumer (the store's CommandQueue).
 //
 // Configuration (config.go): DecodeMeters and CheckMeters handle what every port
 // shares (topics, types' names, the serial settings, meter ids) through a

@@ -15,6 +15,7 @@ import (
 
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -95,7 +96,7 @@ func TestEncodeReading(t *testing.T) {
 func TestCommandAttempts(t *testing.T) {
 	eng := hwtest.NewEngine()
 	hub := hardware.New(eng, hardware.Options{Log: slog.New(slog.DiscardHandler), MaxQueued: 10, Overflow: session.RefuseNew})
-	q := session.NewMemQueue()
+	q := queue.NewMem(nil)
 	m, err := hub.AddMeter(hardware.MeterConfig{ID: "m1"}, q)
 	if err != nil {
 		t.Fatal(err)

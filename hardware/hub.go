@@ -11,6 +11,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/ratelog"
 	"edgegw/session"
 )
@@ -162,12 +163,12 @@ type MeterConfig struct {
 	Report ReportConfig
 }
 
-// AddMeter adds a meter with its durable command queue (the store's "m/<id>")
+// AddMeter adds a meter with its durable command queue (the store's CommandQueue)
 // and registers the queue with the engine (in place of the queue consumer of
 // a meter of that id a reload removed from the hub: nothing published
 // meanwhile misses the queue). At start-up, call before the engine restores
 // its state and before the server serves.
-func (h *Hub) AddMeter(cfg MeterConfig, queue session.Queue) (*Meter, error) {
+func (h *Hub) AddMeter(cfg MeterConfig, queue queue.Queue) (*Meter, error) {
 	if err := CheckID(cfg.ID); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -66,7 +67,7 @@ type Meter struct {
 	hub        *Hub
 	port       *Port
 	cfg        MeterConfig
-	queue      session.Queue
+	queue      queue.Queue
 	consumer   *session.Consumer
 
 	readingTopic, statusTopic, commandTopic, resultTopic string
@@ -98,7 +99,7 @@ func (m *Meter) Origin() string { return m.origin }
 func (m *Meter) Port() *Port { return m.port }
 
 // Queue returns the meter's command queue.
-func (m *Meter) Queue() session.Queue { return m.queue }
+func (m *Meter) Queue() queue.Queue { return m.queue }
 
 // State returns StateOnline, StateOffline or StateUnknown.
 func (m *Meter) State() string {
@@ -339,8 +340,8 @@ func (m *Meter) NextCommand() (Command, bool) {
 
 // expireLocked removes an expired command and publishes its result; caller
 // holds m.cmdMu.
-func (m *Meter) expireLocked(msg session.Message) {
-	_ = m.queue.Remove(msg.Seq)
+func (m *Meter) expireLocked(msg queue.Entry) {
+	m.queue.Remove(msg.Seq)
 	m.cmdExpired.Add(1)
 	m.publishResult(msg.Packet, msg.Seq, Result{Status: "expired", Attempts: int(msg.PacketID)})
 }
@@ -379,7 +380,7 @@ func (m *Meter) Finish(cmd Command, res Result) {
 	m.cmdMu.Lock()
 	defer m.cmdMu.Unlock()
 	m.executing = 0
-	_ = m.queue.Remove(cmd.Seq)
+	m.queue.Remove(cmd.Seq)
 	switch res.Status {
 	case "ok", "sent":
 		m.cmdDone.Add(1)
@@ -406,7 +407,7 @@ func (m *Meter) Retry(cmd Command, res Result, maxAttempts int) bool {
 	m.executing = 0
 	// The command queue is not a session queue: the delivery-state field
 	// PacketID holds the number of attempts made.
-	_ = m.queue.Update(session.Message{Seq: cmd.Seq, PacketID: uint16(min(cmd.Attempts+1, math.MaxUint16))})
+	m.queue.Update(queue.Entry{Seq: cmd.Seq, PacketID: uint16(min(cmd.Attempts+1, math.MaxUint16))})
 	return false
 }
 

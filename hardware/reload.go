@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"slices"
 
-	"edgegw/session"
+	"edgegw/internal/queue"
 )
 
 // Apply makes the hub's ports and meters those of m (checked), a
@@ -19,7 +19,7 @@ import (
 // returns one line per port it changed. A port that cannot be built is
 // reported in the error and stays closed (the next Apply tries it again).
 // Call after AddConfigured, before or after Start.
-func (h *Hub) Apply(r *Registry, m MetersConfig, queue func(id string) (session.Queue, error)) (changes []string, err error) {
+func (h *Hub) Apply(r *Registry, m MetersConfig, queue func(id string) (queue.Queue, error)) (changes []string, err error) {
 	h.mu.Lock()
 	old := h.conf
 	started := h.ctx != nil

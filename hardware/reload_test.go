@@ -11,6 +11,7 @@ import (
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 	"edgegw/hardware/modbus"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -50,10 +51,10 @@ func TestHubApplyTouchesOnlyChangedPorts(t *testing.T) {
 	}
 	eng := hwtest.NewEngine()
 	hub := hardware.New(eng, hardware.Options{Log: slog.New(slog.DiscardHandler), MaxQueued: 10, Overflow: session.RefuseNew})
-	queues := map[string]session.Queue{}
-	queue := func(id string) (session.Queue, error) {
+	queues := map[string]queue.Queue{}
+	queue := func(id string) (queue.Queue, error) {
 		if queues[id] == nil {
-			queues[id] = session.NewMemQueue()
+			queues[id] = queue.NewMem(nil)
 		}
 		return queues[id], nil
 	}

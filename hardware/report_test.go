@@ -11,6 +11,7 @@ import (
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 	"edgegw/internal/clock"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -29,7 +30,7 @@ func newReportRig(t *testing.T, rc hardware.ReportConfig) *reportRig {
 	r := &reportRig{eng: hwtest.NewEngine(), clk: clock.NewFake(time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC))}
 	r.hub = hardware.New(r.eng, hardware.Options{Now: r.clk.Wall, MaxQueued: 10, Overflow: session.RefuseNew,
 		Unsynced: func() bool { return r.unsynced }, CheckInterval: time.Hour})
-	m, err := r.hub.AddMeter(hardware.MeterConfig{ID: "m", OfflineAfter: 2, Report: rc}, session.NewMemQueue())
+	m, err := r.hub.AddMeter(hardware.MeterConfig{ID: "m", OfflineAfter: 2, Report: rc}, queue.NewMem(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

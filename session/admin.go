@@ -64,8 +64,8 @@ func (s *Session) detail(now time.Time) SessionDetail {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := SessionDetail{SessionInfo: SessionInfo{ID: s.id, Profile: s.profile, Online: s.cl != nil, Expiry: s.expiry,
-		DisconnectedAt: s.disconnectedAt, Queued: s.queue.Len()},
-		Version: s.version, InFlight: len(s.pids)}
+		DisconnectedAt: s.disconnectedAt, Queued: s.lane.Len()},
+		Version: s.version, InFlight: s.lane.InFlight()}
 	for f := range s.subs {
 		d.Subscriptions = append(d.Subscriptions, f)
 	}
@@ -96,7 +96,7 @@ func (e *Engine) Groups() []GroupInfo {
 	var out []GroupInfo
 	for _, g := range e.groups {
 		g.mu.Lock()
-		gi := GroupInfo{Filter: g.filter, Queued: g.queue.Len()}
+		gi := GroupInfo{Filter: g.filter, Queued: g.lane.Len()}
 		for id := range g.members {
 			gi.Members = append(gi.Members, id)
 		}

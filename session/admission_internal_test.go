@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/queue"
 )
 
 // admitStore is a Store whose Reserve admits up to room entries in all, and
@@ -22,11 +24,11 @@ type admitStore struct {
 }
 
 type admitQueue struct {
-	*MemQueue
+	*queue.MemQueue
 	st *admitStore
 }
 
-func (q admitQueue) Append(m Message) (uint64, error) {
+func (q admitQueue) Append(m queue.Entry) (uint64, error) {
 	q.st.mu.Lock()
 	q.st.reserved--
 	if q.st.reserved < 0 {
@@ -36,17 +38,19 @@ func (q admitQueue) Append(m Message) (uint64, error) {
 	return q.MemQueue.Append(m)
 }
 
-func (s *admitStore) Queue(string) (Queue, error)             { return admitQueue{NewMemQueue(), s}, nil }
-func (s *admitStore) SaveSession(string, []byte)              {}
-func (s *admitStore) DeleteSession(string)                    {}
-func (s *admitStore) SaveRetained(string, []byte) error       { return nil }
-func (s *admitStore) SaveSubscription(string, string, []byte) {}
-func (s *admitStore) SaveInboundQoS2(string, uint16, bool)    {}
-func (s *admitStore) Sync() error                             { return nil }
-func (s *admitStore) Healthy() error                          { return nil }
-func (s *admitStore) Pace() error                             { return nil }
-func (s *admitStore) Committing() bool                        { return false }
-func (s *admitStore) Unreserve(entries int, _ int64)          {}
+func (s *admitStore) queue() queue.Queue                       { return admitQueue{queue.NewMem(nil), s} }
+func (s *admitStore) SessionQueue(string) (queue.Queue, error) { return s.queue(), nil }
+func (s *admitStore) GroupQueue(string) (queue.Queue, error)   { return s.queue(), nil }
+func (s *admitStore) SaveSession(string, []byte)               {}
+func (s *admitStore) DeleteSession(string)                     {}
+func (s *admitStore) SaveRetained(string, []byte) error        { return nil }
+func (s *admitStore) SaveSubscription(string, string, []byte)  {}
+func (s *admitStore) SaveInboundQoS2(string, uint16, bool)     {}
+func (s *admitStore) Sync() error                              { return nil }
+func (s *admitStore) Healthy() error                           { return nil }
+func (s *admitStore) Pace() error                              { return nil }
+func (s *admitStore) Committing() bool                         { return false }
+func (s *admitStore) Unreserve(entries int, _ int64)           {}
 
 var errNoRoom = errors.New("store full")
 
@@ -81,8 +85,8 @@ func TestPublishAdmissionAllOrNothing(t *testing.T) {
 	}
 	defer e.Stop()
 	var all []*Session
-	add := func(id string, q Queue, filter string) {
-		s := newSession(id, q)
+	add := func(id string, q queue.Queue, filter string) {
+		s := e.newSession(id, q)
 		sub := packets.Subscription{Filter: filter, Qos: 1}
 		s.subs[filter] = sub
 		e.sessions[id] = s
@@ -90,18 +94,18 @@ func TestPublishAdmissionAllOrNothing(t *testing.T) {
 		all = append(all, s)
 	}
 	for i := range persistent {
-		q, _ := st.Queue("")
+		q := st.queue()
 		add(fmt.Sprintf("p%02d", i), q, "t/#")
 	}
 	for i := range clean { // online: they take QoS 0
 		id := fmt.Sprintf("c%d", i)
-		add(id, NewMemQueue(), "t/#")
+		add(id, queue.NewMem(nil), "t/#")
 		e.sessions[id].cl = srv.NewClient(nil, "t", id, false)
 	}
-	add("member", NewMemQueue(), "$share/g/t/#") // offline member: the group queues
+	add("member", queue.NewMem(nil), "$share/g/t/#") // offline member: the group queues
 	e.joinGroup("$share/g/t/#", "member")
 	g := e.groups["$share/g/t/#"]
-	outbox, _ := st.Queue("")
+	outbox := st.queue()
 	if err := e.AddConsumer(&Consumer{Name: "bridge/up", Filters: []string{"t/#"}, Queue: outbox}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +122,13 @@ func TestPublishAdmissionAllOrNothing(t *testing.T) {
 	}
 	lens := func() (durable, mem []int) {
 		for _, s := range all {
-			if s.durable {
-				durable = append(durable, s.queue.Len())
+			if s.lane.Durable() {
+				durable = append(durable, s.lane.Len())
 			} else if s.id != "member" {
-				mem = append(mem, s.queue.Len())
+				mem = append(mem, s.lane.Len())
 			}
 		}
-		return append(durable, g.queue.Len(), outbox.Len()), mem
+		return append(durable, g.lane.Len(), outbox.Len()), mem
 	}
 	check := func(step string, wantDurable, wantMem int) {
 		t.Helper()

@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/clock"
+	"edgegw/internal/queue"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -62,17 +63,17 @@ func storeOffline(t *testing.T, dir string, rec session.SessionRecord, willIn ti
 		t.Fatal(err)
 	}
 	defer st.Close()
-	q, err := st.Queue("s/" + rec.ID)
+	q, err := st.SessionQueue(rec.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := session.Message{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+	msg := queue.Entry{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName: "ota/" + rec.ID, Payload: []byte("firmware 2.1")}}
 	if _, err := q.Append(msg); err != nil {
 		t.Fatal(err)
 	}
 	if willIn > 0 {
-		b, err := session.EncodeMessage(session.Message{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		b, err := session.EncodeMessage(queue.Entry{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish},
 			TopicName: "status/" + rec.ID, Payload: []byte("gone")}})
 		if err != nil {
 			t.Fatal(err)

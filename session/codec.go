@@ -7,31 +7,59 @@ import (
 	"fmt"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/queue"
 )
 
-// Message encoding, used for queue entries on disk and stored wills:
+// Message encoding, used for queue entries (queue.Entry) on disk and stored
+// wills:
 //
-//	byte    format (1)
+//	byte    format (1, or 2 when the entry has Attempts)
 //	byte    flags: bit 0 Released
 //	uint16  PacketID
 //	int64   Packet.Created (unix s)
 //	int64   Packet.Expiry  (unix s, 0 = never)
+//	uint16  Attempts (format 2 only)
 //	uint16+ Packet.Origin
 //	uint16+ Group
 //	...     the PUBLISH in MQTT v5 wire format (fixed header, topic, properties,
 //	        payload), encoded and decoded by mochi's packets package
 //
 // Integers are big-endian. A 256-byte payload on a short topic costs about 300
-// bytes. The format byte lets a later version change the layout.
-const codecFormat = 1
+// bytes. The format byte lets a later version change the layout. An entry
+// without attempts (every session, group and outbox entry) is written in
+// format 1, byte for byte as by earlier releases; format 2 adds the attempts
+// of a retried meter command, which earlier releases kept in PacketID.
+const (
+	codecFormat         = 1
+	codecFormatAttempts = 2
+)
 
 // headerLen is the fixed part before the two strings.
 const headerLen = 1 + 1 + 2 + 8 + 8
 
 var errShort = errors.New("encoded message too short")
 
+// bodyStart returns where the strings start in an encoded message: after the
+// fixed header, and the attempts of format 2.
+func bodyStart(b []byte) (int, error) {
+	if len(b) < headerLen {
+		return 0, errShort
+	}
+	switch b[0] {
+	case codecFormat:
+		return headerLen, nil
+	case codecFormatAttempts:
+		if len(b) < headerLen+2 {
+			return 0, errShort
+		}
+		return headerLen + 2, nil
+	}
+	return 0, fmt.Errorf("unknown message format %d", b[0])
+}
+
 // EncodeMessage returns the stored form of m (m.Seq is not part of it).
-func EncodeMessage(m Message) ([]byte, error) {
+func EncodeMessage(m queue.Entry) ([]byte, error) {
 	pk := m.Packet
 	pk.ProtocolVersion = 5
 	pk.FixedHeader.Type = packets.Publish
@@ -44,7 +72,7 @@ func EncodeMessage(m Message) ([]byte, error) {
 	if err := pk.PublishEncode(&body); err != nil {
 		return nil, fmt.Errorf("encode publish %q: %w", pk.TopicName, err)
 	}
-	out := make([]byte, headerLen, headerLen+4+len(pk.Origin)+len(m.Group)+body.Len())
+	out := make([]byte, headerLen, headerLen+6+len(pk.Origin)+len(m.Group)+body.Len())
 	out[0] = codecFormat
 	if m.Released {
 		out[1] = 1
@@ -52,6 +80,10 @@ func EncodeMessage(m Message) ([]byte, error) {
 	binary.BigEndian.PutUint16(out[2:], m.PacketID)
 	binary.BigEndian.PutUint64(out[4:], uint64(m.Packet.Created))
 	binary.BigEndian.PutUint64(out[12:], uint64(m.Packet.Expiry))
+	if m.Attempts > 0 {
+		out[0] = codecFormatAttempts
+		out = binary.BigEndian.AppendUint16(out, m.Attempts)
+	}
 	out = appendString(out, pk.Origin)
 	out = appendString(out, m.Group)
 	return append(out, body.Bytes()...), nil
@@ -60,52 +92,53 @@ func EncodeMessage(m Message) ([]byte, error) {
 // DecodeState reads only the delivery state of an encoded message (cheap: no
 // packet decoding), for rebuilding in-flight tables at start-up.
 func DecodeState(b []byte) (packetID uint16, released bool, err error) {
-	if len(b) < headerLen || b[0] != codecFormat {
-		return 0, false, errShort
+	if _, err := bodyStart(b); err != nil {
+		return 0, false, err
 	}
 	return binary.BigEndian.Uint16(b[2:]), b[1]&1 != 0, nil
 }
 
 // DecodeMessage is the inverse of EncodeMessage; seq is set as the Seq. The
 // packet's payload and strings alias b: b must stay valid and unchanged.
-func DecodeMessage(seq uint64, b []byte) (Message, error) {
-	if len(b) < headerLen {
-		return Message{}, errShort
+func DecodeMessage(seq uint64, b []byte) (queue.Entry, error) {
+	start, err := bodyStart(b)
+	if err != nil {
+		return queue.Entry{}, err
 	}
-	if b[0] != codecFormat {
-		return Message{}, fmt.Errorf("unknown message format %d", b[0])
+	m := queue.Entry{Seq: seq, Released: b[1]&1 != 0, PacketID: binary.BigEndian.Uint16(b[2:])}
+	if start > headerLen {
+		m.Attempts = binary.BigEndian.Uint16(b[headerLen:])
 	}
-	m := Message{Seq: seq, Released: b[1]&1 != 0, PacketID: binary.BigEndian.Uint16(b[2:])}
 	created := int64(binary.BigEndian.Uint64(b[4:]))
 	expiry := int64(binary.BigEndian.Uint64(b[12:]))
-	rest := b[headerLen:]
+	rest := b[start:]
 	origin, rest, err := readString(rest)
 	if err != nil {
-		return Message{}, err
+		return queue.Entry{}, err
 	}
 	m.Group, rest, err = readString(rest)
 	if err != nil {
-		return Message{}, err
+		return queue.Entry{}, err
 	}
 	if len(rest) < 2 {
-		return Message{}, errShort
+		return queue.Entry{}, errShort
 	}
 	var pk packets.Packet
 	if err := pk.FixedHeader.Decode(rest[0]); err != nil {
-		return Message{}, fmt.Errorf("decode fixed header: %w", err)
+		return queue.Entry{}, fmt.Errorf("decode fixed header: %w", err)
 	}
 	n, used, err := packets.DecodeLength(bytes.NewReader(rest[1:]))
 	if err != nil {
-		return Message{}, fmt.Errorf("decode length: %w", err)
+		return queue.Entry{}, fmt.Errorf("decode length: %w", err)
 	}
 	body := rest[1+used:]
 	if len(body) != n {
-		return Message{}, fmt.Errorf("publish length %d, have %d bytes", n, len(body))
+		return queue.Entry{}, fmt.Errorf("publish length %d, have %d bytes", n, len(body))
 	}
 	pk.FixedHeader.Remaining = n
 	pk.ProtocolVersion = 5
 	if err := pk.PublishDecode(body); err != nil {
-		return Message{}, fmt.Errorf("decode publish: %w", err)
+		return queue.Entry{}, fmt.Errorf("decode publish: %w", err)
 	}
 	pk.Created, pk.Expiry, pk.Origin = created, expiry, origin
 	pk.PacketID = 0
@@ -129,37 +162,42 @@ func readString(b []byte) (string, []byte, error) {
 	return string(b[2 : 2+n]), b[2+n:], nil
 }
 
-// SetState overwrites the delivery state (PacketID, Released) of an encoded
-// message in place: the cheap path for Queue.Update on stored entries.
-func SetState(b []byte, packetID uint16, released bool) error {
-	if len(b) < headerLen || b[0] != codecFormat {
-		return errShort
+// SetState overwrites the delivery state (PacketID, Released, Attempts) of an
+// encoded message: in place (the cheap path for Queue.Update on stored
+// entries), except when attempts are set on a format 1 message, which is
+// returned rewritten in format 2. It returns the message to store.
+func SetState(b []byte, packetID uint16, released bool, attempts uint16) ([]byte, error) {
+	start, err := bodyStart(b)
+	if err != nil {
+		return nil, err
+	}
+	if attempts > 0 && start == headerLen {
+		nb := make([]byte, 0, len(b)+2)
+		nb = append(nb, b[:headerLen]...)
+		nb = binary.BigEndian.AppendUint16(nb, 0)
+		b = append(nb, b[headerLen:]...)
+		b[0] = codecFormatAttempts
+		start = headerLen + 2
 	}
 	b[1] &^= 1
 	if released {
 		b[1] |= 1
 	}
 	binary.BigEndian.PutUint16(b[2:], packetID)
-	return nil
+	if start > headerLen {
+		binary.BigEndian.PutUint16(b[headerLen:], attempts)
+	}
+	return b, nil
 }
-
-// Size is the size a queue accounts for a message: topic plus payload bytes (as
-// mosquitto's max_queued_bytes counts payloads; the topic is added so that
-// empty-payload floods are bounded too).
-func Size(pk packets.Packet) int64 { return sizeOf(&pk) }
-
-// sizeOf is Size of a packet in place. A packets.Packet passed by value (about
-// 850 bytes) is copied at every call, inlined or not: about 150 instructions,
-// which the per-message paths (enqueue, MemQueue) do not pay.
-func sizeOf(pk *packets.Packet) int64 { return int64(len(pk.TopicName) + len(pk.Payload)) }
 
 // StoredSize returns Size of an encoded message without decoding it (no
 // allocation): it reads the topic length and the lengths around the payload.
 func StoredSize(b []byte) (int64, error) {
-	if len(b) < headerLen || b[0] != codecFormat {
-		return 0, errShort
+	start, err := bodyStart(b)
+	if err != nil {
+		return 0, err
 	}
-	rest := b[headerLen:]
+	rest := b[start:]
 	for range 2 { // origin, group
 		if len(rest) < 2 {
 			return 0, errShort

@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/topic"
 )
 
@@ -206,13 +207,15 @@ func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	c.present = s != nil
 	if s == nil {
-		s = newSession(cl.ID, e.openQueue("s/"+cl.ID, c.decision.Expiry > 0))
+		s = e.newSession(cl.ID, e.openQueue(cl.ID, c.decision.Expiry > 0,
+			func(st Store) (queue.Queue, error) { return st.SessionQueue(cl.ID) }))
 		e.sessions[cl.ID] = s
 	}
 	s.mu.Lock()
 	if s.bind != nil { // taken over: the old connection's sender stops
 		s.bind.close()
 		s.bind = nil
+		s.lane.Detach()
 		s.flowLocked()
 	}
 	s.cl = cl
@@ -305,6 +308,7 @@ func (e *Engine) disconnected(cl *mqtt.Client, c *conn) {
 	if s.bind != nil {
 		s.bind.close()
 		s.bind = nil
+		s.lane.Detach()
 		s.flowLocked()
 	}
 	s.cl = nil
@@ -375,8 +379,8 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 	e.unstoreLocked(s)
 	subs := s.subs
 	s.subs = map[string]packets.Subscription{}
-	var back []Message
-	if msgs, err := s.queue.Peek(0, s.queue.Len()); err == nil {
+	var back []queue.Entry
+	if msgs, err := s.lane.Queue().Peek(0, s.lane.Len()); err == nil {
 		for _, m := range msgs {
 			if m.Group != "" {
 				m.PacketID, m.Released = 0, false
@@ -384,9 +388,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 			}
 		}
 	}
-	if err := s.queue.Release(); err != nil {
-		e.log.Error("release session queue failed", slog.String("client", s.id), slog.Any("error", err))
-	}
+	s.lane.Release()
 	s.mu.Unlock()
 
 	delete(e.sessions, s.id)
@@ -401,7 +403,7 @@ func (e *Engine) endSessionLocked(s *Session, why string) []packets.Packet {
 	}
 	for _, m := range back {
 		if g := e.groups[m.Group]; g != nil {
-			e.routeToGroupLocked(g, m, false) // a move: no admission
+			e.routeToGroupLocked(g, m, nil) // a move: no admission
 		}
 	}
 	e.log.Debug("session ended", slog.String("client", s.id), slog.String("why", why))

@@ -2,13 +2,13 @@ package session
 
 import (
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/topic"
 )
 
@@ -22,12 +22,12 @@ type Consumer struct {
 	// Filters select the messages (MQTT topic filters, no shared subscriptions).
 	Filters []string
 	// Queue receives the matching messages.
-	Queue Queue
+	Queue queue.Queue
 	// MaxQueued bounds Queue; Overflow is applied beyond it (counted).
 	MaxQueued int
 	// MaxBytes, if > 0, bounds the Size (topic plus payload bytes) of the queued
 	// messages; Overflow is applied beyond it too, dropping as many of the oldest
-	// messages as the new one needs. Queue must then implement SizedQueue.
+	// messages as the new one needs.
 	MaxBytes int64
 	Overflow Overflow
 	// Skip, if set, rejects a message (e.g. one that came from this bridge).
@@ -38,16 +38,19 @@ type Consumer struct {
 	// never dropped by drop_oldest).
 	InFlight func() int
 
-	mu       sync.Mutex
-	overflow overflowState
-	dropped  int64
+	mu      sync.Mutex
+	lane    *queue.Lane // admission into Queue, under mu
+	carried int64       // Dropped of the consumers it replaced (ReplaceConsumer)
 }
 
 // Dropped returns how many messages the overflow policy cost this consumer.
 func (c *Consumer) Dropped() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.dropped
+	if c.lane == nil { // not registered with an engine
+		return c.carried
+	}
+	return c.carried + c.lane.Dropped()
 }
 
 // consumers is the engine's set of consumers and their topic index.
@@ -77,9 +80,6 @@ func (e *Engine) checkConsumer(c *Consumer) error {
 	if c.Name == "" || c.Queue == nil || len(c.Filters) == 0 {
 		return fmt.Errorf("consumer %q: name, queue and filters are required", c.Name)
 	}
-	if _, sized := c.Queue.(SizedQueue); c.MaxBytes > 0 && !sized {
-		return fmt.Errorf("consumer %q: max bytes needs a queue that counts bytes", c.Name)
-	}
 	for _, f := range c.Filters {
 		if topic.IsShared(f) || !mqtt.IsValidFilter(f, false) || !wildcardsValid(f) {
 			return fmt.Errorf("consumer %q: invalid filter %q", c.Name, f)
@@ -91,6 +91,10 @@ func (e *Engine) checkConsumer(c *Consumer) error {
 	if c.Overflow == "" {
 		c.Overflow = e.opt().Overflow
 	}
+	cfg := &queue.Config{Log: e.log, Counters: e.laneCfg.Counters, InFlight: c.InFlight}
+	cfg.SetLimits(queue.Limits{MaxCount: c.MaxQueued, MaxBytes: c.MaxBytes, Overflow: c.Overflow,
+		CountKey: "max_queued", BytesKey: "max_bytes"})
+	c.lane = queue.New(c.Name, c.Queue, cfg)
 	return nil
 }
 
@@ -117,7 +121,7 @@ func (e *Engine) ReplaceConsumer(c *Consumer) error {
 	if old != nil {
 		d := old.Dropped()
 		c.mu.Lock()
-		c.dropped += d
+		c.carried += d
 		c.mu.Unlock()
 	}
 	return nil
@@ -171,9 +175,10 @@ func (e *Engine) matchConsumers(topic string) []*Consumer {
 	return hit
 }
 
-// routeConsumers queues pk for the consumers hit (matchConsumers); with noStore
-// (the store refused the message) durable consumer queues do not get it.
-func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, noStore bool) {
+// routeConsumers queues pk for the consumers hit (matchConsumers), admitted
+// under fan: when the store refused the message, durable consumer queues do
+// not get it.
+func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, fan *queue.Fanout) {
 	for _, c := range hit {
 		if c.Skip != nil && c.Skip(pk) {
 			continue
@@ -181,22 +186,7 @@ func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, noStore bool
 		out := pk
 		out.PacketID, out.FixedHeader.Dup = 0, false
 		c.mu.Lock()
-		if noStore && isDurable(c.Queue) {
-			e.stats.QueueRefused.Add(1)
-			c.dropped++
-			c.mu.Unlock()
-			continue
-		}
-		e.consumerOverflowEnds(c)
-		ok, lost := e.makeRoomBytes(c, Size(out))
-		if ok {
-			var lostHere bool
-			ok, lostHere = e.enqueueLimit(c.Name, c.Queue, &c.overflow, c.inFlight(), &Message{Packet: out}, c.MaxQueued, 0, c.Overflow) // MaxBytes: makeRoomBytes
-			lost = lost || lostHere
-		}
-		if lost {
-			c.dropped++
-		}
+		ok, _ := c.lane.Admit(&queue.Entry{Packet: out}, fan)
 		c.mu.Unlock()
 		if ok && c.Notify != nil {
 			c.Notify()
@@ -241,64 +231,3 @@ func IsBridgeOrigin(origin string) bool { return strings.HasPrefix(origin, Bridg
 
 // BridgeOriginPrefix starts the origin of messages that came down a bridge.
 const BridgeOriginPrefix = "$bridge/"
-
-func (c *Consumer) inFlight() int {
-	if c.InFlight == nil {
-		return 0
-	}
-	return c.InFlight()
-}
-
-// SizedQueue is a Queue that keeps the total Size of its messages (the store's
-// queues do; Consumer.MaxBytes needs it).
-type SizedQueue interface {
-	Queue
-	Bytes() int64
-}
-
-// makeRoomBytes applies c.MaxBytes before a message of the given size is queued:
-// it reports whether the message may be queued and whether a message was lost
-// (the new one refused, or old ones dropped). drop_oldest drops the oldest
-// messages that are not in flight until the new one fits; a message larger than
-// MaxBytes on its own, or one that does not fit when everything left is in
-// flight, is refused. Caller holds c.mu.
-func (e *Engine) makeRoomBytes(c *Consumer, size int64) (ok, lost bool) {
-	if c.MaxBytes <= 0 {
-		return true, false
-	}
-	q := c.Queue.(SizedQueue)
-	if q.Bytes()+size <= c.MaxBytes {
-		return true, false
-	}
-	if !c.overflow.active {
-		c.overflow.active = true
-		e.stats.OverflowEpisodes.Add(1)
-		e.log.Warn("queue full (bytes), applying overflow policy", slog.String("queue", c.Name),
-			slog.Int64("max_bytes", c.MaxBytes), slog.String("policy", string(c.Overflow)))
-	}
-	c.overflow.dropped++
-	if c.Overflow == RefuseNew || size > c.MaxBytes {
-		e.stats.QueueRefused.Add(1)
-		return false, true
-	}
-	inFlight := c.inFlight()
-	for q.Bytes()+size > c.MaxBytes {
-		if !e.dropOldestUnsent(c.Name, q, inFlight) {
-			return false, true
-		}
-	}
-	return true, true
-}
-
-// consumerOverflowEnds ends c's overflow episode (logging what it cost) once its
-// queue is below 90% of both limits. Caller holds c.mu.
-func (e *Engine) consumerOverflowEnds(c *Consumer) {
-	if !c.overflow.active || c.Queue.Len() >= c.MaxQueued-c.MaxQueued/10 {
-		return
-	}
-	if q, sized := c.Queue.(SizedQueue); sized && c.MaxBytes > 0 && q.Bytes() >= c.MaxBytes-c.MaxBytes/10 {
-		return
-	}
-	e.log.Info("queue below limit again", slog.String("queue", c.Name), slog.Int64("lost", c.overflow.dropped))
-	c.overflow = overflowState{}
-}

@@ -2,6 +2,8 @@ package session
 
 import (
 	"testing"
+
+	"edgegw/internal/queue"
 )
 
 // ReplaceConsumer swaps a consumer of the same name in one step (a reloaded
@@ -21,12 +23,12 @@ func TestReplaceAndRemoveConsumer(t *testing.T) {
 		}
 		return out
 	}
-	q := NewMemQueue()
+	q := queue.NewMem(nil)
 	old := &Consumer{Name: "bridge/up", Filters: []string{"a/#"}, Queue: q}
 	if err := e.AddConsumer(old); err != nil {
 		t.Fatal(err)
 	}
-	old.dropped = 3
+	old.carried = 3 // as if its lane had lost 3
 	if err := e.AddConsumer(&Consumer{Name: "bridge/up", Filters: []string{"b/#"}, Queue: q}); err == nil {
 		t.Fatal("AddConsumer accepted a second consumer of the same name")
 	}

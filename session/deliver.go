@@ -11,6 +11,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
+
+	"edgegw/internal/queue"
 )
 
 // binding is one connection's sender for its session. It has no goroutine of
@@ -22,11 +24,8 @@ type binding struct {
 	e      *Engine
 	s      *Session
 	cl     *mqtt.Client
-	gather gatherer // the connection, when it can gather writes; else nil
-	window int
-	cursor uint64              // next Seq to look at on this connection
-	out    map[uint16]struct{} // packet ids written on this connection, not complete
-	state  atomic.Int32        // senderIdle, senderRunning or senderAgain
+	gather gatherer     // the connection, when it can gather writes; else nil
+	state  atomic.Int32 // senderIdle, senderRunning or senderAgain
 	done   chan struct{}
 	once   sync.Once
 	// writeStart is when the write in progress began (unix ns), 0 when none.
@@ -36,9 +35,9 @@ type binding struct {
 // clientBound reports whether what holds the sender back is the client: its
 // window is full of unacknowledged messages, or a write to it has not
 // completed for flowMaxWait/2 (it does not read). Caller holds the session's
-// lock.
+// lock, and b is the session's current binding (the lane's window is its).
 func (b *binding) clientBound() bool {
-	if len(b.out) >= b.window {
+	if b.s.lane.WindowFull() {
 		return true
 	}
 	ws := b.writeStart.Load()
@@ -63,10 +62,16 @@ type gatherer interface {
 	Flush() error
 }
 
-// newBinding returns the sender of s on cl. Signal it once it is s.bind.
+// newBinding returns the sender of s on cl and starts delivery on it in s's
+// lane with window slots (packet ids skip the client's inbound flows in
+// mochi's table). Signal it once it is s.bind. Caller holds s.mu.
 func (e *Engine) newBinding(s *Session, cl *mqtt.Client, window int) *binding {
-	b := &binding{e: e, s: s, cl: cl, window: window, out: map[uint16]struct{}{}, done: make(chan struct{})}
+	b := &binding{e: e, s: s, cl: cl, done: make(chan struct{})}
 	b.gather, _ = cl.Net.Conn.(gatherer)
+	s.lane.Attach(window, func(pid uint16) bool {
+		_, used := cl.State.Inflight.Get(pid)
+		return used
+	})
 	return b
 }
 
@@ -193,38 +198,12 @@ type write struct {
 	seq uint64
 }
 
-// peekRefs returns up to max messages of q with Seq >= from: an in-memory
-// queue's own messages (MemQueue.lend, no copy), or pointers into Peek's copies.
-// Caller holds the lock of q's session.
-func peekRefs(q Queue, from uint64, max int) ([]*Message, error) {
-	if mq, ok := q.(*MemQueue); ok {
-		return mq.lend(from, max), nil
-	}
-	msgs, err := q.Peek(from, max)
-	if err != nil {
-		return nil, err
-	}
-	refs := make([]*Message, len(msgs))
-	for i := range msgs {
-		refs[i] = &msgs[i]
-	}
-	return refs, nil
-}
-
 // complete removes a finished message (acknowledged or discarded) and frees its
 // packet id and window slot.
 func (e *Engine) complete(s *Session, pid uint16, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if pid != 0 {
-		delete(s.pids, pid)
-		if s.bind != nil {
-			delete(s.bind.out, pid)
-		}
-	}
-	if err := s.queue.Remove(seq); err != nil {
-		e.log.Error("session queue remove failed", slog.String("client", s.id), slog.Any("error", err))
-	}
+	s.lane.Complete(pid, seq)
 	s.moved++
 	s.flowLocked()
 	if s.bind != nil {
@@ -244,7 +223,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 	if s.bind != b {
 		return nil, false
 	}
-	room := b.window - len(b.out)
+	room := s.lane.Room()
 	if room <= 0 {
 		return nil, false // an acknowledgement wakes us
 	}
@@ -253,7 +232,7 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 	// the window would copy (or, on the store, decode) messages only to read them
 	// again after the next acknowledgement.
 	want := min(pumpBatch, room)
-	msgs, err := peekRefs(s.queue, b.cursor, want)
+	msgs, err := s.lane.Pending(want)
 	if err != nil {
 		e.log.Error("session queue read failed", slog.String("client", s.id), slog.Any("error", err))
 		return nil, false
@@ -263,40 +242,30 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 	for _, m := range msgs {
 		qos := m.Packet.FixedHeader.Qos
 		if m.PacketID == 0 && expired(m.Packet, now) { // [MQTT-3.3.2-5]
-			_ = s.queue.Remove(m.Seq)
+			s.lane.Pass(m)
 			e.stats.MessagesExpired.Add(1)
-			b.cursor = m.Seq + 1
 			continue
 		}
 		if qos == 0 {
-			_ = s.queue.Remove(m.Seq)
+			s.lane.Pass(m)
 			writes = append(writes, write{&m.Packet, m.Seq})
-			b.cursor = m.Seq + 1
 			continue
 		}
-		if len(b.out) >= b.window {
+		if s.lane.WindowFull() {
 			return writes, false // an acknowledgement wakes us
 		}
+		pid, again, ok := s.lane.Send(m)
+		if !ok {
+			return writes, false // no packet id free
+		}
 		pk := &m.Packet
-		if m.PacketID != 0 { // unacknowledged on an earlier connection
-			pk.PacketID = m.PacketID
+		pk.PacketID = pid
+		if again { // unacknowledged on an earlier connection
 			if m.Released {
-				pk = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: m.PacketID}
+				pk = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pid}
 			} else {
 				pk.FixedHeader.Dup = true // [MQTT-3.3.1-1]
 			}
-		} else {
-			pid := s.allocPID(b.cl)
-			if pid == 0 {
-				return writes, false
-			}
-			m.PacketID = pid
-			if err := s.queue.Update(*m); err != nil {
-				e.log.Error("session queue update failed", slog.String("client", s.id), slog.Any("error", err))
-				return writes, false
-			}
-			s.pids[pid] = m.Seq
-			pk.PacketID = pid
 		}
 		if qos == 2 || m.Released {
 			// mochi answers the client's PUBREC with PUBREL only for ids in its table.
@@ -306,11 +275,8 @@ func (e *Engine) nextWrites(s *Session, b *binding) (writes []write, more bool) 
 				atomic.AddInt64(&e.srv.Info.Inflight, 1)
 			}
 		}
-		b.out[pk.PacketID] = struct{}{}
 		writes = append(writes, write{pk, m.Seq})
-		b.cursor = m.Seq + 1
 	}
-	e.overflowCheck(s.id, s.queue, &s.overflow)
 	return writes, len(msgs) == want
 }
 
@@ -335,12 +301,10 @@ func (e *Engine) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error
 		s.mu.Unlock()
 		return
 	}
-	seq, ok := s.pids[pk.PacketID]
+	seq, ok := s.lane.Seq(pk.PacketID)
 	if ok && pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 		// Received; the PUBREL mochi sent now waits for PUBCOMP [MQTT-4.3.3-4].
-		if err := s.queue.Update(Message{Seq: seq, PacketID: pk.PacketID, Released: true}); err != nil {
-			e.log.Error("session queue update failed", slog.String("client", s.id), slog.Any("error", err))
-		}
+		s.lane.Received(pk.PacketID)
 		ok = false
 	}
 	s.mu.Unlock()
@@ -365,21 +329,23 @@ func (e *Engine) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 	if s == nil {
 		return
 	}
-	if s.durable && e.store != nil {
+	var fan queue.Fanout
+	if s.lane.Durable() && e.store != nil {
 		var size int64
 		for i := range msgs {
-			size += Size(msgs[i].Packet)
+			size += queue.Size(msgs[i].Packet)
 		}
-		if err := e.store.Reserve(len(msgs), size); err != nil {
+		var err error
+		if fan, err = queue.Reserve(e.store, len(msgs), size); err != nil {
 			e.stats.QueueRefused.Add(int64(len(msgs)))
 			return // all or none, as for a routed message
 		}
-		defer e.store.Unreserve(len(msgs), size)
+		defer fan.Done()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range msgs {
-		if !e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), &msgs[i]) {
+		if ok, _ := s.lane.Admit(&msgs[i], &fan); !ok {
 			break
 		}
 	}
@@ -402,7 +368,7 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		if s.online() {
 			online++
 		}
-		queued += s.queue.Len()
+		queued += s.lane.Len()
 		s.mu.Unlock()
 	}
 	groups := len(e.groups)
@@ -417,7 +383,7 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 		{"max", int64(e.opt().MaxSessions)},
 		{"groups", int64(groups)},
 		{"queued", int64(queued)},
-		{"queue/ram_bytes", e.ram.used.Load()},
+		{"queue/ram_bytes", e.ram.Used()},
 	}
 	now := e.now().Unix()
 	sys := func(topic string, v int64) {

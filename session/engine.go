@@ -12,6 +12,7 @@ import (
 
 	"edgegw/internal/counter"
 	"edgegw/internal/hookset"
+	"edgegw/internal/queue"
 	"edgegw/internal/ratelog"
 )
 
@@ -59,10 +60,11 @@ type Engine struct {
 	connMu sync.Mutex
 	conns  map[*mqtt.Client]*conn
 
-	stats  Stats
-	ram    ramBudget // RAM held by in-memory queues (Options.RAMBudget)
-	cons   consumers
-	routes routeCache
+	stats   Stats
+	ram     *queue.Budget // RAM held by in-memory queues (Options.RAMBudget)
+	laneCfg *queue.Config // the lanes of sessions and shared groups (limits: SetOptions)
+	cons    consumers
+	routes  routeCache
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -122,9 +124,9 @@ type conn struct {
 
 	admitted bool // the engine's OnConnect ran: a disconnect hook will come
 
-	subFilters []packets.Subscription // filters of the SUBSCRIBE being processed, as sent
-	overQuota  []int                  // indexes of its filters refused by MaxSubscriptions
-	retained   map[uint16][]Message   // retained messages to queue once SUBACK(id) is out
+	subFilters []packets.Subscription   // filters of the SUBSCRIBE being processed, as sent
+	overQuota  []int                    // indexes of its filters refused by MaxSubscriptions
+	retained   map[uint16][]queue.Entry // retained messages to queue once SUBACK(id) is out
 }
 
 // New returns an engine; add it to a mochi server with AttachTo before Serve.
@@ -153,7 +155,14 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		stop:     make(chan struct{}),
 	}
 	e.opts.Store(&opts)
-	e.ram.limit = opts.RAMBudget
+	e.ram = queue.NewBudget(opts.RAMBudget)
+	e.laneCfg = &queue.Config{
+		Log: deps.Log,
+		Counters: queue.Counters{Episodes: &e.stats.OverflowEpisodes, Refused: &e.stats.QueueRefused,
+			DroppedOld: &e.stats.QueueDroppedOld, BudgetLost: &e.stats.RAMBudgetLost},
+		PIDFromTop: true, // clear of client-chosen ids, which usually count up from 1
+	}
+	e.laneCfg.SetLimits(laneLimits(opts))
 	if e.counters == nil {
 		e.counters = new(counter.Set)
 	}
@@ -180,15 +189,22 @@ func (e *Engine) SetOptions(o Options) error {
 	cur := e.opt()
 	o.SweepInterval, o.RAMBudget = cur.SweepInterval, cur.RAMBudget
 	e.opts.Store(&o)
+	e.laneCfg.SetLimits(laneLimits(o))
 	return nil
 }
 
+// laneLimits are the limits of the lanes of sessions and shared groups.
+func laneLimits(o Options) queue.Limits {
+	return queue.Limits{MaxCount: o.MaxQueued, MaxBytes: o.MaxQueuedBytes, Overflow: o.Overflow,
+		CountKey: limitCount, BytesKey: limitBytes, BudgetKey: limitBudget}
+}
+
 // newMemQueue returns an in-memory queue counted against the RAM budget.
-func (e *Engine) newMemQueue() *MemQueue { return &MemQueue{nextSeq: 1, ram: &e.ram} }
+func (e *Engine) newMemQueue() *queue.MemQueue { return queue.NewMem(e.ram) }
 
 // RAMQueued returns the RAM held by the messages of in-memory queues, as
 // counted against sessions.ram_budget.
-func (e *Engine) RAMQueued() int64 { return e.ram.used.Load() }
+func (e *Engine) RAMQueued() int64 { return e.ram.Used() }
 
 // AttachTo adds the engine to srv as a hook and starts its expiry sweeper. The
 // server's capabilities must leave session handling to the engine (see
@@ -332,16 +348,17 @@ func (e *Engine) GroupQueued(shareFilter string) (int, bool) {
 	if g == nil {
 		return 0, false
 	}
-	return g.queue.Len(), true
+	return g.lane.Len(), true
 }
 
-// openQueue returns the queue for name: on the store when durable and a store is
-// configured, else in RAM. A store error falls back to RAM and is logged.
-func (e *Engine) openQueue(name string, durable bool) Queue {
+// openQueue returns a queue opened by open (one of the store's typed
+// constructors) when durable and a store is configured, else one in RAM. A
+// store error falls back to RAM and is logged; name names the owner.
+func (e *Engine) openQueue(name string, durable bool, open func(Store) (queue.Queue, error)) queue.Queue {
 	if !durable || e.store == nil {
 		return e.newMemQueue()
 	}
-	q, err := e.store.Queue(name)
+	q, err := open(e.store)
 	if err != nil {
 		e.log.Error("open stored queue failed; using memory", slog.String("queue", name), slog.Any("error", err))
 		return e.newMemQueue()

@@ -15,6 +15,7 @@ import (
 	"path"
 	"time"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/topic"
 )
 
@@ -30,15 +31,16 @@ const (
 )
 
 // Overflow names what happens when a session queue holds MaxQueued messages and
-// another one arrives.
-type Overflow string
+// another one arrives: the lane's policy (queue.Overflow), named here for the
+// configuration.
+type Overflow = queue.Overflow
 
 const (
 	// RefuseNew keeps the queue as it is and drops the arriving message (Mosquitto's
 	// and HiveMQ's default behaviour).
-	RefuseNew Overflow = "refuse_new"
+	RefuseNew = queue.RefuseNew
 	// DropOldest removes the oldest queued message that is not in flight to make room.
-	DropOldest Overflow = "drop_oldest"
+	DropOldest = queue.DropOldest
 )
 
 // Profile is a server-side session policy chosen by client ID, username or listener.

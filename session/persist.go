@@ -8,13 +8,19 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/queue"
 )
 
 // Store is the durable storage the engine writes through (session/store on bbolt).
 // Writes are buffered and committed in batches; Sync waits for the commit that
 // covers every earlier write.
 type Store interface {
-	Queue(name string) (Queue, error)
+	// SessionQueue and GroupQueue open (creating them if needed) the stored
+	// queue of a persistent session and of a shared group
+	// ("$share/<group>/<filter>").
+	SessionQueue(clientID string) (queue.Queue, error)
+	GroupQueue(shareFilter string) (queue.Queue, error)
 	SaveSession(id string, record []byte)
 	DeleteSession(id string)
 	// SaveSubscription stores one subscription of session id
@@ -52,7 +58,7 @@ type StoredSession struct {
 
 // SessionRecord is the stored form of a persistent session's own fields: its
 // subscriptions and inbound QoS 2 ids are stored as keys of their own (see
-// StoredSession), queued messages in its queue "s/<id>". DisconnectedAt 0 means
+// StoredSession), queued messages in its queue (Store.SessionQueue). DisconnectedAt 0 means
 // the session was online when the record was written. It is rewritten only when
 // one of its fields changes (connect, disconnect, will), never per SUBSCRIBE or
 // per message.
@@ -119,7 +125,7 @@ func (e *Engine) persistLocked(s *Session) {
 		r.DisconnectedAt, r.DisconnectedAtNs = storedTime(s.disconnectedAt)
 	}
 	if s.will != nil {
-		if b, err := EncodeMessage(Message{Packet: *s.will}); err == nil {
+		if b, err := EncodeMessage(queue.Entry{Packet: *s.will}); err == nil {
 			r.Will = b
 			r.WillAt, r.WillAtNs = storedTime(s.willAt)
 		}
@@ -192,7 +198,7 @@ func (e *Engine) persistRetained(pk packets.Packet) error {
 	if len(pk.Payload) == 0 {
 		return e.store.SaveRetained(pk.TopicName, nil)
 	}
-	b, err := EncodeMessage(Message{Packet: pk})
+	b, err := EncodeMessage(queue.Entry{Packet: pk})
 	if err != nil {
 		return fmt.Errorf("encode retained message %q: %w", pk.TopicName, err)
 	}
@@ -230,12 +236,12 @@ func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) er
 			e.log.Error("skipping unreadable session record", slog.String("client", id), slog.Any("error", err))
 			continue
 		}
-		q, err := e.store.Queue("s/" + r.ID)
+		q, err := e.store.SessionQueue(r.ID)
 		if err != nil {
 			e.mu.Unlock()
 			return fmt.Errorf("restore session %s: %w", r.ID, err)
 		}
-		s := newSession(r.ID, q)
+		s := e.newSession(r.ID, q)
 		s.version, s.profile, s.expiry = r.Version, r.Profile, time.Duration(r.ExpirySeconds)*time.Second
 		s.stored = true
 		if r.User != nil {
@@ -253,7 +259,7 @@ func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) er
 				s.will, s.willAt = &m.Packet, restoredTime(r.WillAt, r.WillAtNs)
 			}
 		}
-		if err := s.rebuildPIDs(); err != nil {
+		if err := s.lane.Restore(); err != nil {
 			e.log.Error("restore in-flight ids", slog.String("client", r.ID), slog.Any("error", err))
 		}
 		for filter, b := range st.Subscriptions {
@@ -281,25 +287,4 @@ func (e *Engine) Restore(records map[string]StoredSession, retained [][]byte) er
 	e.log.Info("sessions restored", slog.Int("sessions", len(records)), slog.Int("retained", len(retained)))
 	e.Sweep()
 	return nil
-}
-
-// rebuildPIDs fills s.pids from the queue's stored delivery state. Messages
-// are sent in queue order and leave it when complete (QoS 0 and expired ones when
-// passed), so the ones holding a packet id form a prefix of the queue: the scan
-// stops at the first unsent message. Cost: O(window) per session.
-func (s *Session) rebuildPIDs() error {
-	var from uint64
-	for {
-		msgs, err := s.queue.Peek(from, 64)
-		if err != nil || len(msgs) == 0 {
-			return err
-		}
-		for _, m := range msgs {
-			if m.PacketID == 0 {
-				return nil
-			}
-			s.pids[m.PacketID] = m.Seq
-		}
-		from = msgs[len(msgs)-1].Seq + 1
-	}
 }

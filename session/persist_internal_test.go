@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/internal/clock"
+	"edgegw/internal/queue"
 )
 
 // recordStore keeps the last session record written (admitStore otherwise).
@@ -45,7 +46,7 @@ func TestRestoredSessionNeverExpiresEarly(t *testing.T) {
 
 	e := engine()
 	src.Advance(900 * time.Millisecond) // the disconnect falls on .9 s
-	s := newSession("dev-1", NewMemQueue())
+	s := e.newSession("dev-1", queue.NewMem(nil))
 	s.version, s.expiry, s.disconnectedAt = 5, expiry, e.now()
 	s.will = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "status/dev-1", Payload: []byte("gone")}
 	s.willAt = s.disconnectedAt.Add(willDelay)

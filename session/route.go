@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/topic"
 )
 
@@ -134,12 +135,12 @@ func (e *Engine) publishAll(pks []packets.Packet) {
 // refuses, durable queues do not get it (see publishTo).
 func (e *Engine) publish(pk packets.Packet) { _, _ = e.publishTo(&pk, &delivery{}, false) }
 
-// delivery is the routing of one message: whether the store admitted it, and
+// delivery is the routing of one message: its admission across its lanes, and
 // what PacketPublish needs back.
 type delivery struct {
-	noStore bool       // the store refused: durable queues skip the message (counted)
-	collect bool       // collect busy
-	busy    []*Session // online sessions above flowHigh after this message (see waitRoom)
+	fan     queue.Fanout // the store's room for its durable copies; NoRoom: durable lanes skip it (counted)
+	collect bool         // collect busy
+	busy    []*Session   // online sessions above flowHigh after this message (see waitRoom)
 }
 
 // publishTo admits pk, stores it if retained and routes it. Admission is all or
@@ -150,7 +151,7 @@ type delivery struct {
 // however commits in between find the store. When the store refuses, publishTo
 // returns its error and does nothing if refuse is set or the message is a
 // retained one to store (retained messages never pass store.max_bytes, QoS 0
-// included); otherwise the message goes only to the queues in RAM (d.noStore).
+// included); otherwise the message goes only to the queues in RAM (d.fan).
 // A retained message the store's retained limits refuse (SaveRetained) is
 // refused whole too, counted in RetainedRefused. It returns the number of store
 // entries reserved (0: the message has no durable effect).
@@ -175,17 +176,17 @@ func (e *Engine) publishTo(pk *packets.Packet, d *delivery, refuse bool) (int, e
 		}
 	}
 	if n > 0 {
-		size := int64(n) * sizeOf(pk)
-		if err := e.store.Reserve(n, size); err != nil {
+		var err error
+		if d.fan, err = queue.Reserve(e.store, n, int64(n)*queue.SizeOf(pk)); err != nil {
 			if refuse || (stored && len(pk.Payload) > 0) { // a retained message never passes the cap, QoS 0 neither
 				if stored {
 					e.stats.RetainedRefused.Add(1)
 				}
 				return 0, err
 			}
-			d.noStore, n = true, 0
+			n = 0
 		} else {
-			defer e.store.Unreserve(n, size)
+			defer d.fan.Done()
 		}
 	}
 	if retain {
@@ -232,12 +233,12 @@ func (e *Engine) targets(subs *mqtt.Subscribers, buf []target) []target {
 func durableTargets(shared int, targets []target, cons []*Consumer) int {
 	n := shared
 	for _, t := range targets {
-		if t.s.durable {
+		if t.s.lane.Durable() {
 			n++
 		}
 	}
 	for _, c := range cons {
-		if isDurable(c.Queue) {
+		if c.lane.Durable() {
 			n++
 		}
 	}
@@ -250,13 +251,13 @@ func durableTargets(shared int, targets []target, cons []*Consumer) int {
 // group, and a client may get a shared and a non-shared copy [MQTT-4.8.2].
 func (e *Engine) route(pk *packets.Packet, subs *mqtt.Subscribers, targets []target, cons []*Consumer, d *delivery) {
 	if len(cons) > 0 {
-		e.routeConsumers(*pk, cons, d.noStore)
+		e.routeConsumers(*pk, cons, &d.fan)
 	}
 	if len(subs.Shared) > 0 {
 		e.mu.RLock()
 		for filter := range subs.Shared {
 			if g := e.groups[filter]; g != nil {
-				e.routeToGroupLocked(g, Message{Group: filter, Packet: *pk}, d.noStore)
+				e.routeToGroupLocked(g, queue.Entry{Group: filter, Packet: *pk}, &d.fan)
 			}
 		}
 		e.mu.RUnlock()
@@ -265,17 +266,17 @@ func (e *Engine) route(pk *packets.Packet, subs *mqtt.Subscribers, targets []tar
 		if t.sub.NoLocal && pk.Origin == t.s.id { // [MQTT-3.8.3-3]
 			continue
 		}
-		if e.deliver(t.s, t.sub, pk, "", false, d.noStore) && d.collect {
+		if e.deliver(t.s, t.sub, pk, "", false, &d.fan) && d.collect {
 			d.busy = append(d.busy, t.s)
 		}
 	}
 }
 
 // routeToGroupLocked gives m to one online member of g, round robin over the
-// members sorted by id, or queues it for the group when none is online. With
-// noStore (the store refused the message) durable queues do not get it. Caller
-// holds e.mu (read or write) and neither g.mu nor any session lock.
-func (e *Engine) routeToGroupLocked(g *group, m Message, noStore bool) {
+// members sorted by id, or queues it for the group when none is online. fan is
+// the message's admission (nil: a move, which needs none). Caller holds e.mu
+// (read or write) and neither g.mu nor any session lock.
+func (e *Engine) routeToGroupLocked(g *group, m queue.Entry, fan *queue.Fanout) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ids := make([]string, 0, len(g.members))
@@ -295,7 +296,7 @@ func (e *Engine) routeToGroupLocked(g *group, m Message, noStore bool) {
 		s.mu.Unlock()
 		if on && ok {
 			g.next = (g.next + i + 1) % len(ids)
-			e.deliver(s, sub, &m.Packet, g.filter, false, noStore)
+			e.deliver(s, sub, &m.Packet, g.filter, false, fan)
 			return
 		}
 	}
@@ -303,11 +304,7 @@ func (e *Engine) routeToGroupLocked(g *group, m Message, noStore bool) {
 		e.stats.QoS0Dropped.Add(1)
 		return
 	}
-	if noStore && isDurable(g.queue) {
-		e.stats.QueueRefused.Add(1)
-		return
-	}
-	e.enqueue(g.filter, g.queue, &g.overflow, 0, &Message{Group: g.filter, Packet: m.Packet})
+	g.lane.Admit(&queue.Entry{Group: g.filter, Packet: m.Packet}, fan)
 }
 
 // drainGroup moves the messages waiting in the group of filter to s, oldest
@@ -329,38 +326,34 @@ func (e *Engine) drainGroup(filter string, s *Session) {
 	if !ok || !on {
 		return
 	}
-	for g.queue.Len() > 0 {
-		msgs, err := g.queue.Peek(0, 256)
+	for g.lane.Len() > 0 {
+		msgs, err := g.lane.Queue().Peek(0, 256)
 		if err != nil || len(msgs) == 0 {
 			e.log.Error("group queue read failed", slog.String("group", filter), slog.Any("error", err))
 			return
 		}
 		for _, m := range msgs {
-			e.deliver(s, sub, &m.Packet, filter, false, false)
-			_ = g.queue.Remove(m.Seq)
+			e.deliver(s, sub, &m.Packet, filter, false, nil)
+			g.lane.Remove(m.Seq)
 		}
 	}
-	g.overflow = overflowState{}
 }
 
-// deliver queues the copy of pk that subscription sub of session s receives;
-// with noStore (the store refused the message) a session whose queue is on the
-// store does not get it (counted as refused). It reports whether s is online
-// with more than flowHigh messages waiting to be sent (see waitRoom).
-func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packet, groupFilter string, retained, noStore bool) (busy bool) {
+// deliver queues the copy of pk that subscription sub of session s receives,
+// admitted under fan (the message's admission; nil for a move): when the store
+// refused it, a session whose queue is on the store does not get it (counted
+// as refused). It reports whether s is online with more than flowHigh messages
+// waiting to be sent (see waitRoom).
+func (e *Engine) deliver(s *Session, sub packets.Subscription, pk *packets.Packet, groupFilter string, retained bool, fan *queue.Fanout) (busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.online() && min(pk.FixedHeader.Qos, sub.Qos) == 0 && !e.opt().QueueQoS0 {
 		e.stats.QoS0Dropped.Add(1)
 		return false
 	}
-	if noStore && s.durable {
-		e.stats.QueueRefused.Add(1)
-		return false
-	}
-	m := &Message{Group: groupFilter, Packet: *pk} // the one copy, kept by the queue
+	m := &queue.Entry{Group: groupFilter, Packet: *pk} // the one copy, kept by the queue
 	setOutgoing(&m.Packet, sub, s.version, retained)
-	if e.enqueue(s.id, s.queue, &s.overflow, len(s.pids), m) && s.bind != nil {
+	if ok, _ := s.lane.Admit(m, fan); ok && s.bind != nil {
 		s.bind.signal()
 	}
 	return s.busyLocked(flowHigh)
@@ -495,7 +488,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 		return
 	}
 	var joined []string
-	var retained []Message
+	var retained []queue.Entry
 	for i, f := range pk.Filters {
 		cl.State.Subscriptions.Delete(f.Filter) // mochi must not unsubscribe it at disconnect
 		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
@@ -523,7 +516,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 				continue
 			}
 			r.Expiry = retainedDeadline(r) // the queued copy expires, and is sent with the time left [MQTT-3.3.2-6]
-			retained = append(retained, Message{Packet: outgoing(orig, r, s.version, true)})
+			retained = append(retained, queue.Entry{Packet: outgoing(orig, r, s.version, true)})
 		}
 	}
 	c.subFilters = nil
@@ -539,7 +532,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 	}
 	if len(retained) > 0 {
 		if c.retained == nil {
-			c.retained = map[uint16][]Message{}
+			c.retained = map[uint16][]queue.Entry{}
 		}
 		c.retained[pk.PacketID] = retained
 	}
@@ -609,7 +602,8 @@ func (e *Engine) joinGroup(filter, id string) {
 	defer e.mu.Unlock()
 	g := e.groups[filter]
 	if g == nil {
-		g = &group{filter: filter, queue: e.openQueue("g/"+filter, true), members: map[string]struct{}{}}
+		q := e.openQueue(filter, true, func(st Store) (queue.Queue, error) { return st.GroupQueue(filter) })
+		g = &group{filter: filter, lane: queue.New(filter, q, e.laneCfg), members: map[string]struct{}{}}
 		e.groups[filter] = g
 	}
 	g.mu.Lock()
@@ -628,10 +622,10 @@ func (e *Engine) leaveGroupLocked(filter, id string) {
 	defer g.mu.Unlock()
 	delete(g.members, id)
 	if len(g.members) == 0 {
-		if n := g.queue.Len(); n > 0 {
+		if n := g.lane.Len(); n > 0 {
 			e.log.Info("shared group released with queued messages", slog.String("group", filter), slog.Int("messages", n))
 		}
-		_ = g.queue.Release()
+		g.lane.Release()
 		delete(e.groups, filter)
 	}
 }

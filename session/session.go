@@ -1,25 +1,26 @@
 package session
 
 import (
-	"log/slog"
 	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"edgegw/internal/queue"
 )
 
 // Session is the server side of one MQTT session. It outlives network connections
 // when its expiry is above zero.
 //
-// Invariants (under mu): every message holding a PacketID is in pids; messages are
-// sent in Seq order, so messages with a PacketID precede unsent ones unless a
-// shared-group move appended behind them; cl is the current connection (nil when
-// offline) and bind its sender once CONNACK is out.
+// Invariants (under mu): lane holds the queue and its delivery state (see
+// queue.Lane: messages are sent in Seq order, so messages with a packet id
+// precede unsent ones unless a shared-group move appended behind them); cl is
+// the current connection (nil when offline) and bind its sender once CONNACK
+// is out.
 type Session struct {
-	id      string
-	queue   Queue
-	durable bool // queue is on the store (not a *MemQueue); fixed, like queue
+	id   string
+	lane *queue.Lane // guarded by mu; its queue is fixed
 
 	mu             sync.Mutex
 	version        byte
@@ -33,11 +34,8 @@ type Session struct {
 	disconnectedAt time.Time
 	will           *packets.Packet // delayed will waiting for willAt
 	willAt         time.Time
-	pids           map[uint16]uint64 // packet id -> Seq, for messages sent and not complete
-	nextPID        uint16
 	inboundQoS2    map[uint16]struct{} // client's QoS 2 ids awaiting PUBREL [MQTT-4.3.3-9]
-	overflow       overflowState
-	stored         bool // a record of this session is in the store
+	stored         bool                // a record of this session is in the store
 
 	// Flow control (waitRoom): roomWait is closed when the unsent part of the
 	// queue is back at flowLow or the session goes offline; slowAt is when a
@@ -49,49 +47,16 @@ type Session struct {
 	slowMoved uint64
 }
 
-func newSession(id string, q Queue) *Session {
-	return &Session{id: id, queue: q, durable: isDurable(q), subs: map[string]packets.Subscription{},
-		pids: map[uint16]uint64{}, inboundQoS2: map[uint16]struct{}{}}
+// newSession returns session id over queue q, whose lane uses the engine's
+// session limits.
+func (e *Engine) newSession(id string, q queue.Queue) *Session {
+	return &Session{id: id, lane: queue.New(id, q, e.laneCfg), subs: map[string]packets.Subscription{},
+		inboundQoS2: map[uint16]struct{}{}}
 }
 
 // online reports whether messages for the session go to a live connection (or one
 // whose CONNACK is being sent). Caller holds s.mu.
 func (s *Session) online() bool { return s.cl != nil }
-
-// allocPID returns a packet id not used by this session's outbound messages nor
-// by the client's inbound flows in mochi's table, counting down from 65535 so
-// that collisions with client-chosen ids (which usually count up from 1) stay
-// unlikely. Returns 0 if none is free. Caller holds s.mu.
-func (s *Session) allocPID(cl *mqtt.Client) uint16 {
-	for range 65535 {
-		s.nextPID--
-		if s.nextPID == 0 {
-			s.nextPID = 65535
-		}
-		if _, used := s.pids[s.nextPID]; used {
-			continue
-		}
-		if _, used := cl.State.Inflight.Get(s.nextPID); used {
-			continue
-		}
-		return s.nextPID
-	}
-	return 0
-}
-
-// overflowState tracks one queue's overflow episode so that it is logged once
-// when it starts and once when it ends.
-type overflowState struct {
-	active  bool
-	dropped int64
-}
-
-// enqueue appends m to q under the session overflow policy (MaxQueued,
-// MaxQueuedBytes, RAMBudget, Overflow); see enqueueLimit.
-func (e *Engine) enqueue(owner string, q Queue, ov *overflowState, inFlight int, m *Message) bool {
-	queued, _ := e.enqueueLimit(owner, q, ov, inFlight, m, e.opt().MaxQueued, e.opt().MaxQueuedBytes, e.opt().Overflow)
-	return queued
-}
 
 // Names of the limits an overflow episode is logged with.
 const (
@@ -100,135 +65,15 @@ const (
 	limitBudget = "sessions.ram_budget"
 )
 
-// overLimit names the limit that adding a message of the given Size to q would
-// pass: limit messages, maxBytes of Size (0 = none), or, for an in-memory
-// queue, the engine's RAM budget; "" when none.
-func overLimit(q Queue, size int64, limit int, maxBytes int64) string {
-	if mq, ok := q.(*MemQueue); ok { // one lock for the three checks
-		mq.mu.Lock()
-		defer mq.mu.Unlock()
-		switch {
-		case mq.live >= limit:
-			return limitCount
-		case maxBytes > 0 && mq.size+size > maxBytes:
-			return limitBytes
-		case mq.ram.overLocked(mq, size):
-			return limitBudget
-		}
-		return ""
-	}
-	if q.Len() >= limit {
-		return limitCount
-	}
-	if sq, ok := q.(SizedQueue); ok && maxBytes > 0 && sq.Bytes()+size > maxBytes {
-		return limitBytes
-	}
-	return ""
-}
-
-// enqueueLimit appends m to q, applying policy when q is at one of its limits:
-// limit messages, maxBytes of Size (0 = none), or the RAM budget (in-memory
-// queues). It reports whether m was queued and whether a message was lost (m
-// refused, or old unsent ones dropped: as many as m needs). The caller holds
-// the lock that guards ov and q's owner; inFlight is the number of q's messages
-// that hold a packet id and must not be dropped. An overflow episode is logged
-// once, with the limit that started it, and counted.
-func (e *Engine) enqueueLimit(owner string, q Queue, ov *overflowState, inFlight int, m *Message, limit int, maxBytes int64, policy Overflow) (queued, lost bool) {
-	size := sizeOf(&m.Packet)
-	for {
-		why := overLimit(q, size, limit, maxBytes)
-		if why == "" {
-			break
-		}
-		if !ov.active {
-			ov.active = true
-			e.stats.OverflowEpisodes.Add(1)
-			e.log.Warn("queue full, applying overflow policy", slog.String("queue", owner),
-				slog.String("limit", why), slog.String("policy", string(policy)))
-		}
-		if !lost {
-			ov.dropped++
-			if why == limitBudget {
-				e.stats.RAMBudgetLost.Add(1)
-			}
-		}
-		if policy == RefuseNew || (why == limitBytes && size > maxBytes) {
-			e.stats.QueueRefused.Add(1)
-			return false, true
-		}
-		if !e.dropOldestUnsent(owner, q, inFlight) {
-			return false, true
-		}
-		lost = true
-	}
-	if err := appendMessage(q, m); err != nil {
-		e.log.Error("queue append failed", slog.String("queue", owner), slog.Any("error", err))
-		e.stats.QueueRefused.Add(1)
-		return false, true
-	}
-	return true, lost
-}
-
-// dropOldestUnsent removes the oldest message of q that holds no packet id
-// (messages in flight must stay) and counts it. inFlight is the number of q's
-// messages that hold one, so the first inFlight+1 contain a candidate. It
-// reports false, counted as a refusal, when every message is in flight or the
-// queue cannot be read.
-func (e *Engine) dropOldestUnsent(owner string, q Queue, inFlight int) bool {
-	oldest, err := q.Peek(0, inFlight+1)
-	if err != nil {
-		e.log.Error("queue peek failed", slog.String("queue", owner), slog.Any("error", err))
-		e.stats.QueueRefused.Add(1)
-		return false
-	}
-	for _, old := range oldest {
-		if old.PacketID == 0 {
-			if q.Remove(old.Seq) != nil {
-				break
-			}
-			e.stats.QueueDroppedOld.Add(1)
-			return true
-		}
-	}
-	e.stats.QueueRefused.Add(1) // everything is in flight: nothing may go
-	return false
-}
-
-// overflowCheck ends an overflow episode once the queue is below 90% of its
-// limits (count, bytes, and for an in-memory queue the RAM budget or its share
-// of it).
-func (e *Engine) overflowCheck(owner string, q Queue, ov *overflowState) {
-	if !ov.active || q.Len() >= e.opt().MaxQueued-e.opt().MaxQueued/10 {
-		return
-	}
-	if mb := e.opt().MaxQueuedBytes; mb > 0 {
-		if sq, ok := q.(SizedQueue); ok && sq.Bytes() >= mb-mb/10 {
-			return
-		}
-	}
-	if mq, ok := q.(*MemQueue); ok && mq.ram != nil && mq.ram.limit > 0 {
-		mq.mu.Lock()
-		held := mq.size + int64(mq.live)*memEntryOverhead
-		mq.mu.Unlock()
-		b := mq.ram
-		if b.used.Load() >= b.limit-b.limit/10 && held >= (b.limit/max(b.holders.Load(), 1))*9/10 {
-			return
-		}
-	}
-	e.log.Info("queue below limit again", slog.String("queue", owner), slog.Int64("lost", ov.dropped))
-	*ov = overflowState{}
-}
-
 // group is a shared subscription group "$share/<name>/<filter>": its members and
-// the queue of messages that arrived while no member was online.
+// the lane of messages that arrived while no member was online.
 type group struct {
 	filter string
-	queue  Queue
 
-	mu       sync.Mutex
-	members  map[string]struct{}
-	next     int
-	overflow overflowState
+	mu      sync.Mutex
+	lane    *queue.Lane // guarded by mu
+	members map[string]struct{}
+	next    int
 }
 
 // Flow control towards online sessions: a publisher waits only for a
@@ -274,7 +119,7 @@ func (e *Engine) waitRoom(s *Session) {
 		s.roomWait = make(chan struct{})
 	}
 	ch := s.roomWait
-	before := s.queue.Len() - len(s.pids)
+	before := s.lane.Unsent()
 	s.mu.Unlock()
 	timer := time.NewTimer(flowMaxWait)
 	defer timer.Stop()
@@ -282,7 +127,7 @@ func (e *Engine) waitRoom(s *Session) {
 	case <-ch:
 	case <-timer.C:
 		s.mu.Lock()
-		if s.busyLocked(flowLow) && before-(s.queue.Len()-len(s.pids)) < flowMinDrain && s.bind.clientBound() {
+		if s.busyLocked(flowLow) && before-s.lane.Unsent() < flowMinDrain && s.bind.clientBound() {
 			// slow: its backlog is its own from now on
 			s.slowAt, s.slowMoved = time.Now(), s.moved
 			close(s.roomWait)
@@ -297,7 +142,7 @@ func (e *Engine) waitRoom(s *Session) {
 // online, more than high messages wait to be sent, and it is not slow. Caller
 // holds s.mu.
 func (s *Session) busyLocked(high int) bool {
-	if s.bind == nil || s.queue.Len()-len(s.pids) <= high {
+	if s.bind == nil || s.lane.Unsent() <= high {
 		return false
 	}
 	if !s.slowAt.IsZero() {
@@ -313,7 +158,7 @@ func (s *Session) busyLocked(high int) bool {
 // mark, once its backlog is down to flowLow or it has no sender. Caller holds
 // s.mu.
 func (s *Session) flowLocked() {
-	if s.bind == nil || s.queue.Len()-len(s.pids) <= flowLow {
+	if s.bind == nil || s.lane.Unsent() <= flowLow {
 		s.slowAt = time.Time{}
 		if s.roomWait != nil {
 			close(s.roomWait)

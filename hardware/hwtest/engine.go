@@ -7,6 +7,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -65,7 +66,7 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	for _, c := range cons {
 		for _, f := range c.Filters {
 			if f == pk.TopicName && (c.Skip == nil || !c.Skip(pk)) {
-				_, _ = c.Queue.Append(session.Message{Packet: pk})
+				_, _ = c.Queue.Append(queue.Entry{Packet: pk})
 				if c.Notify != nil {
 					c.Notify()
 				}

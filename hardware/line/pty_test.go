@@ -13,6 +13,7 @@ import (
 	"edgegw/hardware/hwtest"
 	"edgegw/hardware/line"
 	"edgegw/internal/clock"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -33,7 +34,7 @@ func newRig(t *testing.T, cfg line.Config, ids ...string) *rig {
 		MaxQueued: 100, Overflow: session.RefuseNew, Now: c.Wall, CheckInterval: time.Hour})
 	var meters []*hardware.Meter
 	for _, id := range ids {
-		m, err := r.hub.AddMeter(hardware.MeterConfig{ID: id, Silence: time.Hour}, session.NewMemQueue())
+		m, err := r.hub.AddMeter(hardware.MeterConfig{ID: id, Silence: time.Hour}, queue.NewMem(nil))
 		if err != nil {
 			t.Fatal(err)
 		}

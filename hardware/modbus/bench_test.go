@@ -13,6 +13,7 @@ import (
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 	"edgegw/hardware/modbus"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -181,7 +182,7 @@ func BenchmarkDelay9600(b *testing.B) {
 		conf := modbus.Config{Timeout: time.Second}
 		var meters []*hardware.Meter
 		for slave := byte(1); slave <= 3; slave++ {
-			m, err := hub.AddMeter(hardware.MeterConfig{ID: "m" + strconv.Itoa(int(slave))}, session.NewMemQueue())
+			m, err := hub.AddMeter(hardware.MeterConfig{ID: "m" + strconv.Itoa(int(slave))}, queue.NewMem(nil))
 			if err != nil {
 				b.Fatal(err)
 			}

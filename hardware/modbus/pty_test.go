@@ -14,6 +14,7 @@ import (
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 	"edgegw/hardware/modbus"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -79,7 +80,7 @@ func addMetersReport(t testing.TB, hub *hardware.Hub, cfg modbus.Config, offline
 	t.Helper()
 	var meters []*hardware.Meter
 	for _, s := range specs {
-		m, err := hub.AddMeter(hardware.MeterConfig{ID: s.id, OfflineAfter: offlineAfter, Report: report[s.id]}, session.NewMemQueue())
+		m, err := hub.AddMeter(hardware.MeterConfig{ID: s.id, OfflineAfter: offlineAfter, Report: report[s.id]}, queue.NewMem(nil))
 		if err != nil {
 			t.Fatal(err)
 		}

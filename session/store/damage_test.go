@@ -40,7 +40,7 @@ func TestCheckClassifies(t *testing.T) {
 	dir := t.TempDir()
 	sound := filepath.Join(dir, "sound.db")
 	s := openTest(t, sound, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	_, _ = q.Append(msg(1))
 	_ = s.Close()
 	if err := Check(sound); err != nil {
@@ -109,7 +109,7 @@ func TestCompactKeepsOwnerAndMode(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	big := msg(0)
 	big.Packet.Payload = make([]byte, 4096)
 	var seqs []uint64
@@ -119,7 +119,7 @@ func TestCompactKeepsOwnerAndMode(t *testing.T) {
 	}
 	_ = s.Sync()
 	for _, seq := range seqs {
-		_ = q.Remove(seq)
+		q.Remove(seq)
 	}
 	_ = s.Sync()
 	_ = s.Close()

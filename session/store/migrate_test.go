@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	bolt "go.etcd.io/bbolt"
 
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -135,7 +136,7 @@ func checkOldContents(t *testing.T, s *Store) {
 		t.Errorf("queues %q, want %q", names, wantNames)
 	}
 	for name, want := range oldContents.queues {
-		q, _ := s.Queue(name)
+		q := s.queue(name)
 		if got := payloads(t, q); !slices.Equal(got, want) {
 			t.Errorf("queue %s holds %q, want %q", name, got, want)
 		}
@@ -169,8 +170,8 @@ func checkOldContents(t *testing.T, s *Store) {
 // (2^32-1 s after it was created).
 func checkOldCommands(t *testing.T, s *Store) {
 	t.Helper()
-	peek := func(name string) []session.Message {
-		q, _ := s.Queue(name)
+	peek := func(name string) []queue.Entry {
+		q := s.queue(name)
 		ms, err := q.Peek(0, 1<<20)
 		if err != nil || len(ms) != 2 {
 			t.Fatalf("queue %s: %d messages, %v", name, len(ms), err)
@@ -247,7 +248,7 @@ func TestNewStoreStamped(t *testing.T) {
 func TestNewerFormatRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	_, _ = q.Append(msg(1))
 	_ = s.Close()
 	db, err := bolt.Open(path, 0o600, nil)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"edgegw/session"
+	"edgegw/internal/queue"
 )
 
 // TestPeekedMessageOutlivesItsTransaction reads queued messages from disk with
@@ -22,7 +22,7 @@ import (
 // packets.encodeString under qemu-aarch64). Peek and lookup decode a copy.
 func TestPeekedMessageOutlivesItsTransaction(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch})
-	qa, err := s.Queue("a")
+	qa, err := s.SessionQueue("a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,20 +46,18 @@ func TestPeekedMessageOutlivesItsTransaction(t *testing.T) {
 	// page), and more traffic reuses the freed pages.
 	for _, m := range ms {
 		m.PacketID = uint16(m.Seq)
-		if err := qa.Update(m); err != nil {
-			t.Fatal(err)
-		}
+		qa.Update(m)
 	}
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	qb, err := s.Queue("b")
+	qb, err := s.SessionQueue("b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 20 {
 		for range 5 {
-			if _, err := qb.Append(session.Message{Packet: packets.Packet{
+			if _, err := qb.Append(queue.Entry{Packet: packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 				TopicName:   "b", Payload: []byte(strings.Repeat("x", 100)),
 			}}); err != nil {

@@ -9,10 +9,11 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
-// Queue is a session.Queue whose entries live on disk. RAM holds only the changes
+// Queue is a queue.Queue whose entries live on disk. RAM holds only the changes
 // not yet committed (at most one commit interval's worth, bounded by MaxPending);
 // Peek reads the disk through a bbolt read transaction and lays those changes over
 // it. An entry appended and removed before its commit is dropped from the pending
@@ -25,7 +26,7 @@ type Queue struct {
 	mu       sync.Mutex
 	nextSeq  uint64
 	count    int
-	bytes    int64 // session.Size of the entries held
+	bytes    int64 // queue.Size of the entries held
 	pend     delta // changes since the last commit started
 	flushing delta // changes being committed (kept after a failed commit)
 	released bool
@@ -37,7 +38,7 @@ type Queue struct {
 // bytes of RAM, not a copy of the message; clearBelow > 0 deletes every entry with
 // a smaller Seq first.
 type delta struct {
-	appends    []session.Message
+	appends    []queue.Entry
 	updates    map[uint64]state
 	removes    map[uint64]struct{}
 	clearBelow uint64
@@ -47,6 +48,7 @@ type delta struct {
 type state struct {
 	pid      uint16
 	released bool
+	attempts uint16
 }
 
 func (d *delta) empty() bool {
@@ -76,11 +78,11 @@ func (q *Queue) mark() {
 	q.s.mu.Unlock()
 }
 
-// Append implements session.Queue. It never refuses for room: admission is the
+// Append implements queue.Queue. It never refuses for room: admission is the
 // caller's, for a whole message at once (Store.Reserve), so that a message
 // admitted is in every queue it goes to even when a commit in between finds
 // the store above its cap. It fails only for a released queue.
-func (q *Queue) Append(m session.Message) (uint64, error) {
+func (q *Queue) Append(m queue.Entry) (uint64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.released {
@@ -88,7 +90,7 @@ func (q *Queue) Append(m session.Message) (uint64, error) {
 	}
 	m.Seq = q.nextSeq
 	q.nextSeq++
-	size := session.Size(m.Packet)
+	size := queue.Size(m.Packet)
 	q.count++
 	q.bytes += size
 	q.s.pendBytes.Add(size + entryOverhead)
@@ -97,23 +99,23 @@ func (q *Queue) Append(m session.Message) (uint64, error) {
 	return m.Seq, nil
 }
 
-// Update implements session.Queue.
-func (q *Queue) Update(m session.Message) error {
+// Update implements queue.Queue.
+func (q *Queue) Update(m queue.Entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if i := q.pend.findAppend(m.Seq); i >= 0 {
-		q.pend.appends[i].PacketID, q.pend.appends[i].Released = m.PacketID, m.Released
-		return nil
+		a := &q.pend.appends[i]
+		a.PacketID, a.Released, a.Attempts = m.PacketID, m.Released, m.Attempts
+		return
 	}
 	if _, ok := q.lookup(m.Seq); !ok {
-		return nil
+		return
 	}
 	if q.pend.updates == nil {
 		q.pend.updates = map[uint64]state{}
 	}
-	q.pend.updates[m.Seq] = state{m.PacketID, m.Released}
+	q.pend.updates[m.Seq] = state{m.PacketID, m.Released, m.Attempts}
 	q.mark()
-	return nil
 }
 
 // lookup finds an entry that is not in pend.appends and returns its Size:
@@ -130,7 +132,7 @@ func (q *Queue) lookup(seq uint64) (int64, bool) {
 		return 0, false
 	}
 	if i := q.flushing.findAppend(seq); i >= 0 {
-		return session.Size(q.flushing.appends[i].Packet), true
+		return queue.Size(q.flushing.appends[i].Packet), true
 	}
 	var size int64
 	found := false
@@ -145,19 +147,18 @@ func (q *Queue) lookup(seq uint64) (int64, bool) {
 	return size, found
 }
 
-// Remove implements session.Queue.
-func (q *Queue) Remove(seq uint64) error {
+// Remove implements queue.Queue.
+func (q *Queue) Remove(seq uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.remove(seq)
-	return nil
 }
 
 // remove deletes one entry and reports the Size it freed (false: not held).
 // Caller holds q.mu.
 func (q *Queue) remove(seq uint64) (int64, bool) {
 	if i := q.pend.findAppend(seq); i >= 0 {
-		size := session.Size(q.pend.appends[i].Packet)
+		size := queue.Size(q.pend.appends[i].Packet)
 		q.pend.appends = append(q.pend.appends[:i], q.pend.appends[i+1:]...)
 		q.count--
 		q.bytes -= size
@@ -180,48 +181,44 @@ func (q *Queue) remove(seq uint64) (int64, bool) {
 	return size, true
 }
 
-// Len implements session.Queue.
+// Len implements queue.Queue.
 func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.count
 }
 
-// Bytes is the session.Size (topic plus payload bytes) of the entries held. It
-// is kept up to date by Append and Remove and computed at Open without decoding
-// the entries.
+// Bytes implements queue.Queue: the queue.Size (topic plus payload bytes) of
+// the entries held. It is kept up to date by Append and Remove and computed at
+// Open without decoding the entries.
 func (q *Queue) Bytes() int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.bytes
 }
 
-// Clear implements session.Queue.
-func (q *Queue) Clear() error {
+// Clear implements queue.Queue.
+func (q *Queue) Clear() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.pend = delta{clearBelow: q.nextSeq}
 	q.count = 0
 	q.bytes = 0
 	q.mark()
-	return nil
 }
 
-// Release implements session.Queue: clears the queue and forgets its name.
-func (q *Queue) Release() error {
-	if err := q.Clear(); err != nil {
-		return err
-	}
+// Release implements queue.Queue: clears the queue and forgets its name.
+func (q *Queue) Release() {
+	q.Clear()
 	q.mu.Lock()
 	q.released = true
 	q.mu.Unlock()
 	q.s.release(q)
-	return nil
 }
 
-// Peek implements session.Queue: disk entries from `from` on, then the entries
+// Peek implements queue.Queue: disk entries from `from` on, then the entries
 // being committed, then the pending ones, with removes and updates applied.
-func (q *Queue) Peek(from uint64, max int) ([]session.Message, error) {
+func (q *Queue) Peek(from uint64, max int) ([]queue.Entry, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	hide := max64(q.pend.clearBelow, q.flushing.clearBelow)
@@ -233,15 +230,15 @@ func (q *Queue) Peek(from uint64, max int) ([]session.Message, error) {
 		_, b := q.flushing.removes[seq]
 		return a || b
 	}
-	overlay := func(m session.Message) session.Message {
+	overlay := func(m queue.Entry) queue.Entry {
 		if u, ok := q.pend.updates[m.Seq]; ok {
-			m.PacketID, m.Released = u.pid, u.released
+			m.PacketID, m.Released, m.Attempts = u.pid, u.released, u.attempts
 		} else if u, ok := q.flushing.updates[m.Seq]; ok {
-			m.PacketID, m.Released = u.pid, u.released
+			m.PacketID, m.Released, m.Attempts = u.pid, u.released, u.attempts
 		}
 		return m
 	}
-	var out []session.Message
+	var out []queue.Entry
 	var lastDisk uint64
 	err := q.s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketQ).Cursor()
@@ -329,7 +326,7 @@ func (d *delta) merge(n delta) {
 	}
 	for seq, u := range n.updates {
 		if i := d.findAppend(seq); i >= 0 {
-			d.appends[i].PacketID, d.appends[i].Released = u.pid, u.released
+			d.appends[i].PacketID, d.appends[i].Released, d.appends[i].Attempts = u.pid, u.released, u.attempts
 			continue
 		}
 		if d.updates == nil {
@@ -373,8 +370,8 @@ func (q *Queue) applyFlush(b *bolt.Bucket) (int, error) {
 		if old == nil {
 			continue // removed by a commit in between
 		}
-		v := bytes.Clone(old) // bbolt's value lives in its read-only mmap
-		if err := session.SetState(v, u.pid, u.released); err != nil {
+		v, err := session.SetState(bytes.Clone(old), u.pid, u.released, u.attempts) // bbolt's value lives in its read-only mmap
+		if err != nil {
 			return 0, fmt.Errorf("queue %s entry %d: %w", q.name, seq, err)
 		}
 		if err := b.Put(k, v); err != nil {

@@ -9,12 +9,13 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
 func retainedMsg(t *testing.T, topic string, size int) []byte {
 	t.Helper()
-	b, err := session.EncodeMessage(session.Message{Packet: packets.Packet{
+	b, err := session.EncodeMessage(queue.Entry{Packet: packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
 		TopicName:   topic, Payload: make([]byte, size), Created: 1700000000,
 	}})

@@ -47,6 +47,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"edgegw/internal/queue"
 	"edgegw/internal/ratelog"
 	"edgegw/session"
 )
@@ -978,22 +979,74 @@ func (s *Store) Sessions() (map[string]session.StoredSession, error) {
 	return out, err
 }
 
-// Queue returns the queue with the given name, creating it if needed.
-func (s *Store) Queue(name string) (session.Queue, error) {
+// Stored queue names: one prefix per kind of owner, as every release has
+// written them. The names are on disk: changing one needs a migration
+// (migrate.go). Only the typed constructors below build them.
+const (
+	sessionQueuePrefix = "s/" // s/<client id>
+	groupQueuePrefix   = "g/" // g/$share/<group>/<filter>
+	outboxPrefix       = "o/" // o/<bridge name>
+	commandQueuePrefix = "m/" // m/<meter id>
+)
+
+// SessionQueue returns the queue of the persistent session clientID, creating
+// it if needed.
+func (s *Store) SessionQueue(clientID string) (queue.Queue, error) {
+	return s.queue(sessionQueuePrefix + clientID), nil
+}
+
+// GroupQueue returns the queue of the shared subscription group shareFilter
+// ("$share/<group>/<filter>"), creating it if needed.
+func (s *Store) GroupQueue(shareFilter string) (queue.Queue, error) {
+	return s.queue(groupQueuePrefix + shareFilter), nil
+}
+
+// Outbox returns the outbox of the bridge named bridge, creating it if needed.
+func (s *Store) Outbox(bridge string) (queue.Queue, error) {
+	return s.queue(outboxPrefix + bridge), nil
+}
+
+// CommandQueue returns the command queue of the meter with id meter, creating
+// it if needed.
+func (s *Store) CommandQueue(meter string) (queue.Queue, error) {
+	return s.queue(commandQueuePrefix + meter), nil
+}
+
+// Outboxes lists the bridges that have a stored outbox, sorted.
+func (s *Store) Outboxes() []string { return s.owners(outboxPrefix) }
+
+// CommandQueues lists the meters that have a stored command queue, sorted.
+func (s *Store) CommandQueues() []string { return s.owners(commandQueuePrefix) }
+
+// owners lists the owners of the stored queues whose names start with prefix.
+func (s *Store) owners(prefix string) []string {
+	var out []string
+	for _, n := range s.QueueNames() {
+		if owner, ok := strings.CutPrefix(n, prefix); ok {
+			out = append(out, owner)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// queue returns the queue with the given stored name, creating it if needed.
+func (s *Store) queue(name string) *Queue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if q := s.queues[name]; q != nil {
-		return q, nil
+		return q
 	}
 	s.nextQID++
 	q := &Queue{s: s, name: name, id: s.nextQID, nextSeq: 1}
 	s.queues[name] = q
 	s.names[name] = q.id
 	s.changed()
-	return q, nil
+	return q
 }
 
-// QueueNames lists the stored queues.
+// QueueNames lists the stored queues by their stored names (diagnostics and
+// tests; owners use the typed constructors).
 func (s *Store) QueueNames() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,11 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"edgegw/internal/queue"
+	"edgegw/internal/queue/queuetest"
 	"edgegw/session"
 )
 
@@ -33,15 +36,15 @@ func openTest(t *testing.T, path string, opts Options) *Store {
 	return s
 }
 
-func msg(i int) session.Message {
-	return session.Message{Packet: packets.Packet{
+func msg(i int) queue.Entry {
+	return queue.Entry{Packet: packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   "t/" + fmt.Sprint(i%3), Payload: []byte(fmt.Sprint("m", i)),
 		Created: 1700000000 + int64(i), Origin: "pub",
 	}}
 }
 
-func payloads(t *testing.T, q session.Queue) []string {
+func payloads(t *testing.T, q queue.Queue) []string {
 	t.Helper()
 	ms, err := q.Peek(0, 1<<20)
 	if err != nil {
@@ -55,7 +58,7 @@ func payloads(t *testing.T, q session.Queue) []string {
 }
 
 func TestMessageCodecRoundTrip(t *testing.T) {
-	m := session.Message{PacketID: 4242, Released: true, Group: "$share/g/x", Packet: packets.Packet{
+	m := queue.Entry{PacketID: 4242, Released: true, Group: "$share/g/x", Packet: packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Retain: true},
 		TopicName:   "a/b", Payload: []byte("payload"), Created: 1700000000, Expiry: 1700003600, Origin: "dev-1",
 		Properties: packets.Properties{ContentType: "text/plain", ResponseTopic: "r/t", CorrelationData: []byte{1, 2},
@@ -87,7 +90,7 @@ func TestMessageCodecRoundTrip(t *testing.T) {
 func TestQueueSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	var seqs []uint64
 	for i := range 10 {
 		seq, err := q.Append(msg(i))
@@ -99,15 +102,15 @@ func TestQueueSurvivesReopen(t *testing.T) {
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	_ = q.Remove(seqs[0])
-	_ = q.Remove(seqs[5])
-	_ = q.Update(session.Message{Seq: seqs[1], PacketID: 99})
+	q.Remove(seqs[0])
+	q.Remove(seqs[5])
+	q.Update(queue.Entry{Seq: seqs[1], PacketID: 99})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	s2 := openTest(t, path, Options{Durability: Batch})
-	q2, _ := s2.Queue("s/a")
+	q2, _ := s2.SessionQueue("a")
 	if got := fmt.Sprint(payloads(t, q2)); got != "[m1 m2 m3 m4 m6 m7 m8 m9]" {
 		t.Fatalf("after reopen: %s", got)
 	}
@@ -128,13 +131,13 @@ func TestQueueSurvivesReopen(t *testing.T) {
 // A message appended and removed before its commit never reaches the disk.
 func TestAckedBeforeCommitIsNeverWritten(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	if err := s.Sync(); err != nil { // the queue's name
 		t.Fatal(err)
 	}
 	for i := range 100 {
 		seq, _ := q.Append(msg(i))
-		_ = q.Remove(seq)
+		q.Remove(seq)
 	}
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
@@ -150,7 +153,7 @@ func TestAckedBeforeCommitIsNeverWritten(t *testing.T) {
 // Nothing is written while nothing changes: no commit without a change.
 func TestNoCommitWhileIdle(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: time.Millisecond})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	_, _ = q.Append(msg(1))
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
@@ -173,7 +176,7 @@ func TestSyncGroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			q, _ := s.Queue(fmt.Sprint("s/", w))
+			q, _ := s.SessionQueue(fmt.Sprint(w))
 			for i := range each {
 				if _, err := q.Append(msg(i)); err != nil {
 					t.Error(err)
@@ -201,26 +204,26 @@ func TestSyncGroupCommit(t *testing.T) {
 func TestClearAndRelease(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	for i := range 5 {
 		_, _ = q.Append(msg(i))
 	}
 	_ = s.Sync()
 	_, _ = q.Append(msg(5)) // pending when cleared: never written
-	_ = q.Clear()
+	q.Clear()
 	_, _ = q.Append(msg(6))
 	if got := fmt.Sprint(payloads(t, q)); got != "[m6]" {
 		t.Fatalf("after clear: %s", got)
 	}
 	_ = s.Sync()
-	r, _ := s.Queue("s/b")
+	r, _ := s.SessionQueue("b")
 	_, _ = r.Append(msg(7))
 	_ = s.Sync()
-	_ = r.Release()
+	r.Release()
 	_ = s.Close()
 
 	s2 := openTest(t, path, Options{Durability: Batch})
-	q2, _ := s2.Queue("s/a")
+	q2, _ := s2.SessionQueue("a")
 	if got := fmt.Sprint(payloads(t, q2)); got != "[m6]" {
 		t.Fatalf("after reopen: %s", got)
 	}
@@ -229,7 +232,7 @@ func TestClearAndRelease(t *testing.T) {
 			t.Fatal("released queue still named")
 		}
 	}
-	r2, _ := s2.Queue("s/b")
+	r2, _ := s2.SessionQueue("b")
 	if r2.Len() != 0 {
 		t.Fatalf("released queue has %d entries", r2.Len())
 	}
@@ -245,7 +248,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "s.db")
 			s := openTest(t, path, Options{Durability: Batch})
-			q, _ := s.Queue("s/a")
+			q, _ := s.SessionQueue("a")
 			_, _ = q.Append(msg(1))
 			_ = s.Close()
 			if err := corrupt(path); err != nil {
@@ -263,7 +266,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 			if len(aside) != 1 {
 				t.Fatalf("files moved aside: %v", aside)
 			}
-			q2, _ := s2.Queue("s/a")
+			q2, _ := s2.SessionQueue("a")
 			if q2.Len() != 0 {
 				t.Fatal("corrupt store's data appeared")
 			}
@@ -280,18 +283,18 @@ func TestCorruptFileMovedAside(t *testing.T) {
 func TestFullStoreRefusesAndRecovers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch, MaxBytes: 256 << 10})
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	var seqs []uint64
 	var refused error
 	for i := range 1000 {
 		m := msg(i)
 		m.Packet.Payload = make([]byte, 1024)
-		if err := s.Reserve(1, session.Size(m.Packet)); err != nil {
+		if err := s.Reserve(1, queue.Size(m.Packet)); err != nil {
 			refused = err
 			break
 		}
 		seq, err := q.Append(m)
-		s.Unreserve(1, session.Size(m.Packet))
+		s.Unreserve(1, queue.Size(m.Packet))
 		if err != nil {
 			t.Fatalf("append %d after Reserve: %v", i, err)
 		}
@@ -310,7 +313,7 @@ func TestFullStoreRefusesAndRecovers(t *testing.T) {
 		t.Fatalf("queue holds %d, want every accepted message (%d)", got, len(seqs))
 	}
 	for _, seq := range seqs {
-		_ = q.Remove(seq)
+		q.Remove(seq)
 	}
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
@@ -326,9 +329,9 @@ func TestFullStoreRefusesAndRecovers(t *testing.T) {
 // A failed commit keeps its batch; changes made meanwhile are merged into it, so
 // removes cancel appends that were never written.
 func TestDeltaMerge(t *testing.T) {
-	d := delta{appends: []session.Message{{Seq: 1}, {Seq: 2}, {Seq: 3}}, removes: map[uint64]struct{}{0: {}}}
+	d := delta{appends: []queue.Entry{{Seq: 1}, {Seq: 2}, {Seq: 3}}, removes: map[uint64]struct{}{0: {}}}
 	d.merge(delta{
-		appends: []session.Message{{Seq: 4}},
+		appends: []queue.Entry{{Seq: 4}},
 		removes: map[uint64]struct{}{2: {}, 9: {}},
 		updates: map[uint64]state{3: {pid: 7}, 8: {pid: 5}},
 	})
@@ -365,8 +368,8 @@ func TestStoreLocked(t *testing.T) {
 func TestCompactAfterDrain(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
-	keep, _ := s.Queue("s/keep")
+	q, _ := s.SessionQueue("a")
+	keep, _ := s.SessionQueue("keep")
 	_, _ = keep.Append(msg(1))
 	big := msg(0)
 	big.Packet.Payload = make([]byte, 4096)
@@ -379,7 +382,7 @@ func TestCompactAfterDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, seq := range seqs {
-		_ = q.Remove(seq)
+		q.Remove(seq)
 	}
 	_ = s.Sync()
 	_ = s.Close()
@@ -397,7 +400,7 @@ func TestCompactAfterDrain(t *testing.T) {
 		t.Fatal("compacted a file that has little free space")
 	}
 	s2 := openTest(t, path, Options{Durability: Batch})
-	k2, _ := s2.Queue("s/keep")
+	k2, _ := s2.SessionQueue("keep")
 	if got := fmt.Sprint(payloads(t, k2)); got != "[m1]" {
 		t.Fatalf("after compaction: %s", got)
 	}
@@ -416,7 +419,7 @@ func TestConcurrentQueueOpsAndCommits(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			q, _ := s.Queue(fmt.Sprint("s/", w))
+			q, _ := s.SessionQueue(fmt.Sprint(w))
 			var live []uint64
 			for i := range ops {
 				seq, err := q.Append(msg(i))
@@ -425,9 +428,9 @@ func TestConcurrentQueueOpsAndCommits(t *testing.T) {
 					return
 				}
 				live = append(live, seq)
-				_ = q.Update(session.Message{Seq: seq, PacketID: uint16(i%60000 + 1)})
+				q.Update(queue.Entry{Seq: seq, PacketID: uint16(i%60000 + 1)})
 				if i%3 == 0 { // remove the oldest
-					_ = q.Remove(live[0])
+					q.Remove(live[0])
 					live = live[1:]
 				}
 				if i%100 == 0 {
@@ -447,7 +450,7 @@ func TestConcurrentQueueOpsAndCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for w := range workers {
-		q, _ := s.Queue(fmt.Sprint("s/", w))
+		q, _ := s.SessionQueue(fmt.Sprint(w))
 		if n := len(payloads(t, q)); n != ops-ops/3 {
 			t.Fatalf("queue %d holds %d, want %d", w, n, ops-ops/3)
 		}
@@ -462,8 +465,8 @@ func TestFullStoreDropsOldest(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	const maxBytes = 256 << 10
 	s := openTest(t, path, Options{Durability: Batch, MaxBytes: maxBytes, Overflow: session.DropOldest})
-	q, _ := s.Queue("s/a")
-	small, _ := s.Queue("s/b") // a short queue: the big one pays first
+	q, _ := s.SessionQueue("a")
+	small, _ := s.SessionQueue("b") // a short queue: the big one pays first
 	if _, err := small.Append(msg(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -477,9 +480,7 @@ func TestFullStoreDropsOldest(t *testing.T) {
 		}
 		if i < 3 { // in flight: a packet id was assigned and written to a client
 			m.Seq, m.PacketID = seq, uint16(100+i)
-			if err := q.Update(m); err != nil {
-				t.Fatal(err)
-			}
+			q.Update(m)
 		}
 		if err := s.Sync(); err != nil {
 			t.Fatalf("sync %d: %v", i, err)
@@ -540,8 +541,8 @@ func TestFullStoreDropsOldest(t *testing.T) {
 func TestQueueBytes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openTest(t, path, Options{Durability: Batch})
-	q, _ := s.Queue("s/a")
-	size := func(i int) int64 { return session.Size(msg(i).Packet) }
+	q, _ := s.SessionQueue("a")
+	size := func(i int) int64 { return queue.Size(msg(i).Packet) }
 	var want int64
 	var seqs []uint64
 	for i := range 10 {
@@ -549,13 +550,13 @@ func TestQueueBytes(t *testing.T) {
 		seqs = append(seqs, seq)
 		want += size(i)
 	}
-	_ = q.Remove(seqs[0]) // before its commit
+	q.Remove(seqs[0]) // before its commit
 	want -= size(0)
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	_ = q.Remove(seqs[1]) // from the disk
-	_ = q.Remove(seqs[1]) // twice: no effect
+	q.Remove(seqs[1]) // from the disk
+	q.Remove(seqs[1]) // twice: no effect
 	want -= size(1)
 	if got := q.(*Queue).Bytes(); got != want {
 		t.Fatalf("bytes %d, want %d", got, want)
@@ -564,11 +565,11 @@ func TestQueueBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openTest(t, path, Options{Durability: Batch})
-	q2, _ := s.Queue("s/a")
+	q2, _ := s.SessionQueue("a")
 	if got := q2.(*Queue).Bytes(); got != want {
 		t.Fatalf("bytes after reopen %d, want %d", got, want)
 	}
-	_ = q2.Clear()
+	q2.Clear()
 	if got := q2.(*Queue).Bytes(); got != 0 {
 		t.Fatalf("bytes after Clear %d", got)
 	}
@@ -609,9 +610,9 @@ func TestBytesWritten(t *testing.T) {
 func TestReserveAdmitsWholeFanOut(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, MaxBytes: 256 << 10})
 	const fan = 10
-	var qs []session.Queue
+	var qs []queue.Queue
 	for i := range fan {
-		q, _ := s.Queue(fmt.Sprintf("s/%d", i))
+		q, _ := s.SessionQueue(fmt.Sprint(i))
 		qs = append(qs, q)
 	}
 	admitted := 0
@@ -619,7 +620,7 @@ func TestReserveAdmitsWholeFanOut(t *testing.T) {
 	for i := range 1000 {
 		m := msg(i)
 		m.Packet.Payload = make([]byte, 1024)
-		size := int64(fan) * session.Size(m.Packet)
+		size := int64(fan) * queue.Size(m.Packet)
 		if refused = s.Reserve(fan, size); refused != nil {
 			break
 		}
@@ -651,3 +652,48 @@ func TestReserveAdmitsWholeFanOut(t *testing.T) {
 		}
 	}
 }
+
+// The store's queue passes the queue.Queue conformance suite (queuetest), as
+// the RAM queue does, with a commit after every few changes and after many,
+// so that Peek, Update and Remove meet entries on disk and pending.
+func TestQueueConformance(t *testing.T) {
+	for _, every := range []int{25, 1000} {
+		t.Run(fmt.Sprint("commit every ", every), func(t *testing.T) {
+			s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch})
+			n := 0
+			queuetest.Run(t, func(t *testing.T) queue.Queue {
+				n++
+				q, err := s.SessionQueue(fmt.Sprint("conformance-", n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return &committing{Queue: q, t: t, s: s, every: int64(every)}
+			})
+		})
+	}
+}
+
+// committing is a store queue that commits after every few changes.
+type committing struct {
+	queue.Queue
+	t       *testing.T
+	s       *Store
+	every   int64
+	changes atomic.Int64
+}
+
+func (c *committing) changed() {
+	if c.changes.Add(1)%c.every == 0 {
+		if err := c.s.Sync(); err != nil {
+			c.t.Error(err)
+		}
+	}
+}
+
+func (c *committing) Append(m queue.Entry) (uint64, error) {
+	defer c.changed()
+	return c.Queue.Append(m)
+}
+
+func (c *committing) Update(m queue.Entry) { c.Queue.Update(m); c.changed() }
+func (c *committing) Remove(seq uint64)    { c.Queue.Remove(seq); c.changed() }

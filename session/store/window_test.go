@@ -112,7 +112,7 @@ func TestBatchWindowBound(t *testing.T) {
 	t.Cleanup(func() { close(disk.release) }) // Close's commit, if any
 
 	t0 := clock.Now()
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	if _, err := q.Append(msg(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestBatchFailedCommitRefusesHeldAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	_, _ = q.Append(msg(1))
 	t0 := clock.Now()
 	await(t, "the commit timer at t0+interval", func() bool { return clock.armed(t0.Add(interval)) })
@@ -260,7 +260,7 @@ func refusingStateLines(t *testing.T, flips int, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, _ := s.Queue("s/a")
+	q, _ := s.SessionQueue("a")
 	t0 := clock.Now()
 	for i := range flips {
 		_, _ = q.Append(msg(i))

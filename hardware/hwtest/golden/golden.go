@@ -36,6 +36,7 @@ import (
 	"edgegw/gateway"
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
+	"edgegw/internal/queue"
 	"edgegw/session"
 )
 
@@ -121,7 +122,7 @@ func runCase(t *testing.T, dir string, mc hardware.MetersConfig, plugin hardware
 	if err != nil {
 		t.Fatal(err)
 	}
-	queue := func(string) (session.Queue, error) { return session.NewMemQueue(), nil }
+	queue := func(string) (queue.Queue, error) { return queue.NewMem(nil), nil }
 	if err := hub.AddConfigured(reg, mc, queue); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,6 @@
-package session_test
+// Package queuetest is the conformance suite of queue.Queue: every
+// implementation (queue.MemQueue, the store's bbolt queue) runs it with Run.
+package queuetest
 
 import (
 	"fmt"
@@ -9,15 +11,39 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"edgegw/session"
+	"edgegw/internal/queue"
 )
 
-func qmsg(payload string) session.Message {
-	return session.Message{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+// Opener returns a new, empty queue of the implementation under test; each
+// call returns an independent one.
+type Opener func(t *testing.T) queue.Queue
+
+// Run runs the conformance suite against the queues open returns.
+func Run(t *testing.T, open Opener) {
+	for _, tc := range []struct {
+		name string
+		f    func(*testing.T, Opener)
+	}{
+		{"AppendAssignsIncreasingSeq", testAppendAssignsIncreasingSeq},
+		{"PeekOrderAndBounds", testPeekOrderAndBounds},
+		{"Update", testUpdate},
+		{"RemoveAnyOrder", testRemoveAnyOrder},
+		{"PeekAcrossHoles", testPeekAcrossHoles},
+		{"Clear", testClear},
+		{"RandomAgainstModel", testRandomAgainstModel},
+		{"ConcurrentAppendRemove", testConcurrentAppendRemove},
+		{"IndependentAndRelease", testIndependentAndRelease},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.f(t, open) })
+	}
+}
+
+func qmsg(payload string) queue.Entry {
+	return queue.Entry{Packet: packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName: "q/t", Payload: []byte(payload)}}
 }
 
-func mustAppend(t *testing.T, q session.Queue, payload string) uint64 {
+func mustAppend(t *testing.T, q queue.Queue, payload string) uint64 {
 	t.Helper()
 	seq, err := q.Append(qmsg(payload))
 	if err != nil {
@@ -26,7 +52,7 @@ func mustAppend(t *testing.T, q session.Queue, payload string) uint64 {
 	return seq
 }
 
-func mustPeek(t *testing.T, q session.Queue, from uint64, max int) []session.Message {
+func mustPeek(t *testing.T, q queue.Queue, from uint64, max int) []queue.Entry {
 	t.Helper()
 	msgs, err := q.Peek(from, max)
 	if err != nil {
@@ -37,7 +63,7 @@ func mustPeek(t *testing.T, q session.Queue, from uint64, max int) []session.Mes
 
 // seqsOf lists the Seqs of msgs and checks that each payload is the one given
 // at Append ("m<seq>").
-func seqsOf(t *testing.T, msgs []session.Message) []uint64 {
+func seqsOf(t *testing.T, msgs []queue.Entry) []uint64 {
 	t.Helper()
 	out := make([]uint64, 0, len(msgs))
 	for _, m := range msgs {
@@ -50,7 +76,7 @@ func seqsOf(t *testing.T, msgs []session.Message) []uint64 {
 }
 
 // fill appends n messages whose payload names their Seq and returns the Seqs.
-func fill(t *testing.T, q *session.MemQueue, n int) []uint64 {
+func fill(t *testing.T, q queue.Queue, n int) []uint64 {
 	t.Helper()
 	var seqs []uint64
 	for range n {
@@ -69,8 +95,8 @@ func fill(t *testing.T, q *session.MemQueue, n int) []uint64 {
 	return seqs
 }
 
-func TestMemQueueAppendAssignsIncreasingSeq(t *testing.T) {
-	q := session.NewMemQueue()
+func testAppendAssignsIncreasingSeq(t *testing.T, open Opener) {
+	q := open(t)
 	var prev uint64
 	for i := range 100 {
 		m := qmsg(fmt.Sprint("p", i))
@@ -98,23 +124,21 @@ func TestMemQueueAppendAssignsIncreasingSeq(t *testing.T) {
 	}
 	// A Seq is never reused, not even after everything was removed or cleared.
 	for _, m := range msgs {
-		_ = q.Remove(m.Seq)
+		q.Remove(m.Seq)
 	}
 	if seq := mustAppend(t, q, "after-remove"); seq <= prev {
 		t.Fatalf("Seq %d after removing all, want > %d", seq, prev)
 	} else {
 		prev = seq
 	}
-	if err := q.Clear(); err != nil {
-		t.Fatal(err)
-	}
+	q.Clear()
 	if seq := mustAppend(t, q, "after-clear"); seq <= prev {
 		t.Fatalf("Seq %d after Clear, want > %d", seq, prev)
 	}
 }
 
-func TestMemQueuePeekOrderAndBounds(t *testing.T) {
-	q := session.NewMemQueue()
+func testPeekOrderAndBounds(t *testing.T, open Opener) {
+	q := open(t)
 	if got := mustPeek(t, q, 0, 10); len(got) != 0 {
 		t.Fatalf("empty queue peek: %d messages", len(got))
 	}
@@ -146,13 +170,11 @@ func TestMemQueuePeekOrderAndBounds(t *testing.T) {
 	}
 }
 
-func TestMemQueueUpdate(t *testing.T) {
-	q := session.NewMemQueue()
+func testUpdate(t *testing.T, open Opener) {
+	q := open(t)
 	fill(t, q, 3)
-	if err := q.Update(session.Message{Seq: 2, PacketID: 65535, Released: true,
-		Packet: packets.Packet{Payload: []byte("overwritten?")}}); err != nil {
-		t.Fatal(err)
-	}
+	q.Update(queue.Entry{Seq: 2, PacketID: 65535, Released: true,
+		Packet: packets.Packet{Payload: []byte("overwritten?")}})
 	msgs := mustPeek(t, q, 0, 10)
 	seqsOf(t, msgs) // payloads untouched: Update stores only the delivery state
 	for _, m := range msgs {
@@ -165,23 +187,28 @@ func TestMemQueueUpdate(t *testing.T) {
 		}
 	}
 	// Back to unsent.
-	if err := q.Update(session.Message{Seq: 2}); err != nil {
-		t.Fatal(err)
-	}
+	q.Update(queue.Entry{Seq: 2})
 	if m := mustPeek(t, q, 2, 1)[0]; m.PacketID != 0 || m.Released {
 		t.Fatalf("after reset: %+v", m)
 	}
 	// Unknown and removed Seqs are ignored and do not come back.
-	if err := q.Update(session.Message{Seq: 99, PacketID: 7}); err != nil {
-		t.Fatal(err)
-	}
-	_ = q.Remove(3)
-	if err := q.Update(session.Message{Seq: 3, PacketID: 7}); err != nil {
-		t.Fatal(err)
-	}
+	q.Update(queue.Entry{Seq: 99, PacketID: 7})
+	q.Remove(3)
+	q.Update(queue.Entry{Seq: 3, PacketID: 7})
 	if got := seqsOf(t, mustPeek(t, q, 0, 10)); fmt.Sprint(got) != "[1 2]" || q.Len() != 2 {
 		t.Fatalf("after updating unknown seqs: %v Len %d", got, q.Len())
 	}
+	// Attempts are delivery state too, separate from the packet id: an entry
+	// retried by its consumer is not in flight.
+	q.Update(queue.Entry{Seq: 2, Attempts: 3})
+	if m := mustPeek(t, q, 2, 1)[0]; m.Attempts != 3 || m.PacketID != 0 || m.Released {
+		t.Fatalf("after counting attempts: PacketID %d Released %v Attempts %d, want 0 false 3", m.PacketID, m.Released, m.Attempts)
+	}
+	q.Update(queue.Entry{Seq: 2, PacketID: 9, Attempts: 4})
+	if m := mustPeek(t, q, 2, 1)[0]; m.Attempts != 4 || m.PacketID != 9 {
+		t.Fatalf("PacketID %d Attempts %d, want 9 and 4", m.PacketID, m.Attempts)
+	}
+	q.Update(queue.Entry{Seq: 2})
 	// Peek returns copies: changing one does not change the queue.
 	m := mustPeek(t, q, 1, 1)
 	m[0].PacketID = 42
@@ -190,8 +217,8 @@ func TestMemQueueUpdate(t *testing.T) {
 	}
 }
 
-func TestMemQueueRemoveAnyOrder(t *testing.T) {
-	q := session.NewMemQueue()
+func testRemoveAnyOrder(t *testing.T, open Opener) {
+	q := open(t)
 	fill(t, q, 10)
 	steps := []struct {
 		remove uint64
@@ -212,9 +239,7 @@ func TestMemQueueRemoveAnyOrder(t *testing.T) {
 		{7, "[]"},                   // empty: ignored
 	}
 	for i, st := range steps {
-		if err := q.Remove(st.remove); err != nil {
-			t.Fatal(err)
-		}
+		q.Remove(st.remove)
 		got := seqsOf(t, mustPeek(t, q, 0, 100))
 		if fmt.Sprint(got) != st.want {
 			t.Fatalf("step %d, remove %d: Peek = %v, want %s", i, st.remove, got, st.want)
@@ -234,11 +259,11 @@ func TestMemQueueRemoveAnyOrder(t *testing.T) {
 
 // Peek from a Seq that was removed starts at the next live one; a Peek window
 // skips holes without counting them.
-func TestMemQueuePeekAcrossHoles(t *testing.T) {
-	q := session.NewMemQueue()
+func testPeekAcrossHoles(t *testing.T, open Opener) {
+	q := open(t)
 	fill(t, q, 20)
 	for seq := uint64(2); seq <= 20; seq += 2 {
-		_ = q.Remove(seq) // keep the odd ones
+		q.Remove(seq) // keep the odd ones
 	}
 	if got := seqsOf(t, mustPeek(t, q, 4, 3)); fmt.Sprint(got) != "[5 7 9]" {
 		t.Fatalf("Peek(4, 3) = %v, want [5 7 9]", got)
@@ -248,22 +273,18 @@ func TestMemQueuePeekAcrossHoles(t *testing.T) {
 	}
 }
 
-func TestMemQueueClear(t *testing.T) {
-	q := session.NewMemQueue()
+func testClear(t *testing.T, open Opener) {
+	q := open(t)
 	fill(t, q, 100)
 	for seq := uint64(1); seq <= 70; seq++ { // compact the head first
-		_ = q.Remove(seq)
+		q.Remove(seq)
 	}
-	if err := q.Clear(); err != nil {
-		t.Fatal(err)
-	}
+	q.Clear()
 	if q.Len() != 0 || len(mustPeek(t, q, 0, 1000)) != 0 {
 		t.Fatalf("after Clear: Len %d", q.Len())
 	}
-	_ = q.Remove(80) // a Seq from before Clear: ignored
-	if err := q.Update(session.Message{Seq: 90, PacketID: 1}); err != nil {
-		t.Fatal(err)
-	}
+	q.Remove(80) // a Seq from before Clear: ignored
+	q.Update(queue.Entry{Seq: 90, PacketID: 1})
 	seq := mustAppend(t, q, "m101")
 	if seq != 101 {
 		t.Fatalf("Seq after Clear = %d, want 101", seq)
@@ -271,16 +292,18 @@ func TestMemQueueClear(t *testing.T) {
 	if got := seqsOf(t, mustPeek(t, q, 0, 10)); fmt.Sprint(got) != "[101]" || q.Len() != 1 {
 		t.Fatalf("after Clear and Append: %v Len %d", got, q.Len())
 	}
-	if err := q.Clear(); err != nil || q.Clear() != nil { // twice is fine
-		t.Fatal("Clear failed")
+	q.Clear() // twice is fine
+	q.Clear()
+	if q.Len() != 0 {
+		t.Fatal("Clear twice left entries")
 	}
 }
 
 // A long random run of Appends, Removes (head, middle, tail, unknown), Updates
 // and windowed Peeks checked against a sorted-slice model.
-func TestMemQueueRandomAgainstModel(t *testing.T) {
+func testRandomAgainstModel(t *testing.T, open Opener) {
 	rng := rand.New(rand.NewSource(20240601))
-	q := session.NewMemQueue()
+	q := open(t)
 	type entry struct {
 		seq      uint64
 		packetID uint16
@@ -298,6 +321,13 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 		t.Helper()
 		if q.Len() != len(model) {
 			t.Fatalf("op %d: Len = %d, model %d", op, q.Len(), len(model))
+		}
+		var bytes int64
+		for _, e := range model {
+			bytes += queue.Size(qmsg(fmt.Sprint("m", e.seq)).Packet)
+		}
+		if q.Bytes() != bytes {
+			t.Fatalf("op %d: Bytes = %d, model %d", op, q.Bytes(), bytes)
 		}
 		from := uint64(0)
 		if len(model) > 0 && rng.Intn(2) == 0 {
@@ -335,7 +365,7 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 			if rng.Intn(3) == 0 {
 				i = 0
 			}
-			_ = q.Remove(model[i].seq)
+			q.Remove(model[i].seq)
 			if i == 0 {
 				model = model[1:]
 			} else {
@@ -345,9 +375,7 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 		case r == 38 && len(model) > 0:
 			i := rng.Intn(len(model))
 			pid := uint16(1 + rng.Intn(65535))
-			if err := q.Update(session.Message{Seq: model[i].seq, PacketID: pid}); err != nil {
-				t.Fatal(err)
-			}
+			q.Update(queue.Entry{Seq: model[i].seq, PacketID: pid})
 			model[i].packetID = pid
 		default: // unknown Seq: a removed one or one never handed out
 			seq := next + uint64(rng.Intn(3))
@@ -355,7 +383,7 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 				seq = 1 + uint64(rng.Int63n(int64(next-1)))
 			}
 			if find(seq) < 0 {
-				_ = q.Remove(seq)
+				q.Remove(seq)
 			}
 		}
 		if op%50 == 0 {
@@ -373,8 +401,8 @@ func TestMemQueueRandomAgainstModel(t *testing.T) {
 
 // Appends and Removes from many goroutines: every message is appended once with
 // a unique Seq and removed once; Len ends at 0 (run with -race).
-func TestMemQueueConcurrentAppendRemove(t *testing.T) {
-	q := session.NewMemQueue()
+func testConcurrentAppendRemove(t *testing.T, open Opener) {
+	q := open(t)
 	const writers, per = 8, 500
 	seqs := make(chan uint64, writers*per)
 	var wg sync.WaitGroup
@@ -402,9 +430,7 @@ func TestMemQueueConcurrentAppendRemove(t *testing.T) {
 				if _, err := q.Peek(seq, 4); err != nil {
 					t.Error(err)
 				}
-				if err := q.Remove(seq); err != nil {
-					t.Error(err)
-				}
+				q.Remove(seq)
 				removed <- seq
 				_ = q.Len()
 			}
@@ -430,15 +456,13 @@ func TestMemQueueConcurrentAppendRemove(t *testing.T) {
 }
 
 // Queues are independent, and Release empties one.
-func TestMemQueueIndependentAndRelease(t *testing.T) {
-	a, b := session.NewMemQueue(), session.NewMemQueue()
+func testIndependentAndRelease(t *testing.T, open Opener) {
+	a, b := open(t), open(t)
 	mustAppend(t, a, "m1")
 	if a.Len() != 1 || b.Len() != 0 {
 		t.Fatalf("Len a=%d b=%d, want 1 and 0", a.Len(), b.Len())
 	}
-	if err := a.Release(); err != nil {
-		t.Fatal(err)
-	}
+	a.Release()
 	if a.Len() != 0 {
 		t.Fatalf("Len after Release = %d", a.Len())
 	}

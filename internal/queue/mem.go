@@ -1,60 +1,13 @@
-package session
+package queue
 
 import (
 	"sort"
 	"sync"
 	"sync/atomic"
-
-	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// Message is one entry of a Queue: a PUBLISH waiting for (or in flight to) one
-// session or shared group, with its delivery state.
-type Message struct {
-	// Seq is assigned by Queue.Append and increases strictly within a queue.
-	Seq uint64
-	// PacketID is the outbound packet identifier once the message has been written
-	// to the client at QoS>0; 0 means not sent yet. It is kept across disconnects so
-	// that unacknowledged messages are re-sent with the same identifier and DUP set
-	// [MQTT-4.4.0-1].
-	PacketID uint16
-	// Released is set for QoS 2 once the client's PUBREC arrived: the server owes a
-	// PUBREL, not the PUBLISH [MQTT-4.3.3-4].
-	Released bool
-	// Group is the "$share/<group>/<filter>" the message was routed through, or "".
-	Group string
-	// Packet is the PUBLISH as it will be sent (topic, payload, QoS, retain,
-	// properties with subscription identifiers). Packet.Expiry is absolute (unix
-	// seconds, 0 = never).
-	Packet packets.Packet
-}
-
-// Queue is the durable FIFO used for everything that waits in edgegw: a session's
-// queue, a shared group's queue and, later, the bridge outbox and meter command
-// queues. Implementations must be safe for concurrent use.
-//
-// Invariants: Seq values are strictly increasing in Append order; Peek returns
-// messages in Seq order; a removed Seq never comes back.
-type Queue interface {
-	// Append adds m at the tail, assigns and returns its Seq.
-	Append(m Message) (uint64, error)
-	// Peek returns up to max messages with Seq >= from, oldest first.
-	Peek(from uint64, max int) ([]Message, error)
-	// Update stores the delivery state (PacketID, Released) of the message m.Seq.
-	Update(m Message) error
-	// Remove deletes the message with the given Seq; unknown Seqs are ignored.
-	Remove(seq uint64) error
-	// Len is the number of messages held.
-	Len() int
-	// Clear removes every message. The queue stays usable.
-	Clear() error
-	// Release removes every message and forgets the queue; it must not be used
-	// afterwards.
-	Release() error
-}
-
 // MemQueue is a Queue held in RAM. Each message is one heap allocation (the
-// Message, about 850 bytes plus what its payload and properties point to, which
+// Entry, about 850 bytes plus what its payload and properties point to, which
 // are shared with the routed packet, not copied) and one 16-byte slot in a slice
 // sorted by Seq. Growing or compacting the slice copies slots, never messages,
 // so a deep queue (an online subscriber behind its publishers) costs neither
@@ -67,32 +20,46 @@ type MemQueue struct {
 	head    int       // items[:head] are all removed
 	live    int
 	nextSeq uint64
-	size    int64      // Size of the messages held
-	ram     *ramBudget // nil: not counted
+	size    int64   // Size of the messages held
+	ram     *Budget // nil: not counted
 }
 
 // memEntryOverhead is what one message held by a MemQueue costs in RAM besides
-// its topic and payload: the Message (832 bytes on 64-bit, 896 with the
+// its topic and payload: the Entry (832 bytes on 64-bit, 896 with the
 // allocator's rounding), its slot and the properties it points to, rounded up.
 const memEntryOverhead = 1024
 
-// ramBudget is the engine's count of the RAM held by the messages of its
-// in-memory queues (sessions.ram_budget): each message costs its Size plus
-// memEntryOverhead. holders is the number of queues holding any.
-type ramBudget struct {
+// Budget is a count of the RAM held by the entries of a set of MemQueues (the
+// session engine's: sessions.ram_budget), shared by them: each entry costs its
+// Size plus memEntryOverhead. holders is the number of queues holding any. A
+// Lane over a MemQueue with a Budget refuses (or drops, by its policy) what
+// would pass the limit in the queues that hold more than their fair share.
+// Safe for concurrent use.
+type Budget struct {
 	limit   int64 // 0: no budget (still counted)
 	used    atomic.Int64
 	holders atomic.Int64
 }
 
-// cost is what a message of the given Size counts against the budget.
-func ramCost(size int64) int64 { return size + memEntryOverhead }
+// NewBudget returns a budget of limit bytes (0: counted, not limited).
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Used is the RAM counted against the budget.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// Holders is the number of queues holding entries.
+func (b *Budget) Holders() int64 { return b.holders.Load() }
+
+// EntryCost is what an entry of the given Size counts against a Budget.
+func EntryCost(size int64) int64 { return size + memEntryOverhead }
+
+func ramCost(size int64) int64 { return EntryCost(size) }
 
 // overLocked reports whether a message of the given Size may not be added to
 // q under the budget: the total would pass the limit and q already holds its
 // fair share, limit / holders (so the queues that hold the most lose, and one
 // that keeps up still gets its messages). Caller holds q.mu.
-func (b *ramBudget) overLocked(q *MemQueue, size int64) bool {
+func (b *Budget) overLocked(q *MemQueue, size int64) bool {
 	if b == nil || b.limit <= 0 || b.used.Load()+ramCost(size) <= b.limit {
 		return false
 	}
@@ -118,63 +85,48 @@ func (q *MemQueue) addLocked(size int64, n int) {
 // memSlot is one queue position; m is nil once the message is removed.
 type memSlot struct {
 	seq uint64
-	m   *Message
+	m   *Entry
 }
 
-// NewMemQueue returns an empty in-memory queue.
-func NewMemQueue() *MemQueue { return &MemQueue{nextSeq: 1} }
+// NewMem returns an empty in-memory queue counted against b (nil: not counted).
+func NewMem(b *Budget) *MemQueue { return &MemQueue{nextSeq: 1, ram: b} }
 
-// Bytes is the Size (topic plus payload bytes) of the messages held (it makes
-// MemQueue a SizedQueue).
+// Bytes implements Queue: the Size (topic plus payload bytes) of the entries held.
 func (q *MemQueue) Bytes() int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.size
 }
 
-// over reports whether adding a message of the given Size would pass the RAM
-// budget for q (see ramBudget.overLocked).
-func (q *MemQueue) over(size int64) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.ram.overLocked(q, size)
-}
-
 // Append implements Queue.
-func (q *MemQueue) Append(m Message) (uint64, error) {
+func (q *MemQueue) Append(m Entry) (uint64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	m.Seq = q.nextSeq
 	q.nextSeq++
 	q.items = append(q.items, memSlot{seq: m.Seq, m: &m})
 	q.live++
-	q.addLocked(sizeOf(&m.Packet), 1)
+	q.addLocked(SizeOf(&m.Packet), 1)
 	return m.Seq, nil
 }
 
 // appendPtr is Append for a message the caller hands over: the queue keeps m
-// itself, without the copy Append makes (a Message is about 900 bytes), and
+// itself, without the copy Append makes (an Entry is about 900 bytes), and
 // sets its Seq. The caller must not use m afterwards.
-func (q *MemQueue) appendPtr(m *Message) {
+func (q *MemQueue) appendPtr(m *Entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	m.Seq = q.nextSeq
 	q.nextSeq++
 	q.items = append(q.items, memSlot{seq: m.Seq, m: m})
 	q.live++
-	q.addLocked(sizeOf(&m.Packet), 1)
+	q.addLocked(SizeOf(&m.Packet), 1)
 }
 
-// isDurable reports whether q is on the store: any Queue but a MemQueue.
-func isDurable(q Queue) bool {
-	_, mem := q.(*MemQueue)
-	return !mem
-}
-
-// appendMessage appends *m to q: handed over to an in-memory queue
+// appendEntry appends *m to q: handed over to an in-memory queue
 // (MemQueue.appendPtr), copied into any other. The caller must not use m
 // afterwards.
-func appendMessage(q Queue, m *Message) error {
+func appendEntry(q Queue, m *Entry) error {
 	if mq, ok := q.(*MemQueue); ok {
 		mq.appendPtr(m)
 		return nil
@@ -208,14 +160,14 @@ func (q *MemQueue) find(seq uint64) int {
 }
 
 // Peek implements Queue.
-func (q *MemQueue) Peek(from uint64, max int) ([]Message, error) {
+func (q *MemQueue) Peek(from uint64, max int) ([]Entry, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var out []Message
+	var out []Entry
 	for i := q.search(from); i < len(q.items) && len(out) < max; i++ {
 		if m := q.items[i].m; m != nil {
 			if out == nil {
-				out = make([]Message, 0, min(max, q.live))
+				out = make([]Entry, 0, min(max, q.live))
 			}
 			out = append(out, *m)
 		}
@@ -224,18 +176,18 @@ func (q *MemQueue) Peek(from uint64, max int) ([]Message, error) {
 }
 
 // lend returns the queue's own messages with Seq >= from, up to max, oldest
-// first, without copying them: for the sender (nextWrites), which holds the
-// session's lock, as every user of a session's queue does. A lent message stays
-// valid after it is removed. The borrower may set its Packet's PacketID and DUP
-// flag (every path that sends a queued packet sets both) and nothing else.
-func (q *MemQueue) lend(from uint64, max int) []*Message {
+// first, without copying them: for the Lane (Lane.Pending), whose owner's
+// lock serializes every user of the queue. A lent entry stays valid after it
+// is removed. The borrower may set its Packet's PacketID and DUP flag (every
+// path that sends a queued packet sets both) and nothing else.
+func (q *MemQueue) lend(from uint64, max int) []*Entry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var out []*Message
+	var out []*Entry
 	for i := q.search(from); i < len(q.items) && len(out) < max; i++ {
 		if m := q.items[i].m; m != nil {
 			if out == nil {
-				out = make([]*Message, 0, min(max, q.live))
+				out = make([]*Entry, 0, min(max, q.live))
 			}
 			out = append(out, m)
 		}
@@ -244,25 +196,24 @@ func (q *MemQueue) lend(from uint64, max int) []*Message {
 }
 
 // Update implements Queue.
-func (q *MemQueue) Update(m Message) error {
+func (q *MemQueue) Update(m Entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if i := q.find(m.Seq); i >= 0 {
-		q.items[i].m.PacketID = m.PacketID
-		q.items[i].m.Released = m.Released
+		e := q.items[i].m
+		e.PacketID, e.Released, e.Attempts = m.PacketID, m.Released, m.Attempts
 	}
-	return nil
 }
 
 // Remove implements Queue.
-func (q *MemQueue) Remove(seq uint64) error {
+func (q *MemQueue) Remove(seq uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	i := q.find(seq)
 	if i < 0 {
-		return nil
+		return
 	}
-	size := sizeOf(&q.items[i].m.Packet)
+	size := SizeOf(&q.items[i].m.Packet)
 	q.items[i].m = nil
 	q.live--
 	q.addLocked(size, -1)
@@ -281,7 +232,6 @@ func (q *MemQueue) Remove(seq uint64) error {
 		q.items = append([]memSlot(nil), q.items[q.head:]...)
 		q.head = 0
 	}
-	return nil
 }
 
 // Len implements Queue.
@@ -292,7 +242,7 @@ func (q *MemQueue) Len() int {
 }
 
 // Clear implements Queue.
-func (q *MemQueue) Clear() error {
+func (q *MemQueue) Clear() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.ram != nil && q.live > 0 {
@@ -300,8 +250,7 @@ func (q *MemQueue) Clear() error {
 		q.ram.holders.Add(-1)
 	}
 	q.items, q.head, q.live, q.size = nil, 0, 0, 0
-	return nil
 }
 
 // Release implements Queue.
-func (q *MemQueue) Release() error { return q.Clear() }
+func (q *MemQueue) Release() { q.Clear() }
