@@ -215,7 +215,7 @@ type deadbandRun struct {
 	storeBytes       int64 // what the store's commits wrote (pages x page size)
 	processWrite     int64 // the process's write_bytes (/proc/self/io)
 	logBytes         int
-	elapsed          time.Duration
+	elapsed          time.Duration // from the gateway's start to the last poll forwarded
 }
 
 func runDeadbandBench(t *testing.T, name string, polls int, interval time.Duration, deadband bool) deadbandRun {
@@ -322,15 +322,16 @@ func TestDeadbandBench(t *testing.T) {
 	}
 	fmt.Printf("bench-deadband: %d polls every %v (%v of meter time at 1 poll/s, compressed x%.0f: commit_interval and heartbeat scaled alike)\n",
 		polls, interval, time.Duration(polls)*time.Second, float64(time.Second)/float64(interval))
-	fmt.Printf("bench-deadband: %-12s %6s %9s %10s %12s %9s %8s %12s %14s %9s\n",
-		"run", "polls", "published", "suppressed", "bridge sent", "upstream", "commits", "store bytes", "process write", "log bytes")
+	fmt.Printf("bench-deadband: %-12s %6s %9s %10s %12s %9s %8s %12s %14s %9s %8s\n",
+		"run", "polls", "published", "suppressed", "bridge sent", "upstream", "commits", "store bytes", "process write", "log bytes", "wall")
 	for _, c := range []struct {
 		name     string
 		deadband bool
 	}{{"no deadband", false}, {"deadband", true}} {
 		r := runDeadbandBench(t, c.name, polls, interval, c.deadband)
-		fmt.Printf("bench-deadband: %-12s %6d %9d %10d %12d %9d %8d %12d %14d %9d\n",
-			r.name, r.polls, r.published, r.suppressed, r.bridgeSent, r.upstream, r.commits, r.storeBytes, r.processWrite, r.logBytes)
+		fmt.Printf("bench-deadband: %-12s %6d %9d %10d %12d %9d %8d %12d %14d %9d %8v\n",
+			r.name, r.polls, r.published, r.suppressed, r.bridgeSent, r.upstream, r.commits, r.storeBytes, r.processWrite, r.logBytes,
+			r.elapsed.Round(100*time.Millisecond))
 		if r.polls != int64(polls) || r.published+r.suppressed != int64(polls) || r.bridgeSent < r.published {
 			t.Errorf("%s: inconsistent counts %+v", c.name, r)
 		}
