@@ -119,8 +119,12 @@ func (c *checkConn) scan(b []byte) int {
 				return i
 			}
 			if i+1 < len(b) && b[i+1] < 0x80 { // a one-byte Remaining Length (under 128): the common case
-				c.skip = uint64(b[i+1])
-				i += 2
+				if end := i + 2 + int(b[i+1]); end <= len(b) {
+					i = end // the whole packet is in b
+				} else {
+					c.skip = uint64(end - len(b))
+					i = len(b)
+				}
 				continue
 			}
 			c.inLen, c.lenBytes, c.length = true, 0, 0

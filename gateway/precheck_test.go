@@ -58,6 +58,13 @@ func TestCheckConnRefusesMalformedSubscribeAnyChunking(t *testing.T) {
 	pub := encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5,
 		TopicName: "a/b", Payload: bytes.Repeat([]byte("p"), 200)})
 	stream.Write(pub)
+	// Packets with a one-byte Remaining Length (scan's short path), one of
+	// them empty (PINGREQ).
+	small := encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5,
+		TopicName: "a/b", Payload: []byte("small")})
+	stream.Write(small)
+	stream.Write(encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}, ProtocolVersion: 5}))
+	stream.Write(small)
 	stream.Write(encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 5,
 		PacketID: 1, Filters: packets.Subscriptions{{Filter: "a/b", Qos: 1}}}))
 	stream.Write(pub)
