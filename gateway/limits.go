@@ -31,7 +31,7 @@ type LimitStats struct {
 	InflightExceeded   atomic.Int64 // clients closed for sending more than mqtt.max_inflight QoS 2 PUBLISHes
 	TLSHandshakeFailed atomic.Int64 // TLS handshakes that failed (wrong CA, expired, no certificate, old version...)
 	PacketsMalformed   atomic.Int64 // packets refused by the pre-check (checkConn; connection closed)
-	ReservedPublishes  atomic.Int64 // PUBLISHes to $SYS, $share/... (reservedTopic), refused and dropped
+	ReservedPublishes  atomic.Int64 // PUBLISHes to $SYS, $share/... (reservedTopic), refused and dropped; CONNECTs with such a will topic
 	ConnectionPanics   atomic.Int64 // connection handlers that panicked, contained by the listener
 }
 
@@ -46,7 +46,7 @@ func (s *LimitStats) register(set *counter.Set) {
 	add("inflight_exceeded", "Clients closed for more unreleased QoS 2 PUBLISHes than mqtt.max_inflight.", &s.InflightExceeded)
 	add("tls_handshakes_failed", "TLS handshakes that failed on TLS listeners.", &s.TLSHandshakeFailed)
 	add("packets_malformed", "Malformed packets refused before mochi decoded them; each closed its connection (v5: DISCONNECT 0x81).", &s.PacketsMalformed)
-	add("reserved_topic_publishes", "PUBLISHes to a topic no client may publish to ($SYS/..., $share/...), refused and dropped; the connection stays.", &s.ReservedPublishes)
+	add("reserved_topic_publishes", "PUBLISHes to a topic no client may publish to ($SYS/..., $share/...), refused and dropped (the connection stays), and CONNECTs with such a will topic, refused.", &s.ReservedPublishes)
 	add("connection_panics", "Connection handlers that crashed on malformed input and were contained.", &s.ConnectionPanics)
 }
 
@@ -96,7 +96,7 @@ func (h *limitsHook) Provides(b byte) bool { return limitsPoints.Has(b) }
 var limitsPoints = hookset.Of(mqtt.OnConnect, mqtt.OnSubscribe)
 
 // OnConnect refuses a CONNECT over its source's connection rate and one whose
-// will topic breaks the topic limits, holds the client to mqtt.max_keepalive
+// will topic breaks the topic limits or is reserved (reservedWill), holds the client to mqtt.max_keepalive
 // (capKeepalive), and arms the packet size guard's v5 DISCONNECT. It runs before authentication, so a flood costs no password check.
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	v5 := cl.Properties.ProtocolVersion == 5
@@ -119,6 +119,9 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			_ = h.srv.SendConnack(cl, packets.ErrTopicNameInvalid, false, nil)
 		}
 		return packets.ErrTopicNameInvalid
+	}
+	if pk.Connect.WillFlag && reservedWill(pk.Connect.WillTopic) {
+		return h.refuseWill(cl, pk.Connect.WillTopic)
 	}
 	if err := capKeepalive(h.srv, cl, live.maxKeepalive, h.log); err != nil {
 		return err
@@ -192,6 +195,29 @@ func (h *limitsHook) PacketRead(cl *mqtt.Client, pk *packets.Packet) error {
 // reserved but malformed: mochi closes the connection for it [MQTT-3.3.2-2].
 func reservedTopic(name string) bool {
 	return !strings.ContainsAny(name, "+#") && (topic.IsShared(name) || !mqtt.IsValidFilter(name, true))
+}
+
+// reservedWill reports whether a will topic is one no client may publish to
+// (reservedTopic): the engine publishes wills through its own routing, which
+// mochi's checks of a client's PUBLISH never see, so such a will would reach
+// "$SYS/#" or "$share/h/$share/g/x" subscribers.
+func reservedWill(name string) bool { return name != "" && name[0] == '$' && reservedTopic(name) }
+
+// refuseWill refuses a CONNECT whose will topic is reserved as the ACL
+// refuses one whose will topic is not allowed: CONNACK 0x87 Not authorized
+// (v3.1.1 0x05) [MQTT-3.1.4-2], counted in reserved_topic_publishes and logged
+// (rate-limited). Mosquitto 2.0.11 accepts the CONNECT and drops the will
+// when it is due; edgegw prefers the loud refusal (docs/security.md, Wills).
+func (h *limitsHook) refuseWill(cl *mqtt.Client, willTopic string) error {
+	h.stats.ReservedPublishes.Add(1)
+	h.log.Warn("reserved topic", "CONNECT refused: will topic reserved", slog.String("client", cl.ID),
+		slog.String("remote", cl.Net.Remote), slog.String("topic", willTopic))
+	code := packets.ErrNotAuthorized.Code
+	if cl.Properties.ProtocolVersion < 5 {
+		code = packets.Err3NotAuthorized.Code
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: code})
+	return packets.ErrNotAuthorized
 }
 
 // droppedName is a topic name mochi drops a PUBLISH to without a word.

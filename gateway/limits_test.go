@@ -512,6 +512,52 @@ func TestSharePrefixPublishAnswered(t *testing.T) {
 	}
 }
 
+// A CONNECT whose will topic no client may publish to ($SYS/..., $share/...:
+// TestSharePrefixPublishAnswered) is refused with CONNACK 0x87 Not authorized
+// (v3.1.1 0x05) [MQTT-3.1.4-2], as a will topic the ACL denies: the engine
+// publishes wills itself, so the will would otherwise reach "$SYS/#" and
+// "$share/h/$share/g/x" subscribers (it did: a forged $SYS message).
+// Mosquitto 2.0.11 accepts such a CONNECT and drops the will; edgegw refuses
+// loudly (docs/security.md, Wills). No session is created; each refusal is
+// counted.
+func TestReservedWillTopicRefused(t *testing.T) {
+	t.Parallel()
+	g := startSettledGateway(t, nil)
+	var refused int64
+	for _, version := range []byte{4, 5} {
+		want := byte(0x87)
+		if version == 4 {
+			want = 0x05
+		}
+		for i, topic := range []string{"$SYS/forged", "$share/g/x", "$sys/forged"} {
+			id := fmt.Sprintf("reserved-will-%d-%d", version, i)
+			c := dialRaw(t, g.addr, version)
+			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+				Connect: packets.ConnectParams{ProtocolName: protocolName(version), ClientIdentifier: id,
+					Clean: true, Keepalive: 30, WillFlag: true, WillTopic: topic, WillPayload: []byte("w")}})
+			got := c.expectClosed()
+			if len(got) != 1 || got[0].FixedHeader.Type != packets.Connack || got[0].ReasonCode != want {
+				t.Fatalf("v%d will %s: server sent %+v, want CONNACK %#x", version, topic, got, want)
+			}
+			refused++
+			if _, ok := g.sessionInfo(id); ok {
+				t.Fatalf("v%d will %s: session created", version, topic)
+			}
+		}
+	}
+	if n := g.Limits().ReservedPublishes.Load(); n != refused {
+		t.Errorf("reserved_topic_publishes = %d, want %d", n, refused)
+	}
+	ok := dialRaw(t, g.addr, 5)
+	ok.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ProtocolName: protocolName(5), ClientIdentifier: "plain-will",
+			Clean: true, Keepalive: 30, WillFlag: true, WillTopic: "$SHARE/g/x", WillPayload: []byte("w")}})
+	if ack := ok.expect(packets.Connack); ack.ReasonCode != 0 {
+		t.Fatalf("will $SHARE/g/x (not $share/): CONNACK %#x, want 0", ack.ReasonCode)
+	}
+	ok.close()
+}
+
 // Refusals a client causes are logged at most ratelog.DefaultBurst lines per
 // kind per window (issue 14.4): 50 CONNECTs over the connection rate write 5
 // lines; after the window (test clock) the next line says how many were left
