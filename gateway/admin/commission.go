@@ -34,7 +34,8 @@ type ModbusRequest struct {
 }
 
 // ModbusAnswer is the outcome of a transaction: Result "ok" (Data holds what
-// was read, from the byte count on as modbus.Response.Data), "exception"
+// was read, as modbus.Response.Data: the bytes after the byte count; for
+// function 43 from the read device id code on), "exception"
 // (Exception is the code), "timeout" or "crc_error".
 type ModbusAnswer struct {
 	Result    string `json:"result"`
