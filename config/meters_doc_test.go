@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -54,5 +55,33 @@ func TestMeterDefaultsDocumented(t *testing.T) {
 		if !reflect.DeepEqual(s, min.Settings[name]) {
 			t.Errorf("default.yaml documents the %s section %+v, the default is %+v", name, s, min.Settings[name])
 		}
+	}
+
+	// The TCP keys are commented lines of the example (its port is serial):
+	// uncommented instead of device, they are a TCP port with the defaults.
+	var tcpText []string
+	for line := range strings.Lines(string(documentedExample(t, "meters"))) {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(trimmed, "device:"):
+			continue
+		case strings.HasPrefix(trimmed, "# address:"), strings.HasPrefix(trimmed, "# connect_timeout:"), strings.HasPrefix(trimmed, "# framing:"):
+			line = strings.Replace(line, "# ", "", 1)
+		}
+		tcpText = append(tcpText, line)
+	}
+	tcpDoc := decode([]byte(strings.Join(tcpText, ""))).Ports[0]
+	tcpMin := decode([]byte("meters:\n  ports:\n    - {name: rs485, address: 192.168.1.20:502, protocol: modbus}\n")).Ports[0]
+	if tcpDoc.Address == "" || tcpDoc.ConnectTimeout != hardware.DefaultConnectTimeout {
+		t.Errorf("default.yaml documents the TCP port %+v: address and connect_timeout %v wanted", tcpDoc, hardware.DefaultConnectTimeout)
+	}
+	docMB, minMB := *tcpDoc.Settings["modbus"].(*modbus.PortSettings), *tcpMin.Settings["modbus"].(*modbus.PortSettings)
+	if docMB.Framing == "" || modbus.FramingOf(&docMB, true) != modbus.FramingOf(&minMB, true) {
+		t.Errorf("default.yaml documents framing %q for a TCP port, the default is %q", docMB.Framing, modbus.FramingOf(&minMB, true))
+	}
+	docMB.Framing = ""
+	tcpDoc.Meters, tcpDoc.Settings, tcpMin.Settings = nil, nil, nil
+	if !reflect.DeepEqual(tcpDoc, tcpMin) || docMB != minMB {
+		t.Errorf("default.yaml documents the TCP port\n%+v %+v\nthe code's defaults are\n%+v %+v", tcpDoc, docMB, tcpMin, minMB)
 	}
 }
