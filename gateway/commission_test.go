@@ -69,6 +69,13 @@ func TestAdminModbusTransaction(t *testing.T) {
 		}
 	}
 
+	// A port that is not open takes nothing.
+	bus.Vanish()
+	waitFor(t, "port bus closed", func() bool { return !g.Meters().Port("bus").IsOpen() })
+	if _, err := do("bus", admin.ModbusRequest{Unit: 1, Function: 3, Count: 1, TimeoutMS: 100}); apiStatus(err) != 409 || !strings.Contains(err.Error(), `port "bus" is not open`) {
+		t.Errorf("transaction on a closed port: %v", err)
+	}
+
 	// A reader of the socket who is not a writer may not put traffic on the bus.
 	other := filepath.Join(t.TempDir(), "other.sock")
 	srv := admin.New(admin.Config{Socket: other, WriterUIDs: []uint32{uint32(os.Getuid()) + 1}},

@@ -142,6 +142,9 @@ func (s *Server) modbusTransaction(w http.ResponseWriter, r *http.Request) {
 		out.Result = "timeout"
 	case errors.Is(err, modbus.ErrCRC):
 		out.Result = "crc_error"
+	case errors.Is(err, modbus.ErrPortDown):
+		writeError(w, http.StatusConflict, "port %q is not open", name)
+		return
 	case ctx.Err() != nil && r.Context().Err() == nil:
 		writeError(w, http.StatusGatewayTimeout, "port %q: the bus was not free within %v", name, maxBusWait)
 		return

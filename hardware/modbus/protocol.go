@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"edgegw/hardware"
@@ -43,7 +44,14 @@ type Protocol struct {
 	cfg  Config
 	wake chan struct{}
 	jobs chan *job // transactions of others (Exchange), between polls
+
+	mu   sync.Mutex
+	down chan struct{} // closed when the current Run returns; nil before the first
 }
+
+// ErrPortDown is Exchange's error when the port is not open (Run is not
+// running, or returned while the transaction waited for the bus).
+var ErrPortDown = errors.New("the port is not open")
 
 // job is one transaction handed to Run by Exchange.
 type job struct {
@@ -116,6 +124,11 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 		return errors.New("framing tcp needs a TCP port (address)")
 	}
 	m := NewFramedMaster(c, p.cfg.Timeout, p.cfg.Framing)
+	down := make(chan struct{})
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+	defer close(down)
 	for len(p.cfg.Meters) == 0 {
 		select {
 		case <-ctx.Done():
@@ -204,8 +217,16 @@ func (p *Protocol) Exchange(ctx context.Context, req Request, timeout time.Durat
 		return Response{}, err
 	}
 	j := &job{req: req, timeout: timeout, retries: retries, done: make(chan jobResult, 1)}
+	p.mu.Lock()
+	down := p.down
+	p.mu.Unlock()
+	if down == nil {
+		return Response{}, ErrPortDown
+	}
 	select {
 	case p.jobs <- j:
+	case <-down:
+		return Response{}, ErrPortDown
 	case <-ctx.Done():
 		return Response{}, ctx.Err()
 	}
