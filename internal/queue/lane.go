@@ -458,8 +458,12 @@ func (l *Lane) Pass(m *Entry) {
 // already holds a packet id (sent on an earlier connection) keeps it: again
 // is true and the caller sends it with DUP (or, Released, a PUBREL). Else m
 // gets a new packet id, stored with it. ok is false, with nothing changed,
-// when no packet id is free. The caller checks Room first.
+// when no packet id is free or the lane was never attached. The caller checks
+// Room first.
 func (l *Lane) Send(m *Entry) (pid uint16, again, ok bool) {
+	if l.out == nil { // never attached: a window of nothing
+		return 0, false, false
+	}
 	if m.PacketID != 0 {
 		if l.pids == nil {
 			l.pids = map[uint16]uint64{}
