@@ -90,7 +90,7 @@ func (q *Queue) Append(m queue.Entry) (uint64, error) {
 	}
 	m.Seq = q.nextSeq
 	q.nextSeq++
-	size := queue.Size(m.Packet)
+	size := queue.SizeOf(&m.Packet)
 	q.count++
 	q.bytes += size
 	q.s.pendBytes.Add(size + entryOverhead)
@@ -132,7 +132,7 @@ func (q *Queue) lookup(seq uint64) (int64, bool) {
 		return 0, false
 	}
 	if i := q.flushing.findAppend(seq); i >= 0 {
-		return queue.Size(q.flushing.appends[i].Packet), true
+		return queue.SizeOf(&q.flushing.appends[i].Packet), true
 	}
 	var size int64
 	found := false
@@ -158,7 +158,7 @@ func (q *Queue) Remove(seq uint64) {
 // Caller holds q.mu.
 func (q *Queue) remove(seq uint64) (int64, bool) {
 	if i := q.pend.findAppend(seq); i >= 0 {
-		size := queue.Size(q.pend.appends[i].Packet)
+		size := queue.SizeOf(&q.pend.appends[i].Packet)
 		q.pend.appends = append(q.pend.appends[:i], q.pend.appends[i+1:]...)
 		q.count--
 		q.bytes -= size
