@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -153,6 +154,11 @@ func TestReportByExceptionE2E(t *testing.T) {
 	}
 	if gap < heartbeat*3/4 || pollsBetween < 20 {
 		t.Errorf("heartbeat reading %v after the last change, %d polls between: want ~%v and dozens of suppressed polls", gap, pollsBetween, heartbeat)
+	}
+	// edgegw meters says the reading shown is the last published one.
+	out, err := exec.Command(gwBinary, "meters", "--socket", filepath.Join(filepath.Dir(g.path), "data", "admin.sock")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "power=112 kW") || !strings.Contains(string(out), "readings suppressed)") {
+		t.Errorf("edgegw meters (%v):\n%s", err, out)
 	}
 	// $SYS counts (published every second): suppressed polls are counted.
 	deadline := time.After(waitTimeout)

@@ -570,7 +570,11 @@ func printMeters(p *printer, st admin.Status, ports bool) {
 		if m.LastSeen != nil {
 			seen = fmtSeconds(int64(now.Sub(*m.LastSeen).Seconds())) + " ago"
 		}
-		p.row("meter "+m.Meter, m.State, seen, m.Port, readingText(m.Reading))
+		reading := readingText(m.Reading)
+		if m.Suppressed > 0 { // report by exception: the reading shown is the last published
+			reading += fmt.Sprintf("  (%d of %d readings suppressed)", m.Suppressed, m.Readings+m.Suppressed)
+		}
+		p.row("meter "+m.Meter, m.State, seen, m.Port, reading)
 	}
 	p.flushTable()
 	if !ports {
