@@ -290,6 +290,11 @@ func openTargets(f *busFlags, arg string, stderr io.Writer) ([]*target, error) {
 		return []*target{{where: "port " + owned.Port + " (" + owned.Device + ") through the running gateway", framing: "its configured framing",
 			bus: bus, viaAdmin: true, close: func() {}}}, nil
 	}
+	if reachErr != nil && !notRunning {
+		// A gateway may run and own the port: opening it here would garble
+		// both masters' frames. Refuse rather than guess.
+		return nil, fmt.Errorf("cannot ask the running gateway whether it owns %s, so it is not opened beside it: %v", arg, reachErr)
+	}
 	if tcp {
 		return tcpTargets(f, arg)
 	}
@@ -301,22 +306,14 @@ func openTargets(f *busFlags, arg string, stderr io.Writer) ([]*target, error) {
 		}
 	}
 	if !strings.Contains(def.Device, "/") {
-		msg := fmt.Sprintf("%s: no such port in the running gateway or the configuration, and not a device path", arg)
-		if reachErr != nil && !notRunning {
-			msg += fmt.Sprintf(" (the gateway's admin socket: %v)", reachErr)
-		}
-		return nil, errors.New(msg)
+		return nil, fmt.Errorf("%s: no such port in the running gateway or the configuration, and not a device path", arg)
 	}
 	if users := deviceUsers(def.Device); len(users) > 0 {
 		msg := fmt.Sprintf("%s is in use by %s: two programs on one bus garble each other's frames; stop it first", def.Device, strings.Join(users, ", "))
 		for _, u := range users {
 			if strings.Contains(u, "(edgegw)") {
-				why := "no port of it names this device"
-				if reachErr != nil {
-					why = reachErr.Error()
-				}
-				msg = fmt.Sprintf("%s is in use by %s, but that gateway did not take the request (%s); "+
-					"point at its admin socket with -c FILE or --socket PATH, or stop it", def.Device, strings.Join(users, ", "), why)
+				msg = fmt.Sprintf("%s is in use by %s, which is not the gateway at the admin socket asked (none answered there, or none of its ports names this device); "+
+					"point at its admin socket with -c FILE or --socket PATH, or stop it", def.Device, strings.Join(users, ", "))
 			}
 		}
 		return nil, errors.New(msg)

@@ -181,7 +181,7 @@ func TestMetersScanErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, append([]string{"meters", "scan", target}, nosock...)...)
+	cmd := exec.Command(binary, "meters", "scan", target, "--socket", "/nonexistent-edgegw/admin.sock")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -247,6 +247,19 @@ func TestMetersScanThroughGateway(t *testing.T) {
 	if r.status != 0 || !strings.Contains(r.stdout, "through the running gateway") || !strings.Contains(r.stdout, "-123456") {
 		t.Errorf("read through the gateway: %d\n%s%s", r.status, r.stdout, r.stderr)
 	}
+	// A user who may not ask the gateway is refused: the device is not opened beside it.
+	if os.Geteuid() == 0 {
+		_ = os.Chmod(filepath.Dir(binary), 0o755)
+		cmd := exec.Command(binary, "meters", "scan", pt.Path, "-c", cfg, "--units", "1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		_ = cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "cannot ask the running gateway whether it owns "+pt.Path+", so it is not opened beside it: ") {
+			t.Errorf("scan by a user without access to the gateway: %d %q", code, stderr.String())
+		}
+	}
+
 	// Other framings need the port: the gateway keeps its own.
 	r = edgegw(t, "meters", "scan", "bus", "-c", cfg, "--baud", "19200")
 	if r.status != 1 || !strings.Contains(r.stderr, "is owned by the running gateway, which keeps its configured framing") {
