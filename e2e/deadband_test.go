@@ -152,7 +152,9 @@ func TestReportByExceptionE2E(t *testing.T) {
 	if p := readingPower(t, hb); p != 112 {
 		t.Errorf("heartbeat reading power %v, want 112", p)
 	}
-	if gap < heartbeat*3/4 || pollsBetween < 20 {
+	// The gap is measured from when mosquitto_sub printed the last change: on
+	// a loaded machine that may be late, so the bound is loose.
+	if gap < heartbeat/4 || pollsBetween < 20 {
 		t.Errorf("heartbeat reading %v after the last change, %d polls between: want ~%v and dozens of suppressed polls", gap, pollsBetween, heartbeat)
 	}
 	// edgegw meters says the reading shown is the last published one.
