@@ -206,7 +206,7 @@ func WriteMetrics(w io.Writer, st Status) error {
 		}
 	}
 	m.family("edgegw_port_events_total", "counter",
-		"Serial port events by kind: frames, readings, garbage_bytes, crc_errors, timeouts, exceptions, wrong_slave, oversized, parse_errors, unknown_meter, reopens.", perr...)
+		"Meter port (serial or TCP) events by kind: frames, readings, garbage_bytes, crc_errors, timeouts, exceptions, wrong_slave, wrong_transaction, oversized, parse_errors, unknown_meter, reopens.", perr...)
 
 	// Store.
 	s := st.Store
