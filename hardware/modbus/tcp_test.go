@@ -5,12 +5,14 @@ import (
 	"errors"
 	"math"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/sys/unix"
 
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
@@ -431,19 +433,62 @@ func TestTCPSilentPeer(t *testing.T) {
 	}
 }
 
-// A connection attempt to an address that drops SYNs is bounded by the
-// connect timeout: the port reports the failure and keeps trying.
+// fullListener returns the address of a listening socket whose accept queue
+// is full (backlog 0, nothing accepted, filled by connections the test opens):
+// the kernel drops further SYNs, so a connection attempt hangs as it does to
+// a host that is down.
+func fullListener(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*unix.SockaddrInet4).Port))
+	for range 64 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr // this one hung: the queue is full
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	t.Fatal("the accept queue of a backlog-0 listener never filled")
+	return ""
+}
+
+// A connection attempt that gets no answer (SYNs dropped) is bounded by the
+// connect timeout: the port reports the failure and keeps trying, each
+// attempt ending after the timeout.
 func TestTCPConnectTimeout(t *testing.T) {
-	// 192.0.2.0/24 (TEST-NET-1) is not routed: the SYN gets no answer, or
-	// the network is unreachable at once; either way the attempt ends.
-	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Framing: modbus.FramingTCP}, "192.0.2.1:502",
-		meterSpec{"m", 1, time.Second, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	addr := fullListener(t)
+	eng := hwtest.NewEngine()
+	hub := hardware.New(eng, hardware.Options{Log: logger(t), CommandExpiry: time.Hour, MaxQueued: 10, Overflow: session.RefuseNew})
+	r := &rig{eng: eng, hub: hub}
+	proto, meters := addMeters(t, hub, modbus.Config{Timeout: 50 * time.Millisecond, Framing: modbus.FramingTCP}, 2,
+		[]meterSpec{{"m", 1, time.Second, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}}})
+	var err error
+	r.port, err = hub.AddPort(hardware.PortConfig{Name: "tcp", ReopenMin: time.Millisecond, ReopenMax: time.Millisecond,
+		TCP: hardware.TCPConfig{Address: addr, ConnectTimeout: 300 * time.Millisecond}}, proto, meters)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	r.start(t)
-	pk := next(t, r.eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
+	pk := next(t, eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
 		return strings.Contains(string(pk.Payload), "last_error")
 	})
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("first failure after %v with a 1s connect timeout: %s", d, pk.Payload)
+	d := time.Since(start)
+	if !strings.Contains(string(pk.Payload), "timeout") || d < 250*time.Millisecond || d > 3*time.Second {
+		t.Errorf("first failure after %v with a 300ms connect timeout: %s", d, pk.Payload)
 	}
 }
