@@ -263,17 +263,16 @@ type Bridge struct {
 	log      *slog.Logger
 	rlog     *ratelog.Logger // lines per forwarded or downlink message, limited per kind
 	engine   *session.Engine
-	outbox   queue.Queue
-	consumer *session.Consumer
+	consumer *session.Consumer // nil without forward rules
 	wake     chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// outbox is the lane of the outbox queue: its limits and overflow (the
+	// engine admits into it under mu), the window of unacknowledged messages,
+	// the cursor of the current connection and the upstream packet ids.
+	outbox   *queue.Lane
 	cn       *conn
-	pids     map[uint16]uint64   // uplink packet id -> outbox Seq, unacknowledged
-	out      map[uint16]struct{} // of pids, those written on the current connection
-	cursor   uint64              // next outbox Seq to look at on this connection
-	nextPID  uint16
-	lastAddr string        // upstream the ids in pids were sent to; "" = unknown
+	lastAddr string        // upstream the outbox's packet ids were sent to; "" = unknown
 	leavePID uint16        // packet id of the "offline" PUBLISH while leaving; 0 = none
 	leaveAck chan struct{} // closed when its PUBACK arrives
 	status   Status
@@ -296,8 +295,11 @@ func New(cfg Config, engine *session.Engine, outbox queue.Queue, limits OutboxLi
 		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 	}
 	blog := log.With(slog.String("bridge", cfg.Name))
-	b := &Bridge{cfg: cfg, log: blog, rlog: ratelog.NewLogger(blog, 0, 0, nil), engine: engine, outbox: outbox,
-		wake: make(chan struct{}, 1), pids: map[uint16]uint64{}}
+	b := &Bridge{cfg: cfg, log: blog, rlog: ratelog.NewLogger(blog, 0, 0, nil), engine: engine,
+		wake: make(chan struct{}, 1)}
+	b.outbox = queue.New("bridge/"+cfg.Name, outbox, engine.LaneConfig(queue.Limits{
+		MaxCount: limits.MaxMessages, MaxBytes: limits.MaxBytes, Overflow: limits.Overflow,
+		CountKey: "outbox.max_messages", BytesKey: "outbox.max_bytes"}))
 	b.status = Status{Bridge: cfg.Name, Since: time.Now(), Address: cfg.Address}
 	if cfg.TLS != nil && len(cfg.TLS.Certificates) > 0 && cfg.TLS.Certificates[0].Leaf != nil {
 		b.status.ClientCertNotAfter = cfg.TLS.Certificates[0].Leaf.NotAfter
@@ -312,18 +314,19 @@ func New(cfg Config, engine *session.Engine, outbox queue.Queue, limits OutboxLi
 			filters[i] = r.Local
 		}
 		b.consumer = &session.Consumer{
-			Name: "bridge/" + cfg.Name, Filters: filters, Queue: outbox,
-			MaxQueued: limits.MaxMessages, MaxBytes: limits.MaxBytes, Overflow: limits.Overflow,
+			Name: "bridge/" + cfg.Name, Filters: filters, Lane: b.outbox, Lock: &b.mu,
 			// Loop prevention: nothing that came down a bridge goes back up.
-			Skip:     func(pk packets.Packet) bool { return session.IsBridgeOrigin(pk.Origin) },
-			Notify:   b.signal,
-			InFlight: func() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pids) },
+			Skip:   func(pk packets.Packet) bool { return session.IsBridgeOrigin(pk.Origin) },
+			Notify: b.signal,
 		}
 		if err := engine.ReplaceConsumer(b.consumer); err != nil {
 			return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 		}
 	}
-	if err := b.restorePIDs(); err != nil {
+	b.mu.Lock()
+	err := b.outbox.Restore() // the unacknowledged messages of an earlier run
+	b.mu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("bridge %s: read outbox: %w", cfg.Name, err)
 	}
 	return b, nil
@@ -335,21 +338,6 @@ func (b *Bridge) Detach() {
 	if b.consumer != nil {
 		b.engine.RemoveConsumer(b.consumer)
 	}
-}
-
-// restorePIDs rebuilds the unacknowledged set from the outbox (after a restart).
-func (b *Bridge) restorePIDs() error {
-	msgs, err := b.outbox.Peek(0, 4*b.cfg.Window+1024)
-	if err != nil {
-		return err
-	}
-	for _, m := range msgs {
-		if m.PacketID != 0 {
-			b.pids[m.PacketID] = m.Seq
-			b.nextPID = max(b.nextPID, m.PacketID)
-		}
-	}
-	return nil
 }
 
 func (b *Bridge) signal() {
@@ -372,7 +360,7 @@ func (b *Bridge) Status() Status {
 	b.mu.Unlock()
 	st.OutboxDepth = b.outbox.Len()
 	st.OutboxBytes = b.outbox.Bytes()
-	if m, err := b.outbox.Peek(0, 1); err == nil && len(m) > 0 && m[0].Packet.Created > 0 {
+	if m, err := b.outbox.Queue().Peek(0, 1); err == nil && len(m) > 0 && m[0].Packet.Created > 0 {
 		st.OutboxOldestAge = b.engine.Now().Sub(time.Unix(m[0].Packet.Created, 0)).Seconds() // Created: steady time
 	}
 	if b.consumer != nil {
@@ -501,16 +489,14 @@ func (b *Bridge) serve(ctx context.Context, d *dialed) (next *dialed, err error)
 		slog.Bool("session_present", d.present))
 
 	b.mu.Lock()
-	b.cn, b.cursor, b.out = cn, 0, map[uint16]struct{}{}
+	b.cn = cn
+	b.outbox.Attach(b.cfg.Window, nil)
 	if !d.present || t.address != b.lastAddr {
 		// A new upstream session, or another upstream than the one the
 		// unacknowledged messages were sent to: they are sent again as new
 		// messages (new ids, DUP 0). The other upstream may have received some
 		// of them: at least once, duplicates possible.
-		for pid, seq := range b.pids {
-			b.outbox.Update(queue.Entry{Seq: seq})
-			delete(b.pids, pid)
-		}
+		b.outbox.Reset()
 	}
 	b.lastAddr = t.address
 	b.status.Address, b.status.Fallback = t.address, d.idx > 0
@@ -530,6 +516,7 @@ func (b *Bridge) serve(ctx context.Context, d *dialed) (next *dialed, err error)
 		<-readDone
 		b.mu.Lock()
 		b.cn = nil
+		b.outbox.Detach()
 		b.mu.Unlock()
 	}()
 	b.setState(true, nil)
@@ -633,11 +620,15 @@ const leaveTimeout = 5 * time.Second
 func (b *Bridge) leave(cn *conn, readDone <-chan struct{}) {
 	if b.cfg.WillTopic != "" {
 		b.mu.Lock()
-		b.leavePID = b.allocPID()
+		b.leavePID = b.outbox.AllocPID()
 		b.leaveAck = make(chan struct{})
 		pk := *b.will()
 		pk.PacketID = b.leavePID
 		acked := b.leaveAck
+		if pk.PacketID == 0 { // every id is held by an unacknowledged message: QoS 0, no PUBACK to wait for
+			pk.FixedHeader.Qos = 0
+			close(acked)
+		}
 		b.mu.Unlock()
 		if err := cn.write(pk); err == nil {
 			wait := time.NewTimer(min(b.cfg.ConnectTimeout, leaveTimeout))
@@ -664,7 +655,7 @@ func (b *Bridge) pump(cn *conn) error {
 			b.mu.Unlock()
 			return nil
 		}
-		msgs, err := b.outbox.Peek(b.cursor, 128)
+		msgs, err := b.outbox.Pending(128)
 		if err != nil {
 			b.mu.Unlock()
 			return fmt.Errorf("read outbox: %w", err)
@@ -674,8 +665,7 @@ func (b *Bridge) pump(cn *conn) error {
 		for _, m := range msgs {
 			rule, ok := b.forwardRule(m.Packet.TopicName)
 			if !ok { // no rule matches any more (configuration changed)
-				b.outbox.Remove(m.Seq)
-				b.cursor = m.Seq + 1
+				b.outbox.Pass(m)
 				continue
 			}
 			pk := m.Packet
@@ -687,34 +677,28 @@ func (b *Bridge) pump(cn *conn) error {
 			if pk.Expiry > 0 {
 				left := pk.Expiry - b.engine.Now().Unix() // Expiry is in the engine's steady time
 				if left <= 0 {
-					b.outbox.Remove(m.Seq) // expired while waiting
-					b.cursor = m.Seq + 1
+					b.outbox.Pass(m) // expired while waiting
 					continue
 				}
 				pk.Properties.MessageExpiryInterval = uint32(left)
 			}
 			if rule.QoS == 0 {
-				b.outbox.Remove(m.Seq)
+				b.outbox.Pass(m)
 				pk.PacketID = 0
 				writes = append(writes, pk)
-				b.cursor = m.Seq + 1
 				continue
 			}
-			if len(b.out) >= b.cfg.Window {
+			if b.outbox.WindowFull() {
 				full = true
 				break
 			}
-			if m.PacketID != 0 {
-				pk.PacketID, pk.FixedHeader.Dup = m.PacketID, true // [MQTT-3.3.1-1]
-			} else {
-				pk.PacketID = b.allocPID()
-				m.PacketID = pk.PacketID
-				b.outbox.Update(m)
-				b.pids[pk.PacketID] = m.Seq
+			pid, again, ok := b.outbox.Send(m)
+			if !ok { // every packet id is held: wait for an acknowledgement
+				full = true
+				break
 			}
-			b.out[pk.PacketID] = struct{}{}
+			pk.PacketID, pk.FixedHeader.Dup = pid, again // [MQTT-3.3.1-1]
 			writes = append(writes, pk)
-			b.cursor = m.Seq + 1
 		}
 		b.mu.Unlock()
 		for _, pk := range writes {
@@ -727,19 +711,6 @@ func (b *Bridge) pump(cn *conn) error {
 		b.mu.Unlock()
 		if full || len(msgs) < 128 {
 			return nil
-		}
-	}
-}
-
-// allocPID returns a packet id not held by an unacknowledged message. Caller holds b.mu.
-func (b *Bridge) allocPID() uint16 {
-	for {
-		b.nextPID++
-		if b.nextPID == 0 {
-			b.nextPID = 1
-		}
-		if _, used := b.pids[b.nextPID]; !used {
-			return b.nextPID
 		}
 	}
 }
@@ -792,14 +763,9 @@ func (b *Bridge) acked(pid uint16, reason byte) {
 		b.mu.Unlock()
 		return
 	}
-	seq, ok := b.pids[pid]
-	if ok {
-		delete(b.pids, pid)
-		delete(b.out, pid)
-		if reason >= 0x80 {
-			b.rlog.Warn("refused", "upstream refused a forwarded message; dropped", slog.Int("reason_code", int(reason)))
-		}
-		b.outbox.Remove(seq)
+	_, ok := b.outbox.Ack(pid)
+	if ok && reason >= 0x80 {
+		b.rlog.Warn("refused", "upstream refused a forwarded message; dropped", slog.Int("reason_code", int(reason)))
 	}
 	b.mu.Unlock()
 	if ok {

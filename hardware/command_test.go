@@ -133,12 +133,14 @@ func command(t *testing.T, b *brokertest.Broker, payload string) {
 	}
 }
 
-// drop_oldest on a full command queue, today. A command that failed an attempt
-// and waits for the meter's next chance is not on the bus; drop_oldest should
-// drop it first. Today its attempt count, kept in the entry's packet id
-// field, makes the engine take it for a message in flight, so the new command
-// is refused instead (issue 16). The command being executed, on the other hand,
-// is dropped while it is on the bus.
+// drop_oldest on a full command queue drops the oldest command that is not
+// on the bus. A command that failed an attempt and waits for the meter's next
+// chance is not: it is dropped first, its attempt count (Attempts, not a
+// packet id) notwithstanding. The command being executed is in flight and is
+// never dropped: the next one goes instead. (Before the lane, issue 16, the
+// attempt count sat in the entry's packet id field, so the retried command
+// counted as in flight and the new one was refused; and the command on the
+// bus was dropped while it was executed.)
 func TestCommandQueueDropOldest(t *testing.T) {
 	t.Run("a retried command waiting for its next attempt", func(t *testing.T) {
 		b, m := startMeterBroker(t)
@@ -152,12 +154,14 @@ func TestCommandQueueDropOldest(t *testing.T) {
 			t.Fatal("finished after its first attempt")
 		}
 		command(t, b, "c")
-		// Today: "c" refused, the retried "a" kept.
-		if got := commandPayloads(t, m); !slices.Equal(got, []string{"a", "b"}) {
-			t.Fatalf("queue %q, want [a b] (today's behaviour)", got)
+		if got := commandPayloads(t, m); !slices.Equal(got, []string{"b", "c"}) {
+			t.Fatalf("queue %q, want [b c]: the retried command is not on the bus, drop_oldest drops it", got)
 		}
 		if got := m.Info().CommandsRefused; got != 1 {
 			t.Fatalf("commands/refused %d, want 1", got)
+		}
+		if cmd, ok := m.NextCommand(); !ok || string(cmd.Payload) != "b" || cmd.Attempts != 0 {
+			t.Fatalf("next command %q attempts %d, want \"b\" with none", cmd.Payload, cmd.Attempts)
 		}
 	})
 	t.Run("the command on the bus", func(t *testing.T) {
@@ -169,16 +173,32 @@ func TestCommandQueueDropOldest(t *testing.T) {
 			t.Fatalf("next command %q %v", cmd.Payload, ok)
 		}
 		command(t, b, "c")
-		// Today: "a" dropped while it is being executed.
-		if got := commandPayloads(t, m); !slices.Equal(got, []string{"b", "c"}) {
-			t.Fatalf("queue %q, want [b c] (today's behaviour)", got)
+		if got := commandPayloads(t, m); !slices.Equal(got, []string{"a", "c"}) {
+			t.Fatalf("queue %q, want [a c]: the command on the bus stays, the oldest other one goes", got)
 		}
 		m.Finish(cmd, hardware.Result{Status: "ok"})
-		if got := commandPayloads(t, m); !slices.Equal(got, []string{"b", "c"}) {
-			t.Fatalf("after Finish the queue holds %q, want [b c]", got)
+		if got := commandPayloads(t, m); !slices.Equal(got, []string{"c"}) {
+			t.Fatalf("after Finish the queue holds %q, want [c]", got)
 		}
 		if got := m.Info().CommandsRefused; got != 1 {
 			t.Fatalf("commands/refused %d, want 1", got)
+		}
+	})
+	t.Run("a command given back after a port failure", func(t *testing.T) {
+		b, m := startMeterBroker(t)
+		command(t, b, "a")
+		cmd, _ := m.NextCommand()
+		command(t, b, "b")
+		// With a limit of 2 and "a" on the bus, "b" is the only candidate:
+		// "c" drops it; the queue never loses the command being executed.
+		command(t, b, "c")
+		if got := commandPayloads(t, m); !slices.Equal(got, []string{"a", "c"}) {
+			t.Fatalf("queue %q, want [a c]", got)
+		}
+		m.Abandon(cmd) // the port failed: "a" is back, not in flight, no attempt counted
+		command(t, b, "d")
+		if got := commandPayloads(t, m); !slices.Equal(got, []string{"c", "d"}) {
+			t.Fatalf("after Abandon the queue holds %q, want [c d]", got)
 		}
 	})
 }

@@ -18,7 +18,9 @@
 //   - meters: each configured meter is the broker identity "meter-<id>": its
 //     readings, status and command results are published through
 //     Engine.PublishLocal with that origin, and its commands wait in a durable
-//     queue registered with Engine.AddConsumer (the store's CommandQueue).
+//     queue (the store's CommandQueue) whose queue.Lane the engine admits into
+//     (a session.Consumer) and the meter takes from, one command at a time
+//     (NextCommand, Finish, Retry, Abandon).
 //
 // Configuration (config.go): DecodeMeters and CheckMeters handle what every port
 // shares (topics, types' names, the serial settings, meter ids) through a

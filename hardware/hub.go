@@ -18,10 +18,13 @@ import (
 
 // Engine is what the hub needs from the session engine (*session.Engine).
 type Engine interface {
-	// ReplaceConsumer registers an in-process subscriber with its own queue,
+	// ReplaceConsumer registers an in-process subscriber with its own lane,
 	// in place of one of the same name; RemoveConsumer unregisters one.
 	ReplaceConsumer(c *session.Consumer) error
 	RemoveConsumer(c *session.Consumer)
+	// LaneConfig returns the configuration of a consumer's lane with the
+	// given limits, counted in the engine's counters.
+	LaneConfig(l queue.Limits) *queue.Config
 	// PublishLocal publishes into the broker as the client named origin.
 	PublishLocal(origin string, pk packets.Packet) error
 }
@@ -48,7 +51,8 @@ type Options struct {
 	// CommandExpiry is how long a command without its own Message Expiry
 	// Interval waits for its meter (the "ota" session profile's expiry). 0: for ever.
 	CommandExpiry time.Duration
-	// MaxQueued and Overflow bound each meter's command queue.
+	// MaxQueued and Overflow bound each meter's command queue (0 and "":
+	// the engine's sessions.max_queued and sessions.queue_overflow).
 	MaxQueued int
 	Overflow  session.Overflow
 	// Now is the clock of silence and command expiry: the engine's steady
@@ -70,6 +74,7 @@ type Options struct {
 type Hub struct {
 	engine Engine
 	opts   Options
+	cmds   *queue.Config // the meters' command lanes: MaxQueued, Overflow
 	log    *slog.Logger
 	origin string // origin of port status messages
 
@@ -98,7 +103,8 @@ func New(engine Engine, opts Options) *Hub {
 		opts.CheckInterval = time.Second
 	}
 	opts.Topics = withDefaultTopics(opts.Topics)
-	return &Hub{engine: engine, opts: opts, log: opts.Log, origin: "$hardware", meters: map[string]*Meter{}}
+	return &Hub{engine: engine, opts: opts, log: opts.Log, origin: "$hardware", meters: map[string]*Meter{},
+		cmds: engine.LaneConfig(queue.Limits{MaxCount: opts.MaxQueued, Overflow: opts.Overflow, CountKey: "sessions.max_queued"})}
 }
 
 // withDefaultTopics returns t with DefaultTopics' templates where t has none.
@@ -168,7 +174,7 @@ type MeterConfig struct {
 // a meter of that id a reload removed from the hub: nothing published
 // meanwhile misses the queue). At start-up, call before the engine restores
 // its state and before the server serves.
-func (h *Hub) AddMeter(cfg MeterConfig, queue queue.Queue) (*Meter, error) {
+func (h *Hub) AddMeter(cfg MeterConfig, q queue.Queue) (*Meter, error) {
 	if err := CheckID(cfg.ID); err != nil {
 		return nil, err
 	}
@@ -178,13 +184,12 @@ func (h *Hub) AddMeter(cfg MeterConfig, queue queue.Queue) (*Meter, error) {
 		return nil, fmt.Errorf("meter %s: id already used", cfg.ID)
 	}
 	sub := func(tpl string) string { return strings.ReplaceAll(tpl, "{id}", cfg.ID) }
-	m := &Meter{id: cfg.ID, origin: "meter-" + cfg.ID, hub: h, queue: queue, cfg: cfg,
+	m := &Meter{id: cfg.ID, origin: "meter-" + cfg.ID, hub: h, queue: q, cmds: queue.New("meter/"+cfg.ID, q, h.cmds), cfg: cfg,
 		readingTopic: sub(h.opts.Topics.Reading), statusTopic: sub(h.opts.Topics.Status),
 		commandTopic: sub(h.opts.Topics.Command), resultTopic: sub(h.opts.Topics.Result),
 		lastContact: h.now(), report: reporter{cfg: cfg.Report}}
 	m.consumer = &session.Consumer{ // in place of the consumer of a meter of this id that a reload rebuilt
-		Name: "meter/" + cfg.ID, Filters: []string{m.commandTopic}, Queue: queue,
-		MaxQueued: h.opts.MaxQueued, Overflow: h.opts.Overflow,
+		Name: "meter/" + cfg.ID, Filters: []string{m.commandTopic}, Lane: m.cmds, Lock: &m.cmdMu,
 		Skip:   func(pk packets.Packet) bool { return pk.Origin == m.origin },
 		Notify: m.notify,
 	}

@@ -69,6 +69,10 @@ type Meter struct {
 	cfg        MeterConfig
 	queue      queue.Queue
 	consumer   *session.Consumer
+	// cmds is the lane of queue: the engine admits commands under cmdMu
+	// (limits, overflow), NextCommand takes one at a time (it is then in
+	// flight: drop_oldest leaves it), Finish, Retry and Abandon give it back.
+	cmds *queue.Lane
 
 	readingTopic, statusTopic, commandTopic, resultTopic string
 
@@ -81,8 +85,7 @@ type Meter struct {
 	reason      string
 	wake        func()
 
-	cmdMu     sync.Mutex
-	executing uint64 // Seq of the command being executed, 0 if none
+	cmdMu sync.Mutex // guards cmds; never held while publishing
 
 	readings, cmdDone, cmdFailed, cmdExpired atomic.Int64
 	last                                     atomic.Pointer[LastReading] // see info.go
@@ -315,35 +318,43 @@ func (m *Meter) expiresAt(pk packets.Packet) int64 {
 
 // NextCommand returns the oldest queued command that has not expired (expired
 // ones are removed and their "expired" result published). The command stays
-// queued until Finish; call Finish or Retry for it before the next NextCommand.
+// queued, in flight, until Finish; call Finish, Retry or Abandon for it before
+// the next NextCommand.
 func (m *Meter) NextCommand() (Command, bool) {
 	if m.queue.Len() == 0 {
 		return Command{}, false
 	}
-	m.cmdMu.Lock()
-	defer m.cmdMu.Unlock()
 	now := m.hub.now().Unix()
+	var expired []queue.Entry
+	var cmd Command
+	found := false
+	m.cmdMu.Lock()
 	for {
-		msgs, err := m.queue.Peek(0, 1)
-		if err != nil || len(msgs) == 0 {
-			return Command{}, false
+		e, ok, err := m.cmds.Take()
+		if err != nil || !ok {
+			break
 		}
-		msg := msgs[0]
-		if exp := m.expiresAt(msg.Packet); exp > 0 && now >= exp {
-			m.expireLocked(msg)
+		if exp := m.expiresAt(e.Packet); exp > 0 && now >= exp {
+			m.cmds.Done(e.Seq)
+			expired = append(expired, e)
 			continue
 		}
-		m.executing = msg.Seq
-		return Command{Seq: msg.Seq, Payload: msg.Packet.Payload, Attempts: int(msg.PacketID), packet: msg.Packet}, true
+		cmd = Command{Seq: e.Seq, Payload: e.Packet.Payload, Attempts: int(e.Attempts), packet: e.Packet}
+		found = true
+		break
 	}
+	m.cmdMu.Unlock()
+	m.expired(expired)
+	return cmd, found
 }
 
-// expireLocked removes an expired command and publishes its result; caller
-// holds m.cmdMu.
-func (m *Meter) expireLocked(msg queue.Entry) {
-	m.queue.Remove(msg.Seq)
-	m.cmdExpired.Add(1)
-	m.publishResult(msg.Packet, msg.Seq, Result{Status: "expired", Attempts: int(msg.PacketID)})
+// expired counts the expired commands es (removed already) and publishes
+// their results.
+func (m *Meter) expired(es []queue.Entry) {
+	for _, e := range es {
+		m.cmdExpired.Add(1)
+		m.publishResult(e.Packet, e.Seq, Result{Status: "expired", Attempts: int(e.Attempts)})
+	}
 }
 
 // dropExpired removes expired commands (not the one being executed).
@@ -351,36 +362,32 @@ func (m *Meter) dropExpired(now time.Time) {
 	if m.queue.Len() == 0 {
 		return
 	}
+	var expired []queue.Entry
 	m.cmdMu.Lock()
-	defer m.cmdMu.Unlock()
-	msgs, err := m.queue.Peek(0, 256)
-	if err != nil {
-		return
-	}
-	for _, msg := range msgs {
-		if msg.Seq == m.executing {
-			continue
-		}
-		if exp := m.expiresAt(msg.Packet); exp > 0 && now.Unix() >= exp {
-			m.expireLocked(msg)
+	msgs, _ := m.queue.Peek(0, 256) // nothing expires on a read error
+	for _, e := range msgs {
+		if exp := m.expiresAt(e.Packet); exp > 0 && now.Unix() >= exp && !m.cmds.Taken(e.Seq) {
+			m.cmds.Done(e.Seq)
+			expired = append(expired, e)
 		}
 	}
+	m.cmdMu.Unlock()
+	m.expired(expired)
 }
 
 // Abandon gives up executing cmd without an outcome (the port failed): it
 // stays queued with its attempt count unchanged.
 func (m *Meter) Abandon(cmd Command) {
 	m.cmdMu.Lock()
-	m.executing = 0
+	m.cmds.Return(cmd.Seq)
 	m.cmdMu.Unlock()
 }
 
 // Finish removes the command from the queue and publishes its result.
 func (m *Meter) Finish(cmd Command, res Result) {
 	m.cmdMu.Lock()
-	defer m.cmdMu.Unlock()
-	m.executing = 0
-	m.queue.Remove(cmd.Seq)
+	m.cmds.Done(cmd.Seq)
+	m.cmdMu.Unlock()
 	switch res.Status {
 	case "ok", "sent":
 		m.cmdDone.Add(1)
@@ -395,19 +402,16 @@ func (m *Meter) Finish(cmd Command, res Result) {
 
 // Retry records a failed attempt at cmd. Once maxAttempts attempts were made it
 // finishes the command with res and returns true; otherwise the command stays
-// queued (its attempt count stored with it) and is tried again at the meter's
-// next chance.
+// queued, no longer in flight (drop_oldest may drop it), its attempt count
+// stored with it, and is tried again at the meter's next chance.
 func (m *Meter) Retry(cmd Command, res Result, maxAttempts int) bool {
 	if cmd.Attempts+1 >= maxAttempts {
 		m.Finish(cmd, res)
 		return true
 	}
 	m.cmdMu.Lock()
-	defer m.cmdMu.Unlock()
-	m.executing = 0
-	// The command queue is not a session queue: the delivery-state field
-	// PacketID holds the number of attempts made.
-	m.queue.Update(queue.Entry{Seq: cmd.Seq, PacketID: uint16(min(cmd.Attempts+1, math.MaxUint16))})
+	m.cmds.Retry(queue.Entry{Seq: cmd.Seq, Attempts: uint16(min(cmd.Attempts, math.MaxUint16))})
+	m.cmdMu.Unlock()
 	return false
 }
 

@@ -106,7 +106,7 @@ func TestPublishAdmissionAllOrNothing(t *testing.T) {
 	e.joinGroup("$share/g/t/#", "member")
 	g := e.groups["$share/g/t/#"]
 	outbox := st.queue()
-	if err := e.AddConsumer(&Consumer{Name: "bridge/up", Filters: []string{"t/#"}, Queue: outbox}); err != nil {
+	if err := e.AddConsumer(&Consumer{Name: "bridge/up", Filters: []string{"t/#"}, Lane: queue.New("bridge/up", outbox, e.LaneConfig(queue.Limits{}))}); err != nil {
 		t.Fatal(err)
 	}
 	e.topicsChanged()

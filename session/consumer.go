@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -12,45 +13,73 @@ import (
 	"edgegw/internal/topic"
 )
 
-// Consumer is an in-process subscriber with its own durable queue: the bridge
-// outbox, later meter command queues. The engine appends every matching PUBLISH to
-// Queue inside OnPublish, so in strict mode it is on disk before the publisher's
-// PUBACK; the consumer drains the queue itself.
+// Consumer is an in-process subscriber with its own durable lane: a bridge
+// outbox, a meter's command queue. The engine admits every matching PUBLISH
+// into Lane inside OnPublish, so in strict mode it is on disk before the
+// publisher's PUBACK; the consumer delivers from the same lane itself (the
+// bridge's window and packet ids, a meter's one command at a time). Limits,
+// overflow and delivery state are the lane's (internal/queue); the consumer
+// keeps only what is its own: its filters, loop prevention, its wake-up.
 type Consumer struct {
-	// Name is unique among consumers; it names the queue in logs.
+	// Name is unique among consumers; it names the consumer in errors.
 	Name string
 	// Filters select the messages (MQTT topic filters, no shared subscriptions).
 	Filters []string
-	// Queue receives the matching messages.
-	Queue queue.Queue
-	// MaxQueued bounds Queue; Overflow is applied beyond it (counted).
-	MaxQueued int
-	// MaxBytes, if > 0, bounds the Size (topic plus payload bytes) of the queued
-	// messages; Overflow is applied beyond it too, dropping as many of the oldest
-	// messages as the new one needs.
-	MaxBytes int64
-	Overflow Overflow
+	// Lane admits the matching messages into its queue, under its Config's
+	// limits and overflow policy (Engine.LaneConfig gives one that counts in
+	// the engine's counters).
+	Lane *queue.Lane
+	// Lock guards Lane: the engine holds it to admit, the owner to deliver (a
+	// Lane is not safe for concurrent use). It must not be held while
+	// publishing into the engine. Nil: the consumer's own.
+	Lock sync.Locker
 	// Skip, if set, rejects a message (e.g. one that came from this bridge).
 	Skip func(pk packets.Packet) bool
 	// Notify, if set, is called after a message was queued (without locks held).
 	Notify func()
-	// InFlight, if set, returns how many queued messages are in flight (they are
-	// never dropped by drop_oldest).
-	InFlight func() int
 
-	mu      sync.Mutex
-	lane    *queue.Lane // admission into Queue, under mu
-	carried int64       // Dropped of the consumers it replaced (ReplaceConsumer)
+	own     sync.Mutex   // Lock when none is given
+	carried atomic.Int64 // Dropped of the consumers it replaced (ReplaceConsumer)
 }
 
-// Dropped returns how many messages the overflow policy cost this consumer.
+// Dropped returns how many messages the overflow policy cost this consumer
+// (and the consumers it replaced).
 func (c *Consumer) Dropped() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.lane == nil { // not registered with an engine
-		return c.carried
+	l := c.locker()
+	l.Lock()
+	defer l.Unlock()
+	if c.Lane == nil { // not set up yet
+		return c.carried.Load()
 	}
-	return c.carried + c.lane.Dropped()
+	return c.carried.Load() + c.Lane.Dropped()
+}
+
+// locker returns the lock that guards c.Lane.
+func (c *Consumer) locker() sync.Locker {
+	if c.Lock != nil {
+		return c.Lock
+	}
+	return &c.own
+}
+
+// LaneConfig returns the configuration of a consumer's lane with the limits l:
+// overflow episodes are logged to the engine's log and counted, with the
+// refusals and drops, in the engine's counters (queue_overflow_episodes,
+// queue_refused, queue_dropped_oldest). l.MaxCount <= 0 means
+// sessions.max_queued, an empty l.Overflow sessions.queue_overflow, as they
+// are now. Packet ids count up from 1 (a bridge's upstream ids).
+func (e *Engine) LaneConfig(l queue.Limits) *queue.Config {
+	if l.MaxCount <= 0 {
+		l.MaxCount = e.opt().MaxQueued
+	}
+	if l.Overflow == "" {
+		l.Overflow = e.opt().Overflow
+	}
+	cfg := &queue.Config{Log: e.log, Now: e.now,
+		Counters: queue.Counters{Episodes: e.laneCfg.Counters.Episodes, Refused: e.laneCfg.Counters.Refused,
+			DroppedOld: e.laneCfg.Counters.DroppedOld}}
+	cfg.SetLimits(l)
+	return cfg
 }
 
 // consumers is the engine's set of consumers and their topic index.
@@ -75,26 +104,17 @@ func (e *Engine) AddConsumer(c *Consumer) error {
 	return nil
 }
 
-// checkConsumer validates c and fills in its defaults.
+// checkConsumer validates c.
 func (e *Engine) checkConsumer(c *Consumer) error {
-	if c.Name == "" || c.Queue == nil || len(c.Filters) == 0 {
-		return fmt.Errorf("consumer %q: name, queue and filters are required", c.Name)
+	if c.Name == "" || c.Lane == nil || len(c.Filters) == 0 {
+		return fmt.Errorf("consumer %q: name, lane and filters are required", c.Name)
 	}
 	for _, f := range c.Filters {
 		if topic.IsShared(f) || !mqtt.IsValidFilter(f, false) || !wildcardsValid(f) {
 			return fmt.Errorf("consumer %q: invalid filter %q", c.Name, f)
 		}
 	}
-	if c.MaxQueued <= 0 {
-		c.MaxQueued = e.opt().MaxQueued
-	}
-	if c.Overflow == "" {
-		c.Overflow = e.opt().Overflow
-	}
-	cfg := &queue.Config{Log: e.log, Counters: e.laneCfg.Counters, InFlight: c.InFlight}
-	cfg.SetLimits(queue.Limits{MaxCount: c.MaxQueued, MaxBytes: c.MaxBytes, Overflow: c.Overflow,
-		CountKey: "max_queued", BytesKey: "max_bytes"})
-	c.lane = queue.New(c.Name, c.Queue, cfg)
+	c.Lock = c.locker()
 	return nil
 }
 
@@ -119,10 +139,7 @@ func (e *Engine) ReplaceConsumer(c *Consumer) error {
 	e.addConsumerLocked(c)
 	e.cons.mu.Unlock()
 	if old != nil {
-		d := old.Dropped()
-		c.mu.Lock()
-		c.carried += d
-		c.mu.Unlock()
+		c.carried.Add(old.Dropped())
 	}
 	return nil
 }
@@ -185,9 +202,9 @@ func (e *Engine) routeConsumers(pk packets.Packet, hit []*Consumer, fan *queue.F
 		}
 		out := pk
 		out.PacketID, out.FixedHeader.Dup = 0, false
-		c.mu.Lock()
-		ok, _ := c.lane.Admit(&queue.Entry{Packet: out}, fan)
-		c.mu.Unlock()
+		c.Lock.Lock()
+		ok, _ := c.Lane.Admit(&queue.Entry{Packet: out}, fan)
+		c.Lock.Unlock()
 		if ok && c.Notify != nil {
 			c.Notify()
 		}

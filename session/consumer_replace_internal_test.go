@@ -24,15 +24,16 @@ func TestReplaceAndRemoveConsumer(t *testing.T) {
 		return out
 	}
 	q := queue.NewMem(nil)
-	old := &Consumer{Name: "bridge/up", Filters: []string{"a/#"}, Queue: q}
+	lane := func(q queue.Queue) *queue.Lane { return queue.New("bridge/up", q, e.LaneConfig(queue.Limits{})) }
+	old := &Consumer{Name: "bridge/up", Filters: []string{"a/#"}, Lane: lane(q)}
 	if err := e.AddConsumer(old); err != nil {
 		t.Fatal(err)
 	}
-	old.carried = 3 // as if its lane had lost 3
-	if err := e.AddConsumer(&Consumer{Name: "bridge/up", Filters: []string{"b/#"}, Queue: q}); err == nil {
+	old.carried.Store(3) // as if its lane had lost 3
+	if err := e.AddConsumer(&Consumer{Name: "bridge/up", Filters: []string{"b/#"}, Lane: lane(q)}); err == nil {
 		t.Fatal("AddConsumer accepted a second consumer of the same name")
 	}
-	repl := &Consumer{Name: "bridge/up", Filters: []string{"b/#"}, Queue: q}
+	repl := &Consumer{Name: "bridge/up", Filters: []string{"b/#"}, Lane: lane(q)}
 	if err := e.ReplaceConsumer(repl); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestReplaceAndRemoveConsumer(t *testing.T) {
 	if d := repl.Dropped(); d != 3 {
 		t.Errorf("dropped count %d after the replace, want the old one's 3", d)
 	}
-	if err := e.ReplaceConsumer(&Consumer{Name: "bridge/up", Filters: []string{"$share/g/x"}, Queue: q}); err == nil {
+	if err := e.ReplaceConsumer(&Consumer{Name: "bridge/up", Filters: []string{"$share/g/x"}, Lane: lane(q)}); err == nil {
 		t.Error("ReplaceConsumer accepted a shared filter")
 	}
 	if got := e.matchConsumers("b/1"); len(got) != 1 || got[0] != repl {

@@ -238,7 +238,7 @@ func durableTargets(shared int, targets []target, cons []*Consumer) int {
 		}
 	}
 	for _, c := range cons {
-		if c.lane.Durable() {
+		if c.Lane.Durable() {
 			n++
 		}
 	}

@@ -48,8 +48,15 @@ func (e *Engine) RemoveConsumer(c *session.Consumer) {
 	e.consumers = slices.DeleteFunc(e.consumers, func(x *session.Consumer) bool { return x == c })
 }
 
+// LaneConfig implements hardware.Engine: the limits l, counted nowhere.
+func (e *Engine) LaneConfig(l queue.Limits) *queue.Config {
+	cfg := &queue.Config{}
+	cfg.SetLimits(l)
+	return cfg
+}
+
 // PublishLocal implements hardware.Engine: it records pk and, like the real
-// engine, queues it for consumers whose filter equals the topic.
+// engine, admits it into the lanes of consumers whose filter equals the topic.
 func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	pk.Origin = origin
 	e.mu.Lock()
@@ -66,8 +73,10 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 	for _, c := range cons {
 		for _, f := range c.Filters {
 			if f == pk.TopicName && (c.Skip == nil || !c.Skip(pk)) {
-				_, _ = c.Queue.Append(queue.Entry{Packet: pk})
-				if c.Notify != nil {
+				c.Lock.Lock()
+				ok, _ := c.Lane.Admit(&queue.Entry{Packet: pk}, nil)
+				c.Lock.Unlock()
+				if ok && c.Notify != nil {
 					c.Notify()
 				}
 			}

@@ -63,10 +63,6 @@ type Config struct {
 	// chosen ids, which share mochi's table, usually count up from 1); else
 	// upwards from 1 (the bridge's upstream ids).
 	PIDFromTop bool
-	// InFlight, if set, counts entries in flight that the lane does not know
-	// of (an owner that keeps its packet ids outside the lane); they are
-	// never dropped. Transitional: a lane's own Send needs none.
-	InFlight func() int
 }
 
 // SetLimits makes l the limits of c's lanes, from their next Admit on. Safe
@@ -154,9 +150,6 @@ func (l *Lane) InFlight() int {
 	n := len(l.pids)
 	if l.taken != 0 {
 		n++
-	}
-	if l.cfg.InFlight != nil {
-		n += l.cfg.InFlight()
 	}
 	return n
 }
@@ -615,6 +608,10 @@ func (l *Lane) Take() (Entry, bool, error) {
 	l.taken = msgs[0].Seq
 	return msgs[0], true, nil
 }
+
+// Taken reports whether seq is the entry Take handed out and not yet given
+// back (Done, Retry, Return).
+func (l *Lane) Taken(seq uint64) bool { return seq != 0 && l.taken == seq }
 
 // Done removes the entry seq, finished (or expired).
 func (l *Lane) Done(seq uint64) { l.Remove(seq) }

@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	bolt "go.etcd.io/bbolt"
@@ -27,14 +29,16 @@ import (
 //	1  every release up to 7654253: a session's subscriptions and inbound QoS 2
 //	   ids are fields ("subs", "inbound_qos2") of its JSON record
 //	2  they are keys of their own (buckets subs and qos2): v1to2
-const FormatVersion = 2
+//	3  a meter command's attempt count is its entry's Attempts (codec format
+//	   2), no longer its PacketID: v2to3
+const FormatVersion = 3
 
 var keyVersion = []byte("version")
 
 // migrations[v-1] turns a version v store into version v+1 inside the
 // transaction it is given. Steps never lose data: what a step cannot convert it
 // keeps as it was, logged.
-var migrations = []func(tx *bolt.Tx, log *slog.Logger) error{v1to2}
+var migrations = []func(tx *bolt.Tx, log *slog.Logger) error{v1to2, v2to3}
 
 // v1to2 moves each session record's "subs" and "inbound_qos2" fields to keys of
 // their own in the subs and qos2 buckets, and rewrites the record without them
@@ -97,6 +101,57 @@ func v1to2(tx *bolt.Tx, log *slog.Logger) error {
 			return err
 		}
 		if err := sessions.Put([]byte(id), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// v2to3 moves the attempt count of each queued meter command (the queues
+// "m/<id>") from the entry's PacketID, where releases up to version 2 kept
+// it, to its Attempts: a command that failed an attempt and waits for the
+// meter's next chance is not in flight, and its PacketID said it was (so
+// drop_oldest never dropped it). The other queues' entries hold real packet
+// ids and are not touched. An entry that cannot be decoded stays as it is
+// (logged; the queue's reader skips it as before). Cost: one pass over the
+// command queues' entries; only retried commands are rewritten.
+func v2to3(tx *bolt.Tx, log *slog.Logger) error {
+	names, entries := tx.Bucket(bucketQNames), tx.Bucket(bucketQ)
+	if names == nil || entries == nil {
+		return nil
+	}
+	var ids [][]byte // key prefixes of the command queues
+	err := names.ForEach(func(k, v []byte) error {
+		if strings.HasPrefix(string(k), commandQueuePrefix) && len(v) == 4 {
+			ids = append(ids, bytes.Clone(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	type rewrite struct{ k, v []byte }
+	var rewrites []rewrite // the bucket must not change while a cursor walks it
+	for _, id := range ids {
+		c := entries.Cursor()
+		for k, v := c.Seek(id); k != nil && bytes.HasPrefix(k, id); k, v = c.Next() {
+			if pid, _, err := session.DecodeState(v); err != nil || pid == 0 {
+				continue // not retried (or not readable: left to the reader)
+			}
+			m, err := session.DecodeMessage(0, v)
+			if err == nil {
+				m.Attempts, m.PacketID = m.PacketID, 0
+				v, err = session.EncodeMessage(m)
+			}
+			if err != nil {
+				log.Error("store migration: meter command left as it is", slog.String("key", fmt.Sprintf("%x", k)), slog.Any("error", err))
+				continue
+			}
+			rewrites = append(rewrites, rewrite{bytes.Clone(k), v})
+		}
+	}
+	for _, r := range rewrites {
+		if err := entries.Put(r.k, r.v); err != nil {
 			return err
 		}
 	}

@@ -164,8 +164,9 @@ func checkOldContents(t *testing.T, s *Store) {
 }
 
 // checkOldCommands checks the meter commands' delivery state and properties:
-// mains-1's first command used one attempt (78ac58e keeps the count in the
-// entry's PacketID), its second none; water-17's first carries the v5 Response
+// mains-1's first command used one attempt (78ac58e kept the count in the
+// entry's PacketID; the migration to version 3 moves it to Attempts, and the
+// command is not in flight), its second none; water-17's first carries the v5 Response
 // Topic and Correlation Data, and every command its Message Expiry Interval
 // (2^32-1 s after it was created).
 func checkOldCommands(t *testing.T, s *Store) {
@@ -179,11 +180,16 @@ func checkOldCommands(t *testing.T, s *Store) {
 		return ms
 	}
 	mains, water := peek("m/mains-1"), peek("m/water-17")
-	if mains[0].PacketID != 1 || mains[1].PacketID != 0 {
-		t.Errorf("mains-1 command attempts %d, %d, want 1, 0", mains[0].PacketID, mains[1].PacketID)
+	if mains[0].Attempts != 1 || mains[1].Attempts != 0 {
+		t.Errorf("mains-1 command attempts %d, %d, want 1, 0", mains[0].Attempts, mains[1].Attempts)
 	}
-	if water[0].PacketID != 0 || water[1].PacketID != 0 {
-		t.Errorf("water-17 commands marked sent: %d, %d", water[0].PacketID, water[1].PacketID)
+	for _, m := range append(mains, water...) {
+		if m.PacketID != 0 {
+			t.Errorf("command %q holds packet id %d: taken for in flight", m.Packet.Payload, m.PacketID)
+		}
+	}
+	if water[0].Attempts != 0 || water[1].Attempts != 0 {
+		t.Errorf("water-17 commands with attempts: %d, %d", water[0].Attempts, water[1].Attempts)
 	}
 	if p := water[0].Packet.Properties; p.ResponseTopic != "app/replies" || string(p.CorrelationData) != "c-1" {
 		t.Errorf("water-17 command properties lost: response topic %q, correlation %q", p.ResponseTopic, p.CorrelationData)
@@ -280,5 +286,68 @@ func TestNewerFormatRefused(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); string(after) != string(before) {
 		t.Fatal("a newer store was modified")
+	}
+}
+
+// The step to version 3 moves a meter command's attempt count from PacketID
+// to Attempts, and only a meter command's: the packet ids of session, group
+// and outbox entries are real and stay. The file is written here as version 2
+// wrote it: attempts in the packet id field (codec format 1).
+func TestV2to3MovesCommandAttempts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, Options{Durability: Strict})
+	queues := func(s *Store) map[string]func(string) (queue.Queue, error) {
+		return map[string]func(string) (queue.Queue, error){"s": s.SessionQueue, "g": s.GroupQueue, "o": s.Outbox, "m": s.CommandQueue}
+	}
+	for _, open := range queues(s) {
+		q, err := open("x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			seq, err := q.Append(msg(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			q.Update(queue.Entry{Seq: seq, PacketID: uint16(i)}) // 0, 1, 2: kind "m" as attempts
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyVersion, binary.BigEndian.AppendUint32(nil, 2))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+
+	s = openTest(t, path, Options{Durability: Strict})
+	for kind, open := range queues(s) {
+		q, _ := open("x")
+		ms, err := q.Peek(0, 10)
+		if err != nil || len(ms) != 3 {
+			t.Fatalf("queue %s/x: %d entries, %v", kind, len(ms), err)
+		}
+		for i, m := range ms {
+			wantPID, wantAttempts := uint16(i), uint16(0)
+			if kind == "m" {
+				wantPID, wantAttempts = 0, uint16(i)
+			}
+			if m.PacketID != wantPID || m.Attempts != wantAttempts || string(m.Packet.Payload) != fmt.Sprint("m", i) {
+				t.Errorf("queue %s/x entry %d: packet id %d attempts %d %q; want %d, %d, %q", kind, i,
+					m.PacketID, m.Attempts, m.Packet.Payload, wantPID, wantAttempts, fmt.Sprint("m", i))
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := fileVersion(t, path); v != FormatVersion {
+		t.Fatalf("version after open %d, want %d", v, FormatVersion)
 	}
 }
