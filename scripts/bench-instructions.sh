@@ -17,8 +17,11 @@
 #   OUT=/tmp/cg scripts/bench-instructions.sh  # keep the callgrind files
 #   scripts/callgrind-diff.py /tmp/cg-old /tmp/cg QoS0PathExact   # per function
 #
-# N1, N2 (default 5000, 25000) set the two message counts. About 1-2 minutes on
-# 2 cores (the two benchmarks run in parallel, each on one core). Needs
+# N1, N2 (default 5000, 25000) set the two message counts. About 2-3 minutes on
+# 2 cores (the two benchmarks run in parallel, each on one core). The start-up
+# part of a run varies (the garbage collector, the scheduler), so one figure
+# can be off by a few per cent: REPEAT=3 repeats the pair and prints each
+# figure and the median (for comparing trees, use it). Needs
 # valgrind. GODEBUG: callgrind fails on Go's asynchronous preemption signals,
 # and valgrind 3.19 does not know the RDTSCP instruction.
 set -euo pipefail
@@ -45,13 +48,18 @@ count() {
 	grep -E '^==[0-9]+== (I +refs|Collected) *:' "$file.log" | tail -1 | awk '{gsub(",", "", $NF); print $NF}' >"$file.ir"
 }
 
-per() { # BENCH: count N1 and N2 one after the other, print the difference per message
-	count "$1" "$n1" && count "$1" "$n2" || return 1
-	local a b
-	a=$(cat "$out/$1-$n1.ir")
-	b=$(cat "$out/$1-$n2.ir")
-	printf '%-16s %8d instructions/message  (%d at %d, %d at %d messages)\n' \
-		"$1" $(((b - a) / (n2 - n1))) "$a" "$n1" "$b" "$n2" >"$out/$1.txt"
+per() { # BENCH: count N1 and N2 one after the other, REPEAT times; print the differences per message
+	local r a b all=()
+	for ((r = 1; r <= ${REPEAT:-1}; r++)); do
+		count "$1" "$n1" && count "$1" "$n2" || return 1
+		a=$(cat "$out/$1-$n1.ir")
+		b=$(cat "$out/$1-$n2.ir")
+		all+=($(((b - a) / (n2 - n1))))
+	done
+	local median
+	median=$(printf '%s\n' "${all[@]}" | sort -n | sed -n "$(((${#all[@]} + 1) / 2))p")
+	printf '%-16s %8d instructions/message  (runs: %s; %d and %d messages)\n' \
+		"$1" "$median" "${all[*]}" "$n1" "$n2" >"$out/$1.txt"
 }
 
 per QoS0PathExact &
