@@ -178,9 +178,9 @@ func (m *Master) Transact(ctx context.Context, req Request, retries int) (Respon
 // on a port the caller opened). Its timeouts do not count towards Silent: a
 // scan of unit ids nobody answers to is no sign of a dead connection.
 func (m *Master) Exchange(ctx context.Context, req Request, timeout time.Duration, retries int) (Response, error) {
-	saved, silent := m.timeout, m.silent
+	saved, silent, heard := m.timeout, m.silent, m.heard
 	m.timeout = timeout
-	defer func() { m.timeout, m.silent = saved, silent }()
+	defer func() { m.timeout, m.silent, m.heard = saved, silent, heard || m.heard }()
 	return m.Transact(ctx, req, retries)
 }
 

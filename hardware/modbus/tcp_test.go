@@ -1,6 +1,7 @@
 package modbus_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -490,5 +491,37 @@ func TestTCPConnectTimeout(t *testing.T) {
 	d := time.Since(start)
 	if !strings.Contains(string(pk.Payload), "timeout") || d < 250*time.Millisecond || d > 3*time.Second {
 		t.Errorf("first failure after %v with a 300ms connect timeout: %s", d, pk.Payload)
+	}
+}
+
+// A scan through the running protocol (Protocol.Exchange) over a TCP port:
+// unit ids nobody answers time out without the connection being taken for
+// dead (they do not count towards the silent-connection rule), and the polled
+// unit is read throughout.
+func TestTCPScanTimeoutsKeepConnection(t *testing.T) {
+	addr := fakeServer(t, func(_ int, req modbus.Request, tid uint16) ([]byte, time.Duration) {
+		if req.Slave != 1 {
+			return nil, 0 // no such unit
+		}
+		return modbus.EncodeTCPResponse(nil, tid, req, ones(req), 0), 0
+	})
+	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Framing: modbus.FramingTCP}, addr,
+		meterSpec{"m", 1, time.Hour, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+	opened := r.port.Opened()
+	r.start(t)
+	<-opened
+	nextReading(t, r.eng, "m")
+	proto := r.port.Protocol().(*modbus.Protocol)
+	for unit := byte(2); unit < 8; unit++ {
+		_, err := proto.Exchange(context.Background(), modbus.Request{Slave: unit, Function: 3, Count: 1}, 30*time.Millisecond, 0)
+		if !errors.Is(err, modbus.ErrTimeout) {
+			t.Fatalf("unit %d: %v", unit, err)
+		}
+	}
+	if resp, err := proto.Exchange(context.Background(), modbus.Request{Slave: 1, Function: 3, Count: 1}, time.Second, 0); err != nil || resp.Registers()[0] != 1 {
+		t.Fatalf("unit 1 after the scan: %+v %v", resp, err)
+	}
+	if n := r.port.Counters().Reopens.Load(); n != 0 || !r.port.IsOpen() {
+		t.Errorf("reopens = %d after a scan of silent units", n)
 	}
 }
