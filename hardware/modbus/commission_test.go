@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,23 @@ func TestReadBitsAndDecode(t *testing.T) {
 	}
 	if _, err := modbus.DecodeValues(data[:6], modbus.Float32, false, 1); err == nil {
 		t.Error("3 registers decoded as float32 values")
+	}
+}
+
+// Identification objects that do not fit one frame come in several: the
+// device says "more follows" with the next object, and Identify asks again.
+func TestIdentifyMoreFollows(t *testing.T) {
+	pt := hwtest.NewPTY(t)
+	sim := hwtest.NewModbusSim()
+	vendor, product := strings.Repeat("V", 200), strings.Repeat("P", 100)
+	sim.Add(1, &hwtest.Slave{DeviceID: []modbus.DeviceObject{{ID: 0, Value: []byte(vendor)}, {ID: 1, Value: []byte(product)}, {ID: 2, Value: []byte("9")}}})
+	go sim.Serve(pt.Master())
+	m := openMaster(t, pt.Path, 115200, "none")
+	id, note, err := modbus.Identify(context.Background(), m, 1, time.Second, 0)
+	if err != nil || note != "" || id == nil || id.Vendor != vendor || id.ProductCode != product || id.Revision != "9" {
+		t.Fatalf("identify: %+v %q %v", id, note, err)
+	}
+	if n := sim.RequestsTo(1); n != 2 {
+		t.Errorf("%d requests, want 2 (the objects span two frames)", n)
 	}
 }
