@@ -28,7 +28,8 @@
 //     (window = the client's Receive Maximum, inUse = mochi's inflight table)
 //     at CONNACK, Pending/Pass/Send per pass, and builds the MQTT packets
 //     itself (DUP when Send reports again, PUBREL when Released). PUBACK and
-//     PUBCOMP call Ack, PUBREC Received; Detach at disconnect; Restore after a
+//     PUBCOMP call Seq then Complete (Ack does both in one call; the bridge
+//     uses it), PUBREC Received; Detach at disconnect; Restore after a
 //     restart.
 //   - Shared groups (session/): one Lane per group, admission only (Admit with
 //     the group's Fanout); drained into a member's lane with Queue().Peek and
