@@ -675,12 +675,16 @@ func (b *Bridge) pump(cn *conn) error {
 			pk.Properties.SubscriptionIdentifier = nil
 			pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 			if pk.Expiry > 0 {
-				left := pk.Expiry - b.engine.Now().Unix() // Expiry is in the engine's steady time
-				if left <= 0 {
+				// Expiry is in the engine's steady time, whole seconds: the
+				// real deadline lies in [Expiry, Expiry+1). Dropped once surely
+				// past (at most 1 s late, never early [MQTT-3.3.2-5]); forwarded
+				// with at least 1 s left, as 0 would mean no expiry [MQTT-3.3.2-6].
+				left := pk.Expiry - b.engine.Now().Unix()
+				if left < 0 {
 					b.outbox.Pass(m) // expired while waiting
 					continue
 				}
-				pk.Properties.MessageExpiryInterval = uint32(left)
+				pk.Properties.MessageExpiryInterval = uint32(max(left, 1))
 			}
 			if rule.QoS == 0 {
 				b.outbox.Pass(m)

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/gateway"
@@ -133,6 +135,42 @@ func TestBridgeOutboxResentWithDUP(t *testing.T) {
 	sub.waitCount(n, waitTimeout)
 	dups := checkInOrder(t, sub.payloads(), 1, n)
 	t.Logf("cloud subscriber: %d messages, %d of them duplicates from the re-send", len(sub.payloads()), dups)
+}
+
+// A message waiting in the bridge outbox is not dropped before its Message
+// Expiry Interval has passed because of the whole-second time stamps: 1 s of
+// expiry, published at x.9 s with the cloud down, the cloud back at x+1.0 s
+// (0.1 s later): the message is forwarded, with a Message Expiry Interval of
+// at least 1 (0 would mean none) [MQTT-3.3.2-5] [MQTT-3.3.2-6].
+func TestBridgeOutboxExpiryNotEarly(t *testing.T) {
+	cloud := startCloud(t, "")
+	px := startUpstreamProxy(t, cloud.addr())
+	g, _, _ := startBridgeGateway(t, t.TempDir(), bridgeTo("mqtt://"+px.addr(), "5"))
+	waitFor(t, "bridge connected", func() bool { return cloudStatus(g).Connected })
+	cloud.stop()
+	waitFor(t, "bridge disconnected", func() bool { return !cloudStatus(g).Connected })
+
+	pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "pub-expiry", CleanStart: true})
+	g.clock.Advance(time.Second - time.Duration(g.clock.Now().Nanosecond()) - 100*time.Millisecond) // x.9 s
+	mei := uint32(1)
+	if _, err := pub.Publish(t.Context(), &paho.Publish{Topic: "meters/p0", QoS: 1, Payload: []byte("short-lived"),
+		Properties: &paho.PublishProperties{MessageExpiry: &mei}}); err != nil {
+		t.Fatal(err)
+	}
+	g.clock.Advance(100 * time.Millisecond) // x+1.0 s
+	cloud.start()
+	waitFor(t, "outbox empty", func() bool { st := cloudStatus(g); return st.Connected && st.OutboxDepth == 0 })
+	for i := 0; i < 100; i++ {
+		for _, pk := range px.publishes(i) {
+			if string(pk.Payload) == "short-lived" {
+				if pk.Properties.MessageExpiryInterval < 1 {
+					t.Fatalf("forwarded with Message Expiry Interval %d, want at least 1", pk.Properties.MessageExpiryInterval)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("the message was dropped as expired 0.1 s after its publish, with 1 s of expiry")
 }
 
 // upstreamProxy relays MQTT v5 connections from the bridge to an upstream

@@ -254,15 +254,7 @@ func TestMetersPortVanishesAndReappears(t *testing.T) {
 // never written to the meter. (Publish times and expiry are in the gateway's
 // steady time, which the test's clock drives.)
 func TestMetersCommandExpiry(t *testing.T) {
-	pt := hwtest.NewPTY(t)
-	meter := hwtest.NewLineMeter(pt.Master())
-	g := startGateway(t, func(c *gateway.Config) {
-		grantCommands(c, "app")
-		c.Meters.Types = meterTypes
-		c.Meters.Ports = []hardware.MeterPortConfig{linePort(pt.Path, "w1")}
-	})
-	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
-	app.subscribe(t, paho.SubscribeOptions{Topic: "meters/w1/cmd/result", QoS: 1})
+	g, meter, app := startCommandMeter(t)
 	mei := uint32(60)
 	if _, err := app.Publish(t.Context(), &paho.Publish{Topic: "meters/w1/cmd", QoS: 1, Payload: []byte("short"),
 		Properties: &paho.PublishProperties{MessageExpiry: &mei, CorrelationData: []byte("c1")}}); err != nil {
@@ -283,4 +275,46 @@ func TestMetersCommandExpiry(t *testing.T) {
 		t.Errorf("result %s", res.Payload)
 	}
 	meter.NoDownlink(t, 50*time.Millisecond)
+}
+
+// startCommandMeter starts a gateway with line meter w1 on a PTY (its
+// simulator returned) and client "app", allowed to command it, subscribed to
+// its command results.
+func startCommandMeter(t *testing.T) (*testGateway, *hwtest.LineMeter, *v5Client) {
+	t.Helper()
+	pt := hwtest.NewPTY(t)
+	meter := hwtest.NewLineMeter(pt.Master())
+	g := startGateway(t, func(c *gateway.Config) {
+		grantCommands(c, "app")
+		c.Meters.Types = meterTypes
+		c.Meters.Ports = []hardware.MeterPortConfig{linePort(pt.Path, "w1")}
+	})
+	app, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "app", CleanStart: true})
+	app.subscribe(t, paho.SubscribeOptions{Topic: "meters/w1/cmd/result", QoS: 1})
+	return g, meter, app
+}
+
+// A meter command's Message Expiry Interval is never cut short by the
+// whole-second time stamps of a message (Created, Expiry): a command with 1 s
+// of expiry published at x.9 s is still queued at x+1.0 s, 0.1 s later, and
+// expired once a whole second past its deadline has surely gone by (x+2.0 s):
+// at most 1 s late, never early [MQTT-3.3.2-5].
+func TestMetersCommandExpiryNotEarly(t *testing.T) {
+	g, _, app := startCommandMeter(t)
+	g.clock.Advance(time.Second - time.Duration(g.clock.Now().Nanosecond()) - 100*time.Millisecond) // x.9 s
+	mei := uint32(1)
+	if _, err := app.Publish(t.Context(), &paho.Publish{Topic: "meters/w1/cmd", QoS: 1, Payload: []byte("short"),
+		Properties: &paho.PublishProperties{MessageExpiry: &mei}}); err != nil {
+		t.Fatal(err)
+	}
+	g.clock.Advance(100 * time.Millisecond) // x+1.0 s
+	g.Meters().Sweep()
+	if n := g.Meters().Meter("w1").Queue().Len(); n != 1 {
+		t.Fatalf("0.1 s after its publish, with 1 s of expiry: %d commands queued, want 1", n)
+	}
+	g.clock.Advance(time.Second) // x+2.0 s
+	g.Meters().Sweep()
+	if res := app.next(t); !strings.Contains(string(res.Payload), `"status":"expired"`) {
+		t.Errorf("result %s, want expired", res.Payload)
+	}
 }
