@@ -200,6 +200,12 @@ func (r Rule) check() error {
 	if r.Local == "" || r.Remote == "" {
 		return fmt.Errorf("local and remote filters are required")
 	}
+	if err := topic.CheckFilter(r.Local); err != nil {
+		return fmt.Errorf("local %q: %w", r.Local, err)
+	}
+	if err := topic.CheckFilter(r.Remote); err != nil {
+		return fmt.Errorf("remote %q: %w", r.Remote, err)
+	}
 	if ls != rs {
 		return fmt.Errorf("local %q and remote %q must end in the same wildcard levels", r.Local, r.Remote)
 	}

@@ -85,3 +85,33 @@ func TestCheckDefaults(t *testing.T) {
 		t.Errorf("after Check %+v, want the defaults %+v", c, d)
 	}
 }
+
+// Rule filters are checked as a SUBSCRIBE's would be (internal/topic): a
+// wildcard fills a whole level [MQTT-4.7.1-2], '#' is last [MQTT-4.7.1-1]. Such
+// a rule used to pass (both sides "end in the same wildcard levels") and the
+// upstream broker refused the downlink SUBSCRIBE at run time.
+func TestCheckRuleFilters(t *testing.T) {
+	for _, tc := range []struct {
+		rule Rule
+		want string
+	}{
+		{Rule{Local: "m/#/x", Remote: "s/#/x"}, `forward[0]: local "m/#/x": '#' must be the last level`},
+		{Rule{Local: "m/#", Remote: "s/a#"}, `forward[0]: remote "s/a#": a wildcard must fill a whole level`},
+		{Rule{Local: "m/+x/y", Remote: "s/+x/y"}, `forward[0]: local "m/+x/y": a wildcard must fill a whole level`},
+	} {
+		c := validConfig()
+		c.Forward = []Rule{tc.rule}
+		if err := c.Check(); err == nil || err.Error() != tc.want {
+			t.Errorf("rule %+v: %v, want %s", tc.rule, err, tc.want)
+		}
+	}
+	c := validConfig()
+	c.Downlink = []Rule{{Local: "cmd/+/set", Remote: "site/+/set"}}
+	if err := c.Check(); err != nil {
+		t.Errorf("valid downlink rule: %v", err)
+	}
+	c.Downlink[0].Remote = "site/#/set"
+	if err := c.Check(); err == nil || !strings.HasPrefix(err.Error(), `downlink[0]: remote "site/#/set"`) {
+		t.Errorf("downlink remote with '#' inside: %v", err)
+	}
+}
