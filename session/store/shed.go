@@ -11,15 +11,9 @@ import (
 // header (about 30 bytes) and page slack.
 const entryOverhead = 80
 
-// shedLogEvery bounds the drop_oldest log lines: one per interval, with the
-// counts since the previous line.
+// shedLogEvery bounds the drop_oldest log lines: one per interval
+// (internal/ratelog, Store.shedLim), with the counts since the previous line.
 const shedLogEvery = 10 * time.Second
-
-// shedLog accumulates drops between log lines. Guarded by Store.mu.
-type shedLog struct {
-	last    time.Time
-	dropped map[string]int64 // queue name -> entries dropped since the last line
-}
 
 // shedIfOver applies Overflow drop_oldest after a commit that found the pages in
 // use above MaxBytes: it drops the oldest entries that are not in flight
@@ -74,24 +68,33 @@ func (s *Store) shedIfOver() {
 	}
 	s.stuck = false
 	s.noteBlockedLocked()
-	if s.shedLog.dropped == nil {
-		s.shedLog.dropped = map[string]int64{}
+	s.noteShedLocked(dropped)
+	s.signal() // commit the drops and measure again
+}
+
+// noteShedLocked adds dropped (queue name -> entries) to the drops not yet
+// logged and writes them in one line when the rate limit allows (at most one
+// per shedLogEvery; the counter MessagesShed has every drop at once). Caller
+// holds s.mu.
+func (s *Store) noteShedLocked(dropped map[string]int64) {
+	if s.shedDropped == nil {
+		s.shedDropped = map[string]int64{}
 	}
 	for name, n := range dropped {
-		s.shedLog.dropped[name] += n
+		s.shedDropped[name] += n
 	}
-	if now := time.Now(); now.Sub(s.shedLog.last) >= shedLogEvery {
-		attrs := []any{slog.String("path", s.path), slog.Int64("max_bytes", s.opts.MaxBytes)}
-		var total int64
-		for name, n := range s.shedLog.dropped {
-			total += n
-			attrs = append(attrs, slog.Int64("queue "+name, n))
-		}
-		s.log.Warn("store over store.max_bytes: dropped the oldest queued messages (store.overflow drop_oldest)",
-			append([]any{slog.Int64("dropped", total)}, attrs...)...)
-		s.shedLog = shedLog{last: now}
+	if ok, _, _ := s.shedLim.Allow("shed"); !ok {
+		return
 	}
-	s.signal() // commit the drops and measure again
+	attrs := []any{slog.String("path", s.path), slog.Int64("max_bytes", s.opts.MaxBytes)}
+	var total int64
+	for name, n := range s.shedDropped {
+		total += n
+		attrs = append(attrs, slog.Int64("queue "+name, n))
+	}
+	s.log.Warn("store over store.max_bytes: dropped the oldest queued messages (store.overflow drop_oldest)",
+		append([]any{slog.Int64("dropped", total)}, attrs...)...)
+	clear(s.shedDropped)
 }
 
 // shedOldest drops the oldest entries not in flight until their sizes plus

@@ -148,26 +148,27 @@ type Store struct {
 	log  *slog.Logger
 	opts Options
 
-	mu       sync.Mutex // guards the fields below; taken after Queue.mu, never before
-	queues   map[string]*Queue
-	dirty    map[*Queue]struct{}
-	sessions map[string][]byte // pending: nil value deletes
-	retained map[string][]byte // pending: nil value deletes
-	subs     map[string][]byte // pending, by subs key: nil value deletes
-	qos2     map[string][]byte // pending, by qos2 key: nil value deletes
-	names    map[string]uint32 // pending qnames: 0 deletes
-	nextQID  uint32
-	pending  int    // changes waiting
-	gen      uint64 // bumped by every change
-	done     uint64 // gen covered by the last successful commit
-	attempt  uint64 // commit attempts finished
-	failErr  error  // error of the last attempt, nil once one succeeds
-	full     bool   // the used size exceeded MaxBytes at the last commit
-	excess   int64  // drop_oldest: bytes to shed after the last commit (0: none)
-	stuck    bool   // drop_oldest found nothing to drop: refuse like refuse_new
-	shedLog  shedLog
-	blockLog *ratelog.Episode // bounds the "store full" / "writable again" lines (noteBlockedLocked)
-	cond     *sync.Cond
+	mu          sync.Mutex // guards the fields below; taken after Queue.mu, never before
+	queues      map[string]*Queue
+	dirty       map[*Queue]struct{}
+	sessions    map[string][]byte // pending: nil value deletes
+	retained    map[string][]byte // pending: nil value deletes
+	subs        map[string][]byte // pending, by subs key: nil value deletes
+	qos2        map[string][]byte // pending, by qos2 key: nil value deletes
+	names       map[string]uint32 // pending qnames: 0 deletes
+	nextQID     uint32
+	pending     int              // changes waiting
+	gen         uint64           // bumped by every change
+	done        uint64           // gen covered by the last successful commit
+	attempt     uint64           // commit attempts finished
+	failErr     error            // error of the last attempt, nil once one succeeds
+	full        bool             // the used size exceeded MaxBytes at the last commit
+	excess      int64            // drop_oldest: bytes to shed after the last commit (0: none)
+	stuck       bool             // drop_oldest found nothing to drop: refuse like refuse_new
+	shedLim     *ratelog.Limiter // the drop_oldest log lines (shed.go)
+	shedDropped map[string]int64 // queue name -> entries dropped since the last such line
+	blockLog    *ratelog.Episode // bounds the "store full" / "writable again" lines (noteBlockedLocked)
+	cond        *sync.Cond
 	// since is when the oldest change not yet taken by a commit was made (or,
 	// for a change made while the commit goroutine was busy, when it stopped
 	// being busy); zero when no change waits. The next commit is due at
@@ -279,6 +280,7 @@ func open(path string, opts Options, log *slog.Logger) (s *Store, err error) {
 		}
 		s.hooks.slow = h.slow
 	}
+	s.shedLim = ratelog.New(shedLogEvery, 1, s.hooks.now)
 	if d := opts.CommitDelay; d > 0 && s.hooks.slow == nil {
 		s.hooks.slow = func() error { time.Sleep(d); return nil }
 	}
