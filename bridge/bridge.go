@@ -27,7 +27,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -195,8 +194,8 @@ func (r Rule) check() error {
 	if r.QoS > 1 {
 		return fmt.Errorf("qos: must be 0 or 1")
 	}
-	_, ls := splitFilter(r.Local)
-	_, rs := splitFilter(r.Remote)
+	_, ls := topic.SplitWildcards(r.Local)
+	_, rs := topic.SplitWildcards(r.Remote)
 	if r.Local == "" || r.Remote == "" {
 		return fmt.Errorf("local and remote filters are required")
 	}
@@ -210,32 +209,6 @@ func (r Rule) check() error {
 		return fmt.Errorf("local %q and remote %q must end in the same wildcard levels", r.Local, r.Remote)
 	}
 	return nil
-}
-
-// splitFilter splits a filter into its fixed prefix (up to and including the
-// last '/' before the first wildcard level) and the rest.
-func splitFilter(f string) (prefix, rest string) {
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if l == "+" || l == "#" {
-			prefix = strings.Join(levels[:i], "/")
-			if i > 0 {
-				prefix += "/"
-			}
-			return prefix, strings.Join(levels[i:], "/")
-		}
-	}
-	return f, ""
-}
-
-// mapTopic rewrites topic, which matches filter from, into the space of to.
-func mapTopic(topic, from, to string) string {
-	fp, fr := splitFilter(from)
-	tp, _ := splitFilter(to)
-	if fr == "" {
-		return to
-	}
-	return tp + strings.TrimPrefix(topic, fp)
 }
 
 // Status is the bridge's state as published on its status topic.
@@ -675,7 +648,7 @@ func (b *Bridge) pump(cn *conn) error {
 				continue
 			}
 			pk := m.Packet
-			pk.TopicName = mapTopic(pk.TopicName, rule.Local, rule.Remote)
+			pk.TopicName = topic.Rewrite(pk.TopicName, rule.Local, rule.Remote)
 			pk.FixedHeader.Qos = rule.QoS
 			pk.FixedHeader.Dup = false
 			pk.Properties.SubscriptionIdentifier = nil
@@ -796,7 +769,7 @@ func (b *Bridge) downlink(cn *conn, pk packets.Packet) error {
 	if found {
 		out := packets.Packet{
 			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(pk.FixedHeader.Qos, 1), Retain: pk.FixedHeader.Retain},
-			TopicName:   mapTopic(pk.TopicName, rule.Remote, rule.Local),
+			TopicName:   topic.Rewrite(pk.TopicName, rule.Remote, rule.Local),
 			Payload:     pk.Payload,
 			Properties: packets.Properties{PayloadFormat: pk.Properties.PayloadFormat, PayloadFormatFlag: pk.Properties.PayloadFormatFlag,
 				ContentType: pk.Properties.ContentType, ResponseTopic: pk.Properties.ResponseTopic,

@@ -1,7 +1,8 @@
 // Package topic holds MQTT's topic rules in one place: matching a topic name
 // against a filter, comparing two filters (containment, overlap), checking a
-// filter's wildcards and taking a shared subscription "$share/<group>/<filter>"
-// apart. Clause numbers are MQTT 5.0's (docs/ cite them the same way).
+// filter's wildcards, taking a shared subscription "$share/<group>/<filter>"
+// apart and rewriting a topic from one filter's space into another's (the
+// bridge's rules). Clause numbers are MQTT 5.0's (docs/ cite them the same way).
 //
 // Every function is pure and does not allocate; matching costs one pass over
 // the two strings. The session engine routes through mochi's topic index (a
@@ -147,6 +148,47 @@ func Overlap(a, b string) bool {
 		}
 		a, b = aRest, bRest
 	}
+}
+
+// SplitWildcards splits filter into its fixed prefix, up to and including the
+// '/' before its first wildcard level, and the rest from that level on:
+// "a/b/+/c" is "a/b/" and "+/c", "#" is "" and "#", a filter without a
+// wildcard level is itself and "". Cost: one pass, no allocation.
+func SplitWildcards(filter string) (prefix, rest string) {
+	start := 0
+	for {
+		l, _, more := strings.Cut(filter[start:], "/")
+		if l == "+" || l == "#" {
+			return filter[:start], filter[start:]
+		}
+		if !more {
+			return filter, ""
+		}
+		start += len(l) + 1
+	}
+}
+
+// Rewrite maps name, a topic that matches filter from, into the space of
+// filter to, which ends in the same wildcard levels (SplitWildcards): from's
+// fixed prefix is replaced by to's. "meters/a/reading" from "meters/#" to
+// "site/7/meters/#" is "site/7/meters/a/reading"; when from has no wildcard,
+// the topic is to itself. The parent level that a trailing '#' also matches
+// ("meters" for "meters/#", §4.7.1.2) maps to to's parent ("site/7/meters"),
+// or stays as it is when to's '#' is its first level (no parent). Cost: one
+// allocation for the new name.
+func Rewrite(name, from, to string) string {
+	fp, fr := SplitWildcards(from)
+	if fr == "" {
+		return to
+	}
+	tp, _ := SplitWildcards(to)
+	if rest, ok := strings.CutPrefix(name, fp); ok {
+		return tp + rest
+	}
+	if fr == "#" && fp != "" && name == fp[:len(fp)-1] && tp != "" {
+		return tp[:len(tp)-1]
+	}
+	return name
 }
 
 // Glob reports whether name (a client id, username or listener name, not a

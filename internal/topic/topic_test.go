@@ -178,6 +178,40 @@ func TestGlob(t *testing.T) {
 	}
 }
 
+// SplitWildcards cuts at the first level that is a wildcard, keeping the '/'
+// before it in the prefix; Rewrite swaps the prefixes (the bridge's rules map
+// local topics to remote ones and back).
+func TestSplitWildcardsAndRewrite(t *testing.T) {
+	for _, c := range []struct{ filter, prefix, rest string }{
+		{"a/b/#", "a/b/", "#"},
+		{"a/+/c/#", "a/", "+/c/#"},
+		{"#", "", "#"},
+		{"+/x", "", "+/x"},
+		{"a/b", "a/b", ""},
+		{"a/b+/c", "a/b+/c", ""}, // not a wildcard level (CheckFilter refuses it)
+		{"", "", ""},
+		{"a//+", "a//", "+"},
+	} {
+		if p, r := SplitWildcards(c.filter); p != c.prefix || r != c.rest {
+			t.Errorf("SplitWildcards(%q) = %q, %q, want %q, %q", c.filter, p, r, c.prefix, c.rest)
+		}
+	}
+	for _, c := range []struct{ name, from, to, want string }{
+		{"meters/a/reading", "meters/#", "site/7/meters/#", "site/7/meters/a/reading"},
+		{"site/7/meters/a/reading", "site/7/meters/#", "meters/#", "meters/a/reading"},
+		{"meters", "meters/#", "up/meters/#", "up/meters"}, // "#" matches the parent too
+		{"a/x/c", "a/+/c", "b/d/+/c", "b/d/x/c"},
+		{"m/any", "#", "site/7/#", "site/7/m/any"},
+		{"status", "status", "site/7/status", "site/7/status"},
+		{"site/7/meters", "site/7/meters/#", "meters/#", "meters"},
+		{"meters", "meters/#", "#", "meters"}, // "#" has no parent level
+	} {
+		if got := Rewrite(c.name, c.from, c.to); got != c.want {
+			t.Errorf("Rewrite(%q, %q, %q) = %q, want %q", c.name, c.from, c.to, got, c.want)
+		}
+	}
+}
+
 // The matcher does not allocate: the bridge runs it for every message and
 // every rule, the ACL for every PUBLISH.
 func TestMatchDoesNotAllocate(t *testing.T) {
@@ -186,6 +220,7 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 		Within("meters/+/cmd", "meters/+/cmd")
 		Overlap("site/+/meters/#", "site/7/+/x")
 		_ = CheckFilter("$share/g/site/+/meters/#")
+		_, _ = SplitWildcards("site/7/meters/+/reading")
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per run, want 0", n)
