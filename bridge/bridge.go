@@ -654,16 +654,14 @@ func (b *Bridge) pump(cn *conn) error {
 			pk.Properties.SubscriptionIdentifier = nil
 			pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 			if pk.Expiry > 0 {
-				// Expiry is in the engine's steady time, whole seconds: the
-				// real deadline lies in [Expiry, Expiry+1). Dropped once surely
-				// past (at most 1 s late, never early [MQTT-3.3.2-5]); forwarded
-				// with at least 1 s left, as 0 would mean no expiry [MQTT-3.3.2-6].
-				left := pk.Expiry - b.engine.Now().Unix()
-				if left < 0 {
+				// Expiry is in the engine's steady time: dropped once surely
+				// past, forwarded with at least 1 s left (queue.Expired, Left).
+				now := b.engine.Now()
+				if queue.Expired(pk.Expiry, now) {
 					b.outbox.Pass(m) // expired while waiting
 					continue
 				}
-				pk.Properties.MessageExpiryInterval = uint32(max(left, 1))
+				pk.Properties.MessageExpiryInterval = queue.Left(pk.Expiry, now)
 			}
 			if rule.QoS == 0 {
 				b.outbox.Pass(m)

@@ -305,9 +305,8 @@ func (m *Meter) publishStatus() {
 	})
 }
 
-// expiresAt returns when a queued command expires (unix seconds), 0 = never.
-// Created and Expiry are whole seconds (mochi's), so the real deadline lies
-// in [expiresAt, expiresAt+1): commandExpired says so.
+// expiresAt returns when a queued command expires (unix seconds), 0 = never;
+// queue.Expired decides (whole seconds: up to 1 s late, never early).
 func (m *Meter) expiresAt(pk packets.Packet) int64 {
 	if pk.Expiry > 0 {
 		return pk.Expiry
@@ -318,13 +317,6 @@ func (m *Meter) expiresAt(pk packets.Packet) int64 {
 	return 0
 }
 
-// commandExpired reports whether a command with deadline exp (expiresAt; 0 =
-// never) has surely expired at now (unix seconds): once a whole second is past
-// exp, so it expires up to 1 s late and never early [MQTT-3.3.2-5] (with
-// now >= exp, a command published at x.9 s with 1 s of expiry expired 0.1 s
-// later).
-func commandExpired(exp, now int64) bool { return exp > 0 && now > exp }
-
 // NextCommand returns the oldest queued command that has not expired (expired
 // ones are removed and their "expired" result published). The command stays
 // queued, in flight, until Finish; call Finish, Retry or Abandon for it before
@@ -333,7 +325,7 @@ func (m *Meter) NextCommand() (Command, bool) {
 	if m.queue.Len() == 0 {
 		return Command{}, false
 	}
-	now := m.hub.now().Unix()
+	now := m.hub.now()
 	var expired []queue.Entry
 	var cmd Command
 	found := false
@@ -343,7 +335,7 @@ func (m *Meter) NextCommand() (Command, bool) {
 		if err != nil || !ok {
 			break
 		}
-		if commandExpired(m.expiresAt(e.Packet), now) {
+		if queue.Expired(m.expiresAt(e.Packet), now) {
 			m.cmds.Done(e.Seq)
 			expired = append(expired, e)
 			continue
@@ -375,7 +367,7 @@ func (m *Meter) dropExpired(now time.Time) {
 	m.cmdMu.Lock()
 	msgs, _ := m.queue.Peek(0, 256) // nothing expires on a read error
 	for _, e := range msgs {
-		if commandExpired(m.expiresAt(e.Packet), now.Unix()) && !m.cmds.Taken(e.Seq) {
+		if queue.Expired(m.expiresAt(e.Packet), now) && !m.cmds.Taken(e.Seq) {
 			m.cmds.Done(e.Seq)
 			expired = append(expired, e)
 		}

@@ -164,12 +164,12 @@ func (e *Engine) pump(s *Session, b *binding) error {
 // steady time [MQTT-3.3.2-6] and Expiry cleared on the copy written: mochi
 // would count it against the wall clock.
 func (e *Engine) writeAll(s *Session, b *binding, writes []write, more *bool) error {
-	now := e.now().Unix()
+	now := e.now()
 	for _, w := range writes {
 		var err error
 		if w.pk.Expiry > 0 {
 			pk := *w.pk
-			pk.Properties.MessageExpiryInterval = uint32(max(pk.Expiry-now, 1))
+			pk.Properties.MessageExpiryInterval = queue.Left(pk.Expiry, now)
 			pk.Expiry = 0
 			err = b.cl.WritePacket(pk)
 		} else {

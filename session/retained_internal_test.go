@@ -33,8 +33,9 @@ func TestRetainedIndexedKeepsTheDeadline(t *testing.T) {
 				t.Fatalf("deadline %d, want %d", d, tc.want)
 			}
 			if tc.want > 0 {
-				if retainedExpired(ix, time.Unix(tc.want-1, 0)) || !retainedExpired(ix, time.Unix(tc.want, 0)) {
-					t.Fatalf("not expired exactly at its deadline %d", tc.want)
+				// Whole seconds: expired once a second is past, never early.
+				if retainedExpired(ix, time.Unix(tc.want, 999_999_999)) || !retainedExpired(ix, time.Unix(tc.want+1, 0)) {
+					t.Fatalf("not expired a whole second past its deadline %d (or before)", tc.want)
 				}
 			}
 		})

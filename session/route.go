@@ -630,9 +630,10 @@ func (e *Engine) leaveGroupLocked(filter, id string) {
 	}
 }
 
-// expired reports whether a message's expiry (absolute unix seconds) has passed.
+// expired reports whether a message's expiry (absolute unix seconds) has
+// surely passed (queue.Expired: up to 1 s late, never early).
 func expired(pk packets.Packet, now time.Time) bool {
-	return pk.Expiry > 0 && pk.Expiry <= now.Unix()
+	return queue.Expired(pk.Expiry, now)
 }
 
 // Retained messages and wall-clock jumps: mochi deletes a retained message from
@@ -656,10 +657,10 @@ func retainedDeadline(pk packets.Packet) int64 {
 
 // retainedExpired reports whether a retained message of the topic index has
 // run out its v5 Message Expiry Interval at now (engine time). Every retained
-// expiry decision goes through here: on subscribe, in the sweep and at restore.
+// expiry decision goes through here: on subscribe, in the sweep and at restore;
+// queue.Expired decides (up to 1 s late, never early).
 func retainedExpired(pk packets.Packet, now time.Time) bool {
-	d := retainedDeadline(pk)
-	return d > 0 && d <= now.Unix()
+	return queue.Expired(retainedDeadline(pk), now)
 }
 
 // retainedIndexed returns a retained message (or, with an empty payload, its
