@@ -169,16 +169,16 @@ func (c *Config) Check() error {
 	}
 	for i, r := range c.Forward {
 		if err := r.check(); err != nil {
-			return fmt.Errorf("forward[%d]: %w", i, err)
+			return fmt.Errorf("forward[%d].%w", i, err)
 		}
 	}
 	for i, r := range c.Downlink {
 		if err := r.check(); err != nil {
-			return fmt.Errorf("downlink[%d]: %w", i, err)
+			return fmt.Errorf("downlink[%d].%w", i, err)
 		}
 		for j, f := range c.Forward {
 			if c.Version == 4 && topic.Overlap(f.Remote, r.Remote) {
-				return fmt.Errorf("forward[%d]: remote %q overlaps downlink[%d] remote %q: the upstream broker would send "+
+				return fmt.Errorf("forward[%d].remote: %q overlaps downlink[%d].remote %q: the upstream broker would send "+
 					"the gateway's own messages back down as downlink messages, and MQTT 3.1.1 has no No Local option "+
 					"to stop it; use version 5 or topics that do not overlap", j, f.Remote, i, r.Remote)
 			}
@@ -190,23 +190,38 @@ func (c *Config) Check() error {
 	return nil
 }
 
+// check validates a rule; every error starts with the key it is about
+// ("local: ...") so that Check can prefix it with the rule ("forward[0].").
 func (r Rule) check() error {
 	if r.QoS > 1 {
 		return fmt.Errorf("qos: must be 0 or 1")
 	}
+	for _, f := range []struct{ key, filter string }{{"local", r.Local}, {"remote", r.Remote}} {
+		if err := checkRuleFilter(f.filter); err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
+		}
+	}
 	_, ls := topic.SplitWildcards(r.Local)
 	_, rs := topic.SplitWildcards(r.Remote)
-	if r.Local == "" || r.Remote == "" {
-		return fmt.Errorf("local and remote filters are required")
-	}
-	if err := topic.CheckFilter(r.Local); err != nil {
-		return fmt.Errorf("local %q: %w", r.Local, err)
-	}
-	if err := topic.CheckFilter(r.Remote); err != nil {
-		return fmt.Errorf("remote %q: %w", r.Remote, err)
-	}
 	if ls != rs {
-		return fmt.Errorf("local %q and remote %q must end in the same wildcard levels", r.Local, r.Remote)
+		return fmt.Errorf("remote: %q must end in the same wildcard levels as local %q", r.Remote, r.Local)
+	}
+	return nil
+}
+
+// checkRuleFilter checks one filter of a rule as a SUBSCRIBE's would be
+// (topic.CheckFilter) and refuses a shared subscription: a rule maps topics by
+// prefix, and neither the local consumer nor the upstream's messages (which
+// carry the plain topic) know a "$share/<group>/" prefix.
+func checkRuleFilter(f string) error {
+	if f == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	if err := topic.CheckFilter(f); err != nil {
+		return fmt.Errorf("%q: %w", f, err)
+	}
+	if topic.IsShared(f) {
+		return fmt.Errorf("%q: a shared subscription ($share/<group>/...) cannot be a bridge rule's filter", f)
 	}
 	return nil
 }

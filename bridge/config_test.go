@@ -95,9 +95,16 @@ func TestCheckRuleFilters(t *testing.T) {
 		rule Rule
 		want string
 	}{
-		{Rule{Local: "m/#/x", Remote: "s/#/x"}, `forward[0]: local "m/#/x": '#' must be the last level`},
-		{Rule{Local: "m/#", Remote: "s/a#"}, `forward[0]: remote "s/a#": a wildcard must fill a whole level`},
-		{Rule{Local: "m/+x/y", Remote: "s/+x/y"}, `forward[0]: local "m/+x/y": a wildcard must fill a whole level`},
+		{Rule{Local: "m/#/x", Remote: "s/#/x"}, `forward[0].local: "m/#/x": '#' must be the last level`},
+		{Rule{Local: "m/#", Remote: "s/a#"}, `forward[0].remote: "s/a#": a wildcard must fill a whole level`},
+		{Rule{Local: "m/+x/y", Remote: "s/+x/y"}, `forward[0].local: "m/+x/y": a wildcard must fill a whole level`},
+		// A shared subscription is no filter a rule can map by prefix; the local
+		// consumer used to refuse it only when the bridge registered.
+		{Rule{Local: "$share/g/x", Remote: "s/x"}, `forward[0].local: "$share/g/x": a shared subscription ($share/<group>/...) cannot be a bridge rule's filter`},
+		{Rule{Local: "$SHARE/x", Remote: "s/x"}, `forward[0].local: "$SHARE/x": "$share" must be written in lower case`},
+		{Rule{Local: "m/x", Remote: "$share/g/m/x"}, `forward[0].remote: "$share/g/m/x": a shared subscription ($share/<group>/...) cannot be a bridge rule's filter`},
+		{Rule{Local: "m/+", Remote: "s/#"}, `forward[0].remote: "s/#" must end in the same wildcard levels as local "m/+"`},
+		{Rule{Local: "", Remote: "s/#"}, `forward[0].local: must not be empty`},
 	} {
 		c := validConfig()
 		c.Forward = []Rule{tc.rule}
@@ -111,7 +118,7 @@ func TestCheckRuleFilters(t *testing.T) {
 		t.Errorf("valid downlink rule: %v", err)
 	}
 	c.Downlink[0].Remote = "site/#/set"
-	if err := c.Check(); err == nil || !strings.HasPrefix(err.Error(), `downlink[0]: remote "site/#/set"`) {
+	if err := c.Check(); err == nil || !strings.HasPrefix(err.Error(), `downlink[0].remote: "site/#/set"`) {
 		t.Errorf("downlink remote with '#' inside: %v", err)
 	}
 }

@@ -182,6 +182,12 @@ func TestParseConfigErrors(t *testing.T) {
 		// cloud sends while the link is down are lost; 0 used to mean "24h" silently.
 		{"bridge session_expiry zero", "site_id: s\nbridges:\n  - name: c\n    address: mqtt://a\n    session_expiry: 0s\n    forward: [{local: a/#, remote: b/#}]\n",
 			[]string{`edgegw.yaml:5: bridges[0].session_expiry: must be between 1s and 4294967295s, got 0s`}},
+		// Rule filters are checked by `config check`, not first when the bridge
+		// registers at start-up; the error names the key and the reason.
+		{"bridge shared forward filter", "site_id: s\nbridges:\n  - name: c\n    address: mqtt://a\n    forward:\n      - remote: b/x\n        local: '$share/g/x'\n",
+			[]string{`edgegw.yaml:7: bridges[0].forward[0].local: "$share/g/x": a shared subscription ($share/<group>/...) cannot be a bridge rule's filter`}},
+		{"bridge $SHARE downlink filter", "site_id: s\nbridges:\n  - name: c\n    address: mqtt://a\n    downlink: [{local: c/x, remote: '$SHARE/x'}]\n",
+			[]string{`edgegw.yaml:5: bridges[0].downlink[0].remote: "$SHARE/x": "$share" must be written in lower case`}},
 		{"every error is reported", "sessions:\n  max_sessions: -1\n  max_queued: lots\nlog:\n  format: xml\n",
 			[]string{
 				"edgegw.yaml:2: sessions.max_sessions: must be between",
