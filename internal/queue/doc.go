@@ -9,6 +9,10 @@
 //   - Queue, the FIFO of Entry values, with two implementations: MemQueue in
 //     RAM (counted against a shared Budget) and the store's bbolt queue
 //     (session/store.Queue). queuetest.Run is the conformance suite both run.
+//     The bbolt implementation lives in session/store, not here, on purpose:
+//     its appends and removals are part of the store's group commit, byte cap
+//     and migrations, which only the store can see; this package keeps the
+//     contract (the Queue interface and queuetest) that both must meet.
 //   - Entry: the message and its delivery state, a packet id (PacketID,
 //     Released) and, separate from it, Attempts for consumers that retry.
 //   - Lane: limits (count, bytes, the RAM budget's fair share), the overflow
