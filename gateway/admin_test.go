@@ -160,7 +160,8 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("show unknown: %v", err)
 	}
 	st = g.status(t)
-	if st.Sessions.Online != 1 || st.Sessions.Offline != 1 || st.Sessions.Queued != 3 {
+	if st.Sessions.Count != 2 || st.Sessions.Online != 1 || st.Sessions.Offline != 1 || st.Sessions.Queued != 3 ||
+		st.Sessions.Groups != 1 || st.Sessions.GroupQueued != 1 {
 		t.Errorf("sessions summary %+v", st.Sessions)
 	}
 	if len(st.Groups) != 1 || st.Groups[0].Filter != "$share/g/jobs" || st.Groups[0].Queued != 1 ||

@@ -90,7 +90,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 	deps.Store, deps.Strict = st, cfg.Store.Durability == store.Strict
 	var hub atomic.Pointer[hardware.Hub]
 	limits := new(LimitStats)
-	// The store's, clock's, bridges' and meters' figures in $SYS: named once
+	// The sessions', store's, clock's, bridges' and meters' figures in $SYS: named once
 	// in gateway/admin (figures.go) for $SYS, the admin JSON and /metrics.
 	sys := &admin.Parts{Store: st, Clock: clk, Meters: hub.Load}
 	deps.SysValues = sys.Sys
@@ -103,6 +103,7 @@ func NewClocked(cfg Config, log *slog.Logger, deps session.Deps, src clock.Sourc
 		_ = st.Close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
+	sys.Engine = engine // before Serve: the engine's first $SYS tick comes after
 	limits.register(counters)
 	authHook.Stats().Register(counters)
 	srv := NewServer(cfg, log)

@@ -354,37 +354,10 @@ func (e *Engine) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 	}
 }
 
-// SysPrefix is where the engine publishes its counters, next to mochi's $SYS/broker.
-const SysPrefix = "$SYS/edgegw/sessions/"
-
-// OnSysInfoTick publishes the session gauges and every counter of the registry
-// with a $SYS name (Engine.Counters) as retained QoS 0 messages.
+// OnSysInfoTick publishes every counter of the registry with a $SYS name
+// (Engine.Counters) and the values of Deps.SysValues (the gateway's: the
+// session gauges of Summary among them) as retained QoS 0 messages.
 func (e *Engine) OnSysInfoTick(_ *system.Info) {
-	e.mu.RLock()
-	total, online := len(e.sessions), 0
-	queued := 0
-	for _, s := range e.sessions {
-		s.mu.Lock()
-		if s.online() {
-			online++
-		}
-		queued += s.lane.Len()
-		s.mu.Unlock()
-	}
-	groups := len(e.groups)
-	e.mu.RUnlock()
-	values := []struct {
-		name string
-		v    int64
-	}{
-		{"count", int64(total)},
-		{"online", int64(online)},
-		{"offline", int64(total - online)},
-		{"max", int64(e.opt().MaxSessions)},
-		{"groups", int64(groups)},
-		{"queued", int64(queued)},
-		{"queue/ram_bytes", e.ram.Used()},
-	}
 	now := e.now().Unix()
 	sys := func(topic string, v int64) {
 		e.publish(packets.Packet{
@@ -393,9 +366,6 @@ func (e *Engine) OnSysInfoTick(_ *system.Info) {
 			Payload:     []byte(strconv.FormatInt(v, 10)),
 			Created:     now,
 		})
-	}
-	for _, v := range values {
-		sys(SysPrefix+v.name, v.v)
 	}
 	e.counters.Sys(func(name string, v int64) { sys("$SYS/edgegw/"+name, v) })
 	if e.sysExtra != nil {

@@ -28,7 +28,9 @@ type Deps struct {
 	// before mochi acknowledges it (store.durability: strict).
 	Strict bool
 	// SysValues, if set, adds values to the engine's $SYS publication: each key
-	// is published under "$SYS/edgegw/<key>".
+	// is published under "$SYS/edgegw/<key>". The gateway's (admin.Parts.Sys)
+	// carries the session gauges (Engine.Summary) and the store's, clock's,
+	// bridges' and meters' figures; the engine publishes no gauge of its own.
 	SysValues func() map[string]int64
 	// Counters is the gateway's counter registry: the engine adds its own
 	// (Stats) to it in New and publishes every counter of it that has a $SYS

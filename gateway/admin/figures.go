@@ -5,18 +5,24 @@ import (
 	"edgegw/internal/counter"
 )
 
-// The figures of the store, the clock, the bridges, the meters and the ports:
-// each named once here, with its key in the status JSON (the struct tags of
+// The figures of the sessions, the MQTT broker, the listeners, the store, the
+// clock, the bridges, the meters and the ports: each named once here, with its
+// key in the status JSON (the struct tags of SessionsSummary, MQTT, Listener,
 // Store, Clock, bridge.Status, Meter and Port spell the same keys), its
 // retained $SYS/edgegw/ topic and its /metrics name, next to how it is read.
 // WriteMetrics and Parts.Sys write them from these tables; figures_test.go
-// checks that every one appears on each surface it names. What is not a plain
-// number stays written by hand: the commit-duration summary, the bridges'
-// upstream address and certificate expiry, the ports' counters by kind (their
-// names are hardware.Counters.Map's).
+// checks that every one appears on each surface it names, and that the JSON
+// sections and /metrics hold nothing else but what it lists as written by
+// hand. What is not a plain number stays written by hand: the build, process,
+// disk and health lines, the commit-duration summary, the bridges' upstream
+// address and certificate expiry, the ports' counters by kind (their names are
+// hardware.Counters.Map's).
 //
-// $SYS topics that predate these tables keep their names (store/commits,
-// meters/online, ...); a list's $SYS topic carries the sum over its items.
+// $SYS topics and metric names that predate these tables keep their names
+// (sessions/count, store/commits, meters/online, edgegw_sessions{state=...},
+// ...); a list's $SYS topic carries the sum over its items. The MQTT
+// broker's figures have no $SYS/edgegw/ topic: mochi publishes them under
+// $SYS/broker/ (figures_test.go names each one's topic).
 
 // num is a figure read as a number.
 func num[T any, N int | int64 | float64](get func(T) N) func(T) (float64, bool) {
@@ -26,6 +32,72 @@ func num[T any, N int | int64 | float64](get func(T) N) func(T) (float64, bool) 
 // flag is a figure read as a boolean: 1 or 0.
 func flag[T any](get func(T) bool) func(T) (float64, bool) {
 	return func(v T) (float64, bool) { return b2f(get(v)), true }
+}
+
+// sessionFigures are the session engine's gauges (session.Engine.Summary).
+var sessionFigures = counter.Figures[SessionsSummary]{
+	{Key: "count", Sys: "sessions/count", Value: num(func(s SessionsSummary) int { return s.Count })},
+	{Key: "online", Sys: "sessions/online", Metric: "edgegw_sessions", Label: [2]string{"state", "online"},
+		Help:  "Sessions by state; online and offline ones count against edgegw_sessions_max.",
+		Value: num(func(s SessionsSummary) int { return s.Online })},
+	{Key: "offline", Sys: "sessions/offline", Metric: "edgegw_sessions", Label: [2]string{"state", "offline"},
+		Value: num(func(s SessionsSummary) int { return s.Offline })},
+	{Key: "max", Sys: "sessions/max", Metric: "edgegw_sessions_max", Help: "The session quota, sessions.max_sessions.",
+		Value: num(func(s SessionsSummary) int { return s.Max })},
+	{Key: "queued", Sys: "sessions/queued", Metric: "edgegw_session_queued_messages", Help: "Messages waiting in session queues (in flight included).",
+		Value: num(func(s SessionsSummary) int { return s.Queued })},
+	{Key: "queue_ram_bytes", Sys: "sessions/queue/ram_bytes", Metric: "edgegw_session_queue_ram_bytes",
+		Help:  "RAM held by the messages of in-memory queues (compared with sessions.ram_budget).",
+		Value: num(func(s SessionsSummary) int64 { return s.QueueRAMBytes })},
+	{Key: "groups", Sys: "sessions/groups", Metric: "edgegw_shared_groups", Help: "Shared subscription groups.",
+		Value: num(func(s SessionsSummary) int { return s.Groups })},
+	{Key: "group_queued", Sys: "sessions/groups/queued", Metric: "edgegw_shared_group_queued_messages",
+		Help:  "Messages waiting in shared-group queues for a member to come online.",
+		Value: num(func(s SessionsSummary) int { return s.GroupQueued })},
+}
+
+// mqttFigures are the MQTT broker's traffic (mochi's system.Info); mochi
+// publishes them in $SYS/broker/.
+var mqttFigures = counter.Figures[MQTT]{
+	{Key: "clients_connected", Metric: "edgegw_mqtt_clients_connected", Help: "MQTT network connections (meters and bridges are not among them).",
+		Value: num(func(q MQTT) int64 { return q.ClientsConnected })},
+	{Key: "messages_received", Metric: "edgegw_mqtt_messages_received_total", Kind: counter.Total, Help: "PUBLISH packets received from clients.",
+		Value: num(func(q MQTT) int64 { return q.MessagesReceived })},
+	{Key: "messages_sent", Metric: "edgegw_mqtt_messages_sent_total", Kind: counter.Total, Help: "PUBLISH packets sent to clients.",
+		Value: num(func(q MQTT) int64 { return q.MessagesSent })},
+	{Key: "bytes_received", Metric: "edgegw_mqtt_received_bytes_total", Kind: counter.Total, Help: "Bytes received on MQTT connections.",
+		Value: num(func(q MQTT) int64 { return q.BytesReceived })},
+	{Key: "bytes_sent", Metric: "edgegw_mqtt_sent_bytes_total", Kind: counter.Total, Help: "Bytes sent on MQTT connections.",
+		Value: num(func(q MQTT) int64 { return q.BytesSent })},
+	{Key: "packets_received", Metric: "edgegw_mqtt_packets_received_total", Kind: counter.Total, Help: "MQTT packets received from clients.",
+		Value: num(func(q MQTT) int64 { return q.PacketsReceived })},
+	{Key: "packets_sent", Metric: "edgegw_mqtt_packets_sent_total", Kind: counter.Total, Help: "MQTT packets sent to clients.",
+		Value: num(func(q MQTT) int64 { return q.PacketsSent })},
+	{Key: "messages_dropped", Metric: "edgegw_mqtt_messages_dropped_total", Kind: counter.Total,
+		Help:  "Messages mochi dropped at a slow client's outbound buffer ($SYS only: the engine delivers queued messages).",
+		Value: num(func(q MQTT) int64 { return q.MessagesDropped })},
+	{Key: "retained", Metric: "edgegw_mqtt_retained_messages", Help: "Retained messages held.",
+		Value: num(func(q MQTT) int64 { return q.Retained })},
+	{Key: "subscriptions", Metric: "edgegw_mqtt_subscriptions", Help: "Subscriptions of all sessions.",
+		Value: num(func(q MQTT) int64 { return q.Subscriptions })},
+}
+
+// listenerFigures are per MQTT listener (label listener=); none has a $SYS
+// topic (figures_test.go says why).
+var listenerFigures = counter.Figures[Listener]{
+	{Key: "clients", Metric: "edgegw_listener_clients", Help: "MQTT sessions online through the listener.",
+		Value: num(func(l Listener) int { return l.Clients })},
+	{Key: "open", Metric: "edgegw_listener_connections_open", Help: "Connections open on the listener (those before or in CONNECT included).",
+		Value: num(func(l Listener) int { return l.Open })},
+	{Key: "accepted", Metric: "edgegw_listener_connections_accepted_total", Kind: counter.Total, Help: "Connections the listener accepted.",
+		Value: num(func(l Listener) int64 { return l.Accepted })},
+	{Key: "closed", Metric: "edgegw_listener_connections_closed_total", Kind: counter.Total, Help: "Connections of the listener closed, by either side.",
+		Value: num(func(l Listener) int64 { return l.Closed })},
+	{Key: "cert_not_after", Metric: "edgegw_listener_cert_not_after_timestamp_seconds",
+		Help: "When the TLS listener's certificate expires (notAfter), unix seconds.",
+		Value: func(l Listener) (float64, bool) {
+			return float64(l.CertNotAfter.Unix()), !l.CertNotAfter.IsZero()
+		}},
 }
 
 var storeFigures = counter.Figures[Store]{
@@ -180,6 +252,9 @@ var portFigures = counter.Figures[Port]{
 }
 
 func init() {
+	sessionFigures.Check()
+	mqttFigures.Check()
+	listenerFigures.Check()
 	storeFigures.Check()
 	clockFigures.Check()
 	bridgeFigures.Check()
@@ -188,14 +263,18 @@ func init() {
 }
 
 // Sys returns the figures above that have a $SYS topic, by topic below
-// $SYS/edgegw/: the store's and the clock's, the bridges' sums (with bridges
-// configured) and the meters' and ports' sums with each port counter summed
-// over the ports as meters/<kind> (with meter ports). The session engine
-// publishes them with its own every mqtt.sys_interval (session.Deps.SysValues).
-// Cost: one store read transaction, a stat and a directory read of the
-// data_dir, /proc/self/io, each bridge's and meter's status.
+// $SYS/edgegw/: the sessions' (with an Engine), the store's and the clock's,
+// the bridges' sums (with bridges configured) and the meters' and ports' sums
+// with each port counter summed over the ports as meters/<kind> (with meter
+// ports). The session engine publishes them with its registry's counters
+// every mqtt.sys_interval (session.Deps.SysValues). Cost: a pass over the
+// sessions and groups, one store read transaction, a stat and a directory read
+// of the data_dir, /proc/self/io, each bridge's and meter's status.
 func (p *Parts) Sys() map[string]int64 {
 	var st Status
+	if p.Engine != nil {
+		st.Sessions = p.sessions()
+	}
 	if p.Store != nil {
 		st.Store = p.store()
 	}
@@ -204,15 +283,18 @@ func (p *Parts) Sys() map[string]int64 {
 		st.Bridges = append(st.Bridges, b.Status())
 	}
 	st.Meters, st.Ports = p.meters()
-	return sysOf(st, p.Store != nil)
+	return sysOf(st, p.Engine != nil, p.Store != nil)
 }
 
-// sysOf is Parts.Sys for the parts read into st (the store's part only when
-// withStore): the bridges' sums when there is a bridge, the meters' and ports'
-// when there is a port.
-func sysOf(st Status, withStore bool) map[string]int64 {
+// sysOf is Parts.Sys for the parts read into st (the sessions' only when
+// withSessions, the store's only when withStore): the bridges' sums when there
+// is a bridge, the meters' and ports' when there is a port.
+func sysOf(st Status, withSessions, withStore bool) map[string]int64 {
 	out := map[string]int64{}
 	put := func(k string, v int64) { out[k] = v }
+	if withSessions {
+		sessionFigures.Sys(st.Sessions, put)
+	}
 	if withStore {
 		storeFigures.Sys(st.Store, put)
 	}

@@ -98,15 +98,6 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// per builds one sample per item with a label.
-func per[T any](items []T, labelName string, key func(T) string, val func(T) float64) []sample {
-	out := make([]sample, 0, len(items))
-	for _, it := range items {
-		out = append(out, sample{labels: []label{{labelName, key(it)}}, value: val(it)})
-	}
-	return out
-}
-
 // WriteMetrics writes st in the Prometheus text format.
 func WriteMetrics(w io.Writer, st Status) error {
 	m := &metricsWriter{w: bufio.NewWriter(w)}
@@ -122,50 +113,13 @@ func WriteMetrics(w io.Writer, st Status) error {
 	m.gauge("edgegw_healthy", "1 when the health check finds no problem (store, bridges, ports), else 0.", b2f(st.Health.Status == "ok"))
 	writeFigures(m, clockFigures, []Clock{st.Clock}, "", nil)
 
-	// Sessions and groups.
-	m.family("edgegw_sessions", "gauge", "Sessions by state; online and offline ones count against edgegw_sessions_max.",
-		sample{labels: []label{{"state", "online"}}, value: float64(st.Sessions.Online)},
-		sample{labels: []label{{"state", "offline"}}, value: float64(st.Sessions.Offline)})
-	m.gauge("edgegw_sessions_max", "The session quota, sessions.max_sessions.", float64(st.Sessions.Max))
-	m.gauge("edgegw_session_queued_messages", "Messages waiting in session queues (in flight included).", float64(st.Sessions.Queued))
-	m.gauge("edgegw_shared_groups", "Shared subscription groups.", float64(len(st.Groups)))
-	queued := 0
-	for _, g := range st.Groups {
-		queued += g.Queued
-	}
-	m.gauge("edgegw_shared_group_queued_messages", "Messages waiting in shared-group queues for a member to come online.", float64(queued))
+	// Sessions, groups, the MQTT broker and its listeners.
+	writeFigures(m, sessionFigures, []SessionsSummary{st.Sessions}, "", nil)
 	for _, c := range st.Counters {
 		m.counter(counter.MetricName(c.Name), c.Help, c.Value)
 	}
-
-	// The MQTT broker's traffic.
-	q := st.MQTT
-	m.gauge("edgegw_mqtt_clients_connected", "MQTT network connections (meters and bridges are not among them).", float64(q.ClientsConnected))
-	m.counter("edgegw_mqtt_messages_received_total", "PUBLISH packets received from clients.", q.MessagesReceived)
-	m.counter("edgegw_mqtt_messages_sent_total", "PUBLISH packets sent to clients.", q.MessagesSent)
-	m.counter("edgegw_mqtt_received_bytes_total", "Bytes received on MQTT connections.", q.BytesReceived)
-	m.counter("edgegw_mqtt_sent_bytes_total", "Bytes sent on MQTT connections.", q.BytesSent)
-	m.counter("edgegw_mqtt_packets_received_total", "MQTT packets received from clients.", q.PacketsReceived)
-	m.counter("edgegw_mqtt_packets_sent_total", "MQTT packets sent to clients.", q.PacketsSent)
-	ls := st.Listeners
-	m.family("edgegw_listener_clients", "gauge", "MQTT sessions online through the listener.",
-		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Clients) })...)
-	m.family("edgegw_listener_connections_open", "gauge", "Connections open on the listener (those before or in CONNECT included).",
-		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Open) })...)
-	m.family("edgegw_listener_connections_accepted_total", "counter", "Connections the listener accepted.",
-		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Accepted) })...)
-	m.family("edgegw_listener_connections_closed_total", "counter", "Connections of the listener closed, by either side.",
-		per(ls, "listener", lName, func(l Listener) float64 { return float64(l.Closed) })...)
-	var lcerts []sample
-	for _, l := range ls {
-		if !l.CertNotAfter.IsZero() {
-			lcerts = append(lcerts, sample{labels: []label{{"listener", l.Name}}, value: float64(l.CertNotAfter.Unix())})
-		}
-	}
-	m.family("edgegw_listener_cert_not_after_timestamp_seconds", "gauge", "When the TLS listener's certificate expires (notAfter), unix seconds.", lcerts...)
-	m.counter("edgegw_mqtt_messages_dropped_total", "Messages mochi dropped at a slow client's outbound buffer ($SYS only: the engine delivers queued messages).", q.MessagesDropped)
-	m.gauge("edgegw_mqtt_retained_messages", "Retained messages held.", float64(q.Retained))
-	m.gauge("edgegw_mqtt_subscriptions", "Subscriptions of all sessions.", float64(q.Subscriptions))
+	writeFigures(m, mqttFigures, []MQTT{st.MQTT}, "", nil)
+	writeFigures(m, listenerFigures, st.Listeners, "listener", lName)
 
 	// Bridges.
 	bs := st.Bridges

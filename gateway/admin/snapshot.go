@@ -150,10 +150,17 @@ type Uptime struct {
 
 // SessionsSummary counts sessions against the quota.
 type SessionsSummary struct {
+	Count   int `json:"count"` // online + offline
 	Online  int `json:"online"`
 	Offline int `json:"offline"`
 	Max     int `json:"max"` // sessions.max_sessions: online + offline count against it
 	Queued  int `json:"queued"`
+	// Groups are the shared subscription groups, GroupQueued the messages
+	// waiting in their queues for a member to come online.
+	Groups      int `json:"groups"`
+	GroupQueued int `json:"group_queued"`
+	// QueueRAMBytes is the RAM held by in-memory queues (sessions.ram_budget).
+	QueueRAMBytes int64 `json:"queue_ram_bytes"`
 }
 
 // Session is one session: GET /api/v1/sessions[/{id}].
@@ -296,18 +303,7 @@ func (p *Parts) Collect() Status {
 		Uptime:  Uptime{Started: p.Started.UTC(), Seconds: int64(now.Sub(p.Started).Seconds())},
 		Time:    now.UTC(),
 	}
-	for _, s := range p.Engine.SessionDetails() {
-		if s.Online {
-			st.Sessions.Online++
-		} else {
-			st.Sessions.Offline++
-		}
-		st.Sessions.Queued += s.Queued
-	}
-	st.Sessions.Max = p.MaxSessions
-	if st.Sessions.Max == 0 && p.Engine != nil {
-		st.Sessions.Max = p.Engine.Options().MaxSessions // as a reload left it
-	}
+	st.Sessions = p.sessions()
 	st.Groups = p.groups()
 	st.Bridges = []bridge.Status{}
 	for _, b := range p.bridges() {
@@ -385,6 +381,17 @@ func health(st Status) Health {
 		h.Status = "degraded"
 	}
 	return h
+}
+
+// sessions counts the sessions and groups (session.Engine.Summary).
+func (p *Parts) sessions() SessionsSummary {
+	sum := p.Engine.Summary()
+	s := SessionsSummary{Count: sum.Sessions, Online: sum.Online, Offline: sum.Sessions - sum.Online, Max: p.MaxSessions,
+		Queued: sum.Queued, Groups: sum.Groups, GroupQueued: sum.GroupQueued, QueueRAMBytes: sum.RAMBytes}
+	if s.Max == 0 {
+		s.Max = sum.MaxSessions // as a reload left it
+	}
+	return s
 }
 
 // Sessions returns every session, sorted by id.
