@@ -43,7 +43,9 @@ func TestScanSerial(t *testing.T) {
 	ctx := context.Background()
 	var progress []int
 	res, err := modbus.ScanUnits(ctx, openMaster(t, pt.Path, 9600, "odd"), modbus.ScanOptions{Units: units(1, 6),
-		Timeout: 50 * time.Millisecond, Progress: func(tried int, _ []modbus.Unit) { progress = append(progress, tried) }})
+		// 300ms, not less: a unit that answers must not look silent because a
+		// loaded machine (-race, qemu) was slow to run the simulator.
+		Timeout: 300 * time.Millisecond, Progress: func(tried int, _ []modbus.Unit) { progress = append(progress, tried) }})
 	if err != nil {
 		t.Fatal(err)
 	}
