@@ -29,7 +29,11 @@ func TestHubApplyTouchesOnlyChangedPorts(t *testing.T) {
 	for _, name := range []string{"pa", "pb", "pc"} {
 		p := hwtest.NewPTY(t)
 		sim := hwtest.NewModbusSim()
-		sim.Add(1, &hwtest.Slave{Input: map[uint16]uint16{0: 7}})
+		// On pc, slave 1 (meter x) never answers: x never comes online, so it
+		// never takes its command off the queue and the test can see that the
+		// removal of pc keeps it (a command sent to an online x could finish
+		// before the removal, which made the count racy).
+		sim.Add(1, &hwtest.Slave{Input: map[uint16]uint16{0: 7}, Down: name == "pc"})
 		sim.Add(2, &hwtest.Slave{Input: map[uint16]uint16{0: 8}})
 		go sim.Serve(p.Master())
 		ptys[name] = p
