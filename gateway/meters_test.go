@@ -195,9 +195,14 @@ func TestMetersLineCommandAcrossRestart(t *testing.T) {
 	if !strings.Contains(string(r.Payload), `"volume":{"v":123.456,"unit":"m3"}`) {
 		t.Errorf("reading %s", r.Payload)
 	}
+	// The port handles lines one at a time: once w2's reading is out, the
+	// downlink check that follows w1's uplink is over, so the command below
+	// cannot slip into it (publishing right after w1's reading raced with it).
+	meter.Send(t, "id=w2 volume=1\n")
+	nextOn(t, app, "meters/w2/reading", nil)
 	// w1 sleeps; a command waits for it.
 	app.publish(t, "meters/w1/cmd", 1, `{"interval":3600}`)
-	meter.Send(t, "id=w2 volume=1\n") // another meter's uplink does not release it
+	meter.Send(t, "id=w2 volume=2\n") // another meter's uplink does not release it
 	nextOn(t, app, "meters/w2/reading", nil)
 	meter.NoDownlink(t, 50*time.Millisecond)
 	_ = app.Disconnect(&paho.Disconnect{})
