@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -537,3 +538,38 @@ func publishV3(c paho3.Client, topic string, qos byte, payload []byte) error {
 
 // timeout returns a channel that fires after waitTimeout.
 func timeout() <-chan time.Time { return time.After(waitTimeout) }
+
+// forwardTCP listens on from and copies every connection it accepts to and
+// from a new connection to to, until the test ends. A test opens an address
+// with it at the moment it chooses: a client retrying that address (a bridge)
+// gets "connection refused" until then.
+func forwardTCP(t *testing.T, from, to string) {
+	t.Helper()
+	l, err := net.Listen("tcp", from)
+	if err != nil {
+		t.Fatalf("forward %s: %v", from, err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			wg.Add(3)
+			go func() { defer wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { defer wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
+			go func() { defer wg.Done(); <-done; _ = in.Close(); _ = out.Close() }()
+		}
+	}()
+}

@@ -132,9 +132,14 @@ meters:
 		t.Errorf("edgegw bridge: %+v, want cloud with 2 messages in its outbox", bridges)
 	}
 
-	// The bridge outbox drains, in order, once its upstream is there.
+	// The bridge outbox drains, in order, once its upstream is there. The
+	// reader subscribes on mosquitto's own port first; the bridge's address
+	// (mqAddr) opens only then, as a forwarder to mosquitto, so the bridge
+	// cannot deliver the outbox before anyone subscribed (mosquitto drops
+	// a message nobody subscribes to).
+	mqPort := freeAddr(t)
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	host, port, _ := strings.Cut(mqAddr, ":")
+	host, port, _ := strings.Cut(mqPort, ":")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\n", port, host)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +151,7 @@ meters:
 	var upstream inbox
 	var up *paho.Client
 	for deadline := time.Now().Add(waitTimeout); ; time.Sleep(20 * time.Millisecond) {
-		if up, _, err = dialV5(mqAddr, &paho.Connect{ClientID: "cloud-reader", CleanStart: true},
+		if up, _, err = dialV5(mqPort, &paho.Connect{ClientID: "cloud-reader", CleanStart: true},
 			func(p *paho.Publish) { upstream.add(p.Topic + " " + string(p.Payload)) }); err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -158,6 +163,7 @@ meters:
 	if err := subscribeV5(up, "site/up/#", 1); err != nil {
 		t.Fatal(err)
 	}
+	forwardTCP(t, mqAddr, mqPort)
 	if got := upstream.waitFor(t, 2); !slices.Equal(got, []string{"site/up/meters/7 uplink 1", "site/up/meters/8 uplink 2"}) {
 		t.Fatalf("mosquitto got %q from the bridge outbox", got)
 	}
