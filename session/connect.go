@@ -218,7 +218,7 @@ func (e *Engine) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		s.lane.Detach()
 		s.flowLocked()
 	}
-	s.cl = cl
+	s.cl, s.clClosedSeen = cl, time.Time{}
 	s.version = c.version
 	s.profile = c.decision.Profile
 	s.user, s.userKnown = string(cl.Properties.Username), true
@@ -423,6 +423,13 @@ func (s *Session) sharedFiltersLocked() []string {
 	return out
 }
 
+// lostGrace is how long, in the engine's clock, a sweep leaves state for a
+// closed connection that mochi may still report (a disconnect hook in flight)
+// before reclaiming it itself: measured from the first sweep that saw the
+// connection closed, not from mochi's StopTime, which is wall-clock unix
+// seconds and would mix the wall clock into the engine's steady time.
+const lostGrace = time.Minute
+
 // Sweep reclaims sessions whose expiry has passed since their disconnect and
 // publishes delayed wills that are due, and deletes expired retained messages
 // (sweepRetained). The sweeper calls it every
@@ -439,8 +446,12 @@ func (e *Engine) Sweep() {
 	var stuck []*mqtt.Client
 	for _, s := range e.sessions {
 		s.mu.Lock()
-		if s.cl != nil && s.bind == nil && s.cl.Closed() && time.Now().Unix()-s.cl.StopTime() > 60 {
-			stuck = append(stuck, s.cl) // lost between CONNECT and CONNACK: mochi calls no hook
+		if s.cl != nil && s.bind == nil && s.cl.Closed() { // lost between CONNECT and CONNACK: mochi calls no hook
+			if s.clClosedSeen.IsZero() {
+				s.clClosedSeen = now
+			} else if now.Sub(s.clClosedSeen) > lostGrace {
+				stuck = append(stuck, s.cl)
+			}
 		}
 		if s.will != nil && !now.Before(s.willAt) {
 			wills = append(wills, *s.will)
@@ -462,10 +473,18 @@ func (e *Engine) Sweep() {
 	// CONNECTs refused before the engine's OnConnect (credentials, rate
 	// limit: hooks that run first) get no disconnect hook; their state, the
 	// will included, goes at the next sweep once the connection is closed.
-	// (Admitted ones are removed by OnDisconnect; the minute is a safety net.)
+	// (Admitted ones are removed by OnDisconnect; lostGrace is a safety net.)
 	e.connMu.Lock()
 	for cl, c := range e.conns {
-		if cl.Closed() && cl.StopTime() > 0 && (!c.admitted || time.Now().Unix()-cl.StopTime() > 60) {
+		if !cl.Closed() || cl.StopTime() == 0 {
+			continue
+		}
+		switch {
+		case !c.admitted:
+			delete(e.conns, cl)
+		case c.closedSeen.IsZero():
+			c.closedSeen = now
+		case now.Sub(c.closedSeen) > lostGrace:
 			delete(e.conns, cl)
 		}
 	}

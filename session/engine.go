@@ -126,6 +126,8 @@ type conn struct {
 
 	admitted bool // the engine's OnConnect ran: a disconnect hook will come
 
+	closedSeen time.Time // engine time a sweep first saw the connection closed (under connMu; Sweep)
+
 	subFilters []packets.Subscription   // filters of the SUBSCRIBE being processed, as sent
 	overQuota  []int                    // indexes of its filters refused by MaxSubscriptions
 	retained   map[uint16][]queue.Entry // retained messages to queue once SUBACK(id) is out

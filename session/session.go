@@ -31,6 +31,7 @@ type Session struct {
 	subs           map[string]packets.Subscription // filter -> subscription as granted
 	cl             *mqtt.Client
 	bind           *binding
+	clClosedSeen   time.Time // engine time a sweep first saw cl closed with no bind (zero: not yet); reset with cl
 	disconnectedAt time.Time
 	will           *packets.Packet // delayed will waiting for willAt
 	willAt         time.Time
