@@ -295,3 +295,41 @@ func (f *fakeUpstream) accept(present bool) *brokertest.Raw {
 	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, SessionPresent: present})
 	return c
 }
+
+// acceptSilent takes the bridge's next connection and reads its CONNECT
+// without answering: an upstream that accepts TCP and then hangs.
+func (f *fakeUpstream) acceptSilent() *brokertest.Raw {
+	f.t.Helper()
+	_ = f.ln.SetDeadline(time.Now().Add(brokertest.Timeout))
+	nc, err := f.ln.Accept()
+	if err != nil {
+		f.t.Fatalf("no connection from the bridge: %v", err)
+	}
+	f.t.Cleanup(func() { _ = nc.Close() })
+	c := brokertest.NewRaw(f.t, nc, 5)
+	c.Expect(packets.Connect)
+	return c
+}
+
+// Stopping a bridge (gateway shutdown, a reload that removes or changes it)
+// while it waits for the upstream's CONNACK ends the wait at once: it does not
+// sit out connect_timeout. Here connect_timeout is 30 s and the stop must
+// return within 2 s.
+func TestStopInterruptsConnackWait(t *testing.T) {
+	up := newFakeUpstream(t)
+	r := startBridgeWith(t, up.addr(), func(c *bridge.Config, _ *bridge.OutboxLimits) {
+		c.ConnectTimeout = 30 * time.Second
+	})
+	up.acceptSilent() // the CONNECT is sent: the bridge now waits for CONNACK
+
+	stopped := make(chan struct{})
+	go func() { r.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("stop waiting for a CONNACK did not return within 2s (connect_timeout 30s)")
+	}
+	if s := r.bridge.Status(); s.Connected || s.LastError != "bridge stopped" {
+		t.Fatalf("after the stop: connected=%v last_error=%q, want false, \"bridge stopped\"", s.Connected, s.LastError)
+	}
+}

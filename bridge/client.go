@@ -99,11 +99,22 @@ func dial(ctx context.Context, c *Config, t target, will *packets.Packet) (*conn
 		pk.Properties.ReceiveMaximum = uint16(c.Window)
 	}
 	_ = nc.SetDeadline(time.Now().Add(c.ConnectTimeout))
-	if err := cn.write(pk); err != nil {
-		nc.Close()
-		return nil, false, fmt.Errorf("send CONNECT to %s: %w", t.address, err)
+	// A stop (ctx done) ends the wait for CONNACK at once rather than after
+	// ConnectTimeout: it closes the connection, which fails the write or read.
+	unwatch := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	var ack packets.Packet
+	werr := cn.write(pk)
+	if werr == nil {
+		ack, err = cn.read()
 	}
-	ack, err := cn.read()
+	if !unwatch() { // ctx ended during the handshake: nc is closed, or about to be
+		nc.Close()
+		return nil, false, fmt.Errorf("connect to %s: %w", t.address, context.Cause(ctx))
+	}
+	if werr != nil {
+		nc.Close()
+		return nil, false, fmt.Errorf("send CONNECT to %s: %w", t.address, werr)
+	}
 	if c.Version == 5 && ack.FixedHeader.Type == packets.Connack && ack.FixedHeader.Remaining == 2 {
 		// A CONNACK without properties is MQTT 3.1.1 framing: the upstream does
 		// not speak MQTT 5 and answers return code 1, unacceptable protocol
