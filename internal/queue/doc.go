@@ -47,7 +47,8 @@
 //     AllocPID for its "offline" message. Admission and delivery must hold the
 //     same lock (the lane is not safe for concurrent use).
 //   - Meter commands (hardware/): one Lane per meter over the store's CommandQueue, Take
-//     for the next command (it is then in flight and drop_oldest leaves it),
+//     for the next command (it is then in flight and drop_oldest leaves it,
+//     the store-wide one too: the lane tells the store's queue, a Holder),
 //     Done when finished or expired, Retry after a failed attempt (Attempts
 //     stored with the entry, which is then not in flight), Return when the
 //     port failed.

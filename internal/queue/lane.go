@@ -371,7 +371,7 @@ func (l *Lane) Remove(seq uint64) {
 		}
 	}
 	if l.taken == seq {
-		l.taken = 0
+		l.setTaken(0)
 	}
 	l.q.Remove(seq)
 	l.settle()
@@ -382,7 +382,10 @@ func (l *Lane) Remove(seq uint64) {
 func (l *Lane) Clear() {
 	clear(l.pids)
 	clear(l.out)
-	l.taken, l.cursor = 0, 0
+	l.cursor = 0
+	if l.taken != 0 {
+		l.setTaken(0)
+	}
 	l.q.Clear()
 	l.settle()
 }
@@ -605,8 +608,17 @@ func (l *Lane) Take() (Entry, bool, error) {
 	if err != nil || len(msgs) == 0 {
 		return Entry{}, false, err
 	}
-	l.taken = msgs[0].Seq
+	l.setTaken(msgs[0].Seq)
 	return msgs[0], true, nil
+}
+
+// setTaken records the entry Take handed out (0: none) and tells a queue that
+// drops entries on its own (Holder) to leave it.
+func (l *Lane) setTaken(seq uint64) {
+	l.taken = seq
+	if h, ok := l.q.(Holder); ok {
+		h.Hold(seq)
+	}
 }
 
 // Taken reports whether seq is the entry Take handed out and not yet given
@@ -620,7 +632,7 @@ func (l *Lane) Done(seq uint64) { l.Remove(seq) }
 // up by one (stored with it) and are returned.
 func (l *Lane) Retry(m Entry) uint16 {
 	if l.taken == m.Seq {
-		l.taken = 0
+		l.setTaken(0)
 	}
 	if m.Attempts < math.MaxUint16 {
 		m.Attempts++
@@ -632,6 +644,6 @@ func (l *Lane) Retry(m Entry) uint16 {
 // Return gives back the taken entry seq unchanged (no attempt was made).
 func (l *Lane) Return(seq uint64) {
 	if l.taken == seq {
-		l.taken = 0
+		l.setTaken(0)
 	}
 }

@@ -410,6 +410,48 @@ func TestLaneTakeRetry(t *testing.T) {
 	_ = c
 }
 
+// holding is a durable queue that records what its Lane holds (Holder), as
+// the store's queue does for its store-wide drop_oldest.
+type holding struct {
+	durable
+	held []uint64
+}
+
+func (h *holding) Hold(seq uint64) { h.held = append(h.held, seq) }
+
+// A queue that drops entries on its own (Holder) is told the entry the lane
+// has taken and when it is given back, whichever way: Retry, Return, Done,
+// Remove, Clear.
+func TestLaneTellsHolder(t *testing.T) {
+	cfg, _, _ := testConfig(Limits{})
+	q := &holding{durable: durable{NewMem(nil)}}
+	l := New("meter/m", q, cfg)
+	for range 6 {
+		l.Admit(kb(1), nil)
+	}
+	take := func() Entry {
+		t.Helper()
+		e, ok, err := l.Take()
+		if !ok || err != nil {
+			t.Fatalf("Take: %v %v", ok, err)
+		}
+		return e
+	}
+	e := take() // 1
+	l.Retry(e)
+	e = take() // 1 again
+	l.Return(e.Seq)
+	e = take()
+	l.Done(e.Seq) // 1 leaves
+	e = take()    // 2
+	l.Remove(e.Seq)
+	take() // 3
+	l.Clear()
+	if got := fmt.Sprint(q.held); got != "[1 0 1 0 1 0 2 0 3 0]" {
+		t.Fatalf("Hold calls %s, want [1 0 1 0 1 0 2 0 3 0]", got)
+	}
+}
+
 // An overflow episode is logged when it starts and when the lane is below 90%
 // of its limits again, with what it cost; a lane hovering at its limit writes
 // at most two lines per ratelog interval.

@@ -70,3 +70,12 @@ type Queue interface {
 	// afterwards.
 	Release()
 }
+
+// Holder is implemented by a Queue that drops entries on its own, outside any
+// Lane: the store's bbolt queue under store.overflow drop_oldest (the
+// store-wide cap, session/store/shed.go). A Lane tells it which entry it has
+// taken (Lane.Take; 0 when none), and such a queue must leave that entry as
+// the Lane's own drop_oldest does: a taken meter command is on the bus.
+type Holder interface {
+	Hold(seq uint64)
+}

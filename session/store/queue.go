@@ -30,6 +30,7 @@ type Queue struct {
 	pend     delta // changes since the last commit started
 	flushing delta // changes being committed (kept after a failed commit)
 	released bool
+	held     uint64 // the Seq a Lane has taken (queue.Holder), 0: none; shedOldest leaves it
 }
 
 // delta is a set of changes to a queue. appends are newer than anything on disk
@@ -116,6 +117,14 @@ func (q *Queue) Update(m queue.Entry) {
 	}
 	q.pend.updates[m.Seq] = state{m.PacketID, m.Released, m.Attempts}
 	q.mark()
+}
+
+// Hold implements queue.Holder: the store-wide drop_oldest (shedOldest)
+// leaves the entry seq, which a Lane has taken (0: none).
+func (q *Queue) Hold(seq uint64) {
+	q.mu.Lock()
+	q.held = seq
+	q.mu.Unlock()
 }
 
 // lookup finds an entry that is not in pend.appends and returns its Size:

@@ -17,7 +17,7 @@ const shedLogEvery = 10 * time.Second
 
 // shedIfOver applies Overflow drop_oldest after a commit that found the pages in
 // use above MaxBytes: it drops the oldest entries that are not in flight
-// (PacketID 0) from the queues holding the most bytes, until the dropped sizes
+// (PacketID 0, not taken by a Lane: queue.Holder) from the queues holding the most bytes, until the dropped sizes
 // plus entryOverhead each cover the excess over 90% of MaxBytes, and asks for the
 // next commit, which measures again. If nothing can be dropped (every entry in
 // flight, or the space is held by sessions and retained messages) the store
@@ -97,7 +97,8 @@ func (s *Store) noteShedLocked(dropped map[string]int64) {
 	clear(s.shedDropped)
 }
 
-// shedOldest drops the oldest entries not in flight until their sizes plus
+// shedOldest drops the oldest entries not in flight (holding no packet id, not
+// taken by a Lane: queue.Holder) until their sizes plus
 // entryOverhead each reach want. It returns the estimate freed and the number
 // dropped.
 func (q *Queue) shedOldest(want int64) (freed int64, n int, err error) {
@@ -112,8 +113,8 @@ func (q *Queue) shedOldest(want int64) (freed int64, n int, err error) {
 			if freed >= want {
 				break
 			}
-			if m.PacketID != 0 || q.inFlight(m.Seq) {
-				continue // acknowledged delivery state must stay consistent
+			if m.PacketID != 0 || m.Seq == q.held || q.inFlight(m.Seq) {
+				continue // in flight: delivery state must stay consistent, a taken command is on the bus
 			}
 			if size, ok := q.remove(m.Seq); ok {
 				freed += size + entryOverhead

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"edgegw/internal/queue"
 )
 
 // The drop_oldest log lines are rate-limited (internal/ratelog, one per
@@ -53,5 +56,41 @@ func TestShedLogOneLinePerInterval(t *testing.T) {
 		if !strings.Contains(l[1], want) {
 			t.Errorf("second line %q lacks %s (every drop since the first line)", l[1], want)
 		}
+	}
+}
+
+// The store-wide drop_oldest leaves what a lane holds in flight: an entry with
+// a packet id, and the meter command a lane has taken (queue.Lane.Take: on the
+// bus, PacketID 0), as Lane.Admit's drop_oldest does; once the lane gives the
+// command back (Retry: not in flight, whatever its attempts) it may go.
+func TestShedLeavesTakenEntry(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch})
+	q, _ := s.CommandQueue("m1")
+	lane := queue.New("meter/m1", q, &queue.Config{})
+	for i := range 4 {
+		if _, err := q.Append(msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	taken, ok, err := lane.Take()
+	if err != nil || !ok {
+		t.Fatalf("take: %v %v", ok, err)
+	}
+	shed := func() []string {
+		t.Helper()
+		if _, _, err := q.(*Queue).shedOldest(1 << 30); err != nil {
+			t.Fatal(err)
+		}
+		return payloads(t, q)
+	}
+	if got := shed(); !slices.Equal(got, []string{string(taken.Packet.Payload)}) {
+		t.Fatalf("after shedding with a command taken: %q, want only the taken one %q", got, taken.Packet.Payload)
+	}
+	lane.Retry(taken)
+	if got := shed(); len(got) != 0 {
+		t.Fatalf("after shedding with the command given back: %q, want none", got)
 	}
 }
