@@ -26,18 +26,21 @@ type slowMeter struct {
 	pty     *hwtest.PTY
 	sim     *hwtest.ModbusSim
 	started atomic.Bool
-	polls   atomic.Int64 // reads answered
+	polls   atomic.Int64  // reads answered
+	polled  chan struct{} // closed at the first read
 	steps   int
 }
 
 func newSlowMeter(t testing.TB, steps int) *slowMeter {
-	s := &slowMeter{pty: hwtest.NewPTY(t), sim: hwtest.NewModbusSim(), steps: steps}
+	s := &slowMeter{pty: hwtest.NewPTY(t), sim: hwtest.NewModbusSim(), steps: steps, polled: make(chan struct{})}
 	stepped := 0 // under the simulator's lock
 	s.sim.BeforeRead = func(req modbus.Request, sl *hwtest.Slave) {
 		if req.Function != modbus.ReadInput {
 			return
 		}
-		s.polls.Add(1)
+		if s.polls.Add(1) == 1 {
+			close(s.polled)
+		}
 		if s.started.Load() && stepped < s.steps {
 			sl.Input[0] += 3
 			stepped++
@@ -126,6 +129,15 @@ func TestReportByExceptionE2E(t *testing.T) {
 		meterYAML(meter.pty.Path, 20*time.Millisecond, true, heartbeat))
 	sub := g.sub("5", "", "", "rbe-sub", "meters/m/reading")
 	sys := g.sub("5", "", "", "rbe-sys", "$SYS/edgegw/meters/+")
+	// The values move only after the first poll answered 100.0, the first
+	// published reading and so the deadband's reference: started before it
+	// (a slow start under load), the first poll would already read 100.3 and
+	// every crossing would be 0.3 kW off.
+	select {
+	case <-meter.polled:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the gateway did not poll the meter within %v", waitTimeout)
+	}
 	meter.started.Store(true)
 
 	// Readings before the values move (the first one and, on a slow start,
