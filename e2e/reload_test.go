@@ -794,3 +794,79 @@ func TestReloadLimitsAndProfiles(t *testing.T) {
 	before.running("across the reload")
 	g.stop()
 }
+
+const reloadCommandsConfig = `data_dir: %[1]s
+listeners:
+  - name: e2e
+    address: %[2]s
+auth:
+  acl:
+    - name: ops
+      publish: ["#"]
+      commands: ["meters/+/cmd"]
+      subscribe: ["#"]
+sessions:
+  max_queued: MAXQ
+meters:
+  types:
+    - name: counter
+      registers:
+        - {name: energy, register: 0, function: 4, type: uint16}
+  ports:
+    - name: pa
+      device: PTY
+      baud: 9600
+      parity: none
+      protocol: modbus
+      modbus: {timeout: 100ms, retries: 1, offline_after: 3}
+      meters:
+        - {id: mx, type: counter, slave: 1, interval: 200ms}
+`
+
+// The meters' command queues take their limit from sessions.max_queued: a
+// reload that lowers it bounds them from the next command on, without
+// reopening the port. The meter never answers, so its commands wait: of
+// three, the third is over the new limit of 2 and refused (refuse_new; the
+// meter counts it, docs/meters.md), 2 stay queued.
+func TestReloadMaxQueuedBoundsMeterCommands(t *testing.T) {
+	pty := hwtest.NewPTY(t)
+	sim := hwtest.NewModbusSim()
+	sim.Add(1, &hwtest.Slave{Down: true})
+	go sim.Serve(pty.Master())
+	conf := func(maxQueued string) string {
+		return strings.NewReplacer("PTY", pty.Path, "MAXQ", maxQueued).Replace(reloadCommandsConfig)
+	}
+	g := startReloadGW(t, conf("1000"))
+	g.logged(`msg="serial port open" component=meters port=pa `)
+	g.write(conf("2"))
+	out := g.mustReload()
+	if want := "  meter command queues: at most 2 commands each, then refuse_new (sessions.max_queued, queue_overflow)\n"; !strings.Contains(out, want) {
+		t.Errorf("edgegw reload printed\n%s\nwant %q", out, want)
+	}
+	if strings.Contains(out, "reopening") {
+		t.Errorf("the port was reopened for its queue limit:\n%s", out)
+	}
+	pub := g.pub("5", "", "", "ops", "meters/mx/cmd")
+	for _, m := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
+		pub.send(m)
+	}
+	pub.must("received PUBACK (Mid: 3")
+	var st struct {
+		Meters []struct {
+			Meter    string `json:"meter"`
+			Commands struct {
+				Queued  int `json:"queued"`
+				Refused int `json:"refused"`
+			} `json:"commands"`
+		} `json:"meters"`
+	}
+	adminSocketJSON(t, g, &st, "meters")
+	if len(st.Meters) != 1 || st.Meters[0].Commands.Queued != 2 || st.Meters[0].Commands.Refused != 1 {
+		t.Errorf("edgegw meters: %+v, want mx with 2 commands queued and 1 refused", st.Meters)
+	}
+	if n := len(g.p.grep(`msg="serial port open" component=meters port=pa `)); n != 1 {
+		t.Errorf("port pa opened %d times, want once", n)
+	}
+	pub.running("after a refused PUBLISH")
+	g.stop()
+}

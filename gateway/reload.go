@@ -242,6 +242,12 @@ func (g *Gateway) applyConfig(next Config, rep *admin.ReloadReport) (Config, err
 				} else {
 					run.Sessions = s
 					applied("sessions", "sessions: profiles and limits apply to new connections and the next messages")
+					// The meters' command queues take their limits from these
+					// keys too (a bridge's outbox has its own, outbox.max_messages).
+					if h := g.meters.Load(); h != nil && (s.MaxQueued != cur.Sessions.MaxQueued || s.Overflow != cur.Sessions.Overflow) {
+						h.SetCommandLimits(s.MaxQueued, s.Overflow)
+						applied("meters", fmt.Sprintf("meter command queues: at most %d commands each, then %s (sessions.max_queued, queue_overflow)", s.MaxQueued, s.Overflow))
+					}
 				}
 			}
 			if next.Sessions.SweepInterval != cur.Sessions.SweepInterval {

@@ -107,6 +107,13 @@ func New(engine Engine, opts Options) *Hub {
 		cmds: engine.LaneConfig(queue.Limits{MaxCount: opts.MaxQueued, Overflow: opts.Overflow, CountKey: "sessions.max_queued"})}
 }
 
+// SetCommandLimits makes maxQueued and overflow the limits of every meter's
+// command queue from its next command on (a reload that changed
+// sessions.max_queued or queue_overflow); queued commands stay.
+func (h *Hub) SetCommandLimits(maxQueued int, overflow session.Overflow) {
+	h.cmds.SetLimits(queue.Limits{MaxCount: maxQueued, Overflow: overflow, CountKey: "sessions.max_queued"})
+}
+
 // withDefaultTopics returns t with DefaultTopics' templates where t has none.
 func withDefaultTopics(t Topics) Topics {
 	def := func(s *string, v string) {
