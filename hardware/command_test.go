@@ -108,7 +108,7 @@ func TestCommandAttemptsSurviveRestart(t *testing.T) {
 }
 
 // startMeterBroker runs the session engine with one meter "m1" whose command
-// queue ("m/m1" in the store) holds at most 2 commands under drop_oldest.
+// queue (store.CommandQueue("m1")) holds at most 2 commands under drop_oldest.
 func startMeterBroker(t *testing.T) (*brokertest.Broker, *hardware.Meter) {
 	t.Helper()
 	var m *hardware.Meter
