@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math"
 	"net"
-	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"edgegw/internal/suggest"
+	"edgegw/internal/topic"
 )
 
 // Limits shared by several sections.
@@ -300,14 +300,14 @@ func (d *Decoder) Enum(dst *string, values ...string) Setter {
 	}
 }
 
-// Glob accepts a path.Match pattern.
+// Glob accepts a path.Match pattern (topic.CheckGlob).
 func (d *Decoder) Glob(dst *string) Setter {
 	return func(n *yaml.Node, key string) {
 		if !d.Scalar(n, key, "a glob pattern") {
 			return
 		}
-		if _, err := path.Match(n.Value, ""); err != nil {
-			d.FailNode(n, key, "bad glob %q: %v", n.Value, err)
+		if err := topic.CheckGlob(n.Value); err != nil {
+			d.FailNode(n, key, "%v", err)
 			return
 		}
 		*dst = n.Value

@@ -12,7 +12,6 @@ package session
 
 import (
 	"fmt"
-	"path"
 	"time"
 
 	"edgegw/internal/queue"
@@ -68,8 +67,8 @@ func (p Profile) Matches(clientID, username, listener string) bool {
 // Validate checks a profile's patterns and durations; the error names the field.
 func (p Profile) Validate() error {
 	for field, pat := range map[string]string{"client_id": p.ClientID, "username": p.Username, "listener": p.Listener} {
-		if _, err := path.Match(pat, ""); err != nil {
-			return fmt.Errorf("%s: bad glob %q: %w", field, pat, err)
+		if err := topic.CheckGlob(pat); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
 		}
 	}
 	switch p.CleanStart {

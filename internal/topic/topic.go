@@ -11,6 +11,7 @@ package topic
 
 import (
 	"errors"
+	"fmt"
 	"path"
 	"strings"
 )
@@ -200,4 +201,14 @@ func Glob(pattern, name string) bool {
 	}
 	ok, err := path.Match(pattern, name)
 	return err == nil && ok
+}
+
+// CheckGlob reports a pattern Glob would never match with (path.Match's
+// syntax errors): the one check of the configuration's client id, username and
+// listener patterns (sessions.profiles, the ACL's rules).
+func CheckGlob(pattern string) error {
+	if _, err := path.Match(pattern, ""); err != nil {
+		return fmt.Errorf("bad glob %q: %w", pattern, err)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package topic
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -174,6 +175,13 @@ func TestGlob(t *testing.T) {
 	} {
 		if got := Glob(c.pattern, c.name); got != c.want {
 			t.Errorf("Glob(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
+		}
+	}
+	for pattern, want := range map[string]string{"": "", "meter-*": "", "lan[0-9]": "",
+		"[": `bad glob "[": syntax error in pattern`, `svc-\`: `bad glob "svc-\\": syntax error in pattern`} {
+		err := CheckGlob(pattern)
+		if got := fmt.Sprint(err); (err == nil) != (want == "") || (err != nil && got != want) {
+			t.Errorf("CheckGlob(%q) = %v, want %q", pattern, err, want)
 		}
 	}
 }
