@@ -98,9 +98,42 @@ func DecodeMeters(d Decoder, r *Registry, n *yaml.Node, key string, m *MetersCon
 	})
 }
 
+// typeFields, portFields and meterFields are the keys of a meter type, a port
+// and a meter that every protocol shares, with their setters into the item
+// being decoded: the one list of them (NewRegistry refuses a protocol key of
+// the same name at the same level).
+func typeFields(d Decoder, t *MeterTypeConfig) map[string]Setter {
+	return map[string]Setter{"name": d.Str(&t.Name)}
+}
+
+func portFields(d Decoder, r *Registry, p *MeterPortConfig) map[string]Setter {
+	return map[string]Setter{
+		"name":            d.Str(&p.Name),
+		"device":          d.Str(&p.Device),
+		"address":         d.Str(&p.Address),
+		"connect_timeout": d.Duration(&p.ConnectTimeout, 100*time.Millisecond, time.Minute),
+		"baud":            d.Count(&p.Baud, 50, 4000000),
+		"data_bits":       d.Count(&p.DataBits, 7, 8),
+		"parity":          d.Enum(&p.Parity, "none", "even", "odd"),
+		"stop_bits":       d.Count(&p.StopBits, 1, 2),
+		"read_timeout":    d.Duration(&p.ReadTimeout, 100*time.Millisecond, 25500*time.Millisecond),
+		"reopen_min":      d.Duration(&p.ReopenMin, time.Millisecond, time.Hour),
+		"reopen_max":      d.Duration(&p.ReopenMax, time.Millisecond, 24*time.Hour),
+		"protocol":        d.Enum(&p.Protocol, r.Names()...),
+		"meters": func(n *yaml.Node, key string) {
+			d.List(n, key, func(n *yaml.Node, key string) { p.Meters = append(p.Meters, decodeMeter(d, r, n, key)) })
+		},
+	}
+}
+
+func meterFields(d Decoder, m *PortMeterConfig) map[string]Setter {
+	return map[string]Setter{"id": d.Str(&m.ID), "type": d.Str(&m.Type),
+		"heartbeat": d.Duration(&m.Heartbeat, 0, 720*time.Hour)}
+}
+
 func decodeType(d Decoder, r *Registry, n *yaml.Node, key string) MeterTypeConfig {
 	var t MeterTypeConfig
-	fields := map[string]Setter{"name": d.Str(&t.Name)}
+	fields := typeFields(d, &t)
 	t.Protocols = r.inline(d, fields, Plugin.NewType)
 	d.Mapping(n, key, fields)
 	return t
@@ -123,23 +156,7 @@ func (r *Registry) inline(d Decoder, fields map[string]Setter, newPart func(Plug
 func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfig {
 	p := MeterPortConfig{Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1, ReadTimeout: 100 * time.Millisecond,
 		ConnectTimeout: DefaultConnectTimeout, ReopenMin: time.Second, ReopenMax: time.Minute, Settings: map[string]Settings{}}
-	fields := map[string]Setter{
-		"name":            d.Str(&p.Name),
-		"device":          d.Str(&p.Device),
-		"address":         d.Str(&p.Address),
-		"connect_timeout": d.Duration(&p.ConnectTimeout, 100*time.Millisecond, time.Minute),
-		"baud":            d.Count(&p.Baud, 50, 4000000),
-		"data_bits":       d.Count(&p.DataBits, 7, 8),
-		"parity":          d.Enum(&p.Parity, "none", "even", "odd"),
-		"stop_bits":       d.Count(&p.StopBits, 1, 2),
-		"read_timeout":    d.Duration(&p.ReadTimeout, 100*time.Millisecond, 25500*time.Millisecond),
-		"reopen_min":      d.Duration(&p.ReopenMin, time.Millisecond, time.Hour),
-		"reopen_max":      d.Duration(&p.ReopenMax, time.Millisecond, 24*time.Hour),
-		"protocol":        d.Enum(&p.Protocol, r.Names()...),
-		"meters": func(n *yaml.Node, key string) {
-			d.List(n, key, func(n *yaml.Node, key string) { p.Meters = append(p.Meters, decodeMeter(d, r, n, key)) })
-		},
-	}
+	fields := portFields(d, r, &p)
 	for _, pl := range r.plugins {
 		s := pl.NewPort()
 		p.Settings[pl.Name()] = s
@@ -151,8 +168,7 @@ func decodePort(d Decoder, r *Registry, n *yaml.Node, key string) MeterPortConfi
 
 func decodeMeter(d Decoder, r *Registry, n *yaml.Node, key string) PortMeterConfig {
 	var m PortMeterConfig
-	fields := map[string]Setter{"id": d.Str(&m.ID), "type": d.Str(&m.Type),
-		"heartbeat": d.Duration(&m.Heartbeat, 0, 720*time.Hour)}
+	fields := meterFields(d, &m)
 	m.Settings = r.inline(d, fields, Plugin.NewMeter)
 	d.Mapping(n, key, fields)
 	return m

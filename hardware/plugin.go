@@ -116,14 +116,6 @@ type Registry struct {
 	plugins []Plugin
 }
 
-// genericKeys are the keys of the meters section every protocol shares; no
-// protocol may add a key of the same name at the same level.
-var (
-	genericTypeKeys  = []string{"name"}
-	genericPortKeys  = []string{"name", "device", "address", "connect_timeout", "baud", "data_bits", "parity", "stop_bits", "read_timeout", "reopen_min", "reopen_max", "protocol", "meters"}
-	genericMeterKeys = []string{"id", "type", "heartbeat"}
-)
-
 // NewRegistry returns the registry of plugins. Names must be unique and not
 // empty, and the keys the plugins add at one level of the configuration must
 // not collide with each other or with the shared keys.
@@ -139,8 +131,11 @@ func NewRegistry(plugins ...Plugin) (*Registry, error) {
 		owner[level+" "+key] = who
 		return nil
 	}
-	for level, keys := range map[string][]string{"types": genericTypeKeys, "ports": genericPortKeys, "meters": genericMeterKeys} {
-		for _, k := range keys {
+	// The keys every protocol shares (config.go), listed with the setters of
+	// keysOnly.
+	for level, fields := range map[string]map[string]Setter{"types": typeFields(keysOnly{}, &MeterTypeConfig{}),
+		"ports": portFields(keysOnly{}, &Registry{}, &MeterPortConfig{}), "meters": meterFields(keysOnly{}, &PortMeterConfig{})} {
+		for k := range fields {
 			owner[level+" "+k] = "every port"
 		}
 	}

@@ -17,6 +17,22 @@ type clash struct {
 
 func (c clash) Name() string { return c.name }
 
+// meterKey is a protocol "x" that adds the key key to a meter.
+type meterKey struct {
+	line.Plugin
+	key string
+}
+
+func (meterKey) Name() string                  { return "x" }
+func (m meterKey) NewMeter() hardware.Settings { return keyed(m.key) }
+
+// keyed is a protocol's part with the one key it names.
+type keyed string
+
+func (k keyed) Keys(hardware.Decoder) map[string]hardware.Setter {
+	return map[string]hardware.Setter{string(k): nil}
+}
+
 // The registry keeps the given order and refuses a protocol whose name or
 // keys would make the configuration ambiguous.
 func TestRegistry(t *testing.T) {
@@ -38,6 +54,8 @@ func TestRegistry(t *testing.T) {
 		{[]hardware.Plugin{line.Plugin{}, line.Plugin{}}, "key line of ports is also a key of line"},
 		{[]hardware.Plugin{line.Plugin{}, clash{name: "lora"}}, "key fields of types is also a key of line"},
 		{[]hardware.Plugin{clash{name: "device"}}, "key device of ports is also a key of every port"},
+		{[]hardware.Plugin{clash{name: "address"}}, "key address of ports is also a key of every port"},
+		{[]hardware.Plugin{meterKey{key: "heartbeat"}}, "key heartbeat of meters is also a key of every port"},
 		{[]hardware.Plugin{clash{name: ""}}, "has no name"},
 	} {
 		if _, err := hardware.NewRegistry(tt.plugins...); err == nil || !strings.Contains(err.Error(), tt.want) {
