@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,7 +174,7 @@ func portStatus(open bool) func(packets.Packet) bool {
 func TestTCPServerRestart(t *testing.T) {
 	for _, f := range framings {
 		t.Run(string(f), func(t *testing.T) {
-			r, srv, want := serverRig(t, f, 300*time.Millisecond)
+			r, srv, want := serverRig(t, f, time.Second)
 			next(t, r.eng, "meters/a/status", statusIs("online"))
 			nextReading(t, r.eng, "a")
 
@@ -234,7 +235,10 @@ func TestTCPMissingUnit(t *testing.T) {
 	units, specs, _ := threeUnits()
 	specs = append(specs, meterSpec{"ghost", 99, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
 	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{})
-	r := newTCPRig(t, modbus.Config{Timeout: 200 * time.Millisecond, Framing: modbus.FramingTCP}, srv.Addr, specs...)
+	// The units that are there must answer within the timeout, or a ghost's
+	// timeout and theirs in a row count as a silent connection and reopen it:
+	// pymodbus on a loaded machine took more than 200ms.
+	r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, srv.Addr, specs...)
 	r.start(t)
 	next(t, r.eng, "meters/ghost/status", statusIs("offline"))
 	for range 3 {
@@ -318,18 +322,33 @@ func fakeGateway(t *testing.T, answer func(modbus.Request) byte) string {
 // transaction id when it arrives (the retry has a new one); an MBAP header
 // that cannot be right (protocol id 1) closes the connection, which is
 // opened again; the readings go on.
+//
+// The late answer is held back until the retry has arrived, so that it comes
+// after the timeout however slow the machine; every other request is
+// answered at once and well within the timeout (a 50ms timeout with a late
+// answer 150ms after its request made loaded machines count timeouts that
+// were none, and a late answer that could come after request 30's).
 func TestTCPLateAnswerAndOutOfStep(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		late []byte // the answer to request 2
+	)
 	addr := fakeServer(t, func(nth int, req modbus.Request, tid uint16) ([]byte, time.Duration) {
 		out := modbus.EncodeTCPResponse(nil, tid, req, ones(req), 0)
+		mu.Lock()
+		defer mu.Unlock()
 		switch nth {
 		case 2:
-			return out, 150 * time.Millisecond // after the 50ms timeout
-		case 30: // well after the late answer
+			late = out
+			return nil, 0 // no answer before the timeout
+		case 3: // the retry: the late answer comes first
+			return append(late, out...), 0
+		case 10: // after the late answer
 			out[3] = 1 // protocol id 1
 		}
 		return out, 0
 	})
-	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Retries: 1, Framing: modbus.FramingTCP}, addr,
+	r := newTCPRig(t, modbus.Config{Timeout: time.Second, Retries: 1, Framing: modbus.FramingTCP}, addr,
 		meterSpec{"m", 1, 10 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
 	r.start(t)
 	c := r.port.Counters()
@@ -505,7 +524,10 @@ func TestTCPScanTimeoutsKeepConnection(t *testing.T) {
 		}
 		return modbus.EncodeTCPResponse(nil, tid, req, ones(req), 0), 0
 	})
-	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Framing: modbus.FramingTCP}, addr,
+	// The port's own timeout is for the one poll (interval 1h), whose reading
+	// the test waits for: a 50ms one, missed on a loaded machine, left no
+	// reading for an hour. The scan has its own.
+	r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, addr,
 		meterSpec{"m", 1, time.Hour, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
 	opened := r.port.Opened()
 	r.start(t)
