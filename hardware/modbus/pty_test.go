@@ -148,8 +148,9 @@ func f32(v float32) (uint16, uint16) { return hwtest.Float32Words(math.Float32bi
 // Three meters of different types on one bus: every value arrives with its
 // scale, unit and word order applied.
 func TestPollThreeMeters(t *testing.T) {
-	fast := modbus.Config{Timeout: 200 * time.Millisecond, Retries: 1}
-	r := newRig(t, fast, 9600,
+	// Every slave answers: the timeout is only a bound (a timed-out block
+	// would make a reading partial).
+	r := newRig(t, modbus.Config{Timeout: time.Second, Retries: 1}, 9600,
 		meterSpec{"a", 1, 20 * time.Millisecond, []modbus.Register{
 			{Name: "energy", Address: 0, Function: 4, Type: modbus.Uint32, Scale: 0.1, Unit: "kWh"},
 			{Name: "power", Address: 2, Function: 4, Type: modbus.Int16, Unit: "W"},
@@ -202,8 +203,12 @@ func TestPollThreeMeters(t *testing.T) {
 
 // A meter that stops answering goes offline after 3 missed polls and online
 // again with its next answer; the other meters keep being polled.
+//
+// The timeout is long enough that an answering slave never misses it on a
+// loaded machine (at 30ms, flaky could go offline and online again before
+// it was taken down, and the test took that offline for the one it caused).
 func TestTimeoutOfflineAndBack(t *testing.T) {
-	r := newRig(t, modbus.Config{Timeout: 30 * time.Millisecond}, 9600,
+	r := newRig(t, modbus.Config{Timeout: 300 * time.Millisecond}, 9600,
 		meterSpec{"up", 1, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}},
 		meterSpec{"flaky", 2, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}},
 	)
@@ -291,8 +296,13 @@ func command(t testing.TB, r *rig, id, payload string) result {
 
 // Commands: FC6 and FC16 writes, a read, an exception, an invalid payload; a
 // command for an unreachable meter fails after its attempts.
+//
+// A write that times out and is tried again reaches the slave twice, and the
+// next command's check of the slave's writes sees the first one's again: the
+// timeout is long enough that an answering slave never misses it (150ms did
+// on a loaded machine).
 func TestCommands(t *testing.T) {
-	r := newRig(t, modbus.Config{Timeout: 150 * time.Millisecond, CommandAttempts: 2}, 9600,
+	r := newRig(t, modbus.Config{Timeout: 500 * time.Millisecond, CommandAttempts: 2}, 9600,
 		meterSpec{"m", 1, 30 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
 	r.sim.Add(1, &hwtest.Slave{Holding: map[uint16]uint16{0: 1, 100: 0, 101: 0}, ReadOnly: map[uint16]bool{0: true}})
 	r.start(t)

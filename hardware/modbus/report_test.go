@@ -23,7 +23,7 @@ func TestReportByExceptionPTY(t *testing.T) {
 	const heartbeat = time.Hour
 	r := newRigReport(t, clk.Wall, map[string]hardware.ReportConfig{"m": {Heartbeat: heartbeat,
 		Deadbands: map[string]hardware.Deadband{"power": {Abs: 1}}}},
-		modbus.Config{Timeout: 500 * time.Millisecond, Retries: 1}, 9600,
+		modbus.Config{Timeout: time.Second, Retries: 1}, 9600, // a bound only: the slave answers every poll
 		meterSpec{"m", 1, 5 * time.Millisecond, []modbus.Register{
 			{Name: "power", Address: 0, Function: 4, Type: modbus.Uint16, Scale: 0.1, Unit: "kW"},
 			{Name: "setpoint", Address: 1, Function: 4, Type: modbus.Uint16},
