@@ -663,7 +663,8 @@ meters:
 
 // A meter port changed by a reload reopens, and only that port: pb's poll
 // interval changes, pa (a PTY with a Modbus simulator each) stays open and
-// goes on publishing readings.
+// goes on publishing readings. Removed, pb closes and its retained status
+// (and its meter's) is cleared; added again, it opens and publishes.
 func TestReloadReopensOnlyTheChangedPort(t *testing.T) {
 	ptyA, ptyB := hwtest.NewPTY(t), hwtest.NewPTY(t)
 	for _, p := range []*hwtest.PTY{ptyA, ptyB} {
@@ -727,6 +728,37 @@ func TestReloadReopensOnlyTheChangedPort(t *testing.T) {
 	if len(st.Ports) != 1 || st.Ports[0].Port != "pa" {
 		t.Errorf("edgegw meters lists ports %+v after pb was removed, want pa only", st.Ports)
 	}
+	// The removed port's and meter's retained status are gone: a new
+	// subscriber gets pa's and ma's only.
+	retained := func() string {
+		host, port, _ := strings.Cut(g.addr, ":")
+		b, _ := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-V", "5", "-v", "--retained-only", "-W", "2",
+			"-t", "edgegw/ports/+/status", "-t", "meters/+/status").CombinedOutput()
+		return string(b)
+	}
+	if r := retained(); !strings.Contains(r, "edgegw/ports/pa/status ") || !strings.Contains(r, "meters/ma/status ") ||
+		strings.Contains(r, "/pb/") || strings.Contains(r, "/mb/") {
+		t.Errorf("retained status after pb's removal:\n%s", r)
+	}
+
+	// Added again: pb opens and mb publishes readings again.
+	g.write(conf("300ms"))
+	if out := g.mustReload(); !strings.Contains(out, "meter port pb added") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	m = strings.Count(readings.log.String(), "meters/mb/reading")
+	deadline = time.Now().Add(waitTimeout)
+	for (opened("pb") < 3 || strings.Count(readings.log.String(), "meters/mb/reading") <= m) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b := opened("pb"); b != 3 || strings.Count(readings.log.String(), "meters/mb/reading") <= m {
+		t.Errorf("pb opened %d times, want 3; mb readings after the port was added again: %v", b,
+			strings.Count(readings.log.String(), "meters/mb/reading") > m)
+	}
+	if r := retained(); !strings.Contains(r, "edgegw/ports/pb/status ") {
+		t.Errorf("no retained status of pb after it was added again:\n%s", r)
+	}
+	readings.running("across the port's removal and addition")
 	g.stop()
 }
 

@@ -214,7 +214,10 @@ func (p *Port) Status() PortStatus {
 }
 
 // StatusTopic is where the port's status is published.
-func (p *Port) StatusTopic() string { return "edgegw/ports/" + p.cfg.Name + "/status" }
+func (p *Port) StatusTopic() string { return portStatusTopic(p.cfg.Name) }
+
+// portStatusTopic is where the port called name publishes its status.
+func portStatusTopic(name string) string { return "edgegw/ports/" + name + "/status" }
 
 // IsTCP reports whether the port is a TCP connection (not a serial device).
 func (p *Port) IsTCP() bool { return p.cfg.TCP.Address != "" }

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"edgegw/internal/queue"
 )
 
@@ -14,7 +16,10 @@ import (
 // opens; a port whose settings, meters, or the types of its meters changed
 // closes and opens again with its new settings (its meters start over, as at
 // start-up; their command queues, from queue, keep what they hold and receive
-// commands throughout). Ports that did not change are not touched. A change
+// commands throughout). The retained status of a port removed, and of a
+// meter removed, is cleared (an empty retained message removes it [MQTT-3.3.1-6]): no
+// subscriber keeps seeing a port or meter that no longer exists. Ports that
+// did not change are not touched. A change
 // of the topic templates or of command_attempts changes every port. It
 // returns one line per port it changed. A port that cannot be built is
 // reported in the error and stays closed (the next Apply tries it again).
@@ -43,10 +48,11 @@ func (h *Hub) Apply(r *Registry, m MetersConfig, queue func(id string) (queue.Qu
 			}
 		}
 	}
-	var closing []string
+	var closing, removed []string
 	for _, p := range old.Ports {
 		if !newPorts[p.Name] {
 			closing = append(closing, p.Name)
+			removed = append(removed, p.Name)
 			changes = append(changes, fmt.Sprintf("meter port %s removed (its meters' command queues stay in the store)", p.Name))
 		}
 	}
@@ -86,7 +92,11 @@ func (h *Hub) Apply(r *Registry, m MetersConfig, queue func(id string) (queue.Qu
 	for _, mt := range gone {
 		if !built[mt.id] {
 			h.engine.RemoveConsumer(mt.consumer) // a meter removed: its queue stays in the store
+			h.clearRetained(mt.origin, mt.statusTopic)
 		}
+	}
+	for _, name := range removed {
+		h.clearRetained(h.origin, portStatusTopic(name))
 	}
 	conf := m
 	if len(errs) > 0 { // the ports that failed are compared again at the next Apply
@@ -153,4 +163,11 @@ func typesChanged(a, b MetersConfig, p MeterPortConfig) bool {
 		}
 	}
 	return false
+}
+
+// clearRetained deletes the retained message of topic: an empty retained
+// PUBLISH, processed as a normal message, then the retained one is removed [MQTT-3.3.1-6].
+func (h *Hub) clearRetained(origin, topic string) {
+	_ = h.engine.PublishLocal(origin, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true}, TopicName: topic})
 }
