@@ -163,13 +163,13 @@ connected, gone = threading.Event(), threading.Event()
 def on_connect(c, userdata, flags, rc, properties=None):
     report["rc"] = str(rc)
     report["server_keep_alive"] = getattr(properties, "ServerKeepAlive", None)
-    report["connected_at"] = time.monotonic()
     connected.set()
 def on_disconnect(c, userdata, rc, properties=None):
-    report["disconnected_after"] = time.monotonic() - report.get("connected_at", time.monotonic())
+    report["disconnected_after"] = time.monotonic() - started
     gone.set()
 c = mqtt.Client(client_id="paho-py-ka", protocol=mqtt.MQTTv5)
 c.on_connect, c.on_disconnect = on_connect, on_disconnect
+started = time.monotonic()  # before the CONNECT: the server's 3 s cannot start earlier
 c.connect(sys.argv[1], int(sys.argv[2]), keepalive=60)
 c.loop_start()
 connected.wait(10)
@@ -188,8 +188,12 @@ print(json.dumps(report))
 	if r.RC != "Success" || r.ServerKeepAlive != 2 {
 		t.Errorf("paho on_connect: rc %q, ServerKeepAlive %d; want Success, 2", r.RC, r.ServerKeepAlive)
 	}
+	// Measured from before the CONNECT, not from on_connect: the network
+	// thread that calls on_connect starts after connect() sent the CONNECT,
+	// and on a loaded machine it can run more than 0.1 s after the server's
+	// keep alive started: 3 s after the CONNECT then looked like under 2.9 s.
 	if r.DisconnectedAfter < 2.9 || r.DisconnectedAfter > 5 {
-		t.Errorf("paho client disconnected %.1f s after CONNACK, want 3 s (1.5 × Server Keep Alive)", r.DisconnectedAfter)
+		t.Errorf("paho client disconnected %.1f s after its CONNECT, want 3 s (1.5 × Server Keep Alive)", r.DisconnectedAfter)
 	}
 }
 
