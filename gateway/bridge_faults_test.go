@@ -581,11 +581,13 @@ func TestBridgeDownlinkWhileGatewayDown(t *testing.T) {
 			clock := &testClock{now: time.Now()}
 			edit := bridgeTo(cloud.url(), tc.upstream)
 			g, stop := startGatewayIn(t, dir, clock, edit)
-			waitFor(t, "bridge connected", func() bool { return cloudStatus(g).Connected })
+			// Not just Connected: the bridge sends its SUBSCRIBE after setting it,
+			// and a probe mosquitto got first went nowhere.
+			cloud.waitSubscribed("edgegw-s1", "site/s1/cmd/#", 1)
 			app, _ := connectV5(t, cloud.addr(), &paho.Connect{ClientID: "cloud-app", CleanStart: true})
 
-			// The device subscribes; a first command proves the downlink subscription
-			// is in place upstream before the gateway goes down.
+			// The device subscribes; a first command proves the downlink works end
+			// to end before the gateway goes down.
 			const id = "ota-1"
 			var v5dev *v5Client
 			var v3dev *v3Client
@@ -646,6 +648,9 @@ func TestBridgeDownlinkWhileGatewayDown(t *testing.T) {
 					t.Fatalf("device got %s %q QoS %d, want cmd/%s \"update-42\" QoS 1", m.Topic(), m.Payload(), m.Qos(), id)
 				}
 			}
+			// The bridge counts a downlink message after storing it: the device can
+			// have it before the count moves.
+			waitFor(t, "the downlink message counted", func() bool { return cloudStatus(g2).Received > 0 })
 			if st := cloudStatus(g2); st.Received != 1 {
 				t.Errorf("status received %d after the restart, want 1", st.Received)
 			}

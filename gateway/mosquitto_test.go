@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,7 @@ log_dest file %s
 log_type error
 log_type warning
 log_type notice
+log_type subscribe
 %s%s
 `, m.port, m.dir, m.logPath, mosquittoKeepUser, m.extra)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
@@ -74,6 +76,20 @@ log_type notice
 			_ = c.Close()
 		}
 		return err == nil
+	})
+}
+
+// waitSubscribed waits until mosquitto's log shows client id's n-th
+// subscription to filter (log_type subscribe writes "<time>: <id> <qos>
+// <filter>" once the subscription is added; the log file accumulates over
+// stop and start). mosquitto is single-threaded: a message it receives after
+// that line reaches the subscription. A bridge's Connected status is no such
+// sign: the bridge sets it before it sends its SUBSCRIBE.
+func (m *mosquittoBroker) waitSubscribed(id, filter string, n int) {
+	m.t.Helper()
+	line := regexp.MustCompile(`(?m)^\d+: ` + regexp.QuoteMeta(id) + ` \d ` + regexp.QuoteMeta(filter) + `$`)
+	waitFor(m.t, fmt.Sprintf("mosquitto to log subscription %d of %s to %s", n, id, filter), func() bool {
+		return len(line.FindAllString(m.log(), -1)) >= n
 	})
 }
 
