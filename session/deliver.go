@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -28,7 +27,7 @@ type binding struct {
 	state  atomic.Int32 // senderIdle, senderRunning or senderAgain
 	done   chan struct{}
 	once   sync.Once
-	// writeStart is when the write in progress began (unix ns), 0 when none.
+	// writeStart is when the write in progress began (Engine.monoNs), 0 when none.
 	writeStart atomic.Int64
 }
 
@@ -41,7 +40,7 @@ func (b *binding) clientBound() bool {
 		return true
 	}
 	ws := b.writeStart.Load()
-	return ws != 0 && time.Now().UnixNano()-ws > int64(flowMaxWait/2)
+	return ws != 0 && b.e.monoNs()-ws > int64(flowMaxWait/2)
 }
 
 // Sender states: no goroutine; one pumping; one pumping that must look again
@@ -138,7 +137,7 @@ func (e *Engine) pump(s *Session, b *binding) error {
 	for {
 		writes, more := e.nextWrites(s, b)
 		if len(writes) > 0 {
-			b.writeStart.Store(time.Now().UnixNano())
+			b.writeStart.Store(e.monoNs())
 		}
 		if len(writes) > 1 && b.gather != nil {
 			b.gather.Cork()

@@ -48,6 +48,7 @@ type Engine struct {
 	log      *slog.Logger
 	rlog     *ratelog.Logger // lines caused by remote input, rate-limited per kind
 	now      func() time.Time
+	epoch    time.Time // time.Now() at New: the base of monoNs
 	store    Store
 	strict   bool
 	sysExtra func() map[string]int64
@@ -148,6 +149,7 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		log:      deps.Log,
 		rlog:     ratelog.NewLogger(deps.Log, 0, 0, deps.Now),
 		now:      deps.Now,
+		epoch:    time.Now(),
 		store:    deps.Store,
 		strict:   deps.Strict && deps.Store != nil,
 		sysExtra: deps.SysValues,
@@ -374,6 +376,11 @@ func (e *Engine) openQueue(name string, durable bool, open func(Store) (queue.Qu
 // timestamps (Deps.Now), for parts that compare with what the engine stamped
 // (Packet.Created, Packet.Expiry).
 func (e *Engine) Now() time.Time { return e.now() }
+
+// monoNs is the process's monotonic time in ns since New, never 0: flow
+// control (binding.writeStart) times real socket writes with it. Unlike
+// time.Now().UnixNano() it does not move when the wall clock is set.
+func (e *Engine) monoNs() int64 { return int64(time.Since(e.epoch)) + 1 }
 
 // OfflineSessions returns the number of persistent sessions without a
 // connection. Cost: a pass over the sessions, each locked briefly.

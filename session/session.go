@@ -100,6 +100,11 @@ type group struct {
 // alone. So a slow or stuck subscriber delays a publisher by at most
 // flowMaxWait once, a client never waits for its own queue, and in-process
 // publishers (bridge, meters, wills, $SYS) never wait.
+//
+// Flow control times real socket writes against real timers, so it reads the
+// process's monotonic clock (time.Since, Engine.monoNs), not the injected
+// Deps.Now: in production that steady time moves the same, and a test's fake
+// clock, which stands still, would freeze it.
 const (
 	flowHigh     = 1024
 	flowLow      = 512
