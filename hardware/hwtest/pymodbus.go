@@ -40,9 +40,9 @@ type ModbusServer struct {
 	Port   int
 	Framer string // "tcp" (MBAP) or "rtu" (RTU frames over TCP)
 
-	t        testing.TB
-	slaves   string // path of the units' JSON
-	wrongTID bool
+	t      testing.TB
+	slaves string // path of the units' JSON
+	opts   ModbusServerOptions
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -55,7 +55,20 @@ type ModbusServerOptions struct {
 	// WrongTID makes the server send every response twice: first with the
 	// transaction id plus one, then right (Modbus TCP only).
 	WrongTID bool
-	Port     int // 0: any free port
+	// WrongUnit makes the server send every response twice: first from the
+	// unit id plus one (MBAP, or an RTU frame with its CRC), then right.
+	WrongUnit bool
+	// Gateway makes the server a Modbus TCP gateway: it takes requests for
+	// every unit id and answers exception 11 (gateway target device failed
+	// to respond) for a unit not in Units, from pymodbus's own code. Without
+	// it, pymodbus 3.0 does not answer for such a unit at all.
+	Gateway bool
+	// DieAt makes the server exit at its DieAt-th request (counted from 1
+	// over all connections) after reading it and before answering it: a
+	// device losing power mid-transaction. Exited tells when; Restart starts
+	// it again (without DieAt).
+	DieAt int
+	Port  int // 0: any free port
 }
 
 // StartModbusServer starts mbserver.py serving units and returns once it
@@ -86,7 +99,7 @@ func StartModbusServer(t testing.TB, units Units, o ModbusServerOptions) *Modbus
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &ModbusServer{Framer: o.Framer, Port: o.Port, t: t, slaves: path, wrongTID: o.WrongTID}
+	s := &ModbusServer{Framer: o.Framer, Port: o.Port, t: t, slaves: path, opts: o}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -96,8 +109,17 @@ func StartModbusServer(t testing.TB, units Units, o ModbusServerOptions) *Modbus
 func (s *ModbusServer) start() {
 	s.t.Helper()
 	args := []string{ModbusScript(), "serve", "--slaves", s.slaves, "--framer", s.Framer, "--port", strconv.Itoa(s.Port)}
-	if s.wrongTID {
+	if s.opts.WrongTID {
 		args = append(args, "--wrong-tid")
+	}
+	if s.opts.WrongUnit {
+		args = append(args, "--wrong-unit")
+	}
+	if s.opts.Gateway {
+		args = append(args, "--gateway")
+	}
+	if s.opts.DieAt > 0 {
+		args = append(args, "--die-at", strconv.Itoa(s.opts.DieAt))
 	}
 	cmd := exec.Command(Python, args...)
 	out, err := cmd.StdoutPipe()
@@ -158,11 +180,20 @@ func (s *ModbusServer) Stop() {
 	<-done
 }
 
+// Exited returns a channel closed when the server process started last has
+// exited (DieAt, or Stop).
+func (s *ModbusServer) Exited() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
+}
+
 // Restart starts the server again on the same port, with the units' initial
-// registers.
+// registers and without DieAt.
 func (s *ModbusServer) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.opts.DieAt = 0
 	s.start()
 }
 

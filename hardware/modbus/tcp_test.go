@@ -166,19 +166,26 @@ func portStatus(open bool) func(packets.Packet) bool {
 	}
 }
 
-// The server goes away mid-poll (killed: its connections are reset) and comes
-// back on the same port: the port publishes closed, the meters go offline
-// (their polls fail while it reconnects with backoff), and once the server
-// listens again the connection is reopened, readings resume and the meters
-// are online.
+// The server dies in the middle of a transaction (it exits after reading its
+// 7th request and before answering it, as a device losing power does) and
+// comes back on the same port. The request in flight ends with the
+// connection, not by its response timeout (5 s here, so no timeout is
+// counted); the port publishes closed and retries with backoff (each attempt
+// refused while the server is down); once the server listens again the
+// connection is reopened and readings resume with every meter online.
 func TestTCPServerRestart(t *testing.T) {
 	for _, f := range framings {
 		t.Run(string(f), func(t *testing.T) {
-			r, srv, want := serverRig(t, f, time.Second)
+			units, specs, want := threeUnits()
+			srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Framer: string(f), DieAt: 7})
+			r := newTCPRig(t, modbus.Config{Timeout: 5 * time.Second, Retries: 1, Framing: f}, srv.Addr, specs...)
+			r.start(t)
 			next(t, r.eng, "meters/a/status", statusIs("online"))
-			nextReading(t, r.eng, "a")
-
-			srv.Stop()
+			select {
+			case <-srv.Exited():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the server did not exit at its 7th request")
+			}
 			next(t, r.eng, "edgegw/ports/tcp/status", portStatus(false))
 			// Offline by silence would take a minute; the missed polls of a
 			// meter whose connection is gone do not count, so wait for the
@@ -186,6 +193,9 @@ func TestTCPServerRestart(t *testing.T) {
 			next(t, r.eng, "edgegw/ports/tcp/status", func(pk packets.Packet) bool {
 				return strings.Contains(string(pk.Payload), "connection refused")
 			})
+			if n := r.port.Counters().Timeouts.Load(); n != 0 {
+				t.Errorf("timeouts = %d: the request in flight waited for its timeout instead of ending with the connection", n)
+			}
 			opened := r.port.Opened()
 			srv.Restart()
 			select {
@@ -196,6 +206,11 @@ func TestTCPServerRestart(t *testing.T) {
 			next(t, r.eng, "edgegw/ports/tcp/status", portStatus(true))
 			for id, vals := range want {
 				checkReading(t, nextReading(t, r.eng, id), id, vals)
+			}
+			for _, id := range []string{"a", "b", "c"} {
+				if st := r.hub.Meter(id).State(); st != hardware.StateOnline {
+					t.Errorf("meter %s %s after the restart", id, st)
+				}
 			}
 			if n := r.port.Counters().Reopens.Load(); n < 1 {
 				t.Errorf("reopens = %d", n)
@@ -228,27 +243,66 @@ func TestTCPWrongTransactionID(t *testing.T) {
 	}
 }
 
-// A unit the server does not have (pymodbus 3.0 ignores requests for unknown
-// units) goes offline after its missed polls; the connection stays up, as the
-// other units answer between its timeouts.
+// A server that sends each response first from another unit id (the unit id
+// plus one; over RTU framing a whole frame with its own valid CRC), then
+// right: the wrong one is skipped and counted in wrong_slave, the right one
+// read; no timeouts.
+func TestTCPWrongUnit(t *testing.T) {
+	for _, f := range framings {
+		t.Run(string(f), func(t *testing.T) {
+			units, specs, want := threeUnits()
+			srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Framer: string(f), WrongUnit: true})
+			r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: f}, srv.Addr, specs...)
+			r.start(t)
+			for range 3 {
+				for id, vals := range want {
+					checkReading(t, nextReading(t, r.eng, id), id, vals)
+				}
+			}
+			c := r.port.Counters()
+			if c.WrongSlave.Load() < 9 || c.Timeouts.Load() != 0 || c.WrongTransaction.Load() != 0 {
+				t.Errorf("counters: %v", c.Map())
+			}
+			if st := r.port.Status(); st.Counters["wrong_slave"] < 9 {
+				t.Errorf("status counters: %v", st.Counters)
+			}
+		})
+	}
+}
+
+// A unit the server does not have goes offline after its missed polls; the
+// connection stays up, as the other units answer between its polls. A plain
+// pymodbus 3.0 server ignores requests for unknown units (timeouts); as a
+// gateway (hwtest Gateway) pymodbus itself answers exception 11 for them
+// (gateway target device failed to respond), which is a missed poll too but
+// no timeout.
 func TestTCPMissingUnit(t *testing.T) {
-	units, specs, _ := threeUnits()
-	specs = append(specs, meterSpec{"ghost", 99, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
-	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{})
-	// The units that are there must answer within the timeout, or a ghost's
-	// timeout and theirs in a row count as a silent connection and reopen it:
-	// pymodbus on a loaded machine took more than 200ms.
-	r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, srv.Addr, specs...)
-	r.start(t)
-	next(t, r.eng, "meters/ghost/status", statusIs("offline"))
-	for range 3 {
-		nextReading(t, r.eng, "a")
-	}
-	if n := r.eng.Count("meters/ghost/reading"); n != 0 {
-		t.Errorf("%d readings of a unit that is not there", n)
-	}
-	if c := r.port.Counters(); c.Timeouts.Load() < 2 || c.Reopens.Load() != 0 {
-		t.Errorf("counters: %v", c.Map())
+	for _, gateway := range []bool{false, true} {
+		t.Run(map[bool]string{false: "silent", true: "gateway"}[gateway], func(t *testing.T) {
+			units, specs, _ := threeUnits()
+			specs = append(specs, meterSpec{"ghost", 99, 20 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
+			srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Gateway: gateway})
+			// The units that are there must answer within the timeout, or a
+			// ghost's timeout and theirs in a row count as a silent connection
+			// and reopen it: pymodbus on a loaded machine took more than 200ms.
+			r := newTCPRig(t, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, srv.Addr, specs...)
+			r.start(t)
+			next(t, r.eng, "meters/ghost/status", statusIs("offline"))
+			for range 3 {
+				nextReading(t, r.eng, "a")
+			}
+			if n := r.eng.Count("meters/ghost/reading"); n != 0 {
+				t.Errorf("%d readings of a unit that is not there", n)
+			}
+			c := r.port.Counters()
+			if gateway {
+				if c.Exceptions.Load() < 2 || c.Timeouts.Load() != 0 || c.Reopens.Load() != 0 {
+					t.Errorf("counters: %v", c.Map())
+				}
+			} else if c.Timeouts.Load() < 2 || c.Exceptions.Load() != 0 || c.Reopens.Load() != 0 {
+				t.Errorf("counters: %v", c.Map())
+			}
+		})
 	}
 }
 
@@ -369,7 +423,8 @@ func TestTCPLateAnswerAndOutOfStep(t *testing.T) {
 
 // A Modbus TCP gateway that answers exception 11 (target device failed to
 // respond) or 10 (path unavailable) for a unit: the unit gave no answer, so
-// its polls are missed and it goes offline; the other unit is read.
+// its polls are missed and it goes offline; the other unit is read. pymodbus
+// answers 11 in TestTCPMissingUnit/gateway but never 10, hence this fake.
 func TestTCPGatewayExceptionIsMissedPoll(t *testing.T) {
 	addr := fakeGateway(t, func(req modbus.Request) byte {
 		switch req.Slave {

@@ -3,14 +3,28 @@
 python3-pymodbus 3.0): the third-party far end of a TCP meter port.
 
   mbserver.py serve --slaves FILE [--framer tcp|rtu] [--port N] [--wrong-tid]
+                    [--wrong-unit] [--gateway] [--die-at K]
       Serves the units and registers of FILE (JSON, the format of the golden
       cases' slaves.json: {"<unit>": {"holding": {"<reg>": v}, "input": {...}}})
       on 127.0.0.1:N (0: any free port) with pymodbus's socket (MBAP) framer or
       its RTU framer over TCP. A read or write of a register not listed gets
-      exception 2; a unit not listed gets exception 11 (gateway target failed
-      to respond), as pymodbus does. Prints "LISTENING <port>" once it serves.
+      exception 2. Device identification (function 43/14) answers vendor
+      "pymodbus", product code "PM-TEST", revision "3.0". A request for a unit not listed gets no answer: pymodbus
+      3.0's framer drops it. Prints "LISTENING <port>" once it serves.
       --wrong-tid sends every response twice, first with the transaction id
-      plus one (pymodbus's response_manipulator hook), then as it should be.
+      plus one (pymodbus's response_manipulator hook), then as it should be
+      (tcp framer only).
+      --wrong-unit sends every response twice, first from the unit id plus
+      one (in the framer's own encoding: MBAP, or RTU with its CRC), then as
+      it should be.
+      --gateway makes the server a Modbus TCP gateway with the listed units
+      behind it: it takes requests for every unit id, and for a unit not
+      listed pymodbus itself answers exception 11 (gateway target device
+      failed to respond; its NoSuchSlaveException path).
+      --die-at K exits at the K-th request (counted from 1 over all
+      connections), after reading it and before answering it: a device that
+      loses power in the middle of a transaction. Its connections are closed
+      by the kernel.
 
   mbserver.py read --port N --unit U --address A --count C [--framer tcp|rtu]
       Reads C holding registers with pymodbus's client and prints them as a
@@ -21,13 +35,23 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import struct
 import sys
 
 
-def load_context(path):
+def load_context(path, gateway=False):
     from pymodbus.datastore import (ModbusServerContext, ModbusSlaveContext,
                                     ModbusSparseDataBlock)
+
+    class GatewayContext(ModbusServerContext):
+        """Claims every unit id to pymodbus's framer (which drops requests
+        for units not in slaves()); looking up one not served raises
+        pymodbus's NoSuchSlaveException, which its server answers with
+        exception 11."""
+
+        def slaves(self):
+            return list(range(256))
 
     with open(path) as f:
         spec = json.load(f)
@@ -40,25 +64,44 @@ def load_context(path):
             return ModbusSparseDataBlock(regs or {65535: 0})
         slaves[int(unit)] = ModbusSlaveContext(hr=block("holding"), ir=block("input"),
                                                zero_mode=True)
-    return ModbusServerContext(slaves=slaves, single=False)
+    return (GatewayContext if gateway else ModbusServerContext)(slaves=slaves, single=False)
 
 
 def serve(args):
+    from pymodbus.device import ModbusDeviceIdentification
     from pymodbus.framer.rtu_framer import ModbusRtuFramer
     from pymodbus.framer.socket_framer import ModbusSocketFramer
     from pymodbus.server.async_io import ModbusTcpServer
 
     framer = ModbusSocketFramer if args.framer == "tcp" else ModbusRtuFramer
-    kwargs = {}
-    if args.wrong_tid:
-        def twice(response):
-            right = ModbusSocketFramer(None).buildPacket(response)
-            wrong = struct.pack(">H", (response.transaction_id + 1) & 0xFFFF) + right[2:]
-            return wrong + right, True
-        kwargs["response_manipulator"] = twice
+    # Each option wraps the bytes of one response (pymodbus's
+    # response_manipulator hook: the response object in, the bytes to send
+    # out); --die-at exits before any is built.
+    requests = 0
+
+    def manipulate(response):
+        nonlocal requests
+        requests += 1
+        if requests == args.die_at:
+            os._exit(0)
+        right = framer(None).buildPacket(response)
+        out = right
+        if args.wrong_unit:
+            unit = response.unit_id
+            response.unit_id = (unit + 1) & 0xFF
+            out = framer(None).buildPacket(response) + out
+            response.unit_id = unit
+        if args.wrong_tid:
+            out = struct.pack(">H", (response.transaction_id + 1) & 0xFFFF) + right[2:] + out
+        return out, True
+
+    kwargs = {"identity": ModbusDeviceIdentification(info_name={
+        "VendorName": "pymodbus", "ProductCode": "PM-TEST", "MajorMinorRevision": "3.0"})}
+    if args.wrong_tid or args.wrong_unit or args.die_at:
+        kwargs["response_manipulator"] = manipulate
 
     async def main():
-        server = ModbusTcpServer(load_context(args.slaves), framer=framer,
+        server = ModbusTcpServer(load_context(args.slaves, args.gateway), framer=framer,
                                  address=("127.0.0.1", args.port),
                                  allow_reuse_address=True, **kwargs)
         task = asyncio.create_task(server.serve_forever())
@@ -95,6 +138,9 @@ def run():
     s.add_argument("--framer", choices=["tcp", "rtu"], default="tcp")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--wrong-tid", action="store_true")
+    s.add_argument("--wrong-unit", action="store_true")
+    s.add_argument("--gateway", action="store_true")
+    s.add_argument("--die-at", type=int, default=0)
     r = sub.add_parser("read")
     r.add_argument("--port", type=int, required=True)
     r.add_argument("--framer", choices=["tcp", "rtu"], default="tcp")
