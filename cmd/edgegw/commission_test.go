@@ -268,8 +268,10 @@ func TestMetersScanThroughGateway(t *testing.T) {
 }
 
 // HOST:PORT against Debian's pymodbus server (hwtest.StartModbusServer):
-// Modbus TCP and RTU frames over TCP, standalone and through the gateway.
-// pymodbus (3.0.0rc1) does not answer for a unit it does not serve.
+// Modbus TCP and RTU frames over TCP, standalone and through the gateway,
+// with pymodbus's device identification (function 43/14). pymodbus 3.0 does
+// not answer for a unit it does not serve; as a gateway it answers exception
+// 11 for it, which finds no unit.
 func TestMetersScanTCP(t *testing.T) {
 	units := hwtest.Units{1: {Holding: map[uint16]uint16{0: 5, 1: 0x4049, 2: 0x0FDB}}, 7: {Input: map[uint16]uint16{0: 1}}}
 	nosock := []string{"--socket", filepath.Join(t.TempDir(), "none.sock")}
@@ -289,14 +291,30 @@ func TestMetersScanTCP(t *testing.T) {
 			t.Fatalf("%s: scan --json: %v %d\n%s%s", framer, err, r.status, r.stdout, r.stderr)
 		}
 		s := js.Settings[0]
-		if js.Port != srv.Addr || s.Tried != 10 || len(s.Found) != 2 ||
+		if js.Port != srv.Addr || s.Tried != 10 || len(s.Found) != 2 || s.GatewayNoAnswer != 0 ||
 			s.Found[0].Unit != 1 || s.Found[0].Reply != "data" || s.Found[1].Unit != 7 || s.Found[1].Reply != "exception 2 (illegal data address)" {
 			t.Errorf("%s: scan found %+v", framer, js)
+		}
+		if id := s.Found[0].Identity; id == nil || *id != (modbus.Identity{Vendor: "pymodbus", ProductCode: "PM-TEST", Revision: "3.0", Conformity: 0x83}) {
+			t.Errorf("%s: unit 1 identification %+v (%s)", framer, id, s.Found[0].IdentityNote)
 		}
 		r = edgegw(t, append([]string{"meters", "read", srv.Addr, "--framing", framer, "--unit", "1", "--address", "1", "--type", "float32"}, nosock...)...)
 		if r.status != 0 || !regexp.MustCompile(`(?m)^1 +0x4049 0x0FDB +3\.14159\d*$`).MatchString(r.stdout) {
 			t.Errorf("%s: read float32: %d\n%s%s", framer, r.status, r.stdout, r.stderr)
 		}
+	}
+
+	// pymodbus as a Modbus TCP gateway: exception 11 for the 8 units not
+	// behind it, counted, and no unit.
+	gw := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Gateway: true})
+	r := edgegw(t, append([]string{"meters", "scan", gw.Addr, "--units", "1-10", "--timeout", "100ms"}, nosock...)...)
+	if r.status != 0 || !regexp.MustCompile(`(?m)^Modbus TCP +1 +data +pymodbus`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^Modbus TCP: 2 of 10 units answered in .*; the gateway answered exception 10 or 11 \(no such unit behind it\) for 8$`).MatchString(r.stdout) {
+		t.Errorf("scan of a gateway: %d\n%s%s", r.status, r.stdout, r.stderr)
+	}
+	r = edgegw(t, append([]string{"meters", "read", gw.Addr, "--unit", "3", "--address", "0"}, nosock...)...)
+	if r.status != 1 || !strings.Contains(r.stderr, "unit 3 answered modbus exception 11 (gateway target failed to respond)") {
+		t.Errorf("read of a unit the gateway cannot reach: %d %q", r.status, r.stderr)
 	}
 
 	// Nothing listens: a clear error.
@@ -316,7 +334,7 @@ func TestMetersScanTCP(t *testing.T) {
       meters:
         - {id: m1, type: t, slave: 1, interval: 100ms}
 `, srv.Addr))
-	r := edgegw(t, "meters", "scan", srv.Addr, "-c", cfg, "--units", "1-8", "--timeout", "200ms")
+	r = edgegw(t, "meters", "scan", srv.Addr, "-c", cfg, "--units", "1-8", "--timeout", "200ms")
 	if r.status != 0 || !strings.Contains(r.stdout, "scan of port inverter ("+srv.Addr+") through the running gateway") ||
 		!regexp.MustCompile(`(?m)^TCP: 2 of 8 units answered in `).MatchString(r.stdout) {
 		t.Errorf("scan through the gateway's TCP port: %d\n%s%s", r.status, r.stdout, r.stderr)
