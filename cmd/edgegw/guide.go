@@ -102,6 +102,37 @@ func didYouMean(word string, cands []string) string {
 	return ""
 }
 
+// flagsOf returns the flags of command cmd among those that take no flag set
+// (config, version, store, passwd, service): passwd's -D, none for the others.
+func flagsOf(cmd string) []string {
+	if cmd == "passwd" {
+		return []string{"-D"}
+	}
+	return nil
+}
+
+// strayFlag returns the first argument of args, up to a "--", that is written
+// as a flag and is not one of known ("" if none), with " (did you mean X?)"
+// for the known flag nearest to it: the same letters in another case (-d for
+// -D) or within suggest.Nearest's distance.
+func strayFlag(args []string, known ...string) (bad, near string) {
+	for _, a := range args {
+		if a == "--" {
+			return "", ""
+		}
+		if len(a) < 2 || a[0] != '-' || slices.Contains(known, a) {
+			continue
+		}
+		for _, k := range known {
+			if strings.EqualFold(a, k) {
+				return a, " (did you mean " + k + "?)"
+			}
+		}
+		return a, didYouMean(a, known)
+	}
+	return "", ""
+}
+
 // dashed is a flag's name as the documentation writes it: -c, --config.
 func dashed(name string) string {
 	if len(name) == 1 {

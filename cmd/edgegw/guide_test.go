@@ -9,7 +9,8 @@ import (
 
 // The command line guides: -V/--version anywhere, -h/--help after any command
 // (on stdout, exit 0, flags in the --name form the documentation uses), and an
-// unknown command, subcommand or flag names the nearest known one (exit 2).
+// unknown command, subcommand or flag names the nearest known one (exit 2),
+// also for the commands that have no flag set (config, store, passwd, service).
 func TestCLIGuides(t *testing.T) {
 	for _, tt := range []struct {
 		args   []string
@@ -30,7 +31,15 @@ func TestCLIGuides(t *testing.T) {
 		{[]string{"service", "--help"}, 0, []string{"usage: edgegw service COMMAND"}, nil},
 		{[]string{"-h"}, 0, []string{"\n  edgegw store check FILE "}, nil},
 		{[]string{"store", "-h"}, 0, []string{"usage:\n  edgegw store check FILE "}, nil},
-		{[]string{"store", "chek", "x"}, 2, nil, []string{"store: needs check FILE", "usage:\n  edgegw store check FILE "}},
+		{[]string{"store", "chek", "x"}, 2, nil, []string{`store: unknown subcommand "chek" (did you mean check?)`, "usage:\n  edgegw store check FILE "}},
+		{[]string{"store", "check"}, 2, nil, []string{"store: needs check FILE"}},
+		{[]string{"store", "check", "--jsn", "x"}, 2, nil, []string{"store check: unknown flag --jsn\n", "usage:\n  edgegw store check FILE "}},
+		// The commands without a flag set name a stray flag too: -d is passwd's -D in the wrong case.
+		{[]string{"passwd", "-d", "f", "u"}, 2, nil, []string{"passwd: unknown flag -d (did you mean -D?)", "edgegw passwd -D FILE USER"}},
+		{[]string{"passwd", "f", "-odd"}, 2, nil, []string{"passwd: unknown flag -odd\n"}},
+		{[]string{"config", "check", "--jsn", "f"}, 2, nil, []string{"config check: unknown flag --jsn\n", "edgegw config check FILE"}},
+		{[]string{"config", "import-mosquitto", "--output", "f"}, 2, nil, []string{"config import-mosquitto: unknown flag --output\n"}},
+		{[]string{"service", "install", "--user"}, 2, nil, []string{"service install: unknown flag --user\n"}},
 		{[]string{"stauts"}, 2, nil, []string{`unknown command "stauts" (did you mean status?)`, "usage:"}},
 		{[]string{"sesions"}, 2, nil, []string{`(did you mean sessions?)`}},
 		{[]string{"xyzzy"}, 2, nil, []string{`unknown command "xyzzy"` + "\n"}}, // nothing near: no guess

@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -108,6 +109,13 @@ func cli(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprint(stdout, commandUsage(cmd))
 			}
 			return exitOK
+		}
+		if bad, near := strayFlag(rest, flagsOf(cmd)...); bad != "" {
+			name := cmd
+			if c, _, _ := lookupCommand(cmd); len(rest) > 0 && slices.Contains(c.subs, rest[0]) {
+				name += " " + rest[0]
+			}
+			return cmdUsageError(stderr, cmd, fmt.Sprintf("%s: unknown flag %s%s", name, bad, near))
 		}
 	}
 	c, ok, names := lookupCommand(cmd)

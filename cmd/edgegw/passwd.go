@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -23,10 +24,20 @@ import (
 // `edgegw passwd -D FILE USER` deletes the user (as mosquitto_passwd -D); a
 // user the file does not hold is an error (exit 1) and the file stays as it is.
 func passwdCmd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	del := len(args) > 0 && args[0] == "-D"
-	if del {
-		args = args[1:]
+	// -D anywhere before a "--", which ends the flags (a user name may start with '-').
+	end := slices.Index(args, "--")
+	if end < 0 {
+		end = len(args)
 	}
+	del := slices.Contains(args[:end], "-D")
+	var pos []string
+	for i, a := range args {
+		if (i < end && a == "-D") || i == end {
+			continue
+		}
+		pos = append(pos, a)
+	}
+	args = pos
 	if len(args) != 2 {
 		return cmdUsageError(stderr, "passwd", "passwd needs FILE and USER")
 	}

@@ -131,3 +131,20 @@ func TestPasswdDelete(t *testing.T) {
 		t.Errorf("file changed by a failed delete:\n%s", again)
 	}
 }
+
+// "--" ends passwd's flags, so a user name may start with '-'; -D may come
+// anywhere before it.
+func TestPasswdDashDash(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+	cmd := exec.Command(binary, "passwd", file, "--", "-odd")
+	cmd.Stdin = strings.NewReader("pw\n")
+	if out, err := cmd.CombinedOutput(); err != nil || string(out) != file+": password of -odd set\n" {
+		t.Fatalf("passwd FILE -- -odd: %v %q", err, out)
+	}
+	if out, err := exec.Command(binary, "passwd", file, "-D", "--", "-odd").CombinedOutput(); err != nil || string(out) != file+": -odd deleted\n" {
+		t.Fatalf("passwd FILE -D -- -odd: %v %q", err, out)
+	}
+	if b, _ := os.ReadFile(file); len(b) != 0 {
+		t.Errorf("file after the delete: %q", b)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,7 +30,10 @@ const exitDamaged = 3
 // the store, because bbolt panics on some damaged pages in a goroutine no
 // recover can reach.
 func storeCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 2 || args[0] != "check" {
+	if len(args) > 0 && !slices.Contains(storeSubs, args[0]) {
+		return cmdUsageError(stderr, "store", fmt.Sprintf("store: unknown subcommand %q%s", args[0], didYouMean(args[0], storeSubs)))
+	}
+	if len(args) != 2 {
 		return cmdUsageError(stderr, "store", "store: needs check FILE")
 	}
 	if err := store.Check(args[1]); err != nil {
