@@ -103,7 +103,9 @@ type Options struct {
 	// RAMBudget bounds the RAM held by the messages of every in-memory queue
 	// (clean sessions) together, each counted as its Size plus about 1 KiB of
 	// bookkeeping (0 = no budget). At the budget, a queue holding more than its
-	// share (RAMBudget / queues holding messages) applies Overflow.
+	// share (RAMBudget / queues holding messages) applies Overflow; one below
+	// its share is still admitted, up to twice the budget in all, where every
+	// queue applies Overflow (queue.Budget).
 	RAMBudget int64
 	// Overflow is the policy when MaxQueued, MaxQueuedBytes or RAMBudget is
 	// reached.

@@ -316,8 +316,11 @@ func (l *Lane) below() bool {
 		mq.mu.Lock()
 		held := mq.size + int64(mq.live)*memEntryOverhead
 		mq.mu.Unlock()
-		b := mq.ram
-		if b.used.Load() >= b.limit-b.limit/10 && held >= (b.limit/max(b.holders.Load(), 1))*9/10 {
+		b, used := mq.ram, mq.ram.used.Load()
+		if used >= b.limit-b.limit/10 && held >= (b.limit/max(b.holders.Load(), 1))*9/10 {
+			return false
+		}
+		if c := b.ceiling(); used >= c-c/10 {
 			return false
 		}
 	}

@@ -168,6 +168,65 @@ func TestLaneRAMBudgetFairShare(t *testing.T) {
 	}
 }
 
+// The queues of a budget never hold more than twice its limit together, even
+// when queues empty and fill again: each time one empties, the others'
+// shares grow, and a queue that comes back gets its share again while the
+// big ones keep what they hold (refuse_new). Without the ceiling this
+// sequence holds limit x (1 + 1/2 + 1/3 + 1/4) = 2.08 x limit; with it, D
+// stops at the ceiling below its share, and the RAM counted is exactly the
+// ceiling.
+func TestLaneRAMBudgetCeiling(t *testing.T) {
+	const limit = 120 // entries; divisible by 2, 3 and 4
+	cost := EntryCost(1025)
+	b := NewBudget(limit * cost)
+	cfg, c, _ := testConfig(Limits{MaxCount: 100000, Overflow: RefuseNew})
+	lane := func(name string) *Lane { return New(name, NewMem(b), cfg) }
+	fill := func(l *Lane) int { // what l takes of 3 x limit offered
+		n := 0
+		for range 3 * limit {
+			if ok, _ := l.Admit(kb(1024), nil); ok {
+				n++
+			}
+		}
+		return n
+	}
+	a, bb, cc, d := lane("a"), lane("b"), lane("c"), lane("d")
+	steps := []struct {
+		name string
+		run  func() int
+		want int // entries the step's lane takes
+	}{
+		{"a alone", func() int { return fill(a) }, limit},
+		{"b to its share (1/2)", func() int { return fill(bb) }, limit / 2},
+		{"a empties, b alone up to the limit", func() int { a.Clear(); return fill(bb) }, limit / 2},
+		{"a back to its share (1/2)", func() int { return fill(a) }, limit / 2},
+		{"c to its share (1/3)", func() int { return fill(cc) }, limit / 3},
+		{"a empties, c up to its share (1/2)", func() int { a.Clear(); return fill(cc) }, limit/2 - limit/3},
+		{"a back to its share (1/3)", func() int { return fill(a) }, limit / 3},
+		// Held: b 120, c 60, a 40 = 220 of a ceiling of 240; d's share is 30.
+		{"d stops at the ceiling", func() int { return fill(d) }, 2*limit - (limit + limit/2 + limit/3)},
+	}
+	for _, st := range steps {
+		if got := st.run(); got != st.want {
+			t.Fatalf("%s: took %d, want %d (RAM counted %d entries)", st.name, got, st.want, b.Used()/cost)
+		}
+		if b.Used() > 2*limit*cost {
+			t.Fatalf("%s: RAM counted %d entries, over the ceiling %d", st.name, b.Used()/cost, 2*limit)
+		}
+	}
+	if b.Used() != 2*limit*cost {
+		t.Fatalf("RAM counted %d entries at the end, want the ceiling %d", b.Used()/cost, 2*limit)
+	}
+	// Even an empty queue gets nothing at the ceiling, and says so once.
+	e := lane("e")
+	if n := fill(e); n != 0 || !e.Overflowing() {
+		t.Fatalf("e took %d at the ceiling (overflowing %v), want 0 and an episode", n, e.Overflowing())
+	}
+	if c.budgetLost.Load() == 0 || c.refused.Load() != c.budgetLost.Load() {
+		t.Fatalf("budget lost %d, refused %d: want the refusals counted as lost to the budget", c.budgetLost.Load(), c.refused.Load())
+	}
+}
+
 // A slow consumer never blocks the others: a lane at its limit (nobody
 // drains it) refuses or drops for itself alone, Admit returns at once, and a
 // lane of the same Config next to it keeps taking everything.

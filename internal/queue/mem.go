@@ -33,8 +33,9 @@ const memEntryOverhead = 1024
 // session engine's: sessions.ram_budget), shared by them: each entry costs its
 // Size plus memEntryOverhead. holders is the number of queues holding any. A
 // Lane over a MemQueue with a Budget refuses (or drops, by its policy) what
-// would pass the limit in the queues that hold more than their fair share.
-// Safe for concurrent use.
+// would pass the limit in the queues that hold more than their fair share, and
+// in every queue what would pass twice the limit (overLocked). Safe for
+// concurrent use.
 type Budget struct {
 	limit   int64 // 0: no budget (still counted)
 	used    atomic.Int64
@@ -58,14 +59,34 @@ func ramCost(size int64) int64 { return EntryCost(size) }
 // overLocked reports whether a message of the given Size may not be added to
 // q under the budget: the total would pass the limit and q already holds its
 // fair share, limit / holders (so the queues that hold the most lose, and one
-// that keeps up still gets its messages). Caller holds q.mu.
+// that keeps up still gets its messages), or the total would pass the ceiling,
+// twice the limit. Caller holds q.mu.
+//
+// Why a ceiling: a queue below its share is admitted past the limit, and the
+// queues above their share keep what they hold (refuse_new drops nothing
+// queued). Without it the total could grow past the limit by what other
+// queues took while there was room or while fewer queues held messages (a
+// share of limit/1, then limit/2, ...): up to limit times the harmonic number
+// of the queues, with queues that empty and fill again
+// (TestLaneRAMBudgetCeiling). With it the total never passes 2 x limit.
 func (b *Budget) overLocked(q *MemQueue, size int64) bool {
-	if b == nil || b.limit <= 0 || b.used.Load()+ramCost(size) <= b.limit {
+	if b == nil || b.limit <= 0 {
 		return false
+	}
+	used := b.used.Load() + ramCost(size)
+	if used <= b.limit {
+		return false
+	}
+	if used > b.ceiling() {
+		return true
 	}
 	share := b.limit / max(b.holders.Load(), 1)
 	return q.size+int64(q.live)*memEntryOverhead+ramCost(size) > share
 }
+
+// ceiling is the most RAM the queues of a limited budget hold together: twice
+// the limit (see overLocked).
+func (b *Budget) ceiling() int64 { return 2 * b.limit }
 
 // addLocked counts one message of the given Size added to (n = 1) or removed
 // from (n = -1) q. Caller holds q.mu, with q.live already changed.
