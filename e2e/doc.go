@@ -22,6 +22,8 @@
 //	                    restricted container; max_bytes otherwise)
 //
 // TestMain builds the binary with `go build` (with -race when the tests run
-// with -race) into a temporary directory.
+// with -race) into a temporary directory. A test that measures the process's
+// memory (TestFloodNeverReadingSubscribers) runs a build without -race
+// (plainBinary): the race detector's shadow memory about doubles VmRSS.
 // The package has no non-test code.
 package e2e

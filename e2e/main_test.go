@@ -61,6 +61,36 @@ func buildAndRun(m *testing.M) int {
 	return m.Run()
 }
 
+// plain is the edgegw binary built without -race (plainBinary).
+var plain struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// plainBinary returns an edgegw binary built without -race: gwBinary, or, when
+// the tests run with -race, one more build (once) for the tests that measure
+// the process's memory against memory.limit. The race detector's shadow memory
+// about doubles VmRSS and lies outside the Go heap that memory.limit and
+// sessions.ram_budget bound.
+func plainBinary(t *testing.T) string {
+	t.Helper()
+	if !raceEnabled {
+		return gwBinary
+	}
+	plain.once.Do(func() {
+		plain.path = gwBinary + "-plain"
+		out, err := exec.Command("go", "build", "-o", plain.path, "edgegw/cmd/edgegw").CombinedOutput()
+		if err != nil {
+			plain.err = fmt.Errorf("building edgegw without -race: %v\n%s", err, out)
+		}
+	})
+	if plain.err != nil {
+		t.Fatal(plain.err)
+	}
+	return plain.path
+}
+
 // gwEnv is the environment of the binary under test. A -race binary sleeps 1s
 // at exit for late race reports (GORACE atexit_sleep_ms); these tests stop it
 // dozens of times, so it sleeps 50ms unless GORACE says otherwise.
@@ -229,11 +259,17 @@ func startGWUnder(t *testing.T, cfg, addr string, wrap ...string) *gwProc {
 // the binary (see startGWUnder).
 func launchGW(t *testing.T, cfg, addr string, wrap ...string) *gwProc {
 	t.Helper()
+	return launchBinary(t, gwBinary, cfg, addr, wrap...)
+}
+
+// launchBinary is launchGW with the binary bin (gwBinary or plainBinary).
+func launchBinary(t *testing.T, bin, cfg, addr string, wrap ...string) *gwProc {
+	t.Helper()
 	var p *gwProc
 	if len(wrap) == 0 {
-		p = spawnGW(t, nil, gwBinary, "run", "-c", cfg)
+		p = spawnGW(t, nil, bin, "run", "-c", cfg)
 	} else { // faketime forks the binary and forwards no signal: signal the group
-		p = spawnGW(t, &syscall.SysProcAttr{Setpgid: true}, append(append([]string(nil), wrap...), gwBinary, "run", "-c", cfg)...)
+		p = spawnGW(t, &syscall.SysProcAttr{Setpgid: true}, append(append([]string(nil), wrap...), bin, "run", "-c", cfg)...)
 		p.group = true
 	}
 	want := "msg=listening listener=e2e address=" + addr
