@@ -280,6 +280,13 @@ type OutboxLimits struct {
 	Overflow    session.Overflow
 }
 
+// DefaultOutboxLimits are the outbox limits of a bridge whose configuration
+// sets none (bridges[].outbox): the one place they are defined, as Defaults
+// is for the link.
+func DefaultOutboxLimits() OutboxLimits {
+	return OutboxLimits{MaxMessages: 100000, Overflow: session.RefuseNew}
+}
+
 // New builds a bridge and registers its outbox with the engine, in place of
 // the outbox consumer of an older bridge of the same name (a reload: nothing
 // published meanwhile misses the outbox). outbox must be a durable queue that

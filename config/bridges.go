@@ -18,11 +18,9 @@ import (
 )
 
 // The `bridges:` section: links to upstream brokers. The bridge package owns
-// the link's defaults (bridge.Defaults) and its checks (bridge.Config.Check);
+// the link's and the outbox's defaults (bridge.Defaults,
+// bridge.DefaultOutboxLimits) and the link's checks (bridge.Config.Check);
 // this file decodes the keys and converts an entry into a bridge.Config.
-
-// DefaultOutboxMax is bridges[].outbox.max_messages when not set.
-const DefaultOutboxMax = 100000
 
 // Bridge is one entry of `bridges:` as written in the file. Every string may
 // contain {site_id}, replaced by the top-level site_id.
@@ -68,14 +66,23 @@ type BridgeRule struct {
 	QoS    int
 }
 
+// versionName is the bridges[].version value of a bridge.Config.Version (the
+// inverse of Runtime's).
+func versionName(v byte) string {
+	if v == 4 {
+		return "3.1.1"
+	}
+	return "5"
+}
+
 // decodeBridge decodes one entry of bridges; omitted keys get the defaults of
-// the bridge package (bridge.Defaults) and of the outbox (DefaultOutboxMax).
+// the bridge package (bridge.Defaults, bridge.DefaultOutboxLimits).
 func decodeBridge(d *Decoder, n *yaml.Node, key string) Bridge {
-	def := bridge.Defaults()
-	b := Bridge{Version: "5", ClientID: "edgegw-{site_id}", Keepalive: def.Keepalive,
+	def, ob := bridge.Defaults(), bridge.DefaultOutboxLimits()
+	b := Bridge{Version: versionName(def.Version), ClientID: "edgegw-{site_id}", Keepalive: def.Keepalive,
 		SessionExpiry: def.SessionExpiry, ConnectTimeout: def.ConnectTimeout, BackoffMin: def.BackoffMin,
 		BackoffMax: def.BackoffMax, RefusedBackoff: def.RefusedBackoff, PrimaryRetry: def.PrimaryRetry, Window: def.Window,
-		OutboxMax: DefaultOutboxMax, OutboxOverflow: session.RefuseNew}
+		OutboxMax: ob.MaxMessages, OutboxMaxBytes: ob.MaxBytes, OutboxOverflow: ob.Overflow}
 	rules := func(dst *[]BridgeRule) Setter {
 		return func(n *yaml.Node, key string) {
 			rs := []BridgeRule{}

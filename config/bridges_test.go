@@ -35,7 +35,7 @@ func documentedExample(t *testing.T, name string) []byte {
 }
 
 // TestBridgeDefaultsDocumented keeps the commented bridge example of
-// default.yaml and the code's defaults (bridge.Defaults, DefaultOutboxMax)
+// default.yaml and the code's defaults (bridge.Defaults, bridge.DefaultOutboxLimits)
 // equal: every value the example writes, except those that only make it an
 // example (address, tls files, rules), is the default an omitted key gets.
 func TestBridgeDefaultsDocumented(t *testing.T) {
