@@ -32,14 +32,14 @@ func TestSIGHUPReloadsTLSCertificate(t *testing.T) {
 		testpki.Copy(t, k, keyFile)
 	}
 	install("edgegw-1")
-	addr, tlsAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	cfg := filepath.Join(dir, "edgegw.yaml")
-	text := fmt.Sprintf("data_dir: %q\nlisteners:\n  - name: test\n    address: %q\n  - name: tls\n    address: %q\n"+
-		"    tls:\n      cert_file: %q\n      key_file: %q\n", filepath.Join(dir, "data"), addr, tlsAddr, certFile, keyFile)
+	text := fmt.Sprintf("data_dir: %q\nlisteners:\n  - name: test\n    address: 127.0.0.1:0\n  - name: tls\n    address: 127.0.0.1:0\n"+
+		"    tls:\n      cert_file: %q\n      key_file: %q\n", filepath.Join(dir, "data"), certFile, keyFile)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gw := startGateway(t, cfg, addr)
+	gw := startGateway(t, cfg)
+	tlsAddr := gw.listenAddr(t, "tls")
 
 	pool := ca.Pool()
 	dial := func() *tls.Conn {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,15 +58,15 @@ func testGracefulStop(t *testing.T, durability string, load bool) {
 		expiry = 3600
 	)
 	dir := t.TempDir()
-	addr := freeLoopbackAddr(t)
 	cfg := filepath.Join(dir, "edgegw.yaml")
-	text := fmt.Sprintf("data_dir: %q\nlisteners:\n  - name: test\n    address: %q\nstore:\n  durability: %s\n  commit_interval: 1m\n",
-		filepath.Join(dir, "data"), addr, durability)
+	text := fmt.Sprintf("data_dir: %q\nlisteners:\n  - name: test\n    address: 127.0.0.1:0\nstore:\n  durability: %s\n  commit_interval: 1m\n",
+		filepath.Join(dir, "data"), durability)
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	gw := startGateway(t, cfg, addr)
+	gw := startGateway(t, cfg)
+	addr := gw.listenAddr(t, "test")
 
 	// A persistent session subscribes and goes away.
 	sub, ca := connectV5(t, addr, subID, true, expiry, nil)
@@ -139,7 +141,8 @@ func testGracefulStop(t *testing.T, durability string, load bool) {
 	// Start again: the session resumes with every acknowledged message, in
 	// order. Under load a message published as the gateway stopped may come
 	// back too, unacknowledged (QoS 1 is at least once); it is the last one.
-	gw = startGateway(t, cfg, addr)
+	gw = startGateway(t, cfg)
+	addr = gw.listenAddr(t, "test") // another port: the session is in the store, not in the port
 	got := make(chan string, len(acked)+10)
 	sub, ca = connectV5(t, addr, subID, false, expiry, func(p *paho.Publish) { got <- string(p.Payload) })
 	if !ca.SessionPresent {
@@ -167,6 +170,7 @@ type gatewayProc struct {
 	done chan struct{} // closed once the process has exited and its log is read
 	mu   sync.Mutex
 	text strings.Builder
+	grew chan struct{} // closed, and replaced, when a line is added to text
 }
 
 func (g *gatewayProc) log() string {
@@ -177,14 +181,44 @@ func (g *gatewayProc) log() string {
 
 func (g *gatewayProc) logged(s string) bool { return strings.Contains(g.log(), s) }
 
-// startGateway runs the gateway and waits until it listens on addr.
-func startGateway(t *testing.T, cfg, addr string) *gatewayProc {
+// listenAddr returns the address of listener name, from its "listening" log
+// line, waiting for it. The tests configure their listeners on port 0: the
+// kernel picks a port that is free, where a port found free and released for
+// the gateway to bind could meanwhile be taken by another process (an
+// outgoing connection's local port, on a busy machine).
+func (g *gatewayProc) listenAddr(t *testing.T, name string) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg=listening listener=` + regexp.QuoteMeta(name) + ` address=(\S+)`)
+	deadline := time.After(stopWait)
+	for {
+		g.mu.Lock()
+		m, grew := re.FindStringSubmatch(g.text.String()), g.grew
+		g.mu.Unlock()
+		if m != nil {
+			return m[1]
+		}
+		select {
+		case <-grew:
+		case <-g.done:
+			if m := re.FindStringSubmatch(g.log()); m != nil {
+				return m[1]
+			}
+			t.Fatalf("edgegw exited before listener %s listened: %v; log:\n%s", name, g.cmd.ProcessState, g.log())
+		case <-deadline:
+			t.Fatalf("edgegw's listener %s did not listen within %v; log:\n%s", name, stopWait, g.log())
+		}
+	}
+}
+
+// startGateway runs the gateway and waits until its listener "test" listens
+// (listenAddr tells where).
+func startGateway(t *testing.T, cfg string) *gatewayProc {
 	t.Helper()
 	bin, args := binary, []string{"run", "-c", cfg}
 	if b := os.Getenv("EDGEGW_TEST_BINARY"); b != "" {
 		bin = b
 	}
-	g := &gatewayProc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	g := &gatewayProc{cmd: exec.Command(bin, args...), done: make(chan struct{}), grew: make(chan struct{})}
 	t.Logf("starting %s", strings.Join(g.cmd.Args, " "))
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {
@@ -193,20 +227,16 @@ func startGateway(t *testing.T, cfg, addr string) *gatewayProc {
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	listening := make(chan struct{})
 	go func() {
 		defer close(g.done)
 		r := bufio.NewReader(stderr)
-		want, seen := "msg=listening listener=test address="+addr, false
 		for {
 			line, err := r.ReadString('\n')
 			g.mu.Lock()
 			g.text.WriteString(line)
+			close(g.grew)
+			g.grew = make(chan struct{})
 			g.mu.Unlock()
-			if !seen && strings.Contains(line, want) {
-				seen = true
-				close(listening)
-			}
 			if err != nil {
 				_, _ = io.Copy(io.Discard, r)
 				_ = g.cmd.Wait()
@@ -221,13 +251,7 @@ func startGateway(t *testing.T, cfg, addr string) *gatewayProc {
 			t.Logf("edgegw log:\n%s", g.log())
 		}
 	})
-	select {
-	case <-listening:
-	case <-g.done:
-		t.Fatalf("edgegw exited before listening: %v; log:\n%s", g.cmd.ProcessState, g.log())
-	case <-time.After(stopWait):
-		t.Fatalf("edgegw did not listen on %s within %v; log:\n%s", addr, stopWait, g.log())
-	}
+	g.listenAddr(t, "test")
 	return g
 }
 
@@ -250,16 +274,25 @@ func (g *gatewayProc) stop(t *testing.T) time.Duration {
 	return took
 }
 
-// freeLoopbackAddr returns a loopback address whose port was free a moment ago;
-// the restarted gateway must listen on the same one.
-func freeLoopbackAddr(t *testing.T) string {
+// refusingAddr returns a loopback address where connections are refused: its
+// port is bound, until the test ends, by a socket that does not listen, so
+// that no other process can take it meanwhile (as it could a port found free
+// and released).
+func refusingAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // connectV5 connects an MQTT 5 client; expiry is its session expiry interval in
