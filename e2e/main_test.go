@@ -325,27 +325,36 @@ func spawnWith(t *testing.T, setup func(*exec.Cmd), argv ...string) *gwProc {
 
 // waitLog waits for a log line containing substr (searching from the first line)
 // and returns it. It gives up when the process exits or after waitTimeout.
-func (p *gwProc) waitLog(substr string) (string, bool) {
+func (p *gwProc) waitLog(substr string) (string, bool) { return p.waitLogNth(substr, 1) }
+
+// waitLogNth waits for the nth log line containing substr (counting from the
+// first line) and returns it; with n = len(p.grep(substr))+1 it waits for a
+// new one, not one logged before. It gives up when the process exits or after
+// waitTimeout.
+func (p *gwProc) waitLogNth(substr string, n int) (string, bool) {
 	deadline := time.After(waitTimeout)
-	seen := 0
-	for {
-		lines, changed := p.log.snapshot()
+	seen, found := 0, 0
+	next := func(lines []string) (string, bool) {
 		for _, l := range lines[seen:] {
 			if strings.Contains(l, substr) {
-				return l, true
+				if found++; found == n {
+					return l, true
+				}
 			}
 		}
 		seen = len(lines)
+		return "", false
+	}
+	for {
+		lines, changed := p.log.snapshot()
+		if l, ok := next(lines); ok {
+			return l, true
+		}
 		select {
 		case <-changed:
 		case <-p.done:
 			lines, _ := p.log.snapshot()
-			for _, l := range lines[seen:] {
-				if strings.Contains(l, substr) {
-					return l, true
-				}
-			}
-			return "", false
+			return next(lines)
 		case <-deadline:
 			return "", false
 		}

@@ -272,7 +272,7 @@ func TestReloadTightensACLForConnectedClients(t *testing.T) {
 	pub5.send("after-5")
 	pub5.must("Publish 2 failed: Not authorized")
 	pub3.send("after-3")
-	pub3.must("received PUBACK") // 3.1.1: acknowledged, not routed
+	pub3.must("received PUBACK (Mid: 2,") // 3.1.1: acknowledged, not routed (Mid 1 was before-3's)
 	g.logged("msg=\"publish denied\" component=auth client=sensor-v3")
 	// Both publishers are still connected: the refusal did not cost them the connection.
 	pub5.running("after a refused PUBLISH")
@@ -516,10 +516,13 @@ func (c *client) numbers(n int) []string {
 }
 
 // logged waits for a gateway log line containing substr.
-func (g *reloadGW) logged(substr string) {
+func (g *reloadGW) logged(substr string) { g.t.Helper(); g.loggedNth(substr, 1) }
+
+// loggedNth waits for the nth gateway log line containing substr.
+func (g *reloadGW) loggedNth(substr string, n int) {
 	g.t.Helper()
-	if _, ok := g.p.waitLog(substr); !ok {
-		g.t.Fatalf("the gateway never logged %q; log:\n%s", substr, g.p.log)
+	if _, ok := g.p.waitLogNth(substr, n); !ok {
+		g.t.Fatalf("the gateway never logged %q (%d times); log:\n%s", substr, n, g.p.log)
 	}
 }
 
@@ -620,11 +623,12 @@ func TestReloadBridgeChangedKeepsOutbox(t *testing.T) {
 	}
 	// Added again: it resumes its outbox and forwards.
 	pub.send("four") // while no bridge exists: not forwarded, not queued
+	connects := len(g.p.grep("msg=\"bridge connected\""))
 	g.write(bridgeConf(addrB, "site2/up"))
 	if out := g.mustReload(); !strings.Contains(out, "applied:\n  bridge cloud added\n") {
 		t.Errorf("edgegw reload printed:\n%s", out)
 	}
-	g.logged("msg=\"bridge connected\"")
+	g.loggedNth("msg=\"bridge connected\"", connects+1) // the added bridge's, not an earlier one
 	pub.send("five")
 	subB.must("site2/up/1 five")
 	if strings.Contains(subB.log.String(), "four") {
