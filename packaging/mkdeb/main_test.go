@@ -218,13 +218,21 @@ ip link set lo up
 chroot --userspec="$1:$2" --groups="$3" "$ROOT" /usr/bin/edgegw run -c /etc/edgegw/edgegw.yaml 2>"$OUT/run.log" &
 pid=$!
 for i in $(seq 100); do grep -q "msg=listening" "$OUT/run.log" && break; sleep 0.1; done
+chroot "$ROOT" /usr/bin/edgegw status; echo "status while running: exit $?"
 kill -TERM $pid
 wait $pid && echo "edgegw exited 0"
-' - "$uid" "$gid" "$dialout"
+chroot "$ROOT" /usr/bin/edgegw status; echo "status after the stop: exit $?"
+' - "$uid" "$gid" "$dialout" 2>&1
 cat "$OUT/run.log"
 chroot "$ROOT" stat -c '%n %U:%G' /var/lib/edgegw/edgegw.db
 `)
-	expect("run as edgegw", out, "msg=listening listener=local address=127.0.0.1:1883", "edgegw exited 0", "/var/lib/edgegw/edgegw.db edgegw:edgegw")
+	expect("run as edgegw", out, "msg=listening listener=local address=127.0.0.1:1883", "edgegw exited 0", "/var/lib/edgegw/edgegw.db edgegw:edgegw",
+		// edgegw status with neither -c nor --socket finds the packaged
+		// configuration and, through its data_dir, the running gateway; once
+		// it stopped, it says where it looked and how to point elsewhere.
+		"edgegw v1.2.3, up ", "status while running: exit 0",
+		"the gateway is not running (nothing listens on /var/lib/edgegw/admin.sock)",
+		"the socket path came from data_dir and admin.socket of /etc/edgegw/edgegw.yaml;", "status after the stop: exit 1")
 
 	// Upgrade (the same version again runs postinst configure with the old
 	// version): data and modes stay.
