@@ -271,6 +271,11 @@ type Bridge struct {
 	leaveAck chan struct{} // closed when its PUBACK arrives
 	status   Status
 	lastSent Status
+
+	// statusMu serializes publishStatus: the status is read and published
+	// under it, so the status topic's messages follow the state in order and
+	// the retained one is the latest.
+	statusMu sync.Mutex
 }
 
 // OutboxLimits bound a bridge's outbox; Overflow applies beyond either limit.
@@ -828,8 +833,13 @@ func (b *Bridge) setState(connected bool, err error) {
 }
 
 // publishStatus publishes the status retained on the local status topic when it
-// changed (or always when force).
+// changed (or always when force). Run's state changes and its 5 s tick call it
+// from two goroutines: without statusMu, a status the tick had read before a
+// change could be published after the change's own, leaving a stale retained
+// status (connected while disconnected) until the next tick.
 func (b *Bridge) publishStatus(force bool) {
+	b.statusMu.Lock()
+	defer b.statusMu.Unlock()
 	st := b.Status()
 	st.OutboxOldestAge = float64(int64(st.OutboxOldestAge))
 	b.mu.Lock()
