@@ -184,12 +184,36 @@ func TestLogBoundedUnderRefusalsAndMalformedInput(t *testing.T) {
 		t.Fatalf("%d bytes of log for %d refusals and %d malformed packets in %v, want under %d KiB:\n%s",
 			flood, refusals, malformed, time.Since(began).Round(time.Second), windows*8, log)
 	}
-	for _, want := range []string{"publish refused", "malformed packet, connection closed"} {
-		if !strings.Contains(log, want) {
-			t.Fatalf("no %q line in the log:\n%s", want, log)
+	// Each line the flood caused is short, and one about a client names it
+	// and its remote address.
+	perClient := map[string]int{}
+	for _, line := range strings.Split(log[startup:], "\n") {
+		if len(line) > maxLogLine {
+			t.Errorf("a %d-byte log line, want at most %d: %s", len(line), maxLogLine, line)
+		}
+		for _, kind := range []string{"publish refused", "malformed packet, connection closed", "error processing packet"} {
+			if strings.Contains(line, "msg=\""+kind) {
+				perClient[kind]++
+				if !containsAll(line, " client=", " remote=127.0.0.1:") {
+					t.Errorf("a %q line without the client and its remote address: %s", kind, line)
+				}
+			}
 		}
 	}
+	for _, kind := range []string{"publish refused", "malformed packet, connection closed", "error processing packet"} {
+		if perClient[kind] == 0 {
+			t.Errorf("no %q line in the log:\n%s", kind, log)
+		}
+	}
+	if strings.Contains(log, "publish packet error") {
+		t.Errorf("mochi's 'publish packet error' (no client, no remote address) doubles the refusals:\n%s", log)
+	}
 }
+
+// maxLogLine bounds a log line caused by remote input: time, level, message,
+// client, remote address and the reason (error texts are cut at
+// ratelog.MaxValue).
+const maxLogLine = 600
 
 // malformedFlood sends n malformed packets to the broker at addr, each on its
 // own connection (each ends it), 8 connections at a time, in four kinds taken

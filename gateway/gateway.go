@@ -223,14 +223,28 @@ func NewServer(cfg Config, log *slog.Logger) *mqtt.Server {
 	// not to; with its QoS-code reason that made a malformed PUBACK (see
 	// acks.go). An acknowledgement carries only what the server has to say.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
-	return mqtt.New(&mqtt.Options{
+	// srv is set before any connection is served, and so before mochi logs
+	// a line naming a client.
+	var srv *mqtt.Server
+	remote := func(id string) (string, bool) {
+		if srv == nil {
+			return "", false
+		}
+		cl, ok := srv.Clients.Get(id)
+		if !ok {
+			return "", false
+		}
+		return cl.Net.Remote, true
+	}
+	srv = mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
-		Logger:                   mochiLogger(log.With(slog.String("component", "mqtt")), nil),
+		Logger:                   mochiLogger(log.With(slog.String("component", "mqtt")), nil, remote),
 		SysTopicResendInterval:   int64(cfg.MQTT.SysInterval / time.Second),
 		ClientNetReadBufferSize:  1024,
 		ClientNetWriteBufferSize: 2048,
 		InlineClient:             true,
 	})
+	return srv
 }
 
 // Start opens the listeners and starts serving. It returns once they listen.

@@ -23,20 +23,35 @@ import (
 //   - mochi's warn and error lines, which remote input causes, are limited per
 //     message (ratelog, DefaultBurst per DefaultEvery) with the count of those
 //     left out. Startup lines are info, and debug lines are opt-in, so neither
-//     is limited.
-func mochiLogger(log *slog.Logger, now func() time.Time) *slog.Logger {
-	return slog.New(&scrubHandler{next: log.Handler(), lim: ratelog.New(0, 0, now)})
+//     is limited;
+//   - a warn or error line that names a client ("error processing packet")
+//     also names its remote address, from remote (nil: none known);
+//   - "publish packet error" from the packet chain is not written: the only
+//     OnPublish refusal with a reason code is the engine's, which logs it
+//     itself with the client and remote address ("publish refused",
+//     session.refusePublish); mochi's line names neither, and would double
+//     every refusal.
+func mochiLogger(log *slog.Logger, now func() time.Time, remote func(clientID string) (string, bool)) *slog.Logger {
+	return slog.New(&scrubHandler{next: log.Handler(), lim: ratelog.New(0, 0, now), remote: remote})
 }
 
 // scrubHandler is mochiLogger's handler.
 type scrubHandler struct {
-	next slog.Handler
-	lim  *ratelog.Limiter // shared by the handlers WithAttrs and WithGroup derive
+	next   slog.Handler
+	lim    *ratelog.Limiter // shared by the handlers WithAttrs and WithGroup derive
+	remote func(clientID string) (string, bool)
+	hook   string // the "hook" attribute WithAttrs gave (mochi's hook loggers)
 }
 
 func (h *scrubHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
 
+// chainHook is the packet chain's hook ID (packetChain.ID).
+const chainHook = "edgegw-packet-chain"
+
 func (h *scrubHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "publish packet error" && h.hookOf(r) == chainHook {
+		return nil
+	}
 	msg := r.Message
 	if r.Level >= slog.LevelWarn {
 		ok, n, over := h.lim.Allow(r.Message)
@@ -46,23 +61,52 @@ func (h *scrubHandler) Handle(ctx context.Context, r slog.Record) error {
 		msg = ratelog.Note(msg, n, over)
 	}
 	out := slog.NewRecord(r.Time, r.Level, msg, r.PC)
+	client, hasRemote := "", false
 	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "client":
+			client = a.Value.String()
+		case "remote":
+			hasRemote = true
+		}
 		out.AddAttrs(scrubAttr(a))
 		return true
 	})
+	if r.Level >= slog.LevelWarn && client != "" && !hasRemote && h.remote != nil {
+		if addr, ok := h.remote(client); ok {
+			out.AddAttrs(slog.String("remote", addr))
+		}
+	}
 	return h.next.Handle(ctx, out)
+}
+
+// hookOf returns the "hook" attribute of r, or of the logger r came through.
+func (h *scrubHandler) hookOf(r slog.Record) string {
+	hook := h.hook
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "hook" {
+			hook = a.Value.String()
+			return false
+		}
+		return true
+	})
+	return hook
 }
 
 func (h *scrubHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	clean := make([]slog.Attr, len(as))
+	hook := h.hook
 	for i, a := range as {
 		clean[i] = scrubAttr(a)
+		if a.Key == "hook" {
+			hook = a.Value.String()
+		}
 	}
-	return &scrubHandler{next: h.next.WithAttrs(clean), lim: h.lim}
+	return &scrubHandler{next: h.next.WithAttrs(clean), lim: h.lim, remote: h.remote, hook: hook}
 }
 
 func (h *scrubHandler) WithGroup(name string) slog.Handler {
-	return &scrubHandler{next: h.next.WithGroup(name), lim: h.lim}
+	return &scrubHandler{next: h.next.WithGroup(name), lim: h.lim, remote: h.remote, hook: h.hook}
 }
 
 // scrubAttr returns a with its value made safe and short (see mochiLogger).
