@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +62,9 @@ func sampleValue(text, series string) (string, bool) {
 // Prometheus' naming lint) and carries what a fleet operator alerts on: the
 // process (RSS, CPU, descriptors, goroutines), the data_dir's free space, the
 // site and host, per-listener connections, certificate expiry of a TLS
-// listener and of a bridge's client certificate, the memory limit. Every
+// listener and of a bridge's client certificate, the memory limit, a bridge's
+// reconnection to a restarted mosquitto (count and last connect time), and the
+// packet counters of a mosquitto_pub. Every
 // series the example alert rules (docs/prometheus/alerts.yml) use is there, and
 // the rules pass `promtool check rules` and `promtool test rules`.
 func TestMetricsForFleet(t *testing.T) {
@@ -73,6 +77,8 @@ func TestMetricsForFleet(t *testing.T) {
 	srvCert, srvKey := ca.IssueUntil(t, "gateway", true, listenerUntil)
 	cliCert, cliKey := ca.IssueUntil(t, "bridge", false, clientUntil)
 	closed := freeAddr(t) // nothing listens: the bridge stays disconnected
+	upAddr := freeAddr(t)
+	upstream := startMosquitto(t, upAddr)
 	cfg := writeConfig(t, dataDir, addr, fmt.Sprintf(`  - name: mqtts
     address: %q
     tls:
@@ -93,26 +99,53 @@ bridges:
     forward:
       - local: meters/#
         remote: site/{site_id}/meters/#
-`, tlsAddr, srvCert, srvKey, closed, ca.File, cliCert, cliKey))
+  - name: plain
+    address: mqtt://%s
+    backoff_min: 1s
+    backoff_max: 1s
+    forward:
+      - local: meters/#
+        remote: site/{site_id}/meters/#
+`, tlsAddr, srvCert, srvKey, closed, ca.File, cliCert, cliKey, upAddr))
 	p := startGW(t, cfg, addr)
 	defer p.stop()
 	sock := filepath.Join(dataDir, "admin.sock")
+	// awaitSample scrapes until series has value v (or waitTimeout passed)
+	// and returns the last text scraped.
+	awaitSample := func(series, v string) string {
+		t.Helper()
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			text := scrape(t, sock)
+			if got, _ := sampleValue(text, series); got == v || time.Now().After(deadline) {
+				return text
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 
-	// One connection that opens and closes without CONNECT.
+	// Bridge plain connects to a real mosquitto, which then restarts: the
+	// bridge reconnects, counted, with its last connect time moved on.
+	awaitSample(`edgegw_bridge_connects_total{bridge="plain"}`, "1")
+	_ = upstream.cmd.Process.Signal(syscall.SIGTERM)
+	<-upstream.done
+	awaitSample(`edgegw_bridge_connected{bridge="plain"}`, "0")
+	restarted := time.Now().Truncate(time.Second)
+	startMosquitto(t, upAddr)
+	awaitSample(`edgegw_bridge_connects_total{bridge="plain"}`, "2")
+
+	// One connection that opens and closes without CONNECT, and one of
+	// mosquitto_pub (CONNECT, PUBLISH QoS 1, DISCONNECT in; CONNACK, PUBACK out).
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = c.Close()
-	var text string
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		text = scrape(t, sock)
-		if v, _ := sampleValue(text, `edgegw_listener_connections_closed_total{listener="e2e"}`); v == "1" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	host, port, _ := strings.Cut(addr, ":")
+	if out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", "x", "-m", "y").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
 	}
+	text := awaitSample(`edgegw_listener_connections_closed_total{listener="e2e"}`, "2")
 
 	cmd := exec.Command(pt, "check", "metrics")
 	cmd.Stdin = strings.NewReader(text)
@@ -120,10 +153,12 @@ bridges:
 		t.Errorf("promtool check metrics: %v\n%s\n--- metrics:\n%s", err, out, text)
 	}
 
-	host, _ := os.Hostname()
+	hostname, _ := os.Hostname()
 	want := map[string]string{
-		`edgegw_listener_connections_accepted_total{listener="e2e"}`:                   "1",
-		`edgegw_listener_connections_closed_total{listener="e2e"}`:                     "1",
+		`edgegw_listener_connections_accepted_total{listener="e2e"}`:                   "2",
+		`edgegw_listener_connections_closed_total{listener="e2e"}`:                     "2",
+		`edgegw_bridge_connected{bridge="plain"}`:                                      "1",
+		`edgegw_bridge_connects_total{bridge="plain"}`:                                 "2",
 		`edgegw_listener_connections_open{listener="e2e"}`:                             "0",
 		`edgegw_listener_clients{listener="mqtts"}`:                                    "0",
 		`edgegw_listener_cert_not_after_timestamp_seconds{listener="mqtts"}`:           fmt.Sprint(float64(listenerUntil.Unix())),
@@ -132,7 +167,7 @@ bridges:
 		`edgegw_bridge_connects_total{bridge="cloud"}`:                                 "0",
 		`edgegw_bridge_last_connect_timestamp_seconds{bridge="cloud"}`:                 "0",
 		`edgegw_memory_limit_bytes`:                                                    "2e+08",
-		`edgegw_build_info{version="dev",goversion="` + runtime.Version() + `",arch="` + runtime.GOARCH + `",site_id="site-7",hostname="` + host + `"}`: "1",
+		`edgegw_build_info{version="dev",goversion="` + runtime.Version() + `",arch="` + runtime.GOARCH + `",site_id="site-7",hostname="` + hostname + `"}`: "1",
 	}
 	for series, v := range want {
 		if got, ok := sampleValue(text, series); !ok || got != v {
@@ -147,6 +182,16 @@ bridges:
 	}
 	if _, ok := sampleValue(text, "process_cpu_seconds_total"); !ok {
 		t.Error("process_cpu_seconds_total missing")
+	}
+	// The bridge's last connect is the reconnection's, after the restart.
+	if v, _ := sampleValue(text, `edgegw_bridge_last_connect_timestamp_seconds{bridge="plain"}`); parseFloat(v) < float64(restarted.Unix()) {
+		t.Errorf("plain's last connect %s, want at or after the upstream's restart at %d", v, restarted.Unix())
+	}
+	// Packet counters, as the JSON API has them: at least mosquitto_pub's.
+	in, _ := sampleValue(text, "edgegw_mqtt_packets_received_total")
+	out, _ := sampleValue(text, "edgegw_mqtt_packets_sent_total")
+	if parseFloat(in) < 3 || parseFloat(out) < 2 {
+		t.Errorf("packets received %q, sent %q; want at least 3 and 2", in, out)
 	}
 
 	// The example rules: valid, their unit tests pass, and every edgegw
@@ -172,4 +217,13 @@ bridges:
 			t.Errorf("alerts.yml uses %s, which /metrics does not write", n)
 		}
 	}
+}
+
+// parseFloat is strconv.ParseFloat of a sample value, -1 when it is not a number.
+func parseFloat(v string) float64 {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return -1
+	}
+	return f
 }
