@@ -57,7 +57,8 @@ func TestAdminModbusTransaction(t *testing.T) {
 	}{
 		{"bus", admin.ModbusRequest{Unit: 1, Function: 6, Address: 0, Count: 1, TimeoutMS: 100}, 400, "only reads"},
 		{"bus", admin.ModbusRequest{Unit: 1, Function: 16, TimeoutMS: 100}, 400, "only reads"},
-		{"bus", admin.ModbusRequest{Unit: 0, Function: 3, Count: 1, TimeoutMS: 100}, 400, "unit 0: must be 1-247"},
+		{"bus", admin.ModbusRequest{Unit: 0, Function: 3, Count: 1, TimeoutMS: 100}, 400, `port "bus": slave address 0: must be 1-247 with RTU framing`},
+		{"bus", admin.ModbusRequest{Unit: 256, Function: 3, Count: 1, TimeoutMS: 100}, 400, "unit 256: must be 0-255 (Modbus TCP), 1-247 (RTU)"},
 		{"bus", admin.ModbusRequest{Unit: 1, Function: 3, Count: 126, TimeoutMS: 100}, 400, "read of 126 registers"},
 		{"bus", admin.ModbusRequest{Unit: 1, Function: 3, Count: 1, TimeoutMS: 0}, 400, "timeout_ms 0"},
 		{"nope", admin.ModbusRequest{Unit: 1, Function: 3, Count: 1, TimeoutMS: 100}, 404, `no port "nope"`},

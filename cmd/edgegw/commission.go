@@ -169,7 +169,8 @@ func (f *busFlags) settings(def hardware.SerialConfig) ([]serialSetting, error) 
 	return out, nil
 }
 
-// parseUnits reads "1-10,20" as unit ids 1-247, ascending, each once.
+// parseUnits reads "1-10,20" as unit ids 0-255, ascending, each once. Which
+// of them a bus takes depends on its framing: checkUnits.
 func parseUnits(spec string) ([]byte, error) {
 	seen := map[int]bool{}
 	for _, part := range strings.Split(spec, ",") {
@@ -179,20 +180,39 @@ func parseUnits(spec string) ([]byte, error) {
 		if isRange {
 			b, err2 = strconv.Atoi(hi)
 		}
-		if err1 != nil || err2 != nil || a < 1 || b > 247 || a > b {
-			return nil, fmt.Errorf("--units %s: %q is not a unit id or range within 1-247", spec, part)
+		if err1 != nil || err2 != nil || a < 0 || b > 255 || a > b {
+			return nil, fmt.Errorf("--units %s: %q is not a unit id or range within 0-255 (RTU slave addresses: 1-247)", spec, part)
 		}
 		for u := a; u <= b; u++ {
 			seen[u] = true
 		}
 	}
 	var out []byte
-	for u := 1; u <= 247; u++ {
+	for u := 0; u <= 255; u++ {
 		if seen[u] {
 			out = append(out, byte(u))
 		}
 	}
 	return out, nil
+}
+
+// checkUnits refuses unit ids outside 1-247 on a bus this command opened with
+// RTU framing (a serial port, or RTU over TCP): there they are no slave
+// addresses (0 is broadcast). Modbus TCP's unit id is 0-255 (a device on its
+// own often answers on 0 or 255). The running gateway checks its own ports.
+func checkUnits(targets []*target, units ...byte) error {
+	for _, tg := range targets {
+		lb, ok := tg.bus.(*localBus)
+		if !ok || lb.framing != modbus.FramingRTU {
+			continue
+		}
+		for _, u := range units {
+			if err := (modbus.Request{Slave: u, Function: modbus.ReadHolding, Count: 1}).CheckFor(modbus.FramingRTU); err != nil {
+				return usageErr(fmt.Sprintf("unit %d: %s is framed as RTU, whose slave addresses are 1-247 (unit ids 0-255 are for Modbus TCP: HOST:PORT with --framing tcp)", u, tg.where))
+			}
+		}
+	}
+	return nil
 }
 
 // isTCP reports whether a PORT argument is HOST:PORT rather than a port name
@@ -489,7 +509,7 @@ type settingScan struct {
 
 func scanCmd(args []string, stdout, stderr io.Writer) int {
 	fs, f, usage := newBusFlags("scan", scanUsageLine, defaultScanTimeout)
-	unitSpec := fs.String("units", "1-247", "unit `IDS` to try: ids and ranges, comma-separated (1-10,20)")
+	unitSpec := fs.String("units", "1-247", "unit `IDS` to try: ids and ranges, comma-separated (1-10,20); 1-247 with RTU framing, 0-255 with Modbus TCP")
 	fs.DurationVar(&f.budget, "budget", 0, "stop after `DURATION` in all (0: when every unit at every setting was tried)")
 	pos, code, done := parseFlags(fs, "meters scan", args, stdout, stderr, usage, func(a []string) ([]string, error) { return parseAnywhere(fs, a) })
 	if done {
@@ -511,6 +531,9 @@ func scanCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	targets, err := openTargets(f, pos[0], stderr)
+	if err == nil {
+		err = checkUnits(targets, units...)
+	}
 	if err != nil {
 		return busError(stderr, "meters scan", err)
 	}
@@ -640,7 +663,7 @@ type readReport struct {
 
 func readCmd(args []string, stdout, stderr io.Writer) int {
 	fs, f, usage := newBusFlags("read", readUsageLine, defaultReadTimeout)
-	unit := fs.Int("unit", 0, "unit `ID` (slave address) 1-247 (required)")
+	unit := fs.Int("unit", -1, "unit `ID`: slave address 1-247, or Modbus TCP unit id 0-255 (required)")
 	function := fs.Int("function", 3, "function `CODE`: 3 holding registers, 4 input registers, 1 coils, 2 discrete inputs")
 	address := fs.Int("address", -1, "first register or bit, protocol `ADDRESS` 0-65535 as in meters.types (required)")
 	count := fs.Int("count", 1, "`N` values of --type (registers: N x its size), or N bits")
@@ -658,8 +681,11 @@ func readCmd(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 {
 		return bad("needs one PORT or HOST:PORT")
 	}
-	if *unit < 1 || *unit > 247 {
-		return bad("--unit: must be 1-247")
+	if *unit == -1 {
+		return bad("--unit is required")
+	}
+	if *unit < 0 || *unit > 255 {
+		return bad("--unit: must be 1-247 (RTU slave address) or 0-255 (Modbus TCP unit id)")
 	}
 	if *address < 0 || *address > 0xFFFF {
 		return bad("--address: must be 0-65535")
@@ -694,10 +720,13 @@ func readCmd(args []string, stdout, stderr io.Writer) int {
 	default:
 		return bad("--function: must be 1, 2, 3 or 4")
 	}
-	if err := req.Check(); err != nil {
+	if err := req.CheckPDU(); err != nil {
 		return bad(err.Error())
 	}
 	targets, err := openTargets(f, pos[0], stderr)
+	if err == nil {
+		err = checkUnits(targets, req.Slave)
+	}
 	if err != nil {
 		return busError(stderr, "meters read", err)
 	}

@@ -122,6 +122,19 @@ func TestMetersReadStandalone(t *testing.T) {
 	if r.status != 1 || !strings.Contains(r.stderr, "no answer from unit 4 within 100ms") {
 		t.Errorf("read of a silent unit: %d %q", r.status, r.stderr)
 	}
+	// Unit ids 0 and 248-255 are Modbus TCP's: not on an RTU bus (0 is broadcast).
+	r = edgegw(t, append([]string{"meters", "read", pt.Path, "--unit", "0", "--address", "0"}, nosock...)...)
+	if r.status != 2 || !strings.Contains(r.stderr, "unit 0: "+pt.Path+" is framed as RTU, whose slave addresses are 1-247") {
+		t.Errorf("read of unit 0 on a serial port: %d %q", r.status, r.stderr)
+	}
+	r = edgegw(t, append([]string{"meters", "read", pt.Path, "--address", "0"}, nosock...)...)
+	if r.status != 2 || !strings.Contains(r.stderr, "--unit is required") {
+		t.Errorf("read without --unit: %d %q", r.status, r.stderr)
+	}
+	r = edgegw(t, append([]string{"meters", "scan", pt.Path, "--units", "246-248"}, nosock...)...)
+	if r.status != 2 || !strings.Contains(r.stderr, "unit 248: "+pt.Path+" is framed as RTU") {
+		t.Errorf("scan of unit 248 on a serial port: %d %q", r.status, r.stderr)
+	}
 	r = edgegw(t, append([]string{"meters", "read", pt.Path, "--unit", "1", "--address", "0", "--type", "int64"}, nosock...)...)
 	if r.status != 2 || !strings.Contains(r.stderr, "--type: must be") {
 		t.Errorf("read with an unknown type: %d %q", r.status, r.stderr)
@@ -141,7 +154,7 @@ func TestMetersScanErrors(t *testing.T) {
 	if r := edgegw(t, "meters", "scan", "--help"); r.status != 0 || !strings.Contains(r.stdout, "--units IDS") || !strings.Contains(r.stdout, "device\n  identification (function 43/14") {
 		t.Errorf("meters scan --help: %d %q", r.status, r.stdout)
 	}
-	if r := edgegw(t, "meters", "scan", "/dev/ttyNOPE9", "--units", "1-300"); r.status != 2 || !strings.Contains(r.stderr, `"1-300" is not a unit id or range within 1-247`) {
+	if r := edgegw(t, "meters", "scan", "/dev/ttyNOPE9", "--units", "1-300"); r.status != 2 || !strings.Contains(r.stderr, `"1-300" is not a unit id or range within 0-255`) {
 		t.Errorf("bad units: %d %q", r.status, r.stderr)
 	}
 	if r := edgegw(t, append([]string{"meters", "scan", "/dev/ttyNOPE9"}, nosock...)...); r.status != 1 || !strings.Contains(r.stderr, "cannot open /dev/ttyNOPE9: no such device") {
@@ -312,10 +325,35 @@ func TestMetersScanTCP(t *testing.T) {
 		}
 	}
 
+	// A device on its own that answers on unit id 255 (pymodbus with unit 255
+	// takes every unit id and answers exception 11 for the others): read and
+	// found over Modbus TCP; over RTU framing 255 is no slave address.
+	solo := hwtest.StartModbusServer(t, hwtest.Units{255: {Holding: map[uint16]uint16{0: 9}}}, hwtest.ModbusServerOptions{})
+	r := edgegw(t, append([]string{"meters", "read", solo.Addr, "--unit", "255", "--address", "0"}, nosock...)...)
+	if r.status != 0 || !regexp.MustCompile(`(?m)^0 +0x0009 +9$`).MatchString(r.stdout) {
+		t.Errorf("read of unit 255: %d\n%s%s", r.status, r.stdout, r.stderr)
+	}
+	r = edgegw(t, append([]string{"meters", "scan", solo.Addr, "--units", "0,255", "--timeout", "1s", "--json"}, nosock...)...)
+	var soloJS struct {
+		Settings []struct {
+			Tried           int           `json:"tried"`
+			GatewayNoAnswer int           `json:"gateway_no_answer"`
+			Found           []modbus.Unit `json:"found"`
+		} `json:"settings"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &soloJS); err != nil || r.status != 0 || len(soloJS.Settings) != 1 ||
+		soloJS.Settings[0].Tried != 2 || len(soloJS.Settings[0].Found) != 1 || soloJS.Settings[0].Found[0].Unit != 255 || soloJS.Settings[0].GatewayNoAnswer != 1 {
+		t.Errorf("scan of units 0 and 255: %v %d\n%s%s", err, r.status, r.stdout, r.stderr)
+	}
+	r = edgegw(t, append([]string{"meters", "read", solo.Addr, "--framing", "rtu", "--unit", "255", "--address", "0"}, nosock...)...)
+	if r.status != 2 || !strings.Contains(r.stderr, "unit 255: "+solo.Addr+" is framed as RTU, whose slave addresses are 1-247") {
+		t.Errorf("read of unit 255 over RTU framing: %d %q", r.status, r.stderr)
+	}
+
 	// pymodbus as a Modbus TCP gateway: exception 11 for the 8 units not
 	// behind it, counted, and no unit.
 	gw := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{Gateway: true})
-	r := edgegw(t, append([]string{"meters", "scan", gw.Addr, "--units", "1-10", "--timeout", "1s"}, nosock...)...)
+	r = edgegw(t, append([]string{"meters", "scan", gw.Addr, "--units", "1-10", "--timeout", "1s"}, nosock...)...)
 	if r.status != 0 || !regexp.MustCompile(`(?m)^Modbus TCP +1 +data +pymodbus`).MatchString(r.stdout) ||
 		!regexp.MustCompile(`(?m)^Modbus TCP: 2 of 10 units answered in .*; the gateway answered exception 10 or 11 \(no such unit behind it\) for 8$`).MatchString(r.stdout) {
 		t.Errorf("scan of a gateway: %d\n%s%s", r.status, r.stdout, r.stderr)
@@ -334,18 +372,28 @@ func TestMetersScanTCP(t *testing.T) {
 		t.Errorf("--baud on HOST:PORT: %d %q", r.status, r.stderr)
 	}
 
-	// The running gateway owns a TCP port to the server: through the admin socket.
+	// The running gateway owns a TCP port to the server: through the admin
+	// socket, unit id 255 too.
 	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{})
 	cfg := runWithPort(t, fmt.Sprintf(`    - name: inverter
       address: %s
       protocol: modbus
       meters:
         - {id: m1, type: t, slave: 1, interval: 100ms}
-`, srv.Addr))
+    - name: solo
+      address: %s
+      protocol: modbus
+      meters:
+        - {id: m2, type: t, slave: 255, interval: 100ms}
+`, srv.Addr, solo.Addr))
 	r = edgegw(t, "meters", "scan", srv.Addr, "-c", cfg, "--units", "1,2,7", "--timeout", "1s")
 	if r.status != 0 || !strings.Contains(r.stdout, "scan of port inverter ("+srv.Addr+") through the running gateway") ||
 		!regexp.MustCompile(`(?m)^TCP: 2 of 3 units answered in `).MatchString(r.stdout) {
 		t.Errorf("scan through the gateway's TCP port: %d\n%s%s", r.status, r.stdout, r.stderr)
+	}
+	r = edgegw(t, "meters", "read", "solo", "-c", cfg, "--unit", "255", "--address", "0")
+	if r.status != 0 || !strings.Contains(r.stdout, "through the running gateway") || !regexp.MustCompile(`(?m)^0 +0x0009 +9$`).MatchString(r.stdout) {
+		t.Errorf("read of unit 255 through the gateway: %d\n%s%s", r.status, r.stdout, r.stderr)
 	}
 }
 

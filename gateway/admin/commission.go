@@ -21,7 +21,7 @@ import (
 
 // ModbusRequest is one transaction: POST /api/v1/ports/{name}/modbus.
 type ModbusRequest struct {
-	Unit     int `json:"unit"`     // 1-247
+	Unit     int `json:"unit"`     // 1-247; 0-255 on a Modbus TCP port (framing tcp)
 	Function int `json:"function"` // 1, 2, 3, 4, or 43 (read device identification)
 	Address  int `json:"address"`  // 1-4: first register or bit
 	Count    int `json:"count"`    // 1-4: registers or bits
@@ -50,10 +50,12 @@ type ModbusAnswer struct {
 // time: the poll in progress ends first (its blocks, timeouts and retries).
 const maxBusWait = time.Minute
 
-// Request returns the modbus request r asks for.
+// Request returns the modbus request r asks for. The unit id is checked
+// against 0-255 only: whether it must be a slave address 1-247 depends on the
+// port's framing (modbus.Request.CheckFor).
 func (r ModbusRequest) Request() (modbus.Request, error) {
-	if r.Unit < 1 || r.Unit > 247 {
-		return modbus.Request{}, fmt.Errorf("unit %d: must be 1-247", r.Unit)
+	if r.Unit < 0 || r.Unit > 255 {
+		return modbus.Request{}, fmt.Errorf("unit %d: must be 0-255 (Modbus TCP), 1-247 (RTU)", r.Unit)
 	}
 	req := modbus.Request{Slave: byte(r.Unit), Function: byte(r.Function)}
 	switch byte(r.Function) {
@@ -73,7 +75,7 @@ func (r ModbusRequest) Request() (modbus.Request, error) {
 	if r.Function != 43 && r.Function != 0 && (r.IDCode != 0 || r.Object != 0) {
 		return req, errors.New("id_code and object are for function 43")
 	}
-	return req, req.Check()
+	return req, req.CheckPDU()
 }
 
 // Framing is a serial configuration as technicians write it: "9600 8E1".
@@ -120,6 +122,12 @@ func (s *Server) modbusTransaction(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		writeError(w, http.StatusConflict, "port %q runs protocol %s: scan and read are for modbus ports", name, port.Protocol().Name())
 		return
+	}
+	if f, ok := bus.(interface{ Framing() modbus.Framing }); ok {
+		if err := req.CheckFor(f.Framing()); err != nil {
+			writeError(w, http.StatusBadRequest, "port %q: %v", name, err)
+			return
+		}
 	}
 	if st := port.Status(); !st.Open {
 		writeError(w, http.StatusConflict, "port %q is not open (%s)", name, st.LastError)

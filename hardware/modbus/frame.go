@@ -86,6 +86,18 @@ func (r Request) Check() error {
 	return r.CheckPDU()
 }
 
+// CheckFor validates r as a request framed with f: Check for FramingRTU (a
+// slave address 1-247), CheckPDU for FramingTCP (a unit id 0-255).
+func (r Request) CheckFor(f Framing) error {
+	if f == FramingTCP {
+		return r.CheckPDU()
+	}
+	if r.Slave < minSlave || r.Slave > maxSlave {
+		return fmt.Errorf("slave address %d: must be 1-247 with RTU framing (0-255 is for Modbus TCP's unit id)", r.Slave)
+	}
+	return r.CheckPDU()
+}
+
 // CheckPDU validates the function code, address, count and values of r: a
 // Modbus TCP request, whose unit id may be anything 0-255.
 func (r Request) CheckPDU() error {

@@ -115,6 +115,9 @@ func (p *Protocol) signal() {
 // Name implements hardware.Protocol.
 func (p *Protocol) Name() string { return "modbus" }
 
+// Framing returns the port's framing: FramingRTU or FramingTCP.
+func (p *Protocol) Framing() Framing { return p.cfg.Framing }
+
 // Run implements hardware.Protocol: it polls every meter at its interval, one
 // transaction at a time, earliest due first, and sends queued commands. On a
 // TCP connection it returns ErrSilentConn (and the port reconnects) once the
@@ -213,7 +216,7 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 // ctx is done; a port that is not open takes nothing. Once taken, the
 // transaction runs to its end.
 func (p *Protocol) Exchange(ctx context.Context, req Request, timeout time.Duration, retries int) (Response, error) {
-	if err := req.Check(); err != nil {
+	if err := req.CheckFor(p.cfg.Framing); err != nil {
 		return Response{}, err
 	}
 	j := &job{req: req, timeout: timeout, retries: retries, done: make(chan jobResult, 1)}
