@@ -154,6 +154,15 @@ func TestMetersScanErrors(t *testing.T) {
 	if r := edgegw(t, "meters", "scan", "--help"); r.status != 0 || !strings.Contains(r.stdout, "--units IDS") || !strings.Contains(r.stdout, "device\n  identification (function 43/14") {
 		t.Errorf("meters scan --help: %d %q", r.status, r.stdout)
 	}
+	if r := edgegw(t, "meters", "read", "--help"); r.status != 0 || !strings.Contains(r.stdout, "usage: edgegw meters read PORT|HOST:PORT --unit N --address A") {
+		t.Errorf("meters read --help: %d %q", r.status, r.stdout)
+	} else {
+		for _, flag := range []string{"--unit ID", "--function CODE", "--address ADDRESS", "--count N", "--type TYPE", "--word-order ORDER", "--scale FACTOR", "--framing FRAMING"} {
+			if !strings.Contains(r.stdout, "\n  "+flag+"\n") {
+				t.Errorf("meters read --help lacks %s:\n%s", flag, r.stdout)
+			}
+		}
+	}
 	if r := edgegw(t, "meters", "scan", "/dev/ttyNOPE9", "--units", "1-300"); r.status != 2 || !strings.Contains(r.stderr, `"1-300" is not a unit id or range within 0-255`) {
 		t.Errorf("bad units: %d %q", r.status, r.stderr)
 	}
