@@ -770,6 +770,11 @@ func TestDenialLogBounded(t *testing.T) {
 	if n := strings.Count(logs.String(), "publish denied"); n != auth.LogBurst {
 		t.Fatalf("%d 'publish denied' lines for 201 denials, want %d", n, auth.LogBurst)
 	}
+	for _, line := range strings.Split(logs.String(), "\n") { // short: client, user, remote address, topic
+		if strings.Contains(line, "publish denied") && (!strings.Contains(line, "client=meter-7 ") || !strings.Contains(line, " remote=127.0.0.1:")) {
+			t.Fatalf("a denial line without the client and its remote address: %s", line)
+		}
+	}
 	g.clock.Advance(auth.LogEvery) // a new window: the next line reports the left-out ones
 	m.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2, TopicName: "meters/8/last", Payload: []byte("x")})
 	m.expect(packets.Puback)

@@ -401,7 +401,7 @@ func (h *Hook) recheckSubscriptions(cl *mqtt.Client) {
 			gone = append(gone, f)
 			h.stats.SubscribeDenied.Add(1)
 			h.logDenied(kindSubscribe, "subscription removed: the rules no longer allow it", slog.String("client", id.ClientID),
-				slog.String("user", id.Username), slog.String("filter", f))
+				slog.String("user", id.Username), slog.String("listener", cl.Net.Listener), slog.String("remote", cl.Net.Remote), slog.String("filter", f))
 		}
 	}
 	if len(gone) > 0 {
@@ -471,7 +471,7 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	h.stats.SubscribeDenied.Add(1)
 	h.logDenied(kindSubscribe, "subscription denied", slog.String("client", id.ClientID),
-		slog.String("user", id.Username), slog.String("filter", topic))
+		slog.String("user", id.Username), slog.String("listener", cl.Net.Listener), slog.String("remote", cl.Net.Remote), slog.String("filter", topic))
 	return false
 }
 
@@ -497,7 +497,7 @@ func (h *Hook) PacketPublish(cl *mqtt.Client, pk *packets.Packet) error {
 func (h *Hook) deniedPublish(cl *mqtt.Client, id Identity, topic string) {
 	h.stats.PublishDenied.Add(1)
 	h.logDenied(kindPublish, "publish denied", slog.String("client", id.ClientID),
-		slog.String("user", id.Username), slog.String("topic", topic))
+		slog.String("user", id.Username), slog.String("listener", cl.Net.Listener), slog.String("remote", cl.Net.Remote), slog.String("topic", topic))
 }
 
 func (h *Hook) logDenied(kind, msg string, attrs ...any) {
