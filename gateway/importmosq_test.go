@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,8 @@ import (
 
 // A mosquitto 2 configuration (listener, anonymous off, a password file by
 // Debian's mosquitto_passwd, an ACL file, queue limits, persistence, a bridge
-// with topic lines in, out, prefixes and QoS 2) imported with `edgegw config
+// with topic lines in, out, prefixes and QoS 2, in an include_dir as Debian
+// lays it out) imported with `edgegw config
 // import-mosquitto`: the output passes `config check`, lists what it could not
 // carry over, and run by the real binary it bridges to a real mosquitto both
 // ways, with the mosquitto user's password and ACL.
@@ -28,6 +30,10 @@ func TestImportMosquittoBridgeWorks(t *testing.T) {
 	writeFile(t, acl, []byte("topic read $SYS/#\nuser alice\ntopic readwrite sensors/#\ntopic read cmd/#\n"))
 	port := freeLoopbackPort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
+	confd := filepath.Join(dir, "conf.d")
+	if err := os.Mkdir(confd, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, conf, []byte(fmt.Sprintf(`# mosquitto 2
 per_listener_settings false
 allow_anonymous false
@@ -42,13 +48,16 @@ message_size_limit 65536
 
 listener %d 127.0.0.1
 
-connection cloud
+include_dir %s
+`, passwd, acl, port, confd)))
+	// The bridge in conf.d, as Debian's mosquitto package lays it out.
+	writeFile(t, filepath.Join(confd, "bridge.conf"), []byte(fmt.Sprintf(`connection cloud
 address %s
 remote_clientid gw-site7
 cleansession false
 topic sensors/# out 1 "" site7/
 topic cmd/# in 2 "" site7/
-`, passwd, acl, port, cloud.addr())))
+`, cloud.addr())))
 
 	imp := exec.Command(bin, "config", "import-mosquitto", conf)
 	var stderr strings.Builder
@@ -61,7 +70,7 @@ topic cmd/# in 2 "" site7/
 	for _, want := range []string{
 		"not carried over: mosquitto.conf:7: persistence_location /var/lib/mosquitto/: edgegw keeps its own store",
 		"not carried over: mosquitto.conf:8: log_dest syslog: no edgegw equivalent",
-		"not carried over: mosquitto.conf:20: topic cmd/# in 2 \"\" site7/: QoS 2 is bridged as QoS 1",
+		"not carried over: bridge.conf:6: topic cmd/# in 2 \"\" site7/: QoS 2 is bridged as QoS 1",
 		"not carried over: acl: the topics before the first user line",
 	} {
 		if !strings.Contains(stderr.String(), want) {

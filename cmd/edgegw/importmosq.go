@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -140,15 +141,26 @@ func (im *mqImport) directives(name string, r io.Reader, f func(fields []string,
 	return nil
 }
 
-// readMosquitto reads a mosquitto.conf.
+// readMosquitto reads a mosquitto.conf, and the files of its include_dir
+// directives where they stand, as mosquitto does: every file ending in .conf,
+// in mosquitto's order (mosquittoFileOrder), each starting outside any
+// listener or connection block; include_dir only in the main file.
 func readMosquitto(name string, r io.Reader) (*mqImport, error) {
 	im := &mqImport{file: name}
 	var l *mqListener
 	var b *mqBridge
-	err := im.directives(name, r, func(f []string, skip func(string)) {
+	included := false // reading a file of an include_dir
+	var directive func(f []string, skip func(string))
+	directive = func(f []string, skip func(string)) {
 		key, vals := f[0], f[1:]
 		val := strings.Join(vals, " ")
-		set := func(k, v string) { im.top = append(im.top, kv{k, v}) }
+		set := func(k, v string) { // a directive given again wins, as in mosquitto
+			if i := slices.IndexFunc(im.top, func(e kv) bool { return e.key == k }); i >= 0 {
+				im.top[i].val = v
+				return
+			}
+			im.top = append(im.top, kv{k, v})
+		}
 		count := func(k string, min int64) {
 			v, err := strconv.ParseInt(val, 10, 64)
 			switch {
@@ -338,14 +350,86 @@ func readMosquitto(name string, r io.Reader) (*mqImport, error) {
 				}
 				b.topics = append(b.topics, t)
 			}
+		case "include_dir":
+			if included {
+				skip("mosquitto reads include_dir in the main file only")
+				return
+			}
+			files, err := mosquittoConfDir(val)
+			if err != nil {
+				skip(err.Error())
+				return
+			}
+			mainL, mainB := l, b
+			included = true
+			for _, file := range files {
+				l, b = nil, nil
+				if err := im.readFile(file, directive); err != nil {
+					skip(err.Error())
+				}
+			}
+			l, b, included = mainL, mainB, false
 		default:
 			skip("no edgegw equivalent")
 		}
-	})
-	if err != nil {
+	}
+	if err := im.directives(name, r, directive); err != nil {
 		return nil, err
 	}
 	return im, nil
+}
+
+// readFile reads the directives of the file at path.
+func (im *mqImport) readFile(path string, f func(fields []string, skip func(why string))) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	return im.directives(path, file, f)
+}
+
+// mosquittoConfDir returns the files of dir ending in .conf, in the order
+// mosquitto loads them.
+func mosquittoConfDir(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".conf") && !e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	slices.SortFunc(names, mosquittoFileOrder)
+	for i, n := range names {
+		names[i] = filepath.Join(dir, n)
+	}
+	return names, nil
+}
+
+// mosquittoFileOrder is mosquitto's order of an include_dir's files (its
+// conf.c scmp_p): letters compared without case first, then upper case
+// before lower case of the same letter (00.conf, A.conf, a.conf, B.conf).
+func mosquittoFileOrder(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if d := int(upper(a[i])) - int(upper(b[i])); d != 0 {
+			return d
+		}
+		if a[i] != b[i] {
+			return int(a[i]) - int(b[i])
+		}
+	}
+	return len(a) - len(b)
+}
+
+// upper is C's toupper for ASCII.
+func upper(c byte) byte {
+	if 'a' <= c && c <= 'z' {
+		return c - 'a' + 'A'
+	}
+	return c
 }
 
 // parseMosquittoTopic parses a bridge `topic` line's values: pattern

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,5 +93,63 @@ func TestMosquittoTopicLine(t *testing.T) {
 		if err != "" || got != tt.want {
 			t.Errorf("%q: %+v %q, want %+v", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// include_dir is read where it stands, as mosquitto does (Debian's
+// mosquitto.conf keeps every setting in /etc/mosquitto/conf.d): the files
+// ending in .conf, in mosquitto's order, each starting outside any listener
+// or connection block; a nested include_dir is listed, not followed; a
+// directive given again wins.
+func TestImportMosquittoIncludeDir(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"b.conf":    "connection cloud\naddress up.example:1883\nremote_clientid gw\ntopic sensors/# out 1\n",
+		"A.conf":    "max_queued_messages 5\nlistener 8883\n",
+		"a.conf":    "max_queued_messages 7\ninclude_dir /nonexistent\ncertfile /etc/x.pem\n",
+		"notes.txt": "garbage directive\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := writeFile(t, "mosquitto.conf", "listener 1883\nallow_anonymous true\ninclude_dir "+dir+"\nmax_connections 5\n")
+	r := edgegw(t, "config", "import-mosquitto", conf)
+	if r.status != 0 {
+		t.Fatalf("status %d: %s", r.status, r.stderr)
+	}
+	for _, want := range []string{
+		"  - name: \"l1883\"\n    address: \":1883\"\n    allow_anonymous: true\n  - name: \"l8883\"\n    address: \":8883\"\n",
+		"sessions:\n  max_queued: 7\n", // A.conf, then a.conf
+		"      - \"mqtt://up.example:1883\"\n",
+		"    forward:\n      - {local: \"sensors/#\", remote: \"sensors/#\", qos: 1}\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Count(r.stdout, "max_queued:") != 1 {
+		t.Errorf("max_queued written more than once:\n%s", r.stdout)
+	}
+	for _, want := range []string{
+		"not carried over: a.conf:2: include_dir /nonexistent: mosquitto reads include_dir in the main file only\n",
+		"not carried over: a.conf:3: certfile /etc/x.pem: outside a listener block\n",
+		"not carried over: mosquitto.conf:4: max_connections 5: no edgegw equivalent\n",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "garbage") || strings.Contains(r.stderr, "include_dir "+dir) || strings.Contains(r.stderr, "config check") {
+		t.Errorf("stderr:\n%s", r.stderr)
+	}
+}
+
+// mosquitto's include_dir order, the example of mosquitto.conf(5).
+func TestMosquittoFileOrder(t *testing.T) {
+	names := []string{"b.conf", "A.conf", "01.conf", "a.conf", "B.conf", "00.conf"}
+	slices.SortFunc(names, mosquittoFileOrder)
+	if want := []string{"00.conf", "01.conf", "A.conf", "a.conf", "B.conf", "b.conf"}; !slices.Equal(names, want) {
+		t.Errorf("order %v, want %v", names, want)
 	}
 }
