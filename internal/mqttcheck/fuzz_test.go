@@ -22,17 +22,22 @@ func FuzzDecode(f *testing.F) {
 		if Body(version, h>>4, body) != nil {
 			return
 		}
-		pk := []byte{h}
-		for n := len(body); ; { // Remaining Length (1.5.5)
-			b := byte(n & 0x7f)
-			if n >>= 7; n > 0 {
-				b |= 0x80
-			}
-			pk = append(pk, b)
-			if n == 0 {
-				break
-			}
-		}
-		_, _ = mqttwire.Read(bufio.NewReader(bytes.NewReader(append(pk, body...))), version)
+		_, _ = mqttwire.Read(bufio.NewReader(bytes.NewReader(wirePacket(h, body))), version)
 	})
+}
+
+// wirePacket returns the packet with fixed header byte h and body on the wire.
+func wirePacket(h byte, body []byte) []byte {
+	pk := []byte{h}
+	for n := len(body); ; { // Remaining Length (1.5.5)
+		b := byte(n & 0x7f)
+		if n >>= 7; n > 0 {
+			b |= 0x80
+		}
+		pk = append(pk, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(pk, body...)
 }
