@@ -6,19 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"edgegw/hardware"
-	"edgegw/hardware/line"
-	"edgegw/hardware/modbus"
+	"edgegw/hardware/protocols"
 )
-
-func protocols(t *testing.T) *hardware.Registry {
-	t.Helper()
-	r, err := hardware.NewRegistry(modbus.Plugin{}, line.Plugin{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // TestChanged checks that a change in one section is reported as that
 // section's name, and only it.
@@ -64,7 +53,7 @@ func TestChanged(t *testing.T) {
 // TestChangedParsed compares two parsed files: the sections are reported in
 // the file's order, whatever order their keys have.
 func TestChangedParsed(t *testing.T) {
-	r := protocols(t)
+	r := protocols.Registry()
 	old, err := Parse("a.yaml", []byte("sessions:\n  max_queued: 10\nlog:\n  level: info\n"), r)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +78,7 @@ func TestChangedParsed(t *testing.T) {
 // it, in bridges as in every other list (config/names).
 func TestRepeatedBridgeNames(t *testing.T) {
 	b := "  - {name: a, address: mqtt://x, forward: [{local: a/#, remote: b/#}]}\n"
-	_, err := Parse("e.yaml", []byte("site_id: s\nbridges:\n"+b+b+b), protocols(t))
+	_, err := Parse("e.yaml", []byte("site_id: s\nbridges:\n"+b+b+b), protocols.Registry())
 	want := "e.yaml:4: bridges[1].name: \"a\" is already the name of bridges[0]\n" +
 		"e.yaml:5: bridges[2].name: \"a\" is already the name of bridges[0]"
 	if err == nil || err.Error() != want {
@@ -99,9 +88,5 @@ func TestRepeatedBridgeNames(t *testing.T) {
 
 // parse is Parse with edgegw's meter protocols, for the tests of the sections.
 func parse(name string, data []byte) (Config, error) {
-	r, err := hardware.NewRegistry(modbus.Plugin{}, line.Plugin{})
-	if err != nil {
-		panic(err)
-	}
-	return Parse(name, data, r)
+	return Parse(name, data, protocols.Registry())
 }

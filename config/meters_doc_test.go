@@ -8,8 +8,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"edgegw/hardware"
-	"edgegw/hardware/line"
 	"edgegw/hardware/modbus"
+	"edgegw/hardware/protocols"
 )
 
 // TestMeterDefaultsDocumented keeps the commented meters example of
@@ -19,10 +19,7 @@ import (
 // default an omitted key gets; its topics and command_attempts are the
 // defaults too.
 func TestMeterDefaultsDocumented(t *testing.T) {
-	r, err := hardware.NewRegistry(modbus.Plugin{}, line.Plugin{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := protocols.Registry()
 	decode := func(text []byte) hardware.MetersConfig {
 		var doc yaml.Node
 		if err := yaml.Unmarshal(text, &doc); err != nil {

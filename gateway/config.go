@@ -9,7 +9,8 @@ import (
 
 // The configuration's schema, defaults and checks live in package config; the
 // gateway wires runtime parts from a parsed config.Config. What is left here
-// binds the meter protocols (meterProtocols) and the documented text.
+// binds the meter protocols (meterProtocols: hardware/protocols) and the
+// documented text.
 
 // defaultYAML is the documented default configuration. It is read-only: DefaultYAML
 // hands out copies.

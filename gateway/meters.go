@@ -6,8 +6,7 @@ import (
 	"time"
 
 	"edgegw/hardware"
-	"edgegw/hardware/line"
-	"edgegw/hardware/modbus"
+	"edgegw/hardware/protocols"
 	"edgegw/internal/clock"
 	"edgegw/internal/queue"
 	"edgegw/session"
@@ -19,21 +18,9 @@ import (
 // (store.CommandQueue) is registered as an engine consumer), started after the server
 // serves, stopped before it closes.
 
-// meterProtocols is the one list of the meter protocols edgegw knows. Each
-// protocol package owns its configuration keys, their checks and its
-// construction (hardware.Plugin); adding a protocol is its package plus one
-// entry (and its import) here. The registry is built where it is needed and
-// passed in: there is no package-level registration.
-func meterProtocols() *hardware.Registry {
-	r, err := hardware.NewRegistry(
-		modbus.Plugin{},
-		line.Plugin{},
-	)
-	if err != nil {
-		panic(err) // a programming error in the list above; every config test would fail
-	}
-	return r
-}
+// meterProtocols is the registry of the meter protocols edgegw knows, from
+// their one list (hardware/protocols).
+func meterProtocols() *hardware.Registry { return protocols.Registry() }
 
 // commandExpiry is how long a command without its own Message Expiry Interval
 // waits for its meter: the "ota" session profile's expiry, else its

@@ -31,11 +31,11 @@
 // builds the ports from the checked section.
 //
 // Registration is explicit, not global: a Registry is built from a list of
-// plugins in one place (gateway/meters.go, meterProtocols) and passed to the
-// decoder and to Hub.AddConfigured; no init() and no package-level map, so a
-// test can build a registry of its own (hwtest/golden builds one holding only
-// the protocol under test). NewRegistry refuses duplicate names
-// and keys that would collide. Adding M-Bus or DLMS is one package
+// plugins in one place (hardware/protocols, used by the gateway and the
+// configuration's tests) and passed to the decoder and to Hub.AddConfigured;
+// no init() and no package-level map, so a test can build a registry of its
+// own (hwtest/golden builds one holding only the protocol under test).
+// NewRegistry refuses duplicate names and keys that would collide. Adding M-Bus or DLMS is one package
 // (hardware/mbus with its Plugin, README.md, sample.yaml and golden cases in
 // testdata/golden/<case>/ run by its TestGolden through hwtest/golden)
 // plus one import and one entry in that list:
