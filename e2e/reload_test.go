@@ -909,3 +909,52 @@ func TestReloadMaxQueuedBoundsMeterCommands(t *testing.T) {
 	pub.running("after a refused PUBLISH")
 	g.stop()
 }
+
+// Users given in the configuration file (auth.users, not the password file)
+// change by a reload too: a user added can connect at once, the client of a
+// user removed is disconnected (v5 DISCONNECT 0x87) and cannot connect anew,
+// and an unrelated client stays connected.
+func TestReloadInlineUsers(t *testing.T) {
+	hashes := map[string]string{}
+	b, err := os.ReadFile(passwordFile(t, "tech", "t-secret", "tech2", "t2-secret", "app", "a-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		user, hash, _ := strings.Cut(line, ":")
+		hashes[user] = hash
+	}
+	conf := func(users ...string) string {
+		text := "data_dir: %[1]s\nlisteners:\n  - name: e2e\n    address: %[2]s\n    allow_anonymous: false\nauth:\n  users:\n"
+		for _, u := range users {
+			text += fmt.Sprintf("    - {name: %s, password_hash: %q}\n", u, hashes[u])
+		}
+		return text
+	}
+	g := startReloadGW(t, conf("tech", "app"))
+	app := g.sub("5", "app", "a-secret", "app-sub", "x")
+	tech := g.sub("5", "tech", "t-secret", "tech-sub", "x")
+	connect := func(user, password string) string {
+		c := exec.Command("mosquitto_pub", append(g.mqttArgs("5", user, password, user+"-again"), "-t", "x", "-m", "1")...)
+		out, _ := c.CombinedOutput()
+		return string(out)
+	}
+	if out := connect("tech2", "t2-secret"); !strings.Contains(out, "Bad User Name or Password") {
+		t.Fatalf("tech2 connected before it was added: %q", out)
+	}
+
+	g.write(conf("tech2", "app"))
+	out := g.mustReload()
+	if !strings.Contains(out, "auth:") || !strings.Contains(out, "1 client(s) no longer admitted were disconnected") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	tech.must("Received DISCONNECT (135)")
+	if out := connect("tech", "t-secret"); !strings.Contains(out, "Bad User Name or Password") {
+		t.Errorf("removed user tech connecting anew: %q", out)
+	}
+	if out := connect("tech2", "t2-secret"); out != "" {
+		t.Errorf("added user tech2 connecting: %q", out)
+	}
+	app.running("although its user did not change")
+	g.stop()
+}
