@@ -23,6 +23,13 @@
 //   - Fanout: the admission of one message to all its lanes at once against
 //     the store's room (all or nothing for the durable copies).
 //
+// Not here, on purpose: the store-wide cap under store.overflow drop_oldest
+// (session/store/shed.go). It is measured in file pages after a commit, over
+// every queue at once, on the commit goroutine, which must not take the
+// lanes' owners' locks; it drops the oldest entries that are not in flight by
+// the Lane's rule (no packet id, not taken: a Lane tells the store's queue
+// what it has taken through Holder).
+//
 // How each user uses it (each keeps only what is really its own):
 //
 //   - Sessions (session/): one Lane per session over its queue (RAM or the
