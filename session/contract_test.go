@@ -9,6 +9,7 @@ package session_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -312,18 +313,31 @@ func TestSharedSubscriptionGroupProgress(t *testing.T) {
 }
 
 // Queue overflow applies the configured policy, counts it and shows it in $SYS;
-// mochi's in-memory in-flight cap plays no part.
+// mochi's in-memory in-flight cap plays no part. The queue is an offline
+// persistent session's, in the store: sessions.max_queued and
+// sessions.max_queued_bytes bound it there as they bound a queue in RAM
+// (issue 14.1).
 func TestQueueOverflowPolicy(t *testing.T) {
 	for _, tc := range []struct {
 		policy string
+		limit  string // the limit that holds five messages
 		want   string
 	}{
-		{"refuse_new", "[0 1 2 3 4]"},
-		{"drop_oldest", "[3 4 5 6 7]"},
+		{"refuse_new", "max_queued", "[0 1 2 3 4]"},
+		{"drop_oldest", "max_queued", "[3 4 5 6 7]"},
+		{"refuse_new", "max_queued_bytes", "[0 1 2 3 4]"},
+		{"drop_oldest", "max_queued_bytes", "[3 4 5 6 7]"},
 	} {
-		t.Run(tc.policy, func(t *testing.T) {
+		t.Run(tc.policy+"/"+tc.limit, func(t *testing.T) {
+			// Long enough for the monitor's $SYS message below to fit in five
+			// messages' bytes.
+			topic := "ovf/" + strings.Repeat("x", 96)
 			g := startBroker(t, func(c *session.Options) {
-				c.MaxQueued = 5
+				if tc.limit == "max_queued" {
+					c.MaxQueued = 5
+				} else {
+					c.MaxQueuedBytes = 5 * int64(len(topic)+len("0")) // topic and payload of five messages
+				}
 				c.Overflow = "refuse_new"
 				if tc.policy == "drop_oldest" {
 					c.Overflow = "drop_oldest"
@@ -331,11 +345,11 @@ func TestQueueOverflowPolicy(t *testing.T) {
 			})
 			sub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "ovf", CleanStart: true,
 				Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(3600)}})
-			sub.subscribe(t, paho.SubscribeOptions{Topic: "ovf", QoS: 1})
+			sub.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
 			sub.disconnect(t, g, "ovf")
 			pub, _ := connectV5(t, g.addr, &paho.Connect{ClientID: "ovf-pub", CleanStart: true})
 			for i := range 8 {
-				pub.publish(t, "ovf", 1, fmt.Sprint(i))
+				pub.publish(t, topic, 1, fmt.Sprint(i))
 			}
 			st := g.Engine().Stats()
 			counter, sys := st.QueueRefused.Load(), "$SYS/edgegw/sessions/queue/refused"
