@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/hardware/hwtest"
 )
@@ -956,5 +959,83 @@ func TestReloadInlineUsers(t *testing.T) {
 		t.Errorf("added user tech2 connecting: %q", out)
 	}
 	app.running("although its user did not change")
+	g.stop()
+}
+
+// An ACL tightened by a reload removes a connected client's subscriptions the
+// new rules no longer allow at once (nothing more arrives through them) and
+// refuses its next SUBSCRIBE to them (v5 SUBACK 0x87); a subscription still
+// allowed is granted and the connection stays. The client is paho.golang:
+// the mosquitto clients cannot subscribe again on one connection.
+func TestReloadRechecksSubscriptions(t *testing.T) {
+	pw := passwordFile(t, "sensor", "s-secret", "app", "a-secret")
+	cfg := strings.ReplaceAll(strings.ReplaceAll(reloadAuthConfig, "PWFILE", pw), "PUBLISH", `"data/#"`)
+	conf := func(subscribe string) string {
+		return strings.Replace(cfg, `subscribe: ["#"]`, "subscribe: "+subscribe, 1)
+	}
+	g := startReloadGW(t, conf(`["data/#", "other/#"]`))
+	got := make(chan string, 16)
+	login := func(id, user, password string) *paho.Connect {
+		return &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+			Username: user, UsernameFlag: true, Password: []byte(password), PasswordFlag: true}
+	}
+	sensor, _, err := dialV5(g.addr, login("sensor-sub", "sensor", "s-secret"), func(p *paho.Publish) { got <- p.Topic + " " + string(p.Payload) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeV5(sensor)
+	app, _, err := dialV5(g.addr, login("app-pub", "app", "a-secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeV5(app)
+	next := func() string {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case <-timeout():
+			t.Fatal("the sensor received nothing")
+			return ""
+		}
+	}
+	publish := func(topic, payload string) {
+		t.Helper()
+		if rc, err := publishV5(app, topic, 1, []byte(payload)); rc != 0 || err != nil {
+			t.Fatalf("app publish %s: %#x %v", topic, rc, err)
+		}
+	}
+	if err := subscribeV5(sensor, "data/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	publish("data/1", "before")
+	if m := next(); m != "data/1 before" {
+		t.Fatalf("the sensor got %q, want data/1 before", m)
+	}
+
+	g.write(conf(`["other/#"]`))
+	if out := g.mustReload(); !strings.Contains(out, "auth:") {
+		t.Errorf("edgegw reload printed:\n%s", out)
+	}
+	g.logged(`msg="subscription removed: the rules no longer allow it" component=auth client=sensor-sub`)
+	publish("data/2", "after") // through the removed subscription: not delivered
+	if err := subscribeV5(sensor, "other/#", 1); err != nil {
+		t.Errorf("a subscription the new rules allow: %v", err)
+	}
+	publish("other/1", "sentinel")
+	if m := next(); m != "other/1 sentinel" {
+		t.Errorf("the sensor got %q, want only other/1 sentinel (data/# was removed by the reload)", m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	sa, err := sensor.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "data/#", QoS: 1}}})
+	if sa == nil || len(sa.Reasons) != 1 || sa.Reasons[0] != 0x87 {
+		t.Errorf("SUBSCRIBE data/# after the reload: %+v %v, want SUBACK 0x87", sa, err)
+	}
+	select {
+	case <-sensor.Done():
+		t.Error("the sensor's connection was closed")
+	default:
+	}
 	g.stop()
 }
