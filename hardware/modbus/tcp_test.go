@@ -508,6 +508,77 @@ func TestTCPSilentPeer(t *testing.T) {
 	}
 }
 
+// A peer that accepts each connection and closes it at once: the port
+// reconnects with the ports' backoff (reopen_min doubling up to reopen_max,
+// each wait jittered to [d/2, d]), not in a hot loop. The time of an accept
+// is taken before the close the port's wait follows, and timers never fire
+// early, so each gap between two accepts is at least the wait's lower bound
+// however loaded the machine; and the waits stop growing at reopen_max.
+func TestTCPReconnectBackoff(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const attempts = 9
+	accepts := make(chan time.Time, attempts)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			at := time.Now()
+			_ = c.Close()
+			select {
+			case accepts <- at:
+			default: // enough seen
+			}
+		}
+	}()
+	const reopenMin, reopenMax = 40 * time.Millisecond, 160 * time.Millisecond
+	eng := hwtest.NewEngine()
+	hub := hardware.New(eng, hardware.Options{Log: logger(t), CommandExpiry: time.Hour, MaxQueued: 10, Overflow: session.RefuseNew})
+	r := &rig{eng: eng, hub: hub}
+	proto, meters := addMeters(t, hub, modbus.Config{Timeout: time.Second, Framing: modbus.FramingTCP}, 2,
+		[]meterSpec{{"m", 1, 10 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}}})
+	r.port, err = hub.AddPort(hardware.PortConfig{Name: "tcp", ReopenMin: reopenMin, ReopenMax: reopenMax,
+		TCP: hardware.TCPConfig{Address: l.Addr().String(), ConnectTimeout: time.Second}}, proto, meters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.start(t)
+	var at []time.Time
+	for range attempts {
+		select {
+		case a := <-accepts:
+			at = append(at, a)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d connections accepted, want %d", len(at), attempts)
+		}
+	}
+	// The waits before attempts 2.. are 40, 80, 160, 160, ... ms, each
+	// jittered down to half at most.
+	wait := reopenMin
+	var total, lower time.Duration
+	for i := 1; i < len(at); i++ {
+		gap := at[i].Sub(at[i-1])
+		if gap < wait/2 {
+			t.Errorf("attempt %d came %v after the previous one; its backoff is at least %v", i+1, gap, wait/2)
+		}
+		total += gap
+		lower += wait / 2
+		wait = min(2*wait, reopenMax)
+	}
+	// Capped: eight waits of at most 40+80+6x160 = 1080 ms. Uncapped they
+	// would be 40+80+...+5120 ms, at least 5100 ms with jitter: the bound
+	// between leaves 1.9 s for eight reconnects on a loaded machine.
+	if total > 3*time.Second {
+		t.Errorf("%d reconnects took %v (at least %v expected): the backoff is not capped at %v", attempts-1, total, lower, reopenMax)
+	}
+	waitCount(t, "reopens", &r.port.Counters().Reopens, attempts-1)
+}
+
 // fullListener returns the address of a listening socket whose accept queue
 // is full (backlog 0, nothing accepted, filled by connections the test opens):
 // the kernel drops further SYNs, so a connection attempt hangs as it does to
