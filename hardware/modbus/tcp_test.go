@@ -306,17 +306,16 @@ func TestTCPMissingUnit(t *testing.T) {
 	}
 }
 
-// fakeServer serves Modbus TCP on a loopback listener: for the nth request
-// (counted from 0 over all connections) respond returns the bytes to send
-// (nil: none) and how long to wait before sending them.
-func fakeServer(t testing.TB, respond func(nth int, req modbus.Request, tid uint16) ([]byte, time.Duration)) string {
+// tcpServer serves Modbus TCP on a loopback listener: handle gets each
+// request in the order it arrived on its connection, and a send that writes
+// on that connection. An ADU that holds no request closes the connection.
+func tcpServer(t testing.TB, handle func(req modbus.Request, tid uint16, send func([]byte))) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	var count atomic.Int64
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -325,6 +324,7 @@ func fakeServer(t testing.TB, respond func(nth int, req modbus.Request, tid uint
 			}
 			go func() {
 				defer c.Close()
+				send := func(b []byte) { _, _ = c.Write(b) }
 				var buf []byte
 				rd := make([]byte, 512)
 				for {
@@ -342,17 +342,28 @@ func fakeServer(t testing.TB, respond func(nth int, req modbus.Request, tid uint
 							return
 						}
 						buf = buf[n:]
-						out, delay := respond(int(count.Add(1)-1), req, tid)
-						if out == nil {
-							continue
-						}
-						time.AfterFunc(delay, func() { _, _ = c.Write(out) })
+						handle(req, tid, send)
 					}
 				}
 			}()
 		}
 	}()
 	return l.Addr().String()
+}
+
+// fakeServer is a tcpServer where, for the nth request (counted from 0 over
+// all connections), respond returns the bytes to send (nil: none) and how
+// long to wait before sending them.
+func fakeServer(t testing.TB, respond func(nth int, req modbus.Request, tid uint16) ([]byte, time.Duration)) string {
+	t.Helper()
+	var count atomic.Int64
+	return tcpServer(t, func(req modbus.Request, tid uint16, send func([]byte)) {
+		out, delay := respond(int(count.Add(1)-1), req, tid)
+		if out == nil {
+			return
+		}
+		time.AfterFunc(delay, func() { send(out) })
+	})
 }
 
 // ones are the registers a fake server answers with.
@@ -505,6 +516,66 @@ func TestTCPSilentPeer(t *testing.T) {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		t.Fatal("hub.Stop hangs on a silent connection")
+	}
+}
+
+// One transaction at a time on a connection: two meters polled as fast as
+// possible and a scan's transactions (Protocol.Exchange, as the admin socket
+// runs them) from another goroutine, against a server that answers each
+// request 3 ms late and notes any request that arrives while one is still
+// unanswered. With no timeouts (a timed-out request is abandoned, and then
+// the next one may legitimately overlap it) there must be none.
+func TestTCPOneTransactionAtATime(t *testing.T) {
+	var (
+		served, overlaps atomic.Int64
+		mu               sync.Mutex
+		pending          bool // a request is unanswered (one connection: no reopens)
+	)
+	addr := tcpServer(t, func(req modbus.Request, tid uint16, send func([]byte)) {
+		mu.Lock()
+		if pending {
+			overlaps.Add(1)
+		}
+		pending = true
+		mu.Unlock()
+		out := modbus.EncodeTCPResponse(nil, tid, req, ones(req), 0)
+		time.AfterFunc(3*time.Millisecond, func() {
+			mu.Lock()
+			pending = false // before the answer: the next request may follow it at once
+			mu.Unlock()
+			served.Add(1)
+			send(out)
+		})
+	})
+	reg := []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}
+	r := newTCPRig(t, modbus.Config{Timeout: 5 * time.Second, Framing: modbus.FramingTCP}, addr,
+		meterSpec{"a", 1, time.Millisecond, reg}, meterSpec{"b", 3, time.Millisecond, reg})
+	opened := r.port.Opened()
+	r.start(t)
+	<-opened
+	proto := r.port.Protocol().(*modbus.Protocol)
+	done := make(chan error, 1)
+	go func() {
+		for range 30 {
+			if _, err := proto.Exchange(context.Background(), modbus.Request{Slave: 2, Function: modbus.ReadHolding, Count: 1}, 5*time.Second, 0); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("scan transaction: %v", err)
+	}
+	for range 5 {
+		nextReading(t, r.eng, "a")
+		nextReading(t, r.eng, "b")
+	}
+	if n := overlaps.Load(); n != 0 || served.Load() < 40 {
+		t.Errorf("%d requests arrived while another was unanswered (of %d served)", n, served.Load())
+	}
+	if c := r.port.Counters(); c.Timeouts.Load() != 0 || c.Reopens.Load() != 0 {
+		t.Errorf("counters %v: a timeout (an abandoned request) or a second connection makes the overlap check meaningless", c.Map())
 	}
 }
 
