@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"edgegw/gateway"
 	"edgegw/gateway/admin"
+	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
 )
 
@@ -44,7 +47,9 @@ func runCLI(t *testing.T, bin string, env []string, args ...string) cliResult {
 
 func TestOpsCLI(t *testing.T) {
 	bin := buildEdgegw(t)
-	g := startOpsGateway(t, nil)
+	g := startOpsGateway(t, func(c *gateway.Config) { // w2: never heard from
+		c.Meters.Ports[0].Meters = append(c.Meters.Ports[0].Meters, hardware.PortMeterConfig{ID: "w2", Type: "water"})
+	})
 	g.awaitStatus(t, "bridge connected", bridgeUp)
 	g.meter.Send(t, `{"id":"w1","volume":123456}`+"\n")
 	g.awaitStatus(t, "meter reading", func(st admin.Status) bool { return st.Meters[0].ReadingAt != nil })
@@ -130,6 +135,10 @@ func TestOpsCLI(t *testing.T) {
 	r = cli(append([]string{"meters"}, sock...)...)
 	if !strings.Contains(r.stdout, "meter w1") || !strings.Contains(r.stdout, "port lora") || !strings.Contains(r.stdout, "no errors") {
 		t.Errorf("meters:\n%s%s", r.stdout, r.stderr)
+	}
+	// A meter never heard from is seen "never" (not 0001-01-01 or a huge age).
+	if w2 := regexp.MustCompile(`(?m)^meter w2 .*$`).FindString(r.stdout); !regexp.MustCompile(`\snever\s`).MatchString(w2) {
+		t.Errorf("meters: the never-seen meter's line %q lacks \"never\":\n%s", w2, r.stdout)
 	}
 	r = cli(append([]string{"bridge", "--json"}, sock...)...)
 	var bs []map[string]any
