@@ -24,6 +24,13 @@ type rawConn struct {
 // CONNACK arrived.
 func dialRawV4(t *testing.T, addr, id string) *rawConn {
 	t.Helper()
+	return dialRawV4Session(t, addr, id, true)
+}
+
+// dialRawV4Session is dialRawV4 with the CONNECT's Clean Session flag given:
+// false keeps the session after the connection [MQTT-3.1.2-4].
+func dialRawV4Session(t *testing.T, addr, id string, clean bool) *rawConn {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +38,7 @@ func dialRawV4(t *testing.T, addr, id string) *rawConn {
 	c := &rawConn{t: t, conn: conn, r: bufio.NewReader(conn)}
 	t.Cleanup(func() { _ = conn.Close() })
 	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4, Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: id, Keepalive: 60}})
+		ProtocolVersion: 4, Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: clean, ClientIdentifier: id, Keepalive: 60}})
 	if pk := c.read(); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
 		t.Fatalf("%s: CONNACK %+v", id, pk.FixedHeader)
 	}
