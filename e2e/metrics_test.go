@@ -63,7 +63,8 @@ func sampleValue(text, series string) (string, bool) {
 // process (RSS, CPU, descriptors, goroutines), the data_dir's free space, the
 // site and host, per-listener connections, certificate expiry of a TLS
 // listener and of a bridge's client certificate, the memory limit, a bridge's
-// reconnection to a restarted mosquitto (count and last connect time), and the
+// reconnection to a restarted mosquitto on TLS (count, last connect time, the
+// expiry of the certificate mosquitto presents), and the
 // packet counters of a mosquitto_pub. Every
 // series the example alert rules (docs/prometheus/alerts.yml) use is there, and
 // the rules pass `promtool check rules` and `promtool test rules`.
@@ -77,8 +78,24 @@ func TestMetricsForFleet(t *testing.T) {
 	srvCert, srvKey := ca.IssueUntil(t, "gateway", true, listenerUntil)
 	cliCert, cliKey := ca.IssueUntil(t, "bridge", false, clientUntil)
 	closed := freeAddr(t) // nothing listens: the bridge stays disconnected
+	// The upstream of bridge plain: mosquitto on TLS with a certificate of
+	// the test CA (valid now: issued with NotBefore 25h before NotAfter);
+	// "user root" keeps it root, to read the key in the test's temp dir.
 	upAddr := freeAddr(t)
-	upstream := startMosquitto(t, upAddr)
+	upstreamUntil := time.Now().Add(12 * time.Hour).Truncate(time.Second)
+	upCert, upKey := ca.IssueUntil(t, "upstream", true, upstreamUntil)
+	upConf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	upHost, upPort, _ := strings.Cut(upAddr, ":")
+	if err := os.WriteFile(upConf, []byte(fmt.Sprintf("listener %s %s\ncertfile %s\nkeyfile %s\nallow_anonymous true\nlog_dest stderr\nuser root\n",
+		upPort, upHost, upCert, upKey)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startUpstream := func() *client {
+		m := startClient(t, false, "mosquitto", "-c", upConf)
+		m.must("running")
+		return m
+	}
+	upstream := startUpstream()
 	cfg := writeConfig(t, dataDir, addr, fmt.Sprintf(`  - name: mqtts
     address: %q
     tls:
@@ -100,13 +117,15 @@ bridges:
       - local: meters/#
         remote: site/{site_id}/meters/#
   - name: plain
-    address: mqtt://%s
+    address: mqtts://%s
     backoff_min: 1s
     backoff_max: 1s
+    tls:
+      ca_file: %q
     forward:
       - local: meters/#
         remote: site/{site_id}/meters/#
-`, tlsAddr, srvCert, srvKey, closed, ca.File, cliCert, cliKey, upAddr))
+`, tlsAddr, srvCert, srvKey, closed, ca.File, cliCert, cliKey, upAddr, ca.File))
 	p := startGW(t, cfg, addr)
 	defer p.stop()
 	sock := filepath.Join(dataDir, "admin.sock")
@@ -131,7 +150,7 @@ bridges:
 	<-upstream.done
 	awaitSample(`edgegw_bridge_connected{bridge="plain"}`, "0")
 	restarted := time.Now().Truncate(time.Second)
-	startMosquitto(t, upAddr)
+	startUpstream()
 	awaitSample(`edgegw_bridge_connects_total{bridge="plain"}`, "2")
 
 	// One connection that opens and closes without CONNECT, and one of
@@ -155,18 +174,19 @@ bridges:
 
 	hostname, _ := os.Hostname()
 	want := map[string]string{
-		`edgegw_listener_connections_accepted_total{listener="e2e"}`:                   "2",
-		`edgegw_listener_connections_closed_total{listener="e2e"}`:                     "2",
-		`edgegw_bridge_connected{bridge="plain"}`:                                      "1",
-		`edgegw_bridge_connects_total{bridge="plain"}`:                                 "2",
-		`edgegw_listener_connections_open{listener="e2e"}`:                             "0",
-		`edgegw_listener_clients{listener="mqtts"}`:                                    "0",
-		`edgegw_listener_cert_not_after_timestamp_seconds{listener="mqtts"}`:           fmt.Sprint(float64(listenerUntil.Unix())),
-		`edgegw_bridge_cert_not_after_timestamp_seconds{bridge="cloud",cert="client"}`: fmt.Sprint(float64(clientUntil.Unix())),
-		`edgegw_bridge_connected{bridge="cloud"}`:                                      "0",
-		`edgegw_bridge_connects_total{bridge="cloud"}`:                                 "0",
-		`edgegw_bridge_last_connect_timestamp_seconds{bridge="cloud"}`:                 "0",
-		`edgegw_memory_limit_bytes`:                                                    "2e+08",
+		`edgegw_listener_connections_accepted_total{listener="e2e"}`:                     "2",
+		`edgegw_listener_connections_closed_total{listener="e2e"}`:                       "2",
+		`edgegw_bridge_connected{bridge="plain"}`:                                        "1",
+		`edgegw_bridge_connects_total{bridge="plain"}`:                                   "2",
+		`edgegw_bridge_cert_not_after_timestamp_seconds{bridge="plain",cert="upstream"}`: fmt.Sprint(float64(upstreamUntil.Unix())),
+		`edgegw_listener_connections_open{listener="e2e"}`:                               "0",
+		`edgegw_listener_clients{listener="mqtts"}`:                                      "0",
+		`edgegw_listener_cert_not_after_timestamp_seconds{listener="mqtts"}`:             fmt.Sprint(float64(listenerUntil.Unix())),
+		`edgegw_bridge_cert_not_after_timestamp_seconds{bridge="cloud",cert="client"}`:   fmt.Sprint(float64(clientUntil.Unix())),
+		`edgegw_bridge_connected{bridge="cloud"}`:                                        "0",
+		`edgegw_bridge_connects_total{bridge="cloud"}`:                                   "0",
+		`edgegw_bridge_last_connect_timestamp_seconds{bridge="cloud"}`:                   "0",
+		`edgegw_memory_limit_bytes`:                                                      "2e+08",
 		`edgegw_build_info{version="dev",goversion="` + runtime.Version() + `",arch="` + runtime.GOARCH + `",site_id="site-7",hostname="` + hostname + `"}`: "1",
 	}
 	for series, v := range want {
