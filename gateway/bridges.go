@@ -55,12 +55,15 @@ func (bs *bridges) build(cfg Config, i int) (*bridge.Bridge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s outbox: %w", bc.Name, err)
 	}
+	// A parsed configuration sets every limit; one built in code may leave
+	// them zero and gets the bridge package's defaults, as the decoder does.
+	def := bridge.DefaultOutboxLimits()
 	limits := bridge.OutboxLimits{MaxMessages: bc.OutboxMax, MaxBytes: bc.OutboxMaxBytes, Overflow: bc.OutboxOverflow}
 	if limits.MaxMessages <= 0 {
-		limits.MaxMessages = cfg.Sessions.MaxQueued
+		limits.MaxMessages = def.MaxMessages
 	}
 	if limits.Overflow == "" {
-		limits.Overflow = session.RefuseNew
+		limits.Overflow = def.Overflow
 	}
 	return bridge.New(conf, bs.engine, outbox, limits, bs.log)
 }
