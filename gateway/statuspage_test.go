@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image/png"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -177,4 +178,50 @@ func checkPNG(t *testing.T, b []byte) {
 	if r := img.Bounds(); r.Dx() != 412 || r.Dy() < 600 {
 		t.Errorf("screenshot %v, want 412 px wide", r)
 	}
+}
+
+// The page as the real binary serves it: `edgegw run` with an HTTP admin
+// listener, loaded in headless Chromium at phone width. The header names the
+// site and the host, the listener shows with its client count, and a meter
+// not heard from (its serial device does not exist) is seen "never".
+// Screenshot kept as statuspage-binary.png.
+func TestStatusPageFromBinaryInChromium(t *testing.T) {
+	bin := buildEdgegw(t)
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
+	cfg := filepath.Join(dir, "edgegw.yaml")
+	writeFile(t, cfg, []byte(fmt.Sprintf(`data_dir: %s
+site_id: site-bin
+listeners:
+  - name: local
+    address: 127.0.0.1:%d
+admin:
+  http: %s
+meters:
+  ports:
+    - name: rs485
+      device: %s
+      protocol: line
+      meters:
+        - {id: w9}
+`, filepath.Join(dir, "data"), freeLoopbackPort(t), httpAddr, filepath.Join(dir, "no-such-tty"))))
+	gw := startGWProcess(t, bin, cfg)
+	gw.waitLine(t, "address="+httpAddr, 1)
+
+	p := startChromium(t).newPage()
+	p.navigate("http://" + httpAddr + "/")
+	host, _ := os.Hostname()
+	p.await("site in the header", func() bool { return p.text("#site") == "site-bin" })
+	if s := p.text("#hostname"); s != host {
+		t.Errorf("hostname %q, want %q", s, host)
+	}
+	if s := p.text(`[data-listener="local"] .clients`); s != "0" {
+		t.Errorf("listener clients %q, want 0", s)
+	}
+	if s := p.text(`[data-meter="w9"] .seen`); s != "seen never" {
+		t.Errorf("never-seen meter: %q, want seen never", s)
+	}
+	shot := p.screenshot()
+	checkPNG(t, shot)
+	keepArtifact(t, t.TempDir(), "statuspage-binary.png", shot)
 }
