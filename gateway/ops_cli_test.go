@@ -195,6 +195,22 @@ func TestOpsCLINotRunning(t *testing.T) {
 		!strings.Contains(r.stderr, "the socket path came from data_dir and admin.socket of "+good+";") {
 		t.Errorf("not running via -c: %d %q", r.code, r.stderr)
 	}
+	// Neither -c nor --socket, and no packaged configuration: the built-in
+	// default, data/admin.sock in the working directory, and it says so
+	// (TestPackage in packaging/mkdeb covers the packaged configuration).
+	if _, err := os.Stat("/etc/edgegw/edgegw.yaml"); err == nil {
+		t.Log("/etc/edgegw/edgegw.yaml exists here: the built-in default case is not tried")
+	} else {
+		cmd := exec.Command(bin, "status")
+		cmd.Dir = t.TempDir()
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		_ = cmd.Run()
+		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(errb.String(), "nothing listens on data/admin.sock") ||
+			!strings.Contains(errb.String(), "the socket path came from the built-in default (no -c FILE given, no /etc/edgegw/edgegw.yaml);") {
+			t.Errorf("not running, no flags: %d %q", cmd.ProcessState.ExitCode(), errb.String())
+		}
+	}
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	_ = os.WriteFile(cfg, []byte("admin:\n  sockett: x\n"), 0o644)
 	if r := runCLI(t, bin, nil, "status", "-c", cfg); r.code != 2 || !strings.Contains(r.stderr, "bad.yaml:2: admin.sockett: unknown key") {
