@@ -165,6 +165,7 @@ type Store struct {
 	full        bool             // the used size exceeded MaxBytes at the last commit
 	excess      int64            // drop_oldest: bytes to shed after the last commit (0: none)
 	stuck       bool             // drop_oldest found nothing to drop: refuse like refuse_new
+	refusedNeed int64            // room of the work Reserve last refused by its projection; 0: none (see Reserve)
 	shedLim     *ratelog.Limiter // the drop_oldest log lines (shed.go)
 	shedDropped map[string]int64 // queue name -> entries dropped since the last such line
 	blockLog    *ratelog.Episode // bounds the "store full" / "writable again" lines (noteBlockedLocked)
@@ -410,6 +411,12 @@ func (s *Store) Healthy() error {
 // puts it in every queue or in none. The caller calls Unreserve with the same
 // numbers once its appends are made (they are then counted as appended).
 //
+// A refusal by the projection comes before the pages in use pass MaxBytes, so
+// the store is not full (Healthy is nil) while it refuses: refusedNeed marks
+// that refusing state, logged as "store full" at once (noteBlockedLocked), and
+// ends when Reserve admits work, or when a commit finds room for the work it
+// refused last ("store writable again").
+//
 // Cost: one lock of the store's mutex and two atomic adds.
 func (s *Store) Reserve(entries int, size int64) error {
 	need := size + int64(entries)*entryOverhead
@@ -422,12 +429,26 @@ func (s *Store) Reserve(entries int, size int64) error {
 		projected := s.usedBytes + s.flushBytes + max(s.pendBytes.Load(), 0) + s.reserved.Load() + need
 		if projected > s.opts.MaxBytes {
 			s.signal() // a commit measures again, with the removals made since
-			return fmt.Errorf("%w: %s would pass store.max_bytes (%d bytes); durable work is refused until queues drain",
-				ErrFull, s.path, s.opts.MaxBytes)
+			starts := s.refusedNeed == 0
+			s.refusedNeed = need
+			if starts {
+				s.noteBlockedLocked()
+			}
+			return s.projectionError()
 		}
 	}
 	s.reserved.Add(need)
+	if s.refusedNeed > 0 {
+		s.refusedNeed = 0
+		s.noteBlockedLocked()
+	}
 	return nil
+}
+
+// projectionError is Reserve's refusal when the work would pass MaxBytes.
+func (s *Store) projectionError() error {
+	return fmt.Errorf("%w: %s would pass store.max_bytes (%d bytes); durable work is refused until queues drain",
+		ErrFull, s.path, s.opts.MaxBytes)
 }
 
 // Unreserve ends a reservation made by Reserve(entries, size).
@@ -622,7 +643,7 @@ const blockLogEvery = 5 * time.Second
 // (after a commit, or when drop_oldest finds nothing to drop) and writes the
 // line blockLog calls for. Caller holds s.mu.
 func (s *Store) noteBlockedLocked() {
-	if l, ok := s.blockLog.Set(s.hooks.now(), s.refusingLocked()); ok {
+	if l, ok := s.blockLog.Set(s.hooks.now(), s.refusingLocked() || s.refusedNeed > 0); ok {
 		s.logBlockedLocked(l)
 	}
 }
@@ -633,6 +654,9 @@ func (s *Store) logBlockedLocked(l ratelog.EpisodeLine) {
 	path, note := slog.String("path", s.path), l.Note()
 	err := s.healthyLocked()
 	switch {
+	case err == nil && s.refusedNeed > 0:
+		s.log.Error("store full: queued messages would pass store.max_bytes; durable work is refused"+note,
+			path, slog.Int64("max_bytes", s.opts.MaxBytes), slog.Any("error", s.projectionError()))
 	case err == nil:
 		s.log.Info("store writable again"+note, path)
 	case s.failErr != nil:
@@ -817,6 +841,9 @@ func (s *Store) commit() error {
 	}
 	if !s.full {
 		s.stuck = false
+	}
+	if s.refusedNeed > 0 && s.usedBytes+max(s.pendBytes.Load(), 0)+s.reserved.Load()+s.refusedNeed <= s.opts.MaxBytes {
+		s.refusedNeed = 0 // the work refused last would be admitted now
 	}
 	s.noteBlockedLocked()
 	s.done = target

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"edgegw/internal/queue"
 )
 
 // fakeClock is a clock that moves only when told, with timers for the loop.
@@ -307,4 +309,91 @@ func refusingStateLines(t *testing.T, flips int, want string) {
 	}
 	t.Logf("%d changes of state, %d lines; last: %s", flips, len(lines), last)
 	_ = s.Close()
+}
+
+// Under refuse_new with store.max_bytes, Reserve refuses work whose projection
+// (the pages in use plus what was appended and reserved since) would pass the
+// cap, before the pages in use do. That refusing state is logged at once, as
+// "store full" naming store.max_bytes, once per episode; once the queue has
+// drained and a commit finds room for the refused work, "store writable again"
+// follows (at most blockLogEvery after the first line), and that work is
+// admitted.
+func TestReserveRefusalLogged(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	var logs lockedBuffer
+	s, _, err := Open(filepath.Join(t.TempDir(), "s.db"), Options{Durability: Batch, CommitInterval: time.Hour, MaxBytes: 256 << 10,
+		hooks: &testHooks{now: clock.Now, at: clock.At}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lines := func(substr string) []string {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		var out []string
+		for _, l := range strings.Split(logs.b.String(), "\n") {
+			if strings.Contains(l, substr) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	q, err := s.SessionQueue("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := msg(0)
+	m.Packet.Payload = make([]byte, 1024)
+	size := queue.Size(m.Packet)
+	var seqs []uint64
+	for {
+		if err := s.Reserve(1, size); err != nil {
+			if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "would pass store.max_bytes") {
+				t.Fatalf("refusal: %v, want ErrFull by the projection", err)
+			}
+			break
+		}
+		seq, err := q.Append(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Unreserve(1, size)
+		if seqs = append(seqs, seq); len(seqs)%20 == 0 {
+			if err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(seqs) > 1000 {
+			t.Fatalf("%d messages of 1 KiB admitted under a 256 KiB cap", len(seqs))
+		}
+	}
+	if s.Healthy() != nil {
+		t.Fatalf("the pages in use passed the cap (%v): the projection was to refuse first", s.Healthy())
+	}
+	if err := s.Reserve(1, size); err == nil { // the same episode: no second line
+		t.Fatal("admitted after a refusal with nothing removed")
+	}
+	full := lines("store full")
+	if len(full) != 1 || !strings.Contains(full[0], "level=ERROR") || !strings.Contains(full[0], "store.max_bytes") {
+		t.Fatalf("refusing state lines %q, want one ERROR line naming store.max_bytes", full)
+	}
+	if l := lines("store writable again"); len(l) != 0 {
+		t.Fatalf("writable again while refusing: %q", l)
+	}
+
+	for _, seq := range seqs {
+		q.Remove(seq)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(blockLogEvery) // the line held back since the refusal's
+	await(t, "the writable again line", func() bool { return len(lines("store writable again")) == 1 })
+	if err := s.Reserve(1, size); err != nil {
+		t.Fatalf("the refused size after the queue drained: %v", err)
+	}
+	s.Unreserve(1, size)
+	if n := len(lines("store full")); n != 1 {
+		t.Fatalf("%d store full lines, want 1", n)
+	}
 }
