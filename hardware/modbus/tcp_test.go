@@ -550,9 +550,10 @@ func TestTCPOneTransactionAtATime(t *testing.T) {
 	reg := []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}
 	r := newTCPRig(t, modbus.Config{Timeout: 5 * time.Second, Framing: modbus.FramingTCP}, addr,
 		meterSpec{"a", 1, time.Millisecond, reg}, meterSpec{"b", 3, time.Millisecond, reg})
-	opened := r.port.Opened()
 	r.start(t)
-	<-opened
+	// A reading: the protocol runs and takes transactions (the port's Opened
+	// comes before the protocol's loop starts).
+	nextReading(t, r.eng, "a")
 	proto := r.port.Protocol().(*modbus.Protocol)
 	done := make(chan error, 1)
 	go func() {
