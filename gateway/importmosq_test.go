@@ -18,7 +18,8 @@ import (
 // Debian's mosquitto_passwd, an ACL file, queue limits, persistence, a bridge
 // with topic lines in, out, prefixes and QoS 2, in an include_dir as Debian
 // lays it out) imported with `edgegw config
-// import-mosquitto`: the output passes `config check`, lists what it could not
+// import-mosquitto` (a configuration Debian's mosquitto runs, first): the
+// output passes `config check`, lists what it could not
 // carry over, and run by the real binary it bridges to a real mosquitto both
 // ways, with the mosquitto user's password and ACL.
 func TestImportMosquittoBridgeWorks(t *testing.T) {
@@ -40,7 +41,7 @@ allow_anonymous false
 password_file %s
 acl_file %s
 persistence true
-persistence_location /var/lib/mosquitto/
+persistence_location %s/
 log_dest syslog
 max_queued_messages 5000
 max_inflight_messages 20
@@ -49,7 +50,7 @@ message_size_limit 65536
 listener %d 127.0.0.1
 
 include_dir %s
-`, passwd, acl, port, confd)))
+%s`, passwd, acl, dir, port, confd, mosquittoKeepUser)))
 	// The bridge in conf.d, as Debian's mosquitto package lays it out.
 	writeFile(t, filepath.Join(confd, "bridge.conf"), []byte(fmt.Sprintf(`connection cloud
 address %s
@@ -58,6 +59,33 @@ cleansession false
 topic sensors/# out 1 "" site7/
 topic cmd/# in 2 "" site7/
 `, cloud.addr())))
+
+	// It is a configuration mosquitto itself runs: Debian's mosquitto on it
+	// admits alice with her password, refuses a wrong one, then stops and
+	// leaves the port to edgegw.
+	mosq := exec.Command("mosquitto", "-c", conf)
+	if err := mosq.Start(); err != nil {
+		t.Fatal(err)
+	}
+	alice := func(pw string) (string, error) {
+		out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-u", "alice", "-P", pw,
+			"-q", "1", "-t", "sensors/t0", "-m", "x").CombinedOutput()
+		return string(out), err
+	}
+	for deadline := time.Now().Add(waitTimeout); ; time.Sleep(50 * time.Millisecond) {
+		out, err := alice("alice pw")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			stopProcess(mosq)
+			t.Fatalf("mosquitto on the configuration never admitted alice: %v %s", err, out)
+		}
+	}
+	if out, err := alice("wrong"); err == nil || !strings.Contains(out, "not authorised") {
+		t.Errorf("mosquitto admitted alice with a wrong password: %v %s", err, out)
+	}
+	stopProcess(mosq)
 
 	imp := exec.Command(bin, "config", "import-mosquitto", conf)
 	var stderr strings.Builder
@@ -68,7 +96,7 @@ topic cmd/# in 2 "" site7/
 	}
 	text := string(out)
 	for _, want := range []string{
-		"not carried over: mosquitto.conf:7: persistence_location /var/lib/mosquitto/: edgegw keeps its own store",
+		"not carried over: mosquitto.conf:7: persistence_location " + dir + "/: edgegw keeps its own store",
 		"not carried over: mosquitto.conf:8: log_dest syslog: no edgegw equivalent",
 		"not carried over: bridge.conf:6: topic cmd/# in 2 \"\" site7/: QoS 2 is bridged as QoS 1",
 		"not carried over: acl: the topics before the first user line",
