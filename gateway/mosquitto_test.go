@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // mosquittoBroker is Debian's mosquitto, the stand-in cloud broker of the bridge
@@ -30,13 +32,7 @@ func startMosquitto(t *testing.T, extra string) *mosquittoBroker {
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Fatalf("mosquitto is not installed: run scripts/test-deps.sh (make test does): %v", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	m := &mosquittoBroker{t: t, dir: t.TempDir(), port: port, extra: extra}
+	m := &mosquittoBroker{t: t, dir: t.TempDir(), port: freeLoopbackPort(t), extra: extra}
 	m.start()
 	t.Cleanup(m.stop)
 	return m
@@ -127,15 +123,33 @@ func (m *mosquittoBroker) log() string {
 // tests do not run as root.
 const mosquittoKeepUser = "user root\n"
 
-// freeLoopbackPort returns a loopback TCP port that was free a moment ago.
+// freeLoopbackPort returns a free loopback TCP port for a server the test
+// starts (mosquitto, aedes, the edgegw binary), reserved until the test ends:
+// a socket bound to it with SO_REUSEADDR, never listening, stays open. The
+// kernel gives a bound port to no other bind(0) or outgoing connection, and
+// connecting to it is refused while no server listens; a server that binds it
+// with SO_REUSEADDR (mosquitto, Node, Go's net.Listen) may, also again after
+// a restart. A port found by listening and closing at once, as before, was
+// free for anyone until the server bound it, and again while a test had
+// mosquitto stopped: another process's listener or connection could take it.
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reserve a port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { _ = unix.Close(fd) }) // after the server's stop, registered later
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		t.Fatalf("reserve a port: %v", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("reserve a port: %v", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("reserve a port: %v", err)
+	}
+	return sa.(*unix.SockaddrInet4).Port
 }
 
 // mosquittoTLSListener is extra configuration for a TLS listener on a loopback
