@@ -55,6 +55,9 @@ type ModbusServerOptions struct {
 	// WrongTID makes the server send every response twice: first with the
 	// transaction id plus one, then right (Modbus TCP only).
 	WrongTID bool
+	// OnlyWrongTID makes the server answer every request with the
+	// transaction id plus one only (Modbus TCP only).
+	OnlyWrongTID bool
 	// WrongUnit makes the server send every response twice: first from the
 	// unit id plus one (MBAP, or an RTU frame with its CRC), then right.
 	WrongUnit bool
@@ -111,6 +114,9 @@ func (s *ModbusServer) start() {
 	args := []string{ModbusScript(), "serve", "--slaves", s.slaves, "--framer", s.Framer, "--port", strconv.Itoa(s.Port)}
 	if s.opts.WrongTID {
 		args = append(args, "--wrong-tid")
+	}
+	if s.opts.OnlyWrongTID {
+		args = append(args, "--only-wrong-tid")
 	}
 	if s.opts.WrongUnit {
 		args = append(args, "--wrong-unit")

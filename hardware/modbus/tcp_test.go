@@ -243,6 +243,27 @@ func TestTCPWrongTransactionID(t *testing.T) {
 	}
 }
 
+// A server that answers every request only with a wrong transaction id (as
+// a device that always echoes a stale or fixed one): nothing it sends is
+// taken for an answer. The polls time out, the wrong responses are counted,
+// the meter goes offline without a reading; the connection is not taken for
+// half-open (bytes do arrive), so it is not reopened.
+func TestTCPOnlyWrongTransactionID(t *testing.T) {
+	units, specs, _ := threeUnits()
+	srv := hwtest.StartModbusServer(t, units, hwtest.ModbusServerOptions{OnlyWrongTID: true})
+	r := newTCPRig(t, modbus.Config{Timeout: 300 * time.Millisecond, Framing: modbus.FramingTCP}, srv.Addr, specs[0])
+	r.start(t)
+	next(t, r.eng, "meters/a/status", statusIs("offline"))
+	if n := r.eng.Count("meters/a/reading"); n != 0 {
+		t.Errorf("%d readings from responses with wrong transaction ids", n)
+	}
+	c := r.port.Counters()
+	waitCount(t, "wrong transaction", &c.WrongTransaction, 2)
+	if c.Timeouts.Load() < 2 || c.Frames.Load() != 0 || c.Reopens.Load() != 0 {
+		t.Errorf("counters: %v", c.Map())
+	}
+}
+
 // A server that sends each response first from another unit id (the unit id
 // plus one; over RTU framing a whole frame with its own valid CRC), then
 // right: the wrong one is skipped and counted in wrong_slave, the right one

@@ -3,7 +3,7 @@
 python3-pymodbus 3.0): the third-party far end of a TCP meter port.
 
   mbserver.py serve --slaves FILE [--framer tcp|rtu] [--port N] [--wrong-tid]
-                    [--wrong-unit] [--gateway] [--die-at K]
+                    [--only-wrong-tid] [--wrong-unit] [--gateway] [--die-at K]
       Serves the units and registers of FILE (JSON, the format of the golden
       cases' slaves.json: {"<unit>": {"holding": {"<reg>": v}, "input": {...}}})
       on 127.0.0.1:N (0: any free port) with pymodbus's socket (MBAP) framer or
@@ -13,7 +13,7 @@ python3-pymodbus 3.0): the third-party far end of a TCP meter port.
       3.0's framer drops it. Prints "LISTENING <port>" once it serves.
       --wrong-tid sends every response twice, first with the transaction id
       plus one (pymodbus's response_manipulator hook), then as it should be
-      (tcp framer only).
+      (tcp framer only). --only-wrong-tid sends only the first of the two.
       --wrong-unit sends every response twice, first from the unit id plus
       one (in the framer's own encoding: MBAP, or RTU with its CRC), then as
       it should be.
@@ -91,13 +91,14 @@ def serve(args):
             response.unit_id = (unit + 1) & 0xFF
             out = framer(None).buildPacket(response) + out
             response.unit_id = unit
-        if args.wrong_tid:
-            out = struct.pack(">H", (response.transaction_id + 1) & 0xFFFF) + right[2:] + out
+        if args.wrong_tid or args.only_wrong_tid:
+            wrong = struct.pack(">H", (response.transaction_id + 1) & 0xFFFF) + right[2:]
+            out = wrong if args.only_wrong_tid else wrong + out
         return out, True
 
     kwargs = {"identity": ModbusDeviceIdentification(info_name={
         "VendorName": "pymodbus", "ProductCode": "PM-TEST", "MajorMinorRevision": "3.0"})}
-    if args.wrong_tid or args.wrong_unit or args.die_at:
+    if args.wrong_tid or args.only_wrong_tid or args.wrong_unit or args.die_at:
         kwargs["response_manipulator"] = manipulate
 
     async def main():
@@ -138,6 +139,7 @@ def run():
     s.add_argument("--framer", choices=["tcp", "rtu"], default="tcp")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--wrong-tid", action="store_true")
+    s.add_argument("--only-wrong-tid", action="store_true")
     s.add_argument("--wrong-unit", action="store_true")
     s.add_argument("--gateway", action="store_true")
     s.add_argument("--die-at", type=int, default=0)
