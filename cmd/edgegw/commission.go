@@ -58,13 +58,16 @@ const scanUsageLine = `edgegw meters scan PORT|HOST:PORT [--units 1-247] [--baud
   ports: every baud rate with every parity. HOST:PORT: a Modbus TCP server or
   gateway (--framing tcp) or an RS-485/Ethernet converter (--framing rtu);
   exceptions 10 and 11 from a gateway mean no unit. A terminal shows a
-  progress line; otherwise progress goes to stderr as plain lines.`
+  progress line; otherwise progress goes to stderr as plain lines. When the
+  running gateway owns PORT, the scan goes through its admin socket, between
+  its polls.`
 
 const readUsageLine = `edgegw meters read PORT|HOST:PORT --unit N --address A [--count C] [--function 3]
                          [--type uint16] [--word-order big] [--scale 1] [--json]
   Reads C values of --type from register A (function 3 holding, 4 input) or C
   bits (function 1 coils, 2 discrete inputs) and prints them decoded as a
-  register map in meters.types would.`
+  register map in meters.types would. When the running gateway owns PORT, the
+  read goes through its admin socket, between its polls.`
 
 // metersDispatch runs `edgegw meters`, `meters scan` and `meters read`.
 func metersDispatch(args []string, stdout, stderr io.Writer) int {
@@ -96,10 +99,15 @@ type busFlags struct {
 func newBusFlags(name, usageLine string, timeout time.Duration) (*flag.FlagSet, *busFlags, func(io.Writer)) {
 	fs, af, usage := newAdminFlags("edgegw meters "+name, usageLine)
 	f := &busFlags{adminFlags: af}
-	fs.StringVar(&f.baud, "baud", "", "serial baud `RATES` to try, comma-separated (default: the port's in the configuration, else 9600)")
-	fs.StringVar(&f.parity, "parity", "", "serial `PARITIES` to try: N, E, O, comma-separated (default: the port's, else N)")
+	if name == "scan" {
+		fs.StringVar(&f.baud, "baud", "", "serial baud `RATES` to try, comma-separated (default: the port's in the configuration, else 9600)")
+		fs.StringVar(&f.parity, "parity", "", "serial `PARITIES` to try: N, E, O, comma-separated (default: the port's, else N)")
+	} else {
+		fs.StringVar(&f.baud, "baud", "", "serial baud `RATE` (default: the port's in the configuration, else 9600)")
+		fs.StringVar(&f.parity, "parity", "", "serial `PARITY`: N, E or O (default: the port's, else N)")
+	}
 	fs.IntVar(&f.stopBits, "stop-bits", 1, "serial stop bits `N`: 1 or 2")
-	fs.DurationVar(&f.timeout, "timeout", timeout, "response `TIMEOUT` per request")
+	fs.DurationVar(&f.timeout, "timeout", timeout, fmt.Sprintf("response `TIMEOUT` per request (default %v)", timeout))
 	fs.IntVar(&f.retries, "retries", 0, "`N` retries after a timeout or CRC error")
 	fs.StringVar(&f.framing, "framing", "tcp", "HOST:PORT only: `FRAMING` tcp (Modbus TCP, MBAP) or rtu (RTU frames over TCP, RS-485/Ethernet converters)")
 	return fs, f, usage

@@ -157,7 +157,10 @@ func TestMetersScanErrors(t *testing.T) {
 	if r := edgegw(t, "meters", "read", "--help"); r.status != 0 || !strings.Contains(r.stdout, "usage: edgegw meters read PORT|HOST:PORT --unit N --address A") {
 		t.Errorf("meters read --help: %d %q", r.status, r.stdout)
 	} else {
-		for _, flag := range []string{"--unit ID", "--function CODE", "--address ADDRESS", "--count N", "--type TYPE", "--word-order ORDER", "--scale FACTOR", "--framing FRAMING"} {
+		if !strings.Contains(r.stdout, "When the running gateway owns PORT, the\n  read goes through its admin socket, between its polls.") {
+			t.Errorf("meters read --help does not say it goes through the gateway:\n%s", r.stdout)
+		}
+		for _, flag := range []string{"--unit ID", "--function CODE", "--address ADDRESS", "--count N", "--type TYPE", "--word-order ORDER", "--scale FACTOR", "--framing FRAMING", "--baud RATE", "--parity PARITY"} {
 			if !strings.Contains(r.stdout, "\n  "+flag+"\n") {
 				t.Errorf("meters read --help lacks %s:\n%s", flag, r.stdout)
 			}
