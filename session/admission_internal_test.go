@@ -54,6 +54,22 @@ func (s *admitStore) Unreserve(entries int, _ int64)           {}
 
 var errNoRoom = errors.New("store full")
 
+// attachedEngine returns an engine with the default options on st, attached
+// to a new mochi server (no listener), stopped when the test ends.
+func attachedEngine(t *testing.T, st Store) (*Engine, *mqtt.Server) {
+	t.Helper()
+	e, err := New(DefaultOptions(), Deps{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mqtt.New(nil)
+	if err := e.AttachTo(srv); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop() })
+	return e, srv
+}
+
 func (s *admitStore) Reserve(entries int, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -75,15 +91,7 @@ func (s *admitStore) Reserve(entries int, size int64) error {
 func TestPublishAdmissionAllOrNothing(t *testing.T) {
 	const persistent, clean = 40, 3
 	st := &admitStore{t: t}
-	e, err := New(DefaultOptions(), Deps{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := mqtt.New(nil)
-	if err := e.AttachTo(srv); err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
+	e, srv := attachedEngine(t, st)
 	var all []*Session
 	add := func(id string, q queue.Queue, filter string) {
 		s := e.newSession(id, q)

@@ -40,8 +40,9 @@ type Deps struct {
 
 // Engine is a mochi hook that owns MQTT sessions (see the package comment).
 //
-// Locking order: Engine.mu, then group.mu, then Session.mu. Nothing that takes
-// Engine.mu is called while a group or session lock is held.
+// Locking order: Engine.retainMu, then Engine.mu, then group.mu, then
+// Session.mu. Nothing that takes Engine.mu is called while a group or session
+// lock is held.
 type Engine struct {
 	mqtt.HookBase
 	opts     atomic.Pointer[Options] // replaced whole by SetOptions (a reload)
@@ -68,6 +69,15 @@ type Engine struct {
 	laneCfg *queue.Config // the lanes of sessions and shared groups (limits: SetOptions)
 	cons    consumers
 	routes  routeCache
+
+	// retainMu orders retained PUBLISHes and SUBSCRIBEs: publishTo read-holds
+	// it for a retained message from reading the message's subscribers to
+	// routing it, OnSubscribed write-holds it from clearing the route cache
+	// (mochi has indexed the new subscriptions) to reading the retained
+	// messages. A subscriber therefore gets such a message routed (its
+	// subscription was read) or among the retained ones (it was retained
+	// first), never neither. Taken before Engine.mu.
+	retainMu sync.RWMutex
 
 	stop     chan struct{}
 	stopOnce sync.Once

@@ -162,11 +162,17 @@ type delivery struct {
 // changed, and copied only into the queues: a packets.Packet passed by value
 // costs a copy of about 850 bytes at each call.
 func (e *Engine) publishTo(pk *packets.Packet, d *delivery, refuse bool) (int, error) {
+	retain := pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0
+	if retain {
+		// A SUBSCRIBE that reads the retained messages between the read of
+		// subs below and RetainMessage would get the message neither way.
+		e.retainMu.RLock()
+		defer e.retainMu.RUnlock()
+	}
 	subs := e.subscribers(pk.TopicName)
 	var buf [4]target // a message has few non-shared subscribers: no allocation
 	targets := e.targets(subs, buf[:0])
 	cons := e.matchConsumers(pk.TopicName)
-	retain := pk.FixedHeader.Retain && e.srv.Options.Capabilities.RetainAvailable != 0
 	stored := retain && !strings.HasPrefix(pk.TopicName, "$SYS/") // statistics are not stored
 	n := 0
 	if e.store != nil {
@@ -481,10 +487,14 @@ func wildcardsValid(filter string) bool { return topic.CheckFilter(filter) == ni
 // OnSubscribed records granted subscriptions in the session, joins shared groups
 // and prepares the retained messages for the SUBACK's OnPacketSent.
 func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	// A retained message being published now is either routed to the new
+	// subscriptions or read below (retainMu).
+	e.retainMu.Lock()
 	e.topicsChanged() // mochi changed the index; the SUBACK is not out yet
 	c := e.conn(cl)
 	s := e.session(cl.ID)
 	if c == nil || s == nil {
+		e.retainMu.Unlock()
 		return
 	}
 	var joined []string
@@ -519,6 +529,7 @@ func (e *Engine) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 			retained = append(retained, queue.Entry{Packet: outgoing(orig, r, s.version, true)})
 		}
 	}
+	e.retainMu.Unlock()
 	c.subFilters = nil
 	s.mu.Lock()
 	durable := e.strict && s.stored
