@@ -491,10 +491,17 @@ func TestTCPGatewayExceptionIsMissedPoll(t *testing.T) {
 }
 
 // A peer that accepts connections and never answers (a half-open connection
-// looks the same to the master): after two requests in a row time out with
-// nothing received, the connection is closed and opened again with backoff;
-// the meter goes offline; stopping the hub does not hang.
+// looks the same to the master), in both framings (an RS-485/Ethernet
+// converter can go half-open too): after two requests in a row time out
+// with nothing received, the connection is closed and opened again with
+// backoff; the meter goes offline; stopping the hub does not hang.
 func TestTCPSilentPeer(t *testing.T) {
+	for _, f := range framings {
+		t.Run(string(f), func(t *testing.T) { testSilentPeer(t, f) })
+	}
+}
+
+func testSilentPeer(t *testing.T, f modbus.Framing) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +524,7 @@ func TestTCPSilentPeer(t *testing.T) {
 		}
 	}()
 	defer l.Close()
-	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Retries: 1, Framing: modbus.FramingTCP}, l.Addr().String(),
+	r := newTCPRig(t, modbus.Config{Timeout: 50 * time.Millisecond, Retries: 1, Framing: f}, l.Addr().String(),
 		meterSpec{"m", 1, 10 * time.Millisecond, []modbus.Register{{Name: "x", Function: 3, Type: modbus.Uint16}}})
 	r.hub.Start()
 	next(t, r.eng, "meters/m/status", statusIs("offline"))
