@@ -43,20 +43,43 @@ func (c *Counters) AddLag(d time.Duration) {
 	}
 }
 
+// published are the counters Map publishes, by name.
+func (c *Counters) published() map[string]*atomic.Int64 {
+	return map[string]*atomic.Int64{
+		"frames":            &c.Frames,
+		"readings":          &c.Readings,
+		"garbage_bytes":     &c.GarbageBytes,
+		"crc_errors":        &c.CRCErrors,
+		"timeouts":          &c.Timeouts,
+		"exceptions":        &c.Exceptions,
+		"wrong_slave":       &c.WrongSlave,
+		"wrong_transaction": &c.WrongTransaction,
+		"oversized":         &c.Oversized,
+		"parse_errors":      &c.ParseErrors,
+		"unknown_meter":     &c.UnknownMeter,
+		"reopens":           &c.Reopens,
+	}
+}
+
 // Map returns the counters by name, as published.
 func (c *Counters) Map() map[string]int64 {
-	return map[string]int64{
-		"frames":            c.Frames.Load(),
-		"readings":          c.Readings.Load(),
-		"garbage_bytes":     c.GarbageBytes.Load(),
-		"crc_errors":        c.CRCErrors.Load(),
-		"timeouts":          c.Timeouts.Load(),
-		"exceptions":        c.Exceptions.Load(),
-		"wrong_slave":       c.WrongSlave.Load(),
-		"wrong_transaction": c.WrongTransaction.Load(),
-		"oversized":         c.Oversized.Load(),
-		"parse_errors":      c.ParseErrors.Load(),
-		"unknown_meter":     c.UnknownMeter.Load(),
-		"reopens":           c.Reopens.Load(),
+	out := map[string]int64{}
+	for name, v := range c.published() {
+		out[name] = v.Load()
+	}
+	return out
+}
+
+// carry adds old's counts to c (a port rebuilt by a reload goes on counting
+// from where the old one was); the poll lag's maximum is the larger one.
+func (c *Counters) carry(old *Counters) {
+	mine := c.published()
+	for name, v := range old.published() {
+		mine[name].Add(v.Load())
+	}
+	c.Polls.Add(old.Polls.Load())
+	c.PollLagNanos.Add(old.PollLagNanos.Load())
+	if o := old.PollLagMaxNanos.Load(); o > c.PollLagMaxNanos.Load() {
+		c.PollLagMaxNanos.Store(o)
 	}
 }

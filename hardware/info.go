@@ -40,6 +40,29 @@ func (m *Meter) Info() MeterInfo {
 	return in
 }
 
+// carry continues old's counters, last reading and last seen time in m, the
+// meter of the same id rebuilt by a reload (Hub.Apply), before m's port runs:
+// the figures count since start-up. Its state starts over (unknown until the
+// next poll), as does report by exception (the next reading is published);
+// the commands refused are carried by the consumer (ReplaceConsumer).
+func (m *Meter) carry(old *Meter) {
+	m.readings.Add(old.readings.Load())
+	m.cmdDone.Add(old.cmdDone.Load())
+	m.cmdFailed.Add(old.cmdFailed.Load())
+	m.cmdExpired.Add(old.cmdExpired.Load())
+	m.report.polls.Add(old.report.polls.Load())
+	m.report.suppressed.Add(old.report.suppressed.Load())
+	m.last.CompareAndSwap(nil, old.last.Load())
+	old.mu.Lock()
+	seen := old.lastSeen
+	old.mu.Unlock()
+	m.mu.Lock()
+	if m.lastSeen.IsZero() {
+		m.lastSeen = seen
+	}
+	m.mu.Unlock()
+}
+
 // Ports returns the hub's ports in the order they were added.
 func (h *Hub) Ports() []*Port {
 	h.mu.Lock()

@@ -14,9 +14,11 @@ import (
 // Apply makes the hub's ports and meters those of m (checked), a
 // configuration reload: a port that is no longer configured closes; a new one
 // opens; a port whose settings, meters, or the types of its meters changed
-// closes and opens again with its new settings (its meters start over, as at
-// start-up; their command queues, from queue, keep what they hold and receive
-// commands throughout). The retained status of a port removed, and of a
+// closes and opens again with its new settings (its meters' state and report
+// by exception start over, as at start-up, while the port's and meters'
+// counters, last reading and last seen go on (Counters.carry, Meter.carry);
+// their command queues, from queue, keep what they hold and receive commands
+// throughout). The retained status of a port removed, and of a
 // meter removed, is cleared (an empty retained message removes it [MQTT-3.3.1-6]): no
 // subscriber keeps seeing a port or meter that no longer exists. Ports that
 // did not change are not touched. A change
@@ -60,7 +62,14 @@ func (h *Hub) Apply(r *Registry, m MetersConfig, queue func(id string) (queue.Qu
 		closing = append(closing, m.Ports[i].Name)
 	}
 	// Close first: a meter may move from one changed port to another.
-	gone := h.closePorts(closing)
+	gone, closed := h.closePorts(closing)
+	oldMeters, closedPorts := map[string]*Meter{}, map[string]*Port{}
+	for _, mt := range gone {
+		oldMeters[mt.id] = mt
+	}
+	for _, p := range closed {
+		closedPorts[p.cfg.Name] = p
+	}
 	if all {
 		h.mu.Lock()
 		h.opts.Topics = withDefaultTopics(m.Topics())
@@ -74,8 +83,16 @@ func (h *Hub) Apply(r *Registry, m MetersConfig, queue func(id string) (queue.Qu
 			errs = append(errs, berr)
 			continue
 		}
+		// Figures count since start-up, not since the last reload: the new
+		// port and meters go on from the old ones' counts (before they run).
+		if op := closedPorts[p.cfg.Name]; op != nil {
+			p.counters.carry(&op.counters)
+		}
 		for _, mt := range p.meters {
 			built[mt.id] = true
+			if old := oldMeters[mt.id]; old != nil {
+				mt.carry(old)
+			}
 		}
 		if started {
 			now := h.now()
@@ -118,8 +135,9 @@ func (h *Hub) Config() MetersConfig {
 }
 
 // closePorts stops the named ports, takes them and their meters out of the
-// hub and returns those meters (their consumers are still registered).
-func (h *Hub) closePorts(names []string) []*Meter {
+// hub and returns those meters (their consumers are still registered) and
+// ports.
+func (h *Hub) closePorts(names []string) ([]*Meter, []*Port) {
 	h.mu.Lock()
 	var ports []*Port
 	h.ports = slices.DeleteFunc(h.ports, func(p *Port) bool {
@@ -143,7 +161,7 @@ func (h *Hub) closePorts(names []string) []*Meter {
 	}
 	h.order = slices.DeleteFunc(h.order, func(mt *Meter) bool { return slices.Contains(gone, mt) })
 	h.mu.Unlock()
-	return gone
+	return gone, ports
 }
 
 // typesChanged reports whether a meter type that port p's meters use differs

@@ -17,7 +17,8 @@ import (
 
 // Hub.Apply (a configuration reload) touches only the ports that changed: an
 // unchanged port keeps its Port (it is not reopened), a changed one is a new
-// Port that opens again, a removed one closes and its meter's command consumer
+// Port that opens again (its counts and its meters' go on from the old ones),
+// a removed one closes and its meter's command consumer
 // is gone while its queue keeps its commands, an added one opens; a meter
 // that moved to another port keeps receiving commands in its queue.
 func TestHubApplyTouchesOnlyChangedPorts(t *testing.T) {
@@ -81,12 +82,28 @@ func TestHubApplyTouchesOnlyChangedPorts(t *testing.T) {
 		return p
 	}
 	pa, pb := open("pa"), open("pb")
+	// b1 has 3 readings or more: the counts the rebuilt port and meter must
+	// go on from (a new port could not poll 3 times before the check below).
+	for deadline := time.Now().Add(10 * time.Second); hub.Meter("b1").Info().Readings < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b1 has %d readings after 10s", hub.Meter("b1").Info().Readings)
+		}
+	}
 
 	// pa unchanged; pb's interval changes and loses b2 to the new port pc.
 	changes, err := hub.Apply(r, conf(port("pa", 50*time.Millisecond, "a1"), port("pb", 80*time.Millisecond, "b1"),
 		port("pc", 50*time.Millisecond, "x", "b2")), queue)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The rebuilt port and its meter go on counting from the old ones.
+	before := pb.Counters().Frames.Load()
+	if in := hub.Meter("b1").Info(); in.Readings < 3 || in.Polls < 3 || in.LastSeen == nil || in.Last == nil {
+		t.Errorf("b1 after the rebuild: %d readings, %d polls, last seen %v, last reading %v; want its counts and last reading kept",
+			in.Readings, in.Polls, in.LastSeen, in.Last)
+	}
+	if f := hub.Port("pb").Counters().Frames.Load(); f < before || before < 3 {
+		t.Errorf("pb's frames %d after the rebuild, %d before it", f, before)
 	}
 	if want := []string{"meter port pb changed: reopening", "meter port pc added"}; !slices.Equal(changes, want) {
 		t.Errorf("Apply: %q, want %q", changes, want)
