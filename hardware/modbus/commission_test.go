@@ -35,11 +35,14 @@ func units(lo, hi byte) []byte {
 }
 
 // A scan finds the units that answer (data or exception), identifies the one
-// that supports function 43, and finds nothing at a wrong parity or baud.
+// that supports function 43, counts a reply with a wrong CRC as garbled
+// (no unit: a hint at noise or another framing), and finds nothing at a
+// wrong parity or baud.
 func TestScanSerial(t *testing.T) {
 	pt, sim := hwtest.NewCommissioningBus(t)
 	// Identification goes to a terminal: control characters are replaced.
 	sim.Do(1, func(s *hwtest.Slave) { s.DeviceID[2].Value = []byte("1.2.0\x1b[2J") })
+	sim.Add(5, &hwtest.Slave{Holding: map[uint16]uint16{0: 1}, CorruptCRC: 1000})
 	ctx := context.Background()
 	var progress []int
 	res, err := modbus.ScanUnits(ctx, openMaster(t, pt.Path, 9600, "odd"), modbus.ScanOptions{Units: units(1, 6),
@@ -49,8 +52,8 @@ func TestScanSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Tried != 6 || res.Incomplete || !slices.Equal(progress, []int{1, 2, 3, 4, 5, 6}) {
-		t.Errorf("tried %d incomplete %v progress %v", res.Tried, res.Incomplete, progress)
+	if res.Tried != 6 || res.Incomplete || !slices.Equal(progress, []int{1, 2, 3, 4, 5, 6}) || res.Garbled != 1 {
+		t.Errorf("tried %d incomplete %v progress %v garbled %d", res.Tried, res.Incomplete, progress, res.Garbled)
 	}
 	if len(res.Found) != 3 {
 		t.Fatalf("found %+v, want units 1, 2, 3", res.Found)
