@@ -9,9 +9,10 @@ python3-pymodbus 3.0): the third-party far end of a TCP meter port.
       on 127.0.0.1:N (0: any free port) with pymodbus's socket (MBAP) framer or
       its RTU framer over TCP. A read or write of a register not listed gets
       exception 2. Device identification (function 43/14) answers vendor
-      "pymodbus", product code "PM-TEST", revision "3.0". A request for a unit not listed gets no answer: pymodbus
-      3.0's framer drops it (unless unit 0 or 255 is listed: then its framer
-      takes every unit id, as with --gateway). Prints "LISTENING <port>" once it serves.
+      "pymodbus", product code "PM-TEST", revision "3.0". A request for a
+      unit not listed gets no answer: pymodbus 3.0's framer drops it (unless
+      unit 0 or 255 is listed: then its framer takes every unit id, as with
+      --gateway). Prints "LISTENING <port>" once it serves.
       --wrong-tid sends every response twice, first with the transaction id
       plus one (pymodbus's response_manipulator hook), then as it should be
       (tcp framer only). --only-wrong-tid sends only the first of the two.
