@@ -1042,3 +1042,24 @@ func TestReloadRechecksSubscriptions(t *testing.T) {
 	}
 	g.stop()
 }
+
+// The password file is read at every reload, also when the configuration
+// file did not change (as mosquitto does on SIGHUP): a user deleted with
+// `edgegw passwd -D` loses its connection at the next SIGHUP.
+func TestReloadRereadsPasswordFile(t *testing.T) {
+	pw := passwordFile(t, "sensor", "s-secret", "app", "a-secret")
+	g := startReloadGW(t, strings.ReplaceAll(strings.ReplaceAll(reloadAuthConfig, "PWFILE", pw), "PUBLISH", `"data/#"`))
+	sensor := g.sub("5", "sensor", "s-secret", "sensor-sub", "x")
+	app := g.sub("5", "app", "a-secret", "app-sub", "x")
+	if out, err := exec.Command(gwBinary, "passwd", "-D", pw, "sensor").CombinedOutput(); err != nil {
+		t.Fatalf("edgegw passwd -D: %v\n%s", err, out)
+	}
+	if err := g.p.signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	g.logged(`msg="disconnecting: the user no longer exists" component=auth client=sensor-sub user=sensor`)
+	g.logged(`msg="configuration applied" section=auth`)
+	sensor.must("Received DISCONNECT (135)")
+	app.running("although its user is still in the file")
+	g.stop()
+}
