@@ -1,9 +1,11 @@
 package hwtest
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -18,6 +20,7 @@ type Engine struct {
 	consumers []*session.Consumer
 	published []packets.Packet
 	ch        chan packets.Packet
+	marks     int // Skip's markers so far
 }
 
 // NewEngine returns a fake engine; Published delivers every publish.
@@ -65,11 +68,11 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 		e.published = e.published[len(e.published)-5000:]
 	}
 	cons := append([]*session.Consumer(nil), e.consumers...)
-	e.mu.Unlock()
-	select {
+	select { // under e.mu: Published delivers in the order of the calls
 	case e.ch <- pk:
 	default:
 	}
+	e.mu.Unlock()
 	for _, c := range cons {
 		for _, f := range c.Filters {
 			if f == pk.TopicName && (c.Skip == nil || !c.Skip(pk)) {
@@ -87,6 +90,29 @@ func (e *Engine) PublishLocal(origin string, pk packets.Packet) error {
 
 // Published delivers published packets in order (buffered; excess dropped).
 func (e *Engine) Published() <-chan packets.Packet { return e.ch }
+
+// Skip discards from Published everything published so far: what Published
+// delivers next was published after Skip was called. A test that changed a
+// simulated device waits for an effect of the change, not for an earlier
+// event of the same kind.
+func (e *Engine) Skip(t testing.TB) {
+	t.Helper()
+	e.mu.Lock()
+	e.marks++
+	mark := packets.Packet{TopicName: fmt.Sprintf("$hwtest/skip/%d", e.marks)}
+	select {
+	case e.ch <- mark:
+	default:
+		e.mu.Unlock()
+		t.Fatal("hwtest engine: Published is full; nothing reads it")
+	}
+	e.mu.Unlock()
+	for pk := range e.ch {
+		if pk.TopicName == mark.TopicName {
+			return
+		}
+	}
+}
 
 // Count returns how many packets were published on topics with the prefix.
 func (e *Engine) Count(prefix string) int {
