@@ -108,7 +108,7 @@ func next(t *testing.T, ch <-chan packets.Packet) packets.Packet {
 // a local topic outside every forward rule stays local.
 func TestForwardMapsTopics(t *testing.T) {
 	up := make(chan packets.Packet, 100)
-	r := startBridge(t, brokertest.StartPlain(t, "", up).Addr)
+	r := startBridge(t, brokertest.StartPlain(t, up).Addr)
 	r.waitConnected(t, true)
 	pub, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "meter-app", CleanStart: true})
 	pub.Publish(t, "alarms/a", 1, "local only")
@@ -125,7 +125,7 @@ func TestForwardMapsTopics(t *testing.T) {
 // acknowledged.
 func TestOutboxReplayedWhenUpstreamReturns(t *testing.T) {
 	up := make(chan packets.Packet, 100)
-	upstream := brokertest.StartPlain(t, "", up)
+	upstream := brokertest.StartPlain(t, up)
 	r := startBridge(t, upstream.Addr)
 	r.waitConnected(t, true)
 	upstream.Close()
@@ -144,7 +144,7 @@ func TestOutboxReplayedWhenUpstreamReturns(t *testing.T) {
 	default:
 	}
 
-	brokertest.StartPlain(t, upstream.Addr, up)
+	upstream.Restart(t, up)
 	for i := range 5 {
 		pk := next(t, up)
 		if want := fmt.Sprintf("site/7/meters/m%d", i); pk.TopicName != want || string(pk.Payload) != fmt.Sprint(i) {
@@ -159,7 +159,7 @@ func TestOutboxReplayedWhenUpstreamReturns(t *testing.T) {
 // rule matches it.
 func TestDownlinkRepublishesLocally(t *testing.T) {
 	up := make(chan packets.Packet, 100)
-	upstream := brokertest.StartPlain(t, "", up)
+	upstream := brokertest.StartPlain(t, up)
 	srv := upstream.Srv
 	r := startBridge(t, upstream.Addr)
 	local, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "site-app", CleanStart: true})
@@ -201,7 +201,7 @@ func waitSubscribed(t *testing.T, srv *mqtt.Server, topic string) {
 // bridge connects with clean start 0 [MQTT-3.1.2-4] and a session expiry, so a
 // command published upstream while it was stopped arrives when it is back.
 func TestDownlinkWaitsInUpstreamSession(t *testing.T) {
-	upstream := brokertest.StartPlain(t, "", nil)
+	upstream := brokertest.StartPlain(t, nil)
 	r := startBridge(t, upstream.Addr)
 	local, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "site-app", CleanStart: true})
 	local.Subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})

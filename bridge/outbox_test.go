@@ -44,7 +44,7 @@ func TestOutboxLimitsWhileUpstreamAway(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := make(chan packets.Packet, 100)
-			upstream := brokertest.StartPlain(t, "", up)
+			upstream := brokertest.StartPlain(t, up)
 			r := startBridgeWith(t, upstream.Addr, func(_ *bridge.Config, l *bridge.OutboxLimits) {
 				l.MaxMessages, l.MaxBytes, l.Overflow = tc.messages, tc.bytes, tc.overflow
 			})
@@ -73,7 +73,7 @@ func TestOutboxLimitsWhileUpstreamAway(t *testing.T) {
 				t.Errorf("engine counted %d refused, %d dropped oldest; want %d, %d", got, gotOld, wantRefused, wantDropped)
 			}
 
-			brokertest.StartPlain(t, upstream.Addr, up)
+			upstream.Restart(t, up)
 			for i := range keep {
 				pk := next(t, up)
 				if want := outboxPayload(tc.first + i); pk.TopicName != "site/7/meters/p" || string(pk.Payload) != want {

@@ -14,12 +14,17 @@
 package brokertest
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +32,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/sys/unix"
 
 	"edgegw/internal/clock"
 	"edgegw/internal/hookset"
@@ -205,16 +211,24 @@ func (p *packetPoints) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 }
 
 // StartPlain starts a bare mochi broker (allow-all, mochi's own sessions) on
-// a loopback ":0" listener, or on addr when it is not empty (to bring an
-// upstream back on the same port). It stands for an upstream broker in
-// package tests; gateway/ tests bridges against mosquitto and aedes. If watch
-// is not nil, every PUBLISH the broker routes (but $SYS) is sent to it, from
-// an inline subscription to "#" made before the broker serves, so none is
-// missed. It is closed when the test ends, if Close did not close it before.
-func StartPlain(t testing.TB, addr string, watch chan<- packets.Packet) *Plain {
+// a loopback port of its own. It stands for an upstream broker in package
+// tests; gateway/ tests bridges against mosquitto and aedes. If watch is not
+// nil, every PUBLISH the broker routes (but $SYS) is sent to it, from an
+// inline subscription to "#" made before the broker serves, so none is
+// missed. It is closed when the test ends, if Close did not close it before;
+// Restart brings it back on the same port.
+func StartPlain(t testing.TB, watch chan<- packets.Packet) *Plain {
 	t.Helper()
-	if addr == "" {
-		addr = "127.0.0.1:0"
+	return startPlain(t, "127.0.0.1:0", watch)
+}
+
+// startPlain is StartPlain on addr; the listener shares its port (SO_REUSEPORT)
+// with the socket that held it while the broker was down (Close).
+func startPlain(t testing.TB, addr string, watch chan<- packets.Packet) *Plain {
+	t.Helper()
+	ln, err := listenReusePort(addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), InlineClient: true})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -229,24 +243,100 @@ func StartPlain(t testing.TB, addr string, watch chan<- packets.Packet) *Plain {
 			t.Fatal(err)
 		}
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "upstream", Address: addr})
-	if err := srv.AddListener(l); err != nil {
+	if err := srv.AddListener(listeners.NewNet("upstream", ln)); err != nil {
+		_ = ln.Close()
 		t.Fatal(err)
 	}
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	p := &Plain{Srv: srv, Addr: l.Address()}
+	p := &Plain{Srv: srv, Addr: ln.Addr().String(), t: t, hold: -1}
+	t.Cleanup(p.release) // after Close (cleanups run last first)
 	t.Cleanup(p.Close)
 	return p
+}
+
+// listenReusePort listens on addr with SO_REUSEPORT: a socket bound to the
+// same port with it too (the port's holder, Close) does not keep the listener
+// from binding.
+func listenReusePort(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // Plain is a bare mochi broker (StartPlain).
 type Plain struct {
 	Srv  *mqtt.Server
 	Addr string // host:port of its listener
+
+	t    testing.TB
 	once sync.Once
+	mu   sync.Mutex
+	hold int // the socket holding Addr's port after Close; -1: none
 }
 
-// Close stops the broker and its listener (once).
-func (p *Plain) Close() { p.once.Do(func() { _ = p.Srv.Close() }) }
+// Close stops the broker and its listener (once). Its port stays bound until
+// Restart or the end of the test, by a socket that does not listen:
+// connections to it are refused, as to a broker that is down, and no other
+// process can take the port meanwhile (an outgoing connection's local port,
+// on a busy machine), which would keep Restart from listening there.
+func (p *Plain) Close() {
+	p.once.Do(func() {
+		fd, err := holdPort(p.Addr) // beside the listener: both have SO_REUSEPORT
+		if err != nil {
+			p.t.Errorf("brokertest: hold port of %s: %v", p.Addr, err)
+		} else {
+			p.mu.Lock()
+			p.hold = fd
+			p.mu.Unlock()
+		}
+		_ = p.Srv.Close()
+	})
+}
+
+// Restart starts a new broker (StartPlain's, with watch) on the port of p,
+// which Close stopped, and lets go of the port's holder.
+func (p *Plain) Restart(t testing.TB, watch chan<- packets.Packet) *Plain {
+	t.Helper()
+	q := startPlain(t, p.Addr, watch)
+	p.release()
+	return q
+}
+
+// release closes the socket holding the port, if any.
+func (p *Plain) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold >= 0 {
+		_ = unix.Close(p.hold)
+		p.hold = -1
+	}
+}
+
+// holdPort returns a socket bound to addr with SO_REUSEPORT (not SO_REUSEADDR:
+// a listener of someone else cannot bind beside it) that does not listen.
+func holdPort(addr string) (int, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return -1, fmt.Errorf("not an IPv4 address and port: %q", addr)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		_ = unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+		_ = unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
