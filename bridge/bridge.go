@@ -622,8 +622,13 @@ const leaveTimeout = 5 * time.Second
 // the bridge first publishes "offline" itself, QoS 1 and retained like the will,
 // and waits (at most min(connect_timeout, leaveTimeout), or until the connection
 // fails) for its PUBACK: a planned stop leaves the cloud seeing "offline", as a
-// crash does. readDone is closed when the connection's read loop ends.
+// crash does. From its start no more downlink messages are taken (conn.dmu):
+// the one being stored is acknowledged before the DISCONNECT. readDone is
+// closed when the connection's read loop ends.
 func (b *Bridge) leave(cn *conn, readDone <-chan struct{}) {
+	cn.dmu.Lock() // waits for a downlink message being stored to be acknowledged
+	cn.leaving = true
+	cn.dmu.Unlock()
 	if b.cfg.WillTopic != "" {
 		b.mu.Lock()
 		b.leavePID = b.outbox.AllocPID()
@@ -782,7 +787,14 @@ func (b *Bridge) acked(pid uint16, reason byte) {
 }
 
 // downlink republishes a message from upstream locally, then acknowledges it.
+// Once the bridge leaves the connection it takes no more messages (see
+// conn.dmu).
 func (b *Bridge) downlink(cn *conn, pk packets.Packet) error {
+	cn.dmu.Lock()
+	defer cn.dmu.Unlock()
+	if cn.leaving {
+		return nil
+	}
 	var rule Rule
 	found := false
 	for _, r := range b.cfg.Downlink {

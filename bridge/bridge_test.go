@@ -333,3 +333,48 @@ func TestStopInterruptsConnackWait(t *testing.T) {
 		t.Fatalf("after the stop: connected=%v last_error=%q, want false, \"bridge stopped\"", s.Connected, s.LastError)
 	}
 }
+
+// A bridge that leaves the upstream (a stop, here with a will topic: between
+// its "offline" message and that message's PUBACK) takes no more downlink
+// messages: one that arrives then is neither republished nor acknowledged,
+// and the upstream keeps it for the bridge's next session. The DISCONNECT is
+// the bridge's next packet after the offline message: no PUBACK follows it
+// [MQTT-3.14.4-1]. Before, the read loop stored such a message and wrote its
+// PUBACK concurrently with the DISCONNECT; a PUBACK that came after it was
+// dropped by the upstream, which then sent the stored message again after the
+// restart (TestBridgeDownlinkWhileGatewayDown got its probe twice).
+func TestLeavingTakesNoDownlink(t *testing.T) {
+	up := newFakeUpstream(t)
+	r := startBridgeWith(t, up.addr(), func(c *bridge.Config, _ *bridge.OutboxLimits) {
+		c.WillTopic, c.ConnectTimeout = "site/7/gateway", 5*time.Second
+	})
+	c := up.accept(false)
+	r.waitConnected(t, true)
+	sub, _ := brokertest.ConnectV5(t, r.local.Addr, &paho.Connect{ClientID: "cmd-app", CleanStart: true})
+	sub.Subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+	downlink := func(id uint16, payload string) {
+		c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id,
+			TopicName: "site/7/cmd/x", Payload: []byte(payload)})
+	}
+	downlink(1, "before")
+	if m := sub.Next(t); string(m.Payload) != "before" {
+		t.Fatalf("local subscriber got %q, want before", m.Payload)
+	}
+	if ack := c.Skip(packets.Puback); ack.PacketID != 1 {
+		t.Fatalf("PUBACK for %d, want 1", ack.PacketID)
+	}
+
+	stopped := make(chan struct{})
+	go func() { r.stop(); close(stopped) }()
+	var offline packets.Packet
+	for offline.TopicName != "site/7/gateway" || string(offline.Payload) != "offline" {
+		offline = c.Skip(packets.Publish) // past the birth message
+	}
+	downlink(2, "while leaving")
+	c.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: offline.PacketID})
+	c.Expect(packets.Disconnect) // not a PUBACK for message 2
+	<-stopped
+	if n := r.bridge.Status().Received; n != 1 {
+		t.Fatalf("received %d downlink messages, want 1 (the one before the stop)", n)
+	}
+}

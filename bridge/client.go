@@ -27,6 +27,16 @@ type conn struct {
 
 	wmu sync.Mutex
 	buf bytes.Buffer
+
+	// dmu is held while a downlink message is stored and acknowledged
+	// (Bridge.downlink); leaving is set under it when the bridge leaves the
+	// connection (Bridge.leave). A message stored is so acknowledged before
+	// the DISCONNECT, and one that arrives later is neither stored nor
+	// acknowledged: the upstream sends it again in the bridge's next session,
+	// instead of a PUBACK after the DISCONNECT [MQTT-3.14.4-1] that the
+	// upstream drops, which made it send a stored message again.
+	dmu     sync.Mutex
+	leaving bool
 }
 
 // ConnectError is a CONNACK that refused the connection.
