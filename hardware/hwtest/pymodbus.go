@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"edgegw/internal/testport"
 )
 
 // Python is Debian's interpreter, the one python3-pymodbus installs into (not
@@ -35,7 +37,8 @@ type Units map[byte]struct{ Holding, Input map[uint16]uint16 }
 // ModbusServer is a pymodbus Modbus TCP server in a child process
 // (mbserver.py serve): the third-party far end of a TCP meter port.
 type ModbusServer struct {
-	// Addr is 127.0.0.1:port; the port stays the same across Restart.
+	// Addr is 127.0.0.1:port; the port stays the same across Restart, and
+	// no other process can take it while the server is down.
 	Addr   string
 	Port   int
 	Framer string // "tcp" (MBAP) or "rtu" (RTU frames over TCP)
@@ -44,9 +47,10 @@ type ModbusServer struct {
 	slaves string // path of the units' JSON
 	opts   ModbusServerOptions
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	release func() // lets go of the port (testport.Hold); nil until the first start
 }
 
 // ModbusServerOptions configure StartModbusServer.
@@ -103,9 +107,20 @@ func StartModbusServer(t testing.TB, units Units, o ModbusServerOptions) *Modbus
 		t.Fatal(err)
 	}
 	s := &ModbusServer{Framer: o.Framer, Port: o.Port, t: t, slaves: path, opts: o}
+	t.Cleanup(s.letGo) // after Stop
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// letGo lets go of the port held since the first start.
+func (s *ModbusServer) letGo() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
 }
 
 // start runs the server on s.Port (0: a free one, then remembered).
@@ -159,7 +174,20 @@ func (s *ModbusServer) start() {
 		s.mu.Lock()
 		s.cmd, s.done, s.Port = cmd, done, port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		held := s.release != nil
 		s.mu.Unlock()
+		if !held {
+			// The port stays this server's while it is down (it exits at
+			// DieAt, or Stop kills it) until Restart: the server listens
+			// with SO_REUSEPORT (mbserver.py), beside this socket.
+			release, err := testport.Hold(s.Addr)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			s.mu.Lock()
+			s.release = release
+			s.mu.Unlock()
+		}
 	case <-done:
 		hint := ""
 		if strings.Contains(stderr.String(), "ModuleNotFoundError") {

@@ -14,17 +14,12 @@
 package brokertest
 
 import (
-	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,10 +27,10 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"golang.org/x/sys/unix"
 
 	"edgegw/internal/clock"
 	"edgegw/internal/hookset"
+	"edgegw/internal/testport"
 	"edgegw/session"
 	"edgegw/session/store"
 )
@@ -222,11 +217,11 @@ func StartPlain(t testing.TB, watch chan<- packets.Packet) *Plain {
 	return startPlain(t, "127.0.0.1:0", watch)
 }
 
-// startPlain is StartPlain on addr; the listener shares its port (SO_REUSEPORT)
-// with the socket that held it while the broker was down (Close).
+// startPlain is StartPlain on addr; the listener shares its port (SO_REUSEPORT,
+// testport.Listen) with the socket that held it while the broker was down.
 func startPlain(t testing.TB, addr string, watch chan<- packets.Packet) *Plain {
 	t.Helper()
-	ln, err := listenReusePort(addr)
+	ln, err := testport.Listen(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,24 +245,10 @@ func startPlain(t testing.TB, addr string, watch chan<- packets.Packet) *Plain {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	p := &Plain{Srv: srv, Addr: ln.Addr().String(), t: t, hold: -1}
-	t.Cleanup(p.release) // after Close (cleanups run last first)
+	p := &Plain{Srv: srv, Addr: ln.Addr().String(), t: t}
+	t.Cleanup(p.letGo) // after Close (cleanups run last first)
 	t.Cleanup(p.Close)
 	return p
-}
-
-// listenReusePort listens on addr with SO_REUSEPORT: a socket bound to the
-// same port with it too (the port's holder, Close) does not keep the listener
-// from binding.
-func listenReusePort(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // Plain is a bare mochi broker (StartPlain).
@@ -275,10 +256,10 @@ type Plain struct {
 	Srv  *mqtt.Server
 	Addr string // host:port of its listener
 
-	t    testing.TB
-	once sync.Once
-	mu   sync.Mutex
-	hold int // the socket holding Addr's port after Close; -1: none
+	t       testing.TB
+	once    sync.Once
+	mu      sync.Mutex
+	release func() // lets go of Addr's port after Close (testport.Hold); nil: not held
 }
 
 // Close stops the broker and its listener (once). Its port stays bound until
@@ -288,12 +269,12 @@ type Plain struct {
 // on a busy machine), which would keep Restart from listening there.
 func (p *Plain) Close() {
 	p.once.Do(func() {
-		fd, err := holdPort(p.Addr) // beside the listener: both have SO_REUSEPORT
+		release, err := testport.Hold(p.Addr) // beside the listener: both have SO_REUSEPORT
 		if err != nil {
-			p.t.Errorf("brokertest: hold port of %s: %v", p.Addr, err)
+			p.t.Errorf("brokertest: %v", err)
 		} else {
 			p.mu.Lock()
-			p.hold = fd
+			p.release = release
 			p.mu.Unlock()
 		}
 		_ = p.Srv.Close()
@@ -305,38 +286,16 @@ func (p *Plain) Close() {
 func (p *Plain) Restart(t testing.TB, watch chan<- packets.Packet) *Plain {
 	t.Helper()
 	q := startPlain(t, p.Addr, watch)
-	p.release()
+	p.letGo()
 	return q
 }
 
-// release closes the socket holding the port, if any.
-func (p *Plain) release() {
+// letGo lets go of the port Close held, if any.
+func (p *Plain) letGo() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.hold >= 0 {
-		_ = unix.Close(p.hold)
-		p.hold = -1
+	if p.release != nil {
+		p.release()
+		p.release = nil
 	}
-}
-
-// holdPort returns a socket bound to addr with SO_REUSEPORT (not SO_REUSEADDR:
-// a listener of someone else cannot bind beside it) that does not listen.
-func holdPort(addr string) (int, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().Is4() {
-		return -1, fmt.Errorf("not an IPv4 address and port: %q", addr)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		_ = unix.Close(fd)
-		return -1, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
-		_ = unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }

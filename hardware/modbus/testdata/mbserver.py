@@ -106,7 +106,7 @@ def serve(args):
     async def main():
         server = ModbusTcpServer(load_context(args.slaves, args.gateway), framer=framer,
                                  address=("127.0.0.1", args.port),
-                                 allow_reuse_address=True, **kwargs)
+                                 allow_reuse_address=True, allow_reuse_port=True, **kwargs)
         task = asyncio.create_task(server.serve_forever())
         await server.serving
         port = server.server.sockets[0].getsockname()[1]
