@@ -19,10 +19,16 @@ import (
 // Meters end to end: a real gateway opens PTYs with tarm/serial, simulators
 // drive the other ends, MQTT clients see the meters as broker clients.
 
+// modbusPort is port "bus" on device with the given meters. A slave has 300ms
+// to answer, as hardware/modbus's PTY tests give it since such timeouts of
+// 20-200ms were missed there under -race on the loaded CI machine (a7da961).
+// A missed answer would change what these tests assert (a partial reading
+// instead of an ok one, a command's timeout instead of its exception); a slave
+// that is down still goes offline within 2 s (3 polls of 2 attempts).
 func modbusPort(device string, meters ...hardware.PortMeterConfig) hardware.MeterPortConfig {
 	return hardware.MeterPortConfig{Name: "bus", Device: device, Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1,
 		ReadTimeout: 100 * time.Millisecond, ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
-		Protocol: "modbus", Settings: map[string]hardware.Settings{"modbus": &modbus.PortSettings{Timeout: 100 * time.Millisecond, Retries: 1, OfflineAfter: 3}},
+		Protocol: "modbus", Settings: map[string]hardware.Settings{"modbus": &modbus.PortSettings{Timeout: 300 * time.Millisecond, Retries: 1, OfflineAfter: 3}},
 		Meters: meters}
 }
 
