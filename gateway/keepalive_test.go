@@ -43,8 +43,11 @@ func TestKeepAliveDisconnect(t *testing.T) {
 	}
 	limit := keepAlive*3/2 + keepAlive*3/2/16
 
-	silent := connect("silent")
+	// Taken before the CONNECT, as last below before each PINGREQ: the
+	// server's period cannot start earlier. Taken after the CONNACK, a
+	// delay in reading it could make a correct close look earlier than 1.5 s.
 	start := time.Now()
+	silent := connect("silent")
 	pinger := connect("pinger")
 	// Four PINGREQs 400 ms apart keep pinger connected past 1.5 s.
 	var last time.Time
