@@ -536,8 +536,10 @@ func TestMosquittoPasswordFileMigration(t *testing.T) {
 	// machine, and mosquitto_sub -W 1 gave up before the CONNACK (its timer
 	// runs from its start), printing nothing.
 	pub := func(user, pw string) (string, error) {
-		out, err := exec.Command(lookTool(t, "mosquitto_pub"), "-h", host, "-p", port, "-V", "mqttv311", "-i", "mig-pub-"+user,
-			"-u", user, "-P", pw, "-t", "x", "-m", "migrated").CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), interopTimeout) // it has no connect timeout of its own
+		defer cancel()
+		out, err := exec.CommandContext(ctx, lookTool(t, "mosquitto_pub"), "-h", host, "-p", port, "-V", "mqttv311",
+			"-i", "mig-pub-"+user, "-u", user, "-P", pw, "-t", "x", "-m", "migrated").CombinedOutput()
 		return string(out), err
 	}
 	for deadline := time.Now().Add(2 * waitTimeout); ; time.Sleep(200 * time.Millisecond) {
