@@ -17,7 +17,7 @@ type Info struct {
 	// PendingPages are freed by a recent commit but still readable by an open
 	// transaction; they become free pages.
 	PendingPages int
-	// Err is why new durable work is refused (Healthy), nil when it is not.
+	// Err is why new durable work is refused (Refusing), nil when it is not.
 	Err error
 	// RetainedMessages and RetainedBytes (topic plus stored message) are the
 	// retained messages held; MaxRetained and MaxRetainedBytes the limits that
@@ -30,7 +30,7 @@ type Info struct {
 
 // Info returns the store's sizes. Cost: one read transaction and a stat.
 func (s *Store) Info() Info {
-	in := Info{Path: s.path, MaxBytes: s.opts.MaxBytes, PageSize: s.db.Info().PageSize, Err: s.Healthy()}
+	in := Info{Path: s.path, MaxBytes: s.opts.MaxBytes, PageSize: s.db.Info().PageSize, Err: s.Refusing()}
 	in.RetainedMessages, in.RetainedBytes, in.MaxRetained, in.MaxRetainedBytes = s.RetainedUsage()
 	if fi, err := os.Stat(s.path); err == nil {
 		in.FileBytes = fi.Size()

@@ -464,6 +464,23 @@ func (s *Store) refusingLocked() bool {
 	return s.failErr != nil || (s.full && (s.opts.Overflow != session.DropOldest || s.stuck))
 }
 
+// Refusing returns why new durable work is refused now, nil when it is not:
+// Healthy's error, or, while Reserve's projection refuses (the refusing state
+// logged as "store full" until "store writable again"), that refusal. The
+// health (admin API, edgegw_store_healthy) reports this, so it says degraded
+// whenever QoS 1/2 publishes bound for a durable queue are refused.
+func (s *Store) Refusing() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.healthyLocked(); err != nil {
+		return err
+	}
+	if s.refusedNeed > 0 {
+		return s.projectionError()
+	}
+	return nil
+}
+
 // healthyLocked is Healthy; caller holds s.mu.
 func (s *Store) healthyLocked() error {
 	if s.failErr != nil {

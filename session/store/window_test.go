@@ -370,6 +370,10 @@ func TestReserveRefusalLogged(t *testing.T) {
 	if s.Healthy() != nil {
 		t.Fatalf("the pages in use passed the cap (%v): the projection was to refuse first", s.Healthy())
 	}
+	// The health reports the refusal though the pages in use are under the cap.
+	if err := s.Info().Err; !errors.Is(err, ErrFull) {
+		t.Fatalf("Info().Err while the projection refuses: %v, want ErrFull", err)
+	}
 	if err := s.Reserve(1, size); err == nil { // the same episode: no second line
 		t.Fatal("admitted after a refusal with nothing removed")
 	}
@@ -389,6 +393,9 @@ func TestReserveRefusalLogged(t *testing.T) {
 	}
 	clock.Advance(blockLogEvery) // the line held back since the refusal's
 	await(t, "the writable again line", func() bool { return len(lines("store writable again")) == 1 })
+	if err := s.Info().Err; err != nil {
+		t.Fatalf("Info().Err once writable again: %v", err)
+	}
 	if err := s.Reserve(1, size); err != nil {
 		t.Fatalf("the refused size after the queue drained: %v", err)
 	}
