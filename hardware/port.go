@@ -145,6 +145,15 @@ type Protocol interface {
 	Run(ctx context.Context, c *Conn) error
 }
 
+// Attacher is implemented by a Protocol that serves others while the port is
+// open (modbus.Protocol.Exchange). The port calls Attach with each new Conn
+// before it reports the port open (Status, Opened) and calls Run with the same
+// Conn right after, so whoever sees the port open finds the protocol ready for
+// their work, even before Run has started.
+type Attacher interface {
+	Attach(c *Conn)
+}
+
 // PortConfig is one port of a hub: a serial device (Serial), or a TCP
 // connection when TCP.Address is set.
 type PortConfig struct {
@@ -280,6 +289,10 @@ func (p *Port) run(ctx context.Context) {
 			p.counters.Reopens.Add(1)
 		}
 		everOpen = true
+		c.counters, c.limited = &p.counters, p.Limited
+		if a, ok := p.proto.(Attacher); ok {
+			a.Attach(c) // before the port reports open: Opened promises a protocol ready for work
+		}
 		if p.IsTCP() {
 			p.log.Info(kind+" open", p.where(), slog.String("protocol", p.proto.Name()))
 		} else {
@@ -288,7 +301,6 @@ func (p *Port) run(ctx context.Context) {
 		p.setState(true, nil)
 		p.resetReports()
 		start := time.Now()
-		c.counters, c.limited = &p.counters, p.Limited
 		err = p.proto.Run(ctx, c)
 		_ = c.Close()
 		if cerr := c.Err(); cerr != nil && cerr != ErrClosed {
@@ -363,7 +375,8 @@ func (p *Port) setState(open bool, err error) {
 }
 
 // Opened returns a channel that is closed while the port is open: it is
-// closed at once if the port is open now, else once it opens.
+// closed at once if the port is open now, else once it opens. Once it is
+// closed, a protocol that is an Attacher takes work on the new connection.
 func (p *Port) Opened() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()

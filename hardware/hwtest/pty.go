@@ -73,7 +73,8 @@ func (p *PTY) Appear() {
 }
 
 // Vanish closes the pair and removes Path: the device is gone. Whoever had the
-// slave end open gets I/O errors.
+// slave end open gets I/O errors. The ends are closed after they are taken out
+// under p.mu, never while Framing uses the slave.
 func (p *PTY) Vanish() {
 	p.mu.Lock()
 	m, s := p.master, p.slave
@@ -129,9 +130,12 @@ func makeRaw(f *os.File) error {
 // setting but keeps PARODD, so parity reads "odd" or "none": even parity
 // cannot be told from none. Tests of a wrong parity use an odd-parity bus.
 func (p *PTY) Framing() (baud int, parity string) {
+	// Locked throughout: Vanish closes the slave only after taking it out
+	// under the lock, so the descriptor is not closed (nor its number reused)
+	// while it is read here.
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	s := p.slave
-	p.mu.Unlock()
 	if s == nil {
 		return 0, ""
 	}

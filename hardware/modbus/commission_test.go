@@ -5,8 +5,11 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"edgegw/hardware"
 	"edgegw/hardware/hwtest"
@@ -141,6 +144,68 @@ func TestExchangeBetweenPolls(t *testing.T) {
 	r.hub.Stop()
 	if _, err := proto.Exchange(context.Background(), modbus.Request{Slave: 1, Function: modbus.ReadHolding, Count: 1}, time.Second, 0); !errors.Is(err, modbus.ErrPortDown) {
 		t.Errorf("exchange on a stopped port: %v", err)
+	}
+}
+
+// openProbe is a hardware.Engine that runs check while the hub publishes the
+// first status of a port that says it is open: after Opened fired, before the
+// hub calls the protocol's Run.
+type openProbe struct {
+	*hwtest.Engine
+	once  sync.Once
+	check func()
+}
+
+func (e *openProbe) PublishLocal(origin string, pk packets.Packet) error {
+	if strings.HasPrefix(pk.TopicName, "edgegw/ports/") && strings.Contains(string(pk.Payload), `"open":true`) {
+		e.once.Do(e.check)
+	}
+	return e.Engine.PublishLocal(origin, pk)
+}
+
+// Once the hub reports a port open, Exchange takes transactions, even before
+// the protocol's Run has started: a scan or an admin read sent the moment
+// Opened fires is not refused as "not open" (ErrPortDown). The probe calls
+// Exchange with an expired context inside the publish of the open status,
+// when Run cannot have started: the transaction must be waiting for Run (it
+// ends by the context), not refused. Then a transaction goes through.
+func TestExchangeOnceOpen(t *testing.T) {
+	pt, _ := hwtest.NewCommissioningBus(t)
+	proto, err := modbus.New(modbus.Config{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := modbus.Request{Slave: 1, Function: modbus.ReadHolding, Address: 100, Count: 2}
+	early := make(chan error, 1)
+	eng := &openProbe{Engine: hwtest.NewEngine(), check: func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := proto.Exchange(ctx, read, time.Second, 0)
+		early <- err
+	}}
+	hub := hardware.New(eng, hardware.Options{Log: logger(t), CommandExpiry: time.Hour, MaxQueued: 10})
+	_, err = hub.AddPort(hardware.PortConfig{Name: "bus", ReopenMin: 10 * time.Millisecond, ReopenMax: 50 * time.Millisecond,
+		Serial: hardware.SerialConfig{Device: pt.Path, Baud: 9600, DataBits: 8, Parity: "odd", StopBits: 1, ReadTimeout: 100 * time.Millisecond}},
+		proto, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proto.Exchange(context.Background(), read, time.Second, 0); !errors.Is(err, modbus.ErrPortDown) {
+		t.Errorf("exchange before the port ever opened: %v, want ErrPortDown at once", err)
+	}
+	hub.Start()
+	t.Cleanup(hub.Stop)
+	select {
+	case err := <-early:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("exchange as the port reports open, before Run: %v, want it to wait for Run (context canceled)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the port did not report open")
+	}
+	resp, err := proto.Exchange(context.Background(), read, time.Second, 0)
+	if err != nil || resp.Registers()[0] != 0x1DC0 {
+		t.Errorf("exchange on the open port: %v %v", resp, err)
 	}
 }
 

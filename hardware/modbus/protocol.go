@@ -45,12 +45,14 @@ type Protocol struct {
 	wake chan struct{}
 	jobs chan *job // transactions of others (Exchange), between polls
 
-	mu   sync.Mutex
-	down chan struct{} // closed when the current Run returns; nil before the first
+	mu       sync.Mutex
+	down     chan struct{}  // closed when the Run on attached returns; nil before the first Attach or Run
+	attached *hardware.Conn // the Conn down belongs to
 }
 
-// ErrPortDown is Exchange's error when the port is not open (Run is not
-// running, or returned while the transaction waited for the bus).
+// ErrPortDown is Exchange's error when the port is not open (no Conn was
+// attached and Run is not running, or Run returned while the transaction
+// waited for the bus).
 var ErrPortDown = errors.New("the port is not open")
 
 // job is one transaction handed to Run by Exchange.
@@ -123,15 +125,11 @@ func (p *Protocol) Framing() Framing { return p.cfg.Framing }
 // TCP connection it returns ErrSilentConn (and the port reconnects) once the
 // connection stops answering altogether (Master.Silent).
 func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
+	defer close(p.attach(c)) // first: whatever Run returns, Exchange stops waiting for it
 	if p.cfg.Framing == FramingTCP && !c.Stream() {
 		return errors.New("framing tcp needs a TCP port (address)")
 	}
 	m := NewFramedMaster(c, p.cfg.Timeout, p.cfg.Framing)
-	down := make(chan struct{})
-	p.mu.Lock()
-	p.down = down
-	p.mu.Unlock()
-	defer close(down)
 	for len(p.cfg.Meters) == 0 {
 		select {
 		case <-ctx.Done():
@@ -208,12 +206,37 @@ func (p *Protocol) Run(ctx context.Context, c *hardware.Conn) error {
 	}
 }
 
+// Attach implements hardware.Attacher: the port calls it with a new Conn
+// before it reports the port open and calls Run with it. From then on Exchange
+// queues transactions for that Run instead of refusing them (ErrPortDown),
+// until that Run returns.
+func (p *Protocol) Attach(c *hardware.Conn) { p.attach(c) }
+
+// attach makes c the Conn that Exchange waits on and returns the channel to
+// close when the Run on c returns. Attach and then Run on the same Conn share
+// one channel; a Run without Attach (or on a Conn whose Run returned) gets a
+// new one.
+func (p *Protocol) attach(c *hardware.Conn) chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.attached == c && p.down != nil {
+		select {
+		case <-p.down: // that Run returned: a new Run on the same Conn
+		default:
+			return p.down
+		}
+	}
+	p.attached, p.down = c, make(chan struct{})
+	return p.down
+}
+
 // Exchange runs one transaction on the bus between the protocol's own polls
 // and commands (a Bus: a scan or an ad-hoc read while the gateway owns the
 // port), with its own response timeout and retries. The port's counters and
 // logs do not see it: a scan's silent units are no timeouts of the port. It
 // waits for the protocol to take it (the poll in progress ends first) until
-// ctx is done; a port that is not open takes nothing. Once taken, the
+// ctx is done; a port that is not open takes nothing (one that the hub
+// reports open is attached, see Attach). Once taken, the
 // transaction runs to its end.
 func (p *Protocol) Exchange(ctx context.Context, req Request, timeout time.Duration, retries int) (Response, error) {
 	if err := req.CheckFor(p.cfg.Framing); err != nil {
