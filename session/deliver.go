@@ -33,14 +33,14 @@ type binding struct {
 
 // clientBound reports whether what holds the sender back is the client: its
 // window is full of unacknowledged messages, or a write to it has not
-// completed for flowMaxWait/2 (it does not read). Caller holds the session's
+// completed for flowSpan (it does not read). Caller holds the session's
 // lock, and b is the session's current binding (the lane's window is its).
 func (b *binding) clientBound() bool {
 	if b.s.lane.WindowFull() {
 		return true
 	}
 	ws := b.writeStart.Load()
-	return ws != 0 && b.e.monoNs()-ws > int64(flowMaxWait/2)
+	return ws != 0 && b.e.monoNs()-ws > int64(flowSpan)
 }
 
 // Sender states: no goroutine; one pumping; one pumping that must look again

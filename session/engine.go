@@ -49,7 +49,8 @@ type Engine struct {
 	log      *slog.Logger
 	rlog     *ratelog.Logger // lines caused by remote input, rate-limited per kind
 	now      func() time.Time
-	epoch    time.Time // time.Now() at New: the base of monoNs
+	epoch    time.Time                            // time.Now() at New: the base of monoNs
+	after    func(time.Duration) <-chan time.Time // time.After: flow control's timers (waitRoom); tests replace it
 	store    Store
 	strict   bool
 	sysExtra func() map[string]int64
@@ -160,6 +161,7 @@ func New(opts Options, deps Deps) (*Engine, error) {
 		rlog:     ratelog.NewLogger(deps.Log, 0, 0, deps.Now),
 		now:      deps.Now,
 		epoch:    time.Now(),
+		after:    time.After,
 		store:    deps.Store,
 		strict:   deps.Strict && deps.Store != nil,
 		sysExtra: deps.SysValues,

@@ -86,13 +86,21 @@ type group struct {
 // gateway delivers, instead of the queue growing in RAM while the CPU goes to
 // accepting more.
 //
-// A session that drained fewer than flowMinDrain messages during such a wait
-// while the client was what held it back (its window full of unacknowledged
-// messages, or a write to it blocked: see binding.clientBound) is slow: a
-// subscriber that reads or acknowledges more slowly than about 1,300 messages
-// a second, or not at all. (A session that drained little because the
-// gateway's sender did not get the CPU is not: the back-pressure is right
-// then.) Nobody waits for it again until its
+// A wait is two spans of flowSpan, the second timed from when the waiting
+// publisher runs again after the first. A session that drained fewer than
+// flowMinDrain messages in each span while the client was what held it back
+// (its window full of unacknowledged messages, or a write to it blocked: see
+// binding.clientBound) is slow: a subscriber that reads or acknowledges more
+// slowly than about 1,300 messages a second, or not at all. (A session that
+// drained little because the gateway's sender did not get the CPU is not: the
+// back-pressure is right then.) Two spans, because a pause of the whole
+// process (GC, a loaded machine, a VM or a Pi under load) stops the subscriber's
+// reader and sender with everything else: a span it swallows shows nothing
+// moved and a full window, as a stuck client would. The pause is over when the
+// first span's timer is seen, so the second span measures the subscriber on
+// time the process ran: one pause never makes a subscriber that keeps up slow,
+// and a slow one still costs a publisher at most flowMaxWait of running time.
+// Nobody waits for a slow session again until its
 // backlog is back under flowLow, or it has moved (written or completed) at
 // that rate for flowSlowFor (a fast one that a loaded machine made look slow).
 // Its backlog is its own: it is queued up to the session's limits (max_queued,
@@ -102,19 +110,21 @@ type group struct {
 // publishers (bridge, meters, wills, $SYS) never wait.
 //
 // Flow control times real socket writes against real timers, so it reads the
-// process's monotonic clock (time.Since, Engine.monoNs), not the injected
-// Deps.Now: in production that steady time moves the same, and a test's fake
-// clock, which stands still, would freeze it.
+// process's monotonic clock (time.Since, Engine.monoNs, Engine.after), not the
+// injected Deps.Now: in production that steady time moves the same, and a
+// test's fake clock, which stands still, would freeze it.
 const (
 	flowHigh     = 1024
 	flowLow      = 512
 	flowMaxWait  = 50 * time.Millisecond
-	flowMinDrain = 64
+	flowSpan     = flowMaxWait / 2 // a wait is two spans (waitRoom)
+	flowMinDrain = 32              // messages per flowSpan
 	flowSlowFor  = time.Second
 )
 
 // waitRoom blocks while s is online, not slow, and has more than flowLow
-// unsent messages, for at most flowMaxWait (see flowHigh).
+// unsent messages, for at most two spans of flowSpan, the second timed from
+// the end of the first; it marks s slow when both found it slow (see flowHigh).
 func (e *Engine) waitRoom(s *Session) {
 	s.mu.Lock()
 	if !s.busyLocked(flowLow) {
@@ -127,20 +137,24 @@ func (e *Engine) waitRoom(s *Session) {
 	ch := s.roomWait
 	before := s.lane.Unsent()
 	s.mu.Unlock()
-	timer := time.NewTimer(flowMaxWait)
-	defer timer.Stop()
-	select {
-	case <-ch:
-	case <-timer.C:
-		s.mu.Lock()
-		if s.busyLocked(flowLow) && before-s.lane.Unsent() < flowMinDrain && s.bind.clientBound() {
-			// slow: its backlog is its own from now on
-			s.slowAt, s.slowMoved = time.Now(), s.moved
-			close(s.roomWait)
-			s.roomWait = nil
+	slow := true // every span so far found s slow
+	for span := range 2 {
+		select {
+		case <-ch:
+			return
+		case <-e.stop:
+			return
+		case <-e.after(flowSpan): // timed from now: after a pause, on time the process runs
 		}
+		s.mu.Lock()
+		slow = slow && s.busyLocked(flowLow) && before-s.lane.Unsent() < flowMinDrain && s.bind.clientBound()
+		if slow && span == 1 {
+			// slow in both spans: its backlog is its own from now on
+			s.slowAt, s.slowMoved = time.Now(), s.moved
+			s.wakeLocked()
+		}
+		before = s.lane.Unsent()
 		s.mu.Unlock()
-	case <-e.stop:
 	}
 }
 
@@ -152,7 +166,7 @@ func (s *Session) busyLocked(high int) bool {
 		return false
 	}
 	if !s.slowAt.IsZero() {
-		if time.Since(s.slowAt) < flowSlowFor || s.moved-s.slowMoved < flowMinDrain*uint64(flowSlowFor/flowMaxWait) {
+		if time.Since(s.slowAt) < flowSlowFor || s.moved-s.slowMoved < flowMinDrain*uint64(flowSlowFor/flowSpan) {
 			return false
 		}
 		s.slowAt = time.Time{} // it moves at the gateway's pace after all
@@ -166,9 +180,14 @@ func (s *Session) busyLocked(high int) bool {
 func (s *Session) flowLocked() {
 	if s.bind == nil || s.lane.Unsent() <= flowLow {
 		s.slowAt = time.Time{}
-		if s.roomWait != nil {
-			close(s.roomWait)
-			s.roomWait = nil
-		}
+		s.wakeLocked()
+	}
+}
+
+// wakeLocked wakes the publishers waiting in waitRoom. Caller holds s.mu.
+func (s *Session) wakeLocked() {
+	if s.roomWait != nil {
+		close(s.roomWait)
+		s.roomWait = nil
 	}
 }
