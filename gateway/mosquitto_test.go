@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"edgegw/internal/testport"
 )
 
 // mosquittoBroker is Debian's mosquitto, the stand-in cloud broker of the bridge
@@ -124,32 +124,19 @@ func (m *mosquittoBroker) log() string {
 const mosquittoKeepUser = "user root\n"
 
 // freeLoopbackPort returns a free loopback TCP port for a server the test
-// starts (mosquitto, aedes, the edgegw binary), reserved until the test ends:
-// a socket bound to it with SO_REUSEADDR, never listening, stays open. The
-// kernel gives a bound port to no other bind(0) or outgoing connection, and
-// connecting to it is refused while no server listens; a server that binds it
-// with SO_REUSEADDR (mosquitto, Node, Go's net.Listen) may, also again after
-// a restart. A port found by listening and closing at once, as before, was
-// free for anyone until the server bound it, and again while a test had
-// mosquitto stopped: another process's listener or connection could take it.
+// starts (mosquitto, aedes, the edgegw binary), reserved until the test ends
+// (testport.Reserve). A port found by listening and closing at once, as
+// before, was free for anyone until the server bound it, and again while a
+// test had mosquitto stopped: another process's listener or connection could
+// take it.
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	port, release, err := testport.Reserve()
 	if err != nil {
-		t.Fatalf("reserve a port: %v", err)
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = unix.Close(fd) }) // after the server's stop, registered later
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		t.Fatalf("reserve a port: %v", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatalf("reserve a port: %v", err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatalf("reserve a port: %v", err)
-	}
-	return sa.(*unix.SockaddrInet4).Port
+	t.Cleanup(release) // after the server's stop, registered later
+	return port
 }
 
 // mosquittoTLSListener is extra configuration for a TLS listener on a loopback

@@ -60,3 +60,33 @@ func Hold(addr string) (release func(), err error) {
 	var once sync.Once
 	return func() { once.Do(func() { _ = unix.Close(fd) }) }, nil
 }
+
+// Reserve picks a free loopback port (127.0.0.1) for a server that binds with
+// SO_REUSEADDR and not SO_REUSEPORT (mosquitto, Node, Go's net.Listen), and
+// keeps it reserved until release: a socket bound to it with SO_REUSEADDR,
+// never listening, stays open. The kernel gives a bound port to no other
+// bind(0) or outgoing connection, and connecting to it is refused while no
+// server listens; the server may bind it beside the reservation, also again
+// after a restart. (Hold is the same for servers that set SO_REUSEPORT.)
+func Reserve() (port int, release func(), err error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, fmt.Errorf("reserve a port: %w", err)
+	}
+	fail := func(err error) (int, func(), error) {
+		_ = unix.Close(fd)
+		return 0, nil, fmt.Errorf("reserve a port: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fail(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail(err)
+	}
+	var once sync.Once
+	return sa.(*unix.SockaddrInet4).Port, func() { once.Do(func() { _ = unix.Close(fd) }) }, nil
+}
